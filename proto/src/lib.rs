@@ -1,0 +1,32 @@
+//! `licet-proto`: everything two Licet parties must agree on.
+//!
+//! Keys ([`keys`]), the one bounded decoder ([`encoding`]), the signed envelope ([`signed`]),
+//! manifests ([`manifest`]), delegations ([`delegation`]), catalogs and catalog heads
+//! ([`catalog`]), per-file merkle trees and audit paths ([`merkle`]), the trust policy
+//! ([`policy`]), and the transfer protocol's messages ([`wire`]).
+//!
+//! This crate does no networking, no async and no disk I/O beyond reading and writing key files:
+//! it is pure, so every rule in it can be tested exhaustively.
+//!
+//! Invariants that hold across the crate:
+//! - bytes from outside are decoded only through [`encoding::decode`], with an explicit limit;
+//! - signatures are checked over the exact stored bytes before the body is decoded;
+//! - code past the boundary takes `Verified*` and validated types (`SafePath`, `Region`), which can
+//!   only be built by passing their checks.
+
+pub mod catalog;
+pub mod delegation;
+pub mod encoding;
+pub mod ids;
+pub mod keys;
+pub mod manifest;
+pub mod merkle;
+pub mod path;
+pub mod policy;
+pub mod signed;
+pub mod time;
+pub mod wire;
+
+pub use ids::{CatalogHash, CatalogHeadKey, ManifestId, MerkleHash};
+pub use keys::{PublicKey, SecretKey};
+pub use time::Timestamp;

@@ -1,0 +1,221 @@
+//! The signed envelope: one type for everything a publisher or delegate signs.
+//!
+//! ```text
+//! Signed { kind, signer: [u8; 32], body: bytes, signature: [u8; 64], delegation: Option<SignedDelegation> }
+//! message signed = "licet/v1/" ‖ kind name ‖ 0x00 ‖ body
+//! ```
+//!
+//! Invariants:
+//! - [`signing_message`] is the only place that builds bytes to sign; signing and verifying both
+//!   call it, so a signature of one kind can never verify as another (the kind name is inside the
+//!   signed message).
+//! - The signature is checked over the exact stored `body` bytes *before* the body is decoded;
+//!   nothing is ever re-encoded to be verified.
+//! - A delegation is one level deep by construction: [`SignedDelegation`] has no delegation field.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    encoding::{self, DecodeError},
+    keys::{PublicKey, SecretKey, SignatureBytes},
+};
+
+/// What a signed body is. Append-only: never reorder or remove a variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SignedKind {
+    /// A [`crate::manifest::Manifest`].
+    Manifest,
+    /// A [`crate::delegation::Delegation`].
+    Delegation,
+    /// A [`crate::catalog::Catalog`].
+    Catalog,
+    /// A [`crate::catalog::CatalogHead`].
+    CatalogHead,
+}
+
+impl SignedKind {
+    /// The name inside the signed message (domain separation) and in messages to people.
+    pub fn name(self) -> &'static str {
+        match self {
+            SignedKind::Manifest => "manifest",
+            SignedKind::Delegation => "delegation",
+            SignedKind::Catalog => "catalog",
+            SignedKind::CatalogHead => "catalog-head",
+        }
+    }
+
+    /// The largest envelope of this kind accepted from outside, in bytes.
+    pub fn max_envelope_bytes(self) -> usize {
+        // Envelope overhead: kind, signer, signature, length prefixes, and an optional
+        // delegation envelope of its own.
+        const OVERHEAD: usize = 256 + MAX_DELEGATION_ENVELOPE_BYTES;
+        let body = match self {
+            SignedKind::Manifest => crate::manifest::MAX_MANIFEST_BODY_BYTES,
+            SignedKind::Delegation => crate::delegation::MAX_DELEGATION_BODY_BYTES,
+            SignedKind::Catalog => crate::catalog::MAX_CATALOG_BODY_BYTES,
+            SignedKind::CatalogHead => crate::catalog::MAX_CATALOG_HEAD_BODY_BYTES,
+        };
+        body + OVERHEAD
+    }
+}
+
+/// Largest encoded delegation envelope carried inside another envelope.
+pub const MAX_DELEGATION_ENVELOPE_BYTES: usize = crate::delegation::MAX_DELEGATION_BODY_BYTES + 128;
+
+/// A signed object, exactly as stored and sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signed {
+    /// What the body is.
+    pub kind: SignedKind,
+    /// Who signed: the publisher, or a delegate carrying `delegation`.
+    pub signer: PublicKey,
+    /// The encoded body, exactly the bytes that were signed.
+    pub body: Vec<u8>,
+    /// ed25519 over [`signing_message`]`(kind, body)`.
+    pub signature: SignatureBytes,
+    /// The publisher's delegation to `signer`, when a delegate signed.
+    pub delegation: Option<SignedDelegation>,
+}
+
+/// A delegation carried inside another envelope: a `Signed` of kind `Delegation` without a
+/// delegation of its own (one level only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedDelegation {
+    /// The publisher that signed the delegation.
+    pub signer: PublicKey,
+    /// The encoded [`crate::delegation::Delegation`].
+    pub body: Vec<u8>,
+    /// ed25519 over [`signing_message`]`(Delegation, body)`.
+    pub signature: SignatureBytes,
+}
+
+/// Why an envelope is not what it claims.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// The bytes are not an envelope.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A different kind of object than expected.
+    #[error("expected a signed {expected}, found a signed {found}")]
+    WrongKind {
+        /// The kind wanted.
+        expected: &'static str,
+        /// The kind found.
+        found: &'static str,
+    },
+    /// The signature does not verify over the body with the signer's key.
+    #[error("the {kind} signature by {signer} is not valid")]
+    BadSignature {
+        /// The kind of the envelope.
+        kind: &'static str,
+        /// The claimed signer.
+        signer: PublicKey,
+    },
+}
+
+/// The bytes an ed25519 signature of `kind` covers: `"licet/v1/" ‖ kind name ‖ 0x00 ‖ body`.
+pub fn signing_message(kind: SignedKind, body: &[u8]) -> Vec<u8> {
+    let name = kind.name().as_bytes();
+    let mut message = Vec::with_capacity(9 + name.len() + 1 + body.len());
+    message.extend_from_slice(b"licet/v1/");
+    message.extend_from_slice(name);
+    message.push(0);
+    message.extend_from_slice(body);
+    message
+}
+
+impl Signed {
+    /// Signs `body` as `kind` with `key`, attaching `delegation` if a delegate signs.
+    pub fn sign(
+        kind: SignedKind,
+        body: Vec<u8>,
+        key: &SecretKey,
+        delegation: Option<SignedDelegation>,
+    ) -> Signed {
+        let signature = key.sign(&signing_message(kind, &body));
+        Signed {
+            kind,
+            signer: key.public_key(),
+            body,
+            signature,
+            delegation,
+        }
+    }
+
+    /// Decodes an envelope of any kind, at most the largest kind's size.
+    pub fn decode(bytes: &[u8]) -> Result<Signed, DecodeError> {
+        encoding::decode(
+            "signed object",
+            bytes,
+            SignedKind::Catalog.max_envelope_bytes(),
+        )
+    }
+
+    /// Decodes an envelope that must be of `kind`, bounded by that kind's size.
+    pub fn decode_kind(bytes: &[u8], kind: SignedKind) -> Result<Signed, EnvelopeError> {
+        let signed: Signed = encoding::decode(kind.name(), bytes, kind.max_envelope_bytes())?;
+        signed.expect_kind(kind)?;
+        Ok(signed)
+    }
+
+    /// The envelope's encoding (what files and the wire carry).
+    pub fn encode(&self) -> Vec<u8> {
+        encoding::encode(self)
+    }
+
+    /// Fails unless this envelope is of `kind`.
+    pub fn expect_kind(&self, kind: SignedKind) -> Result<(), EnvelopeError> {
+        if self.kind == kind {
+            Ok(())
+        } else {
+            Err(EnvelopeError::WrongKind {
+                expected: kind.name(),
+                found: self.kind.name(),
+            })
+        }
+    }
+
+    /// Checks the signature over the stored body (not the delegation's).
+    pub fn verify_signature(&self) -> Result<(), EnvelopeError> {
+        if self
+            .signer
+            .verify(&signing_message(self.kind, &self.body), &self.signature)
+        {
+            Ok(())
+        } else {
+            Err(EnvelopeError::BadSignature {
+                kind: self.kind.name(),
+                signer: self.signer,
+            })
+        }
+    }
+
+    /// This envelope as a delegation to carry inside another, if it is a delegation without one
+    /// of its own.
+    pub fn into_carried_delegation(self) -> Result<SignedDelegation, EnvelopeError> {
+        self.expect_kind(SignedKind::Delegation)?;
+        Ok(SignedDelegation {
+            signer: self.signer,
+            body: self.body,
+            signature: self.signature,
+        })
+    }
+}
+
+impl SignedDelegation {
+    /// Checks the publisher's signature over the stored delegation body.
+    pub fn verify_signature(&self) -> Result<(), EnvelopeError> {
+        if self.signer.verify(
+            &signing_message(SignedKind::Delegation, &self.body),
+            &self.signature,
+        ) {
+            Ok(())
+        } else {
+            Err(EnvelopeError::BadSignature {
+                kind: SignedKind::Delegation.name(),
+                signer: self.signer,
+            })
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! The transfer protocol `/licet/transfer/1`: the specification, in code.
+//!
+//! # Streams and frames
+//! A node opens one long-lived stream per peer and sends requests on it; the peer answers on
+//! the same stream. Both directions are a sequence of frames:
+//!
+//! ```text
+//! frame   = length: u32 little-endian ‖ header ‖ payload
+//! length  = bytes of header + payload, at most MAX_FRAME_BYTES (checked before allocating)
+//! header  = postcard(RequestFrame) or postcard(ResponseFrame)
+//! payload = raw bytes; only Response::Chunk and Response::CatalogPart have one, of exactly the
+//!           `len` their header declares; every other frame has none
+//! ```
+//!
+//! Requests carry a [`RequestId`] chosen by the requester; the response carries it back.
+//! Responses may come in any order. A requester keeps at most [`MAX_REQUESTS_IN_FLIGHT`]
+//! requests outstanding on one stream; a server that receives more answers [`Response::Busy`]
+//! to the excess or closes the stream.
+//!
+//! # Messages
+//! | request | answer |
+//! |---|---|
+//! | `Manifest { id }` | `Manifest { envelope }`: the encoded signed manifest, verified by the receiver |
+//! | `Availability { manifest }` | `Availability { files }`: one [`Bitfield`] per file, bit *i* = chunk *i* held |
+//! | `Chunk { manifest, file, index }` | `Chunk { proof, len }` + `len` bytes: the chunk and its [`AuditPath`] |
+//! | `CatalogHead { publisher }` | `CatalogHead { envelope }`: the newest signed head the peer accepted |
+//! | `CatalogPart { publisher, catalog_hash, offset }` | `CatalogPart { total_len, offset, len }` + `len` bytes of the catalog envelope |
+//!
+//! Any request may instead be answered `Refused { reason, detail }` (the trust policy's
+//! [`RefusalReason`], append-only) or `Busy { retry_after_ms }`.
+//!
+//! A catalog travels like content: in parts of at most [`CATALOG_PART_BYTES`], reassembled up to
+//! its `total_len` (at most the catalog envelope limit) and checked against the signed head's
+//! hash before it is decoded.
+//!
+//! # Rules a receiver enforces
+//! - a frame longer than [`MAX_FRAME_BYTES`] is refused before its body is read;
+//! - a header that does not decode, an unknown variant, or a payload whose length differs from
+//!   the declared `len` is a protocol violation: the peer's connection is closed;
+//! - a chunk is verified against the signed root with its proof before a byte is written;
+//! - `detail` is at most [`MAX_DETAIL_BYTES`], proofs at most [`MAX_AUDIT_PATH_LEN`] hashes.
+//!
+//! Every enum here is append-only: never reorder or remove a variant; add new ones at the end.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    encoding::{self, DecodeError},
+    ids::{CatalogHash, ManifestId},
+    keys::PublicKey,
+    manifest::MAX_CHUNK_SIZE,
+    merkle::{AuditPath, MAX_AUDIT_PATH_LEN},
+    policy::RefusalReason,
+    signed::SignedKind,
+};
+
+/// The protocol name.
+pub const PROTOCOL: &str = "/licet/transfer/1";
+/// Longest frame (header + payload): the largest chunk plus room for its header and proof.
+pub const MAX_FRAME_BYTES: usize = MAX_CHUNK_SIZE as usize + 64 * 1024;
+/// Most requests a requester keeps outstanding on one stream.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 64;
+/// Longest refusal detail, in bytes.
+pub const MAX_DETAIL_BYTES: usize = 1024;
+/// Size of a catalog part (the last part may be shorter).
+pub const CATALOG_PART_BYTES: u32 = 1024 * 1024;
+/// The bytes of the length prefix.
+pub const LENGTH_PREFIX_BYTES: usize = 4;
+
+/// A requester's number for a request, echoed in its response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RequestId(pub u32);
+
+/// What a peer asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// The signed manifest with this id.
+    Manifest {
+        /// Which manifest.
+        id: ManifestId,
+    },
+    /// Which chunks of each file the peer holds.
+    Availability {
+        /// Which manifest.
+        manifest: ManifestId,
+    },
+    /// One chunk with its audit path.
+    Chunk {
+        /// Which manifest.
+        manifest: ManifestId,
+        /// Index of the file in the manifest.
+        file: u32,
+        /// Index of the chunk in the file.
+        index: u64,
+    },
+    /// The newest catalog head the peer accepted for `publisher`.
+    CatalogHead {
+        /// Whose catalog.
+        publisher: PublicKey,
+    },
+    /// Part of a catalog envelope.
+    CatalogPart {
+        /// Whose catalog.
+        publisher: PublicKey,
+        /// Which catalog (from its signed head).
+        catalog_hash: CatalogHash,
+        /// Byte offset into the envelope, a multiple of [`CATALOG_PART_BYTES`].
+        offset: u64,
+    },
+}
+
+/// A presence bitfield: bit *i* (least significant bit first in byte *i* / 8) set means
+/// chunk *i* is held. Bits past `bit_len` in the last byte are zero.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "BitfieldParts")]
+pub struct Bitfield {
+    bit_len: u64,
+    bytes: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct BitfieldParts {
+    bit_len: u64,
+    bytes: Vec<u8>,
+}
+
+/// Bitfield bytes that do not match its length.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("bitfield of {bit_len} bits has {byte_len} bytes or stray bits set past its end")]
+pub struct BitfieldError {
+    bit_len: u64,
+    byte_len: usize,
+}
+
+impl TryFrom<BitfieldParts> for Bitfield {
+    type Error = BitfieldError;
+    fn try_from(parts: BitfieldParts) -> Result<Self, Self::Error> {
+        let err = crate::encoding::noted(BitfieldError {
+            bit_len: parts.bit_len,
+            byte_len: parts.bytes.len(),
+        });
+        if parts.bit_len.div_ceil(8) != parts.bytes.len() as u64 {
+            return Err(err);
+        }
+        let used = (parts.bit_len % 8) as u32;
+        if used != 0 && parts.bytes.last().is_some_and(|b| b >> used != 0) {
+            return Err(err);
+        }
+        Ok(Bitfield {
+            bit_len: parts.bit_len,
+            bytes: parts.bytes,
+        })
+    }
+}
+
+impl Bitfield {
+    /// `bit_len` bits, all clear.
+    pub fn new(bit_len: u64) -> Bitfield {
+        Bitfield {
+            bit_len,
+            bytes: vec![0; bit_len.div_ceil(8) as usize],
+        }
+    }
+
+    /// The number of bits.
+    pub fn len(&self) -> u64 {
+        self.bit_len
+    }
+
+    /// Whether there are no bits.
+    pub fn is_empty(&self) -> bool {
+        self.bit_len == 0
+    }
+
+    /// Bit `i` (false past the end).
+    pub fn get(&self, i: u64) -> bool {
+        i < self.bit_len && self.bytes[(i / 8) as usize] & (1 << (i % 8)) != 0
+    }
+
+    /// Sets bit `i` to `value`; ignored past the end.
+    pub fn set(&mut self, i: u64, value: bool) {
+        if i < self.bit_len {
+            let byte = &mut self.bytes[(i / 8) as usize];
+            if value {
+                *byte |= 1 << (i % 8);
+            } else {
+                *byte &= !(1 << (i % 8));
+            }
+        }
+    }
+
+    /// How many bits are set.
+    pub fn count_ones(&self) -> u64 {
+        self.bytes.iter().map(|b| u64::from(b.count_ones())).sum()
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// What a peer answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// An encoded signed manifest.
+    Manifest {
+        /// The envelope bytes exactly as the publisher signed them.
+        envelope: Vec<u8>,
+    },
+    /// Which chunks the peer holds.
+    Availability {
+        /// One bitfield per file, in manifest order.
+        files: Vec<Bitfield>,
+    },
+    /// A chunk: `len` payload bytes follow the header.
+    Chunk {
+        /// The chunk's audit path.
+        proof: AuditPath,
+        /// The chunk's length.
+        len: u32,
+    },
+    /// An encoded signed catalog head.
+    CatalogHead {
+        /// The envelope bytes.
+        envelope: Vec<u8>,
+    },
+    /// Part of a catalog envelope: `len` payload bytes follow the header.
+    CatalogPart {
+        /// The whole envelope's length.
+        total_len: u64,
+        /// Where this part starts.
+        offset: u64,
+        /// This part's length.
+        len: u32,
+    },
+    /// The request is refused, with the trust policy's reason.
+    Refused {
+        /// Why.
+        reason: RefusalReason,
+        /// Particulars, at most [`MAX_DETAIL_BYTES`].
+        detail: String,
+    },
+    /// The peer is at capacity; try again later or elsewhere.
+    Busy {
+        /// A hint, in milliseconds.
+        retry_after_ms: u32,
+    },
+}
+
+/// A request with its id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    /// The requester's id for it.
+    pub id: RequestId,
+    /// The request.
+    pub request: Request,
+}
+
+/// A response with the id of its request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseFrame {
+    /// The request's id.
+    pub id: RequestId,
+    /// The response.
+    pub response: Response,
+}
+
+/// A frame that breaks the protocol. Costs the peer its connection.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The length prefix announces more than [`MAX_FRAME_BYTES`].
+    #[error("frame of {0} bytes is over the limit of {MAX_FRAME_BYTES}")]
+    FrameTooLarge(u64),
+    /// The header does not decode (garbage, truncation, unknown variant).
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The payload length differs from what the header declares.
+    #[error("frame declares a {declared}-byte payload but carries {actual}")]
+    PayloadLength {
+        /// Declared in the header.
+        declared: u64,
+        /// Present in the frame.
+        actual: u64,
+    },
+    /// A field is over its limit.
+    #[error("{0}")]
+    OverLimit(&'static str),
+}
+
+/// Reads a length prefix and checks it against [`MAX_FRAME_BYTES`] before anything is allocated.
+pub fn frame_length(prefix: [u8; LENGTH_PREFIX_BYTES]) -> Result<usize, WireError> {
+    let len = u32::from_le_bytes(prefix);
+    if len as usize > MAX_FRAME_BYTES {
+        return Err(WireError::FrameTooLarge(u64::from(len)));
+    }
+    Ok(len as usize)
+}
+
+/// Appends a whole request frame (length prefix and header) to `out`.
+pub fn encode_request(frame: &RequestFrame, out: &mut Vec<u8>) {
+    write_frame(frame, 0, out);
+}
+
+/// Appends a response frame's length prefix and header to `out`; the caller sends `payload_len`
+/// payload bytes right after it (so a chunk is never copied into the frame buffer).
+pub fn encode_response_header(frame: &ResponseFrame, out: &mut Vec<u8>) {
+    write_frame(frame, declared_payload(&frame.response), out);
+}
+
+fn write_frame<T: Serialize>(value: &T, payload_len: u64, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
+    encoding::encode_into(value, out);
+    let header_len = (out.len() - start - LENGTH_PREFIX_BYTES) as u64;
+    // Callers only frame bounded values; saturate rather than wrap if that is ever broken, so
+    // the receiver refuses the frame instead of misparsing it.
+    let total = u32::try_from(header_len + payload_len).unwrap_or(u32::MAX);
+    out[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&total.to_le_bytes());
+}
+
+fn declared_payload(response: &Response) -> u64 {
+    match response {
+        Response::Chunk { len, .. } | Response::CatalogPart { len, .. } => u64::from(*len),
+        _ => 0,
+    }
+}
+
+/// Decodes a request frame's body (what follows the length prefix). Requests have no payload.
+pub fn decode_request(body: &[u8]) -> Result<RequestFrame, WireError> {
+    Ok(encoding::decode("request frame", body, MAX_FRAME_BYTES)?)
+}
+
+/// Decodes a response frame's body and returns it with its payload, checking every limit.
+pub fn decode_response(body: &[u8]) -> Result<(ResponseFrame, &[u8]), WireError> {
+    if body.len() > MAX_FRAME_BYTES {
+        return Err(WireError::FrameTooLarge(body.len() as u64));
+    }
+    let (frame, payload): (ResponseFrame, &[u8]) = encoding::decode_prefix("response frame", body)?;
+    let declared = declared_payload(&frame.response);
+    if declared != payload.len() as u64 {
+        return Err(WireError::PayloadLength {
+            declared,
+            actual: payload.len() as u64,
+        });
+    }
+    match &frame.response {
+        Response::Chunk { proof, len } => {
+            if proof.0.len() > MAX_AUDIT_PATH_LEN {
+                return Err(WireError::OverLimit("audit path is too long"));
+            }
+            if *len > MAX_CHUNK_SIZE {
+                return Err(WireError::OverLimit("chunk is larger than any chunk size"));
+            }
+        }
+        Response::Refused { detail, .. } if detail.len() > MAX_DETAIL_BYTES => {
+            return Err(WireError::OverLimit("refusal detail is too long"));
+        }
+        Response::CatalogPart {
+            total_len,
+            offset,
+            len,
+        } => {
+            let limit = SignedKind::Catalog.max_envelope_bytes() as u64;
+            if *total_len > limit
+                || *len > CATALOG_PART_BYTES
+                || offset.saturating_add(u64::from(*len)) > *total_len
+            {
+                return Err(WireError::OverLimit("catalog part is out of bounds"));
+            }
+        }
+        _ => {}
+    }
+    Ok((frame, payload))
+}
+
+/// Cuts a refusal detail to [`MAX_DETAIL_BYTES`] at a character boundary.
+pub fn bounded_detail(detail: &str) -> String {
+    if detail.len() <= MAX_DETAIL_BYTES {
+        return detail.to_owned();
+    }
+    let mut end = MAX_DETAIL_BYTES;
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    detail[..end].to_owned()
+}
