@@ -1,2 +1,114 @@
-//! placeholder
-fn main() {}
+//! `licet-manifest`: what a rights holder runs to make keys, sign manifests, delegations and
+//! catalogs, and verify them.
+//!
+//! Exit codes: 0 success; 1 a verification or policy failure (the object is invalid, refused,
+//! or the content does not match); 2 a usage or I/O error. Errors go to stderr as
+//! `licet-manifest: error: …` with their cause chain.
+
+mod catalog;
+mod create;
+mod files;
+mod inspect;
+mod keys;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use licet_proto::Timestamp;
+
+/// An error with the exit code it maps to.
+#[derive(Debug)]
+pub enum CliError {
+    /// Verification or policy failure: exit 1.
+    Invalid(anyhow::Error),
+    /// Usage or I/O error: exit 2.
+    Usage(anyhow::Error),
+}
+
+impl CliError {
+    /// A verification or policy failure.
+    pub fn invalid(e: impl Into<anyhow::Error>) -> CliError {
+        CliError::Invalid(e.into())
+    }
+
+    /// A usage error.
+    pub fn usage(e: impl Into<anyhow::Error>) -> CliError {
+        CliError::Usage(e.into())
+    }
+
+    /// An I/O error (same exit code as usage).
+    pub fn io(e: impl Into<anyhow::Error>) -> CliError {
+        CliError::Usage(e.into())
+    }
+}
+
+/// Result of a subcommand.
+pub type CliResult = Result<(), CliError>;
+
+#[derive(Parser)]
+#[command(
+    name = "licet-manifest",
+    version,
+    about = "Make keys, sign manifests, delegations and catalogs, and verify them",
+    long_about = "The rights holder's tool for Licet, a peer-to-peer network for licensed content.\n\
+                  Keys are ed25519 PKCS#8 PEM files (the same as `openssl genpkey -algorithm ed25519`).\n\
+                  Times are RFC 3339 (2027-01-15T08:00:00Z) or relative to now (+72h, -1d, +1w2d, now).\n\n\
+                  Exit codes: 0 ok, 1 verification or policy failure, 2 usage or I/O error.",
+    after_help = "Example:\n  licet-manifest keygen -o publisher.pem\n  licet-manifest create ./release --key publisher.pem --title \"Episode 1\" --not-after +30d -o ep1.manifest\n  licet-manifest verify ep1.manifest --publisher $(licet-manifest pubkey publisher.pem) --content ./release"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Keygen(keys::KeygenArgs),
+    Pubkey(keys::PubkeyArgs),
+    Create(create::CreateArgs),
+    Verify(verify::VerifyArgs),
+    Inspect(inspect::InspectArgs),
+    Delegate(keys::DelegateArgs),
+    #[command(subcommand)]
+    Catalog(catalog::CatalogCommand),
+}
+
+/// Parses a time flag (RFC 3339 or relative to now).
+pub fn parse_time(text: &str) -> Result<Timestamp, String> {
+    Timestamp::parse(text, Timestamp::now()).map_err(|e| e.to_string())
+}
+
+fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Keygen(args) => keys::keygen(args),
+        Command::Pubkey(args) => keys::pubkey(args),
+        Command::Create(args) => create::create(args),
+        Command::Verify(args) => verify::verify(args),
+        Command::Inspect(args) => inspect::inspect(args),
+        Command::Delegate(args) => keys::delegate(args),
+        Command::Catalog(command) => catalog::run(command),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Invalid(e)) => {
+            eprintln!("licet-manifest: error: {e:#}");
+            ExitCode::from(1)
+        }
+        Err(CliError::Usage(e)) => {
+            eprintln!("licet-manifest: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

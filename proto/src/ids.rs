@@ -30,8 +30,20 @@ impl ParseIdError {
 macro_rules! byte_id {
     ($(#[$doc:meta])* $name:ident, $len:literal, $what:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(pub [u8; $len]);
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                crate::ids::serialize_bytes(&self.0, serializer)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                crate::ids::deserialize_bytes(deserializer).map(Self)
+            }
+        }
 
         impl $name {
             /// The raw bytes.
@@ -96,6 +108,43 @@ byte_id!(
     32,
     "catalog head key"
 );
+
+/// Serializes fixed bytes as raw bytes for binary formats (postcard: no length prefix) and as
+/// lowercase hex for human-readable ones (JSON drafts and `--json` output).
+pub(crate) fn serialize_bytes<S: serde::Serializer, const N: usize>(
+    bytes: &[u8; N],
+    serializer: S,
+) -> Result<S::Ok, S::Error>
+where
+    [u8; N]: serde::Serialize,
+{
+    use serde::Serialize as _;
+    if serializer.is_human_readable() {
+        serializer.serialize_str(&hex::encode(bytes))
+    } else {
+        bytes.serialize(serializer)
+    }
+}
+
+/// The inverse of [`serialize_bytes`].
+pub(crate) fn deserialize_bytes<'de, D: serde::Deserializer<'de>, const N: usize>(
+    deserializer: D,
+) -> Result<[u8; N], D::Error>
+where
+    [u8; N]: serde::Deserialize<'de>,
+{
+    use serde::Deserialize as _;
+    if deserializer.is_human_readable() {
+        let text = String::deserialize(deserializer)?;
+        let mut bytes = [0u8; N];
+        hex::decode_to_slice(&text, &mut bytes).map_err(|_| {
+            serde::de::Error::custom(format!("expected {} hex characters, got {text:?}", N * 2))
+        })?;
+        Ok(bytes)
+    } else {
+        <[u8; N]>::deserialize(deserializer)
+    }
+}
 
 /// SHA-256 over the concatenation of `parts`.
 pub(crate) fn sha256(parts: &[&[u8]]) -> [u8; 32] {

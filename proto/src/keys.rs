@@ -29,8 +29,20 @@ use serde::{Deserialize, Serialize};
 use crate::ids::ParseIdError;
 
 /// An ed25519 public key: a publisher, a delegate, a signer.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublicKey(pub [u8; 32]);
+
+impl Serialize for PublicKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        crate::ids::serialize_bytes(&self.0, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        crate::ids::deserialize_bytes(deserializer).map(PublicKey)
+    }
+}
 
 impl PublicKey {
     /// The raw 32 bytes.

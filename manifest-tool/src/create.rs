@@ -1,0 +1,314 @@
+//! `create`: hash files on all cores and sign a manifest for them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use licet_proto::{
+    PublicKey, Timestamp,
+    delegation::Delegation,
+    manifest::{FileEntry, Licence, MANIFEST_FORMAT_VERSION, Manifest, Region},
+    merkle::{self, MerkleTree},
+    path::SafePath,
+    signed::SignedKind,
+};
+
+use crate::{CliError, CliResult, files, keys::read_key, parse_time};
+
+/// Sign a manifest for files or whole directories.
+#[derive(Args)]
+#[command(
+    after_help = "Examples:\n  licet-manifest create ./release --key publisher.pem --title \"Episode 1\" \\\n      --not-after +30d --regions FR,BE --terms \"Free to share until the end of the month\" -o ep1.manifest\n  licet-manifest create film.mkv film.srt --key partner.pem --delegation partner.delegation --title \"Film\" -o film.manifest\n\n\
+    A file argument is listed under its file name; a directory argument contributes its contents,\n\
+    with their paths relative to it. So `create ./release` is verified with `--content ./release`."
+)]
+pub struct CreateArgs {
+    /// Files or directories to include.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// The signing key: the publisher's, or a delegate's with --delegation.
+    #[arg(long, value_name = "KEY")]
+    key: PathBuf,
+    /// Title shown to people.
+    #[arg(long)]
+    title: String,
+    /// Optional longer description.
+    #[arg(long)]
+    description: Option<String>,
+    /// Chunk size: a power of two from 16KiB to 16MiB (suffixes KiB, MiB).
+    #[arg(long, default_value = "1MiB", value_parser = parse_chunk_size)]
+    chunk_size: u32,
+    /// Licence start (default: now).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    not_before: Option<Timestamp>,
+    /// Licence end (default: none).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    not_after: Option<Timestamp>,
+    /// Regions where it is licensed, ISO 3166 alpha-2, comma-separated (default: worldwide).
+    #[arg(long, value_delimiter = ',', value_name = "CC,CC")]
+    regions: Vec<Region>,
+    /// Licence terms, for people.
+    #[arg(long, default_value = "")]
+    terms: String,
+    /// The publisher's delegation to the signing key, when a partner signs.
+    #[arg(long, value_name = "FILE")]
+    delegation: Option<PathBuf>,
+    /// Where to write the signed manifest.
+    #[arg(short, long, value_name = "OUT")]
+    output: PathBuf,
+    /// Replace an existing output file.
+    #[arg(long)]
+    force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses `1MiB`, `256KiB`, `16384`.
+pub fn parse_chunk_size(text: &str) -> Result<u32, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (digits, multiplier) = if let Some(d) = lower.strip_suffix("mib") {
+        (d, 1024 * 1024)
+    } else if let Some(d) = lower.strip_suffix("kib") {
+        (d, 1024)
+    } else {
+        (lower.as_str(), 1)
+    };
+    let size = digits
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| format!("{text:?} is not a size such as 1MiB, 256KiB or 65536"))?;
+    if !size.is_power_of_two() || !(16 * 1024..=16 * 1024 * 1024).contains(&size) {
+        return Err(format!(
+            "chunk size {text} is not a power of two from 16KiB to 16MiB"
+        ));
+    }
+    Ok(size)
+}
+
+/// A file to include: where it goes in the manifest and where it is on disk.
+struct Input {
+    path: SafePath,
+    disk: PathBuf,
+    size: u64,
+}
+
+fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, CliError> {
+    let mut inputs = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))
+            .map_err(CliError::io)?;
+        if meta.is_dir() {
+            walk(path, path, &mut inputs)?;
+        } else if meta.is_file() {
+            let name = path
+                .file_name()
+                .ok_or_else(|| CliError::usage(anyhow!("{} has no file name", path.display())))?;
+            inputs.push(input(path, Path::new(name), meta.len())?);
+        } else {
+            return Err(CliError::usage(anyhow!(
+                "{} is neither a file nor a directory",
+                path.display()
+            )));
+        }
+    }
+    inputs.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(inputs)
+}
+
+fn input(disk: &Path, relative: &Path, size: u64) -> Result<Input, CliError> {
+    let text = relative
+        .components()
+        .map(|c| {
+            c.as_os_str()
+                .to_str()
+                .ok_or_else(|| CliError::usage(anyhow!("{} is not valid UTF-8", disk.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?
+        .join("/");
+    let path = SafePath::new(text)
+        .with_context(|| format!("cannot include {}", disk.display()))
+        .map_err(CliError::usage)?;
+    Ok(Input {
+        path,
+        disk: disk.to_owned(),
+        size,
+    })
+}
+
+fn walk(root: &Path, dir: &Path, inputs: &mut Vec<Input>) -> Result<(), CliError> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))
+        .map_err(CliError::io)?;
+    for entry in entries {
+        let entry = entry
+            .with_context(|| format!("cannot list {}", dir.display()))
+            .map_err(CliError::io)?;
+        let disk = entry.path();
+        let file_type = entry
+            .file_type()
+            .with_context(|| format!("cannot read {}", disk.display()))
+            .map_err(CliError::io)?;
+        // Symbolic links to files are followed; links to directories are not (no cycles).
+        let meta = std::fs::metadata(&disk)
+            .with_context(|| format!("cannot read {}", disk.display()))
+            .map_err(CliError::io)?;
+        if meta.is_dir() {
+            if file_type.is_symlink() {
+                return Err(CliError::usage(anyhow!(
+                    "{} is a link to a directory; list its target instead",
+                    disk.display()
+                )));
+            }
+            walk(root, &disk, inputs)?;
+        } else if meta.is_file() {
+            let relative = disk.strip_prefix(root).unwrap_or(&disk).to_owned();
+            inputs.push(input(&disk, &relative, meta.len())?);
+        } else {
+            return Err(CliError::usage(anyhow!(
+                "{} is neither a file nor a directory",
+                disk.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Hashes `disk` and returns its tree; fails if it does not have `size` bytes when read.
+pub fn hash_file(
+    disk: &Path,
+    size: u64,
+    chunk_size: u32,
+    progress: &ProgressBar,
+) -> Result<MerkleTree, CliError> {
+    let file = std::fs::File::open(disk)
+        .with_context(|| format!("cannot open {}", disk.display()))
+        .map_err(CliError::io)?;
+    let start = progress.position();
+    let (leaves, read) =
+        merkle::hash_leaves(file, chunk_size, merkle::default_threads(), &mut |n| {
+            progress.set_position(start + n)
+        })
+        .with_context(|| format!("cannot read {}", disk.display()))
+        .map_err(CliError::io)?;
+    if read != size {
+        return Err(CliError::io(anyhow!(
+            "{} changed while it was read ({size} bytes before, {read} bytes read)",
+            disk.display()
+        )));
+    }
+    Ok(MerkleTree::from_leaves(leaves))
+}
+
+/// A byte progress bar on stderr (hidden when stderr is not a terminal).
+pub fn byte_progress(total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+pub fn create(args: CreateArgs) -> CliResult {
+    let key = read_key(&args.key)?;
+    let (publisher, delegation) = match &args.delegation {
+        None => (key.public_key(), None),
+        Some(path) => {
+            let (signed, _) = files::read_signed(path)?;
+            signed
+                .expect_kind(SignedKind::Delegation)
+                .with_context(|| format!("{} is not a delegation", path.display()))
+                .map_err(CliError::usage)?;
+            let delegation = Delegation::verify_envelope(&signed)
+                .with_context(|| format!("{} is not a valid delegation", path.display()))
+                .map_err(CliError::invalid)?;
+            if delegation.delegate != key.public_key() {
+                return Err(CliError::usage(anyhow!(
+                    "{} delegates to {}, not to the key in {} ({})",
+                    path.display(),
+                    delegation.delegate,
+                    args.key.display(),
+                    key.public_key()
+                )));
+            }
+            (
+                delegation.publisher,
+                Some(signed.into_carried_delegation().map_err(CliError::usage)?),
+            )
+        }
+    };
+    let inputs = collect_inputs(&args.paths)?;
+    let total: u64 = inputs.iter().map(|i| i.size).sum();
+    let progress = byte_progress(total);
+    progress.set_message("hashing");
+    let mut entries = Vec::with_capacity(inputs.len());
+    for input in &inputs {
+        let tree = hash_file(&input.disk, input.size, args.chunk_size, &progress)?;
+        entries.push(FileEntry {
+            path: input.path.clone(),
+            size: input.size,
+            root: tree.root(),
+        });
+    }
+    progress.finish_and_clear();
+    let now = Timestamp::now();
+    let manifest = Manifest {
+        version: MANIFEST_FORMAT_VERSION,
+        publisher,
+        title: args.title,
+        description: args.description,
+        created_at: now,
+        chunk_size: args.chunk_size,
+        files: entries,
+        licence: Licence {
+            terms: args.terms,
+            not_before: args.not_before.unwrap_or(now),
+            not_after: args.not_after,
+            regions: args.regions,
+        },
+    };
+    let verified = manifest.sign(&key, delegation).map_err(CliError::usage)?;
+    files::write_atomic(&args.output, &verified.envelope().encode(), args.force)?;
+    report(&args.output, &verified, publisher, total, args.json);
+    Ok(())
+}
+
+fn report(
+    output: &Path,
+    verified: &licet_proto::manifest::VerifiedManifest,
+    publisher: PublicKey,
+    total: u64,
+    json: bool,
+) {
+    let manifest = verified.manifest();
+    if json {
+        let value = serde_json::json!({
+            "output": output.display().to_string(),
+            "manifest_id": verified.id(),
+            "link": verified.share_link(&[]).to_string(),
+            "title": manifest.title,
+            "publisher": publisher,
+            "signer": verified.signer(),
+            "files": manifest.files.len(),
+            "bytes": total,
+            "chunk_size": manifest.chunk_size,
+        });
+        println!("{value:#}");
+    } else {
+        println!(
+            "signed {:?}: {} file(s), {total} bytes, chunk size {}",
+            manifest.title,
+            manifest.files.len(),
+            manifest.chunk_size
+        );
+        println!("manifest id {}", verified.id());
+        println!("link        {}", verified.share_link(&[]));
+        println!("written to  {}", output.display());
+    }
+}

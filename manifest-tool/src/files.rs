@@ -1,0 +1,86 @@
+//! Reading signed files and writing outputs atomically.
+//!
+//! Invariants: an output file is either absent, its old content, or its complete new content
+//! (written to a temporary file in the same directory, synced, then renamed or linked into
+//! place); an existing output is replaced only when the caller asked to overwrite. Inputs are
+//! size-checked before they are read.
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use licet_proto::signed::{Signed, SignedKind};
+
+use crate::CliError;
+
+/// Writes `bytes` to `path` atomically with mode 0644; refuses to replace an existing file
+/// unless `overwrite`.
+pub fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), CliError> {
+    if !overwrite && path.exists() {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "{} already exists (pass --force to overwrite it)",
+            path.display()
+        )));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let io = |what: &str| format!("{what} {}", path.display());
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))
+        .map_err(CliError::io)?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| io("cannot write"))
+        .map_err(CliError::io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| io("cannot set permissions of"))
+            .map_err(CliError::io)?;
+    }
+    let persisted = if overwrite {
+        tmp.persist(path).map(drop)
+    } else {
+        tmp.persist_noclobber(path).map(drop)
+    };
+    persisted
+        .map_err(|e| e.error)
+        .with_context(|| io("cannot write"))
+        .map_err(CliError::io)
+}
+
+/// Reads a file of at most `limit` bytes, checking the size before reading.
+pub fn read_limited(path: &Path, limit: usize, what: &str) -> Result<Vec<u8>, CliError> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))
+        .map_err(CliError::io)?
+        .len();
+    if len > limit as u64 {
+        return Err(CliError::invalid(anyhow::anyhow!(
+            "{} is {len} bytes, larger than any {what} ({limit} bytes at most)",
+            path.display()
+        )));
+    }
+    std::fs::read(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))
+        .map_err(CliError::io)
+}
+
+/// Reads and decodes a signed file of any kind (not verified).
+pub fn read_signed(path: &Path) -> Result<(Signed, Vec<u8>), CliError> {
+    let bytes = read_limited(
+        path,
+        SignedKind::Catalog.max_envelope_bytes(),
+        "signed object",
+    )?;
+    let signed = Signed::decode(&bytes)
+        .with_context(|| format!("{} is not a Licet signed object", path.display()))
+        .map_err(CliError::invalid)?;
+    Ok((signed, bytes))
+}

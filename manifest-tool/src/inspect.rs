@@ -1,0 +1,261 @@
+//! `inspect`: show any signed object, and whether it verifies.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use licet_proto::{
+    catalog::{Catalog, CatalogHead, VerifiedCatalog, VerifiedCatalogHead, catalog_hash},
+    delegation::{Delegation, MAX_DELEGATION_BODY_BYTES},
+    encoding,
+    manifest::{MAX_MANIFEST_BODY_BYTES, Manifest, VerifiedManifest, manifest_id},
+    signed::{Signed, SignedKind},
+};
+use serde_json::{Value, json};
+
+use crate::{CliError, CliResult, files};
+
+/// Show a signed manifest, delegation, catalog or catalog head.
+#[derive(Args)]
+#[command(
+    after_help = "Examples:\n  licet-manifest inspect ep1.manifest\n  licet-manifest inspect publisher.catalog --json | jq '.body.entries | length'\n\n\
+    Exits 1 if the object does not verify (it is still shown, marked invalid)."
+)]
+pub struct InspectArgs {
+    /// The file to show.
+    file: PathBuf,
+    /// Print JSON (every field, every catalog entry).
+    #[arg(long)]
+    json: bool,
+    /// In human output, list every catalog entry instead of the first 20.
+    #[arg(long)]
+    all: bool,
+}
+
+impl InspectArgs {
+    /// The arguments for inspecting `file`.
+    pub fn new(file: PathBuf, json: bool, all: bool) -> InspectArgs {
+        InspectArgs { file, json, all }
+    }
+}
+
+/// The result of verifying an envelope as its kind, and its body as JSON if it decodes.
+pub struct Inspection {
+    /// `Ok` or the reason it does not verify.
+    pub verdict: Result<(), String>,
+    /// The body, when it decodes.
+    pub body: Option<Value>,
+    /// Derived facts (manifest id, catalog hash).
+    pub derived: Value,
+}
+
+/// Verifies `signed` (from `bytes`) fully, as the node would, and describes it.
+pub fn examine(signed: &Signed, bytes: &[u8]) -> Inspection {
+    let err = |e: &dyn std::fmt::Display| Err(e.to_string());
+    match signed.kind {
+        SignedKind::Manifest => {
+            let body = encoding::decode::<Manifest>(
+                "manifest body",
+                &signed.body,
+                MAX_MANIFEST_BODY_BYTES,
+            )
+            .ok()
+            .map(|m| json!(m));
+            let verdict = VerifiedManifest::verify(signed.clone())
+                .map(drop)
+                .or_else(|e| err(&e));
+            let derived = json!({
+                "manifest_id": manifest_id(&signed.body),
+                "link": format!("licet:{}", manifest_id(&signed.body)),
+            });
+            Inspection {
+                verdict,
+                body,
+                derived,
+            }
+        }
+        SignedKind::Delegation => {
+            let body = encoding::decode::<Delegation>(
+                "delegation body",
+                &signed.body,
+                MAX_DELEGATION_BODY_BYTES,
+            )
+            .ok()
+            .map(|d| json!(d));
+            let verdict = Delegation::verify_envelope(signed)
+                .map(drop)
+                .or_else(|e| err(&e));
+            Inspection {
+                verdict,
+                body,
+                derived: json!({}),
+            }
+        }
+        SignedKind::Catalog => {
+            let verified = VerifiedCatalog::from_bytes(bytes);
+            let body = match &verified {
+                Ok(v) => Some(json!(v.catalog())),
+                Err(_) => encoding::decode::<Catalog>(
+                    "catalog body",
+                    &signed.body,
+                    licet_proto::catalog::MAX_CATALOG_BODY_BYTES,
+                )
+                .ok()
+                .map(|c| json!(c)),
+            };
+            Inspection {
+                verdict: verified.map(drop).or_else(|e| err(&e)),
+                body,
+                derived: json!({ "catalog_hash": catalog_hash(bytes) }),
+            }
+        }
+        SignedKind::CatalogHead => {
+            let body = encoding::decode::<CatalogHead>(
+                "catalog head body",
+                &signed.body,
+                licet_proto::catalog::MAX_CATALOG_HEAD_BODY_BYTES,
+            )
+            .ok()
+            .map(|h| json!(h));
+            let verdict = VerifiedCatalogHead::from_bytes(bytes)
+                .map(drop)
+                .or_else(|e| err(&e));
+            Inspection {
+                verdict,
+                body,
+                derived: json!({}),
+            }
+        }
+    }
+}
+
+pub fn inspect(args: InspectArgs) -> CliResult {
+    let (signed, bytes) = files::read_signed(&args.file)?;
+    let inspection = examine(&signed, &bytes);
+    if args.json {
+        let value = json!({
+            "kind": signed.kind.name(),
+            "signer": signed.signer,
+            "valid": inspection.verdict.is_ok(),
+            "problem": inspection.verdict.as_ref().err(),
+            "derived": inspection.derived,
+            "body": inspection.body,
+            "delegation": signed.delegation.as_ref().and_then(|d| {
+                encoding::decode::<Delegation>("delegation body", &d.body, MAX_DELEGATION_BODY_BYTES).ok()
+            }),
+        });
+        println!("{value:#}");
+    } else {
+        print_human(&signed, &inspection, args.all);
+    }
+    match inspection.verdict {
+        Ok(()) => Ok(()),
+        Err(reason) => Err(CliError::invalid(anyhow::anyhow!(
+            "{} does not verify: {reason}",
+            args.file.display()
+        ))),
+    }
+}
+
+fn print_human(signed: &Signed, inspection: &Inspection, all: bool) {
+    println!("kind       {}", signed.kind.name());
+    println!("signer     {}", signed.signer);
+    match &inspection.verdict {
+        Ok(()) => println!("valid      yes"),
+        Err(reason) => println!("valid      NO: {reason}"),
+    }
+    if let Some(carried) = &signed.delegation {
+        match encoding::decode::<Delegation>(
+            "delegation body",
+            &carried.body,
+            MAX_DELEGATION_BODY_BYTES,
+        ) {
+            Ok(d) => println!(
+                "delegated  by publisher {} to {} for {}, valid {} to {}",
+                d.publisher, d.delegate, d.scope, d.not_before, d.not_after
+            ),
+            Err(e) => println!("delegated  (delegation does not decode: {e})"),
+        }
+    }
+    if let Value::Object(derived) = &inspection.derived {
+        for (key, value) in derived {
+            println!(
+                "{:<12} {}",
+                key.replace('_', " "),
+                value.as_str().unwrap_or_default()
+            );
+        }
+    }
+    let Some(body) = &inspection.body else {
+        println!("body       (does not decode)");
+        return;
+    };
+    let Value::Object(fields) = body else {
+        return;
+    };
+    for (key, value) in fields {
+        match (key.as_str(), value) {
+            ("files", Value::Array(files)) => {
+                println!("files      {}", files.len());
+                for f in files {
+                    println!(
+                        "  {:>14}  {}  {}",
+                        f["size"].as_u64().unwrap_or_default(),
+                        f["root"].as_str().unwrap_or_default(),
+                        f["path"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            ("entries" | "revoked_manifests" | "revoked_delegates", Value::Array(items)) => {
+                println!("{:<12} {}", key.replace('_', " "), items.len());
+                let shown = if all {
+                    items.len()
+                } else {
+                    items.len().min(20)
+                };
+                for item in &items[..shown] {
+                    match item {
+                        Value::Object(e) => println!(
+                            "  {}  {}",
+                            e["manifest_id"].as_str().unwrap_or_default(),
+                            e["title"].as_str().unwrap_or_default()
+                        ),
+                        other => println!("  {}", other.as_str().unwrap_or_default()),
+                    }
+                }
+                if shown < items.len() {
+                    println!("  … {} more (--all to list them)", items.len() - shown);
+                }
+            }
+            (_, Value::Object(inner)) => {
+                println!("{key}");
+                for (k, v) in inner {
+                    println!("  {:<10} {}", k.replace('_', " "), show_scalar(k, v));
+                }
+            }
+            _ => println!("{:<12} {}", key.replace('_', " "), show_scalar(key, value)),
+        }
+    }
+}
+
+/// Shows timestamps as RFC 3339 and strings without quotes.
+fn show_scalar(key: &str, value: &Value) -> String {
+    let is_time = matches!(
+        key,
+        "created_at" | "not_before" | "not_after" | "issued_at" | "expires_at"
+    );
+    match value {
+        Value::Number(n) if is_time => n
+            .as_i64()
+            .map(|s| licet_proto::Timestamp(s).to_string())
+            .unwrap_or_else(|| n.to_string()),
+        Value::String(s) => s.clone(),
+        Value::Null => "none".to_owned(),
+        Value::Array(items) if items.is_empty() => "(none)".to_owned(),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    }
+}
