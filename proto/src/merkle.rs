@@ -245,6 +245,97 @@ pub fn hash_leaves<R: Read>(
     })
 }
 
+/// The leaf hashes of a whole file, and its length, with every thread reading and hashing its
+/// own chunks (positional reads, no shared reader), which keeps both copying and hashing on all
+/// cores. Holds `threads` chunk buffers. Fails if the file is shorter than its length at the
+/// start (it changed while being read). `progress` is called on the calling thread with the
+/// running byte count.
+#[cfg(unix)]
+pub fn hash_file_leaves(
+    file: &std::fs::File,
+    chunk_size: u32,
+    threads: usize,
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<(Vec<MerkleHash>, u64)> {
+    use std::{
+        os::unix::fs::FileExt as _,
+        sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    };
+
+    let size = file.metadata()?.len();
+    let count = chunk_count(size, chunk_size);
+    let threads = threads.clamp(1, usize::try_from(count).unwrap_or(usize::MAX));
+    let next_chunk = AtomicU64::new(0);
+    let done_bytes = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+
+    // Each worker claims the next chunk index, reads it at its offset, and hashes it.
+    let work = |report: &mut dyn FnMut(u64)| -> io::Result<Vec<(u64, MerkleHash)>> {
+        let mut buffer = vec![0u8; chunk_size as usize];
+        let mut hashed = Vec::new();
+        loop {
+            let index = next_chunk.fetch_add(1, Ordering::Relaxed);
+            if index >= count || failed.load(Ordering::Relaxed) {
+                return Ok(hashed);
+            }
+            let Some(range) = chunk_range(index, size, chunk_size) else {
+                return Ok(hashed);
+            };
+            let len = (range.end - range.start) as usize;
+            let chunk = &mut buffer[..len];
+            let mut filled = 0;
+            while filled < len {
+                match file.read_at(&mut chunk[filled..], range.start + filled as u64) {
+                    Ok(0) => {
+                        failed.store(true, Ordering::Relaxed);
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("the file shrank while it was read (it had {size} bytes)"),
+                        ));
+                    }
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            }
+            hashed.push((index, leaf_hash(chunk)));
+            let total = done_bytes.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
+            report(total);
+        }
+    };
+
+    let results = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads)
+            .map(|_| scope.spawn(|| work(&mut |_| {})))
+            .collect();
+        let mut all = vec![work(progress)];
+        for helper in helpers {
+            all.push(
+                helper
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a hashing thread panicked"))),
+            );
+        }
+        all
+    });
+    let mut leaves = vec![MerkleHash([0; 32]); usize::try_from(count).unwrap_or(0)];
+    let mut filled = 0u64;
+    for result in results {
+        for (index, leaf) in result? {
+            leaves[index as usize] = leaf;
+            filled += 1;
+        }
+    }
+    if filled != count {
+        return Err(io::Error::other("not every chunk was hashed"));
+    }
+    // An empty file's single empty chunk was hashed above like any other.
+    Ok((leaves, size))
+}
+
 /// Reads until `buffer` is full or the reader ends; returns the bytes read.
 fn read_full<R: Read>(reader: &mut R, buffer: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
@@ -374,6 +465,35 @@ mod tests {
                 assert_eq!(got, expected, "size={size} threads={threads}");
                 assert_eq!(total, size as u64);
                 assert_eq!(seen, size as u64);
+            }
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn hashing_a_file_in_parallel_matches_the_reader() {
+        let cs = 16 * 1024u32;
+        for size in [
+            0usize,
+            1,
+            16 * 1024 - 1,
+            16 * 1024,
+            16 * 1024 + 1,
+            9 * 16 * 1024 + 7,
+        ] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 7 % 253) as u8).collect();
+            let mut file = tempfile::tempfile().unwrap();
+            std::io::Write::write_all(&mut file, &data).unwrap();
+            let (expected, _) = hash_leaves(&data[..], cs, 1, &mut |_| {}).unwrap();
+            for threads in [1, 2, 4] {
+                let mut seen = 0;
+                let (got, total) =
+                    hash_file_leaves(&file, cs, threads, &mut |n| seen = seen.max(n)).unwrap();
+                assert_eq!(got, expected, "size={size} threads={threads}");
+                assert_eq!(total, size as u64);
+                if threads == 1 {
+                    assert_eq!(seen, size as u64);
+                }
             }
         }
     }

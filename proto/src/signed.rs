@@ -145,18 +145,36 @@ impl Signed {
 
     /// Decodes an envelope of any kind, at most the largest kind's size.
     pub fn decode(bytes: &[u8]) -> Result<Signed, DecodeError> {
-        encoding::decode(
+        let signed: Signed = encoding::decode(
             "signed object",
             bytes,
             SignedKind::Catalog.max_envelope_bytes(),
-        )
+        )?;
+        signed.ensure_canonical("signed object", bytes)?;
+        Ok(signed)
     }
 
     /// Decodes an envelope that must be of `kind`, bounded by that kind's size.
     pub fn decode_kind(bytes: &[u8], kind: SignedKind) -> Result<Signed, EnvelopeError> {
         let signed: Signed = encoding::decode(kind.name(), bytes, kind.max_envelope_bytes())?;
         signed.expect_kind(kind)?;
+        signed.ensure_canonical(kind.name(), bytes)?;
         Ok(signed)
+    }
+
+    /// Fails unless `bytes` are this envelope's one canonical encoding. postcard also decodes
+    /// overlong varints (a kind or length padded with `0x80` bytes), which would let anyone
+    /// re-encode a signed envelope into other bytes that still verify, and a catalog's hash is
+    /// taken over the envelope bytes as received.
+    fn ensure_canonical(&self, what: &'static str, bytes: &[u8]) -> Result<(), DecodeError> {
+        if self.encode() != bytes {
+            return Err(DecodeError::Malformed {
+                what,
+                reason: "the envelope is not in its canonical encoding (an overlong varint)"
+                    .to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// The envelope's encoding (what files and the wire carry).

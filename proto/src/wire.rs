@@ -135,16 +135,20 @@ pub struct BitfieldError {
 impl TryFrom<BitfieldParts> for Bitfield {
     type Error = BitfieldError;
     fn try_from(parts: BitfieldParts) -> Result<Self, Self::Error> {
-        let err = crate::encoding::noted(BitfieldError {
-            bit_len: parts.bit_len,
-            byte_len: parts.bytes.len(),
-        });
+        // Noted only when refused: a note left by a valid bitfield would become the reason of a
+        // later, unrelated failure in the same decode.
+        let err = || {
+            crate::encoding::noted(BitfieldError {
+                bit_len: parts.bit_len,
+                byte_len: parts.bytes.len(),
+            })
+        };
         if parts.bit_len.div_ceil(8) != parts.bytes.len() as u64 {
-            return Err(err);
+            return Err(err());
         }
         let used = (parts.bit_len % 8) as u32;
         if used != 0 && parts.bytes.last().is_some_and(|b| b >> used != 0) {
-            return Err(err);
+            return Err(err());
         }
         Ok(Bitfield {
             bit_len: parts.bit_len,
