@@ -336,6 +336,17 @@ pub fn hash_file_leaves(
     Ok((leaves, size))
 }
 
+/// The leaf hashes of a whole file (platforms without positional reads: the reader pipeline).
+#[cfg(not(unix))]
+pub fn hash_file_leaves(
+    file: &std::fs::File,
+    chunk_size: u32,
+    threads: usize,
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<(Vec<MerkleHash>, u64)> {
+    hash_leaves(file, chunk_size, threads, progress)
+}
+
 /// Reads until `buffer` is full or the reader ends; returns the bytes read.
 fn read_full<R: Read>(reader: &mut R, buffer: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
