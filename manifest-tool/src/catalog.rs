@@ -402,7 +402,7 @@ fn sign(args: SignArgs) -> CliResult {
         println!("{value:#}");
     } else {
         println!(
-            "signed catalog {} of {}: {} entries, {} revoked manifest(s), {} revoked delegate(s), expires {}",
+            "signed catalog {} of {}: {} listed, {} revoked manifest(s), {} revoked delegate(s), expires {}",
             c.sequence,
             c.publisher,
             c.entries.len(),

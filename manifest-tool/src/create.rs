@@ -189,14 +189,12 @@ pub fn hash_file(
         .with_context(|| format!("cannot open {}", disk.display()))
         .map_err(CliError::io)?;
     let start = progress.position();
-    let (leaves, read) = merkle::hash_file_leaves(
-        &file,
-        chunk_size,
-        merkle::default_threads(),
-        &mut |n| progress.set_position(start + n),
-    )
-    .with_context(|| format!("cannot read {}", disk.display()))
-    .map_err(CliError::io)?;
+    let (leaves, read) =
+        merkle::hash_file_leaves(&file, chunk_size, merkle::default_threads(), &mut |n| {
+            progress.set_position(start + n)
+        })
+        .with_context(|| format!("cannot read {}", disk.display()))
+        .map_err(CliError::io)?;
     if read != size {
         return Err(CliError::io(anyhow!(
             "{} changed while it was read ({size} bytes before, {read} bytes read)",

@@ -157,11 +157,11 @@ pub fn inspect(args: InspectArgs) -> CliResult {
 }
 
 fn print_human(signed: &Signed, inspection: &Inspection, all: bool) {
-    println!("kind       {}", signed.kind.name());
-    println!("signer     {}", signed.signer);
+    println!("kind         {}", signed.kind.name());
+    println!("signer       {}", signed.signer);
     match &inspection.verdict {
-        Ok(()) => println!("valid      yes"),
-        Err(reason) => println!("valid      NO: {reason}"),
+        Ok(()) => println!("valid        yes"),
+        Err(reason) => println!("valid        NO: {reason}"),
     }
     if let Some(carried) = &signed.delegation {
         match encoding::decode::<Delegation>(
@@ -170,10 +170,10 @@ fn print_human(signed: &Signed, inspection: &Inspection, all: bool) {
             MAX_DELEGATION_BODY_BYTES,
         ) {
             Ok(d) => println!(
-                "delegated  by publisher {} to {} for {}, valid {} to {}",
+                "delegated    by publisher {} to {} for {}, valid {} to {}",
                 d.publisher, d.delegate, d.scope, d.not_before, d.not_after
             ),
-            Err(e) => println!("delegated  (delegation does not decode: {e})"),
+            Err(e) => println!("delegated    (delegation does not decode: {e})"),
         }
     }
     if let Value::Object(derived) = &inspection.derived {
@@ -186,7 +186,7 @@ fn print_human(signed: &Signed, inspection: &Inspection, all: bool) {
         }
     }
     let Some(body) = &inspection.body else {
-        println!("body       (does not decode)");
+        println!("body         (does not decode)");
         return;
     };
     let Value::Object(fields) = body else {
@@ -195,7 +195,7 @@ fn print_human(signed: &Signed, inspection: &Inspection, all: bool) {
     for (key, value) in fields {
         match (key.as_str(), value) {
             ("files", Value::Array(files)) => {
-                println!("files      {}", files.len());
+                println!("files        {}", files.len());
                 for f in files {
                     println!(
                         "  {:>14}  {}  {}",

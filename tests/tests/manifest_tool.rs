@@ -183,7 +183,7 @@ fn tampered_or_foreign_manifests_are_refused() {
     );
     let shown = w.manifest(&["inspect", "tampered"]);
     shown.expect_code(1);
-    assert!(shown.stdout.contains("valid      NO"), "{}", shown.stdout);
+    assert!(shown.stdout.contains("valid        NO"), "{}", shown.stdout);
     assert!(
         shown.stdout.contains("Jello"),
         "the body is still shown: {}",
