@@ -5,7 +5,10 @@
 //! writing the catalog, so a failure between the two can skip a number but never reuse one (two
 //! different catalogs with one sequence would be refused by every node).
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, anyhow};
 use clap::{Args, Subcommand};
@@ -152,7 +155,8 @@ pub struct InspectArgs {
     all: bool,
 }
 
-/// The draft file.
+/// The draft file. Lists keep the order things were added in and hold no duplicates; signing
+/// puts them in the catalog's canonical order.
 #[derive(Serialize, Deserialize)]
 struct Draft {
     format: String,
@@ -161,14 +165,24 @@ struct Draft {
     entries: Vec<CatalogEntry>,
     revoked_manifests: Vec<ManifestId>,
     revoked_delegates: Vec<PublicKey>,
+    /// Ids in `entries`, for duplicate checks.
+    #[serde(skip)]
+    listed: HashSet<ManifestId>,
 }
 
 impl Draft {
     fn load(path: &Path) -> Result<Draft, CliError> {
         let bytes = files::read_limited(path, MAX_DRAFT_BYTES, "catalog draft")?;
-        let draft: Draft = serde_json::from_slice(&bytes)
+        let mut draft: Draft = serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is not a catalog draft", path.display()))
             .map_err(CliError::usage)?;
+        draft.listed = draft.entries.iter().map(|e| e.manifest_id).collect();
+        if draft.listed.len() != draft.entries.len() {
+            return Err(CliError::usage(anyhow!(
+                "{} lists a manifest twice; remove the duplicate",
+                path.display()
+            )));
+        }
         if draft.format != DRAFT_FORMAT {
             return Err(CliError::usage(anyhow!(
                 "{} is a {:?} draft; this tool reads {DRAFT_FORMAT:?}",
@@ -179,24 +193,21 @@ impl Draft {
         Ok(draft)
     }
 
-    fn save(&mut self, path: &Path, overwrite: bool) -> CliResult {
-        self.entries
-            .sort_by(|a, b| a.manifest_id.cmp(&b.manifest_id));
-        self.entries.dedup_by(|a, b| a.manifest_id == b.manifest_id);
-        self.revoked_manifests.sort();
-        self.revoked_manifests.dedup();
-        self.revoked_delegates.sort();
-        self.revoked_delegates.dedup();
+    fn save(&self, path: &Path, overwrite: bool) -> CliResult {
         let mut text = serde_json::to_vec_pretty(self).map_err(CliError::io)?;
         text.push(b'\n');
         files::write_atomic(path, &text, overwrite)
     }
 
+    /// Lists a manifest; one already listed is left as it is.
     fn add(&mut self, manifest_id: ManifestId, title: &str) -> CliResult {
         if self.revoked_manifests.contains(&manifest_id) {
             return Err(CliError::usage(anyhow!(
                 "manifest {manifest_id} is revoked in this draft; a revoked manifest cannot be listed again"
             )));
+        }
+        if !self.listed.insert(manifest_id) {
+            return Ok(());
         }
         self.entries.push(CatalogEntry {
             manifest_id,
@@ -259,13 +270,14 @@ fn new(args: NewArgs) -> CliResult {
         (None, Some(key)) => read_key(key)?.public_key(),
         (None, None) => return Err(CliError::usage(anyhow!("give --key or --publisher"))),
     };
-    let mut draft = Draft {
+    let draft = Draft {
         format: DRAFT_FORMAT.to_owned(),
         publisher,
         last_signed_sequence: 0,
         entries: Vec::new(),
         revoked_manifests: Vec::new(),
         revoked_delegates: Vec::new(),
+        listed: HashSet::new(),
     };
     draft.save(&args.output, args.force)?;
     println!(
@@ -323,8 +335,12 @@ fn revoke(args: RevokeArgs) -> CliResult {
             Ok(id) => id,
             Err(_) => read_manifest(Path::new(item), draft.publisher)?.id(),
         };
-        draft.entries.retain(|e| e.manifest_id != id);
-        draft.revoked_manifests.push(id);
+        if draft.listed.remove(&id) {
+            draft.entries.retain(|e| e.manifest_id != id);
+        }
+        if !draft.revoked_manifests.contains(&id) {
+            draft.revoked_manifests.push(id);
+        }
     }
     draft.save(&args.draft, true)?;
     println!("revoked; {}", draft.summary());
@@ -340,7 +356,11 @@ fn revoke_delegate(args: RevokeDelegateArgs) -> CliResult {
             draft.publisher
         )));
     }
-    draft.revoked_delegates.extend(&args.delegates);
+    for delegate in args.delegates {
+        if !draft.revoked_delegates.contains(&delegate) {
+            draft.revoked_delegates.push(delegate);
+        }
+    }
     draft.save(&args.draft, true)?;
     println!("revoked; {}", draft.summary());
     Ok(())

@@ -58,14 +58,14 @@ pub fn verify(args: VerifyArgs) -> CliResult {
         .with_context(|| format!("{} is not a valid manifest", args.manifest.display()))
         .map_err(CliError::invalid)?;
     let manifest = verified.manifest();
-    if let Some(expected) = args.publisher {
-        if manifest.publisher != expected {
-            return Err(CliError::invalid(anyhow!(
-                "{} is from publisher {}, not {expected}",
-                args.manifest.display(),
-                manifest.publisher
-            )));
-        }
+    if let Some(expected) = args.publisher
+        && manifest.publisher != expected
+    {
+        return Err(CliError::invalid(anyhow!(
+            "{} is from publisher {}, not {expected}",
+            args.manifest.display(),
+            manifest.publisher
+        )));
     }
 
     let now = args.at.unwrap_or_else(Timestamp::now);

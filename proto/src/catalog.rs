@@ -133,8 +133,7 @@ impl Catalog {
     /// Puts the lists in canonical order (ascending, deduplicated). The tool calls this before
     /// signing; verification rejects catalogs that are not canonical.
     pub fn canonicalize(&mut self) {
-        self.entries
-            .sort_by(|a, b| a.manifest_id.cmp(&b.manifest_id));
+        self.entries.sort_by_key(|a| a.manifest_id);
         self.entries.dedup_by(|a, b| a.manifest_id == b.manifest_id);
         self.revoked_manifests.sort();
         self.revoked_manifests.dedup();

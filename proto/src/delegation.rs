@@ -117,10 +117,10 @@ impl Delegation {
                 not_after: self.not_after,
             });
         }
-        if let DelegationScope::TitlePrefix(p) = &self.scope {
-            if p.len() > MAX_SCOPE_PREFIX_BYTES {
-                return Err(DelegationError::ScopeTooLong(p.len()));
-            }
+        if let DelegationScope::TitlePrefix(p) = &self.scope
+            && p.len() > MAX_SCOPE_PREFIX_BYTES
+        {
+            return Err(DelegationError::ScopeTooLong(p.len()));
         }
         Ok(())
     }

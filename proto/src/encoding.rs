@@ -8,7 +8,10 @@
 //!   limit and checks it *before* parsing, so an oversize input costs nothing but its length check;
 //!   every length-prefixed sequence inside is further bounded by the input itself (postcard never
 //!   preallocates more than the remaining bytes can hold).
-//! - Trailing bytes after a value are an error: a value has exactly one encoding that decodes.
+//! - Trailing bytes after a value are an error. postcard also decodes overlong varints, so in
+//!   general one value has several encodings that decode; where the exact bytes matter (signed
+//!   envelopes, whose bytes are hashed), [`crate::signed::Signed::decode`] refuses any but the
+//!   canonical one.
 
 use std::cell::RefCell;
 

@@ -250,6 +250,23 @@ pub enum ManifestError {
     },
 }
 
+impl ManifestError {
+    /// The refusal reason a node sends a peer for a manifest that does not verify.
+    pub fn refusal_reason(&self) -> crate::policy::RefusalReason {
+        use crate::policy::RefusalReason;
+        match self {
+            ManifestError::DelegationMissing { .. }
+            | ManifestError::UnexpectedDelegation
+            | ManifestError::Delegation(_)
+            | ManifestError::DelegationWrongPublisher { .. }
+            | ManifestError::DelegationWrongDelegate { .. }
+            | ManifestError::OutOfScope { .. } => RefusalReason::InvalidDelegation,
+            // A bad signature, or bytes that are not a well-formed signed manifest.
+            _ => RefusalReason::InvalidSignature,
+        }
+    }
+}
+
 fn check_text(
     field: &'static str,
     text: &str,
@@ -294,13 +311,13 @@ impl Manifest {
             }
         }
         check_path_set(self.files.iter().map(|f| &f.path))?;
-        if let Some(not_after) = self.licence.not_after {
-            if not_after <= self.licence.not_before {
-                return Err(ManifestError::EmptyWindow {
-                    not_before: self.licence.not_before,
-                    not_after,
-                });
-            }
+        if let Some(not_after) = self.licence.not_after
+            && not_after <= self.licence.not_before
+        {
+            return Err(ManifestError::EmptyWindow {
+                not_before: self.licence.not_before,
+                not_after,
+            });
         }
         let regions = &self.licence.regions;
         let unique: BTreeSet<_> = regions.iter().collect();
@@ -503,5 +520,31 @@ impl fmt::Display for ShareLink {
             write!(f, "{}peer={peer}", if i == 0 { '?' } else { '&' })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::RefusalReason;
+
+    #[test]
+    fn verification_failures_map_to_wire_refusals() {
+        let bad_signature = ManifestError::Envelope(EnvelopeError::BadSignature {
+            kind: "manifest",
+            signer: PublicKey([0; 32]),
+        });
+        assert_eq!(
+            bad_signature.refusal_reason(),
+            RefusalReason::InvalidSignature
+        );
+        assert_eq!(
+            ManifestError::BadChunkSize(3).refusal_reason(),
+            RefusalReason::InvalidSignature
+        );
+        assert_eq!(
+            ManifestError::UnexpectedDelegation.refusal_reason(),
+            RefusalReason::InvalidDelegation
+        );
     }
 }

@@ -148,7 +148,7 @@ pub fn verify_leaf(
             let Some(sibling) = siblings.next() else {
                 return false;
             };
-            hash = if i % 2 == 0 {
+            hash = if i.is_multiple_of(2) {
                 node_hash(&hash, sibling)
             } else {
                 node_hash(sibling, &hash)

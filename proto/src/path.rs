@@ -198,7 +198,8 @@ mod tests {
 
     #[test]
     fn refuses_escaping_and_odd_paths() {
-        let cases: &[(&str, fn(&PathError) -> bool)] = &[
+        type IsExpected = fn(&PathError) -> bool;
+        let cases: &[(&str, IsExpected)] = &[
             ("", |e| matches!(e, PathError::Empty)),
             ("/etc/passwd", |e| matches!(e, PathError::Absolute(_))),
             ("../x", |e| matches!(e, PathError::BadComponent(_))),

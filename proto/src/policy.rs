@@ -381,27 +381,28 @@ pub fn evaluate(inputs: &PolicyInputs<'_>, manifest: &VerifiedManifest) -> Resul
             format!("licence starts at {}, and it is {now}", licence.not_before),
         ));
     }
-    if let Some(not_after) = licence.not_after {
-        if now >= not_after {
-            return Err(Refusal::new(
-                RefusalReason::Expired,
-                format!("licence ended at {not_after}, and it is {now}"),
-            ));
-        }
+    if let Some(not_after) = licence.not_after
+        && now >= not_after
+    {
+        return Err(Refusal::new(
+            RefusalReason::Expired,
+            format!("licence ended at {not_after}, and it is {now}"),
+        ));
     }
 
     // 4. Region.
-    if let Some(region) = inputs.region {
-        if !licence.regions.is_empty() && !licence.regions.contains(&region) {
-            let listed: Vec<String> = licence.regions.iter().map(Region::to_string).collect();
-            return Err(Refusal::new(
-                RefusalReason::RegionNotLicensed,
-                format!(
-                    "this node is in {region}; the licence covers {}",
-                    listed.join(",")
-                ),
-            ));
-        }
+    if let Some(region) = inputs.region
+        && !licence.regions.is_empty()
+        && !licence.regions.contains(&region)
+    {
+        let listed: Vec<String> = licence.regions.iter().map(Region::to_string).collect();
+        return Err(Refusal::new(
+            RefusalReason::RegionNotLicensed,
+            format!(
+                "this node is in {region}; the licence covers {}",
+                listed.join(",")
+            ),
+        ));
     }
 
     // 5. Revocation.
