@@ -1,0 +1,1228 @@
+//! The control API's HTTP server: HTTP/1.1 + JSON on 127.0.0.1, generic over [`NodeApi`].
+//!
+//! `licet-node run` binds a loopback listener, writes a fresh bearer token to
+//! `DATA_DIR/api-token` ([`create_token`]) and the listener's address to `DATA_DIR/api-addr`
+//! ([`write_api_addr`]), then calls [`serve`]. The CLI's other subcommands (`cli.rs`) read both
+//! files and call the routes below. On a clean shutdown the daemon calls [`remove_api_files`].
+//!
+//! # Routes
+//!
+//! Every `/v1/` route needs `Authorization: Bearer <token>`, the 64 hex characters in
+//! `DATA_DIR/api-token`. Request and reply types are in [`crate::api_types`]; ids and keys are
+//! lowercase hex.
+//!
+//! | method | path | body | reply | errors |
+//! |---|---|---|---|---|
+//! | `GET` | `/v1/status` | — | 200 [`StatusReply`] | 401, 500 |
+//! | `GET` | `/v1/peers` | — | 200 [`PeersReply`] | 401, 500 |
+//! | `GET` | `/v1/trust` | — | 200 [`TrustReply`] | 401, 500 |
+//! | `POST` | `/v1/trust` | JSON [`TrustAddRequest`] | 200 [`TrustEntry`] | 400 bad JSON or key, 401, 500 |
+//! | `DELETE` | `/v1/trust/{publisher}` | — | 204, empty | 400 not a public key, 401, 404 not trusted, 500 |
+//! | `POST` | `/v1/content?content_dir=DIR` | the signed manifest's bytes (`application/octet-stream`, at most [`max_manifest_request_bytes`]); `DIR` absolute | 200 [`ContentInfo`] once the content on disk is verified | 400 bad manifest, relative `DIR` or content that does not match, 401, 403 refused by the trust policy, 409 already added with other content, 500 |
+//! | `GET` | `/v1/content` | — | 200 [`ContentListReply`] | 401, 500 |
+//! | `GET` | `/v1/content/{id}` | — | 200 [`ContentInfo`] | 400 not a manifest id, 401, 404, 500 |
+//! | `DELETE` | `/v1/content/{id}` | — | 204, empty (the files stay) | 400 not a manifest id, 401, 404, 500 |
+//! | `POST` | `/v1/downloads` | JSON [`GetRequest`] (`output_dir` absolute) | 200 [`ContentInfo`] once the manifest is accepted; the fetch goes on (poll `GET /v1/content/{id}`) | 400 bad link or relative dir, 401, 403 refused, 409, 502 no peer had it or every peer refused, 500 |
+//! | `GET` | `/metrics` | — (no token) | 200 Prometheus text, `text/plain; version=0.0.4` | — |
+//!
+//! Every error reply, including a missing token, a malformed JSON body, a bad path parameter,
+//! an unknown path and a wrong method, is [`ErrorReply`] JSON:
+//! `{"error": {"kind": "bad_request", "message": "…", "refusal": null}}`, and its HTTP status is
+//! decided by `kind` alone ([`http_status`]): `bad_request` 400, `unauthorized` 401, `refused`
+//! 403, `not_found` 404, `conflict` 409, `internal` 500, `unavailable` 502. A refusal by the trust
+//! policy carries `refusal: {"reason": "Expired", "detail": "…"}`.
+//!
+//! # Invariants
+//!
+//! - No `/v1/` handler runs unless the request carried the token; the token is compared in
+//!   constant time for its length, and the token is never logged or echoed.
+//! - Request bodies are bounded before they are buffered: JSON bodies at [`MAX_JSON_BODY_BYTES`],
+//!   manifests at [`max_manifest_request_bytes`].
+//! - Paths the daemon acts on (`content_dir`, `output_dir`) must be absolute: the daemon's working
+//!   directory is not the client's, so a relative path would silently name another place.
+//! - This module only translates HTTP to [`NodeApi`] calls and back; it holds no node state.
+//! - Binding is the caller's job, and the caller binds 127.0.0.1 only.
+
+use std::{
+    fmt::Display,
+    future::Future,
+    io::{self, Write as _},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::Arc,
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State},
+    http::{HeaderValue, Method, StatusCode, Uri, header, request::Parts},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{delete, get},
+};
+use licet_proto::{ManifestId, PublicKey, signed::SignedKind};
+use serde::de::DeserializeOwned;
+
+use crate::api_types::{
+    AddQuery, ApiError, ApiErrorKind, ContentInfo, ContentListReply, ErrorReply, GetRequest,
+    NodeApi, PeersReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
+};
+
+/// The token file's name in the data directory.
+pub const API_TOKEN_FILE: &str = "api-token";
+/// The address file's name in the data directory (`127.0.0.1:PORT` and a newline).
+pub const API_ADDR_FILE: &str = "api-addr";
+/// The `Content-Type` of `GET /metrics`.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Largest JSON request body: the requests are a key, a name, a link (at most 16 peer hints of
+/// 512 bytes) and a path, far below this.
+pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
+/// Largest `POST /v1/content` body: the largest signed manifest envelope.
+pub fn max_manifest_request_bytes() -> usize {
+    SignedKind::Manifest.max_envelope_bytes()
+}
+/// Random bytes in an API token (shown as twice as many hex characters).
+const TOKEN_BYTES: usize = 32;
+
+/// The HTTP status of an error of `kind`.
+pub fn http_status(kind: ApiErrorKind) -> StatusCode {
+    match kind {
+        ApiErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ApiErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ApiErrorKind::Refused => StatusCode::FORBIDDEN,
+        ApiErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ApiErrorKind::Conflict => StatusCode::CONFLICT,
+        ApiErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ApiErrorKind::Unavailable => StatusCode::BAD_GATEWAY,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = http_status(self.kind);
+        if self.kind == ApiErrorKind::Internal {
+            tracing::warn!(error = %self.message, "control API call failed");
+        }
+        let unauthorized = self.kind == ApiErrorKind::Unauthorized;
+        let mut response = (status, Json(ErrorReply { error: self })).into_response();
+        if unauthorized {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"licet-node\""),
+            );
+        }
+        response
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(ApiErrorKind::BadRequest, message)
+}
+
+/// Serves the control API on `listener` until `shutdown` completes, then finishes the requests
+/// in flight and returns.
+///
+/// `token` is the bearer token every `/v1/` request must carry (from [`create_token`]). The
+/// caller binds `listener` to 127.0.0.1.
+pub async fn serve<N: NodeApi>(
+    node: Arc<N>,
+    listener: tokio::net::TcpListener,
+    token: String,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, router(node, token))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The control API's routes (see the module docs), for [`serve`] or for embedding.
+pub fn router<N: NodeApi>(node: Arc<N>, token: String) -> Router {
+    let token: Arc<str> = Arc::from(token);
+    let v1 = Router::new()
+        .route("/v1/status", get(status::<N>))
+        .route("/v1/peers", get(peers::<N>))
+        .route("/v1/trust", get(trust_list::<N>).post(trust_add::<N>))
+        .route("/v1/trust/{publisher}", delete(trust_remove::<N>))
+        .route(
+            "/v1/content",
+            get(content_list::<N>)
+                .post(content_add::<N>)
+                .layer(DefaultBodyLimit::max(max_manifest_request_bytes())),
+        )
+        .route(
+            "/v1/content/{id}",
+            get(content_get::<N>).delete(content_remove::<N>),
+        )
+        .route("/v1/downloads", axum::routing::post(download_start::<N>))
+        .route_layer(middleware::from_fn_with_state(token, require_token));
+    Router::new()
+        .merge(v1)
+        .route("/metrics", get(metrics::<N>))
+        .method_not_allowed_fallback(wrong_method)
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+        .with_state(node)
+}
+
+/// Lets a request through only with `Authorization: Bearer <token>`.
+async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer_token);
+    match given {
+        Some(given) if tokens_match(given.as_bytes(), token.as_bytes()) => next.run(request).await,
+        Some(_) => ApiError::new(
+            ApiErrorKind::Unauthorized,
+            "wrong bearer token (the daemon writes a new one to DATA_DIR/api-token each start)",
+        )
+        .into_response(),
+        None => ApiError::new(
+            ApiErrorKind::Unauthorized,
+            "no bearer token: send `Authorization: Bearer <the token in DATA_DIR/api-token>`",
+        )
+        .into_response(),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header value (the scheme is case-insensitive).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// Compares two tokens in time that depends only on their lengths (the length of a token is
+/// public: 64 hex characters).
+fn tokens_match(given: &[u8], expected: &[u8]) -> bool {
+    if given.len() != expected.len() {
+        return false;
+    }
+    let difference = given
+        .iter()
+        .zip(expected)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    std::hint::black_box(difference) == 0
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ApiErrorKind::NotFound,
+        format!(
+            "no route {method} {} (see the API table in node/src/api.rs)",
+            uri.path()
+        ),
+    )
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    bad_request(format!("{} does not accept {method}", uri.path()))
+}
+
+/// A JSON body whose rejection is an [`ErrorReply`] of kind `bad_request`.
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(JsonBody(value)),
+            Err(rejection) => Err(bad_request(format!(
+                "bad JSON body: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
+/// The query string, whose rejection is an [`ErrorReply`] of kind `bad_request`.
+struct QueryParams<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(QueryParams(value)),
+            Err(rejection) => Err(bad_request(rejection.body_text())),
+        }
+    }
+}
+
+/// The one path parameter, parsed with `FromStr`; a bad one is a `bad_request` naming it.
+struct PathParam<T>(T);
+
+impl<S: Send + Sync, T: FromStr> FromRequestParts<S> for PathParam<T>
+where
+    T::Err: Display,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(text) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|rejection| bad_request(rejection.body_text()))?;
+        // The parse errors of ids and keys quote the text they were given.
+        text.parse::<T>()
+            .map(PathParam)
+            .map_err(|e| bad_request(e.to_string()))
+    }
+}
+
+/// The raw body (bounded by the route's `DefaultBodyLimit`); a rejection is an [`ErrorReply`].
+struct RawBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(RawBody(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(bad_request(format!(
+                    "the body is larger than the largest signed manifest ({} bytes)",
+                    max_manifest_request_bytes()
+                )))
+            }
+            Err(rejection) => Err(bad_request(format!(
+                "cannot read the body: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
+/// Fails unless `path` is absolute (the daemon's working directory is not the client's).
+fn require_absolute(what: &str, path: &Path) -> Result<(), ApiError> {
+    if path.is_absolute() {
+        Ok(())
+    } else {
+        Err(bad_request(format!(
+            "{what} must be an absolute path, got {:?}",
+            path.display().to_string()
+        )))
+    }
+}
+
+async fn status<N: NodeApi>(State(node): State<Arc<N>>) -> Result<Json<StatusReply>, ApiError> {
+    node.status().await.map(Json)
+}
+
+async fn peers<N: NodeApi>(State(node): State<Arc<N>>) -> Result<Json<PeersReply>, ApiError> {
+    node.peers().await.map(Json)
+}
+
+async fn trust_list<N: NodeApi>(State(node): State<Arc<N>>) -> Result<Json<TrustReply>, ApiError> {
+    node.trust_list().await.map(Json)
+}
+
+async fn trust_add<N: NodeApi>(
+    State(node): State<Arc<N>>,
+    JsonBody(request): JsonBody<TrustAddRequest>,
+) -> Result<Json<TrustEntry>, ApiError> {
+    node.trust_add(request).await.map(Json)
+}
+
+async fn trust_remove<N: NodeApi>(
+    State(node): State<Arc<N>>,
+    PathParam(publisher): PathParam<PublicKey>,
+) -> Result<StatusCode, ApiError> {
+    node.trust_remove(publisher).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn content_add<N: NodeApi>(
+    State(node): State<Arc<N>>,
+    QueryParams(query): QueryParams<AddQuery>,
+    RawBody(manifest): RawBody,
+) -> Result<Json<ContentInfo>, ApiError> {
+    require_absolute("content_dir", &query.content_dir)?;
+    if manifest.is_empty() {
+        return Err(bad_request(
+            "the body is empty; send the signed manifest's bytes",
+        ));
+    }
+    node.content_add(manifest.to_vec(), query.content_dir)
+        .await
+        .map(Json)
+}
+
+async fn content_list<N: NodeApi>(
+    State(node): State<Arc<N>>,
+) -> Result<Json<ContentListReply>, ApiError> {
+    node.content_list().await.map(Json)
+}
+
+async fn content_get<N: NodeApi>(
+    State(node): State<Arc<N>>,
+    PathParam(id): PathParam<ManifestId>,
+) -> Result<Json<ContentInfo>, ApiError> {
+    node.content_get(id).await.map(Json)
+}
+
+async fn content_remove<N: NodeApi>(
+    State(node): State<Arc<N>>,
+    PathParam(id): PathParam<ManifestId>,
+) -> Result<StatusCode, ApiError> {
+    node.content_remove(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn download_start<N: NodeApi>(
+    State(node): State<Arc<N>>,
+    JsonBody(request): JsonBody<GetRequest>,
+) -> Result<Json<ContentInfo>, ApiError> {
+    require_absolute("output_dir", &request.output_dir)?;
+    node.download_start(request).await.map(Json)
+}
+
+async fn metrics<N: NodeApi>(State(node): State<Arc<N>>) -> Response {
+    let text = node.metrics_text().await;
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
+}
+
+/// Makes a new API token (32 random bytes as 64 lowercase hex characters) and writes it to
+/// `data_dir/api-token` atomically with mode 0600, replacing any older token.
+pub fn create_token(data_dir: &Path) -> io::Result<String> {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| io::Error::other(format!("the system random source failed: {e}")))?;
+    let token = hex::encode(bytes);
+    bytes.fill(0);
+    write_atomic(&data_dir.join(API_TOKEN_FILE), token.as_bytes(), 0o600)?;
+    Ok(token)
+}
+
+/// Writes `addr` (and a newline) to `data_dir/api-addr` atomically, replacing any older one.
+pub fn write_api_addr(data_dir: &Path, addr: SocketAddr) -> io::Result<()> {
+    write_atomic(
+        &data_dir.join(API_ADDR_FILE),
+        format!("{addr}\n").as_bytes(),
+        0o644,
+    )
+}
+
+/// Removes `api-addr` and `api-token` from `data_dir` (on a clean shutdown, so clients see at
+/// once that no daemon is running). Files already gone are fine; other failures are logged.
+pub fn remove_api_files(data_dir: &Path) {
+    // The address first: a client that finds no address never reads the token.
+    for name in [API_ADDR_FILE, API_TOKEN_FILE] {
+        let path = data_dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove API file"),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory (created with `mode`
+/// on Unix, synced, then renamed over `path`), so readers see the old file or the whole new one.
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce)
+        .map_err(|e| io::Error::other(format!("the system random source failed: {e}")))?;
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        hex::encode(nonce)
+    ));
+    let context = |what: &str, e: io::Error| {
+        io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()))
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let result = options
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .map_err(|e| context("write", e))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| context("replace", e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A fake [`NodeApi`] and a server on loopback, shared by this module's tests and the CLI's.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::{
+        collections::VecDeque,
+        net::SocketAddr,
+        path::PathBuf,
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
+    use licet_proto::{ManifestId, PublicKey, SecretKey};
+
+    use crate::api_types::{
+        ApiError, ContentCounts, ContentInfo, ContentListReply, ContentState, GetRequest, NodeApi,
+        PeerInfo, PeersReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
+    };
+
+    /// Every await in tests goes through this.
+    pub(crate) async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(20), future)
+            .await
+            .expect("timed out")
+    }
+
+    /// One call the fake received.
+    #[derive(Clone, Debug)]
+    pub(crate) enum Call {
+        Status,
+        Peers,
+        TrustList,
+        TrustAdd(TrustAddRequest),
+        TrustRemove(PublicKey),
+        ContentAdd(Vec<u8>, PathBuf),
+        ContentList,
+        ContentGet(ManifestId),
+        ContentRemove(ManifestId),
+        DownloadStart(GetRequest),
+        Metrics,
+    }
+
+    /// Records calls; answers with canned replies, or `fail_with` if set.
+    #[derive(Default)]
+    pub(crate) struct FakeNode {
+        pub calls: Mutex<Vec<Call>>,
+        pub fail_with: Mutex<Option<ApiError>>,
+        /// Replies of `content_get`, in turn; the last one repeats.
+        pub content_replies: Mutex<VecDeque<ContentInfo>>,
+        /// The reply of `download_start` and `content_add`, if not the default.
+        pub start_reply: Mutex<Option<ContentInfo>>,
+    }
+
+    pub(crate) fn publisher() -> PublicKey {
+        SecretKey::from_seed(&[9; 32]).public_key()
+    }
+
+    pub(crate) fn content(id: ManifestId, state: ContentState, have: u64) -> ContentInfo {
+        ContentInfo {
+            manifest_id: id,
+            link: format!("licet:{id}"),
+            title: "Episode 1".to_owned(),
+            publisher: publisher(),
+            dir: PathBuf::from("/srv/episode-1"),
+            state,
+            refused: None,
+            total_bytes: 4096,
+            have_bytes: have,
+            total_chunks: 4,
+            have_chunks: have / 1024,
+            fetched_chunks: have / 1024,
+            sending_peers: 1,
+            source_peers: 2,
+            error: None,
+        }
+    }
+
+    impl FakeNode {
+        fn record(&self, call: Call) -> Result<(), ApiError> {
+            self.calls.lock().unwrap().push(call);
+            match self.fail_with.lock().unwrap().clone() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        }
+
+        pub(crate) fn calls(&self) -> Vec<Call> {
+            self.calls.lock().unwrap().clone()
+        }
+
+        pub(crate) fn fail(&self, error: ApiError) {
+            *self.fail_with.lock().unwrap() = Some(error);
+        }
+
+        fn start_reply(&self, id: ManifestId) -> ContentInfo {
+            self.start_reply
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or_else(|| content(id, ContentState::Downloading, 0))
+        }
+    }
+
+    impl NodeApi for FakeNode {
+        async fn status(&self) -> Result<StatusReply, ApiError> {
+            self.record(Call::Status)?;
+            Ok(StatusReply {
+                peer_id: "12D3KooWFake".to_owned(),
+                listen_addrs: vec!["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWFake".to_owned()],
+                version: "0.1.0".to_owned(),
+                region: Some("DE".to_owned()),
+                connected_peers: 3,
+                trusted_publishers: 1,
+                content: ContentCounts {
+                    complete: 1,
+                    downloading: 2,
+                    failed: 0,
+                },
+                uptime_seconds: 3725,
+            })
+        }
+
+        async fn peers(&self) -> Result<PeersReply, ApiError> {
+            self.record(Call::Peers)?;
+            Ok(PeersReply {
+                peers: vec![PeerInfo {
+                    peer_id: "12D3KooWPeer".to_owned(),
+                    addrs: vec!["/ip4/10.0.0.2/tcp/4001".to_owned()],
+                    bytes_in: 2048,
+                    bytes_out: 0,
+                    banned: false,
+                    ban_reason: None,
+                }],
+            })
+        }
+
+        async fn trust_list(&self) -> Result<TrustReply, ApiError> {
+            self.record(Call::TrustList)?;
+            Ok(TrustReply {
+                publishers: vec![TrustEntry {
+                    publisher: publisher(),
+                    name: Some("Acme".to_owned()),
+                    require_catalog: true,
+                }],
+            })
+        }
+
+        async fn trust_add(&self, request: TrustAddRequest) -> Result<TrustEntry, ApiError> {
+            self.record(Call::TrustAdd(request.clone()))?;
+            Ok(TrustEntry {
+                publisher: request.publisher,
+                name: request.name,
+                require_catalog: request.require_catalog,
+            })
+        }
+
+        async fn trust_remove(&self, publisher: PublicKey) -> Result<(), ApiError> {
+            self.record(Call::TrustRemove(publisher))
+        }
+
+        async fn content_add(
+            &self,
+            manifest: Vec<u8>,
+            content_dir: PathBuf,
+        ) -> Result<ContentInfo, ApiError> {
+            self.record(Call::ContentAdd(manifest, content_dir.clone()))?;
+            let mut info = self.start_reply(ManifestId([1; 32]));
+            info.dir = content_dir;
+            Ok(info)
+        }
+
+        async fn content_list(&self) -> Result<ContentListReply, ApiError> {
+            self.record(Call::ContentList)?;
+            Ok(ContentListReply {
+                content: vec![content(ManifestId([1; 32]), ContentState::Complete, 4096)],
+            })
+        }
+
+        async fn content_get(&self, id: ManifestId) -> Result<ContentInfo, ApiError> {
+            self.record(Call::ContentGet(id))?;
+            let mut replies = self.content_replies.lock().unwrap();
+            let reply = if replies.len() > 1 {
+                replies.pop_front()
+            } else {
+                replies.front().cloned()
+            };
+            Ok(reply.unwrap_or_else(|| content(id, ContentState::Complete, 4096)))
+        }
+
+        async fn content_remove(&self, id: ManifestId) -> Result<(), ApiError> {
+            self.record(Call::ContentRemove(id))
+        }
+
+        async fn download_start(&self, request: GetRequest) -> Result<ContentInfo, ApiError> {
+            self.record(Call::DownloadStart(request.clone()))?;
+            let mut info = self.start_reply(ManifestId([2; 32]));
+            info.dir = request.output_dir;
+            Ok(info)
+        }
+
+        async fn metrics_text(&self) -> String {
+            self.calls.lock().unwrap().push(Call::Metrics);
+            "# TYPE licet_chunks_served counter\nlicet_chunks_served_total 7\n".to_owned()
+        }
+    }
+
+    /// A running server; shut down when dropped.
+    pub(crate) struct TestServer {
+        pub addr: SocketAddr,
+        pub token: String,
+        pub node: Arc<FakeNode>,
+        shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    impl TestServer {
+        /// Starts `serve` on 127.0.0.1:0 with a fresh token.
+        pub(crate) async fn start(node: Arc<FakeNode>, token: String) -> TestServer {
+            let listener = within(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .await
+                .unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(super::serve(
+                node.clone(),
+                listener,
+                token.clone(),
+                async move {
+                    let _ = stop.await;
+                },
+            ));
+            TestServer {
+                addr,
+                token,
+                node,
+                shutdown: Some(shutdown),
+                task,
+            }
+        }
+
+        pub(crate) fn url(&self, path: &str) -> String {
+            format!("http://{}{path}", self.addr)
+        }
+
+        /// Asks for a graceful shutdown and waits for `serve` to return.
+        pub(crate) async fn stop(mut self) -> std::io::Result<()> {
+            if let Some(shutdown) = self.shutdown.take() {
+                let _ = shutdown.send(());
+            }
+            within(&mut self.task).await.unwrap()
+        }
+    }
+
+    impl Drop for TestServer {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::PathBuf, sync::Arc};
+
+    use licet_proto::{ManifestId, policy::RefusalReason};
+    use reqwest::{Method, StatusCode};
+
+    use super::{
+        fake::{Call, FakeNode, TestServer, publisher, within},
+        *,
+    };
+    use crate::api_types::{ContentState, Refusal};
+
+    const TOKEN: &str = "5e3f0000000000000000000000000000000000000000000000000000000000aa";
+
+    async fn server() -> TestServer {
+        TestServer::start(Arc::new(FakeNode::default()), TOKEN.to_owned()).await
+    }
+
+    fn client() -> reqwest::Client {
+        reqwest::Client::builder().no_proxy().build().unwrap()
+    }
+
+    /// Sends `method path` with the right token and an optional JSON body.
+    async fn call(
+        server: &TestServer,
+        method: Method,
+        path: &str,
+        json: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut request = client()
+            .request(method, server.url(path))
+            .bearer_auth(&server.token);
+        if let Some(json) = json {
+            request = request.json(&json);
+        }
+        within(request.send()).await.unwrap()
+    }
+
+    async fn error_of(response: reqwest::Response) -> ApiError {
+        let bytes = within(response.bytes()).await.unwrap();
+        let reply: ErrorReply = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "not an ErrorReply ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        reply.error
+    }
+
+    async fn json_of<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> T {
+        assert!(response.status().is_success(), "{}", response.status());
+        within(response.json()).await.unwrap()
+    }
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(tokens_match(b"abcd", b"abcd"));
+        assert!(!tokens_match(b"abce", b"abcd"));
+        assert!(!tokens_match(b"abc", b"abcd"));
+        assert!(!tokens_match(b"", b"abcd"));
+        assert_eq!(bearer_token("Bearer xyz"), Some("xyz"));
+        assert_eq!(bearer_token("bearer   xyz "), Some("xyz"));
+        assert_eq!(bearer_token("Basic xyz"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
+
+    #[test]
+    fn every_kind_has_its_status() {
+        let cases = [
+            (ApiErrorKind::BadRequest, 400),
+            (ApiErrorKind::Unauthorized, 401),
+            (ApiErrorKind::Refused, 403),
+            (ApiErrorKind::NotFound, 404),
+            (ApiErrorKind::Conflict, 409),
+            (ApiErrorKind::Internal, 500),
+            (ApiErrorKind::Unavailable, 502),
+        ];
+        for (kind, status) in cases {
+            assert_eq!(http_status(kind).as_u16(), status, "{kind:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn v1_routes_need_the_token() {
+        let server = server().await;
+        let wrong_same_length = format!("{}b", &TOKEN[..TOKEN.len() - 1]);
+        for (method, path) in [
+            (Method::GET, "/v1/status"),
+            (Method::GET, "/v1/peers"),
+            (Method::GET, "/v1/trust"),
+            (Method::POST, "/v1/trust"),
+            (Method::DELETE, "/v1/trust/00"),
+            (Method::POST, "/v1/content?content_dir=/x"),
+            (Method::GET, "/v1/content"),
+            (Method::GET, "/v1/content/00"),
+            (Method::DELETE, "/v1/content/00"),
+            (Method::POST, "/v1/downloads"),
+        ] {
+            for auth in [
+                None,
+                Some("Bearer wrong".to_owned()),
+                Some(format!("Bearer {wrong_same_length}")),
+                Some(format!("Basic {TOKEN}")),
+            ] {
+                let mut request = client().request(method.clone(), server.url(path));
+                if let Some(auth) = &auth {
+                    request = request.header("authorization", auth);
+                }
+                let response = within(request.send()).await.unwrap();
+                assert_eq!(
+                    response.status(),
+                    StatusCode::UNAUTHORIZED,
+                    "{method} {path} with {auth:?}"
+                );
+                assert!(response.headers().contains_key("www-authenticate"));
+                let error = error_of(response).await;
+                assert_eq!(error.kind, ApiErrorKind::Unauthorized);
+                assert!(error.message.contains("token"), "{}", error.message);
+                assert!(!error.message.contains(TOKEN), "the token leaked");
+            }
+        }
+        assert!(
+            server.node.calls().is_empty(),
+            "a handler ran without the token"
+        );
+        // The right token passes.
+        let response = call(&server, Method::GET, "/v1/status", None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn metrics_need_no_token() {
+        let server = server().await;
+        let response = within(client().get(server.url("/metrics")).send())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        let text = within(response.text()).await.unwrap();
+        assert!(text.contains("licet_chunks_served_total 7"), "{text}");
+        assert!(matches!(server.node.calls()[..], [Call::Metrics]));
+    }
+
+    #[tokio::test]
+    async fn each_route_calls_its_method() {
+        let server = server().await;
+        let node = server.node.clone();
+        let id = ManifestId([0xab; 32]);
+        let key = publisher();
+
+        let status: StatusReply =
+            json_of(call(&server, Method::GET, "/v1/status", None).await).await;
+        assert_eq!(status.connected_peers, 3);
+        assert!(matches!(node.calls().last(), Some(Call::Status)));
+
+        let peers: PeersReply = json_of(call(&server, Method::GET, "/v1/peers", None).await).await;
+        assert_eq!(peers.peers.len(), 1);
+        assert!(matches!(node.calls().last(), Some(Call::Peers)));
+
+        let trust: TrustReply = json_of(call(&server, Method::GET, "/v1/trust", None).await).await;
+        assert_eq!(trust.publishers[0].publisher, key);
+        assert!(matches!(node.calls().last(), Some(Call::TrustList)));
+
+        let body = serde_json::json!({ "publisher": key.to_hex(), "name": "Acme" });
+        let entry: TrustEntry =
+            json_of(call(&server, Method::POST, "/v1/trust", Some(body)).await).await;
+        assert_eq!(entry.name.as_deref(), Some("Acme"));
+        assert!(!entry.require_catalog, "require_catalog defaults to false");
+        match node.calls().last() {
+            Some(Call::TrustAdd(request)) => assert_eq!(request.publisher, key),
+            other => panic!("{other:?}"),
+        }
+
+        let response = call(&server, Method::DELETE, &format!("/v1/trust/{key}"), None).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert!(matches!(node.calls().last(), Some(Call::TrustRemove(k)) if *k == key));
+
+        let response = within(
+            client()
+                .post(server.url("/v1/content?content_dir=%2Fsrv%2Fmy%20release"))
+                .bearer_auth(TOKEN)
+                .header("content-type", "application/octet-stream")
+                .body(vec![1u8, 2, 3])
+                .send(),
+        )
+        .await
+        .unwrap();
+        let added: ContentInfo = json_of(response).await;
+        assert_eq!(added.dir, PathBuf::from("/srv/my release"));
+        match node.calls().last() {
+            Some(Call::ContentAdd(bytes, dir)) => {
+                assert_eq!(bytes, &[1, 2, 3]);
+                assert_eq!(dir, &PathBuf::from("/srv/my release"));
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let list: ContentListReply =
+            json_of(call(&server, Method::GET, "/v1/content", None).await).await;
+        assert_eq!(list.content.len(), 1);
+        assert!(matches!(node.calls().last(), Some(Call::ContentList)));
+
+        let info: ContentInfo =
+            json_of(call(&server, Method::GET, &format!("/v1/content/{id}"), None).await).await;
+        assert_eq!(info.state, ContentState::Complete);
+        assert!(matches!(node.calls().last(), Some(Call::ContentGet(i)) if *i == id));
+
+        let response = call(&server, Method::DELETE, &format!("/v1/content/{id}"), None).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert!(matches!(node.calls().last(), Some(Call::ContentRemove(i)) if *i == id));
+
+        let body = serde_json::json!({ "link": format!("licet:{id}"), "output_dir": "/tmp/out" });
+        let started: ContentInfo =
+            json_of(call(&server, Method::POST, "/v1/downloads", Some(body)).await).await;
+        assert_eq!(started.state, ContentState::Downloading);
+        match node.calls().last() {
+            Some(Call::DownloadStart(request)) => {
+                assert_eq!(request.link, format!("licet:{id}"));
+                assert_eq!(request.output_dir, PathBuf::from("/tmp/out"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(node.calls().len(), 10);
+    }
+
+    #[tokio::test]
+    async fn errors_map_to_statuses_and_keep_the_refusal() {
+        let server = server().await;
+        let refusal = Refusal {
+            reason: RefusalReason::Expired,
+            detail: "the licence ended at 2026-01-01T00:00:00Z".to_owned(),
+        };
+        for (kind, status) in [
+            (ApiErrorKind::BadRequest, 400),
+            (ApiErrorKind::Refused, 403),
+            (ApiErrorKind::NotFound, 404),
+            (ApiErrorKind::Conflict, 409),
+            (ApiErrorKind::Internal, 500),
+            (ApiErrorKind::Unavailable, 502),
+        ] {
+            server.node.fail(ApiError::refused(
+                kind,
+                format!("failed as {kind:?}"),
+                refusal.clone(),
+            ));
+            for (method, path) in [
+                (Method::GET, "/v1/status".to_owned()),
+                (Method::GET, "/v1/content".to_owned()),
+                (
+                    Method::DELETE,
+                    format!("/v1/content/{}", ManifestId([3; 32])),
+                ),
+            ] {
+                let response = call(&server, method.clone(), &path, None).await;
+                assert_eq!(
+                    response.status().as_u16(),
+                    status,
+                    "{kind:?} {method} {path}"
+                );
+                let error = error_of(response).await;
+                assert_eq!(error.kind, kind);
+                assert_eq!(error.message, format!("failed as {kind:?}"));
+                assert_eq!(error.refusal.as_ref(), Some(&refusal));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_path_parameters_are_named() {
+        let server = server().await;
+        for (method, path, value) in [
+            (Method::GET, "/v1/content/not-an-id", "not-an-id"),
+            (Method::DELETE, "/v1/content/abc123", "abc123"),
+            (Method::DELETE, "/v1/trust/zz-not-a-key", "zz-not-a-key"),
+        ] {
+            let response = call(&server, method, path, None).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+            let error = error_of(response).await;
+            assert_eq!(error.kind, ApiErrorKind::BadRequest);
+            assert!(error.message.contains(value), "{}", error.message);
+        }
+        // 64 hex characters that are not a curve point.
+        let not_a_point = format!("02{}", "00".repeat(31));
+        let response = call(
+            &server,
+            Method::DELETE,
+            &format!("/v1/trust/{not_a_point}"),
+            None,
+        )
+        .await;
+        if response.status() != StatusCode::NO_CONTENT {
+            let error = error_of(response).await;
+            assert_eq!(error.kind, ApiErrorKind::BadRequest);
+            assert!(error.message.contains(&not_a_point), "{}", error.message);
+        }
+        assert!(
+            server
+                .node
+                .calls()
+                .iter()
+                .all(|c| matches!(c, Call::TrustRemove(_))),
+            "a handler ran with a bad id"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_are_bad_requests_in_the_error_shape() {
+        let server = server().await;
+        let cases: Vec<(&str, Option<&str>, Vec<u8>, &str)> = vec![
+            (
+                "/v1/trust",
+                Some("application/json"),
+                b"{not json".to_vec(),
+                "JSON",
+            ),
+            (
+                "/v1/trust",
+                Some("application/json"),
+                b"{}".to_vec(),
+                "publisher",
+            ),
+            (
+                "/v1/trust",
+                Some("application/json"),
+                br#"{"publisher":"zz"}"#.to_vec(),
+                "zz",
+            ),
+            (
+                "/v1/trust",
+                None,
+                br#"{"publisher":"zz"}"#.to_vec(),
+                "Content-Type",
+            ),
+            (
+                "/v1/downloads",
+                Some("application/json"),
+                br#"{"link":"licet:00","output_dir":"relative/dir"}"#.to_vec(),
+                "relative/dir",
+            ),
+            (
+                "/v1/content",
+                Some("application/octet-stream"),
+                vec![1],
+                "content_dir",
+            ),
+            (
+                "/v1/content?content_dir=rel",
+                Some("application/octet-stream"),
+                vec![1],
+                "absolute",
+            ),
+            (
+                "/v1/content?content_dir=/abs",
+                Some("application/octet-stream"),
+                vec![],
+                "empty",
+            ),
+        ];
+        for (path, content_type, body, needle) in cases {
+            let mut request = client()
+                .post(server.url(path))
+                .bearer_auth(TOKEN)
+                .body(body);
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            let response = within(request.send()).await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::BAD_REQUEST,
+                "{path} {needle}"
+            );
+            let error = error_of(response).await;
+            assert_eq!(error.kind, ApiErrorKind::BadRequest);
+            assert!(error.message.contains(needle), "{path}: {}", error.message);
+        }
+        assert!(
+            server.node.calls().is_empty(),
+            "a handler ran with a bad body"
+        );
+    }
+
+    #[tokio::test]
+    async fn manifest_bodies_are_bounded() {
+        let server = server().await;
+        let at_limit = vec![0u8; max_manifest_request_bytes()];
+        let response = within(
+            client()
+                .post(server.url("/v1/content?content_dir=/abs"))
+                .bearer_auth(TOKEN)
+                .body(at_limit)
+                .send(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+
+        let over = vec![0u8; max_manifest_request_bytes() + 1];
+        let response = within(
+            client()
+                .post(server.url("/v1/content?content_dir=/abs"))
+                .bearer_auth(TOKEN)
+                .body(over)
+                .send(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let error = error_of(response).await;
+        assert!(error.message.contains("larger"), "{}", error.message);
+        assert_eq!(server.node.calls().len(), 1);
+
+        // A JSON body far above its bound.
+        let big =
+            serde_json::json!({ "link": "x".repeat(MAX_JSON_BODY_BYTES), "output_dir": "/a" });
+        let response = call(&server, Method::POST, "/v1/downloads", Some(big)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(error_of(response).await.kind, ApiErrorKind::BadRequest);
+        assert_eq!(server.node.calls().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_methods_answer_in_the_error_shape() {
+        let server = server().await;
+        let response = call(&server, Method::GET, "/v1/nothing", None).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(error_of(response).await.kind, ApiErrorKind::NotFound);
+
+        let response = call(&server, Method::PUT, "/v1/status", None).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let error = error_of(response).await;
+        assert!(error.message.contains("PUT"), "{}", error.message);
+    }
+
+    #[tokio::test]
+    async fn serve_returns_after_shutdown() {
+        let server = server().await;
+        let response = call(&server, Method::GET, "/v1/status", None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let addr = server.addr;
+        server.stop().await.unwrap();
+        let after = within(client().get(format!("http://{addr}/metrics")).send()).await;
+        assert!(after.is_err(), "still serving after shutdown");
+    }
+
+    #[test]
+    fn token_file_is_private_fresh_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = create_token(dir.path()).unwrap();
+        assert_eq!(first.len(), 64);
+        assert!(
+            first
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        let path = dir.path().join(API_TOKEN_FILE);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let second = create_token(dir.path()).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), second);
+
+        let addr: SocketAddr = "127.0.0.1:4567".parse().unwrap();
+        write_api_addr(dir.path(), addr).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(API_ADDR_FILE)).unwrap();
+        assert_eq!(text.trim().parse::<SocketAddr>().unwrap(), addr);
+
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "temporary files left behind: {names:?}");
+
+        remove_api_files(dir.path());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // Removing again is fine.
+        remove_api_files(dir.path());
+    }
+
+    #[test]
+    fn token_in_a_missing_dir_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let err = create_token(&missing).unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+}

@@ -1,0 +1,282 @@
+//! The control API's contract: request and reply bodies, errors, and the [`NodeApi`] the HTTP
+//! server calls. Shared by the daemon (`api.rs`, the server) and the CLI (`cli.rs`, the client),
+//! so the two cannot disagree.
+//!
+//! The API is HTTP + JSON on 127.0.0.1 with a bearer token kept in the data directory (see
+//! `api.rs` for the routes). Ids and keys are lowercase hex; times are RFC 3339 strings.
+
+use std::{future::Future, path::PathBuf};
+
+use licet_proto::{ManifestId, PublicKey, policy::RefusalReason};
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// This node's libp2p peer id.
+    pub peer_id: String,
+    /// Addresses it listens on, each ending in `/p2p/<peer id>` (give them to `--bootstrap`).
+    pub listen_addrs: Vec<String>,
+    /// The crate version.
+    pub version: String,
+    /// The configured region, if any.
+    pub region: Option<String>,
+    /// Connected peers.
+    pub connected_peers: usize,
+    /// Trusted publishers.
+    pub trusted_publishers: usize,
+    /// Content items by state.
+    pub content: ContentCounts,
+    /// Seconds since the daemon started.
+    pub uptime_seconds: u64,
+}
+
+/// How many content items are in each state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ContentCounts {
+    /// Complete and served.
+    pub complete: usize,
+    /// Being fetched.
+    pub downloading: usize,
+    /// Stopped with an error or refused.
+    pub failed: usize,
+}
+
+/// One peer in `GET /v1/peers`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// Its peer id.
+    pub peer_id: String,
+    /// Addresses it is connected on.
+    pub addrs: Vec<String>,
+    /// Bytes received from it in chunks.
+    pub bytes_in: u64,
+    /// Bytes sent to it in chunks.
+    pub bytes_out: u64,
+    /// Whether it is banned (it sent a bad chunk or a malformed message).
+    pub banned: bool,
+    /// Why it was banned.
+    pub ban_reason: Option<String>,
+}
+
+/// `GET /v1/peers`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeersReply {
+    /// Connected peers, then banned peers that are not connected.
+    pub peers: Vec<PeerInfo>,
+}
+
+/// One trusted publisher.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrustEntry {
+    /// The publisher's public key.
+    pub publisher: PublicKey,
+    /// A name for people.
+    pub name: Option<String>,
+    /// Serve only what its unexpired catalog lists.
+    pub require_catalog: bool,
+}
+
+/// `POST /v1/trust`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrustAddRequest {
+    /// The publisher's public key.
+    pub publisher: PublicKey,
+    /// A name for people.
+    pub name: Option<String>,
+    /// Serve only what its unexpired catalog lists.
+    #[serde(default)]
+    pub require_catalog: bool,
+}
+
+/// `GET /v1/trust`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrustReply {
+    /// All trusted publishers.
+    pub publishers: Vec<TrustEntry>,
+}
+
+/// Where a content item stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentState {
+    /// Being fetched.
+    Downloading,
+    /// Every chunk is held and verified; it is served while the policy allows.
+    Complete,
+    /// Fetching stopped with an error (see `error`); `get` again resumes.
+    Failed,
+}
+
+/// One content item: `GET /v1/content/{id}`, and the items of `GET /v1/content`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContentInfo {
+    /// The manifest id.
+    pub manifest_id: ManifestId,
+    /// The share link.
+    pub link: String,
+    /// The manifest's title.
+    pub title: String,
+    /// The publisher.
+    pub publisher: PublicKey,
+    /// Where the files are (seeded in place, or the download directory).
+    pub dir: PathBuf,
+    /// Where it stands.
+    pub state: ContentState,
+    /// `None` while the trust policy allows it now; otherwise the refusal (then it is neither
+    /// served nor fetched).
+    pub refused: Option<Refusal>,
+    /// Bytes of all files.
+    pub total_bytes: u64,
+    /// Bytes of verified chunks held.
+    pub have_bytes: u64,
+    /// Chunks of all files.
+    pub total_chunks: u64,
+    /// Verified chunks held.
+    pub have_chunks: u64,
+    /// Chunks fetched from peers by this daemon process (a resumed download counts only what it
+    /// fetched after the restart).
+    pub fetched_chunks: u64,
+    /// Peers currently sending chunks of it.
+    pub sending_peers: usize,
+    /// Distinct peers that sent at least one chunk of it to this daemon process.
+    pub source_peers: usize,
+    /// The error that stopped fetching, if `state` is `failed`.
+    pub error: Option<String>,
+}
+
+/// A trust-policy refusal, as shown to people and scripts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The machine-readable reason.
+    pub reason: RefusalReason,
+    /// The particulars.
+    pub detail: String,
+}
+
+/// `GET /v1/content`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContentListReply {
+    /// Every content item.
+    pub content: Vec<ContentInfo>,
+}
+
+/// `POST /v1/downloads`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GetRequest {
+    /// A share link (`licet:<id>[?peer=…]`) or a bare manifest id.
+    pub link: String,
+    /// The directory to put the files in (absolute; created if missing).
+    pub output_dir: PathBuf,
+}
+
+/// `POST /v1/content?content_dir=DIR` with the signed manifest's bytes as the body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AddQuery {
+    /// Where the content already is (absolute).
+    pub content_dir: PathBuf,
+}
+
+/// What kind of failure an API call met; decides the HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiErrorKind {
+    /// 400: the request is wrong (bad link, bad manifest bytes, content that does not match).
+    BadRequest,
+    /// 401: missing or wrong bearer token.
+    Unauthorized,
+    /// 404: no such content or publisher.
+    NotFound,
+    /// 403: the trust policy refuses it (see `refusal`).
+    Refused,
+    /// 409: conflicts with what exists (already added with other content, …).
+    Conflict,
+    /// 502: no peer had it, or every peer refused it.
+    Unavailable,
+    /// 500: the node failed (disk, database).
+    Internal,
+}
+
+/// The body of every error reply: `{"error": {...}}`.
+#[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// The kind, which also decides the HTTP status.
+    pub kind: ApiErrorKind,
+    /// What went wrong, for people, naming the offending id, path or peer.
+    pub message: String,
+    /// The trust-policy refusal, when `kind` is `refused` (or `unavailable` because peers refused).
+    pub refusal: Option<Refusal>,
+}
+
+impl ApiError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ApiErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError {
+            kind,
+            message: message.into(),
+            refusal: None,
+        }
+    }
+
+    /// A refusal by the trust policy.
+    pub fn refused(kind: ApiErrorKind, message: impl Into<String>, refusal: Refusal) -> ApiError {
+        ApiError {
+            kind,
+            message: message.into(),
+            refusal: Some(refusal),
+        }
+    }
+}
+
+/// The error envelope on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// The error.
+    pub error: ApiError,
+}
+
+/// What the HTTP server needs from the node. Implemented by `node::Node`; each method is one
+/// route.
+pub trait NodeApi: Send + Sync + 'static {
+    /// `GET /v1/status`.
+    fn status(&self) -> impl Future<Output = Result<StatusReply, ApiError>> + Send;
+    /// `GET /v1/peers`.
+    fn peers(&self) -> impl Future<Output = Result<PeersReply, ApiError>> + Send;
+    /// `GET /v1/trust`.
+    fn trust_list(&self) -> impl Future<Output = Result<TrustReply, ApiError>> + Send;
+    /// `POST /v1/trust`.
+    fn trust_add(
+        &self,
+        request: TrustAddRequest,
+    ) -> impl Future<Output = Result<TrustEntry, ApiError>> + Send;
+    /// `DELETE /v1/trust/{publisher}`.
+    fn trust_remove(
+        &self,
+        publisher: PublicKey,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// `POST /v1/content?content_dir=DIR`, body = signed manifest bytes. Verifies the content
+    /// on disk against the manifest (all cores) before it returns.
+    fn content_add(
+        &self,
+        manifest: Vec<u8>,
+        content_dir: PathBuf,
+    ) -> impl Future<Output = Result<ContentInfo, ApiError>> + Send;
+    /// `GET /v1/content`.
+    fn content_list(&self) -> impl Future<Output = Result<ContentListReply, ApiError>> + Send;
+    /// `GET /v1/content/{id}`.
+    fn content_get(
+        &self,
+        id: ManifestId,
+    ) -> impl Future<Output = Result<ContentInfo, ApiError>> + Send;
+    /// `DELETE /v1/content/{id}`: stop serving and fetching it and forget it (files stay).
+    fn content_remove(&self, id: ManifestId) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// `POST /v1/downloads`: find the manifest, check the policy, start fetching; returns once
+    /// the manifest is accepted (or with the refusal), while the fetch goes on.
+    fn download_start(
+        &self,
+        request: GetRequest,
+    ) -> impl Future<Output = Result<ContentInfo, ApiError>> + Send;
+    /// `GET /metrics` (no token needed): Prometheus text.
+    fn metrics_text(&self) -> impl Future<Output = String> + Send;
+}

@@ -1,0 +1,1950 @@
+//! The client subcommands (`trust`, `add`, `get`, `ls`, `status`, `peers`, `rm`): each is one or
+//! a few calls to the control API of the daemon that `licet-node run` started for the same data
+//! directory (routes in [`crate::api`]).
+//!
+//! Exit codes: 0 ok; 1 refused by the trust policy or a verification failure (a bad manifest,
+//! content that does not match it); 2 usage, I/O, no daemon running, or any other error. Errors
+//! go to stderr as `licet-node: error: …` with their cause chain; `--json` prints the daemon's
+//! reply as pretty JSON on stdout.
+//!
+//! Invariants:
+//! - The daemon's address and token are read from `DATA_DIR/api-addr` and `DATA_DIR/api-token`
+//!   on every run (the daemon writes new ones each start), size-checked before they are read, and
+//!   the token is sent only to a loopback address.
+//! - Paths sent to the daemon are absolute (its working directory is not ours): `--content` is
+//!   canonicalized, `-o` is made absolute against the current directory and created.
+//! - Every wait is bounded: each call has a timeout, replies are read up to [`MAX_REPLY_BYTES`],
+//!   and `get` stops watching a download that makes no progress for [`STALL_LIMIT`] (the daemon
+//!   goes on with it).
+//! - Text from the daemon that came from publishers or peers (titles, names, errors) is shown with
+//!   control characters replaced, so it cannot drive the terminal.
+
+use std::{
+    fmt::Write as _,
+    io::Read as _,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow};
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use licet_proto::{ManifestId, PublicKey, manifest::ShareLink, signed::SignedKind};
+use reqwest::{Method, StatusCode};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    api::{API_ADDR_FILE, API_TOKEN_FILE},
+    api_types::{
+        ApiError, ApiErrorKind, ContentInfo, ContentListReply, ContentState, ErrorReply,
+        GetRequest, PeersReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
+    },
+};
+
+/// Connecting to the daemon on loopback.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest wait for a quick call (status, lists, trust, rm, one poll of a download).
+const QUICK_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest wait for `POST /v1/downloads`: the daemon finds the manifest in the DHT and
+/// checks it before it answers.
+const START_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// The longest wait for `POST /v1/content`: the daemon hashes all the content before it answers
+/// (a terabyte at 200 MB/s takes under 2 hours).
+const ADD_TIMEOUT: Duration = Duration::from_secs(6 * 60 * 60);
+/// How often `get` asks how the download is going.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// `get` stops watching a download that makes no progress for this long.
+pub const STALL_LIMIT: Duration = Duration::from_secs(10 * 60);
+/// The largest reply read from the daemon (a list of many thousand items is a few MiB).
+pub const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
+/// The largest `api-addr` or `api-token` file read.
+const MAX_API_FILE_BYTES: u64 = 4096;
+/// Hex characters of a manifest id shown in tables.
+const ID_PREFIX_CHARS: usize = 16;
+/// Characters of a title shown in tables.
+const TABLE_TITLE_CHARS: usize = 60;
+
+/// The subcommands that talk to a running daemon (`licet-node run`) through its control API.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Manage the publishers this node trusts: it serves and fetches only their content.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  licet-node trust add 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29 --name Acme\n  licet-node trust ls"
+    )]
+    Trust(TrustCommand),
+    /// Seed content you already have: verify it against its signed manifest, then serve it in
+    /// place (nothing is copied).
+    #[command(
+        after_help = "Example:\n  licet-node add ep1.manifest --content ./release\n\n\
+        The daemon hashes every file before it answers, so this takes as long as reading the\n\
+        content once. The publisher must be trusted first (`licet-node trust add`).\n\
+        Prints the share link to give to others."
+    )]
+    Add {
+        /// The signed manifest file (from `licet-manifest create`).
+        manifest: PathBuf,
+        /// The directory that holds the manifest's files.
+        #[arg(long, value_name = "DIR")]
+        content: PathBuf,
+        /// Print the daemon's reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch content by its share link, verifying every chunk, and show progress until it is
+    /// complete.
+    #[command(
+        after_help = "Example:\n  licet-node get licet:9f2c…e1 -o ~/Videos/episode-1\n\n\
+        The publisher must be trusted first (`licet-node trust add`). Interrupting `get` does not\n\
+        stop the download: the daemon goes on, and `get` again shows its progress. A link may\n\
+        carry peer hints: licet:<id>?peer=/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…"
+    )]
+    Get {
+        /// The share link (`licet:<id>[?peer=<multiaddr>]`) or a bare manifest id.
+        link: String,
+        /// The directory to put the files in (created if missing).
+        #[arg(short = 'o', long, value_name = "DIR", default_value = ".")]
+        output: PathBuf,
+        /// Print the final content state as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the content this node holds or is fetching.
+    #[command(
+        after_help = "Example:\n  licet-node ls\n  licet-node ls --json   # full ids and links"
+    )]
+    Ls {
+        /// Print the daemon's reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the daemon's peer id, addresses, peers and content counts.
+    #[command(after_help = "Example:\n  licet-node status\n\n\
+        Give one of the listening addresses to other nodes' --bootstrap.")]
+    Status {
+        /// Print the daemon's reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List connected and banned peers.
+    #[command(after_help = "Example:\n  licet-node peers")]
+    Peers {
+        /// Print the daemon's reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop serving and fetching content and forget it; its files stay where they are.
+    #[command(
+        after_help = "Example:\n  licet-node rm 9f2c…e1   # the full id, from `licet-node ls --json` or the link"
+    )]
+    Rm {
+        /// The manifest id (64 hex characters).
+        id: ManifestId,
+        /// Print `{"removed": "<id>"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `licet-node trust …`.
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Trust a publisher: serve and fetch content it signed (or delegated).
+    #[command(
+        after_help = "Example:\n  licet-node trust add $(licet-manifest pubkey publisher.pem) --name Acme --require-catalog\n\n\
+        With --require-catalog, only manifests listed in the publisher's unexpired catalog\n\
+        are served and fetched."
+    )]
+    Add {
+        /// The publisher's public key (64 hex characters).
+        #[arg(value_name = "PUBKEY")]
+        publisher: PublicKey,
+        /// A name for people.
+        #[arg(long)]
+        name: Option<String>,
+        /// Serve only what the publisher's unexpired catalog lists.
+        #[arg(long)]
+        require_catalog: bool,
+        /// Print the daemon's reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List trusted publishers.
+    #[command(after_help = "Example:\n  licet-node trust ls")]
+    Ls {
+        /// Print the daemon's reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop trusting a publisher: its content is neither served nor fetched any more.
+    #[command(
+        after_help = "Example:\n  licet-node trust rm 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"
+    )]
+    Rm {
+        /// The publisher's public key (64 hex characters).
+        #[arg(value_name = "PUBKEY")]
+        publisher: PublicKey,
+        /// Print `{"removed": "<key>"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs one client subcommand against the daemon of `data_dir`; prints the result on stdout and
+/// errors on stderr, and returns the exit code (0 ok, 1 refused or invalid, 2 anything else).
+pub async fn run(command: ClientCommand, data_dir: &Path) -> ExitCode {
+    let watch = Watch {
+        poll_interval: POLL_INTERVAL,
+        stall_limit: STALL_LIMIT,
+        progress: true,
+    };
+    match execute(command, data_dir, &watch).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("licet-node: error: {:#}", failure.error());
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+/// A failed subcommand, with the exit code it maps to.
+#[derive(Debug)]
+enum Failure {
+    /// Refused by the trust policy, or a verification failure: exit 1.
+    Invalid(anyhow::Error),
+    /// Usage, I/O, no daemon, anything else: exit 2.
+    Other(anyhow::Error),
+}
+
+impl Failure {
+    fn other(e: impl Into<anyhow::Error>) -> Failure {
+        Failure::Other(e.into())
+    }
+
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Invalid(_) => 1,
+            Failure::Other(_) => 2,
+        }
+    }
+
+    fn error(&self) -> &anyhow::Error {
+        match self {
+            Failure::Invalid(e) | Failure::Other(e) => e,
+        }
+    }
+}
+
+/// How `get` watches a download.
+struct Watch {
+    poll_interval: Duration,
+    stall_limit: Duration,
+    /// Show the progress bar (on stderr, and only if it is a terminal).
+    progress: bool,
+}
+
+async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Result<(), Failure> {
+    match command {
+        ClientCommand::Trust(TrustCommand::Add {
+            publisher,
+            name,
+            require_catalog,
+            json,
+        }) => {
+            let daemon = Daemon::connect(data_dir)?;
+            let request = TrustAddRequest {
+                publisher,
+                name,
+                require_catalog,
+            };
+            let entry: TrustEntry = daemon
+                .call_json(Method::POST, "/v1/trust", &request, QUICK_CALL_TIMEOUT)
+                .await
+                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+            if json {
+                print_json(&entry)
+            } else {
+                let name = entry
+                    .name
+                    .as_deref()
+                    .map(|n| format!(" ({})", clean(n)))
+                    .unwrap_or_default();
+                let catalog = if entry.require_catalog {
+                    ", only what its catalog lists"
+                } else {
+                    ""
+                };
+                println!("trusting {}{name}{catalog}", entry.publisher);
+                Ok(())
+            }
+        }
+        ClientCommand::Trust(TrustCommand::Ls { json }) => {
+            let daemon = Daemon::connect(data_dir)?;
+            let reply: TrustReply = daemon
+                .get_json("/v1/trust")
+                .await
+                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+            if json {
+                print_json(&reply)
+            } else {
+                print!("{}", format_trust(&reply));
+                Ok(())
+            }
+        }
+        ClientCommand::Trust(TrustCommand::Rm { publisher, json }) => {
+            let daemon = Daemon::connect(data_dir)?;
+            daemon
+                .call_empty(Method::DELETE, &format!("/v1/trust/{publisher}"))
+                .await
+                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+            if json {
+                print_json(&serde_json::json!({ "removed": publisher }))
+            } else {
+                println!("no longer trusting {publisher}");
+                Ok(())
+            }
+        }
+        ClientCommand::Add {
+            manifest,
+            content,
+            json,
+        } => add(data_dir, &manifest, &content, json).await,
+        ClientCommand::Get { link, output, json } => {
+            get(data_dir, &link, &output, json, watch).await
+        }
+        ClientCommand::Ls { json } => {
+            let daemon = Daemon::connect(data_dir)?;
+            let reply: ContentListReply = daemon
+                .get_json("/v1/content")
+                .await
+                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+            if json {
+                print_json(&reply)
+            } else {
+                print!("{}", format_content_list(&reply.content));
+                Ok(())
+            }
+        }
+        ClientCommand::Status { json } => {
+            let daemon = Daemon::connect(data_dir)?;
+            let reply: StatusReply = daemon
+                .get_json("/v1/status")
+                .await
+                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+            if json {
+                print_json(&reply)
+            } else {
+                print!("{}", format_status(&reply));
+                Ok(())
+            }
+        }
+        ClientCommand::Peers { json } => {
+            let daemon = Daemon::connect(data_dir)?;
+            let reply: PeersReply = daemon
+                .get_json("/v1/peers")
+                .await
+                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+            if json {
+                print_json(&reply)
+            } else {
+                print!("{}", format_peers(&reply));
+                Ok(())
+            }
+        }
+        ClientCommand::Rm { id, json } => {
+            let daemon = Daemon::connect(data_dir)?;
+            let path = format!("/v1/content/{id}");
+            let info: ContentInfo = daemon
+                .get_json(&path)
+                .await
+                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+            daemon
+                .call_empty(Method::DELETE, &path)
+                .await
+                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+            if json {
+                print_json(&serde_json::json!({ "removed": id }))
+            } else {
+                println!(
+                    "removed \"{}\" ({id}); its files stay in {}",
+                    clean(&info.title),
+                    info.dir.display()
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `add`: checks the paths, reads the manifest (size-checked), and asks the daemon to verify and
+/// seed the content.
+async fn add(data_dir: &Path, manifest: &Path, content: &Path, json: bool) -> Result<(), Failure> {
+    let content_dir = std::fs::canonicalize(content)
+        .with_context(|| format!("cannot find the content directory {}", content.display()))
+        .map_err(Failure::other)?;
+    let content_text = utf8_path("the content directory", &content_dir)?;
+    let limit = SignedKind::Manifest.max_envelope_bytes();
+    let bytes = read_limited(manifest, limit as u64).map_err(|e| match e {
+        ReadLimitedError::TooLarge { len } => Failure::Invalid(anyhow!(
+            "{} is {len} bytes, larger than any signed manifest ({limit} bytes at most)",
+            manifest.display()
+        )),
+        ReadLimitedError::Io(e) => Failure::Other(
+            anyhow::Error::new(e)
+                .context(format!("cannot read the manifest {}", manifest.display())),
+        ),
+    })?;
+    let daemon = Daemon::connect(data_dir)?;
+    let mut url = daemon.url("/v1/content")?;
+    url.query_pairs_mut()
+        .append_pair("content_dir", content_text);
+
+    let spinner = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let spinner = ProgressBar::new_spinner();
+        spinner.set_message(format!(
+            "verifying {} against {}…",
+            content_dir.display(),
+            manifest.display()
+        ));
+        spinner.enable_steady_tick(Duration::from_millis(120));
+        spinner
+    } else {
+        ProgressBar::hidden()
+    };
+    let reply = daemon
+        .exchange(
+            daemon
+                .http
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(bytes),
+            ADD_TIMEOUT,
+        )
+        .await
+        .and_then(|(status, body)| decode_reply::<ContentInfo>(status, &body, "POST /v1/content"));
+    spinner.finish_and_clear();
+    // The manifest or the content is what the daemon found wrong: a verification failure.
+    let info = reply.map_err(|e| e.into_failure(&daemon, Verdict::BadRequestIsInvalid))?;
+    if json {
+        return print_json(&info);
+    }
+    println!(
+        "added \"{}\": {} in {} chunks, verified in {}",
+        clean(&info.title),
+        human_bytes(info.total_bytes),
+        info.total_chunks,
+        info.dir.display()
+    );
+    println!("share link: {}", info.link);
+    if let Some(refusal) = &info.refused {
+        println!(
+            "note: not served now: {}: {}",
+            refusal.reason.describe(),
+            clean(&refusal.detail)
+        );
+    }
+    Ok(())
+}
+
+/// `get`: starts the download, then watches it until it is complete, failed or stalled.
+async fn get(
+    data_dir: &Path,
+    link: &str,
+    output: &Path,
+    json: bool,
+    watch: &Watch,
+) -> Result<(), Failure> {
+    // Check the link here, so a typo is an error even without a daemon.
+    link.parse::<ShareLink>().map_err(Failure::other)?;
+    let daemon = Daemon::connect(data_dir)?;
+    let output_dir = prepare_output_dir(output)?;
+    let output_text = utf8_path("the output directory", &output_dir)?;
+    let request = GetRequest {
+        link: link.trim().to_owned(),
+        output_dir: PathBuf::from(output_text),
+    };
+    let started: ContentInfo = daemon
+        .call_json(
+            Method::POST,
+            "/v1/downloads",
+            &request,
+            START_DOWNLOAD_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+    let outcome = watch_download(&daemon, started, watch).await;
+    match outcome {
+        Ok(info) => {
+            if json {
+                print_json(&info)
+            } else {
+                print!("{}", format_download_summary(&info));
+                Ok(())
+            }
+        }
+        Err(WatchEnd::Failed(info, failure)) => {
+            if json {
+                print_json(&info)?;
+            }
+            Err(failure)
+        }
+        Err(WatchEnd::Stopped(failure)) => Err(failure),
+    }
+}
+
+/// How watching a download ended, when not with the content complete.
+enum WatchEnd {
+    /// The content's state says it failed (or it is refused).
+    Failed(Box<ContentInfo>, Failure),
+    /// Watching itself failed or gave up.
+    Stopped(Failure),
+}
+
+/// Polls `GET /v1/content/{id}` until the content is complete, failed, refused, or makes no
+/// progress for `watch.stall_limit`; shows a progress bar meanwhile.
+async fn watch_download(
+    daemon: &Daemon,
+    first: ContentInfo,
+    watch: &Watch,
+) -> Result<ContentInfo, WatchEnd> {
+    let bar = download_bar(&first, watch.progress);
+    let id = first.manifest_id;
+    let path = format!("/v1/content/{id}");
+    let mut info = first;
+    let mut last_seen = progress_mark(&info);
+    let mut last_change = Instant::now();
+    loop {
+        bar.set_length(info.total_bytes);
+        bar.set_position(info.have_bytes);
+        bar.set_message(format!(
+            "{} · {} sending",
+            truncate(&clean(&info.title), 40),
+            peers_text(info.sending_peers)
+        ));
+        match info.state {
+            ContentState::Complete => {
+                bar.finish_and_clear();
+                return Ok(info);
+            }
+            ContentState::Failed => {
+                bar.abandon();
+                let failure = failed_download(&info);
+                return Err(WatchEnd::Failed(Box::new(info), failure));
+            }
+            ContentState::Downloading if info.refused.is_some() => {
+                // A refused item is neither served nor fetched: waiting would only stall.
+                bar.abandon();
+                let failure = failed_download(&info);
+                return Err(WatchEnd::Failed(Box::new(info), failure));
+            }
+            ContentState::Downloading => {}
+        }
+        let mark = progress_mark(&info);
+        if mark != last_seen {
+            last_seen = mark;
+            last_change = Instant::now();
+        } else if last_change.elapsed() >= watch.stall_limit {
+            bar.abandon();
+            return Err(WatchEnd::Stopped(Failure::Other(anyhow!(
+                "no progress on \"{}\" ({id}) for {}: {} of {} held, {} sending; the daemon \
+                 keeps trying (run the same `licet-node get` to watch it again, or `licet-node ls`)",
+                clean(&info.title),
+                human_duration(watch.stall_limit),
+                human_bytes(info.have_bytes),
+                human_bytes(info.total_bytes),
+                peers_text(info.sending_peers),
+            ))));
+        }
+        tokio::time::sleep(watch.poll_interval).await;
+        info = match daemon.get_json(&path).await {
+            Ok(info) => info,
+            Err(e) => {
+                bar.abandon();
+                let cause = match e.into_failure(daemon, Verdict::UsageError) {
+                    Failure::Invalid(e) | Failure::Other(e) => e,
+                };
+                return Err(WatchEnd::Stopped(Failure::Other(
+                    cause.context(format!("lost track of the download of {id}")),
+                )));
+            }
+        };
+    }
+}
+
+/// What counts as progress: any change in what is held or fetched.
+fn progress_mark(info: &ContentInfo) -> (u64, u64, u64) {
+    (info.have_bytes, info.have_chunks, info.fetched_chunks)
+}
+
+/// The failure for content that is `failed`, or refused: exit 1 if refused, else 2.
+fn failed_download(info: &ContentInfo) -> Failure {
+    let mut message = format!(
+        "download of \"{}\" ({}) stopped",
+        clean(&info.title),
+        info.manifest_id
+    );
+    if let Some(error) = &info.error {
+        let _ = write!(message, ": {}", clean(error));
+    }
+    match &info.refused {
+        Some(refusal) => {
+            let _ = write!(
+                message,
+                ": refused: {}: {}",
+                refusal.reason.describe(),
+                clean(&refusal.detail)
+            );
+            Failure::Invalid(anyhow!(message))
+        }
+        None => Failure::Other(anyhow!(message)),
+    }
+}
+
+/// A byte progress bar on stderr, hidden when stderr is not a terminal or `show` is false.
+fn download_bar(info: &ContentInfo, show: bool) -> ProgressBar {
+    let target = if show {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(info.total_bytes), target);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} {wide_msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} \
+         {binary_bytes_per_sec} ETA {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    // Bytes held before this run do not count towards the rate.
+    bar.set_position(info.have_bytes);
+    bar.reset_eta();
+    bar
+}
+
+/// Makes `output` absolute against the current directory, creates it, and resolves symlinks.
+fn prepare_output_dir(output: &Path) -> Result<PathBuf, Failure> {
+    let absolute = std::path::absolute(output)
+        .with_context(|| format!("cannot make {} absolute", output.display()))
+        .map_err(Failure::other)?;
+    std::fs::create_dir_all(&absolute)
+        .with_context(|| format!("cannot create the output directory {}", absolute.display()))
+        .map_err(Failure::other)?;
+    let resolved = std::fs::canonicalize(&absolute)
+        .with_context(|| format!("cannot resolve the output directory {}", absolute.display()))
+        .map_err(Failure::other)?;
+    if !resolved.is_dir() {
+        return Err(Failure::Other(anyhow!(
+            "the output {} is not a directory",
+            absolute.display()
+        )));
+    }
+    Ok(resolved)
+}
+
+/// The path as UTF-8 text (the control API carries paths as JSON and query strings).
+fn utf8_path<'a>(what: &str, path: &'a Path) -> Result<&'a str, Failure> {
+    path.to_str().ok_or_else(|| {
+        Failure::Other(anyhow!(
+            "{what} {} is not valid UTF-8, which the control API cannot carry",
+            path.display()
+        ))
+    })
+}
+
+/// Why [`read_limited`] failed.
+#[derive(Debug)]
+enum ReadLimitedError {
+    TooLarge { len: u64 },
+    Io(std::io::Error),
+}
+
+/// Reads a file of at most `limit` bytes, checking the size before reading (and while reading,
+/// in case it grows).
+fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ReadLimitedError> {
+    let file = std::fs::File::open(path).map_err(ReadLimitedError::Io)?;
+    let len = file.metadata().map_err(ReadLimitedError::Io)?.len();
+    if len > limit {
+        return Err(ReadLimitedError::TooLarge { len });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadLimitedError::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadLimitedError::TooLarge {
+            len: bytes.len() as u64,
+        });
+    }
+    Ok(bytes)
+}
+
+/// The message when no daemon answers for `data_dir`.
+fn no_daemon_message(data_dir: &Path) -> String {
+    format!(
+        "no daemon is running for data directory {dir} (start one with: licet-node run --data-dir {dir})",
+        dir = data_dir.display()
+    )
+}
+
+/// A connection to the daemon of one data directory.
+struct Daemon {
+    http: reqwest::Client,
+    addr: SocketAddr,
+    token: String,
+    data_dir: PathBuf,
+}
+
+/// Why a call failed.
+#[derive(Debug)]
+enum CallError {
+    /// The daemon answered with an error.
+    Api(ApiError),
+    /// No answer, or an answer this client cannot read; already classified.
+    Transport(Failure),
+}
+
+/// How a command classifies a `bad_request` from the daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// The request named something wrong (a link, a path): exit 2.
+    UsageError,
+    /// The manifest or the content is wrong (`add`): exit 1.
+    BadRequestIsInvalid,
+}
+
+impl CallError {
+    fn into_failure(self, daemon: &Daemon, verdict: Verdict) -> Failure {
+        match self {
+            CallError::Transport(failure) => failure,
+            CallError::Api(error) => api_failure(&error, daemon, verdict),
+        }
+    }
+}
+
+/// The failure for an error reply: refusals (and, for `add`, bad manifests and content) exit 1.
+fn api_failure(error: &ApiError, daemon: &Daemon, verdict: Verdict) -> Failure {
+    let message = describe_api_error(error);
+    match error.kind {
+        ApiErrorKind::Refused => Failure::Invalid(anyhow!(message)),
+        ApiErrorKind::Unavailable if error.refusal.is_some() => Failure::Invalid(anyhow!(message)),
+        ApiErrorKind::BadRequest if verdict == Verdict::BadRequestIsInvalid => {
+            Failure::Invalid(anyhow!(message))
+        }
+        ApiErrorKind::Unauthorized => Failure::Other(anyhow!(message).context(format!(
+            "the daemon at {} did not accept the token in {} (is another program listening \
+             there, or is it a daemon of another data directory?)",
+            daemon.addr,
+            daemon.data_dir.join(API_TOKEN_FILE).display()
+        ))),
+        _ => Failure::Other(anyhow!(message)),
+    }
+}
+
+/// The daemon's message, with the refusal's reason and detail if the message lacks them.
+fn describe_api_error(error: &ApiError) -> String {
+    let mut text = error.message.clone();
+    if let Some(refusal) = &error.refusal {
+        let reason = refusal.reason.describe();
+        if !text.contains(reason) {
+            let _ = write!(text, ": refused: {reason}");
+        }
+        if !refusal.detail.is_empty() && !text.contains(&refusal.detail) {
+            let _ = write!(text, ": {}", refusal.detail);
+        }
+    }
+    clean(&text)
+}
+
+impl Daemon {
+    /// Reads `api-addr` and `api-token` of `data_dir`; does not contact the daemon yet.
+    fn connect(data_dir: &Path) -> Result<Daemon, Failure> {
+        let read = |name: &str| -> Result<String, Failure> {
+            let path = data_dir.join(name);
+            match read_limited(&path, MAX_API_FILE_BYTES) {
+                Ok(bytes) => String::from_utf8(bytes)
+                    .map(|text| text.trim().to_owned())
+                    .map_err(|_| Failure::Other(anyhow!("{} is not UTF-8 text", path.display()))),
+                Err(ReadLimitedError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(Failure::Other(anyhow!(no_daemon_message(data_dir))))
+                }
+                Err(ReadLimitedError::Io(e)) => Err(Failure::Other(
+                    anyhow::Error::new(e).context(format!("cannot read {}", path.display())),
+                )),
+                Err(ReadLimitedError::TooLarge { len }) => Err(Failure::Other(anyhow!(
+                    "{} is {len} bytes, not what `licet-node run` writes",
+                    path.display()
+                ))),
+            }
+        };
+        let addr_text = read(API_ADDR_FILE)?;
+        let token = read(API_TOKEN_FILE)?;
+        let addr_path = data_dir.join(API_ADDR_FILE);
+        let addr: SocketAddr = addr_text.parse().map_err(|_| {
+            Failure::Other(anyhow!(
+                "{} does not hold an address (it holds {:?})",
+                addr_path.display(),
+                truncate(&addr_text, 80)
+            ))
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(Failure::Other(anyhow!(
+                "{} names {addr}, which is not a loopback address; the control API listens on \
+                 127.0.0.1 only, and the token is not sent elsewhere",
+                addr_path.display()
+            )));
+        }
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Failure::Other(anyhow!(
+                "{} does not hold an API token",
+                data_dir.join(API_TOKEN_FILE).display()
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .context("cannot set up an HTTP client")
+            .map_err(Failure::other)?;
+        Ok(Daemon {
+            http,
+            addr,
+            token,
+            data_dir: data_dir.to_owned(),
+        })
+    }
+
+    fn url(&self, path: &str) -> Result<reqwest::Url, Failure> {
+        reqwest::Url::parse(&format!("http://{}{path}", self.addr))
+            .with_context(|| format!("cannot make a URL of {path}"))
+            .map_err(Failure::other)
+    }
+
+    /// Sends `request` with the token; returns the status and the body (bounded).
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Vec<u8>), CallError> {
+        let mut response = request
+            .bearer_auth(&self.token)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e, timeout))?;
+        let status = response.status();
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_REPLY_BYTES as u64)
+        {
+            return Err(self.reply_too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(e, timeout))?
+        {
+            if body.len() + chunk.len() > MAX_REPLY_BYTES {
+                return Err(self.reply_too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
+    }
+
+    fn reply_too_large(&self) -> CallError {
+        CallError::Transport(Failure::Other(anyhow!(
+            "the daemon at {} sent a reply larger than {MAX_REPLY_BYTES} bytes",
+            self.addr
+        )))
+    }
+
+    fn transport_error(&self, error: reqwest::Error, timeout: Duration) -> CallError {
+        let failure = if error.is_connect() {
+            let cause = anyhow::Error::new(error).context(format!(
+                "nothing answers at {} (from {}; a daemon that stopped without cleaning up \
+                 leaves it behind)",
+                self.addr,
+                self.data_dir.join(API_ADDR_FILE).display()
+            ));
+            Failure::Other(cause.context(no_daemon_message(&self.data_dir)))
+        } else if error.is_timeout() {
+            Failure::Other(anyhow::Error::new(error).context(format!(
+                "the daemon at {} did not answer within {}",
+                self.addr,
+                human_duration(timeout)
+            )))
+        } else {
+            Failure::Other(
+                anyhow::Error::new(error)
+                    .context(format!("cannot talk to the daemon at {}", self.addr)),
+            )
+        };
+        CallError::Transport(failure)
+    }
+
+    async fn call_json<R: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        let url = self.url(path).map_err(CallError::Transport)?;
+        let request = self.http.request(method.clone(), url).json(body);
+        let (status, bytes) = self.exchange(request, timeout).await?;
+        decode_reply(status, &bytes, &format!("{method} {path}"))
+    }
+
+    async fn get_json<R: DeserializeOwned>(&self, path: &str) -> Result<R, CallError> {
+        let url = self.url(path).map_err(CallError::Transport)?;
+        let (status, bytes) = self
+            .exchange(self.http.get(url), QUICK_CALL_TIMEOUT)
+            .await?;
+        decode_reply(status, &bytes, &format!("GET {path}"))
+    }
+
+    async fn call_empty(&self, method: Method, path: &str) -> Result<(), CallError> {
+        let url = self.url(path).map_err(CallError::Transport)?;
+        let (status, bytes) = self
+            .exchange(self.http.request(method, url), QUICK_CALL_TIMEOUT)
+            .await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(CallError::Api(error_reply(status, &bytes)))
+        }
+    }
+}
+
+/// Decodes a reply: the value on success, the [`ApiError`] otherwise.
+fn decode_reply<R: DeserializeOwned>(
+    status: StatusCode,
+    body: &[u8],
+    what: &str,
+) -> Result<R, CallError> {
+    if !status.is_success() {
+        return Err(CallError::Api(error_reply(status, body)));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        CallError::Transport(Failure::Other(anyhow::Error::new(e).context(format!(
+            "the daemon's reply to {what} is not what this client expects (is the daemon \
+             another version of licet-node?)"
+        ))))
+    })
+}
+
+/// The error of a non-success reply: its [`ErrorReply`], or one made from the status.
+fn error_reply(status: StatusCode, body: &[u8]) -> ApiError {
+    if let Ok(reply) = serde_json::from_slice::<ErrorReply>(body) {
+        return reply.error;
+    }
+    let kind = match status.as_u16() {
+        400 => ApiErrorKind::BadRequest,
+        401 => ApiErrorKind::Unauthorized,
+        403 => ApiErrorKind::Refused,
+        404 => ApiErrorKind::NotFound,
+        409 => ApiErrorKind::Conflict,
+        502 => ApiErrorKind::Unavailable,
+        _ => ApiErrorKind::Internal,
+    };
+    let text = String::from_utf8_lossy(body);
+    ApiError::new(
+        kind,
+        format!(
+            "the daemon answered {status}: {}",
+            truncate(text.trim(), 200)
+        ),
+    )
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value)
+        .context("cannot encode the reply as JSON")
+        .map_err(Failure::other)?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Replaces control characters and bidirectional overrides with U+FFFD, so text from publishers
+/// and peers cannot move the cursor, recolour or reorder the terminal.
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if c.is_control() || bidi { '\u{fffd}' } else { c }
+        })
+        .collect()
+}
+
+/// At most `max` characters of `text`, ending in `…` if cut.
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// Bytes in binary units: `0 B`, `1023 B`, `1.0 KiB`, `1.5 GiB`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// A duration for people: `45s`, `10m`, `1h 2m 5s`, `3d 4h`.
+fn human_duration(duration: Duration) -> String {
+    let total = duration.as_secs();
+    let (days, hours, minutes, seconds) = (
+        total / 86_400,
+        total / 3600 % 24,
+        total / 60 % 60,
+        total % 60,
+    );
+    let parts: Vec<String> = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")]
+        .iter()
+        .skip_while(|(n, _)| *n == 0)
+        .take(if days > 0 { 2 } else { 3 })
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if parts.is_empty() {
+        "0s".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn peers_text(n: usize) -> String {
+    if n == 1 {
+        "1 peer".to_owned()
+    } else {
+        format!("{n} peers")
+    }
+}
+
+/// The first hex characters of a manifest id, as shown in tables.
+fn id_prefix(id: &ManifestId) -> String {
+    id.to_hex().chars().take(ID_PREFIX_CHARS).collect()
+}
+
+/// Columns padded to their widest cell, two spaces apart; the last column is not padded.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(width) = widths.get_mut(i) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let pad = widths.get(i).copied().unwrap_or(0);
+                let _ = write!(line, "{cell:<pad$}  ");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `ls`: a table of content, then a line for each item that is refused or failed.
+fn format_content_list(content: &[ContentInfo]) -> String {
+    if content.is_empty() {
+        return "no content (seed some with `licet-node add`, or fetch with `licet-node get`)\n"
+            .to_owned();
+    }
+    let rows: Vec<Vec<String>> = content
+        .iter()
+        .map(|item| {
+            let percent = if item.total_bytes == 0 {
+                100
+            } else {
+                u128::from(item.have_bytes) * 100 / u128::from(item.total_bytes)
+            };
+            vec![
+                id_prefix(&item.manifest_id),
+                state_text(item).to_owned(),
+                format!(
+                    "{}/{} ({percent}%)",
+                    human_bytes(item.have_bytes),
+                    human_bytes(item.total_bytes)
+                ),
+                item.sending_peers.to_string(),
+                truncate(&clean(&item.title), TABLE_TITLE_CHARS),
+            ]
+        })
+        .collect();
+    let mut out = table(&["ID", "STATE", "HAVE/TOTAL", "SENDING", "TITLE"], &rows);
+    for item in content {
+        if let Some(refusal) = &item.refused {
+            let _ = writeln!(
+                out,
+                "{}: refused: {}: {}",
+                id_prefix(&item.manifest_id),
+                refusal.reason.describe(),
+                clean(&refusal.detail)
+            );
+        }
+        if let (ContentState::Failed, Some(error)) = (item.state, &item.error) {
+            let _ = writeln!(
+                out,
+                "{}: failed: {}",
+                id_prefix(&item.manifest_id),
+                clean(error)
+            );
+        }
+    }
+    out
+}
+
+fn state_text(item: &ContentInfo) -> &'static str {
+    match (item.state, item.refused.is_some()) {
+        (_, true) => "refused",
+        (ContentState::Downloading, false) => "downloading",
+        (ContentState::Complete, false) => "complete",
+        (ContentState::Failed, false) => "failed",
+    }
+}
+
+/// `status`: one labelled line per field.
+fn format_status(status: &StatusReply) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "peer id          {}", clean(&status.peer_id));
+    let _ = writeln!(out, "version          {}", clean(&status.version));
+    let _ = writeln!(
+        out,
+        "region           {}",
+        status.region.as_deref().map_or("(none)".to_owned(), clean)
+    );
+    let _ = writeln!(
+        out,
+        "uptime           {}",
+        human_duration(Duration::from_secs(status.uptime_seconds))
+    );
+    let _ = writeln!(out, "connected peers  {}", status.connected_peers);
+    let _ = writeln!(out, "trusted          {}", status.trusted_publishers);
+    let _ = writeln!(
+        out,
+        "content          {} complete, {} downloading, {} failed",
+        status.content.complete, status.content.downloading, status.content.failed
+    );
+    if status.listen_addrs.is_empty() {
+        let _ = writeln!(out, "listening on     (nothing yet)");
+    }
+    for (i, addr) in status.listen_addrs.iter().enumerate() {
+        let label = if i == 0 { "listening on" } else { "" };
+        let _ = writeln!(out, "{label:<17}{}", clean(addr));
+    }
+    out
+}
+
+/// `peers`: a table of peers.
+fn format_peers(reply: &PeersReply) -> String {
+    if reply.peers.is_empty() {
+        return "no peers\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = reply
+        .peers
+        .iter()
+        .map(|peer| {
+            let addr = match peer.addrs.as_slice() {
+                [] => "-".to_owned(),
+                [one] => clean(one),
+                [first, rest @ ..] => format!("{} (+{})", clean(first), rest.len()),
+            };
+            let state = if peer.banned {
+                match &peer.ban_reason {
+                    Some(reason) => format!("banned: {}", clean(reason)),
+                    None => "banned".to_owned(),
+                }
+            } else {
+                "ok".to_owned()
+            };
+            vec![
+                clean(&peer.peer_id),
+                human_bytes(peer.bytes_in),
+                human_bytes(peer.bytes_out),
+                addr,
+                state,
+            ]
+        })
+        .collect();
+    table(&["PEER ID", "RECEIVED", "SENT", "ADDRESS", "STATE"], &rows)
+}
+
+/// `trust ls`: a table of trusted publishers.
+fn format_trust(reply: &TrustReply) -> String {
+    if reply.publishers.is_empty() {
+        return "no trusted publishers (add one with `licet-node trust add PUBKEY`)\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = reply
+        .publishers
+        .iter()
+        .map(|entry| {
+            vec![
+                entry.publisher.to_hex(),
+                if entry.require_catalog {
+                    "required".to_owned()
+                } else {
+                    "-".to_owned()
+                },
+                entry.name.as_deref().map_or("-".to_owned(), clean),
+            ]
+        })
+        .collect();
+    table(&["PUBLISHER", "CATALOG", "NAME"], &rows)
+}
+
+/// `get`'s summary of complete content.
+fn format_download_summary(info: &ContentInfo) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "complete: \"{}\"", clean(&info.title));
+    let _ = writeln!(out, "  id       {}", info.manifest_id);
+    let _ = writeln!(
+        out,
+        "  size     {} ({} bytes, {} chunks)",
+        human_bytes(info.total_bytes),
+        info.total_bytes,
+        info.total_chunks
+    );
+    let _ = writeln!(out, "  files in {}", info.dir.display());
+    let fetched = if info.fetched_chunks == 0 {
+        "none (all chunks were already here)".to_owned()
+    } else if info.fetched_chunks < info.total_chunks {
+        format!(
+            "{} of {} chunks from {} (the rest were already here)",
+            info.fetched_chunks,
+            info.total_chunks,
+            peers_text(info.source_peers)
+        )
+    } else {
+        format!(
+            "{} chunks from {}",
+            info.fetched_chunks,
+            peers_text(info.source_peers)
+        )
+    };
+    let _ = writeln!(out, "  fetched  {fetched}");
+    if let Some(refusal) = &info.refused {
+        let _ = writeln!(
+            out,
+            "  note     not served now: refused: {}: {}",
+            refusal.reason.describe(),
+            clean(&refusal.detail)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use clap::{CommandFactory as _, Parser};
+    use licet_proto::policy::RefusalReason;
+
+    use super::*;
+    use crate::{
+        api::{
+            create_token,
+            fake::{Call, FakeNode, TestServer, content, within},
+            write_api_addr,
+        },
+        api_types::Refusal,
+    };
+
+    #[derive(Parser)]
+    #[command(name = "licet-node")]
+    struct TestCli {
+        #[command(subcommand)]
+        command: ClientCommand,
+    }
+
+    fn quick_watch() -> Watch {
+        Watch {
+            poll_interval: Duration::from_millis(20),
+            stall_limit: Duration::from_secs(10),
+            progress: false,
+        }
+    }
+
+    /// A data directory whose daemon is a fake `NodeApi` on loopback.
+    async fn daemon_dir() -> (tempfile::TempDir, TestServer) {
+        let dir = tempfile::tempdir().unwrap();
+        let token = create_token(dir.path()).unwrap();
+        let server = TestServer::start(Arc::new(FakeNode::default()), token).await;
+        write_api_addr(dir.path(), server.addr).unwrap();
+        (dir, server)
+    }
+
+    async fn exec(args: &[&str], dir: &Path) -> Result<(), Failure> {
+        exec_with(args, dir, &quick_watch()).await
+    }
+
+    async fn exec_with(args: &[&str], dir: &Path, watch: &Watch) -> Result<(), Failure> {
+        let cli =
+            TestCli::try_parse_from(std::iter::once("licet-node").chain(args.iter().copied()))
+                .unwrap();
+        within(execute(cli.command, dir, watch)).await
+    }
+
+    fn message(failure: &Failure) -> String {
+        format!("{:#}", failure.error())
+    }
+
+    fn refusal() -> Refusal {
+        Refusal {
+            reason: RefusalReason::UntrustedPublisher,
+            detail: "publisher 3b6a… is not in this node's trust store".to_owned(),
+        }
+    }
+
+    #[test]
+    fn every_subcommand_has_an_example_and_json() {
+        fn walk(command: &mut clap::Command, path: &str, seen: &mut usize) {
+            let name = format!("{path} {}", command.get_name());
+            let help = command.render_long_help().to_string();
+            assert!(
+                help.contains("Example:"),
+                "{name} --help has no example:\n{help}"
+            );
+            let subcommands: Vec<_> = command.get_subcommands_mut().map(|c| c.clone()).collect();
+            if subcommands.is_empty() {
+                *seen += 1;
+                assert!(
+                    command
+                        .get_arguments()
+                        .any(|a| a.get_long() == Some("json")),
+                    "{name} has no --json"
+                );
+            }
+            for mut sub in subcommands {
+                if sub.get_name() != "help" {
+                    walk(&mut sub, &name, seen);
+                }
+            }
+        }
+        let mut root = TestCli::command();
+        root.build();
+        let mut seen = 0;
+        for mut sub in root.get_subcommands().cloned().collect::<Vec<_>>() {
+            if sub.get_name() != "help" {
+                walk(&mut sub, "licet-node", &mut seen);
+            }
+        }
+        assert_eq!(seen, 9, "trust add/ls/rm, add, get, ls, status, peers, rm");
+    }
+
+    #[test]
+    fn arguments_parse_as_documented() {
+        let cli = TestCli::try_parse_from(["licet-node", "get", "licet:00"]).unwrap();
+        assert!(
+            matches!(cli.command, ClientCommand::Get { ref output, json: false, .. } if output == Path::new("."))
+        );
+        let key = crate::api::fake::publisher().to_hex();
+        let cli = TestCli::try_parse_from([
+            "licet-node",
+            "trust",
+            "add",
+            &key,
+            "--name",
+            "Acme",
+            "--require-catalog",
+            "--json",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            ClientCommand::Trust(TrustCommand::Add {
+                require_catalog: true,
+                json: true,
+                ..
+            })
+        ));
+        assert!(TestCli::try_parse_from(["licet-node", "rm", "not-hex"]).is_err());
+        assert!(TestCli::try_parse_from(["licet-node", "trust", "rm", "zz"]).is_err());
+        assert!(TestCli::try_parse_from(["licet-node", "add", "m.manifest"]).is_err());
+    }
+
+    #[test]
+    fn bytes_and_durations_read_well() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1536 * 1024), "1.5 MiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+        assert_eq!(human_duration(Duration::ZERO), "0s");
+        assert_eq!(human_duration(Duration::from_secs(45)), "45s");
+        assert_eq!(human_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(human_duration(Duration::from_secs(3725)), "1h 2m 5s");
+        assert_eq!(
+            human_duration(Duration::from_secs(3 * 86_400 + 4 * 3600 + 5)),
+            "3d 4h"
+        );
+    }
+
+    #[test]
+    fn text_from_peers_cannot_drive_the_terminal() {
+        assert_eq!(
+            clean("a\u{1b}[2Jb\nc\u{202e}d"),
+            "a\u{fffd}[2Jb\u{fffd}c\u{fffd}d"
+        );
+        assert_eq!(clean("Épisode 1 — 日本"), "Épisode 1 — 日本");
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abcd", 4), "abcd");
+        assert_eq!(truncate("日本語です", 3), "日本…");
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let text = table(
+            &["ID", "TITLE"],
+            &[
+                vec!["abc".to_owned(), "first".to_owned()],
+                vec!["a".to_owned(), "second".to_owned()],
+            ],
+        );
+        assert_eq!(text, "ID   TITLE\nabc  first\na    second\n");
+    }
+
+    #[test]
+    fn content_list_shows_prefix_state_progress_peers_title_and_reasons() {
+        let mut downloading = content(ManifestId([0xab; 32]), ContentState::Downloading, 1024);
+        downloading.title = "Evil\u{1b}[31m title".to_owned();
+        let mut refused = content(ManifestId([0xcd; 32]), ContentState::Complete, 4096);
+        refused.refused = Some(Refusal {
+            reason: RefusalReason::Expired,
+            detail: "ended at 2026-01-01T00:00:00Z".to_owned(),
+        });
+        let mut failed = content(ManifestId([0xef; 32]), ContentState::Failed, 0);
+        failed.error = Some("disk full".to_owned());
+        let text = format_content_list(&[downloading, refused, failed]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("ID "), "{text}");
+        assert!(
+            lines[1].starts_with("abababababababab  downloading  1.0 KiB/4.0 KiB (25%)"),
+            "{text}"
+        );
+        assert!(lines[1].ends_with("Evil\u{fffd}[31m title"), "{text}");
+        assert!(lines[2].contains("refused"), "{text}");
+        assert!(lines[3].contains("failed"), "{text}");
+        assert!(
+            text.contains("cdcdcdcdcdcdcdcd: refused: licence window has ended: ended at 2026"),
+            "{text}"
+        );
+        assert!(
+            text.contains("efefefefefefefef: failed: disk full"),
+            "{text}"
+        );
+        assert!(format_content_list(&[]).contains("no content"));
+    }
+
+    #[test]
+    fn summaries_say_where_and_from_whom() {
+        let mut info = content(ManifestId([1; 32]), ContentState::Complete, 4096);
+        info.dir = PathBuf::from("/home/u/out");
+        let text = format_download_summary(&info);
+        assert!(text.contains("complete: \"Episode 1\""), "{text}");
+        assert!(text.contains("files in /home/u/out"), "{text}");
+        assert!(text.contains("4 chunks from 2 peers"), "{text}");
+        info.fetched_chunks = 1;
+        assert!(format_download_summary(&info).contains("1 of 4 chunks"));
+        info.fetched_chunks = 0;
+        assert!(format_download_summary(&info).contains("already here"));
+    }
+
+    #[tokio::test]
+    async fn status_peers_and_trust_read_as_tables() {
+        let (dir, server) = daemon_dir().await;
+        let status: StatusReply = server_call(&dir, "/v1/status").await;
+        let text = format_status(&status);
+        assert!(text.contains("peer id          12D3KooWFake"), "{text}");
+        assert!(text.contains("uptime           1h 2m 5s"), "{text}");
+        assert!(
+            text.contains("1 complete, 2 downloading, 0 failed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("listening on     /ip4/127.0.0.1/tcp/4001"),
+            "{text}"
+        );
+        let peers: PeersReply = server_call(&dir, "/v1/peers").await;
+        let text = format_peers(&peers);
+        assert!(
+            text.contains("12D3KooWPeer  2.0 KiB   0 B   /ip4/10.0.0.2/tcp/4001  ok"),
+            "{text}"
+        );
+        let trust: TrustReply = server_call(&dir, "/v1/trust").await;
+        let text = format_trust(&trust);
+        assert!(text.contains("required  Acme"), "{text}");
+        drop(server);
+    }
+
+    async fn server_call<T: DeserializeOwned>(dir: &tempfile::TempDir, path: &str) -> T {
+        let daemon = Daemon::connect(dir.path()).unwrap();
+        within(daemon.get_json(path)).await.unwrap()
+    }
+
+    #[test]
+    fn output_dir_is_made_absolute_and_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b/../c");
+        let made = prepare_output_dir(&nested).unwrap();
+        assert!(made.is_absolute() && made.is_dir(), "{}", made.display());
+        assert_eq!(made, std::fs::canonicalize(dir.path().join("a/c")).unwrap());
+        // A relative path is taken against the current directory.
+        let relative = prepare_output_dir(Path::new(".")).unwrap();
+        assert_eq!(relative, std::fs::canonicalize(".").unwrap());
+        // A file is not a directory.
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let failure = prepare_output_dir(&file).unwrap_err();
+        assert_eq!(failure.exit_code(), 2);
+        assert!(message(&failure).contains("file"), "{}", message(&failure));
+    }
+
+    #[tokio::test]
+    async fn no_daemon_files_means_no_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let failure = exec(&["status"], dir.path()).await.unwrap_err();
+        assert_eq!(failure.exit_code(), 2);
+        let d = dir.path().display();
+        assert_eq!(
+            message(&failure),
+            format!(
+                "no daemon is running for data directory {d} (start one with: licet-node run --data-dir {d})"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_left_over_address_means_no_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        create_token(dir.path()).unwrap();
+        // A port nothing listens on any more.
+        let listener = within(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        write_api_addr(dir.path(), addr).unwrap();
+        let failure = exec(&["ls"], dir.path()).await.unwrap_err();
+        assert_eq!(failure.exit_code(), 2);
+        let text = message(&failure);
+        assert!(
+            text.starts_with("no daemon is running for data directory"),
+            "{text}"
+        );
+        assert!(text.contains(&addr.to_string()), "{text}");
+    }
+
+    #[tokio::test]
+    async fn the_token_goes_only_to_loopback_and_a_wrong_one_is_explained() {
+        let (dir, server) = daemon_dir().await;
+        write_api_addr(dir.path(), "192.0.2.1:80".parse().unwrap()).unwrap();
+        let failure = exec(&["status"], dir.path()).await.unwrap_err();
+        assert!(
+            message(&failure).contains("not a loopback"),
+            "{}",
+            message(&failure)
+        );
+
+        write_api_addr(dir.path(), server.addr).unwrap();
+        std::fs::write(dir.path().join(API_TOKEN_FILE), "00ff").unwrap();
+        let failure = exec(&["status"], dir.path()).await.unwrap_err();
+        assert_eq!(failure.exit_code(), 2);
+        assert!(
+            message(&failure).contains("did not accept the token"),
+            "{}",
+            message(&failure)
+        );
+        assert!(server.node.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn simple_commands_call_their_routes() {
+        let (dir, server) = daemon_dir().await;
+        let key = crate::api::fake::publisher().to_hex();
+        let id = ManifestId([7; 32]).to_hex();
+        for args in [
+            vec!["status"],
+            vec!["status", "--json"],
+            vec!["peers"],
+            vec!["ls", "--json"],
+            vec!["trust", "ls"],
+            vec!["trust", "add", &key, "--name", "Acme"],
+            vec!["trust", "rm", &key, "--json"],
+            vec!["rm", &id],
+        ] {
+            exec(&args, dir.path()).await.unwrap();
+        }
+        let calls = server.node.calls();
+        assert!(
+            matches!(
+                calls[..],
+                [
+                    Call::Status,
+                    Call::Status,
+                    Call::Peers,
+                    Call::ContentList,
+                    Call::TrustList,
+                    Call::TrustAdd(_),
+                    Call::TrustRemove(_),
+                    Call::ContentGet(_),
+                    Call::ContentRemove(_),
+                ]
+            ),
+            "{calls:?}"
+        );
+        match &calls[5] {
+            Call::TrustAdd(request) => {
+                assert_eq!(request.name.as_deref(), Some("Acme"));
+                assert!(!request.require_catalog);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        server
+            .node
+            .fail(ApiError::new(ApiErrorKind::NotFound, "no content 0707…"));
+        let failure = exec(&["rm", &id], dir.path()).await.unwrap_err();
+        assert_eq!(failure.exit_code(), 2);
+        assert!(
+            message(&failure).contains("no content"),
+            "{}",
+            message(&failure)
+        );
+    }
+
+    #[tokio::test]
+    async fn add_sends_the_manifest_and_an_absolute_content_dir() {
+        let (dir, server) = daemon_dir().await;
+        let work = tempfile::tempdir().unwrap();
+        let manifest = work.path().join("ep1.manifest");
+        std::fs::write(&manifest, b"signed manifest bytes").unwrap();
+        let release = work.path().join("release");
+        std::fs::create_dir(&release).unwrap();
+        let manifest_arg = manifest.to_str().unwrap();
+        let content_arg = format!("{}/../release", release.display());
+        exec(
+            &["add", manifest_arg, "--content", &content_arg],
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        match server.node.calls().last() {
+            Some(Call::ContentAdd(bytes, content_dir)) => {
+                assert_eq!(bytes, b"signed manifest bytes");
+                assert_eq!(content_dir, &std::fs::canonicalize(&release).unwrap());
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // The daemon finds the content does not match: a verification failure.
+        server.node.fail(ApiError::new(
+            ApiErrorKind::BadRequest,
+            "release/a.mkv: chunk 3 does not match the manifest",
+        ));
+        let failure = exec(
+            &["add", manifest_arg, "--content", &content_arg],
+            dir.path(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(failure.exit_code(), 1);
+        assert!(
+            message(&failure).contains("chunk 3"),
+            "{}",
+            message(&failure)
+        );
+
+        server.node.fail(ApiError::refused(
+            ApiErrorKind::Refused,
+            "cannot seed manifest 0101…",
+            refusal(),
+        ));
+        let failure = exec(
+            &["add", manifest_arg, "--content", &content_arg],
+            dir.path(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(failure.exit_code(), 1);
+        let text = message(&failure);
+        assert!(
+            text.contains("publisher is not trusted")
+                && text.contains("not in this node's trust store"),
+            "{text}"
+        );
+
+        server
+            .node
+            .fail(ApiError::new(ApiErrorKind::Conflict, "already added"));
+        let failure = exec(
+            &["add", manifest_arg, "--content", &content_arg],
+            dir.path(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(failure.exit_code(), 2);
+    }
+
+    #[tokio::test]
+    async fn add_checks_its_files_before_the_daemon_sees_them() {
+        let (dir, server) = daemon_dir().await;
+        let work = tempfile::tempdir().unwrap();
+        let huge = work.path().join("huge.manifest");
+        let file = std::fs::File::create(&huge).unwrap();
+        file.set_len(SignedKind::Manifest.max_envelope_bytes() as u64 + 1)
+            .unwrap();
+        let content_dir = work.path().to_str().unwrap();
+        let failure = exec(
+            &["add", huge.to_str().unwrap(), "--content", content_dir],
+            dir.path(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(failure.exit_code(), 1);
+        assert!(message(&failure).contains("larger than any signed manifest"));
+
+        let missing = work.path().join("missing.manifest");
+        let failure = exec(
+            &["add", missing.to_str().unwrap(), "--content", content_dir],
+            dir.path(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(failure.exit_code(), 2);
+        assert!(
+            message(&failure).contains("missing.manifest"),
+            "{}",
+            message(&failure)
+        );
+
+        let failure = exec(
+            &[
+                "add",
+                huge.to_str().unwrap(),
+                "--content",
+                "/no/such/dir/anywhere",
+            ],
+            dir.path(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(failure.exit_code(), 2);
+        assert!(
+            message(&failure).contains("/no/such/dir/anywhere"),
+            "{}",
+            message(&failure)
+        );
+        assert!(server.node.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn get_watches_until_complete() {
+        let (dir, server) = daemon_dir().await;
+        let id = ManifestId([2; 32]);
+        {
+            let mut replies = server.node.content_replies.lock().unwrap();
+            for have in [1024, 2048, 3072] {
+                replies.push_back(content(id, ContentState::Downloading, have));
+            }
+            replies.push_back(content(id, ContentState::Complete, 4096));
+        }
+        let out = tempfile::tempdir().unwrap();
+        let target = out.path().join("new/dir");
+        exec(
+            &[
+                "get",
+                &format!("licet:{id}"),
+                "-o",
+                target.to_str().unwrap(),
+            ],
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        assert!(target.is_dir(), "the output directory was not created");
+        let calls = server.node.calls();
+        match &calls[0] {
+            Call::DownloadStart(request) => {
+                assert_eq!(request.link, format!("licet:{id}"));
+                assert_eq!(request.output_dir, std::fs::canonicalize(&target).unwrap());
+            }
+            other => panic!("{other:?}"),
+        }
+        let polls = calls
+            .iter()
+            .filter(|c| matches!(c, Call::ContentGet(i) if *i == id))
+            .count();
+        assert_eq!(polls, 4, "{calls:?}");
+    }
+
+    #[tokio::test]
+    async fn get_refused_exits_1_with_the_reason() {
+        let (dir, server) = daemon_dir().await;
+        let link = format!("licet:{}", ManifestId([2; 32]));
+        let out = tempfile::tempdir().unwrap();
+        let out = out.path().to_str().unwrap();
+        for kind in [ApiErrorKind::Refused, ApiErrorKind::Unavailable] {
+            server
+                .node
+                .fail(ApiError::refused(kind, "cannot fetch it", refusal()));
+            let failure = exec(&["get", &link, "-o", out], dir.path())
+                .await
+                .unwrap_err();
+            assert_eq!(failure.exit_code(), 1, "{kind:?}");
+            assert_eq!(
+                message(&failure),
+                "cannot fetch it: refused: publisher is not trusted: publisher 3b6a… is not in \
+                 this node's trust store"
+            );
+        }
+        server
+            .node
+            .fail(ApiError::new(ApiErrorKind::Unavailable, "no peer has it"));
+        let failure = exec(&["get", &link, "-o", out], dir.path())
+            .await
+            .unwrap_err();
+        assert_eq!(failure.exit_code(), 2);
+        let failure = exec(&["get", "licet:nothex", "-o", out], dir.path())
+            .await
+            .unwrap_err();
+        assert_eq!(failure.exit_code(), 2);
+        assert!(
+            message(&failure).contains("nothex"),
+            "{}",
+            message(&failure)
+        );
+    }
+
+    #[tokio::test]
+    async fn get_reports_a_failed_download() {
+        let (dir, server) = daemon_dir().await;
+        let id = ManifestId([2; 32]);
+        let out = tempfile::tempdir().unwrap();
+        let out = out.path().to_str().unwrap();
+        let link = format!("licet:{id}");
+
+        let mut failed = content(id, ContentState::Failed, 1024);
+        failed.error = Some("no space left on device".to_owned());
+        server
+            .node
+            .content_replies
+            .lock()
+            .unwrap()
+            .push_back(failed.clone());
+        let failure = exec(&["get", &link, "-o", out], dir.path())
+            .await
+            .unwrap_err();
+        assert_eq!(failure.exit_code(), 2);
+        assert!(
+            message(&failure).contains("no space left"),
+            "{}",
+            message(&failure)
+        );
+
+        failed.refused = Some(Refusal {
+            reason: RefusalReason::Revoked,
+            detail: "catalog 7 revokes it".to_owned(),
+        });
+        *server.node.content_replies.lock().unwrap() = [failed].into();
+        let failure = exec(&["get", &link, "-o", out], dir.path())
+            .await
+            .unwrap_err();
+        assert_eq!(failure.exit_code(), 1);
+        let text = message(&failure);
+        assert!(
+            text.contains("manifest is revoked by the publisher: catalog 7 revokes it"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn get_gives_up_watching_when_nothing_moves() {
+        let (dir, server) = daemon_dir().await;
+        let id = ManifestId([2; 32]);
+        server
+            .node
+            .content_replies
+            .lock()
+            .unwrap()
+            .push_back(content(id, ContentState::Downloading, 1024));
+        let out = tempfile::tempdir().unwrap();
+        let watch = Watch {
+            poll_interval: Duration::from_millis(20),
+            stall_limit: Duration::from_millis(300),
+            progress: false,
+        };
+        let started = Instant::now();
+        let failure = exec_with(
+            &[
+                "get",
+                &format!("licet:{id}"),
+                "-o",
+                out.path().to_str().unwrap(),
+            ],
+            dir.path(),
+            &watch,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(failure.exit_code(), 2);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        let text = message(&failure);
+        assert!(text.starts_with("no progress on \"Episode 1\""), "{text}");
+        assert!(text.contains("1.0 KiB of 4.0 KiB"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn get_stops_when_the_daemon_goes_away() {
+        let (dir, server) = daemon_dir().await;
+        let id = ManifestId([2; 32]);
+        server
+            .node
+            .content_replies
+            .lock()
+            .unwrap()
+            .push_back(content(id, ContentState::Downloading, 1024));
+        let out = tempfile::tempdir().unwrap();
+        let out = out.path().to_str().unwrap().to_owned();
+        let data_dir = dir.path().to_owned();
+        let watching = tokio::spawn(async move {
+            let cli =
+                TestCli::try_parse_from(["licet-node", "get", &format!("licet:{id}"), "-o", &out])
+                    .unwrap();
+            execute(cli.command, &data_dir, &quick_watch()).await
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        server.stop().await.unwrap();
+        let failure = within(watching).await.unwrap().unwrap_err();
+        assert_eq!(failure.exit_code(), 2);
+        assert!(
+            message(&failure).starts_with("lost track of the download"),
+            "{}",
+            message(&failure)
+        );
+    }
+}

@@ -1,0 +1,305 @@
+//! Configuration: `config.toml` in the data directory, then `LICET_*` environment variables,
+//! then command-line flags (each later source overrides the earlier for the settings it gives).
+//!
+//! | setting | `config.toml` | environment | flag | default |
+//! |---|---|---|---|---|
+//! | data directory | – | `LICET_DATA_DIR` | `--data-dir` | the platform data dir (`$XDG_DATA_HOME/licet` on Linux) |
+//! | listen addresses | `listen = [...]` | `LICET_LISTEN` (comma-separated) | `--listen` (repeat) | TCP and QUIC on port 4610, all interfaces |
+//! | bootstrap peers | `bootstrap = [...]` | `LICET_BOOTSTRAP` | `--bootstrap` | none |
+//! | region | `region = "FR"` | `LICET_REGION` | `--region` | none |
+//! | control API address | `api_listen = "127.0.0.1:0"` | `LICET_API_LISTEN` | `--api-listen` | `127.0.0.1:0` (a free port, written to `api-addr`) |
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use libp2p::Multiaddr;
+use licet_proto::manifest::Region;
+use serde::Deserialize;
+
+/// Largest config file read.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// A setting that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The data directory could not be determined.
+    #[error("no data directory: pass --data-dir or set LICET_DATA_DIR")]
+    NoDataDir,
+    /// The config file could not be read or parsed.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// An environment variable holds a bad value.
+    #[error("{name}={value:?}: {reason}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// The API address is not a loopback address.
+    #[error("the control API must listen on a loopback address, not {0}")]
+    ApiNotLoopback(SocketAddr),
+}
+
+/// The settings of `config.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<Vec<String>>,
+    bootstrap: Option<Vec<String>>,
+    region: Option<String>,
+    api_listen: Option<String>,
+}
+
+/// Settings given as flags (each `None`/empty when not given).
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Vec<Multiaddr>,
+    /// `--bootstrap`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// `--region`.
+    pub region: Option<Region>,
+    /// `--api-listen`.
+    pub api_listen: Option<SocketAddr>,
+}
+
+/// The daemon's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap peers.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Region.
+    pub region: Option<Region>,
+    /// Control API address (loopback).
+    pub api_listen: SocketAddr,
+}
+
+/// The data directory: the flag or `LICET_DATA_DIR` (clap reads both), else the platform's.
+pub fn data_dir(given: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
+    match given {
+        Some(dir) => Ok(dir),
+        None => directories::ProjectDirs::from("", "", "licet")
+            .map(|dirs| dirs.data_dir().to_owned())
+            .ok_or(ConfigError::NoDataDir),
+    }
+}
+
+fn parse_list<T: std::str::FromStr>(values: &[String], what: &str) -> Result<Vec<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    values
+        .iter()
+        .map(|v| {
+            v.trim()
+                .parse::<T>()
+                .map_err(|e| format!("{what} {v:?}: {e}"))
+        })
+        .collect()
+}
+
+fn env_list(name: &'static str) -> Option<(String, Vec<String>)> {
+    std::env::var(name).ok().map(|value| {
+        let items = value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        (value, items)
+    })
+}
+
+impl Config {
+    /// Reads `data_dir/config.toml` (if present), then the environment, then `flags`.
+    pub fn load(data_dir: &Path, flags: Overrides) -> Result<Config, ConfigError> {
+        let path = data_dir.join("config.toml");
+        let file = match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() > MAX_CONFIG_BYTES => {
+                return Err(ConfigError::File {
+                    path,
+                    reason: "larger than any config file should be".to_owned(),
+                });
+            }
+            Ok(_) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::File {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
+            Err(e) => {
+                return Err(ConfigError::File {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let file_err = |reason: String| ConfigError::File {
+            path: path.clone(),
+            reason,
+        };
+        let mut config = Config {
+            data_dir: data_dir.to_owned(),
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/4610"
+                    .parse()
+                    .map_err(|e| file_err(format!("{e}")))?,
+                "/ip4/0.0.0.0/udp/4610/quic-v1"
+                    .parse()
+                    .map_err(|e| file_err(format!("{e}")))?,
+            ],
+            bootstrap: Vec::new(),
+            region: None,
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        if let Some(listen) = &file.listen {
+            config.listen = parse_list(listen, "listen address").map_err(file_err)?;
+        }
+        if let Some(bootstrap) = &file.bootstrap {
+            config.bootstrap = parse_list(bootstrap, "bootstrap address").map_err(file_err)?;
+        }
+        if let Some(region) = &file.region {
+            config.region = Some(region.parse().map_err(|e| file_err(format!("{e}")))?);
+        }
+        if let Some(api) = &file.api_listen {
+            config.api_listen = api
+                .parse()
+                .map_err(|e| file_err(format!("api_listen {api:?}: {e}")))?;
+        }
+
+        if let Some((value, items)) = env_list("LICET_LISTEN") {
+            config.listen =
+                parse_list(&items, "listen address").map_err(|reason| ConfigError::Env {
+                    name: "LICET_LISTEN",
+                    value,
+                    reason,
+                })?;
+        }
+        if let Some((value, items)) = env_list("LICET_BOOTSTRAP") {
+            config.bootstrap =
+                parse_list(&items, "bootstrap address").map_err(|reason| ConfigError::Env {
+                    name: "LICET_BOOTSTRAP",
+                    value,
+                    reason,
+                })?;
+        }
+        if let Ok(value) = std::env::var("LICET_REGION") {
+            config.region = Some(value.parse().map_err(
+                |e: licet_proto::manifest::RegionError| ConfigError::Env {
+                    name: "LICET_REGION",
+                    value: value.clone(),
+                    reason: e.to_string(),
+                },
+            )?);
+        }
+        if let Ok(value) = std::env::var("LICET_API_LISTEN") {
+            config.api_listen =
+                value
+                    .parse()
+                    .map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                        name: "LICET_API_LISTEN",
+                        value: value.clone(),
+                        reason: e.to_string(),
+                    })?;
+        }
+
+        if !flags.listen.is_empty() {
+            config.listen = flags.listen;
+        }
+        if !flags.bootstrap.is_empty() {
+            config.bootstrap = flags.bootstrap;
+        }
+        if flags.region.is_some() {
+            config.region = flags.region;
+        }
+        if let Some(api) = flags.api_listen {
+            config.api_listen = api;
+        }
+        if !config.api_listen.ip().is_loopback() {
+            return Err(ConfigError::ApiNotLoopback(config.api_listen));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "listen = [\"/ip4/127.0.0.1/tcp/0\"]\nregion = \"fr\"\n",
+        )
+        .unwrap();
+        let config = Config::load(dir.path(), Overrides::default()).unwrap();
+        assert_eq!(
+            config.listen,
+            vec!["/ip4/127.0.0.1/tcp/0".parse::<Multiaddr>().unwrap()]
+        );
+        assert_eq!(config.region.map(|r| r.to_string()), Some("FR".to_owned()));
+        let config = Config::load(
+            dir.path(),
+            Overrides {
+                region: Some("DE".parse().unwrap()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.region.map(|r| r.to_string()), Some("DE".to_owned()));
+    }
+
+    #[test]
+    fn bad_file_names_the_file_and_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.toml"), "listen = [\"nonsense\"]\n").unwrap();
+        let err = Config::load(dir.path(), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("config.toml") && err.contains("nonsense"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("config.toml"), "colour = \"blue\"\n").unwrap();
+        let err = Config::load(dir.path(), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn api_must_be_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Config::load(
+            dir.path(),
+            Overrides {
+                api_listen: Some("0.0.0.0:80".parse().unwrap()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::ApiNotLoopback(_)));
+    }
+}

@@ -1,0 +1,663 @@
+//! Fetching content: find the manifest, then fetch chunks from every peer that has them,
+//! verify each against the signed root, and write it.
+//!
+//! Peers come from link hints, the DHT's provider records and the connections the node already
+//! has. Each useful peer gets a worker that keeps up to [`PIPELINE_PER_PEER`] chunk requests in
+//! flight on the peer's session; the [`Scheduler`] hands out chunks rarest first, with an
+//! endgame. Verified chunks go through a bounded queue to one writer, which writes a batch,
+//! makes it durable, and only then commits the chunks' bits to the store.
+//!
+//! Invariants:
+//! - the trust policy is checked before the first byte is fetched and again every
+//!   [`POLICY_RECHECK`]; a refusal stops the download;
+//! - nothing is written that did not verify against the manifest's root; a peer that sends a
+//!   bad chunk or breaks the protocol is banned and its chunks go back to the scheduler;
+//! - memory is bounded: at most [`PIPELINE_PER_PEER`] chunks in flight per peer plus
+//!   [`WRITE_QUEUE`] verified chunks waiting for the writer.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::Duration,
+};
+
+use futures::{StreamExt as _, stream::FuturesUnordered};
+use libp2p::PeerId;
+use licet_proto::{
+    ManifestId,
+    manifest::VerifiedManifest,
+    merkle::{self, AuditPath},
+    policy::RefusalReason,
+    wire::{Request, Response},
+};
+use tokio::{sync::mpsc, task::JoinSet};
+use tracing::{debug, info, warn};
+
+use crate::{
+    api_types::{self, ApiError, ApiErrorKind},
+    content::{self, ChunkFiles},
+    node::{Item, Node, blocking},
+    schedule::{ChunkRef, Scheduler},
+    store::{CommittedChunk, RecordState},
+    transfer::{Reply, Session},
+};
+
+/// Chunk requests kept in flight per peer.
+pub const PIPELINE_PER_PEER: usize = 16;
+/// Verified chunks waiting for the writer, at most.
+pub const WRITE_QUEUE: usize = 8;
+/// Most chunks written and committed in one batch.
+const WRITE_BATCH: usize = 16;
+/// How often the download looks for new peers.
+const PEER_REFRESH: Duration = Duration::from_secs(3);
+/// How often an idle worker asks its peer what it has now.
+const AVAILABILITY_REFRESH: Duration = Duration::from_secs(1);
+/// How often the trust policy is asked again during a download.
+const POLICY_RECHECK: Duration = Duration::from_secs(1);
+/// Most peers asked for a manifest.
+const MAX_MANIFEST_CANDIDATES: usize = 32;
+
+/// Peers worth asking about `id`: hints first, then DHT providers, then connected peers.
+async fn candidates(node: &Node, id: ManifestId, hints: &[PeerId]) -> Vec<PeerId> {
+    let local = node.inner.network.local_peer_id();
+    let mut seen = HashSet::new();
+    let mut peers = Vec::new();
+    let providers = node.providers(id).await;
+    let connected = node.inner.network.connected().await.unwrap_or_default();
+    for peer in hints
+        .iter()
+        .copied()
+        .chain(providers)
+        .chain(connected.into_iter().map(|(p, _)| p))
+    {
+        if peer != local && !node.is_banned(&peer) && seen.insert(peer) {
+            peers.push(peer);
+        }
+    }
+    peers
+}
+
+/// Finds the signed manifest `id` on the network and verifies it.
+pub(crate) async fn find_manifest(
+    node: &Node,
+    id: ManifestId,
+    hints: &[PeerId],
+) -> Result<VerifiedManifest, ApiError> {
+    let mut refusals: Vec<api_types::Refusal> = Vec::new();
+    let mut asked = 0;
+    for peer in candidates(node, id, hints)
+        .await
+        .into_iter()
+        .take(MAX_MANIFEST_CANDIDATES)
+    {
+        let Ok(session) = node.session(peer).await else {
+            continue;
+        };
+        asked += 1;
+        let reply = match session.request(Request::Manifest { id }).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                debug!(%peer, "manifest request failed: {e}");
+                node.drop_session(&peer).await;
+                continue;
+            }
+        };
+        match reply.response {
+            Response::Manifest { envelope } => match VerifiedManifest::from_bytes(&envelope) {
+                Ok(manifest) if manifest.id() == id => return Ok(manifest),
+                Ok(other) => {
+                    node.ban(
+                        peer,
+                        &format!("sent manifest {} when asked for {id}", other.id()),
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    refusals.push(api_types::Refusal {
+                        reason: e.refusal_reason(),
+                        detail: format!("peer {peer} sent a manifest that does not verify: {e}"),
+                    });
+                    node.ban(peer, "sent a manifest that does not verify").await;
+                }
+            },
+            Response::Refused { reason, detail } if reason != RefusalReason::NotHeld => {
+                refusals.push(api_types::Refusal {
+                    reason,
+                    detail: format!("peer {peer}: {detail}"),
+                });
+            }
+            Response::Refused { .. } | Response::Busy { .. } => {}
+            other => {
+                node.ban(peer, &format!("answered a manifest request with {other:?}"))
+                    .await;
+            }
+        }
+    }
+    match refusals.into_iter().next() {
+        Some(refusal) => Err(ApiError::refused(
+            ApiErrorKind::Refused,
+            format!(
+                "manifest {id} was refused: {}: {}",
+                refusal.reason.describe(),
+                refusal.detail
+            ),
+            refusal,
+        )),
+        None => Err(ApiError::new(
+            ApiErrorKind::Unavailable,
+            format!("no peer has manifest {id} (asked {asked} peer(s))"),
+        )),
+    }
+}
+
+/// A chunk that passed verification, on its way to the writer.
+struct VerifiedChunk {
+    chunk: ChunkRef,
+    proof: AuditPath,
+    reply: Reply,
+    peer: PeerId,
+}
+
+/// Why a worker stopped.
+enum WorkerEnd {
+    /// Nothing left to fetch.
+    Done,
+    /// The peer failed, refused, or was banned.
+    Gone(String),
+}
+
+/// State shared by a download's workers.
+struct Download {
+    node: Node,
+    item: Arc<Item>,
+    scheduler: Mutex<Scheduler>,
+    written: mpsc::Sender<VerifiedChunk>,
+}
+
+impl Download {
+    fn scheduler(&self) -> std::sync::MutexGuard<'_, Scheduler> {
+        self.scheduler.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stopped(&self) -> bool {
+        self.item.stop.load(Ordering::Relaxed) || self.scheduler().is_done()
+    }
+}
+
+/// Fetches everything `item` is missing, then checks and completes it. Errors end up in the
+/// item's state (failed, with the reason).
+pub(crate) async fn download(node: Node, item: Arc<Item>, hints: Vec<PeerId>) {
+    let result = run(&node, &item, hints).await;
+    if let Err(problem) = result {
+        warn!(id = %item.id(), "download stopped: {problem}");
+        {
+            let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.state = RecordState::Failed;
+            live.error = Some(problem);
+        }
+        let _ = node.save_record(&item).await;
+    }
+}
+
+async fn run(node: &Node, item: &Arc<Item>, hints: Vec<PeerId>) -> Result<(), String> {
+    let id = item.id();
+    let held = item
+        .live
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .have
+        .clone();
+    let (written, receiver) = mpsc::channel(WRITE_QUEUE);
+    let download = Arc::new(Download {
+        node: node.clone(),
+        item: item.clone(),
+        scheduler: Mutex::new(Scheduler::new(held)),
+        written,
+    });
+    let mut writer = tokio::spawn(write_chunks(node.clone(), item.clone(), receiver));
+    let mut workers: JoinSet<(PeerId, WorkerEnd)> = JoinSet::new();
+    let mut active: HashSet<PeerId> = HashSet::new();
+    let mut refresh = tokio::time::interval(PEER_REFRESH);
+    let mut recheck = tokio::time::interval(POLICY_RECHECK);
+    let mut last_problem: Option<String> = None;
+
+    let outcome = loop {
+        if item.stop.load(Ordering::Relaxed) {
+            break Ok(false);
+        }
+        if download.scheduler().is_done() {
+            break Ok(true);
+        }
+        tokio::select! {
+            _ = recheck.tick() => {
+                if let Err(refusal) = node.policy_check(&item.manifest) {
+                    break Err(format!("stopped by the trust policy: {refusal}"));
+                }
+            }
+            _ = refresh.tick() => {
+                for peer in candidates(node, id, &hints).await {
+                    if active.contains(&peer) {
+                        continue;
+                    }
+                    match start_worker(&download, peer).await {
+                        Ok(Some(session)) => {
+                            active.insert(peer);
+                            let download = download.clone();
+                            workers.spawn(async move { (peer, work(download, session).await) });
+                        }
+                        Ok(None) => {}
+                        Err(problem) => last_problem = Some(problem),
+                    }
+                }
+            }
+            Some(joined) = workers.join_next(), if !workers.is_empty() => {
+                if let Ok((peer, end)) = joined {
+                    active.remove(&peer);
+                    download.scheduler().remove_peer(&peer);
+                    item.sending.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer);
+                    if let WorkerEnd::Gone(problem) = end {
+                        debug!(%peer, "worker ended: {problem}");
+                        last_problem = Some(problem);
+                    }
+                }
+            }
+            result = &mut writer => {
+                break Err(match result {
+                    Ok(Err(problem)) => problem,
+                    Ok(Ok(())) => "the chunk writer stopped".to_owned(),
+                    Err(e) => format!("the chunk writer failed: {e}"),
+                });
+            }
+        }
+    };
+    workers.shutdown().await;
+    item.sending
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    drop(download);
+    let finished = match outcome {
+        Ok(finished) => finished,
+        Err(problem) => {
+            writer.abort();
+            return Err(problem);
+        }
+    };
+    // Every sender is gone: the writer drains what is queued and stops.
+    match writer.await {
+        Ok(Ok(())) => {}
+        Ok(Err(problem)) => return Err(problem),
+        Err(e) => return Err(format!("the chunk writer failed: {e}")),
+    }
+    if !finished {
+        debug!(%id, "download stopped ({})", last_problem.unwrap_or_default());
+        return Ok(());
+    }
+    finish(node, item).await
+}
+
+/// Opens a session with `peer` and asks what it has; returns the session if it has chunks this
+/// download needs.
+async fn start_worker(
+    download: &Arc<Download>,
+    peer: PeerId,
+) -> Result<Option<Arc<Session>>, String> {
+    let node = &download.node;
+    let session = node
+        .session(peer)
+        .await
+        .map_err(|e| format!("peer {peer}: {e}"))?;
+    if !ask_availability(download, &session).await? {
+        return Ok(None);
+    }
+    Ok(download
+        .scheduler()
+        .peer_is_useful(&peer)
+        .then_some(session))
+}
+
+/// Asks `session`'s peer for its availability and records it. `Ok(false)` if it refused.
+async fn ask_availability(download: &Arc<Download>, session: &Session) -> Result<bool, String> {
+    let peer = session.peer();
+    let node = &download.node;
+    let reply = session
+        .request(Request::Availability {
+            manifest: download.item.id(),
+        })
+        .await;
+    let reply = match reply {
+        Ok(reply) => reply,
+        Err(e) => {
+            node.drop_session(&peer).await;
+            return Err(format!("peer {peer}: {e}"));
+        }
+    };
+    match reply.response {
+        Response::Availability { files } => {
+            let fits = download.scheduler().fits(&files);
+            if !fits {
+                node.ban(peer, "sent availability that does not fit the manifest")
+                    .await;
+                return Err(format!("peer {peer} sent malformed availability"));
+            }
+            download.scheduler().set_availability(peer, files);
+            Ok(true)
+        }
+        Response::Refused { reason, detail } => {
+            if reason != RefusalReason::NotHeld {
+                return Err(format!(
+                    "peer {peer} refused: {}: {detail}",
+                    reason.describe()
+                ));
+            }
+            Ok(false)
+        }
+        Response::Busy { .. } => Ok(false),
+        other => {
+            node.ban(
+                peer,
+                &format!("answered an availability request with {other:?}"),
+            )
+            .await;
+            Err(format!("peer {peer} broke the protocol"))
+        }
+    }
+}
+
+/// What became of one chunk request.
+enum ChunkOutcome {
+    Verified(Box<VerifiedChunk>),
+    /// The peer does not have it after all (its availability is stale).
+    NotHeld,
+    /// The peer is busy.
+    Busy(u32),
+    /// The peer refused with a policy reason.
+    Refused(String),
+    /// The peer sent garbage: ban it.
+    Bad(String),
+    /// The session failed.
+    Failed(String),
+}
+
+async fn fetch_chunk(
+    download: Arc<Download>,
+    session: Arc<Session>,
+    chunk: ChunkRef,
+) -> (ChunkRef, ChunkOutcome) {
+    let (file, index) = chunk;
+    let manifest = download.item.manifest.manifest();
+    let entry = &manifest.files[file as usize];
+    let expected_len = merkle::chunk_range(index, entry.size, manifest.chunk_size)
+        .map_or(0, |r| (r.end - r.start) as usize);
+    let reply = match session
+        .request(Request::Chunk {
+            manifest: download.item.id(),
+            file,
+            index,
+        })
+        .await
+    {
+        Ok(reply) => reply,
+        Err(e) => return (chunk, ChunkOutcome::Failed(e.to_string())),
+    };
+    let outcome = match &reply.response {
+        Response::Chunk { proof, .. } => {
+            if reply.payload().len() != expected_len {
+                ChunkOutcome::Bad(format!(
+                    "sent {} bytes for chunk {index} of file {file}, which has {expected_len}",
+                    reply.payload().len()
+                ))
+            } else {
+                let root = entry.root;
+                let count = entry.chunk_count(manifest.chunk_size);
+                let proof = proof.clone();
+                let peer = session.peer();
+                let checked = blocking(move || {
+                    let ok = merkle::verify_chunk(&root, index, count, reply.payload(), &proof);
+                    (reply, proof, ok)
+                })
+                .await;
+                match checked {
+                    Ok((reply, proof, true)) => ChunkOutcome::Verified(Box::new(VerifiedChunk {
+                        chunk,
+                        proof,
+                        reply,
+                        peer,
+                    })),
+                    Ok((_, _, false)) => ChunkOutcome::Bad(format!(
+                        "sent chunk {index} of file {file} that fails verification"
+                    )),
+                    Err(e) => ChunkOutcome::Failed(e.message),
+                }
+            }
+        }
+        Response::Refused { reason, .. } if *reason == RefusalReason::NotHeld => {
+            ChunkOutcome::NotHeld
+        }
+        Response::Refused { reason, detail } => {
+            ChunkOutcome::Refused(format!("{}: {detail}", reason.describe()))
+        }
+        Response::Busy { retry_after_ms } => ChunkOutcome::Busy(*retry_after_ms),
+        other => ChunkOutcome::Bad(format!("answered a chunk request with {other:?}")),
+    };
+    (chunk, outcome)
+}
+
+/// Keeps `session`'s peer busy with chunk requests until the download needs nothing it has.
+async fn work(download: Arc<Download>, session: Arc<Session>) -> WorkerEnd {
+    let peer = session.peer();
+    let node = download.node.clone();
+    let mut in_flight = FuturesUnordered::new();
+    let mut idle_rounds = 0u32;
+    loop {
+        if download.stopped() && in_flight.is_empty() {
+            return WorkerEnd::Done;
+        }
+        while in_flight.len() < PIPELINE_PER_PEER && !download.item.stop.load(Ordering::Relaxed) {
+            let Some(chunk) = download.scheduler().next_for(peer) else {
+                break;
+            };
+            in_flight.push(fetch_chunk(download.clone(), session.clone(), chunk));
+        }
+        if in_flight.is_empty() {
+            // Nothing to ask this peer now: it may gain chunks (it may be downloading too).
+            if download.stopped() {
+                return WorkerEnd::Done;
+            }
+            idle_rounds += 1;
+            if idle_rounds > 30 {
+                return WorkerEnd::Gone(format!(
+                    "peer {peer} has nothing more this download needs"
+                ));
+            }
+            tokio::time::sleep(AVAILABILITY_REFRESH).await;
+            match ask_availability(&download, &session).await {
+                Ok(true) => continue,
+                Ok(false) => return WorkerEnd::Gone(format!("peer {peer} no longer has it")),
+                Err(problem) => return WorkerEnd::Gone(problem),
+            }
+        }
+        idle_rounds = 0;
+        let Some((chunk, outcome)) = in_flight.next().await else {
+            continue;
+        };
+        match outcome {
+            ChunkOutcome::Verified(verified) => {
+                node.received(peer, verified.reply.payload().len() as u64);
+                download
+                    .item
+                    .sending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(peer);
+                // Endgame duplicates are dropped here; only the first copy is written.
+                if download.scheduler().complete(chunk)
+                    && download.written.send(*verified).await.is_err()
+                {
+                    return WorkerEnd::Gone("the writer stopped".to_owned());
+                }
+            }
+            ChunkOutcome::NotHeld => {
+                download.scheduler().release(&peer, chunk);
+                if let Err(problem) = ask_availability(&download, &session).await {
+                    return WorkerEnd::Gone(problem);
+                }
+            }
+            ChunkOutcome::Busy(retry_after_ms) => {
+                download.scheduler().release(&peer, chunk);
+                tokio::time::sleep(Duration::from_millis(u64::from(retry_after_ms.min(5_000))))
+                    .await;
+            }
+            ChunkOutcome::Refused(reason) => {
+                download.scheduler().release(&peer, chunk);
+                return WorkerEnd::Gone(format!("peer {peer} refused: {reason}"));
+            }
+            ChunkOutcome::Bad(what) => {
+                download.scheduler().release(&peer, chunk);
+                node.bad_chunk(peer, &what).await;
+                return WorkerEnd::Gone(format!("peer {peer} banned: {what}"));
+            }
+            ChunkOutcome::Failed(problem) => {
+                download.scheduler().release(&peer, chunk);
+                node.drop_session(&peer).await;
+                return WorkerEnd::Gone(format!("peer {peer}: {problem}"));
+            }
+        }
+    }
+}
+
+/// Writes verified chunks in batches: write, make durable, then commit the bits.
+async fn write_chunks(
+    node: Node,
+    item: Arc<Item>,
+    mut verified: mpsc::Receiver<VerifiedChunk>,
+) -> Result<(), String> {
+    let id = item.id();
+    let mut files = Some(ChunkFiles::new(item.dir.clone()));
+    let mut announced = item
+        .live
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .have
+        .iter()
+        .any(|b| b.count_ones() > 0);
+    while let Some(first) = verified.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < WRITE_BATCH {
+            match verified.try_recv() {
+                Ok(chunk) => batch.push(chunk),
+                Err(_) => break,
+            }
+        }
+        let Some(mut chunk_files) = files.take() else {
+            return Err("the chunk files are gone".to_owned());
+        };
+        let store = node.inner.store.clone();
+        let writing = item.clone();
+        let (chunk_files, batch, result) = blocking(move || {
+            let manifest = writing.manifest.manifest();
+            let result = (|| {
+                for chunk in &batch {
+                    let (file, index) = chunk.chunk;
+                    chunk_files
+                        .write(manifest, file as usize, index, chunk.reply.payload())
+                        .map_err(|e| {
+                            format!(
+                                "cannot write {}: {e}",
+                                content::file_path(&writing.dir, manifest, file as usize).display()
+                            )
+                        })?;
+                }
+                // Durable first, then the bits: a crash in between re-fetches, never lies.
+                chunk_files
+                    .sync()
+                    .map_err(|e| format!("cannot flush {}: {e}", writing.dir.display()))?;
+                let committed: Vec<CommittedChunk> = batch
+                    .iter()
+                    .map(|c| CommittedChunk {
+                        file: c.chunk.0,
+                        chunk: c.chunk.1,
+                        proof: c.proof.clone(),
+                    })
+                    .collect();
+                store
+                    .commit_chunks(&id, &committed)
+                    .map_err(|e| format!("node database: {e}"))
+            })();
+            (chunk_files, batch, result)
+        })
+        .await
+        .map_err(|e| e.message)?;
+        files = Some(chunk_files);
+        result?;
+        {
+            let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            for chunk in &batch {
+                live.have[chunk.chunk.0 as usize].set(chunk.chunk.1, true);
+            }
+        }
+        let count = batch.len() as u64;
+        item.fetched_chunks.fetch_add(count, Ordering::Relaxed);
+        node.inner.metrics.chunks_fetched.inc_by(count);
+        {
+            let mut sources = item.sources.lock().unwrap_or_else(|p| p.into_inner());
+            for chunk in &batch {
+                sources.insert(chunk.peer);
+            }
+        }
+        if !announced {
+            node.announce(id).await;
+            announced = true;
+        }
+    }
+    Ok(())
+}
+
+/// Checks every file of a finished download against its root once more (from disk), stores
+/// the leaves, and marks the item complete.
+async fn finish(node: &Node, item: &Arc<Item>) -> Result<(), String> {
+    let manifest = item.manifest.manifest();
+    for (index, entry) in manifest.files.iter().enumerate() {
+        let path = content::file_path(&item.dir, manifest, index);
+        let chunk_size = manifest.chunk_size;
+        let root = entry.root;
+        let hashing = path.clone();
+        let (leaves, stamp) = blocking(move || {
+            let file = std::fs::File::open(&hashing)?;
+            let (leaves, _) = merkle::hash_file_leaves(
+                &file,
+                chunk_size,
+                merkle::default_threads(),
+                &mut |_| {},
+            )?;
+            Ok::<_, std::io::Error>((leaves, content::stamp(&hashing)?))
+        })
+        .await
+        .map_err(|e| e.message)?
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let tree = merkle::MerkleTree::from_leaves(leaves.clone());
+        if tree.root() != root {
+            return Err(format!(
+                "{} does not match the manifest after download (changed on disk?)",
+                path.display()
+            ));
+        }
+        let store = node.inner.store.clone();
+        let id = item.id();
+        blocking(move || store.complete_file(&id, index as u32, &leaves))
+            .await
+            .map_err(|e| e.message)?
+            .map_err(|e| format!("node database: {e}"))?;
+        let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.trees[index] = Some(Arc::new(tree));
+        live.stamps[index] = Some(stamp);
+    }
+    {
+        let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.state = RecordState::Complete;
+        live.error = None;
+    }
+    node.save_record(item).await.map_err(|e| e.message)?;
+    info!(id = %item.id(), "download complete: {}", item.dir.display());
+    Ok(())
+}

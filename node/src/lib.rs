@@ -1,0 +1,28 @@
+//! `licet-node`: the Licet node as a library (the `licet-node` binary is a thin layer over it).
+//!
+//! | module | job |
+//! |---|---|
+//! | [`node`] | the node: content items, trust policy state, serving, the control API's methods |
+//! | [`network`] | the libp2p swarm and its event loop (the only owner of the `Swarm`) |
+//! | [`transfer`] | `/licet/transfer/1` streams: framing, the serving loop, pipelined sessions |
+//! | [`fetch`] | finding manifests and fetching chunks from many peers |
+//! | [`schedule`] | rarest-first chunk scheduling with an endgame |
+//! | [`store`] | the redb database: trust, manifests, items, bitfields, proofs, leaves |
+//! | [`content`] | the content files: verify, prepare, read and write chunks |
+//! | [`api`], [`api_types`] | the HTTP + JSON control API on 127.0.0.1 |
+//! | [`cli`] | the client subcommands |
+//! | [`config`] | configuration: TOML file, `LICET_*` environment, flags |
+//! | [`metrics`] | Prometheus metrics |
+
+pub mod api;
+pub mod api_types;
+pub mod cli;
+pub mod config;
+pub mod content;
+pub mod fetch;
+pub mod metrics;
+pub mod network;
+pub mod node;
+pub mod schedule;
+pub mod store;
+pub mod transfer;

@@ -1,0 +1,537 @@
+//! The libp2p swarm and its event loop.
+//!
+//! [`spawn`] builds the swarm (TCP and QUIC, Noise, Yamux; Identify, Ping, Kademlia under
+//! `/licet/kad/1.0.0`, a block list, connection limits, and `libp2p-stream` for the transfer
+//! protocol) and returns a cloneable [`Network`] handle. The event loop task alone owns the
+//! `Swarm`; everything else sends it [`Command`]s over a bounded channel, each carrying a
+//! `oneshot` for its reply. Pending DHT queries and dials live in maps keyed by their ids.
+//! Unexpected events are logged at debug level, never panicked on.
+//!
+//! Streams of `/licet/transfer/1` do not go through the loop: `libp2p-stream`'s `Control` opens
+//! and accepts them directly (see `transfer.rs`).
+//!
+//! Kademlia: server mode always (on loopback no external address is ever confirmed, so a node
+//! would otherwise stay a client and answer nobody); provider records per manifest id; inbound
+//! records are filtered (`StoreInserts::FilterBoth`): provider records are kept (the provider
+//! is always the peer that sent them, and the store bounds their number), value records are
+//! refused until a validator for them exists (catalog heads).
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use futures::StreamExt as _;
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, identify,
+    identity,
+    kad::{self, store::MemoryStore},
+    multiaddr::Protocol,
+    noise, ping,
+    swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts},
+    tcp, yamux,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// The Kademlia protocol name: Licet's own DHT, never the IPFS one.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/licet/kad/1.0.0");
+/// The transfer protocol name (see `licet_proto::wire`).
+pub const TRANSFER_PROTOCOL: StreamProtocol = StreamProtocol::new(licet_proto::wire::PROTOCOL);
+/// Identify's protocol version string.
+const IDENTIFY_PROTOCOL: &str = "/licet/id/1.0.0";
+/// Commands queued for the event loop before senders wait.
+const COMMAND_QUEUE: usize = 256;
+/// How long a connection with no open stream stays up.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most established connections in all.
+const MAX_CONNECTIONS: u32 = 512;
+/// Most established connections with one peer.
+const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+/// Most connections being set up at once, each way.
+const MAX_PENDING_CONNECTIONS: u32 = 128;
+/// Most addresses kept per peer learned from Identify.
+const MAX_ADDRS_PER_PEER: usize = 8;
+/// How long a provider lookup may take.
+const PROVIDER_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most keys the DHT store keeps provider records for (its own and other peers').
+const MAX_PROVIDER_KEYS: usize = 256 * 1024;
+/// Most providers kept per key.
+const MAX_PROVIDERS_PER_KEY: usize = 20;
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    limits: connection_limits::Behaviour,
+    kad: kad::Behaviour<MemoryStore>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    stream: libp2p_stream::Behaviour,
+}
+
+/// What the rest of the node asks of the event loop.
+enum Command {
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, String>>,
+    },
+    DialPeer {
+        peer: PeerId,
+        reply: oneshot::Sender<Result<PeerId, String>>,
+    },
+    StartProviding {
+        key: [u8; 32],
+    },
+    StopProviding {
+        key: [u8; 32],
+    },
+    GetProviders {
+        key: [u8; 32],
+        reply: oneshot::Sender<HashSet<PeerId>>,
+    },
+    Connected {
+        reply: oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Ban {
+        peer: PeerId,
+    },
+    Bootstrap,
+}
+
+/// A cloneable handle to the event loop.
+#[derive(Clone)]
+pub struct Network {
+    commands: mpsc::Sender<Command>,
+    control: libp2p_stream::Control,
+    local_peer_id: PeerId,
+}
+
+/// The event loop has stopped (the daemon is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the network event loop has stopped")]
+pub struct NetworkStopped;
+
+/// Why the swarm could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetworkError {
+    /// Building the transport or behaviour failed.
+    #[error("cannot build the libp2p swarm: {0}")]
+    Build(String),
+    /// A listen address was refused.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Network {
+    /// This node's peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    /// A handle for opening transfer streams.
+    pub fn stream_control(&self) -> libp2p_stream::Control {
+        self.control.clone()
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NetworkStopped> {
+        let (reply, receive) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| NetworkStopped)?;
+        receive.await.map_err(|_| NetworkStopped)
+    }
+
+    async fn tell(&self, command: Command) -> Result<(), NetworkStopped> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| NetworkStopped)
+    }
+
+    /// Dials `addr` (which should end in `/p2p/<peer id>`); returns the peer once connected.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<Result<PeerId, String>, NetworkStopped> {
+        self.ask(|reply| Command::Dial { addr, reply }).await
+    }
+
+    /// Connects to `peer` at the addresses the DHT knows for it (no-op if connected).
+    pub async fn dial_peer(&self, peer: PeerId) -> Result<Result<PeerId, String>, NetworkStopped> {
+        self.ask(|reply| Command::DialPeer { peer, reply }).await
+    }
+
+    /// Announces in the DHT that this node provides `key`.
+    pub async fn start_providing(&self, key: [u8; 32]) -> Result<(), NetworkStopped> {
+        self.tell(Command::StartProviding { key }).await
+    }
+
+    /// Stops announcing `key`.
+    pub async fn stop_providing(&self, key: [u8; 32]) -> Result<(), NetworkStopped> {
+        self.tell(Command::StopProviding { key }).await
+    }
+
+    /// The peers the DHT says provide `key` (waits for the lookup, at most 10 s).
+    pub async fn providers(&self, key: [u8; 32]) -> Result<HashSet<PeerId>, NetworkStopped> {
+        self.ask(|reply| Command::GetProviders { key, reply }).await
+    }
+
+    /// Connected peers and their addresses.
+    pub async fn connected(&self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, NetworkStopped> {
+        self.ask(|reply| Command::Connected { reply }).await
+    }
+
+    /// The addresses this node listens on, each with `/p2p/<peer id>`.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetworkStopped> {
+        self.ask(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// Disconnects `peer` and refuses its connections from now on.
+    pub async fn ban(&self, peer: PeerId) -> Result<(), NetworkStopped> {
+        self.tell(Command::Ban { peer }).await
+    }
+
+    /// Refreshes the routing table.
+    pub async fn bootstrap(&self) -> Result<(), NetworkStopped> {
+        self.tell(Command::Bootstrap).await
+    }
+}
+
+/// Where and how the swarm runs.
+pub struct NetworkConfig {
+    /// The node's identity.
+    pub keypair: identity::Keypair,
+    /// Addresses to listen on (TCP and/or QUIC multiaddrs).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join the DHT through (each with `/p2p/<peer id>`).
+    pub bootstrap: Vec<Multiaddr>,
+}
+
+/// Builds the swarm, starts listening, and spawns the event loop. The loop ends when every
+/// [`Network`] handle is dropped.
+pub fn spawn(config: NetworkConfig) -> Result<Network, NetworkError> {
+    let build = |e: &dyn std::fmt::Display| NetworkError::Build(e.to_string());
+    let local_peer_id = config.keypair.public().to_peer_id();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| build(&e))?
+        .with_quic()
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+            kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
+            kad_config.set_query_timeout(PROVIDER_QUERY_TIMEOUT);
+            let store = MemoryStore::with_config(
+                peer_id,
+                kad::store::MemoryStoreConfig {
+                    max_provided_keys: MAX_PROVIDER_KEYS,
+                    max_providers_per_key: MAX_PROVIDERS_PER_KEY,
+                    max_records: 1024,
+                    max_value_bytes: 65 * 1024,
+                },
+            );
+            let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
+            kad.set_mode(Some(kad::Mode::Server));
+            Behaviour {
+                blocked: allow_block_list::Behaviour::default(),
+                limits: connection_limits::Behaviour::new(
+                    connection_limits::ConnectionLimits::default()
+                        .with_max_established(Some(MAX_CONNECTIONS))
+                        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+                        .with_max_pending_incoming(Some(MAX_PENDING_CONNECTIONS))
+                        .with_max_pending_outgoing(Some(MAX_PENDING_CONNECTIONS)),
+                ),
+                kad,
+                identify: identify::Behaviour::new(identify::Config::new(
+                    IDENTIFY_PROTOCOL.to_owned(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::default(),
+                stream: libp2p_stream::Behaviour::new(),
+            }
+        })
+        .map_err(|e| build(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build();
+
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetworkError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    for addr in &config.bootstrap {
+        match peer_of(addr) {
+            Some(peer) => {
+                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                if let Err(e) = swarm.dial(addr.clone()) {
+                    warn!(%addr, "cannot dial bootstrap peer: {e}");
+                }
+            }
+            None => warn!(%addr, "bootstrap address has no /p2p/<peer id>; ignored"),
+        }
+    }
+
+    let control = swarm.behaviour().stream.new_control();
+    let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+    let event_loop = EventLoop {
+        swarm,
+        commands: receiver,
+        pending_dials: HashMap::new(),
+        pending_providers: HashMap::new(),
+        has_bootstrap: !config.bootstrap.is_empty(),
+    };
+    tokio::spawn(event_loop.run());
+    Ok(Network {
+        commands,
+        control,
+        local_peer_id,
+    })
+}
+
+/// The `/p2p/<peer id>` at the end of `addr`.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
+struct PendingProviders {
+    providers: HashSet<PeerId>,
+    replies: Vec<oneshot::Sender<HashSet<PeerId>>>,
+}
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    pending_dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
+    pending_providers: HashMap<kad::QueryId, PendingProviders>,
+    has_bootstrap: bool,
+}
+
+impl EventLoop {
+    async fn run(mut self) {
+        let mut bootstrap_timer = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_event(event),
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => {
+                        debug!("every network handle is gone; event loop stops");
+                        return;
+                    }
+                },
+                _ = bootstrap_timer.tick() => {
+                    if self.has_bootstrap {
+                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Dial { addr, reply } => {
+                let opts = DialOpts::from(addr.clone());
+                let id = opts.connection_id();
+                if let Some(peer) = peer_of(&addr) {
+                    if self.swarm.is_connected(&peer) {
+                        let _ = reply.send(Ok(peer));
+                        return;
+                    }
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                }
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.pending_dials.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(format!("cannot dial {addr}: {e}")));
+                    }
+                }
+            }
+            Command::DialPeer { peer, reply } => {
+                if self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Ok(peer));
+                    return;
+                }
+                let opts = DialOpts::peer_id(peer).build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.pending_dials.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(format!("cannot dial {peer}: {e}")));
+                    }
+                }
+            }
+            Command::StartProviding { key } => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .start_providing(kad::RecordKey::new(&key))
+                {
+                    warn!("cannot announce {}: {e}", hex::encode(key));
+                }
+            }
+            Command::StopProviding { key } => {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .stop_providing(&kad::RecordKey::new(&key));
+            }
+            Command::GetProviders { key, reply } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(kad::RecordKey::new(&key));
+                self.pending_providers
+                    .entry(id)
+                    .or_insert_with(|| PendingProviders {
+                        providers: HashSet::new(),
+                        replies: Vec::new(),
+                    })
+                    .replies
+                    .push(reply);
+            }
+            Command::Connected { reply } => {
+                let mut peers: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+                for peer in self.swarm.connected_peers() {
+                    peers.entry(*peer).or_default();
+                }
+                let _ = reply.send(peers.into_iter().collect());
+            }
+            Command::ListenAddrs { reply } => {
+                let local = *self.swarm.local_peer_id();
+                let addrs = self
+                    .swarm
+                    .listeners()
+                    .map(|a| a.clone().with(Protocol::P2p(local)))
+                    .collect();
+                let _ = reply.send(addrs);
+            }
+            Command::Ban { peer } => {
+                self.swarm.behaviour_mut().blocked.block_peer(peer);
+                self.swarm.behaviour_mut().kad.remove_peer(&peer);
+            }
+            Command::Bootstrap => {
+                if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+                    debug!("bootstrap skipped: {e}");
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                debug!(%peer_id, addr = %endpoint.get_remote_address(), "connected");
+                if let Some(reply) = self.pending_dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                debug!(?peer_id, "outgoing connection failed: {error}");
+                if let Some(reply) = self.pending_dials.remove(&connection_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                if info.protocols.contains(&KAD_PROTOCOL) {
+                    for addr in info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
+            other => debug!(?other, "swarm event"),
+        }
+    }
+
+    fn on_kad_event(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(result),
+                step,
+                ..
+            } => {
+                let finished = step.last;
+                if let Some(pending) = self.pending_providers.get_mut(&id) {
+                    match result {
+                        Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                            pending.providers.extend(providers);
+                        }
+                        Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {}
+                        Err(e) => debug!("provider lookup ended: {e}"),
+                    }
+                }
+                if finished && let Some(pending) = self.pending_providers.remove(&id) {
+                    for reply in pending.replies {
+                        let _ = reply.send(pending.providers.clone());
+                    }
+                }
+            }
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::AddProvider {
+                        record: Some(record),
+                    },
+            } => {
+                // The store bounds keys (MAX_PROVIDER_KEYS) and providers per key.
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                if let Err(e) = kad::store::RecordStore::add_provider(store, record) {
+                    debug!("provider record not stored: {e}");
+                }
+            }
+            kad::Event::InboundRequest {
+                request: kad::InboundRequest::PutRecord { source, .. },
+            } => {
+                debug!(%source, "value record refused: no value records are accepted yet");
+            }
+            other => debug!(?other, "kademlia event"),
+        }
+    }
+}

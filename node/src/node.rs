@@ -1,0 +1,1140 @@
+//! The node: the one object that ties the store, the swarm, the trust policy and the content
+//! together, and that the control API and the transfer protocol talk to.
+//!
+//! Ownership: the event loop owns the `Swarm` (reached through [`Network`]); the [`Store`] owns
+//! the database (reached through blocking calls on blocking threads); this module owns the
+//! in-memory view of content items, the policy state (trust store and catalogs, mirrored from
+//! the store), per-peer statistics and the pool of transfer sessions.
+//!
+//! Invariants:
+//! - the trust policy is asked on every request served (manifest, availability, each chunk),
+//!   so a revocation or the end of a licence window bites on the next request;
+//! - a chunk is served only if its bit is set (it is verified and durably on disk) and its
+//!   file has not changed on disk since it was verified (size and modification time); a
+//!   changed file marks the item failed and stops serving it;
+//! - a peer that breaks the protocol or sends a chunk that fails verification is banned:
+//!   disconnected, refused from then on, and listed as banned in `peers` and the metrics.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use futures::StreamExt as _;
+use libp2p::{Multiaddr, PeerId, identity};
+use licet_proto::{
+    ManifestId, PublicKey, Timestamp,
+    manifest::{Region, ShareLink, VerifiedManifest},
+    merkle::{self, MerkleTree},
+    policy::{self, CatalogSet, PolicyInputs, RefusalReason, TrustStore, TrustedPublisher},
+    wire::{self, Bitfield, Request, Response},
+};
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::{
+    api_types::{
+        self, ApiError, ApiErrorKind, ContentCounts, ContentInfo, ContentListReply, ContentState,
+        GetRequest, NodeApi, PeerInfo, PeersReply, StatusReply, TrustAddRequest, TrustEntry,
+        TrustReply,
+    },
+    content, fetch,
+    metrics::{Metrics, PeerLabel},
+    network::{self, Network, NetworkConfig, TRANSFER_PROTOCOL},
+    store::{ContentOrigin, ContentRecord, FileStamp, FileState, RecordState, Store, StoreError},
+    transfer::{self, Responder, Session, SessionError},
+};
+
+/// Most inbound transfer streams served at once, from all peers.
+const MAX_INBOUND_STREAMS: usize = 256;
+/// Most inbound transfer streams served at once for one peer.
+const MAX_INBOUND_STREAMS_PER_PEER: usize = 4;
+
+/// How the node runs.
+pub struct NodeConfig {
+    /// The data directory (database, identity, API token).
+    pub data_dir: PathBuf,
+    /// The node's region, for licences that list regions.
+    pub region: Option<Region>,
+    /// Listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap peers.
+    pub bootstrap: Vec<Multiaddr>,
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data directory's database is unusable.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The identity key could not be read or made.
+    #[error("node identity {path}: {reason}")]
+    Identity {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The swarm could not start.
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
+}
+
+/// Per-peer statistics and ban state.
+#[derive(Default)]
+struct PeerStats {
+    bytes_in: u64,
+    bytes_out: u64,
+    banned: Option<String>,
+    inbound_streams: usize,
+}
+
+/// The live state of one content item.
+pub(crate) struct Item {
+    pub(crate) manifest: VerifiedManifest,
+    pub(crate) dir: PathBuf,
+    origin: ContentOrigin,
+    added_at: Timestamp,
+    pub(crate) live: Mutex<Live>,
+    pub(crate) fetched_chunks: AtomicU64,
+    pub(crate) sending: Mutex<HashSet<PeerId>>,
+    pub(crate) sources: Mutex<HashSet<PeerId>>,
+    /// Set when the item is removed or the daemon stops: its download task ends.
+    pub(crate) stop: AtomicBool,
+}
+
+/// The mutable part of an item.
+pub(crate) struct Live {
+    pub(crate) state: RecordState,
+    pub(crate) error: Option<String>,
+    /// Verified chunks held, per file.
+    pub(crate) have: Vec<Bitfield>,
+    /// Whole trees of complete files (for proofs); `None` while a file is partial.
+    pub(crate) trees: Vec<Option<Arc<MerkleTree>>>,
+    /// Size and modification time of each complete file when verified.
+    pub(crate) stamps: Vec<Option<FileStamp>>,
+    /// Whether a download task is running for it.
+    pub(crate) downloading: bool,
+}
+
+impl Item {
+    pub(crate) fn id(&self) -> ManifestId {
+        self.manifest.id()
+    }
+
+    pub(crate) fn record(&self, live: &Live) -> ContentRecord {
+        ContentRecord {
+            dir: self.dir.clone(),
+            origin: self.origin,
+            state: live.state,
+            error: live.error.clone(),
+            added_at: self.added_at,
+            // The store keeps stamps for all files or none: they are known together once the
+            // item is complete (seeded, or a download's final check).
+            file_stamps: live
+                .stamps
+                .iter()
+                .cloned()
+                .collect::<Option<Vec<_>>>()
+                .unwrap_or_default(),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<Store>,
+    pub(crate) network: Network,
+    region: Option<Region>,
+    started: Instant,
+    policy: RwLock<(TrustStore, CatalogSet)>,
+    items: Mutex<HashMap<ManifestId, Arc<Item>>>,
+    peers: Mutex<HashMap<PeerId, PeerStats>>,
+    sessions: tokio::sync::Mutex<HashMap<PeerId, Arc<Session>>>,
+    pub(crate) metrics: Metrics,
+}
+
+/// The node. Cheap to clone; every clone is the same node.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Runs a blocking closure on a blocking thread, mapping a panic or cancellation to an error.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| internal(format!("background task failed: {e}")))
+}
+
+pub(crate) fn internal(message: impl Into<String>) -> ApiError {
+    ApiError::new(ApiErrorKind::Internal, message)
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    internal(format!("node database: {e}"))
+}
+
+fn to_api_refusal(refusal: policy::Refusal) -> api_types::Refusal {
+    api_types::Refusal {
+        reason: refusal.reason,
+        detail: refusal.detail,
+    }
+}
+
+fn load_identity(data_dir: &Path) -> Result<identity::Keypair, StartError> {
+    let path = data_dir.join("node.key");
+    let err = |reason: String| StartError::Identity {
+        path: path.clone(),
+        reason,
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => identity::Keypair::from_protobuf_encoding(&bytes)
+            .map_err(|e| err(format!("not a libp2p key: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let keypair = identity::Keypair::generate_ed25519();
+            let bytes = keypair
+                .to_protobuf_encoding()
+                .map_err(|e| err(e.to_string()))?;
+            write_private(&path, &bytes).map_err(|e| err(e.to_string()))?;
+            Ok(keypair)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// Writes `bytes` to `path` atomically with mode 0600.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+impl Node {
+    /// Opens the data directory, starts the swarm, and resumes serving and fetching.
+    pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::Identity {
+            path: config.data_dir.clone(),
+            reason: format!("cannot create the data directory: {e}"),
+        })?;
+        let store = Arc::new(Store::open(&config.data_dir.join("state.redb"))?);
+        let keypair = load_identity(&config.data_dir)?;
+
+        let mut trust = TrustStore::new();
+        for (publisher, settings) in store.trust_list()? {
+            trust.insert(publisher, settings);
+        }
+        let mut catalogs = CatalogSet::new();
+        for (publisher, envelope) in store.catalogs()? {
+            match licet_proto::catalog::VerifiedCatalog::from_bytes(&envelope) {
+                Ok(catalog) => catalogs.restore(catalog),
+                Err(e) => warn!(%publisher, "stored catalog no longer verifies: {e}"),
+            }
+        }
+
+        let network = network::spawn(NetworkConfig {
+            keypair,
+            listen: config.listen,
+            bootstrap: config.bootstrap,
+        })?;
+        let node = Node {
+            inner: Arc::new(Inner {
+                store,
+                network,
+                region: config.region,
+                started: Instant::now(),
+                policy: RwLock::new((trust, catalogs)),
+                items: Mutex::new(HashMap::new()),
+                peers: Mutex::new(HashMap::new()),
+                sessions: tokio::sync::Mutex::new(HashMap::new()),
+                metrics: Metrics::new(),
+            }),
+        };
+        node.load_items().await?;
+        node.accept_streams();
+        Ok(node)
+    }
+
+    /// Loads every stored item, re-announces what is held, and resumes downloads.
+    async fn load_items(&self) -> Result<(), StartError> {
+        let store = self.inner.store.clone();
+        let stored = blocking(move || store.content_list())
+            .await
+            .map_err(|e| StoreError::Database(e.message))??;
+        for (manifest, record) in stored {
+            let id = manifest.id();
+            let files = manifest.manifest().files.len();
+            let mut have = Vec::with_capacity(files);
+            let mut trees = Vec::with_capacity(files);
+            for file in 0..files as u32 {
+                let bits = self.inner.store.bitfield(&id, file)?.unwrap_or_else(|| {
+                    Bitfield::new(
+                        manifest.manifest().files[file as usize]
+                            .chunk_count(manifest.manifest().chunk_size),
+                    )
+                });
+                let tree = self
+                    .inner
+                    .store
+                    .leaves(&id, file)?
+                    .map(|leaves| Arc::new(MerkleTree::from_leaves(leaves)));
+                have.push(bits);
+                trees.push(tree);
+            }
+            let stamps = record
+                .file_stamps
+                .iter()
+                .cloned()
+                .map(Some)
+                .chain(std::iter::repeat(None))
+                .take(files)
+                .collect();
+            let held_any = have.iter().any(|b| b.count_ones() > 0);
+            let resume = record.state == RecordState::Downloading;
+            let item = Arc::new(Item {
+                manifest,
+                dir: record.dir,
+                origin: record.origin,
+                added_at: record.added_at,
+                live: Mutex::new(Live {
+                    state: record.state,
+                    error: record.error,
+                    have,
+                    trees,
+                    stamps,
+                    downloading: false,
+                }),
+                fetched_chunks: AtomicU64::new(0),
+                sending: Mutex::new(HashSet::new()),
+                sources: Mutex::new(HashSet::new()),
+                stop: AtomicBool::new(false),
+            });
+            self.lock_items().insert(id, item.clone());
+            if held_any {
+                self.announce(id).await;
+            }
+            if resume {
+                info!(%id, "resuming download");
+                self.spawn_download(item, Vec::new());
+            }
+        }
+        Ok(())
+    }
+
+    fn lock_items(&self) -> std::sync::MutexGuard<'_, HashMap<ManifestId, Arc<Item>>> {
+        self.inner.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_peers(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, PeerStats>> {
+        self.inner.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn item(&self, id: &ManifestId) -> Option<Arc<Item>> {
+        self.lock_items().get(id).cloned()
+    }
+
+    /// Announces `id` in the DHT.
+    pub(crate) async fn announce(&self, id: ManifestId) {
+        self.inner
+            .metrics
+            .dht_queries
+            .get_or_create(&crate::metrics::QueryLabel {
+                kind: "start_providing".into(),
+            })
+            .inc();
+        let _ = self.inner.network.start_providing(id.0).await;
+    }
+
+    /// Peers the DHT says provide `id`.
+    pub(crate) async fn providers(&self, id: ManifestId) -> HashSet<PeerId> {
+        self.inner
+            .metrics
+            .dht_queries
+            .get_or_create(&crate::metrics::QueryLabel {
+                kind: "get_providers".into(),
+            })
+            .inc();
+        self.inner.network.providers(id.0).await.unwrap_or_default()
+    }
+
+    /// Asks the trust policy about `manifest` now.
+    pub(crate) fn policy_check(&self, manifest: &VerifiedManifest) -> Result<(), policy::Refusal> {
+        let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
+        let (trust, catalogs) = &*guard;
+        policy::evaluate(
+            &PolicyInputs {
+                trust,
+                catalogs,
+                now: Timestamp::now(),
+                region: self.inner.region,
+            },
+            manifest,
+        )
+    }
+
+    /// Whether `peer` is banned.
+    pub(crate) fn is_banned(&self, peer: &PeerId) -> bool {
+        self.lock_peers()
+            .get(peer)
+            .is_some_and(|p| p.banned.is_some())
+    }
+
+    /// Bans `peer`: disconnects it, refuses it from now on, and records why.
+    pub(crate) async fn ban(&self, peer: PeerId, reason: &str) {
+        {
+            let mut peers = self.lock_peers();
+            let stats = peers.entry(peer).or_default();
+            if stats.banned.is_some() {
+                return;
+            }
+            stats.banned = Some(reason.to_owned());
+        }
+        warn!(%peer, "banned: {reason}");
+        self.inner.metrics.peers_banned.inc();
+        self.inner.sessions.lock().await.remove(&peer);
+        let _ = self.inner.network.ban(peer).await;
+    }
+
+    /// Counts a chunk that failed verification and bans its sender.
+    pub(crate) async fn bad_chunk(&self, peer: PeerId, what: &str) {
+        self.inner
+            .metrics
+            .bad_chunks
+            .get_or_create(&PeerLabel {
+                peer: peer.to_string(),
+            })
+            .inc();
+        self.ban(peer, what).await;
+    }
+
+    /// Counts payload bytes received from `peer`.
+    pub(crate) fn received(&self, peer: PeerId, bytes: u64) {
+        self.inner.metrics.bytes_in.inc_by(bytes);
+        self.lock_peers().entry(peer).or_default().bytes_in += bytes;
+    }
+
+    /// The transfer session with `peer`, opening (and dialing) if needed.
+    pub(crate) async fn session(&self, peer: PeerId) -> Result<Arc<Session>, SessionError> {
+        if self.is_banned(&peer) {
+            return Err(SessionError::Open("peer is banned".to_owned()));
+        }
+        let mut sessions = self.inner.sessions.lock().await;
+        if let Some(session) = sessions.get(&peer) {
+            if session.failure().is_none() {
+                return Ok(session.clone());
+            }
+            sessions.remove(&peer);
+        }
+        drop(sessions);
+        match self.inner.network.dial_peer(peer).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(SessionError::Open(e)),
+            Err(e) => return Err(SessionError::Open(e.to_string())),
+        }
+        let mut control = self.inner.network.stream_control();
+        let session = Arc::new(Session::open(&mut control, peer).await?);
+        let mut sessions = self.inner.sessions.lock().await;
+        // Another task may have opened one meanwhile; keep the first.
+        Ok(sessions.entry(peer).or_insert(session).clone())
+    }
+
+    /// Drops the session with `peer` (it failed).
+    pub(crate) async fn drop_session(&self, peer: &PeerId) {
+        self.inner.sessions.lock().await.remove(peer);
+    }
+
+    fn accept_streams(&self) {
+        let mut control = self.inner.network.stream_control();
+        let incoming = match control.accept(TRANSFER_PROTOCOL) {
+            Ok(incoming) => incoming,
+            Err(e) => {
+                warn!("cannot accept transfer streams: {e}");
+                return;
+            }
+        };
+        let node = self.clone();
+        let limit = Arc::new(Semaphore::new(MAX_INBOUND_STREAMS));
+        tokio::spawn(async move {
+            let mut incoming = incoming;
+            while let Some((peer, stream)) = incoming.next().await {
+                if node.is_banned(&peer) {
+                    continue;
+                }
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    warn!(%peer, "too many inbound transfer streams; one refused");
+                    continue;
+                };
+                {
+                    let mut peers = node.lock_peers();
+                    let stats = peers.entry(peer).or_default();
+                    if stats.inbound_streams >= MAX_INBOUND_STREAMS_PER_PEER {
+                        warn!(%peer, "too many transfer streams from one peer; one refused");
+                        continue;
+                    }
+                    stats.inbound_streams += 1;
+                }
+                let node = node.clone();
+                tokio::spawn(async move {
+                    transfer::serve_stream(Arc::new(node.clone()), peer, stream).await;
+                    if let Some(stats) = node.lock_peers().get_mut(&peer) {
+                        stats.inbound_streams = stats.inbound_streams.saturating_sub(1);
+                    }
+                    drop(permit);
+                });
+            }
+        });
+    }
+
+    /// Starts the download task of `item` unless one runs.
+    pub(crate) fn spawn_download(&self, item: Arc<Item>, hints: Vec<PeerId>) {
+        {
+            let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            if live.downloading || live.state == RecordState::Complete {
+                return;
+            }
+            live.downloading = true;
+            live.state = RecordState::Downloading;
+            live.error = None;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            fetch::download(node, item.clone(), hints).await;
+            item.live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .downloading = false;
+        });
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.network.local_peer_id()
+    }
+
+    /// Stops every download task (daemon shutdown).
+    pub fn stop_all(&self) {
+        for item in self.lock_items().values() {
+            item.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Persists an item's record (state, error, stamps).
+    pub(crate) async fn save_record(&self, item: &Arc<Item>) -> Result<(), ApiError> {
+        let record = {
+            let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            item.record(&live)
+        };
+        let store = self.inner.store.clone();
+        let id = item.id();
+        blocking(move || store.content_set_record(&id, &record))
+            .await?
+            .map_err(store_error)
+    }
+
+    fn info(&self, item: &Item) -> ContentInfo {
+        let manifest = item.manifest.manifest();
+        let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut have_chunks = 0;
+        let mut have_bytes = 0;
+        let mut total_chunks = 0;
+        for (file, bits) in manifest.files.iter().zip(&live.have) {
+            total_chunks += bits.len();
+            for chunk in 0..bits.len() {
+                if bits.get(chunk) {
+                    have_chunks += 1;
+                    if let Some(range) = merkle::chunk_range(chunk, file.size, manifest.chunk_size)
+                    {
+                        have_bytes += range.end - range.start;
+                    }
+                }
+            }
+        }
+        ContentInfo {
+            manifest_id: item.id(),
+            link: ShareLink {
+                id: item.id(),
+                peers: Vec::new(),
+            }
+            .to_string(),
+            title: manifest.title.clone(),
+            publisher: manifest.publisher,
+            dir: item.dir.clone(),
+            state: match live.state {
+                RecordState::Downloading => ContentState::Downloading,
+                RecordState::Complete => ContentState::Complete,
+                RecordState::Failed => ContentState::Failed,
+            },
+            refused: self.policy_check(&item.manifest).err().map(to_api_refusal),
+            total_bytes: manifest.total_size(),
+            have_bytes,
+            total_chunks,
+            have_chunks,
+            fetched_chunks: item.fetched_chunks.load(Ordering::Relaxed),
+            sending_peers: item.sending.lock().map(|s| s.len()).unwrap_or(0),
+            source_peers: item.sources.lock().map(|s| s.len()).unwrap_or(0),
+            error: live.error.clone(),
+        }
+    }
+
+    /// Answers a chunk request (after the policy said yes).
+    async fn serve_chunk(
+        &self,
+        item: Arc<Item>,
+        file: u32,
+        index: u64,
+        payload: &mut Vec<u8>,
+    ) -> Response {
+        let manifest = item.manifest.manifest();
+        let Some(entry) = manifest.files.get(file as usize) else {
+            return refuse(
+                RefusalReason::BadRequest,
+                format!("no file {file} in the manifest"),
+            );
+        };
+        if index >= entry.chunk_count(manifest.chunk_size) {
+            return refuse(
+                RefusalReason::BadRequest,
+                format!("no chunk {index} in file {file}"),
+            );
+        }
+        let (tree, stamp) = {
+            let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            if !live.have[file as usize].get(index) {
+                return refuse(RefusalReason::NotHeld, "chunk not held here");
+            }
+            (
+                live.trees[file as usize].clone(),
+                live.stamps[file as usize].clone(),
+            )
+        };
+        let proof = match tree {
+            Some(tree) => tree.audit_path(index),
+            None => {
+                let store = self.inner.store.clone();
+                let id = item.id();
+                blocking(move || store.proof(&id, file, index))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten()
+            }
+        };
+        let Some(proof) = proof else {
+            return refuse(RefusalReason::NotHeld, "chunk proof not held here");
+        };
+        let buffer = std::mem::take(payload);
+        let reading = item.clone();
+        let read = blocking(move || {
+            let mut buffer = buffer;
+            let manifest = reading.manifest.manifest();
+            let path = content::file_path(&reading.dir, manifest, file as usize);
+            if let Some(expected) = &stamp {
+                match content::stamp(&path) {
+                    Ok(now) if now == *expected => {}
+                    Ok(_) => return (buffer, Err(format!("{} changed on disk", path.display()))),
+                    Err(e) => return (buffer, Err(format!("{}: {e}", path.display()))),
+                }
+            }
+            let result =
+                content::read_chunk(&reading.dir, manifest, file as usize, index, &mut buffer)
+                    .map_err(|e| format!("{}: {e}", path.display()));
+            (buffer, result)
+        })
+        .await;
+        match read {
+            Ok((buffer, Ok(()))) => {
+                *payload = buffer;
+                let len = payload.len() as u32;
+                self.inner.metrics.chunks_served.inc();
+                Response::Chunk { proof, len }
+            }
+            Ok((buffer, Err(problem))) => {
+                *payload = buffer;
+                payload.clear();
+                warn!(id = %item.id(), "stops serving: {problem}");
+                {
+                    let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+                    live.state = RecordState::Failed;
+                    live.error = Some(format!("content changed or unreadable: {problem}"));
+                    for bits in &mut live.have {
+                        *bits = Bitfield::new(bits.len());
+                    }
+                }
+                let _ = self.save_record(&item).await;
+                refuse(RefusalReason::NotHeld, "content not available here")
+            }
+            Err(_) => refuse(RefusalReason::NotHeld, "content not available here"),
+        }
+    }
+}
+
+fn refuse(reason: RefusalReason, detail: impl Into<String>) -> Response {
+    Response::Refused {
+        reason,
+        detail: wire::bounded_detail(&detail.into()),
+    }
+}
+
+impl Responder for Node {
+    async fn respond(&self, peer: PeerId, request: Request, payload: &mut Vec<u8>) -> Response {
+        let id = match &request {
+            Request::Manifest { id } => *id,
+            Request::Availability { manifest } | Request::Chunk { manifest, .. } => *manifest,
+            Request::CatalogHead { .. } | Request::CatalogPart { .. } => {
+                self.inner.metrics.refused(RefusalReason::NotHeld);
+                return refuse(
+                    RefusalReason::NotHeld,
+                    "catalogs are not served by this node yet",
+                );
+            }
+        };
+        let Some(item) = self.item(&id) else {
+            self.inner.metrics.refused(RefusalReason::NotHeld);
+            return refuse(
+                RefusalReason::NotHeld,
+                format!("manifest {id} is not held here"),
+            );
+        };
+        // Asked on every request, chunks included: revocation and expiry bite at once.
+        if let Err(refusal) = self.policy_check(&item.manifest) {
+            self.inner.metrics.refused(refusal.reason);
+            return refuse(refusal.reason, refusal.detail);
+        }
+        let response = match request {
+            Request::Manifest { .. } => Response::Manifest {
+                envelope: item.manifest.envelope().encode(),
+            },
+            Request::Availability { .. } => {
+                let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+                Response::Availability {
+                    files: live.have.clone(),
+                }
+            }
+            Request::Chunk { file, index, .. } => {
+                let response = self.serve_chunk(item, file, index, payload).await;
+                if let Response::Chunk { len, .. } = &response {
+                    self.inner.metrics.bytes_out.inc_by(u64::from(*len));
+                    self.lock_peers().entry(peer).or_default().bytes_out += u64::from(*len);
+                }
+                response
+            }
+            Request::CatalogHead { .. } | Request::CatalogPart { .. } => refuse(
+                RefusalReason::NotHeld,
+                "catalogs are not served by this node yet",
+            ),
+        };
+        if let Response::Refused { reason, .. } = &response {
+            self.inner.metrics.refused(*reason);
+        }
+        response
+    }
+
+    fn protocol_violation(&self, peer: PeerId, reason: &str) {
+        let node = self.clone();
+        let reason = format!("protocol violation: {reason}");
+        tokio::spawn(async move { node.ban(peer, &reason).await });
+    }
+}
+
+fn parse_link(link: &str) -> Result<(ManifestId, Vec<Multiaddr>), ApiError> {
+    let link: ShareLink = link
+        .parse()
+        .map_err(|e: licet_proto::manifest::ShareLinkError| {
+            ApiError::new(ApiErrorKind::BadRequest, e.to_string())
+        })?;
+    let mut addrs = Vec::new();
+    for peer in &link.peers {
+        let addr: Multiaddr = peer.parse().map_err(|e| {
+            ApiError::new(
+                ApiErrorKind::BadRequest,
+                format!("peer hint {peer:?} is not a multiaddr: {e}"),
+            )
+        })?;
+        if network::peer_of(&addr).is_none() {
+            return Err(ApiError::new(
+                ApiErrorKind::BadRequest,
+                format!("peer hint {peer} has no /p2p/<peer id>"),
+            ));
+        }
+        addrs.push(addr);
+    }
+    Ok((link.id, addrs))
+}
+
+impl NodeApi for Node {
+    async fn status(&self) -> Result<StatusReply, ApiError> {
+        let addrs = self.inner.network.listen_addrs().await.unwrap_or_default();
+        let connected = self.inner.network.connected().await.unwrap_or_default();
+        let mut counts = ContentCounts::default();
+        for item in self.lock_items().values() {
+            match item.live.lock().unwrap_or_else(|p| p.into_inner()).state {
+                RecordState::Complete => counts.complete += 1,
+                RecordState::Downloading => counts.downloading += 1,
+                RecordState::Failed => counts.failed += 1,
+            }
+        }
+        let trusted = self
+            .inner
+            .policy
+            .read()
+            .map(|p| p.0.iter().count())
+            .unwrap_or(0);
+        Ok(StatusReply {
+            peer_id: self.inner.network.local_peer_id().to_string(),
+            listen_addrs: addrs.iter().map(ToString::to_string).collect(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            region: self.inner.region.map(|r| r.to_string()),
+            connected_peers: connected.len(),
+            trusted_publishers: trusted,
+            content: counts,
+            uptime_seconds: self.inner.started.elapsed().as_secs(),
+        })
+    }
+
+    async fn peers(&self) -> Result<PeersReply, ApiError> {
+        let connected = self.inner.network.connected().await.unwrap_or_default();
+        let peers = self.lock_peers();
+        let mut reply = Vec::new();
+        let mut seen = HashSet::new();
+        for (peer, addrs) in &connected {
+            seen.insert(*peer);
+            let stats = peers.get(peer);
+            reply.push(PeerInfo {
+                peer_id: peer.to_string(),
+                addrs: addrs.iter().map(ToString::to_string).collect(),
+                bytes_in: stats.map_or(0, |s| s.bytes_in),
+                bytes_out: stats.map_or(0, |s| s.bytes_out),
+                banned: stats.is_some_and(|s| s.banned.is_some()),
+                ban_reason: stats.and_then(|s| s.banned.clone()),
+            });
+        }
+        for (peer, stats) in peers.iter() {
+            if stats.banned.is_some() && !seen.contains(peer) {
+                reply.push(PeerInfo {
+                    peer_id: peer.to_string(),
+                    addrs: Vec::new(),
+                    bytes_in: stats.bytes_in,
+                    bytes_out: stats.bytes_out,
+                    banned: true,
+                    ban_reason: stats.banned.clone(),
+                });
+            }
+        }
+        Ok(PeersReply { peers: reply })
+    }
+
+    async fn trust_list(&self) -> Result<TrustReply, ApiError> {
+        let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
+        Ok(TrustReply {
+            publishers: guard
+                .0
+                .iter()
+                .map(|(publisher, settings)| TrustEntry {
+                    publisher: *publisher,
+                    name: settings.name.clone(),
+                    require_catalog: settings.require_catalog,
+                })
+                .collect(),
+        })
+    }
+
+    async fn trust_add(&self, request: TrustAddRequest) -> Result<TrustEntry, ApiError> {
+        let settings = TrustedPublisher {
+            name: request.name.clone(),
+            require_catalog: request.require_catalog,
+        };
+        let store = self.inner.store.clone();
+        let (publisher, stored) = (request.publisher, settings.clone());
+        blocking(move || store.trust_put(&publisher, &stored))
+            .await?
+            .map_err(store_error)?;
+        self.inner
+            .policy
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .insert(request.publisher, settings);
+        Ok(TrustEntry {
+            publisher: request.publisher,
+            name: request.name,
+            require_catalog: request.require_catalog,
+        })
+    }
+
+    async fn trust_remove(&self, publisher: PublicKey) -> Result<(), ApiError> {
+        let store = self.inner.store.clone();
+        let removed = blocking(move || store.trust_remove(&publisher))
+            .await?
+            .map_err(store_error)?;
+        self.inner
+            .policy
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .remove(&publisher);
+        if removed {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ApiErrorKind::NotFound,
+                format!("publisher {publisher} is not trusted"),
+            ))
+        }
+    }
+
+    async fn content_add(
+        &self,
+        manifest: Vec<u8>,
+        content_dir: PathBuf,
+    ) -> Result<ContentInfo, ApiError> {
+        let manifest = VerifiedManifest::from_bytes(&manifest).map_err(|e| {
+            ApiError::refused(
+                ApiErrorKind::Refused,
+                format!("the manifest is not valid: {e}"),
+                api_types::Refusal {
+                    reason: e.refusal_reason(),
+                    detail: e.to_string(),
+                },
+            )
+        })?;
+        let id = manifest.id();
+        if let Err(refusal) = self.policy_check(&manifest) {
+            return Err(ApiError::refused(
+                ApiErrorKind::Refused,
+                format!("manifest {id} is refused: {refusal}"),
+                to_api_refusal(refusal),
+            ));
+        }
+        if let Some(existing) = self.item(&id)
+            && existing.dir != content_dir
+        {
+            return Err(ApiError::new(
+                ApiErrorKind::Conflict,
+                format!(
+                    "manifest {id} is already held in {}; remove it first to use {}",
+                    existing.dir.display(),
+                    content_dir.display()
+                ),
+            ));
+        }
+        let body = manifest.manifest().clone();
+        let dir = content_dir.clone();
+        let verified = blocking(move || content::verify_all(&dir, &body))
+            .await?
+            .map_err(|e| ApiError::new(ApiErrorKind::BadRequest, e.to_string()))?;
+        let mut files = Vec::with_capacity(verified.len());
+        let mut have = Vec::new();
+        let mut trees = Vec::new();
+        let mut stamps = Vec::new();
+        for file in verified {
+            let mut bits = Bitfield::new(file.leaves.len() as u64);
+            for i in 0..bits.len() {
+                bits.set(i, true);
+            }
+            have.push(bits.clone());
+            trees.push(Some(Arc::new(MerkleTree::from_leaves(file.leaves.clone()))));
+            stamps.push(Some(file.stamp.clone()));
+            files.push(FileState {
+                bitfield: bits,
+                leaves: Some(file.leaves),
+            });
+        }
+        let item = Arc::new(Item {
+            manifest,
+            dir: content_dir,
+            origin: ContentOrigin::Seeded,
+            added_at: Timestamp::now(),
+            live: Mutex::new(Live {
+                state: RecordState::Complete,
+                error: None,
+                have,
+                trees,
+                stamps,
+                downloading: false,
+            }),
+            fetched_chunks: AtomicU64::new(0),
+            sending: Mutex::new(HashSet::new()),
+            sources: Mutex::new(HashSet::new()),
+            stop: AtomicBool::new(false),
+        });
+        let record = {
+            let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            item.record(&live)
+        };
+        let store = self.inner.store.clone();
+        let stored = item.manifest.clone();
+        blocking(move || store.content_put(&stored, &record, &files))
+            .await?
+            .map_err(store_error)?;
+        if let Some(old) = self.lock_items().insert(id, item.clone()) {
+            old.stop.store(true, Ordering::Relaxed);
+        }
+        self.announce(id).await;
+        info!(%id, "seeding {}", item.dir.display());
+        Ok(self.info(&item))
+    }
+
+    async fn content_list(&self) -> Result<ContentListReply, ApiError> {
+        let items: Vec<Arc<Item>> = self.lock_items().values().cloned().collect();
+        let mut content: Vec<ContentInfo> = items.iter().map(|i| self.info(i)).collect();
+        content.sort_by(|a, b| a.title.cmp(&b.title));
+        Ok(ContentListReply { content })
+    }
+
+    async fn content_get(&self, id: ManifestId) -> Result<ContentInfo, ApiError> {
+        self.item(&id).map(|item| self.info(&item)).ok_or_else(|| {
+            ApiError::new(
+                ApiErrorKind::NotFound,
+                format!("manifest {id} is not held here"),
+            )
+        })
+    }
+
+    async fn content_remove(&self, id: ManifestId) -> Result<(), ApiError> {
+        let Some(item) = self.lock_items().remove(&id) else {
+            return Err(ApiError::new(
+                ApiErrorKind::NotFound,
+                format!("manifest {id} is not held here"),
+            ));
+        };
+        item.stop.store(true, Ordering::Relaxed);
+        let _ = self.inner.network.stop_providing(id.0).await;
+        let store = self.inner.store.clone();
+        blocking(move || store.content_remove(&id))
+            .await?
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn download_start(&self, request: GetRequest) -> Result<ContentInfo, ApiError> {
+        let (id, hints) = parse_link(&request.link)?;
+        if let Some(item) = self.item(&id) {
+            if item.dir != request.output_dir {
+                return Err(ApiError::new(
+                    ApiErrorKind::Conflict,
+                    format!(
+                        "manifest {id} is already held in {}; remove it first to fetch it into {}",
+                        item.dir.display(),
+                        request.output_dir.display()
+                    ),
+                ));
+            }
+            if let Err(refusal) = self.policy_check(&item.manifest) {
+                return Err(ApiError::refused(
+                    ApiErrorKind::Refused,
+                    format!("manifest {id} is refused: {refusal}"),
+                    to_api_refusal(refusal),
+                ));
+            }
+            let hint_peers = self.dial_hints(&hints).await;
+            self.spawn_download(item.clone(), hint_peers);
+            return Ok(self.info(&item));
+        }
+        let hint_peers = self.dial_hints(&hints).await;
+        let manifest = fetch::find_manifest(self, id, &hint_peers).await?;
+        if let Err(refusal) = self.policy_check(&manifest) {
+            return Err(ApiError::refused(
+                ApiErrorKind::Refused,
+                format!(
+                    "manifest {id} ({:?}) is refused: {refusal}",
+                    manifest.manifest().title
+                ),
+                to_api_refusal(refusal),
+            ));
+        }
+        let item = self.create_download(manifest, request.output_dir).await?;
+        self.spawn_download(item.clone(), hint_peers);
+        Ok(self.info(&item))
+    }
+
+    async fn metrics_text(&self) -> String {
+        let connected = self.inner.network.connected().await.unwrap_or_default();
+        self.inner
+            .metrics
+            .peers_connected
+            .set(connected.len() as i64);
+        self.inner.metrics.render()
+    }
+}
+
+impl Node {
+    async fn dial_hints(&self, hints: &[Multiaddr]) -> Vec<PeerId> {
+        let mut peers = Vec::new();
+        for addr in hints {
+            match self.inner.network.dial(addr.clone()).await {
+                Ok(Ok(peer)) => peers.push(peer),
+                Ok(Err(e)) => warn!(%addr, "peer hint not reachable: {e}"),
+                Err(_) => {}
+            }
+        }
+        peers
+    }
+
+    async fn create_download(
+        &self,
+        manifest: VerifiedManifest,
+        dir: PathBuf,
+    ) -> Result<Arc<Item>, ApiError> {
+        let body = manifest.manifest().clone();
+        let prepare_dir = dir.clone();
+        blocking(move || content::prepare_download(&prepare_dir, &body))
+            .await?
+            .map_err(|e| {
+                ApiError::new(
+                    ApiErrorKind::BadRequest,
+                    format!("cannot create the files in {}: {e}", dir.display()),
+                )
+            })?;
+        let files: Vec<FileState> = manifest
+            .manifest()
+            .files
+            .iter()
+            .map(|f| FileState {
+                bitfield: Bitfield::new(f.chunk_count(manifest.manifest().chunk_size)),
+                leaves: None,
+            })
+            .collect();
+        let count = files.len();
+        let item = Arc::new(Item {
+            manifest,
+            dir,
+            origin: ContentOrigin::Downloaded,
+            added_at: Timestamp::now(),
+            live: Mutex::new(Live {
+                state: RecordState::Downloading,
+                error: None,
+                have: files.iter().map(|f| f.bitfield.clone()).collect(),
+                trees: vec![None; count],
+                stamps: vec![None; count],
+                downloading: false,
+            }),
+            fetched_chunks: AtomicU64::new(0),
+            sending: Mutex::new(HashSet::new()),
+            sources: Mutex::new(HashSet::new()),
+            stop: AtomicBool::new(false),
+        });
+        let record = {
+            let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            item.record(&live)
+        };
+        let store = self.inner.store.clone();
+        let stored = item.manifest.clone();
+        blocking(move || store.content_put(&stored, &record, &files))
+            .await?
+            .map_err(store_error)?;
+        self.lock_items().insert(item.id(), item.clone());
+        Ok(item)
+    }
+}

@@ -1,0 +1,249 @@
+//! Which chunk to ask which peer for next: rarest first, several in flight per peer, and an
+//! endgame for the last chunks.
+//!
+//! Pure bookkeeping, no I/O, so every rule is unit-tested. Invariants:
+//! - a chunk is handed out at most once at a time outside the endgame; in the endgame (no chunk
+//!   is left that is neither held nor in flight) a chunk in flight may be handed to a second
+//!   peer, but never twice to the same peer;
+//! - [`Scheduler::release`] puts a chunk back (its peer failed or sent garbage);
+//!   [`Scheduler::complete`] retires it for good;
+//! - each pick costs time linear in the chunks not yet complete (the order is kept compacted).
+
+use std::collections::{HashMap, HashSet};
+
+use libp2p::PeerId;
+use licet_proto::wire::Bitfield;
+
+/// A chunk of a manifest: (file index, chunk index).
+pub type ChunkRef = (u32, u64);
+
+/// The download's chunk bookkeeping.
+pub struct Scheduler {
+    /// Chunks not yet complete, rarest first (recomputed when availability changes).
+    order: Vec<ChunkRef>,
+    /// Chunks held (complete), per file.
+    held: Vec<Bitfield>,
+    /// Peers each in-flight chunk is being fetched from.
+    in_flight: HashMap<ChunkRef, Vec<PeerId>>,
+    /// What each peer said it has.
+    availability: HashMap<PeerId, Vec<Bitfield>>,
+    remaining: u64,
+}
+
+impl Scheduler {
+    /// A scheduler for files whose held chunks are `held`.
+    pub fn new(held: Vec<Bitfield>) -> Scheduler {
+        let mut order = Vec::new();
+        for (file, bits) in held.iter().enumerate() {
+            for chunk in 0..bits.len() {
+                if !bits.get(chunk) {
+                    order.push((file as u32, chunk));
+                }
+            }
+        }
+        let remaining = order.len() as u64;
+        Scheduler {
+            order,
+            held,
+            in_flight: HashMap::new(),
+            availability: HashMap::new(),
+            remaining,
+        }
+    }
+
+    /// Chunks not yet complete.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// Whether every chunk is complete.
+    pub fn is_done(&self) -> bool {
+        self.remaining == 0
+    }
+
+    /// Whether `bits` has the right shape for these files.
+    pub fn fits(&self, bits: &[Bitfield]) -> bool {
+        bits.len() == self.held.len()
+            && bits.iter().zip(&self.held).all(|(a, b)| a.len() == b.len())
+    }
+
+    /// Records what `peer` has (replacing what it said before) and re-sorts rarest first.
+    /// `bits` must [`fit`](Scheduler::fits).
+    pub fn set_availability(&mut self, peer: PeerId, bits: Vec<Bitfield>) {
+        self.availability.insert(peer, bits);
+        self.resort();
+    }
+
+    /// Forgets `peer` (gone or banned) and puts back what it was fetching.
+    pub fn remove_peer(&mut self, peer: &PeerId) {
+        self.availability.remove(peer);
+        for peers in self.in_flight.values_mut() {
+            peers.retain(|p| p != peer);
+        }
+        self.in_flight.retain(|_, peers| !peers.is_empty());
+        self.resort();
+    }
+
+    /// Whether `peer` has any chunk that is not complete.
+    pub fn peer_is_useful(&self, peer: &PeerId) -> bool {
+        let Some(bits) = self.availability.get(peer) else {
+            return false;
+        };
+        self.order
+            .iter()
+            .any(|&(f, c)| !self.held[f as usize].get(c) && bits[f as usize].get(c))
+    }
+
+    fn resort(&mut self) {
+        let held = &self.held;
+        self.order.retain(|&(f, c)| !held[f as usize].get(c));
+        let availability = &self.availability;
+        let holders = |&(f, c): &ChunkRef| {
+            availability
+                .values()
+                .filter(|bits| bits[f as usize].get(c))
+                .count()
+        };
+        // Stable: among equally rare chunks, file order then chunk order (sequential reads).
+        self.order.sort_by_cached_key(holders);
+    }
+
+    /// The next chunk to ask `peer` for, marked in flight; `None` if it has nothing needed.
+    pub fn next_for(&mut self, peer: PeerId) -> Option<ChunkRef> {
+        let bits = self.availability.get(&peer)?;
+        let held = &self.held;
+        let mut fresh = None;
+        let mut endgame = None;
+        let mut stale = false;
+        for &chunk in &self.order {
+            let (f, c) = chunk;
+            if held[f as usize].get(c) {
+                stale = true;
+                continue;
+            }
+            if !bits[f as usize].get(c) {
+                continue;
+            }
+            match self.in_flight.get(&chunk) {
+                None => {
+                    fresh = Some(chunk);
+                    break;
+                }
+                Some(peers) if endgame.is_none() && !peers.contains(&peer) => {
+                    endgame = Some(chunk);
+                }
+                Some(_) => {}
+            }
+        }
+        if stale {
+            self.order.retain(|&(f, c)| !held[f as usize].get(c));
+        }
+        // Endgame: every needed chunk this peer has is already in flight elsewhere; duplicate
+        // the rarest so a slow peer cannot hold up the end.
+        let chunk = fresh.or(endgame)?;
+        self.in_flight.entry(chunk).or_default().push(peer);
+        Some(chunk)
+    }
+
+    /// `peer` did not deliver `chunk`; it may be handed out again.
+    pub fn release(&mut self, peer: &PeerId, chunk: ChunkRef) {
+        if let Some(peers) = self.in_flight.get_mut(&chunk) {
+            peers.retain(|p| p != peer);
+            if peers.is_empty() {
+                self.in_flight.remove(&chunk);
+            }
+        }
+    }
+
+    /// `chunk` was verified; it is never handed out again. Returns false if it already was
+    /// (a duplicate from the endgame, to be dropped).
+    pub fn complete(&mut self, chunk: ChunkRef) -> bool {
+        let (f, c) = chunk;
+        self.in_flight.remove(&chunk);
+        if self.held[f as usize].get(c) {
+            return false;
+        }
+        self.held[f as usize].set(c, true);
+        self.remaining -= 1;
+        true
+    }
+
+    /// Peers currently fetching something.
+    pub fn busy_peers(&self) -> HashSet<PeerId> {
+        self.in_flight.values().flatten().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bits(len: u64, set: &[u64]) -> Bitfield {
+        let mut b = Bitfield::new(len);
+        for &i in set {
+            b.set(i, true);
+        }
+        b
+    }
+
+    #[test]
+    fn rarest_first_then_in_order() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut s = Scheduler::new(vec![bits(4, &[])]);
+        s.set_availability(a, vec![bits(4, &[0, 1, 2, 3])]);
+        s.set_availability(b, vec![bits(4, &[0, 1, 3])]);
+        // Chunk 2 only a has: rarest.
+        assert_eq!(s.next_for(a), Some((0, 2)));
+        assert_eq!(s.next_for(a), Some((0, 0)));
+        assert_eq!(s.next_for(b), Some((0, 1)));
+        assert_eq!(s.next_for(b), Some((0, 3)));
+    }
+
+    #[test]
+    fn held_chunks_are_never_asked_for() {
+        let a = PeerId::random();
+        let mut s = Scheduler::new(vec![bits(3, &[0, 2]), bits(1, &[])]);
+        assert_eq!(s.remaining(), 2);
+        s.set_availability(a, vec![bits(3, &[0, 1, 2]), bits(1, &[0])]);
+        let mut got = vec![s.next_for(a).unwrap(), s.next_for(a).unwrap()];
+        got.sort();
+        assert_eq!(got, vec![(0, 1), (1, 0)]);
+    }
+
+    #[test]
+    fn endgame_duplicates_to_another_peer_once() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut s = Scheduler::new(vec![bits(1, &[])]);
+        s.set_availability(a, vec![bits(1, &[0])]);
+        s.set_availability(b, vec![bits(1, &[0])]);
+        assert_eq!(s.next_for(a), Some((0, 0)));
+        assert_eq!(s.next_for(a), None, "never twice to the same peer");
+        assert_eq!(s.next_for(b), Some((0, 0)), "endgame: a second peer");
+        assert!(s.complete((0, 0)));
+        assert!(!s.complete((0, 0)), "the duplicate is dropped");
+        assert!(s.is_done());
+        assert_eq!(s.next_for(a), None);
+    }
+
+    #[test]
+    fn released_and_removed_chunks_go_back() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut s = Scheduler::new(vec![bits(2, &[])]);
+        s.set_availability(a, vec![bits(2, &[0, 1])]);
+        let first = s.next_for(a).unwrap();
+        s.release(&a, first);
+        assert_eq!(s.next_for(a), Some(first));
+        s.set_availability(b, vec![bits(2, &[0, 1])]);
+        s.remove_peer(&a);
+        assert!(!s.peer_is_useful(&a));
+        assert_eq!(s.next_for(b), Some(first), "a's chunk is free again");
+    }
+
+    #[test]
+    fn availability_must_fit() {
+        let s = Scheduler::new(vec![bits(3, &[]), bits(1, &[])]);
+        assert!(s.fits(&[bits(3, &[]), bits(1, &[])]));
+        assert!(!s.fits(&[bits(3, &[])]));
+        assert!(!s.fits(&[bits(4, &[]), bits(1, &[])]));
+    }
+}
