@@ -215,9 +215,12 @@ async fn run(node: &Node, item: &Arc<Item>, hints: Vec<PeerId>) -> Result<(), St
         written,
     });
     let mut writer = tokio::spawn(write_chunks(node.clone(), item.clone(), receiver));
+    // Peer discovery runs on its own task so a slow DHT lookup never delays the policy
+    // re-check or the handling of finished workers.
+    let (found, mut discovered) = mpsc::channel::<PeerId>(64);
+    let discovery = tokio::spawn(discover(node.clone(), id, hints, found));
     let mut workers: JoinSet<(PeerId, WorkerEnd)> = JoinSet::new();
     let mut active: HashSet<PeerId> = HashSet::new();
-    let mut refresh = tokio::time::interval(PEER_REFRESH);
     let mut recheck = tokio::time::interval(POLICY_RECHECK);
     let mut last_problem: Option<String> = None;
 
@@ -234,20 +237,17 @@ async fn run(node: &Node, item: &Arc<Item>, hints: Vec<PeerId>) -> Result<(), St
                     break Err(format!("stopped by the trust policy: {refusal}"));
                 }
             }
-            _ = refresh.tick() => {
-                for peer in candidates(node, id, &hints).await {
-                    if active.contains(&peer) {
-                        continue;
-                    }
-                    match start_worker(&download, peer).await {
-                        Ok(Some(session)) => {
-                            active.insert(peer);
-                            let download = download.clone();
-                            workers.spawn(async move { (peer, work(download, session).await) });
-                        }
-                        Ok(None) => {}
-                        Err(problem) => last_problem = Some(problem),
-                    }
+            Some(peer) = discovered.recv() => {
+                if !node.is_banned(&peer) && active.insert(peer) {
+                    let download = download.clone();
+                    workers.spawn(async move {
+                        let end = match start_worker(&download, peer).await {
+                            Ok(Some(session)) => work(download, session).await,
+                            Ok(None) => WorkerEnd::Gone(format!("peer {peer} has nothing needed")),
+                            Err(problem) => WorkerEnd::Gone(problem),
+                        };
+                        (peer, end)
+                    });
                 }
             }
             Some(joined) = workers.join_next(), if !workers.is_empty() => {
@@ -270,6 +270,7 @@ async fn run(node: &Node, item: &Arc<Item>, hints: Vec<PeerId>) -> Result<(), St
             }
         }
     };
+    discovery.abort();
     workers.shutdown().await;
     item.sending
         .lock()
@@ -294,6 +295,20 @@ async fn run(node: &Node, item: &Arc<Item>, hints: Vec<PeerId>) -> Result<(), St
         return Ok(());
     }
     finish(node, item).await
+}
+
+/// Sends every candidate peer for `id` to `found`, again every [`PEER_REFRESH`] (the download
+/// ignores peers it already works with).
+async fn discover(node: Node, id: ManifestId, hints: Vec<PeerId>, found: mpsc::Sender<PeerId>) {
+    let mut refresh = tokio::time::interval(PEER_REFRESH);
+    loop {
+        refresh.tick().await;
+        for peer in candidates(&node, id, &hints).await {
+            if found.send(peer).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Opens a session with `peer` and asks what it has; returns the session if it has chunks this

@@ -236,6 +236,9 @@ pub fn spawn(config: NetworkConfig) -> Result<Network, NetworkError> {
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
             kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
             kad_config.set_query_timeout(PROVIDER_QUERY_TIMEOUT);
+            // The event loop bootstraps on its own timer when it has bootstrap peers; kad's
+            // automatic one only warns on a lone node.
+            kad_config.set_periodic_bootstrap_interval(None);
             let store = MemoryStore::with_config(
                 peer_id,
                 kad::store::MemoryStoreConfig {
