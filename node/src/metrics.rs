@@ -2,6 +2,7 @@
 //!
 //! Counters only grow for the life of the daemon process; gauges are set when scraped.
 
+use licet_proto::policy::RefusalReason;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -13,6 +14,15 @@ use prometheus_client::{
 pub struct ReasonLabel {
     /// The refusal reason, as its Rust name (`Expired`, `UntrustedPublisher`, …).
     pub reason: String,
+}
+
+impl ReasonLabel {
+    /// The label of `reason`.
+    pub fn of(reason: RefusalReason) -> ReasonLabel {
+        ReasonLabel {
+            reason: format!("{reason:?}"),
+        }
+    }
 }
 
 /// Labels naming a peer.
@@ -115,6 +125,11 @@ impl Metrics {
             "Connected peers",
             metrics.peers_connected.clone(),
         );
+        // Every refusal reason is shown from the start, at zero, so a scrape (or an alert on
+        // a rate) need not wait for the first refusal of each kind.
+        for reason in RefusalReason::ALL {
+            drop(metrics.refusals.get_or_create(&ReasonLabel::of(reason)));
+        }
         Metrics {
             registry,
             ..metrics
@@ -122,12 +137,8 @@ impl Metrics {
     }
 
     /// Counts a refusal.
-    pub fn refused(&self, reason: licet_proto::policy::RefusalReason) {
-        self.refusals
-            .get_or_create(&ReasonLabel {
-                reason: format!("{reason:?}"),
-            })
-            .inc();
+    pub fn refused(&self, reason: RefusalReason) {
+        self.refusals.get_or_create(&ReasonLabel::of(reason)).inc();
     }
 
     /// The Prometheus text exposition.

@@ -71,6 +71,23 @@ pub enum RefusalReason {
 }
 
 impl RefusalReason {
+    /// Every reason, in wire order (so metrics can show each one from the start, at zero).
+    pub const ALL: [RefusalReason; 13] = [
+        RefusalReason::UntrustedPublisher,
+        RefusalReason::InvalidSignature,
+        RefusalReason::InvalidDelegation,
+        RefusalReason::DelegationNotValidNow,
+        RefusalReason::DelegateRevoked,
+        RefusalReason::NotYetValid,
+        RefusalReason::Expired,
+        RefusalReason::RegionNotLicensed,
+        RefusalReason::Revoked,
+        RefusalReason::NotInCatalog,
+        RefusalReason::NoValidCatalog,
+        RefusalReason::NotHeld,
+        RefusalReason::BadRequest,
+    ];
+
     /// A short description, as shown to people.
     pub fn describe(self) -> &'static str {
         match self {

@@ -485,6 +485,15 @@ fn enum_variant_indexes_are_append_only() {
     for (reason, hex) in reasons {
         golden(&reason, &[hex]);
     }
+    // `RefusalReason::ALL` lists every reason, in wire order (metrics rely on it).
+    assert_eq!(
+        RefusalReason::ALL.to_vec(),
+        reasons.map(|(r, _)| r).to_vec()
+    );
+    assert!(
+        postcard::from_bytes::<RefusalReason>(&[RefusalReason::ALL.len() as u8]).is_err(),
+        "a reason past RefusalReason::ALL exists: add it there"
+    );
     golden(&DelegationScope::AllManifests, &["00"]);
     golden(
         &DelegationScope::TitlePrefix("Film".into()),
