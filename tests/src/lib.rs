@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end tests: find the real binaries, run them with a deadline, and keep
-//! their output for assertions.
+//! their output for assertions; and [`TestNet`], which starts real `licet-node` daemons on
+//! 127.0.0.1 (ephemeral ports, temporary data directories) and kills them when dropped.
 //!
 //! The binaries are the ones cargo built next to the test executable (`target/<profile>/`), so
 //! `cargo test --workspace` always tests what it just built.
@@ -7,9 +8,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    io::Read as _,
+    io::{Read as _, Write as _},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -74,46 +75,82 @@ impl Outcome {
 
 /// Runs `program args…` in `dir` with no stdin, waiting at most [`COMMAND_TIMEOUT`].
 pub fn run(program: &Path, dir: &Path, args: &[&str]) -> Outcome {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    // Drain both pipes on threads so a chatty child cannot block on a full pipe.
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+    Running::spawn(program, dir, args).wait(COMMAND_TIMEOUT)
+}
+
+/// A command running in the background, its output collected on threads. Dropping it kills the
+/// process (so a failing test leaves nothing behind).
+pub struct Running {
+    child: Child,
+    what: String,
+    out_reader: Option<std::thread::JoinHandle<String>>,
+    err_reader: Option<std::thread::JoinHandle<String>>,
+    finished: bool,
+}
+
+impl Running {
+    /// Starts `program args…` in `dir` with no stdin and both outputs piped.
+    pub fn spawn(program: &Path, dir: &Path, args: &[&str]) -> Running {
+        let mut child = Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        // Drain both pipes on threads so a chatty child cannot block on a full pipe.
+        let mut out = child.stdout.take().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let out_reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        let err_reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        Running {
+            child,
+            what: format!("{} {args:?}", program.display()),
+            out_reader: Some(out_reader),
+            err_reader: Some(err_reader),
+            finished: false,
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{} {args:?} did not finish within {COMMAND_TIMEOUT:?}",
-                program.display()
-            );
+    }
+
+    /// Waits at most `timeout` for the command to exit; kills it and panics after that.
+    pub fn wait(mut self, timeout: Duration) -> Outcome {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                self.finished = true;
+                panic!("{} did not finish within {timeout:?}", self.what);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        self.finished = true;
+        Outcome {
+            code: status.code(),
+            stdout: self.out_reader.take().unwrap().join().unwrap(),
+            stderr: self.err_reader.take().unwrap().join().unwrap(),
         }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Outcome {
-        code: status.code(),
-        stdout: out_reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -182,4 +219,591 @@ pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// Writes `len` pseudo-random bytes (seeded) to `path` in blocks, creating parent directories;
+/// for files too big to build in memory comfortably.
+pub fn write_pseudo_random_file(path: &Path, len: u64, seed: u64) {
+    const BLOCK: u64 = 1024 * 1024;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut written = 0;
+    let mut block = 0u64;
+    while written < len {
+        let n = BLOCK.min(len - written);
+        let bytes = pseudo_random_bytes(n as usize, seed.wrapping_mul(1_000_003) ^ block);
+        file.write_all(&bytes).unwrap();
+        written += n;
+        block += 1;
+    }
+    file.flush().unwrap();
+}
+
+/// Panics unless the files at `expected` and `actual` hold the same bytes (naming the first
+/// offset where they differ).
+#[track_caller]
+pub fn assert_same_file(expected: &Path, actual: &Path) {
+    let open = |path: &Path| {
+        std::io::BufReader::with_capacity(
+            1024 * 1024,
+            std::fs::File::open(path)
+                .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display())),
+        )
+    };
+    let (expected_len, actual_len) = (
+        std::fs::metadata(expected).unwrap().len(),
+        std::fs::metadata(actual).unwrap().len(),
+    );
+    assert_eq!(
+        expected_len,
+        actual_len,
+        "{} has {actual_len} bytes, {} has {expected_len}",
+        actual.display(),
+        expected.display()
+    );
+    let (mut a, mut b) = (open(expected), open(actual));
+    let (mut buf_a, mut buf_b) = (vec![0u8; 1024 * 1024], vec![0u8; 1024 * 1024]);
+    let mut offset = 0u64;
+    loop {
+        let n = read_full(&mut a, &mut buf_a);
+        let m = read_full(&mut b, &mut buf_b);
+        assert_eq!(n, m, "{} ends early", actual.display());
+        if n == 0 {
+            return;
+        }
+        if buf_a[..n] != buf_b[..n] {
+            let at = buf_a[..n]
+                .iter()
+                .zip(&buf_b[..n])
+                .position(|(x, y)| x != y)
+                .unwrap();
+            panic!(
+                "{} differs from {} at byte {}",
+                actual.display(),
+                expected.display(),
+                offset + at as u64
+            );
+        }
+        offset += n as u64;
+    }
+}
+
+fn read_full(reader: &mut impl std::io::Read, buf: &mut [u8]) -> usize {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]).unwrap() {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    filled
+}
+
+/// Polls `probe` every `interval` until it returns `Some`, for at most `timeout`; panics naming
+/// `what` after that.
+#[track_caller]
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+/// How long a daemon may take to start: its API answering and its swarm listening.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a daemon may take to exit after SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a node may take to connect to its bootstrap peers.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lines of each node's log shown when a test fails.
+pub const LOG_TAIL_LINES: usize = 80;
+/// Environment variables of the daemon's configuration, removed so the developer's own
+/// settings cannot change what a test runs.
+const CONFIG_ENV: [&str; 5] = [
+    "LICET_DATA_DIR",
+    "LICET_LISTEN",
+    "LICET_BOOTSTRAP",
+    "LICET_REGION",
+    "LICET_API_LISTEN",
+];
+
+/// A local swarm for one test: a temporary directory (with a [`Workdir`] for the publisher's
+/// files and `licet-manifest`), and the nodes started in it, each with its data directory in
+/// `nodes/<name>` and its log in `logs/<name>.log`.
+///
+/// Declare it before its nodes, so the nodes are dropped (killed) first; if the test is
+/// panicking, dropping the net then prints the tail of every node's log.
+pub struct TestNet {
+    work: Workdir,
+    node_bin: PathBuf,
+    logs: std::cell::RefCell<Vec<(String, PathBuf)>>,
+}
+
+impl Default for TestNet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestNet {
+    /// An empty net in a fresh temporary directory.
+    pub fn new() -> TestNet {
+        TestNet {
+            work: Workdir::new(),
+            node_bin: bin("licet-node"),
+            logs: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The temporary directory, with `licet-manifest` at hand.
+    pub fn work(&self) -> &Workdir {
+        &self.work
+    }
+
+    /// Starts `licet-node run --data-dir <tmp>/nodes/<name> --listen /ip4/127.0.0.1/tcp/0
+    /// <extra…>` and waits (at most [`START_TIMEOUT`]) until its API answers and it listens.
+    #[track_caller]
+    pub fn start(&self, name: &str, extra: &[&str]) -> TestNode {
+        let log = self.work.join(&format!("logs/{name}.log"));
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        self.logs.borrow_mut().push((name.to_owned(), log.clone()));
+        let mut node = TestNode {
+            name: name.to_owned(),
+            node_bin: self.node_bin.clone(),
+            work_dir: self.work.path().to_owned(),
+            data_dir: self.work.join(&format!("nodes/{name}")),
+            log,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            child: None,
+            starts: 0,
+            peer_id: String::new(),
+            addr: String::new(),
+        };
+        node.spawn_and_wait();
+        node
+    }
+
+    /// Starts a node that bootstraps from `peer`, and waits until it is connected to it.
+    #[track_caller]
+    pub fn start_joined(&self, name: &str, peer: &TestNode, extra: &[&str]) -> TestNode {
+        let mut args = vec!["--bootstrap", peer.addr()];
+        args.extend_from_slice(extra);
+        let node = self.start(name, &args);
+        node.wait_for_peer(peer);
+        node
+    }
+
+    /// The last [`LOG_TAIL_LINES`] lines of every node's log, each under a header.
+    pub fn log_tails(&self) -> String {
+        let mut text = String::new();
+        for (name, path) in self.logs.borrow().iter() {
+            text.push_str(&format!(
+                "\n===== {name}: last lines of {} =====\n{}",
+                path.display(),
+                log_tail(path, LOG_TAIL_LINES)
+            ));
+        }
+        text
+    }
+
+    /// Prints [`TestNet::log_tails`] on stderr (which the test harness shows for a failed test).
+    pub fn dump_logs(&self) {
+        eprintln!("{}", self.log_tails());
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+    }
+}
+
+/// The last `lines` lines of the file at `path` (or why it cannot be read).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+/// One `licet-node run` daemon, started by [`TestNet::start`]. Dropping it kills the daemon
+/// (SIGKILL) and reaps it.
+pub struct TestNode {
+    name: String,
+    node_bin: PathBuf,
+    work_dir: PathBuf,
+    data_dir: PathBuf,
+    log: PathBuf,
+    extra: Vec<String>,
+    child: Option<Child>,
+    starts: u32,
+    peer_id: String,
+    addr: String,
+}
+
+impl TestNode {
+    /// The node's name in its net.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Its libp2p peer id.
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    /// Its TCP listen address on 127.0.0.1, ending in `/p2p/<peer id>` (for `--bootstrap`).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.log, lines)
+    }
+
+    fn spawn_and_wait(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        std::fs::create_dir_all(&self.data_dir).unwrap();
+        self.starts += 1;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        writeln!(
+            log,
+            "===== start {} of {}: licet-node run {:?}",
+            self.starts, self.name, self.extra
+        )
+        .unwrap();
+        let mut command = Command::new(&self.node_bin);
+        command
+            .arg("run")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(&self.extra)
+            .current_dir(&self.work_dir)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for name in CONFIG_ENV {
+            command.env_remove(name);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.node_bin.display()));
+        // Owned by `self` before any wait, so a panic below still kills it in `drop`.
+        self.child = Some(child);
+
+        // A restart after kill -9 finds the old `api-addr` still there: wait until `status`
+        // answers, not merely until the file exists.
+        let status = wait_for(
+            &format!("{} to answer `status` and listen", self.name),
+            START_TIMEOUT,
+            Duration::from_millis(50),
+            || {
+                if let Some(exit) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                    self.child = None;
+                    panic!(
+                        "{} exited ({exit}) before its API was up; log:\n{}",
+                        self.name,
+                        self.log_tail(LOG_TAIL_LINES)
+                    );
+                }
+                if !self.data_dir.join("api-addr").exists() {
+                    return None;
+                }
+                let out = self.client(&["status", "--json"]);
+                if out.code != Some(0) {
+                    return None;
+                }
+                let status = out.json();
+                let listening = status["listen_addrs"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty());
+                listening.then_some(status)
+            },
+        );
+        self.peer_id = status["peer_id"].as_str().unwrap().to_owned();
+        let addrs: Vec<&str> = status["listen_addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        for addr in &addrs {
+            assert!(
+                addr.ends_with(&format!("/p2p/{}", self.peer_id)),
+                "{}: listen address {addr} does not end in /p2p/<peer id>",
+                self.name
+            );
+        }
+        self.addr = addrs
+            .iter()
+            .find(|a| a.starts_with("/ip4/127.0.0.1/tcp/"))
+            .unwrap_or_else(|| panic!("{}: no TCP address on 127.0.0.1 in {addrs:?}", self.name))
+            .to_string();
+    }
+
+    /// Runs `licet-node --data-dir <its dir> args…` (a client of its API).
+    pub fn client(&self, args: &[&str]) -> Outcome {
+        let data_dir = self.data_dir.to_str().unwrap();
+        let mut all = vec!["--data-dir", data_dir];
+        all.extend_from_slice(args);
+        run(&self.node_bin, &self.work_dir, &all)
+    }
+
+    /// Runs `licet-node --data-dir <its dir> args… --json`, which must succeed, and returns
+    /// its output as JSON.
+    #[track_caller]
+    pub fn client_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.client(&all);
+        assert_eq!(
+            out.code,
+            Some(0),
+            "{}: licet-node {all:?} failed\n--- stdout\n{}\n--- stderr\n{}",
+            self.name,
+            out.stdout,
+            out.stderr
+        );
+        out.json()
+    }
+
+    /// Starts `licet-node --data-dir <its dir> args…` in the background (e.g. a `get` that
+    /// watches a download).
+    pub fn spawn_client(&self, args: &[&str]) -> Running {
+        let data_dir = self.data_dir.to_str().unwrap();
+        let mut all = vec!["--data-dir", data_dir];
+        all.extend_from_slice(args);
+        Running::spawn(&self.node_bin, &self.work_dir, &all)
+    }
+
+    /// `licet-node trust add PUBKEY`, which must succeed.
+    #[track_caller]
+    pub fn trust(&self, publisher: &str) {
+        self.client_json(&["trust", "add", publisher]);
+    }
+
+    /// The item of `ls --json` whose `manifest_id` is `id`, if it is held.
+    #[track_caller]
+    pub fn content(&self, id: &str) -> Option<serde_json::Value> {
+        let list = self.client_json(&["ls"]);
+        list["content"]
+            .as_array()
+            .unwrap_or_else(|| panic!("`ls --json` has no content list: {list}"))
+            .iter()
+            .find(|item| item["manifest_id"] == id)
+            .cloned()
+    }
+
+    /// Polls `ls --json` (every 100 ms, at most `timeout`) until `id`'s item satisfies `done`.
+    #[track_caller]
+    pub fn wait_for_content(
+        &self,
+        id: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut last = None;
+        let found = wait_or_none(timeout, Duration::from_millis(100), || {
+            let item = self.content(id);
+            let ok = item.as_ref().is_some_and(&done);
+            last = item.clone();
+            if ok { item } else { None }
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "{}: timed out after {timeout:?} waiting for {id} to be {what}; last seen: {}",
+                self.name,
+                last.map_or("not held".to_owned(), |v| v.to_string())
+            )
+        })
+    }
+
+    /// Waits until `peer` is among this node's connected peers (`peers --json`).
+    #[track_caller]
+    pub fn wait_for_peer(&self, peer: &TestNode) {
+        wait_for(
+            &format!("{} to connect to {}", self.name, peer.name),
+            CONNECT_TIMEOUT,
+            Duration::from_millis(50),
+            || {
+                let peers = self.client_json(&["peers"]);
+                peers["peers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["peer_id"] == peer.peer_id())
+                    .then_some(())
+            },
+        );
+    }
+
+    /// `GET /metrics` on its API address (no token), as text.
+    #[track_caller]
+    pub fn metrics(&self) -> String {
+        use std::io::Read as _;
+        let addr_text = std::fs::read_to_string(self.data_dir.join("api-addr"))
+            .unwrap_or_else(|e| panic!("{}: no api-addr: {e}", self.name));
+        let addr: std::net::SocketAddr = addr_text.trim().parse().unwrap();
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        // HTTP/1.0: the reply is not chunked and ends when the connection closes.
+        stream
+            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        let (head, body) = reply
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("not an HTTP reply: {reply}"));
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{}: GET /metrics answered {head}",
+            self.name
+        );
+        body.to_owned()
+    }
+
+    /// The value of the sample `name` (with its labels, exactly as exposed, e.g.
+    /// `licet_refusals_total{reason="Expired"}`) in its `/metrics`; 0 if the sample is absent but
+    /// its metric is declared (a labelled counter not yet counted). Panics if the metric itself
+    /// is unknown, so a misspelt name cannot pass as 0.
+    #[track_caller]
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            if let Some((key, value)) = line.rsplit_once(' ')
+                && key == name
+            {
+                return value.parse().unwrap();
+            }
+        }
+        let family = name.split('{').next().unwrap();
+        let base = family.strip_suffix("_total").unwrap_or(family);
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# TYPE {base} "))),
+            "{}: /metrics has no metric {family}:\n{text}",
+            self.name
+        );
+        0.0
+    }
+
+    /// Kills the daemon with SIGKILL and reaps it.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("the node is not running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM (with the `kill` command) and waits at most [`STOP_TIMEOUT`] for the daemon
+    /// to exit; returns how it exited. Panics (after SIGKILL) if it does not.
+    #[track_caller]
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.pid().expect("the node is not running").to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let child = self.child.as_mut().unwrap();
+        let exited = wait_or_none(STOP_TIMEOUT, Duration::from_millis(20), || {
+            child.try_wait().unwrap()
+        });
+        match exited {
+            Some(status) => {
+                self.child = None;
+                status
+            }
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.child = None;
+                panic!(
+                    "{} did not exit within {STOP_TIMEOUT:?} of SIGTERM; log:\n{}",
+                    self.name,
+                    self.log_tail(LOG_TAIL_LINES)
+                );
+            }
+        }
+    }
+
+    /// Starts the daemon again with the same data directory and arguments (its listen port
+    /// changes: `tcp/0`).
+    #[track_caller]
+    pub fn restart(&mut self) {
+        self.spawn_and_wait();
+    }
+
+    /// Starts the daemon again with the same data directory and new extra arguments.
+    #[track_caller]
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        self.spawn_and_wait();
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Like [`wait_for`], but returns `None` on timeout instead of panicking.
+fn wait_or_none<T>(
+    timeout: Duration,
+    interval: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(interval);
+    }
 }

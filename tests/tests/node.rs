@@ -1,0 +1,567 @@
+//! `licet-node` end to end: real daemons as separate processes on 127.0.0.1 (ephemeral ports,
+//! temporary data directories), driven through the client subcommands a user types, with
+//! `licet-manifest` as the rights holder's tool. What each test asserts is what a user sees:
+//! exit codes, `--json` replies, error messages, the bytes on disk, and `/metrics`.
+//!
+//! Every wait is a bounded poll of the API (or of the process); every daemon is killed when its
+//! `TestNode` is dropped, also when a test panics, and a failing test prints the tail of every
+//! node's log.
+
+use std::{path::Path, time::Duration};
+
+use licet_proto::{SecretKey, signed::Signed};
+use licet_tests::{
+    Running, TestNet, TestNode, assert_same_file, pseudo_random_bytes, wait_for,
+    write_pseudo_random_file,
+};
+use serde_json::Value;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+/// The chunk size of the edge-case release.
+const CS: u64 = 16 * KIB;
+/// How long a download may take before the test gives up on it.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `licet-manifest create CONTENT --key publisher.pem --title TITLE -o MANIFEST extra… --json`.
+fn create(net: &TestNet, content: &str, title: &str, manifest: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "create",
+        content,
+        "--key",
+        "publisher.pem",
+        "--title",
+        title,
+        "-o",
+        manifest,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    net.work().manifest(&args).ok().json()
+}
+
+/// A small two-file release in `dir`, signed into `manifest` with `extra` options; returns
+/// `create --json`'s reply.
+fn small_release(net: &TestNet, dir: &str, manifest: &str, extra: &[&str]) -> Value {
+    let w = net.work();
+    w.write(&format!("{dir}/film.bin"), &pseudo_random_bytes(200_000, 7));
+    w.write(
+        &format!("{dir}/subtitles.srt"),
+        b"1\n00:00:01,000 --> 00:00:02,000\nHi\n",
+    );
+    create(net, dir, "Small film", manifest, extra)
+}
+
+/// Starts node `name`, trusts `publisher` there, and seeds `manifest` from `content` with `add`.
+fn seeder(net: &TestNet, name: &str, publisher: &str, manifest: &str, content: &str) -> TestNode {
+    let node = net.start(name, &[]);
+    node.trust(publisher);
+    let added = node.client_json(&["add", manifest, "--content", content]);
+    assert_eq!(added["state"], "complete", "{added}");
+    assert_eq!(added["refused"], Value::Null, "{added}");
+    node
+}
+
+fn text(value: &Value) -> &str {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value}"))
+}
+
+fn count(value: &Value) -> u64 {
+    value
+        .as_u64()
+        .unwrap_or_else(|| panic!("not a count: {value}"))
+}
+
+/// Files in `dir` (none if it does not exist).
+fn entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
+}
+
+/// A refusal counted by a node's `/metrics`.
+fn refusals(node: &TestNode, reason: &str) -> f64 {
+    node.metric(&format!("licet_refusals_total{{reason=\"{reason}\"}}"))
+}
+
+#[test]
+fn two_nodes_fetch_a_multi_file_release_with_edge_case_sizes() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    let files: [(&str, u64); 6] = [
+        ("empty.bin", 0),
+        ("one.bin", 1),
+        ("sub/chunk-minus-one.bin", CS - 1),
+        ("sub/chunk.bin", CS),
+        ("sub/deeper/chunk-plus-one.bin", CS + 1),
+        ("many.bin", 3 * MIB + 17),
+    ];
+    for (i, (path, size)) in files.iter().enumerate() {
+        w.write(
+            &format!("release/{path}"),
+            &pseudo_random_bytes(*size as usize, i as u64 + 1),
+        );
+    }
+    let total_bytes: u64 = files.iter().map(|f| f.1).sum();
+    // An empty file has one (empty) chunk.
+    let total_chunks: u64 = files.iter().map(|f| f.1.div_ceil(CS).max(1)).sum();
+    let created = create(
+        &net,
+        "release",
+        "Edge cases",
+        "edge.manifest",
+        &["--chunk-size", "16KiB"],
+    );
+    let id = text(&created["manifest_id"]);
+    let link = text(&created["link"]);
+
+    let a = seeder(&net, "a", &publisher, "edge.manifest", "release");
+    let b = net.start_joined("b", &a, &[]);
+    b.trust(&publisher);
+    let got = b.client_json(&["get", link, "-o", "downloads/edge"]);
+
+    assert_eq!(got["manifest_id"], id, "{got}");
+    assert_eq!(got["state"], "complete", "{got}");
+    assert_eq!(got["refused"], Value::Null, "{got}");
+    assert_eq!(got["error"], Value::Null, "{got}");
+    assert_eq!(count(&got["total_bytes"]), total_bytes, "{got}");
+    assert_eq!(count(&got["have_bytes"]), total_bytes, "{got}");
+    assert_eq!(count(&got["total_chunks"]), total_chunks, "{got}");
+    assert_eq!(count(&got["have_chunks"]), total_chunks, "{got}");
+    assert_eq!(count(&got["fetched_chunks"]), total_chunks, "{got}");
+    assert_eq!(count(&got["source_peers"]), 1, "{got}");
+    for (path, size) in files {
+        let fetched = w.join(&format!("downloads/edge/{path}"));
+        assert_same_file(&w.join(&format!("release/{path}")), &fetched);
+        assert_eq!(std::fs::metadata(&fetched).unwrap().len(), size, "{path}");
+    }
+
+    let listed = b.content(id).expect("`ls` lists the fetched release");
+    assert_eq!(listed["state"], "complete", "{listed}");
+    assert_eq!(count(&listed["have_chunks"]), total_chunks, "{listed}");
+    assert_eq!(
+        Path::new(text(&listed["dir"])),
+        std::fs::canonicalize(w.join("downloads/edge")).unwrap()
+    );
+    assert_eq!(
+        b.metric("licet_chunks_fetched_total"),
+        total_chunks as f64,
+        "every chunk fetched once"
+    );
+    assert!(a.metric("licet_chunks_served_total") >= total_chunks as f64);
+    assert!(a.metric("licet_bytes_out_total") >= total_bytes as f64);
+}
+
+#[test]
+fn four_nodes_a_downloader_gets_chunks_from_several_peers() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    write_pseudo_random_file(&w.join("release/film.bin"), 96 * MIB, 4);
+    let created = create(
+        &net,
+        "release",
+        "Four nodes",
+        "film.manifest",
+        &["--chunk-size", "256KiB"],
+    );
+    let id = text(&created["manifest_id"]);
+    let link = text(&created["link"]);
+
+    let a = seeder(&net, "a", &publisher, "film.manifest", "release");
+    let b = net.start_joined("b", &a, &[]);
+    let c = net.start_joined("c", &a, &[]);
+    let d = net.start_joined("d", &a, &[]);
+    for node in [&b, &c, &d] {
+        node.trust(&publisher);
+    }
+    // B and C start fetching from A; D starts while each of them holds only part of it.
+    let b_get = b.spawn_client(&["get", link, "-o", "downloads/b", "--json"]);
+    let c_get = c.spawn_client(&["get", link, "-o", "downloads/c", "--json"]);
+    let (b_had, c_had, total) = wait_for(
+        "B and C to hold some chunks",
+        DOWNLOAD_TIMEOUT,
+        Duration::from_millis(20),
+        || {
+            let (b_item, c_item) = (b.content(id)?, c.content(id)?);
+            let (b_had, c_had) = (count(&b_item["have_chunks"]), count(&c_item["have_chunks"]));
+            (b_had > 0 && c_had > 0).then(|| (b_had, c_had, count(&b_item["total_chunks"])))
+        },
+    );
+    let d_get = d.spawn_client(&["get", link, "-o", "downloads/d", "--json"]);
+    assert!(
+        b_had < total && c_had < total,
+        "B ({b_had}) and C ({c_had}) of {total} chunks were to hold only part when D started \
+         (too fast for this test: make the release bigger)"
+    );
+
+    let d_out = d_get.wait(DOWNLOAD_TIMEOUT);
+    d_out.ok();
+    let got = d_out.json();
+    assert_eq!(got["state"], "complete", "{got}");
+    assert_eq!(count(&got["have_chunks"]), total, "{got}");
+    assert_eq!(count(&got["fetched_chunks"]), total, "{got}");
+    assert!(
+        count(&got["source_peers"]) >= 2,
+        "D received chunks from only {} peer(s): {got}",
+        got["source_peers"]
+    );
+    let served_by_b_and_c =
+        b.metric("licet_chunks_served_total") + c.metric("licet_chunks_served_total");
+    assert!(
+        served_by_b_and_c > 0.0,
+        "B and C served nothing (A alone served D)"
+    );
+    assert_same_file(&w.join("release/film.bin"), &w.join("downloads/d/film.bin"));
+
+    for (node, out) in [(&b, b_get), (&c, c_get)] {
+        let out = out.wait(DOWNLOAD_TIMEOUT);
+        out.ok();
+        assert_eq!(out.json()["state"], "complete", "{}", node.name());
+        assert_same_file(
+            &w.join("release/film.bin"),
+            &w.join(&format!("downloads/{}/film.bin", node.name())),
+        );
+    }
+}
+
+#[test]
+fn a_downloader_that_does_not_trust_the_publisher_refuses_before_fetching_a_byte() {
+    let net = TestNet::new();
+    let publisher = net.work().keygen("publisher.pem");
+    let created = small_release(&net, "release", "film.manifest", &[]);
+    let id = text(&created["manifest_id"]);
+    let a = seeder(&net, "a", &publisher, "film.manifest", "release");
+    let b = net.start_joined("b", &a, &[]);
+
+    let out = b.client(&["get", text(&created["link"]), "-o", "downloads/film"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("publisher is not trusted") && out.stderr.contains(&publisher),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains(a.peer_id()),
+        "B's own policy refuses it, not A: {}",
+        out.stderr
+    );
+    assert!(b.content(id).is_none(), "B keeps nothing of a refused item");
+    assert_eq!(entries(&net.work().join("downloads/film")), 0);
+    assert_eq!(a.metric("licet_chunks_served_total"), 0.0);
+    assert_eq!(refusals(&a, "UntrustedPublisher"), 0.0);
+}
+
+#[test]
+fn a_seeder_that_stops_trusting_the_publisher_refuses_on_the_wire() {
+    let net = TestNet::new();
+    let publisher = net.work().keygen("publisher.pem");
+    let created = small_release(&net, "release", "film.manifest", &[]);
+    let id = text(&created["manifest_id"]);
+    let a = seeder(&net, "a", &publisher, "film.manifest", "release");
+    a.client_json(&["trust", "rm", &publisher]);
+    let seeded = a.content(id).expect("A still lists the item");
+    assert_eq!(
+        seeded["refused"]["reason"], "UntrustedPublisher",
+        "{seeded}"
+    );
+
+    let b = net.start_joined("b", &a, &[]);
+    b.trust(&publisher);
+    let out = b.client(&["get", text(&created["link"]), "-o", "downloads/film"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("publisher is not trusted") && out.stderr.contains(a.peer_id()),
+        "A's refusal, from the wire: {}",
+        out.stderr
+    );
+    assert!(refusals(&a, "UntrustedPublisher") >= 1.0);
+    assert_eq!(a.metric("licet_chunks_served_total"), 0.0);
+    assert!(b.content(id).is_none());
+}
+
+#[test]
+fn an_ended_licence_is_refused_on_the_wire() {
+    let net = TestNet::new();
+    let publisher = net.work().keygen("publisher.pem");
+    let created = small_release(&net, "release", "short.manifest", &["--not-after", "+6s"]);
+    let id = text(&created["manifest_id"]);
+    let a = seeder(&net, "a", &publisher, "short.manifest", "release");
+    let b = net.start_joined("b", &a, &[]);
+    b.trust(&publisher);
+
+    let ended = a.wait_for_content(id, "refused as expired", Duration::from_secs(60), |item| {
+        item["refused"]["reason"] == "Expired"
+    });
+    assert!(
+        text(&ended["refused"]["detail"]).contains("licence ended at"),
+        "{ended}"
+    );
+    let out = b.client(&["get", text(&created["link"]), "-o", "downloads/film"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("licence window has ended") && out.stderr.contains(a.peer_id()),
+        "A's refusal, from the wire: {}",
+        out.stderr
+    );
+    assert!(refusals(&a, "Expired") >= 1.0);
+    assert_eq!(a.metric("licet_chunks_served_total"), 0.0);
+    assert!(b.content(id).is_none());
+}
+
+#[test]
+fn a_licence_that_has_not_started_cannot_be_added() {
+    let net = TestNet::new();
+    let publisher = net.work().keygen("publisher.pem");
+    let created = small_release(&net, "release", "later.manifest", &["--not-before", "+1d"]);
+    let a = net.start("a", &[]);
+    a.trust(&publisher);
+
+    let out = a.client(&["add", "later.manifest", "--content", "release"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("licence window has not started"),
+        "{}",
+        out.stderr
+    );
+    assert!(a.content(text(&created["manifest_id"])).is_none());
+}
+
+#[test]
+fn a_seeder_restarted_in_an_unlicensed_region_refuses_on_the_wire() {
+    let net = TestNet::new();
+    let publisher = net.work().keygen("publisher.pem");
+    let created = small_release(&net, "release", "fr.manifest", &["--regions", "FR"]);
+    let id = text(&created["manifest_id"]);
+    let mut a = seeder(&net, "a", &publisher, "fr.manifest", "release");
+    assert_eq!(a.terminate().code(), Some(0));
+    a.restart_with(&["--region", "US"]);
+    let item = a.content(id).expect("A keeps the item across the restart");
+    assert_eq!(item["refused"]["reason"], "RegionNotLicensed", "{item}");
+
+    let b = net.start_joined("b", &a, &[]);
+    b.trust(&publisher);
+    let out = b.client(&["get", text(&created["link"]), "-o", "downloads/film"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("not licensed in this region") && out.stderr.contains(a.peer_id()),
+        "A's refusal, from the wire: {}",
+        out.stderr
+    );
+    assert!(refusals(&a, "RegionNotLicensed") >= 1.0);
+    assert_eq!(a.metric("licet_chunks_served_total"), 0.0);
+    assert!(b.content(id).is_none());
+}
+
+#[test]
+fn a_downloader_in_an_unlicensed_region_refuses_before_fetching_a_byte() {
+    let net = TestNet::new();
+    let publisher = net.work().keygen("publisher.pem");
+    let created = small_release(&net, "release", "fr.manifest", &["--regions", "FR"]);
+    let id = text(&created["manifest_id"]);
+    let a = seeder(&net, "a", &publisher, "fr.manifest", "release");
+    let b = net.start_joined("b", &a, &["--region", "US"]);
+    b.trust(&publisher);
+    assert_eq!(b.client_json(&["status"])["region"], "US");
+
+    let out = b.client(&["get", text(&created["link"]), "-o", "downloads/film"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("not licensed in this region") && out.stderr.contains("US"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains(a.peer_id()),
+        "B's own policy refuses it, not A: {}",
+        out.stderr
+    );
+    assert!(b.content(id).is_none());
+    assert_eq!(entries(&net.work().join("downloads/film")), 0);
+    assert_eq!(a.metric("licet_chunks_served_total"), 0.0);
+    assert_eq!(refusals(&a, "RegionNotLicensed"), 0.0);
+}
+
+#[test]
+fn tampered_unsigned_and_foreign_signed_manifests_cannot_be_added() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    w.keygen("other.pem");
+    let created = small_release(&net, "release", "film.manifest", &[]);
+    let genuine = std::fs::read(w.join("film.manifest")).unwrap();
+
+    // The title changed inside the signed body.
+    let mut tampered = genuine.clone();
+    let at = tampered
+        .windows(10)
+        .position(|win| win == b"Small film")
+        .unwrap();
+    tampered[at] = b'T';
+    std::fs::write(w.join("tampered.manifest"), &tampered).unwrap();
+    // The same body with no signature (all zeroes).
+    let mut unsigned = Signed::decode(&genuine).unwrap();
+    unsigned.signature.0 = [0; 64];
+    std::fs::write(w.join("unsigned.manifest"), unsigned.encode()).unwrap();
+    // The same body (naming the publisher) signed by another key, with no delegation.
+    let original = Signed::decode(&genuine).unwrap();
+    let other = SecretKey::read_pem_file(&w.join("other.pem")).unwrap();
+    let foreign = Signed::sign(original.kind, original.body, &other, None);
+    std::fs::write(w.join("foreign.manifest"), foreign.encode()).unwrap();
+
+    let a = net.start("a", &[]);
+    a.trust(&publisher);
+    // A tampered body or a zeroed signature fails the signature check; a body signed by a key
+    // that is not its publisher's, with no delegation, is refused for that.
+    for (name, says) in [
+        ("tampered", "signature"),
+        ("unsigned", "signature"),
+        ("foreign", "without a delegation"),
+    ] {
+        let out = a.client(&["add", &format!("{name}.manifest"), "--content", "release"]);
+        out.expect_code(1);
+        assert!(
+            out.stderr.contains(says),
+            "{name}: the error should say {says:?}: {}",
+            out.stderr
+        );
+        assert!(
+            a.client_json(&["ls"])["content"]
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "{name}: nothing is kept"
+        );
+    }
+    // The genuine manifest with the same content is accepted: the bytes were the problem.
+    let added = a.client_json(&["add", "film.manifest", "--content", "release"]);
+    assert_eq!(added["manifest_id"], created["manifest_id"]);
+}
+
+/// Starts B fetching a big release from A and returns once B holds some but not all of it, with
+/// what B held then.
+fn fetch_until_partial(b: &TestNode, link: &str, id: &str) -> (Running, u64, u64) {
+    let get = b.spawn_client(&["get", link, "-o", "downloads/big"]);
+    let (had, total) = wait_for(
+        "B to hold some chunks",
+        DOWNLOAD_TIMEOUT,
+        Duration::from_millis(20),
+        || {
+            let item = b.content(id)?;
+            let had = count(&item["have_chunks"]);
+            (had > 0).then(|| (had, count(&item["total_chunks"])))
+        },
+    );
+    (get, had, total)
+}
+
+/// A 128 MiB release in 1 MiB chunks, seeded by node "a"; returns (A, publisher, id, link).
+fn big_release(net: &TestNet) -> (TestNode, String, String, String) {
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    write_pseudo_random_file(&w.join("release/big.bin"), 128 * MIB, 9);
+    let created = create(net, "release", "Big", "big.manifest", &[]);
+    let a = seeder(net, "a", &publisher, "big.manifest", "release");
+    (
+        a,
+        publisher,
+        text(&created["manifest_id"]).to_owned(),
+        text(&created["link"]).to_owned(),
+    )
+}
+
+#[test]
+fn kill_9_mid_fetch_then_restart_completes_without_refetching_verified_chunks() {
+    let net = TestNet::new();
+    let w = net.work();
+    let (a, publisher, id, link) = big_release(&net);
+    let mut b = net.start_joined("b", &a, &[]);
+    b.trust(&publisher);
+
+    let (watching, had, total) = fetch_until_partial(&b, &link, &id);
+    b.kill9();
+    assert!(
+        had < total,
+        "B finished before it could be killed (make the release bigger)"
+    );
+    let watching = watching.wait(Duration::from_secs(30));
+    assert_ne!(
+        watching.code,
+        Some(0),
+        "`get` cannot succeed once its daemon is gone"
+    );
+
+    b.restart();
+    let resumed = b.content(&id).expect("B keeps the item across kill -9");
+    // Chunks held from before the kill: held now, less what this process fetched already.
+    let kept = count(&resumed["have_chunks"]) - count(&resumed["fetched_chunks"]);
+    assert!(
+        kept >= had,
+        "B lost verified chunks: it held {had} before kill -9, {kept} after: {resumed}"
+    );
+    assert!(kept < total, "nothing was left to fetch: {resumed}");
+
+    // The daemon resumes the download by itself...
+    b.wait_for_content(&id, "resumed", DOWNLOAD_TIMEOUT, |item| {
+        count(&item["fetched_chunks"]) > 0
+    });
+    // ...and `get` again watches it to the end.
+    let done = b.client_json(&["get", &link, "-o", "downloads/big"]);
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(count(&done["have_chunks"]), total, "{done}");
+    assert_eq!(
+        kept + count(&done["fetched_chunks"]),
+        total,
+        "verified chunks were fetched again after the restart: {kept} kept, {done}"
+    );
+    assert_eq!(
+        b.metric("licet_chunks_fetched_total"),
+        count(&done["fetched_chunks"]) as f64
+    );
+    assert_same_file(&w.join("release/big.bin"), &w.join("downloads/big/big.bin"));
+}
+
+#[test]
+fn sigterm_stops_the_daemon_cleanly_even_mid_fetch() {
+    let net = TestNet::new();
+    let w = net.work();
+    let (mut a, publisher, id, link) = big_release(&net);
+    let mut b = net.start_joined("b", &a, &[]);
+    b.trust(&publisher);
+
+    let (watching, had, total) = fetch_until_partial(&b, &link, &id);
+    let exit = b.terminate();
+    assert_eq!(exit.code(), Some(0), "SIGTERM mid-fetch: {exit}");
+    for file in ["api-addr", "api-token"] {
+        assert!(
+            !b.data_dir().join(file).exists(),
+            "{file} is left behind after a clean shutdown"
+        );
+    }
+    let watching = watching.wait(Duration::from_secs(30));
+    assert_ne!(watching.code, Some(0));
+    let out = b.client(&["status"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("no daemon is running"),
+        "{}",
+        out.stderr
+    );
+
+    b.restart();
+    let resumed = b.content(&id).expect("B keeps the item across a restart");
+    let kept = count(&resumed["have_chunks"]) - count(&resumed["fetched_chunks"]);
+    assert!(kept >= had, "B lost verified chunks: {had} then {kept}");
+    let done = b.client_json(&["get", &link, "-o", "downloads/big"]);
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(kept + count(&done["fetched_chunks"]), total, "{done}");
+    assert_same_file(&w.join("release/big.bin"), &w.join("downloads/big/big.bin"));
+
+    // An idle seeder stops the same way.
+    let exit = a.terminate();
+    assert_eq!(exit.code(), Some(0), "SIGTERM idle: {exit}");
+    assert!(!a.data_dir().join("api-addr").exists());
+    let exit = b.terminate();
+    assert_eq!(exit.code(), Some(0));
+}
