@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Licet quick start: the rights holder's flow with the real binary, start to finish.
-# Builds licet-manifest, then in a temporary directory: makes a publisher key, signs a sample
-# release, verifies it, shows that tampered content and a look-alike signed by an unknown key
-# are refused, delegates to a partner, and withdraws a release through a signed catalog.
-# Everything it creates is removed at the end.
+# Licet quick start: publish -> swarm -> verified fetch -> refusal, with the real binaries.
+# Builds licet-manifest and licet-node (release), then in a temporary directory:
+#   1. the rights holder makes a key, signs a sample release, verifies it, and sees tampered
+#      content, a look-alike signed by an unknown key, the wrong region and an ended window
+#      refused; delegates to a partner; withdraws a release through a signed catalog;
+#   2. three nodes on 127.0.0.1 form a swarm: A seeds the sample in place, B fetches it by link
+#      and the bytes are verified, C refuses an unsigned look-alike and a release not licensed
+#      in its region.
+# Everything it starts is stopped and everything it creates is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,13 +23,20 @@ expect_refusal() {
   printf 'refused (exit 1): %s\n' "${out#licet-manifest: error: }"
 }
 
-say "building licet-manifest (release)"
-cargo build --release -p licet-manifest --quiet
+say "building licet-manifest and licet-node (release; the first build takes several minutes)"
+cargo build --release -p licet-manifest -p licet-node --quiet
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 licet_manifest="$target_dir/release/licet-manifest"
+licet_node="$target_dir/release/licet-node"
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
 cd "$work"
 
 say "a publisher key (PKCS#8 PEM, mode 0600)"
@@ -67,7 +78,68 @@ partner=$("$licet_manifest" keygen -o partner.pem)
   --title "Sample series: episode 1 (partner edition)" -o partner.manifest
 "$licet_manifest" verify partner.manifest --publisher "$publisher"
 
-say "the publisher's catalog lists both; then a takedown withdraws the release"
+say "part 2: a swarm of three nodes on 127.0.0.1"
+start_node() {
+  # start_node NAME [flags...]: runs a daemon with its own data directory, waits for its API.
+  local name=$1; shift
+  RUST_LOG=warn "$licet_node" run --data-dir "$name" --listen /ip4/127.0.0.1/tcp/0 "$@" > "$name.log" 2>&1 &
+  pids+=("$!")
+  for _ in $(seq 100); do [ -f "$name/api-addr" ] && return 0; sleep 0.1; done
+  echo "node $name did not start:" >&2; cat "$name.log" >&2; exit 1
+}
+start_node node-a
+seed_addr=$("$licet_node" --data-dir node-a status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["listen_addrs"][0])')
+echo "node A listens on $seed_addr"
+start_node node-b --bootstrap "$seed_addr" --region FR
+start_node node-c --bootstrap "$seed_addr" --region US
+echo "node B (region FR) and node C (region US) joined through A"
+
+say "the nodes trust the publisher; A seeds the sample in place (no copy)"
+"$licet_node" --data-dir node-a trust add "$publisher" --name "Sample publisher"
+"$licet_node" --data-dir node-b trust add "$publisher" --name "Sample publisher"
+"$licet_node" --data-dir node-c trust add "$publisher" --name "Sample publisher"
+"$licet_node" --data-dir node-a add sample.manifest --content release
+link="licet:$("$licet_manifest" inspect sample.manifest --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["derived"]["manifest_id"])')"
+
+say "B fetches it by link through the DHT: every chunk is verified before it is written"
+"$licet_node" --data-dir node-b get "$link" -o fetched
+cmp release/episode-1.mkv fetched/episode-1.mkv && cmp release/episode-2.mkv fetched/episode-2.mkv \
+  && echo "the fetched files are byte-identical to the publisher's"
+"$licet_manifest" verify sample.manifest --publisher "$publisher" --content fetched | head -1
+"$licet_node" --data-dir node-b ls
+
+say "C refuses an unsigned look-alike (its signature does not verify)"
+python3 - sample.manifest lookalike-unsigned.manifest <<'PY'
+import sys
+data = bytearray(open(sys.argv[1], "rb").read())
+at = data.find(b"Sample series")
+data[at:at + 6] = b"Pirate"
+open(sys.argv[2], "wb").write(data)
+PY
+expect_node_refusal() {
+  local out code=0
+  out=$("$@" 2>&1) || code=$?
+  if [ "$code" -ne 1 ]; then
+    printf 'expected a refusal (exit 1), got exit %s:\n%s\n' "$code" "$out" >&2
+    exit 1
+  fi
+  printf 'refused (exit 1): %s\n' "${out#licet-node: error: }"
+}
+expect_node_refusal "$licet_node" --data-dir node-c add lookalike-unsigned.manifest --content release
+
+say "C, in the US, refuses the release licensed for France and Belgium"
+expect_node_refusal "$licet_node" --data-dir node-c get "$link" -o fetched-by-c
+
+say "what node A served (its metrics)"
+curl_metrics() { python3 -c 'import sys,urllib.request; print(urllib.request.urlopen("http://" + open(sys.argv[1]).read().strip() + "/metrics").read().decode())' "$1/api-addr"; }
+curl_metrics node-a | grep -E '^licet_(chunks_served|bytes_out|refusals)' || true
+
+say "stopping the nodes"
+for pid in "${pids[@]}"; do kill -TERM "$pid"; done
+for pid in "${pids[@]}"; do wait "$pid" && echo "node $pid stopped cleanly"; done
+pids=()
+
+say "back to the rights holder: a signed catalog lists both releases; a takedown withdraws one"
 "$licet_manifest" catalog new --key publisher.pem -o catalog.draft.json
 "$licet_manifest" catalog add catalog.draft.json sample.manifest partner.manifest
 "$licet_manifest" catalog sign catalog.draft.json --key publisher.pem --expires +7d -o catalog.1
@@ -81,4 +153,4 @@ expect_refusal "$licet_manifest" verify partner.manifest --catalog catalog.2
 say "what a catalog says"
 "$licet_manifest" inspect catalog.2
 
-say "done: every step above ran the real binary; the temporary files are removed"
+say "done: every step above ran the real binaries; the temporary files are removed"
