@@ -23,6 +23,8 @@
 //! | `GET` | `/v1/content/{id}` | — | 200 [`ContentInfo`] | 400 not a manifest id, 401, 404, 500 |
 //! | `DELETE` | `/v1/content/{id}` | — | 204, empty (the files stay) | 400 not a manifest id, 401, 404, 500 |
 //! | `POST` | `/v1/downloads` | JSON [`GetRequest`] (`output_dir` absolute) | 200 [`ContentInfo`] once the manifest is accepted; the fetch goes on (poll `GET /v1/content/{id}`) | 400 bad link or relative dir, 401, 403 refused, 409, 502 no peer had it or every peer refused, 500 |
+//! | `POST` | `/v1/catalogs?head=HEX` | the signed catalog's bytes (`application/octet-stream`, at most [`max_catalog_request_bytes`]); `HEX` its signed head | 200 [`CatalogInfo`] once the catalog is the publisher's newest here; it goes on to the swarm | 400 bad catalog or head, or a head of another catalog, 401, 403 untrusted publisher, expired, or older than the catalog held (rollback), 500 |
+//! | `GET` | `/v1/catalogs` | — | 200 [`CatalogListReply`]: each trusted publisher's catalog | 401, 500 |
 //! | `GET` | `/metrics` | — (no token) | 200 Prometheus text, `text/plain; version=0.0.4` | — |
 //!
 //! Every error reply, including a missing token, a malformed JSON body, a bad path parameter,
@@ -37,7 +39,7 @@
 //! - No `/v1/` handler runs unless the request carried the token; the token is compared in
 //!   constant time for its length, and the token is never logged or echoed.
 //! - Request bodies are bounded before they are buffered: JSON bodies at [`MAX_JSON_BODY_BYTES`],
-//!   manifests at [`max_manifest_request_bytes`].
+//!   manifests at [`max_manifest_request_bytes`], catalogs at [`max_catalog_request_bytes`].
 //! - Paths the daemon acts on (`content_dir`, `output_dir`) must be absolute: the daemon's working
 //!   directory is not the client's, so a relative path would silently name another place.
 //! - This module only translates HTTP to [`NodeApi`] calls and back; it holds no node state.
@@ -66,8 +68,9 @@ use licet_proto::{ManifestId, PublicKey, signed::SignedKind};
 use serde::de::DeserializeOwned;
 
 use crate::api_types::{
-    AddQuery, ApiError, ApiErrorKind, ContentInfo, ContentListReply, ErrorReply, GetRequest,
-    NodeApi, PeersReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
+    AddQuery, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo, ContentListReply,
+    ErrorReply, GetRequest, NodeApi, PeersReply, PublishQuery, StatusReply, TrustAddRequest,
+    TrustEntry, TrustReply,
 };
 
 /// The token file's name in the data directory.
@@ -82,6 +85,10 @@ pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
 /// Largest `POST /v1/content` body: the largest signed manifest envelope.
 pub fn max_manifest_request_bytes() -> usize {
     SignedKind::Manifest.max_envelope_bytes()
+}
+/// Largest `POST /v1/catalogs` body: the largest signed catalog envelope.
+pub fn max_catalog_request_bytes() -> usize {
+    SignedKind::Catalog.max_envelope_bytes()
 }
 /// Random bytes in an API token (shown as twice as many hex characters).
 const TOKEN_BYTES: usize = 32;
@@ -156,6 +163,12 @@ pub fn router<N: NodeApi>(node: Arc<N>, token: String) -> Router {
             get(content_get::<N>).delete(content_remove::<N>),
         )
         .route("/v1/downloads", axum::routing::post(download_start::<N>))
+        .route(
+            "/v1/catalogs",
+            get(catalog_list::<N>)
+                .post(catalog_publish::<N>)
+                .layer(DefaultBodyLimit::max(max_catalog_request_bytes())),
+        )
         .route_layer(middleware::from_fn_with_state(token, require_token));
     Router::new()
         .merge(v1)
@@ -282,12 +295,16 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let (what, limit) = if request.uri().path().starts_with("/v1/catalogs") {
+            ("catalog", max_catalog_request_bytes())
+        } else {
+            ("manifest", max_manifest_request_bytes())
+        };
         match Bytes::from_request(request, state).await {
             Ok(bytes) => Ok(RawBody(bytes)),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(bad_request(format!(
-                    "the body is larger than the largest signed manifest ({} bytes)",
-                    max_manifest_request_bytes()
+                    "the body is larger than the largest signed {what} ({limit} bytes)"
                 )))
             }
             Err(rejection) => Err(bad_request(format!(
@@ -351,6 +368,27 @@ async fn content_add<N: NodeApi>(
     node.content_add(manifest.to_vec(), query.content_dir)
         .await
         .map(Json)
+}
+
+async fn catalog_publish<N: NodeApi>(
+    State(node): State<Arc<N>>,
+    QueryParams(query): QueryParams<PublishQuery>,
+    RawBody(catalog): RawBody,
+) -> Result<Json<CatalogInfo>, ApiError> {
+    if catalog.is_empty() {
+        return Err(bad_request(
+            "the body is empty; send the signed catalog's bytes",
+        ));
+    }
+    let head =
+        hex::decode(query.head.trim()).map_err(|e| bad_request(format!("head is not hex: {e}")))?;
+    node.catalog_publish(catalog.to_vec(), head).await.map(Json)
+}
+
+async fn catalog_list<N: NodeApi>(
+    State(node): State<Arc<N>>,
+) -> Result<Json<CatalogListReply>, ApiError> {
+    node.catalog_list().await.map(Json)
 }
 
 async fn content_list<N: NodeApi>(
@@ -481,8 +519,9 @@ pub(crate) mod fake {
     use licet_proto::{ManifestId, PublicKey, SecretKey};
 
     use crate::api_types::{
-        ApiError, ContentCounts, ContentInfo, ContentListReply, ContentState, GetRequest, NodeApi,
-        PeerInfo, PeersReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
+        ApiError, CatalogInfo, CatalogListReply, ContentCounts, ContentInfo, ContentListReply,
+        ContentState, GetRequest, NodeApi, PeerInfo, PeersReply, StatusReply, TrustAddRequest,
+        TrustEntry, TrustReply,
     };
 
     /// Every await in tests goes through this.
@@ -505,6 +544,8 @@ pub(crate) mod fake {
         ContentGet(ManifestId),
         ContentRemove(ManifestId),
         DownloadStart(GetRequest),
+        CatalogPublish(Vec<u8>, Vec<u8>),
+        CatalogList,
         Metrics,
     }
 
@@ -540,6 +581,24 @@ pub(crate) mod fake {
             sending_peers: 1,
             source_peers: 2,
             error: None,
+        }
+    }
+
+    pub(crate) fn catalog_info() -> CatalogInfo {
+        CatalogInfo {
+            publisher: publisher(),
+            name: Some("Acme".to_owned()),
+            require_catalog: true,
+            mirror: false,
+            sequence: Some(7),
+            issued_at: Some("2027-01-15T08:00:00Z".to_owned()),
+            expires_at: Some("2027-01-22T08:00:00Z".to_owned()),
+            expires_at_unix: Some(1_800_000_000),
+            expired: false,
+            catalog_hash: Some("ab".repeat(32)),
+            entries: 12,
+            revoked_manifests: 2,
+            revoked_delegates: 1,
         }
     }
 
@@ -585,6 +644,7 @@ pub(crate) mod fake {
                     failed: 0,
                 },
                 uptime_seconds: 3725,
+                catalogs: vec![catalog_info()],
             })
         }
 
@@ -609,6 +669,7 @@ pub(crate) mod fake {
                     publisher: publisher(),
                     name: Some("Acme".to_owned()),
                     require_catalog: true,
+                    mirror: false,
                 }],
             })
         }
@@ -619,6 +680,7 @@ pub(crate) mod fake {
                 publisher: request.publisher,
                 name: request.name,
                 require_catalog: request.require_catalog,
+                mirror: request.mirror,
             })
         }
 
@@ -641,6 +703,7 @@ pub(crate) mod fake {
             self.record(Call::ContentList)?;
             Ok(ContentListReply {
                 content: vec![content(ManifestId([1; 32]), ContentState::Complete, 4096)],
+                catalogs: vec![catalog_info()],
             })
         }
 
@@ -664,6 +727,22 @@ pub(crate) mod fake {
             let mut info = self.start_reply(ManifestId([2; 32]));
             info.dir = request.output_dir;
             Ok(info)
+        }
+
+        async fn catalog_publish(
+            &self,
+            catalog: Vec<u8>,
+            head: Vec<u8>,
+        ) -> Result<CatalogInfo, ApiError> {
+            self.record(Call::CatalogPublish(catalog, head))?;
+            Ok(catalog_info())
+        }
+
+        async fn catalog_list(&self) -> Result<CatalogListReply, ApiError> {
+            self.record(Call::CatalogList)?;
+            Ok(CatalogListReply {
+                catalogs: vec![catalog_info()],
+            })
         }
 
         async fn metrics_text(&self) -> String {

@@ -29,6 +29,8 @@ pub struct StatusReply {
     pub content: ContentCounts,
     /// Seconds since the daemon started.
     pub uptime_seconds: u64,
+    /// Each trusted publisher's catalog, by publisher key.
+    pub catalogs: Vec<CatalogInfo>,
 }
 
 /// How many content items are in each state.
@@ -75,6 +77,8 @@ pub struct TrustEntry {
     pub name: Option<String>,
     /// Serve only what its unexpired catalog lists.
     pub require_catalog: bool,
+    /// Fetch and seed everything its catalog lists, and drop what it withdraws.
+    pub mirror: bool,
 }
 
 /// `POST /v1/trust`.
@@ -87,6 +91,56 @@ pub struct TrustAddRequest {
     /// Serve only what its unexpired catalog lists.
     #[serde(default)]
     pub require_catalog: bool,
+    /// Fetch and seed everything its catalog lists (into `DATA_DIR/mirror/<manifest id>`), and
+    /// drop what the catalog withdraws.
+    #[serde(default)]
+    pub mirror: bool,
+}
+
+/// A trusted publisher's catalog as this node holds it: `GET /v1/catalogs`, and part of
+/// `status` and `ls`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CatalogInfo {
+    /// The publisher.
+    pub publisher: PublicKey,
+    /// Its name in the trust store.
+    pub name: Option<String>,
+    /// Whether only what its unexpired catalog lists is served.
+    pub require_catalog: bool,
+    /// Whether this node mirrors its catalog.
+    pub mirror: bool,
+    /// The newest accepted catalog's sequence (`None`: no catalog yet).
+    pub sequence: Option<u64>,
+    /// When that catalog was issued (RFC 3339).
+    pub issued_at: Option<String>,
+    /// When it expires (RFC 3339).
+    pub expires_at: Option<String>,
+    /// The same, in Unix seconds.
+    pub expires_at_unix: Option<i64>,
+    /// Whether it has expired (a `require_catalog` publisher's content is then not served).
+    pub expired: bool,
+    /// Its hash, as its signed head names it.
+    pub catalog_hash: Option<String>,
+    /// Manifests it lists.
+    pub entries: u64,
+    /// Manifests it withdraws.
+    pub revoked_manifests: u64,
+    /// Delegate keys it withdraws.
+    pub revoked_delegates: u64,
+}
+
+/// `GET /v1/catalogs`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CatalogListReply {
+    /// Each trusted publisher's catalog, by publisher key.
+    pub catalogs: Vec<CatalogInfo>,
+}
+
+/// `POST /v1/catalogs?head=HEX` with the signed catalog's bytes as the body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PublishQuery {
+    /// The catalog's signed head (`licet-manifest catalog sign` writes it to `OUT.head`), hex.
+    pub head: String,
 }
 
 /// `GET /v1/trust`.
@@ -159,6 +213,8 @@ pub struct Refusal {
 pub struct ContentListReply {
     /// Every content item.
     pub content: Vec<ContentInfo>,
+    /// Each trusted publisher's catalog, by publisher key.
+    pub catalogs: Vec<CatalogInfo>,
 }
 
 /// `POST /v1/downloads`.
@@ -277,6 +333,15 @@ pub trait NodeApi: Send + Sync + 'static {
         &self,
         request: GetRequest,
     ) -> impl Future<Output = Result<ContentInfo, ApiError>> + Send;
+    /// `POST /v1/catalogs?head=HEX`, body = signed catalog bytes: accept it as its
+    /// publisher's newest catalog (the publisher must be trusted) and pass it on to the swarm.
+    fn catalog_publish(
+        &self,
+        catalog: Vec<u8>,
+        head: Vec<u8>,
+    ) -> impl Future<Output = Result<CatalogInfo, ApiError>> + Send;
+    /// `GET /v1/catalogs`.
+    fn catalog_list(&self) -> impl Future<Output = Result<CatalogListReply, ApiError>> + Send;
     /// `GET /metrics` (no token needed): Prometheus text.
     fn metrics_text(&self) -> impl Future<Output = String> + Send;
 }

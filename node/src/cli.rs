@@ -1,4 +1,4 @@
-//! The client subcommands (`trust`, `add`, `get`, `ls`, `status`, `peers`, `rm`): each is one or
+//! The client subcommands (`trust`, `add`, `get`, `ls`, `status`, `peers`, `rm`, `catalog`): each is one or
 //! a few calls to the control API of the daemon that `licet-node run` started for the same data
 //! directory (routes in [`crate::api`]).
 //!
@@ -38,8 +38,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::{
     api::{API_ADDR_FILE, API_TOKEN_FILE},
     api_types::{
-        ApiError, ApiErrorKind, ContentInfo, ContentListReply, ContentState, ErrorReply,
-        GetRequest, PeersReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
+        ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo, ContentListReply,
+        ContentState, ErrorReply, GetRequest, PeersReply, StatusReply, TrustAddRequest, TrustEntry,
+        TrustReply,
     },
 };
 
@@ -146,6 +147,42 @@ pub enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Publish a publisher's signed catalog to the swarm, or list the catalogs this node follows.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  licet-node catalog publish publisher.catalog\n  licet-node catalog ls"
+    )]
+    Catalog(CatalogCommand),
+}
+
+/// `licet-node catalog …`.
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Publish a signed catalog: the node takes it as the publisher's newest, and every node that
+    /// trusts the publisher gets it at once (gossip) or at its next poll (DHT).
+    #[command(
+        after_help = "Example:\n  licet-manifest catalog sign publisher.draft.json --key publisher.pem -o publisher.catalog\n  licet-node catalog publish publisher.catalog\n\n\
+        `licet-manifest catalog sign` writes the catalog's signed head to OUT.head beside it; that\n\
+        is where publish looks for it unless --head says otherwise. The node must trust the\n\
+        publisher. A catalog older than the one the node holds is refused (exit 1)."
+    )]
+    Publish {
+        /// The signed catalog (from `licet-manifest catalog sign`).
+        catalog: PathBuf,
+        /// Its signed head [default: CATALOG.head].
+        #[arg(long, value_name = "FILE")]
+        head: Option<PathBuf>,
+        /// Print the daemon's reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List each trusted publisher's catalog: sequence, expiry, withdrawn manifests and delegates.
+    #[command(after_help = "Example:\n  licet-node catalog ls\n  licet-node catalog ls --json")]
+    Ls {
+        /// Print the daemon's reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `licet-node trust …`.
@@ -155,7 +192,8 @@ pub enum TrustCommand {
     #[command(
         after_help = "Example:\n  licet-node trust add $(licet-manifest pubkey publisher.pem) --name Acme --require-catalog\n\n\
         With --require-catalog, only manifests listed in the publisher's unexpired catalog\n\
-        are served and fetched."
+        are served and fetched. With --mirror, the node fetches and seeds everything the\n\
+        publisher's catalog lists (into DATA_DIR/mirror/) and drops what it withdraws."
     )]
     Add {
         /// The publisher's public key (64 hex characters).
@@ -167,6 +205,9 @@ pub enum TrustCommand {
         /// Serve only what the publisher's unexpired catalog lists.
         #[arg(long)]
         require_catalog: bool,
+        /// Mirror the publisher's catalog: fetch and seed all it lists, drop what it withdraws.
+        #[arg(long)]
+        mirror: bool,
         /// Print the daemon's reply as JSON.
         #[arg(long)]
         json: bool,
@@ -251,6 +292,7 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
             publisher,
             name,
             require_catalog,
+            mirror,
             json,
         }) => {
             let daemon = Daemon::connect(data_dir)?;
@@ -258,6 +300,7 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
                 publisher,
                 name,
                 require_catalog,
+                mirror,
             };
             let entry: TrustEntry = daemon
                 .call_json(Method::POST, "/v1/trust", &request, QUICK_CALL_TIMEOUT)
@@ -276,7 +319,12 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
                 } else {
                     ""
                 };
-                println!("trusting {}{name}{catalog}", entry.publisher);
+                let mirror = if entry.mirror {
+                    ", mirroring its catalog"
+                } else {
+                    ""
+                };
+                println!("trusting {}{name}{catalog}{mirror}", entry.publisher);
                 Ok(())
             }
         }
@@ -324,6 +372,10 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
                 print_json(&reply)
             } else {
                 print!("{}", format_content_list(&reply.content));
+                if !reply.catalogs.is_empty() {
+                    println!();
+                    print!("{}", format_catalogs(&reply.catalogs));
+                }
                 Ok(())
             }
         }
@@ -375,7 +427,89 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
                 Ok(())
             }
         }
+        ClientCommand::Catalog(CatalogCommand::Publish {
+            catalog,
+            head,
+            json,
+        }) => publish_catalog(data_dir, &catalog, head.as_deref(), json).await,
+        ClientCommand::Catalog(CatalogCommand::Ls { json }) => {
+            let daemon = Daemon::connect(data_dir)?;
+            let reply: CatalogListReply = daemon
+                .get_json("/v1/catalogs")
+                .await
+                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+            if json {
+                print_json(&reply)
+            } else {
+                print!("{}", format_catalogs(&reply.catalogs));
+                Ok(())
+            }
+        }
     }
+}
+
+/// Reads a signed file of `kind` (size-checked against that kind's limit).
+fn read_signed_file(path: &Path, kind: SignedKind, what: &str) -> Result<Vec<u8>, Failure> {
+    let limit = kind.max_envelope_bytes();
+    read_limited(path, limit as u64).map_err(|e| match e {
+        ReadLimitedError::TooLarge { len } => Failure::Invalid(anyhow!(
+            "{} is {len} bytes, larger than any signed {what} ({limit} bytes at most)",
+            path.display()
+        )),
+        ReadLimitedError::Io(e) => Failure::Other(
+            anyhow::Error::new(e).context(format!("cannot read the {what} {}", path.display())),
+        ),
+    })
+}
+
+/// `catalog publish`: reads the catalog and its head and hands both to the daemon.
+async fn publish_catalog(
+    data_dir: &Path,
+    catalog: &Path,
+    head: Option<&Path>,
+    json: bool,
+) -> Result<(), Failure> {
+    let head_path = head.map(Path::to_owned).unwrap_or_else(|| {
+        let mut name = catalog.as_os_str().to_owned();
+        name.push(".head");
+        PathBuf::from(name)
+    });
+    let catalog_bytes = read_signed_file(catalog, SignedKind::Catalog, "catalog")?;
+    let head_bytes = read_signed_file(&head_path, SignedKind::CatalogHead, "catalog head")?;
+    let daemon = Daemon::connect(data_dir)?;
+    let mut url = daemon.url("/v1/catalogs")?;
+    url.query_pairs_mut()
+        .append_pair("head", &hex::encode(&head_bytes));
+    let reply = daemon
+        .exchange(
+            daemon
+                .http
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(catalog_bytes),
+            QUICK_CALL_TIMEOUT,
+        )
+        .await
+        .and_then(|(status, body)| decode_reply::<CatalogInfo>(status, &body, "POST /v1/catalogs"));
+    // A catalog or head that does not verify, or that does not belong together, is invalid.
+    let info = reply.map_err(|e| e.into_failure(&daemon, Verdict::BadRequestIsInvalid))?;
+    if json {
+        return print_json(&info);
+    }
+    println!(
+        "published catalog {} of {}{}: {} listed, {} revoked manifest(s), {} revoked delegate(s), expires {}",
+        info.sequence.map_or("-".to_owned(), |s| s.to_string()),
+        info.publisher,
+        info.name
+            .as_deref()
+            .map(|n| format!(" ({})", clean(n)))
+            .unwrap_or_default(),
+        info.entries,
+        info.revoked_manifests,
+        info.revoked_delegates,
+        info.expires_at.as_deref().map_or("-".to_owned(), clean),
+    );
+    Ok(())
 }
 
 /// `add`: checks the paths, reads the manifest (size-checked), and asks the daemon to verify and
@@ -385,17 +519,7 @@ async fn add(data_dir: &Path, manifest: &Path, content: &Path, json: bool) -> Re
         .with_context(|| format!("cannot find the content directory {}", content.display()))
         .map_err(Failure::other)?;
     let content_text = utf8_path("the content directory", &content_dir)?;
-    let limit = SignedKind::Manifest.max_envelope_bytes();
-    let bytes = read_limited(manifest, limit as u64).map_err(|e| match e {
-        ReadLimitedError::TooLarge { len } => Failure::Invalid(anyhow!(
-            "{} is {len} bytes, larger than any signed manifest ({limit} bytes at most)",
-            manifest.display()
-        )),
-        ReadLimitedError::Io(e) => Failure::Other(
-            anyhow::Error::new(e)
-                .context(format!("cannot read the manifest {}", manifest.display())),
-        ),
-    })?;
+    let bytes = read_signed_file(manifest, SignedKind::Manifest, "manifest")?;
     let daemon = Daemon::connect(data_dir)?;
     let mut url = daemon.url("/v1/content")?;
     url.query_pairs_mut()
@@ -1034,9 +1158,9 @@ fn peers_text(n: usize) -> String {
     }
 }
 
-/// The first hex characters of a manifest id, as shown in tables.
-fn id_prefix(id: &ManifestId) -> String {
-    id.to_hex().chars().take(ID_PREFIX_CHARS).collect()
+/// The first hex characters of an id or key, as shown in tables.
+fn id_prefix(id: &impl std::fmt::Display) -> String {
+    id.to_string().chars().take(ID_PREFIX_CHARS).collect()
 }
 
 /// Columns padded to their widest cell, two spaces apart; the last column is not padded.
@@ -1127,6 +1251,44 @@ fn state_text(item: &ContentInfo) -> &'static str {
 }
 
 /// `status`: one labelled line per field.
+/// `catalog ls` (and the end of `ls`): a table of each trusted publisher's catalog.
+fn format_catalogs(catalogs: &[CatalogInfo]) -> String {
+    if catalogs.is_empty() {
+        return "no trusted publishers (add one with `licet-node trust add PUBKEY`)\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = catalogs
+        .iter()
+        .map(|c| {
+            let expires = match (&c.expires_at, c.expired) {
+                (Some(at), true) => format!("{} (expired)", clean(at)),
+                (Some(at), false) => clean(at),
+                (None, _) => "-".to_owned(),
+            };
+            vec![
+                id_prefix(&c.publisher),
+                c.sequence.map_or("none".to_owned(), |s| s.to_string()),
+                expires,
+                c.entries.to_string(),
+                format!("{}/{}", c.revoked_manifests, c.revoked_delegates),
+                if c.mirror { "yes" } else { "-" }.to_owned(),
+                c.name.as_deref().map_or("-".to_owned(), clean),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "PUBLISHER",
+            "CATALOG",
+            "EXPIRES",
+            "LISTED",
+            "REVOKED (MANIFESTS/DELEGATES)",
+            "MIRROR",
+            "NAME",
+        ],
+        &rows,
+    )
+}
+
 fn format_status(status: &StatusReply) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "peer id          {}", clean(&status.peer_id));
@@ -1154,6 +1316,20 @@ fn format_status(status: &StatusReply) -> String {
     for (i, addr) in status.listen_addrs.iter().enumerate() {
         let label = if i == 0 { "listening on" } else { "" };
         let _ = writeln!(out, "{label:<17}{}", clean(addr));
+    }
+    for (i, c) in status.catalogs.iter().enumerate() {
+        let label = if i == 0 { "catalogs" } else { "" };
+        let state = match (c.sequence, &c.expires_at) {
+            (Some(sequence), Some(expires)) => format!(
+                "catalog {sequence}, {} until {}, {} revoked manifest(s), {} revoked delegate(s)",
+                if c.expired { "expired" } else { "valid" },
+                clean(expires),
+                c.revoked_manifests,
+                c.revoked_delegates
+            ),
+            _ => "no catalog yet".to_owned(),
+        };
+        let _ = writeln!(out, "{label:<17}{}: {state}", id_prefix(&c.publisher));
     }
     out
 }
@@ -1352,7 +1528,10 @@ mod tests {
                 walk(&mut sub, "licet-node", &mut seen);
             }
         }
-        assert_eq!(seen, 9, "trust add/ls/rm, add, get, ls, status, peers, rm");
+        assert_eq!(
+            seen, 11,
+            "trust add/ls/rm, add, get, ls, status, peers, rm, catalog publish/ls"
+        );
     }
 
     #[test]
@@ -1708,6 +1887,110 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(failure.exit_code(), 2);
+    }
+
+    #[tokio::test]
+    async fn catalog_publish_sends_the_catalog_and_its_head() {
+        let (dir, server) = daemon_dir().await;
+        let work = tempfile::tempdir().unwrap();
+        let catalog = work.path().join("acme.catalog");
+        std::fs::write(&catalog, b"signed catalog bytes").unwrap();
+        std::fs::write(work.path().join("acme.catalog.head"), b"head bytes").unwrap();
+        let catalog_arg = catalog.to_str().unwrap();
+        exec(&["catalog", "publish", catalog_arg], dir.path())
+            .await
+            .unwrap();
+        match server.node.calls().last() {
+            Some(Call::CatalogPublish(catalog, head)) => {
+                assert_eq!(catalog, b"signed catalog bytes");
+                assert_eq!(head, b"head bytes", "the head is read from CATALOG.head");
+            }
+            other => panic!("{other:?}"),
+        }
+        // --head names another file.
+        let other = work.path().join("other.head");
+        std::fs::write(&other, b"other head").unwrap();
+        exec(
+            &[
+                "catalog",
+                "publish",
+                catalog_arg,
+                "--head",
+                other.to_str().unwrap(),
+            ],
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            server.node.calls().last(),
+            Some(Call::CatalogPublish(_, head)) if head == b"other head"
+        ));
+        // A missing head file is an I/O error naming it.
+        let failure = exec(
+            &[
+                "catalog",
+                "publish",
+                catalog_arg,
+                "--head",
+                "/nonexistent.head",
+            ],
+            dir.path(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(failure.exit_code(), 2);
+        assert!(
+            message(&failure).contains("/nonexistent.head"),
+            "{}",
+            message(&failure)
+        );
+        // A rollback refused by the daemon exits 1 with its reason.
+        server.node.fail(ApiError::new(
+            ApiErrorKind::Refused,
+            "catalog 3 of acme is older than the accepted catalog 7 (rollback refused)",
+        ));
+        let failure = exec(&["catalog", "publish", catalog_arg], dir.path())
+            .await
+            .unwrap_err();
+        assert_eq!(failure.exit_code(), 1);
+        assert!(
+            message(&failure).contains("rollback"),
+            "{}",
+            message(&failure)
+        );
+    }
+
+    #[tokio::test]
+    async fn catalog_ls_shows_sequence_expiry_and_revocations() {
+        let (dir, _server) = daemon_dir().await;
+        let text = format_catalogs(&[crate::api::fake::catalog_info()]);
+        assert!(
+            text.contains("CATALOG") && text.contains("EXPIRES"),
+            "{text}"
+        );
+        let row = text.lines().nth(1).unwrap();
+        for part in ["7", "2027-01-22T08:00:00Z", "12", "2/1", "Acme"] {
+            assert!(row.contains(part), "{part} missing from {row}");
+        }
+        exec(&["catalog", "ls"], dir.path()).await.unwrap();
+        exec(&["catalog", "ls", "--json"], dir.path())
+            .await
+            .unwrap();
+        let status = format_status(&StatusReply {
+            catalogs: vec![crate::api::fake::catalog_info()],
+            ..serde_json::from_value(serde_json::json!({
+                "peer_id": "p", "listen_addrs": [], "version": "0", "region": null,
+                "connected_peers": 0, "trusted_publishers": 1,
+                "content": {"complete": 0, "downloading": 0, "failed": 0},
+                "uptime_seconds": 1, "catalogs": []
+            }))
+            .unwrap()
+        });
+        assert!(
+            status.contains("catalog 7, valid until 2027-01-22T08:00:00Z, 2 revoked manifest(s), 1 revoked delegate(s)"),
+            "{status}"
+        );
     }
 
     #[tokio::test]

@@ -8,10 +8,12 @@
 //! | bootstrap peers | `bootstrap = [...]` | `LICET_BOOTSTRAP` | `--bootstrap` | none |
 //! | region | `region = "FR"` | `LICET_REGION` | `--region` | none |
 //! | control API address | `api_listen = "127.0.0.1:0"` | `LICET_API_LISTEN` | `--api-listen` | `127.0.0.1:0` (a free port, written to `api-addr`) |
+//! | catalog poll interval, seconds | `catalog_poll_secs = 60` | `LICET_CATALOG_POLL` | `--catalog-poll` | 60 (at least 1); gossip brings new catalogs at once, the poll is the fallback |
 
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use libp2p::Multiaddr;
@@ -49,6 +51,9 @@ pub enum ConfigError {
     /// The API address is not a loopback address.
     #[error("the control API must listen on a loopback address, not {0}")]
     ApiNotLoopback(SocketAddr),
+    /// A catalog poll interval of zero.
+    #[error("the catalog poll interval must be at least 1 second")]
+    ZeroCatalogPoll,
 }
 
 /// The settings of `config.toml`.
@@ -59,6 +64,7 @@ struct FileConfig {
     bootstrap: Option<Vec<String>>,
     region: Option<String>,
     api_listen: Option<String>,
+    catalog_poll_secs: Option<u64>,
 }
 
 /// Settings given as flags (each `None`/empty when not given).
@@ -72,6 +78,8 @@ pub struct Overrides {
     pub region: Option<Region>,
     /// `--api-listen`.
     pub api_listen: Option<SocketAddr>,
+    /// `--catalog-poll`, seconds.
+    pub catalog_poll_secs: Option<u64>,
 }
 
 /// The daemon's settings.
@@ -87,7 +95,12 @@ pub struct Config {
     pub region: Option<Region>,
     /// Control API address (loopback).
     pub api_listen: SocketAddr,
+    /// How often catalog heads are polled.
+    pub catalog_poll: Duration,
 }
+
+/// The default catalog poll interval.
+pub const DEFAULT_CATALOG_POLL: Duration = Duration::from_secs(60);
 
 /// The data directory: the flag or `LICET_DATA_DIR` (clap reads both), else the platform's.
 pub fn data_dir(given: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
@@ -171,7 +184,9 @@ impl Config {
             bootstrap: Vec::new(),
             region: None,
             api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            catalog_poll: DEFAULT_CATALOG_POLL,
         };
+        let mut poll_secs = file.catalog_poll_secs;
         if let Some(listen) = &file.listen {
             config.listen = parse_list(listen, "listen address").map_err(file_err)?;
         }
@@ -212,6 +227,15 @@ impl Config {
                 },
             )?);
         }
+        if let Ok(value) = std::env::var("LICET_CATALOG_POLL") {
+            poll_secs = Some(value.trim().parse().map_err(|e: std::num::ParseIntError| {
+                ConfigError::Env {
+                    name: "LICET_CATALOG_POLL",
+                    value: value.clone(),
+                    reason: format!("not a whole number of seconds: {e}"),
+                }
+            })?);
+        }
         if let Ok(value) = std::env::var("LICET_API_LISTEN") {
             config.api_listen =
                 value
@@ -234,6 +258,15 @@ impl Config {
         }
         if let Some(api) = flags.api_listen {
             config.api_listen = api;
+        }
+        if flags.catalog_poll_secs.is_some() {
+            poll_secs = flags.catalog_poll_secs;
+        }
+        if let Some(secs) = poll_secs {
+            if secs == 0 {
+                return Err(ConfigError::ZeroCatalogPoll);
+            }
+            config.catalog_poll = Duration::from_secs(secs);
         }
         if !config.api_listen.ip().is_loopback() {
             return Err(ConfigError::ApiNotLoopback(config.api_listen));

@@ -3,11 +3,12 @@
 //! | module | job |
 //! |---|---|
 //! | [`node`] | the node: content items, trust policy state, serving, the control API's methods |
+//! | [`catalogs`] | catalogs on the network: heads by gossip, DHT and peers; fetch, accept, apply, mirror |
 //! | [`network`] | the libp2p swarm and its event loop (the only owner of the `Swarm`) |
 //! | [`transfer`] | `/licet/transfer/1` streams: framing, the serving loop, pipelined sessions |
 //! | [`fetch`] | finding manifests and fetching chunks from many peers |
 //! | [`schedule`] | rarest-first chunk scheduling with an endgame |
-//! | [`store`] | the redb database: trust, manifests, items, bitfields, proofs, leaves |
+//! | [`store`] | the redb database: trust, manifests, items, bitfields, proofs, leaves, catalogs |
 //! | [`content`] | the content files: verify, prepare, read and write chunks |
 //! | [`api`], [`api_types`] | the HTTP + JSON control API on 127.0.0.1 |
 //! | [`cli`] | the client subcommands |
@@ -16,6 +17,7 @@
 
 pub mod api;
 pub mod api_types;
+pub mod catalogs;
 pub mod cli;
 pub mod config;
 pub mod content;

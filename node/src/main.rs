@@ -61,6 +61,10 @@ struct RunArgs {
     /// Where the control API listens (loopback only; default a free port).
     #[arg(long, value_name = "ADDR")]
     api_listen: Option<SocketAddr>,
+    /// How often to look up each trusted publisher's newest catalog in the DHT and at peers,
+    /// in seconds (default 60; new catalogs also arrive at once by gossip).
+    #[arg(long, value_name = "SECS")]
+    catalog_poll: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -118,6 +122,7 @@ async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
             bootstrap: args.bootstrap,
             region: args.region,
             api_listen: args.api_listen,
+            catalog_poll_secs: args.catalog_poll,
         },
     )?;
     let node = Node::start(NodeConfig {
@@ -125,6 +130,7 @@ async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
         region: config.region,
         listen: config.listen.clone(),
         bootstrap: config.bootstrap.clone(),
+        catalog_poll: config.catalog_poll,
     })
     .await
     .with_context(|| format!("cannot start the node in {}", data_dir.display()))?;

@@ -32,6 +32,21 @@ pub struct PeerLabel {
     pub peer: String,
 }
 
+/// Labels naming a publisher.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PublisherLabel {
+    /// The publisher's key, hex.
+    pub publisher: String,
+}
+
+/// Labels naming why a catalog head or catalog was not taken.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CatalogRefusalLabel {
+    /// `rollback`, `equal_sequence_different_bytes`, `expired`, `untrusted`, `invalid`,
+    /// `mismatch` (a peer's catalog does not hash to the signed head), `unavailable`, `internal`.
+    pub reason: String,
+}
+
 /// Labels naming a DHT query kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabel {
@@ -60,6 +75,18 @@ pub struct Metrics {
     pub dht_queries: Family<QueryLabel, Counter>,
     /// Connected peers (set when scraped).
     pub peers_connected: Gauge,
+    /// Catalogs accepted as a publisher's newest.
+    pub catalogs_accepted: Counter,
+    /// Catalog heads and catalogs not taken, by reason.
+    pub catalog_refusals: Family<CatalogRefusalLabel, Counter>,
+    /// Each trusted publisher's accepted catalog sequence (set when scraped).
+    pub catalog_sequence: Family<PublisherLabel, Gauge>,
+    /// When it expires, in Unix seconds (set when scraped).
+    pub catalog_expires_at: Family<PublisherLabel, Gauge>,
+    /// Manifests it withdraws (set when scraped).
+    pub catalog_revoked_manifests: Family<PublisherLabel, Gauge>,
+    /// Delegates it withdraws (set when scraped).
+    pub catalog_revoked_delegates: Family<PublisherLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -82,6 +109,12 @@ impl Metrics {
             peers_banned: Counter::default(),
             dht_queries: Family::default(),
             peers_connected: Gauge::default(),
+            catalogs_accepted: Counter::default(),
+            catalog_refusals: Family::default(),
+            catalog_sequence: Family::default(),
+            catalog_expires_at: Family::default(),
+            catalog_revoked_manifests: Family::default(),
+            catalog_revoked_delegates: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -125,6 +158,36 @@ impl Metrics {
             "Connected peers",
             metrics.peers_connected.clone(),
         );
+        registry.register(
+            "catalogs_accepted",
+            "Catalogs accepted as their publisher's newest",
+            metrics.catalogs_accepted.clone(),
+        );
+        registry.register(
+            "catalog_refusals",
+            "Catalog heads and catalogs not taken, by reason",
+            metrics.catalog_refusals.clone(),
+        );
+        registry.register(
+            "catalog_sequence",
+            "Sequence of each trusted publisher's accepted catalog",
+            metrics.catalog_sequence.clone(),
+        );
+        registry.register(
+            "catalog_expires_at_seconds",
+            "Expiry of each trusted publisher's accepted catalog, Unix seconds",
+            metrics.catalog_expires_at.clone(),
+        );
+        registry.register(
+            "catalog_revoked_manifests",
+            "Manifests withdrawn by each trusted publisher's accepted catalog",
+            metrics.catalog_revoked_manifests.clone(),
+        );
+        registry.register(
+            "catalog_revoked_delegates",
+            "Delegate keys withdrawn by each trusted publisher's accepted catalog",
+            metrics.catalog_revoked_delegates.clone(),
+        );
         // Every refusal reason is shown from the start, at zero, so a scrape (or an alert on
         // a rate) need not wait for the first refusal of each kind.
         for reason in RefusalReason::ALL {
@@ -139,6 +202,49 @@ impl Metrics {
     /// Counts a refusal.
     pub fn refused(&self, reason: RefusalReason) {
         self.refusals.get_or_create(&ReasonLabel::of(reason)).inc();
+    }
+
+    /// Counts a catalog head or catalog not taken.
+    pub fn catalog_refused(&self, reason: &str) {
+        self.catalog_refusals
+            .get_or_create(&CatalogRefusalLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets the per-publisher catalog gauges to `catalogs` (publishers no longer trusted, or
+    /// without a catalog, are left out).
+    pub fn set_catalogs(&self, catalogs: &[crate::api_types::CatalogInfo]) {
+        for family in [
+            &self.catalog_sequence,
+            &self.catalog_expires_at,
+            &self.catalog_revoked_manifests,
+            &self.catalog_revoked_delegates,
+        ] {
+            family.clear();
+        }
+        for info in catalogs {
+            let Some(sequence) = info.sequence else {
+                continue;
+            };
+            let label = PublisherLabel {
+                publisher: info.publisher.to_string(),
+            };
+            let as_gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.catalog_sequence
+                .get_or_create(&label)
+                .set(as_gauge(sequence));
+            if let Some(expires) = info.expires_at_unix {
+                self.catalog_expires_at.get_or_create(&label).set(expires);
+            }
+            self.catalog_revoked_manifests
+                .get_or_create(&label)
+                .set(as_gauge(info.revoked_manifests));
+            self.catalog_revoked_delegates
+                .get_or_create(&label)
+                .set(as_gauge(info.revoked_delegates));
+        }
     }
 
     /// The Prometheus text exposition.

@@ -11,10 +11,20 @@
 //! and accepts them directly (see `transfer.rs`).
 //!
 //! Kademlia: server mode always (on loopback no external address is ever confirmed, so a node
-//! would otherwise stay a client and answer nobody); provider records per manifest id; inbound
-//! records are filtered (`StoreInserts::FilterBoth`): provider records are kept (the provider
-//! is always the peer that sent them, and the store bounds their number), value records are
-//! refused until a validator for them exists (catalog heads).
+//! would otherwise stay a client and answer nobody); provider records per manifest id and per
+//! publisher catalog (under the catalog head key); inbound records are filtered
+//! (`StoreInserts::FilterBoth`): provider records are kept (the provider is always the peer
+//! that sent them, and the store bounds their number); the only value records are catalog
+//! heads, stored only if `licet_proto::catalog::check_head_record` passes them (a valid head
+//! of its publisher under that publisher's key, unexpired, and not below or beside the head
+//! stored already). Records this node puts itself pass the same check first.
+//!
+//! Gossipsub (`/licet/meshsub/1.1.0`, Licet's own mesh, messages signed by their origin's peer
+//! key) carries signed catalog heads on one topic per publisher ([`catalog_topic`]). Messages are
+//! at most [`MAX_GOSSIP_BYTES`] and are not forwarded until the node has looked at them: the
+//! loop hands each one to the node as a [`NetworkEvent::CatalogHead`] over a bounded channel
+//! (dropped, and ignored by gossipsub, when the channel is full), and the node reports back
+//! with [`Network::report_gossip`].
 
 use std::{
     collections::{HashMap, HashSet},
@@ -23,9 +33,9 @@ use std::{
 
 use futures::StreamExt as _;
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, identify,
-    identity,
-    kad::{self, store::MemoryStore},
+    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, gossipsub,
+    identify, identity,
+    kad::{self, store::MemoryStore, store::RecordStore as _},
     multiaddr::Protocol,
     noise, ping,
     swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts},
@@ -58,12 +68,21 @@ const PROVIDER_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_PROVIDER_KEYS: usize = 256 * 1024;
 /// Most providers kept per key.
 const MAX_PROVIDERS_PER_KEY: usize = 20;
+/// Most value records (catalog heads, one per publisher) the DHT store keeps.
+const MAX_RECORDS: usize = 16 * 1024;
+/// Largest gossip message: a catalog head envelope is a few hundred bytes.
+pub const MAX_GOSSIP_BYTES: usize = 4 * 1024;
+/// Gossip messages waiting for the node to look at them; past this they are dropped.
+const GOSSIP_QUEUE: usize = 256;
+/// Gossipsub's protocol prefix: Licet's own mesh, never another application's.
+const GOSSIP_PROTOCOL_PREFIX: &str = "/licet/meshsub";
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     limits: connection_limits::Behaviour,
     kad: kad::Behaviour<MemoryStore>,
+    gossipsub: gossipsub::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
@@ -99,6 +118,50 @@ enum Command {
         peer: PeerId,
     },
     Bootstrap,
+    PutRecord {
+        key: [u8; 32],
+        value: Vec<u8>,
+    },
+    GetRecords {
+        key: [u8; 32],
+        reply: oneshot::Sender<Vec<Vec<u8>>>,
+    },
+    Subscribe {
+        topic: gossipsub::IdentTopic,
+    },
+    Unsubscribe {
+        topic: gossipsub::IdentTopic,
+    },
+    Publish {
+        topic: gossipsub::IdentTopic,
+        data: Vec<u8>,
+    },
+    ReportGossip {
+        message_id: gossipsub::MessageId,
+        source: PeerId,
+        acceptance: gossipsub::MessageAcceptance,
+    },
+}
+
+/// What the event loop tells the node.
+pub enum NetworkEvent {
+    /// A gossip message on a catalog topic, not forwarded until the node reports on it with
+    /// [`Network::report_gossip`].
+    CatalogHead {
+        /// The topic's name (see [`catalog_topic`]).
+        topic: String,
+        /// The message's bytes (at most [`MAX_GOSSIP_BYTES`]).
+        data: Vec<u8>,
+        /// The peer that passed it on.
+        source: PeerId,
+        /// Its gossipsub id.
+        message_id: gossipsub::MessageId,
+    },
+}
+
+/// The gossip topic on which `publisher`'s catalog heads travel.
+pub fn catalog_topic(publisher: &licet_proto::PublicKey) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("licet/catalog/{publisher}"))
 }
 
 /// A cloneable handle to the event loop.
@@ -205,6 +268,51 @@ impl Network {
     pub async fn bootstrap(&self) -> Result<(), NetworkStopped> {
         self.tell(Command::Bootstrap).await
     }
+
+    /// Stores `value` under `key` here (if it passes the record check) and in the DHT.
+    pub async fn put_record(&self, key: [u8; 32], value: Vec<u8>) -> Result<(), NetworkStopped> {
+        self.tell(Command::PutRecord { key, value }).await
+    }
+
+    /// Every value the DHT (this node's store included) holds under `key`, unchecked.
+    pub async fn get_records(&self, key: [u8; 32]) -> Result<Vec<Vec<u8>>, NetworkStopped> {
+        self.ask(|reply| Command::GetRecords { key, reply }).await
+    }
+
+    /// Joins a gossip topic.
+    pub async fn subscribe(&self, topic: gossipsub::IdentTopic) -> Result<(), NetworkStopped> {
+        self.tell(Command::Subscribe { topic }).await
+    }
+
+    /// Leaves a gossip topic.
+    pub async fn unsubscribe(&self, topic: gossipsub::IdentTopic) -> Result<(), NetworkStopped> {
+        self.tell(Command::Unsubscribe { topic }).await
+    }
+
+    /// Publishes `data` on a gossip topic.
+    pub async fn publish(
+        &self,
+        topic: gossipsub::IdentTopic,
+        data: Vec<u8>,
+    ) -> Result<(), NetworkStopped> {
+        self.tell(Command::Publish { topic, data }).await
+    }
+
+    /// Tells gossipsub what the node made of a message: forward it, drop it, or drop it and
+    /// penalise the peer that sent it.
+    pub async fn report_gossip(
+        &self,
+        message_id: gossipsub::MessageId,
+        source: PeerId,
+        acceptance: gossipsub::MessageAcceptance,
+    ) -> Result<(), NetworkStopped> {
+        self.tell(Command::ReportGossip {
+            message_id,
+            source,
+            acceptance,
+        })
+        .await
+    }
 }
 
 /// Where and how the swarm runs.
@@ -219,7 +327,9 @@ pub struct NetworkConfig {
 
 /// Builds the swarm, starts listening, and spawns the event loop. The loop ends when every
 /// [`Network`] handle is dropped.
-pub fn spawn(config: NetworkConfig) -> Result<Network, NetworkError> {
+pub fn spawn(
+    config: NetworkConfig,
+) -> Result<(Network, mpsc::Receiver<NetworkEvent>), NetworkError> {
     let build = |e: &dyn std::fmt::Display| NetworkError::Build(e.to_string());
     let local_peer_id = config.keypair.public().to_peer_id();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair)
@@ -244,13 +354,30 @@ pub fn spawn(config: NetworkConfig) -> Result<Network, NetworkError> {
                 kad::store::MemoryStoreConfig {
                     max_provided_keys: MAX_PROVIDER_KEYS,
                     max_providers_per_key: MAX_PROVIDERS_PER_KEY,
-                    max_records: 1024,
+                    max_records: MAX_RECORDS,
                     max_value_bytes: 65 * 1024,
                 },
             );
             let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
             kad.set_mode(Some(kad::Mode::Server));
-            Behaviour {
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                .protocol_id_prefix(GOSSIP_PROTOCOL_PREFIX)
+                .max_transmit_size(MAX_GOSSIP_BYTES)
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .validate_messages()
+                // The same head from two origins is one message.
+                .message_id_fn(|message: &gossipsub::Message| {
+                    gossipsub::MessageId::from(
+                        licet_proto::merkle::leaf_hash(&message.data).0.to_vec(),
+                    )
+                })
+                .build()?;
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_config,
+            )
+            .map_err(|e| e.to_owned())?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Behaviour {
                 blocked: allow_block_list::Behaviour::default(),
                 limits: connection_limits::Behaviour::new(
                     connection_limits::ConnectionLimits::default()
@@ -260,13 +387,14 @@ pub fn spawn(config: NetworkConfig) -> Result<Network, NetworkError> {
                         .with_max_pending_outgoing(Some(MAX_PENDING_CONNECTIONS)),
                 ),
                 kad,
+                gossipsub,
                 identify: identify::Behaviour::new(identify::Config::new(
                     IDENTIFY_PROTOCOL.to_owned(),
                     key.public(),
                 )),
                 ping: ping::Behaviour::default(),
                 stream: libp2p_stream::Behaviour::new(),
-            }
+            })
         })
         .map_err(|e| build(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
@@ -294,19 +422,25 @@ pub fn spawn(config: NetworkConfig) -> Result<Network, NetworkError> {
 
     let control = swarm.behaviour().stream.new_control();
     let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+    let (events_tx, events) = mpsc::channel(GOSSIP_QUEUE);
     let event_loop = EventLoop {
         swarm,
         commands: receiver,
+        events: events_tx,
         pending_dials: HashMap::new(),
         pending_providers: HashMap::new(),
+        pending_records: HashMap::new(),
         has_bootstrap: !config.bootstrap.is_empty(),
     };
     tokio::spawn(event_loop.run());
-    Ok(Network {
-        commands,
-        control,
-        local_peer_id,
-    })
+    Ok((
+        Network {
+            commands,
+            control,
+            local_peer_id,
+        },
+        events,
+    ))
 }
 
 /// The `/p2p/<peer id>` at the end of `addr`.
@@ -322,11 +456,21 @@ struct PendingProviders {
     replies: Vec<oneshot::Sender<HashSet<PeerId>>>,
 }
 
+struct PendingRecords {
+    values: Vec<Vec<u8>>,
+    reply: oneshot::Sender<Vec<Vec<u8>>>,
+}
+
+/// Most values kept from one record lookup (honest nodes hold one head per key).
+const MAX_VALUES_PER_LOOKUP: usize = 32;
+
 struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetworkEvent>,
     pending_dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
     pending_providers: HashMap<kad::QueryId, PendingProviders>,
+    pending_records: HashMap<kad::QueryId, PendingRecords>,
     has_bootstrap: bool,
 }
 
@@ -448,7 +592,85 @@ impl EventLoop {
                     debug!("bootstrap skipped: {e}");
                 }
             }
+            Command::PutRecord { key, value } => {
+                let record = kad::Record::new(kad::RecordKey::new(&key), value);
+                if let Err(reason) = self.check_record(&record) {
+                    debug!("own record not put: {reason}");
+                    return;
+                }
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .put_record(record, kad::Quorum::One)
+                {
+                    warn!("cannot put record {}: {e}", hex::encode(key));
+                }
+            }
+            Command::GetRecords { key, reply } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_record(kad::RecordKey::new(&key));
+                self.pending_records.insert(
+                    id,
+                    PendingRecords {
+                        values: Vec::new(),
+                        reply,
+                    },
+                );
+            }
+            Command::Subscribe { topic } => {
+                if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
+                    warn!(%topic, "cannot subscribe: {e}");
+                }
+            }
+            Command::Unsubscribe { topic } => {
+                self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
+            }
+            Command::Publish { topic, data } => {
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(topic.clone(), data)
+                {
+                    Ok(_) => {}
+                    // Nobody else subscribes yet, or the same bytes went out a moment ago: the
+                    // DHT record and direct requests still carry the head.
+                    Err(
+                        gossipsub::PublishError::NoPeersSubscribedToTopic
+                        | gossipsub::PublishError::Duplicate,
+                    ) => {}
+                    Err(e) => warn!(%topic, "cannot publish: {e}"),
+                }
+            }
+            Command::ReportGossip {
+                message_id,
+                source,
+                acceptance,
+            } => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &source, acceptance);
+            }
         }
+    }
+
+    /// The check every value record passes before this node stores it (see the module docs).
+    fn check_record(&mut self, record: &kad::Record) -> Result<(), String> {
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let stored = store.get(&record.key).map(|r| r.value.clone());
+        licet_proto::catalog::check_head_record(
+            record.key.as_ref(),
+            &record.value,
+            stored.as_deref(),
+            licet_proto::Timestamp::now(),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -489,6 +711,29 @@ impl EventLoop {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                let event = NetworkEvent::CatalogHead {
+                    topic: message.topic.into_string(),
+                    data: message.data,
+                    source: propagation_source,
+                    message_id: message_id.clone(),
+                };
+                if self.events.try_send(event).is_err() {
+                    debug!("gossip queue full; a catalog head message is dropped");
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            gossipsub::MessageAcceptance::Ignore,
+                        );
+                }
+            }
             other => debug!(?other, "swarm event"),
         }
     }
@@ -530,9 +775,45 @@ impl EventLoop {
                 }
             }
             kad::Event::InboundRequest {
-                request: kad::InboundRequest::PutRecord { source, .. },
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            } => match self.check_record(&record) {
+                Ok(()) => {
+                    let store = self.swarm.behaviour_mut().kad.store_mut();
+                    if let Err(e) = store.put(record) {
+                        debug!(%source, "record not stored: {e}");
+                    }
+                }
+                Err(reason) => debug!(%source, "record refused: {reason}"),
+            },
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetRecord(result),
+                step,
+                ..
             } => {
-                debug!(%source, "value record refused: no value records are accepted yet");
+                if let Some(pending) = self.pending_records.get_mut(&id) {
+                    match result {
+                        Ok(kad::GetRecordOk::FoundRecord(found)) => {
+                            if pending.values.len() < MAX_VALUES_PER_LOOKUP
+                                && !pending.values.contains(&found.record.value)
+                            {
+                                pending.values.push(found.record.value);
+                            }
+                        }
+                        Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => {}
+                        Err(e) => debug!("record lookup ended: {e}"),
+                    }
+                }
+                if step.last
+                    && let Some(pending) = self.pending_records.remove(&id)
+                {
+                    let _ = pending.reply.send(pending.values);
+                }
             }
             other => debug!(?other, "kademlia event"),
         }

@@ -22,7 +22,7 @@ use std::{
         Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use futures::StreamExt as _;
@@ -39,10 +39,11 @@ use tracing::{info, warn};
 
 use crate::{
     api_types::{
-        self, ApiError, ApiErrorKind, ContentCounts, ContentInfo, ContentListReply, ContentState,
-        GetRequest, NodeApi, PeerInfo, PeersReply, StatusReply, TrustAddRequest, TrustEntry,
-        TrustReply,
+        self, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentCounts, ContentInfo,
+        ContentListReply, ContentState, GetRequest, NodeApi, PeerInfo, PeersReply, StatusReply,
+        TrustAddRequest, TrustEntry, TrustReply,
     },
+    catalogs::HeldCatalog,
     content, fetch,
     metrics::{Metrics, PeerLabel},
     network::{self, Network, NetworkConfig, TRANSFER_PROTOCOL},
@@ -65,6 +66,8 @@ pub struct NodeConfig {
     pub listen: Vec<Multiaddr>,
     /// Bootstrap peers.
     pub bootstrap: Vec<Multiaddr>,
+    /// How often each trusted publisher's catalog head is looked up in the DHT and at peers.
+    pub catalog_poll: Duration,
 }
 
 /// Why the node could not start.
@@ -129,6 +132,14 @@ impl Item {
         self.manifest.id()
     }
 
+    pub(crate) fn origin(&self) -> ContentOrigin {
+        self.origin
+    }
+
+    pub(crate) fn state(&self) -> RecordState {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).state
+    }
+
     pub(crate) fn record(&self, live: &Live) -> ContentRecord {
         ContentRecord {
             dir: self.dir.clone(),
@@ -151,9 +162,20 @@ impl Item {
 pub(crate) struct Inner {
     pub(crate) store: Arc<Store>,
     pub(crate) network: Network,
+    pub(crate) data_dir: PathBuf,
     region: Option<Region>,
     started: Instant,
-    policy: RwLock<(TrustStore, CatalogSet)>,
+    pub(crate) policy: RwLock<(TrustStore, CatalogSet)>,
+    /// The catalog each trusted publisher's newest accepted catalog, with its head, as served.
+    pub(crate) held_catalogs: Mutex<HashMap<PublicKey, HeldCatalog>>,
+    /// Publishers whose catalogs this node mirrors.
+    pub(crate) mirrors: Mutex<HashSet<PublicKey>>,
+    /// Held while a catalog head is considered: one at a time (see `catalogs.rs`).
+    pub(crate) catalog_updates: tokio::sync::Mutex<()>,
+    /// How often catalogs are polled.
+    pub(crate) catalog_poll: Duration,
+    /// Set when the daemon stops.
+    pub(crate) stopping: AtomicBool,
     items: Mutex<HashMap<ManifestId, Arc<Item>>>,
     peers: Mutex<HashMap<PeerId, PeerStats>>,
     sessions: tokio::sync::Mutex<HashMap<PeerId, Arc<Session>>>,
@@ -229,7 +251,13 @@ impl Node {
             path: config.data_dir.clone(),
             reason: format!("cannot create the data directory: {e}"),
         })?;
-        let store = Arc::new(Store::open(&config.data_dir.join("state.redb"))?);
+        // Absolute, so the folders made under it (mirrored content) mean the same to everyone.
+        let data_dir =
+            std::fs::canonicalize(&config.data_dir).map_err(|e| StartError::Identity {
+                path: config.data_dir.clone(),
+                reason: format!("cannot resolve the data directory: {e}"),
+            })?;
+        let store = Arc::new(Store::open(&data_dir.join("state.redb"))?);
         let keypair = load_identity(&config.data_dir)?;
 
         let mut trust = TrustStore::new();
@@ -243,8 +271,28 @@ impl Node {
                 Err(e) => warn!(%publisher, "stored catalog no longer verifies: {e}"),
             }
         }
+        // The head of each restored catalog, to serve and pass on (a head that is not the
+        // restored catalog's is left out: the catalog is still enforced).
+        let mut held_catalogs = HashMap::new();
+        for (publisher, bytes) in store.catalog_heads()? {
+            let Ok(head) = licet_proto::catalog::VerifiedCatalogHead::from_bytes(&bytes) else {
+                continue;
+            };
+            if let Some(catalog) = catalogs.newest(&publisher)
+                && head.matches(catalog)
+            {
+                held_catalogs.insert(
+                    publisher,
+                    HeldCatalog {
+                        head,
+                        envelope: Arc::from(catalog.envelope_bytes()),
+                    },
+                );
+            }
+        }
+        let mirrors: HashSet<PublicKey> = store.mirrors()?.into_iter().collect();
 
-        let network = network::spawn(NetworkConfig {
+        let (network, network_events) = network::spawn(NetworkConfig {
             keypair,
             listen: config.listen,
             bootstrap: config.bootstrap,
@@ -253,9 +301,15 @@ impl Node {
             inner: Arc::new(Inner {
                 store,
                 network,
+                data_dir,
                 region: config.region,
                 started: Instant::now(),
                 policy: RwLock::new((trust, catalogs)),
+                held_catalogs: Mutex::new(held_catalogs),
+                mirrors: Mutex::new(mirrors),
+                catalog_updates: tokio::sync::Mutex::new(()),
+                catalog_poll: config.catalog_poll,
+                stopping: AtomicBool::new(false),
                 items: Mutex::new(HashMap::new()),
                 peers: Mutex::new(HashMap::new()),
                 sessions: tokio::sync::Mutex::new(HashMap::new()),
@@ -264,6 +318,7 @@ impl Node {
         };
         node.load_items().await?;
         node.accept_streams();
+        node.start_catalogs(network_events).await;
         Ok(node)
     }
 
@@ -333,7 +388,7 @@ impl Node {
         Ok(())
     }
 
-    fn lock_items(&self) -> std::sync::MutexGuard<'_, HashMap<ManifestId, Arc<Item>>> {
+    pub(crate) fn lock_items(&self) -> std::sync::MutexGuard<'_, HashMap<ManifestId, Arc<Item>>> {
         self.inner.items.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -523,8 +578,9 @@ impl Node {
         self.inner.network.local_peer_id()
     }
 
-    /// Stops every download task (daemon shutdown).
+    /// Stops every download task and the catalog poll (daemon shutdown).
     pub fn stop_all(&self) {
+        self.inner.stopping.store(true, Ordering::Relaxed);
         for item in self.lock_items().values() {
             item.stop.store(true, Ordering::Relaxed);
         }
@@ -680,7 +736,7 @@ impl Node {
     }
 }
 
-fn refuse(reason: RefusalReason, detail: impl Into<String>) -> Response {
+pub(crate) fn refuse(reason: RefusalReason, detail: impl Into<String>) -> Response {
     Response::Refused {
         reason,
         detail: wire::bounded_detail(&detail.into()),
@@ -693,11 +749,11 @@ impl Responder for Node {
             Request::Manifest { id } => *id,
             Request::Availability { manifest } | Request::Chunk { manifest, .. } => *manifest,
             Request::CatalogHead { .. } | Request::CatalogPart { .. } => {
-                self.inner.metrics.refused(RefusalReason::NotHeld);
-                return refuse(
-                    RefusalReason::NotHeld,
-                    "catalogs are not served by this node yet",
-                );
+                let response = self.serve_catalog(&request, payload);
+                if let Response::Refused { reason, .. } = &response {
+                    self.inner.metrics.refused(*reason);
+                }
+                return response;
             }
         };
         let Some(item) = self.item(&id) else {
@@ -723,17 +779,24 @@ impl Responder for Node {
                 }
             }
             Request::Chunk { file, index, .. } => {
-                let response = self.serve_chunk(item, file, index, payload).await;
+                let mut response = self.serve_chunk(item.clone(), file, index, payload).await;
+                // Asked again once the chunk is read: a revocation or the end of the licence
+                // window that came while it was read stops it from leaving.
+                if let Response::Chunk { .. } = &response
+                    && let Err(refusal) = self.policy_check(&item.manifest)
+                {
+                    payload.clear();
+                    response = refuse(refusal.reason, refusal.detail);
+                }
                 if let Response::Chunk { len, .. } = &response {
                     self.inner.metrics.bytes_out.inc_by(u64::from(*len));
                     self.lock_peers().entry(peer).or_default().bytes_out += u64::from(*len);
                 }
                 response
             }
-            Request::CatalogHead { .. } | Request::CatalogPart { .. } => refuse(
-                RefusalReason::NotHeld,
-                "catalogs are not served by this node yet",
-            ),
+            Request::CatalogHead { .. } | Request::CatalogPart { .. } => {
+                self.serve_catalog(&request, payload)
+            }
         };
         if let Response::Refused { reason, .. } = &response {
             self.inner.metrics.refused(*reason);
@@ -800,6 +863,7 @@ impl NodeApi for Node {
             trusted_publishers: trusted,
             content: counts,
             uptime_seconds: self.inner.started.elapsed().as_secs(),
+            catalogs: self.catalog_infos(),
         })
     }
 
@@ -845,6 +909,7 @@ impl NodeApi for Node {
                     publisher: *publisher,
                     name: settings.name.clone(),
                     require_catalog: settings.require_catalog,
+                    mirror: self.is_mirrored(publisher),
                 })
                 .collect(),
         })
@@ -856,20 +921,43 @@ impl NodeApi for Node {
             require_catalog: request.require_catalog,
         };
         let store = self.inner.store.clone();
-        let (publisher, stored) = (request.publisher, settings.clone());
-        blocking(move || store.trust_put(&publisher, &stored))
-            .await?
-            .map_err(store_error)?;
+        let (publisher, stored, mirror) = (request.publisher, settings.clone(), request.mirror);
+        blocking(move || {
+            store.trust_put(&publisher, &stored)?;
+            store.mirror_set(&publisher, mirror)
+        })
+        .await?
+        .map_err(store_error)?;
         self.inner
             .policy
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .0
             .insert(request.publisher, settings);
+        {
+            let mut mirrors = self.inner.mirrors.lock().unwrap_or_else(|p| p.into_inner());
+            if mirror {
+                mirrors.insert(publisher);
+            } else {
+                mirrors.remove(&publisher);
+            }
+        }
+        let _ = self
+            .inner
+            .network
+            .subscribe(network::catalog_topic(&publisher))
+            .await;
+        // Look for the publisher's catalog now rather than at the next poll.
+        let node = self.clone();
+        tokio::spawn(async move {
+            node.poll_publisher(publisher).await;
+            node.mirror_sync(publisher).await;
+        });
         Ok(TrustEntry {
             publisher: request.publisher,
             name: request.name,
             require_catalog: request.require_catalog,
+            mirror,
         })
     }
 
@@ -884,6 +972,16 @@ impl NodeApi for Node {
             .unwrap_or_else(|p| p.into_inner())
             .0
             .remove(&publisher);
+        self.inner
+            .mirrors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&publisher);
+        let _ = self
+            .inner
+            .network
+            .unsubscribe(network::catalog_topic(&publisher))
+            .await;
         if removed {
             Ok(())
         } else {
@@ -990,7 +1088,10 @@ impl NodeApi for Node {
         let items: Vec<Arc<Item>> = self.lock_items().values().cloned().collect();
         let mut content: Vec<ContentInfo> = items.iter().map(|i| self.info(i)).collect();
         content.sort_by(|a, b| a.title.cmp(&b.title));
-        Ok(ContentListReply { content })
+        Ok(ContentListReply {
+            content,
+            catalogs: self.catalog_infos(),
+        })
     }
 
     async fn content_get(&self, id: ManifestId) -> Result<ContentInfo, ApiError> {
@@ -1003,19 +1104,21 @@ impl NodeApi for Node {
     }
 
     async fn content_remove(&self, id: ManifestId) -> Result<(), ApiError> {
-        let Some(item) = self.lock_items().remove(&id) else {
-            return Err(ApiError::new(
-                ApiErrorKind::NotFound,
-                format!("manifest {id} is not held here"),
-            ));
-        };
-        item.stop.store(true, Ordering::Relaxed);
-        let _ = self.inner.network.stop_providing(id.0).await;
-        let store = self.inner.store.clone();
-        blocking(move || store.content_remove(&id))
-            .await?
-            .map_err(store_error)?;
-        Ok(())
+        self.remove_item(id).await
+    }
+
+    async fn catalog_publish(
+        &self,
+        catalog: Vec<u8>,
+        head: Vec<u8>,
+    ) -> Result<CatalogInfo, ApiError> {
+        self.publish_catalog(catalog, head).await
+    }
+
+    async fn catalog_list(&self) -> Result<CatalogListReply, ApiError> {
+        Ok(CatalogListReply {
+            catalogs: self.catalog_infos(),
+        })
     }
 
     async fn download_start(&self, request: GetRequest) -> Result<ContentInfo, ApiError> {
@@ -1065,11 +1168,29 @@ impl NodeApi for Node {
             .metrics
             .peers_connected
             .set(connected.len() as i64);
+        self.inner.metrics.set_catalogs(&self.catalog_infos());
         self.inner.metrics.render()
     }
 }
 
 impl Node {
+    /// Stops serving and fetching `id` and forgets it (its files stay).
+    pub(crate) async fn remove_item(&self, id: ManifestId) -> Result<(), ApiError> {
+        let Some(item) = self.lock_items().remove(&id) else {
+            return Err(ApiError::new(
+                ApiErrorKind::NotFound,
+                format!("manifest {id} is not held here"),
+            ));
+        };
+        item.stop.store(true, Ordering::Relaxed);
+        let _ = self.inner.network.stop_providing(id.0).await;
+        let store = self.inner.store.clone();
+        blocking(move || store.content_remove(&id))
+            .await?
+            .map_err(store_error)?;
+        Ok(())
+    }
+
     async fn dial_hints(&self, hints: &[Multiaddr]) -> Vec<PeerId> {
         let mut peers = Vec::new();
         for addr in hints {
@@ -1082,7 +1203,7 @@ impl Node {
         peers
     }
 
-    async fn create_download(
+    pub(crate) async fn create_download(
         &self,
         manifest: VerifiedManifest,
         dir: PathBuf,

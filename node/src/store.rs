@@ -24,6 +24,8 @@
 //! | `leaves` | id ‖ file (36) | postcard `Vec<MerkleHash>` |
 //! | `proofs` | id ‖ file ‖ chunk `u64` BE (44) | postcard [`AuditPath`] |
 //! | `catalogs` | publisher key (32) | postcard `{ sequence: u64, envelope: bytes }` |
+//! | `catalog_heads` | publisher key (32) | the signed head of the stored catalog, exactly as verified |
+//! | `mirrors` | publisher key (32) | empty: the operator asked to mirror this publisher's catalog |
 //!
 //! # Invariants
 //!
@@ -58,7 +60,10 @@
 //!    transaction: readers see all of it or none of it.
 //! 6. **Catalogs never go backwards.** The catalog stored for a publisher verifies, is that
 //!    publisher's, and its sequence never decreases (an equal sequence must be the same bytes),
-//!    so a restart cannot roll revocations back.
+//!    so a restart cannot roll revocations back. A head stored beside it is the signed head of
+//!    exactly that catalog, written in the same transaction. (Files made before heads were kept
+//!    get the two new tables, empty, when opened: a catalog without a head is still enforced,
+//!    it is only not passed on until a newer one arrives.)
 //! 7. **The format is versioned.** Stored enums ([`ContentOrigin`], [`RecordState`]) are
 //!    append-only: never reorder or remove a variant. Any other change to a stored layout bumps
 //!    [`STATE_FORMAT_VERSION`]; a file of a newer version is refused, never misread.
@@ -77,7 +82,7 @@ use std::{
 
 use licet_proto::{
     ManifestId, MerkleHash, PublicKey, Timestamp,
-    catalog::VerifiedCatalog,
+    catalog::{VerifiedCatalog, VerifiedCatalogHead},
     encoding,
     manifest::{MAX_FILES, VerifiedManifest},
     merkle::{AuditPath, MAX_AUDIT_PATH_LEN},
@@ -138,6 +143,8 @@ const BITFIELDS_NAME: &str = "bitfields";
 const LEAVES_NAME: &str = "leaves";
 const PROOFS_NAME: &str = "proofs";
 const CATALOGS_NAME: &str = "catalogs";
+const CATALOG_HEADS_NAME: &str = "catalog_heads";
+const MIRRORS_NAME: &str = "mirrors";
 
 type IdKey = [u8; 32];
 type FileKey = [u8; 36];
@@ -151,6 +158,8 @@ const BITFIELDS: TableDefinition<&FileKey, &[u8]> = TableDefinition::new(BITFIEL
 const LEAVES: TableDefinition<&FileKey, &[u8]> = TableDefinition::new(LEAVES_NAME);
 const PROOFS: TableDefinition<&ChunkKey, &[u8]> = TableDefinition::new(PROOFS_NAME);
 const CATALOGS: TableDefinition<&IdKey, &[u8]> = TableDefinition::new(CATALOGS_NAME);
+const CATALOG_HEADS: TableDefinition<&IdKey, &[u8]> = TableDefinition::new(CATALOG_HEADS_NAME);
+const MIRRORS: TableDefinition<&IdKey, &[u8]> = TableDefinition::new(MIRRORS_NAME);
 
 /// Where a content item came from. Stored: append-only, never reorder or remove a variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -440,11 +449,14 @@ impl Store {
         self.commit(txn)
     }
 
-    /// Stops trusting `publisher`; returns whether it was trusted.
+    /// Stops trusting `publisher` (and mirroring it); returns whether it was trusted.
     pub fn trust_remove(&self, publisher: &PublicKey) -> Result<bool, StoreError> {
         let txn = self.write()?;
         let removed = {
             let mut table = self.open_write(&txn, TRUST)?;
+            self.open_write(&txn, MIRRORS)?
+                .remove(publisher.as_bytes())
+                .map_err(|e| self.db("write mirrors", e))?;
             table
                 .remove(publisher.as_bytes())
                 .map_err(|e| self.db("write trust", e))?
@@ -452,6 +464,33 @@ impl Store {
         };
         self.commit(txn)?;
         Ok(removed)
+    }
+
+    /// Records whether the operator mirrors `publisher`'s catalog (fetches and seeds all of it).
+    pub fn mirror_set(&self, publisher: &PublicKey, mirror: bool) -> Result<(), StoreError> {
+        let txn = self.write()?;
+        {
+            let mut table = self.open_write(&txn, MIRRORS)?;
+            if mirror {
+                table.insert(publisher.as_bytes(), [].as_slice())
+            } else {
+                table.remove(publisher.as_bytes())
+            }
+            .map_err(|e| self.db("write mirrors", e))?;
+        }
+        self.commit(txn)
+    }
+
+    /// The publishers whose catalogs are mirrored.
+    pub fn mirrors(&self) -> Result<Vec<PublicKey>, StoreError> {
+        let txn = self.read()?;
+        let table = self.open_read(&txn, MIRRORS)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.db("read mirrors", e))? {
+            let (key, _) = entry.map_err(|e| self.db("read mirrors", e))?;
+            out.push(PublicKey(*key.value()));
+        }
+        Ok(out)
     }
 
     // ----- manifests and content items -----
@@ -868,6 +907,26 @@ impl Store {
     /// catalog, which is then a no-op), so the stored catalog never goes backwards. Trust and
     /// expiry are the policy's to check before this is called.
     pub fn catalog_put(&self, publisher: &PublicKey, envelope: &[u8]) -> Result<(), StoreError> {
+        self.catalog_write(publisher, envelope, None)
+    }
+
+    /// [`Store::catalog_put`], and `head` beside the catalog in the same transaction; refused
+    /// unless `head` is the publisher's signed head of exactly that catalog.
+    pub fn catalog_put_with_head(
+        &self,
+        publisher: &PublicKey,
+        envelope: &[u8],
+        head: &[u8],
+    ) -> Result<(), StoreError> {
+        self.catalog_write(publisher, envelope, Some(head))
+    }
+
+    fn catalog_write(
+        &self,
+        publisher: &PublicKey,
+        envelope: &[u8],
+        head: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
         let refused = |reason: String| StoreError::CatalogRefused {
             publisher: *publisher,
             reason,
@@ -879,6 +938,15 @@ impl Store {
                 "it is a catalog of publisher {}",
                 catalog.catalog().publisher
             )));
+        }
+        if let Some(head) = head {
+            let head = VerifiedCatalogHead::from_bytes(head)
+                .map_err(|e| refused(format!("its head: {e}")))?;
+            if !head.matches(&catalog) {
+                return Err(refused(
+                    "its head is the head of another catalog".to_owned(),
+                ));
+            }
         }
         let stored = encoding::encode(&StoredCatalog {
             sequence,
@@ -912,8 +980,35 @@ impl Store {
             table
                 .insert(publisher.as_bytes(), stored.as_slice())
                 .map_err(|e| self.db("write catalog", e))?;
+            let mut heads = self.open_write(&txn, CATALOG_HEADS)?;
+            match head {
+                Some(head) => heads.insert(publisher.as_bytes(), head),
+                None => heads.remove(publisher.as_bytes()),
+            }
+            .map_err(|e| self.db("write catalog head", e))?;
         }
         self.commit(txn)
+    }
+
+    /// The stored head of each publisher's stored catalog. A head that no longer verifies is
+    /// damage: [`StoreError::Corrupt`].
+    pub fn catalog_heads(&self) -> Result<Vec<(PublicKey, Vec<u8>)>, StoreError> {
+        let txn = self.read()?;
+        let table = self.open_read(&txn, CATALOG_HEADS)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.db("read catalog heads", e))? {
+            let (key, value) = entry.map_err(|e| self.db("read catalog heads", e))?;
+            let publisher = PublicKey(*key.value());
+            if VerifiedCatalogHead::from_bytes(value.value()).is_err() {
+                return Err(StoreError::Corrupt {
+                    table: CATALOG_HEADS_NAME,
+                    key: publisher.to_string(),
+                    reason: "the stored catalog head does not verify".to_owned(),
+                });
+            }
+            out.push((publisher, value.value().to_vec()));
+        }
+        Ok(out)
     }
 
     /// Every stored catalog envelope, by publisher (to verify and restore at start).
@@ -989,6 +1084,8 @@ impl Store {
             LEAVES_NAME,
             PROOFS_NAME,
             CATALOGS_NAME,
+            CATALOG_HEADS_NAME,
+            MIRRORS_NAME,
         ];
         if all.iter().all(|name| present.iter().any(|p| p == name)) {
             return Ok(());
@@ -1423,6 +1520,8 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), TableError> {
     txn.open_table(LEAVES)?;
     txn.open_table(PROOFS)?;
     txn.open_table(CATALOGS)?;
+    txn.open_table(CATALOG_HEADS)?;
+    txn.open_table(MIRRORS)?;
     Ok(())
 }
 
@@ -1894,6 +1993,8 @@ mod tests {
             LEAVES_NAME,
             PROOFS_NAME,
             CATALOGS_NAME,
+            CATALOG_HEADS_NAME,
+            MIRRORS_NAME,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -2901,6 +3002,48 @@ mod tests {
             "{err}"
         );
         assert!(store.catalogs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_head_is_stored_only_with_its_own_catalog_and_mirrors_persist() {
+        let (_dir, path) = state_path();
+        let store = Store::open(&path).unwrap();
+        let a = secret(1).public_key();
+        let a5 = signed_catalog(1, 5, "five");
+        let a6 = signed_catalog(1, 6, "six");
+        let head5 = a5.head(&secret(1)).unwrap();
+        // The head of another catalog: refused, nothing stored.
+        let err = store
+            .catalog_put_with_head(&a, a6.envelope_bytes(), head5.envelope_bytes())
+            .unwrap_err();
+        assert!(err.to_string().contains("head of another catalog"), "{err}");
+        assert!(store.catalogs().unwrap().is_empty());
+        assert!(store.catalog_heads().unwrap().is_empty());
+        let err = store
+            .catalog_put_with_head(&a, a5.envelope_bytes(), b"junk")
+            .unwrap_err();
+        assert!(err.to_string().contains("its head"), "{err}");
+
+        store
+            .catalog_put_with_head(&a, a5.envelope_bytes(), head5.envelope_bytes())
+            .unwrap();
+        assert_eq!(
+            store.catalog_heads().unwrap(),
+            vec![(a, head5.envelope_bytes().to_vec())]
+        );
+        // A catalog stored without a head drops the stale one.
+        store.catalog_put(&a, a6.envelope_bytes()).unwrap();
+        assert!(store.catalog_heads().unwrap().is_empty());
+
+        store.mirror_set(&a, true).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.mirrors().unwrap(), vec![a]);
+        store.trust_remove(&a).unwrap();
+        assert!(
+            store.mirrors().unwrap().is_empty(),
+            "untrusting stops mirroring"
+        );
     }
 
     // ----- the stored format -----

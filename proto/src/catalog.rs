@@ -336,3 +336,111 @@ impl VerifiedCatalogHead {
             && self.head.expires_at == catalog.catalog().expires_at
     }
 }
+
+/// Why a DHT record is not stored as a catalog head.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeadRecordRejection {
+    /// The value is larger than any catalog head envelope.
+    #[error("a {len}-byte record is over the catalog head limit of {limit} bytes")]
+    Oversize {
+        /// The value's length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The value is not a catalog head signed by its publisher.
+    #[error("not a valid catalog head: {0}")]
+    Invalid(CatalogError),
+    /// The record is stored under another key than the publisher's catalog head key.
+    #[error("the record key is not the catalog head key of publisher {publisher}")]
+    WrongKey {
+        /// The head's publisher.
+        publisher: PublicKey,
+    },
+    /// The head's catalog has expired.
+    #[error("catalog head {sequence} of {publisher} expired at {expires_at}")]
+    Expired {
+        /// The publisher.
+        publisher: PublicKey,
+        /// The sequence.
+        sequence: u64,
+        /// Its expiry.
+        expires_at: Timestamp,
+    },
+    /// A head with a lower sequence than the stored one (a rollback).
+    #[error("catalog head {offered} of {publisher} is below the stored head {stored}")]
+    LowerSequence {
+        /// The publisher.
+        publisher: PublicKey,
+        /// The offered sequence.
+        offered: u64,
+        /// The stored sequence.
+        stored: u64,
+    },
+    /// The same sequence as the stored head with different bytes.
+    #[error(
+        "catalog head {sequence} of {publisher} differs from the stored head with that sequence"
+    )]
+    EqualSequenceDifferentBytes {
+        /// The publisher.
+        publisher: PublicKey,
+        /// The sequence.
+        sequence: u64,
+    },
+}
+
+/// What a DHT node checks before it stores the record `key` → `value` as a catalog head,
+/// whether or not it trusts the publisher (it only keeps the DHT honest):
+/// 1. the value is no larger than a catalog head envelope (checked before decoding);
+/// 2. it is a catalog head signed by its publisher's own key;
+/// 3. `key` is that publisher's [`catalog_head_key`];
+/// 4. its catalog has not expired at `now`;
+/// 5. if a head is stored under `key` already (`stored`), the new one's sequence is not lower,
+///    and an equal sequence is the same bytes. A stored value that no longer verifies counts as
+///    absent.
+pub fn check_head_record(
+    key: &[u8],
+    value: &[u8],
+    stored: Option<&[u8]>,
+    now: Timestamp,
+) -> Result<VerifiedCatalogHead, HeadRecordRejection> {
+    let limit = SignedKind::CatalogHead.max_envelope_bytes();
+    if value.len() > limit {
+        return Err(HeadRecordRejection::Oversize {
+            len: value.len(),
+            limit,
+        });
+    }
+    let verified = VerifiedCatalogHead::from_bytes(value).map_err(HeadRecordRejection::Invalid)?;
+    let head = verified.head();
+    if key != catalog_head_key(&head.publisher).0.as_slice() {
+        return Err(HeadRecordRejection::WrongKey {
+            publisher: head.publisher,
+        });
+    }
+    if now >= head.expires_at {
+        return Err(HeadRecordRejection::Expired {
+            publisher: head.publisher,
+            sequence: head.sequence,
+            expires_at: head.expires_at,
+        });
+    }
+    if let Some(held) = stored.and_then(|bytes| VerifiedCatalogHead::from_bytes(bytes).ok()) {
+        let held_sequence = held.head().sequence;
+        if head.sequence < held_sequence {
+            return Err(HeadRecordRejection::LowerSequence {
+                publisher: head.publisher,
+                offered: head.sequence,
+                stored: held_sequence,
+            });
+        }
+        if head.sequence == held_sequence && held.envelope_bytes() != value {
+            return Err(HeadRecordRejection::EqualSequenceDifferentBytes {
+                publisher: head.publisher,
+                sequence: head.sequence,
+            });
+        }
+    }
+    Ok(verified)
+}

@@ -11,8 +11,9 @@
 use licet_proto::{
     ManifestId, MerkleHash, PublicKey, SecretKey, Timestamp,
     catalog::{
-        Catalog, CatalogEntry, CatalogError, CatalogHead, MAX_ENTRY_TITLE_BYTES, VerifiedCatalog,
-        VerifiedCatalogHead,
+        Catalog, CatalogEntry, CatalogError, CatalogHead, HeadRecordRejection,
+        MAX_ENTRY_TITLE_BYTES, VerifiedCatalog, VerifiedCatalogHead, catalog_head_key,
+        check_head_record,
     },
     delegation::{Delegation, DelegationError, DelegationScope, MAX_DELEGATION_BODY_BYTES},
     encoding::{self, DecodeError},
@@ -855,6 +856,91 @@ fn delegation_invalid_in_itself() {
 
 // ---------------------------------------------------------------------------------------------
 // Catalogs.
+
+/// The head of `catalog(sequence)` (optionally revoking one more manifest, so two heads of one
+/// sequence differ), as DHT record bytes.
+fn head_record(sequence: u64, variant: u8) -> Vec<u8> {
+    let mut body = catalog(sequence);
+    if variant != 0 {
+        body.revoked_manifests = vec![ManifestId([variant; 32])];
+    }
+    let verified = body.sign(&publisher_key()).unwrap();
+    verified
+        .head(&publisher_key())
+        .unwrap()
+        .envelope_bytes()
+        .to_vec()
+}
+
+#[test]
+fn dht_head_records_are_checked_before_they_are_stored() {
+    let key = catalog_head_key(&publisher()).0;
+    let five = head_record(5, 0);
+    let head = check_head_record(&key, &five, None, NOW).unwrap();
+    assert_eq!(head.head().sequence, 5);
+    // The same bytes again, or a higher sequence, over a stored head.
+    check_head_record(&key, &five, Some(&five), NOW).unwrap();
+    check_head_record(&key, &head_record(6, 0), Some(&five), NOW).unwrap();
+
+    // Oversize: refused before decoding.
+    let big = vec![0u8; 64 * 1024];
+    assert!(matches!(
+        check_head_record(&key, &big, None, NOW),
+        Err(HeadRecordRejection::Oversize { len: 65536, .. })
+    ));
+    // Junk, a forged signature, a head signed by a stranger in the publisher's name.
+    assert!(matches!(
+        check_head_record(&key, b"junk", None, NOW),
+        Err(HeadRecordRejection::Invalid(_))
+    ));
+    let mut forged = Signed::decode(&five).unwrap();
+    forged.signature.0[0] ^= 1;
+    assert!(matches!(
+        check_head_record(&key, &forged.encode(), None, NOW),
+        Err(HeadRecordRejection::Invalid(_))
+    ));
+    let head_body = Signed::decode(&five).unwrap().body;
+    let by_stranger = Signed::sign(SignedKind::CatalogHead, head_body, &stranger_key(), None);
+    assert!(matches!(
+        check_head_record(&key, &by_stranger.encode(), None, NOW),
+        Err(HeadRecordRejection::Invalid(
+            CatalogError::NotSignedByPublisher { .. }
+        ))
+    ));
+    // Another publisher's key: a valid head under the wrong key.
+    let other_key = catalog_head_key(&other_publisher_key().public_key()).0;
+    let err = check_head_record(&other_key, &five, None, NOW).unwrap_err();
+    assert_eq!(
+        err,
+        HeadRecordRejection::WrongKey {
+            publisher: publisher()
+        }
+    );
+    // Expired at its catalog's expiry.
+    let err = check_head_record(&key, &five, None, END).unwrap_err();
+    assert!(matches!(
+        err,
+        HeadRecordRejection::Expired { sequence: 5, .. }
+    ));
+    assert_names(&err, &["expired", &publisher().to_hex()]);
+    // Lower sequence than stored; equal sequence, other bytes.
+    let err = check_head_record(&key, &head_record(4, 0), Some(&five), NOW).unwrap_err();
+    assert_eq!(
+        err,
+        HeadRecordRejection::LowerSequence {
+            publisher: publisher(),
+            offered: 4,
+            stored: 5
+        }
+    );
+    assert_names(&err, &["4", "below", "5"]);
+    assert!(matches!(
+        check_head_record(&key, &head_record(5, 7), Some(&five), NOW),
+        Err(HeadRecordRejection::EqualSequenceDifferentBytes { sequence: 5, .. })
+    ));
+    // A stored value that does not verify does not protect anything.
+    check_head_record(&key, &head_record(1, 0), Some(b"damaged"), NOW).unwrap();
+}
 
 #[test]
 fn catalog_rollback_is_refused() {

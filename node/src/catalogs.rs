@@ -1,0 +1,794 @@
+//! Catalogs on the network: how a node learns, checks, keeps, applies and passes on each
+//! trusted publisher's newest catalog, and mirrors the publishers it was asked to mirror.
+//!
+//! A head reaches the node in one of four ways, and every one goes through [`Node::consider_head`]:
+//! - `catalog publish` on this node (the API), with the catalog itself;
+//! - gossip on the publisher's topic (`network::catalog_topic`), pushed the moment it is
+//!   published;
+//! - the DHT record under the publisher's catalog head key, polled every `catalog_poll`;
+//! - a direct `CatalogHead` request to connected peers, in the same poll.
+//!
+//! What happens to a head, in order (the numbers are DESIGN.md's catalog rules):
+//! 1. its signature is checked: it must be signed by its publisher's own key;
+//! 2. [`CatalogSet::head_is_newer`]: the publisher is trusted, the catalog is not expired, and
+//!    its sequence is above the accepted one (equal: the same catalog, a no-op). A rollback or
+//!    a different catalog with the same sequence is refused and counted in the metrics;
+//! 3. the catalog is fetched from peers part by part (the peer the head came from first, then
+//!    the providers of the head key, then connected peers); its bytes must hash to the head's
+//!    `catalog_hash` before they are decoded (mix-and-match defence) — a peer that sends other
+//!    bytes is banned;
+//! 4. the catalog and its head are written to the store in one transaction, *then* applied to
+//!    the in-memory policy state; since serving asks the policy on every request, revocations
+//!    and delegate revocations bite on the next chunk, and the persisted sequence means a
+//!    restart cannot roll them back;
+//! 5. the node passes it on: it puts the head in the DHT, provides the head key (so others can
+//!    fetch the catalog from it), gossips the head unless it came by gossip (gossipsub forwards
+//!    those itself once the node accepts the message), stops announcing revoked manifests, and
+//!    for a mirrored publisher fetches what is listed and drops what is withdrawn.
+//!
+//! Invariants:
+//! - one head is considered at a time (`catalog_updates`), so a catalog (at most the wire
+//!   limit of a catalog envelope) is fetched at most once at a time;
+//! - the node serves catalog parts only of the catalog it accepted, and only by its hash;
+//! - gossip messages are reported to gossipsub as accepted only if they are a valid head of
+//!   the topic's publisher that is newer than what the node holds, so stale or forged heads are
+//!   not forwarded (a forgery also costs its sender gossipsub score).
+
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use libp2p::{PeerId, gossipsub::MessageAcceptance};
+use licet_proto::{
+    ManifestId, PublicKey, Timestamp,
+    catalog::{VerifiedCatalog, VerifiedCatalogHead, catalog_hash, catalog_head_key},
+    manifest::VerifiedManifest,
+    policy::{CatalogAcceptance, CatalogRejection, Refusal, RefusalReason},
+    wire::{CATALOG_PART_BYTES, Request, Response},
+};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::{
+    api_types::{ApiError, ApiErrorKind, CatalogInfo},
+    fetch,
+    network::{self, NetworkEvent},
+    node::{Node, blocking, internal, refuse},
+    store::{ContentOrigin, RecordState},
+};
+
+/// Most peers asked for their head of one publisher in a poll.
+const MAX_POLL_PEERS: usize = 8;
+/// Most peers tried for one catalog.
+const MAX_CATALOG_SOURCES: usize = 16;
+/// The first poll runs this long after start (time to connect to bootstrap peers).
+const FIRST_POLL_DELAY: Duration = Duration::from_secs(2);
+/// Most mirror downloads running at once, per mirrored publisher.
+const MIRROR_DOWNLOADS_AT_ONCE: usize = 8;
+/// The folder of the data directory where mirrored content goes, one folder per manifest id.
+const MIRROR_DIR: &str = "mirror";
+
+/// How a head reached the node (decides whether the node gossips it on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeadOrigin {
+    /// `catalog publish` on this node.
+    Api,
+    /// Gossip: gossipsub forwards it itself.
+    Gossip,
+    /// The DHT or a peer's direct answer, in a poll.
+    Poll,
+}
+
+/// What [`Node::consider_head`] did.
+#[derive(Debug)]
+pub(crate) enum HeadOutcome {
+    /// The catalog is the publisher's newest now.
+    Accepted,
+    /// It is the catalog already held.
+    AlreadyHeld,
+}
+
+/// Why a head or catalog was not taken.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CatalogFailure {
+    /// The catalog rules refuse it (untrusted, expired, rollback, equal sequence with other
+    /// bytes).
+    #[error(transparent)]
+    Rejected(#[from] CatalogRejection),
+    /// The head or catalog does not verify, or they do not belong together.
+    #[error("{0}")]
+    Invalid(String),
+    /// No peer had the catalog.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The node failed (database).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl CatalogFailure {
+    /// The metrics label of a refusal.
+    fn label(&self) -> &'static str {
+        match self {
+            CatalogFailure::Rejected(CatalogRejection::UntrustedPublisher(_)) => "untrusted",
+            CatalogFailure::Rejected(CatalogRejection::Expired { .. }) => "expired",
+            CatalogFailure::Rejected(CatalogRejection::Rollback { .. }) => "rollback",
+            CatalogFailure::Rejected(CatalogRejection::EqualSequenceDifferentBytes { .. }) => {
+                "equal_sequence_different_bytes"
+            }
+            CatalogFailure::Rejected(_) => "rejected",
+            CatalogFailure::Invalid(_) => "invalid",
+            CatalogFailure::Unavailable(_) => "unavailable",
+            CatalogFailure::Internal(_) => "internal",
+        }
+    }
+
+    fn into_api_error(self) -> ApiError {
+        let kind = match &self {
+            CatalogFailure::Rejected(_) => ApiErrorKind::Refused,
+            CatalogFailure::Invalid(_) => ApiErrorKind::BadRequest,
+            CatalogFailure::Unavailable(_) => ApiErrorKind::Unavailable,
+            CatalogFailure::Internal(_) => ApiErrorKind::Internal,
+        };
+        ApiError::new(kind, self.to_string())
+    }
+}
+
+/// A catalog this node accepted, as it serves it to peers.
+#[derive(Clone)]
+pub(crate) struct HeldCatalog {
+    /// Its signed head.
+    pub(crate) head: VerifiedCatalogHead,
+    /// The catalog envelope, exactly as verified.
+    pub(crate) envelope: Arc<[u8]>,
+}
+
+impl Node {
+    /// Sets up catalogs at start: joins the gossip topic of every trusted publisher, passes on
+    /// the heads it holds, and starts the gossip handler and the poll loop.
+    pub(crate) async fn start_catalogs(&self, events: mpsc::Receiver<NetworkEvent>) {
+        let publishers: Vec<PublicKey> = self.trusted_publishers();
+        for publisher in &publishers {
+            let _ = self
+                .inner
+                .network
+                .subscribe(network::catalog_topic(publisher))
+                .await;
+        }
+        let held: Vec<HeldCatalog> = self.lock_held().values().cloned().collect();
+        for catalog in held {
+            self.pass_on(&catalog.head, HeadOrigin::Poll).await;
+        }
+        let node = self.clone();
+        tokio::spawn(async move { node.handle_gossip(events).await });
+        let node = self.clone();
+        tokio::spawn(async move { node.poll_loop().await });
+    }
+
+    /// The trusted publishers, by key.
+    fn trusted_publishers(&self) -> Vec<PublicKey> {
+        let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
+        guard.0.iter().map(|(p, _)| *p).collect()
+    }
+
+    fn lock_held(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<PublicKey, HeldCatalog>> {
+        self.inner
+            .held_catalogs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this node mirrors `publisher`'s catalog.
+    pub(crate) fn is_mirrored(&self, publisher: &PublicKey) -> bool {
+        self.inner
+            .mirrors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(publisher)
+    }
+
+    /// `catalog publish`: takes a catalog and its head from the operator.
+    pub(crate) async fn publish_catalog(
+        &self,
+        catalog: Vec<u8>,
+        head: Vec<u8>,
+    ) -> Result<CatalogInfo, ApiError> {
+        let catalog = VerifiedCatalog::from_bytes(&catalog).map_err(|e| {
+            ApiError::new(
+                ApiErrorKind::BadRequest,
+                format!("the catalog is not valid: {e}"),
+            )
+        })?;
+        let head = VerifiedCatalogHead::from_bytes(&head).map_err(|e| {
+            ApiError::new(
+                ApiErrorKind::BadRequest,
+                format!("the catalog head is not valid: {e}"),
+            )
+        })?;
+        let publisher = catalog.catalog().publisher;
+        let _updating = self.inner.catalog_updates.lock().await;
+        let outcome = self
+            .accept_catalog(head, catalog, HeadOrigin::Api)
+            .await
+            .map_err(|failure| {
+                self.count_refused_head(&failure);
+                failure.into_api_error()
+            })?;
+        info!(%publisher, ?outcome, "catalog published");
+        self.catalog_info(&publisher)
+            .ok_or_else(|| internal(format!("publisher {publisher} is no longer trusted")))
+    }
+
+    /// Considers a head from a peer or the DHT: if it is newer than the catalog held, fetches
+    /// that catalog (from `hint` first) and accepts it.
+    pub(crate) async fn consider_head(
+        &self,
+        head: VerifiedCatalogHead,
+        hint: Option<PeerId>,
+        origin: HeadOrigin,
+    ) -> Result<HeadOutcome, CatalogFailure> {
+        let _updating = self.inner.catalog_updates.lock().await;
+        if !self.head_is_newer(&head)? {
+            return Ok(HeadOutcome::AlreadyHeld);
+        }
+        let catalog = self.fetch_catalog(&head, hint).await?;
+        self.accept_catalog(head, catalog, origin).await
+    }
+
+    /// Whether `head` points at a catalog the node would accept ([`CatalogSet::head_is_newer`]).
+    fn head_is_newer(&self, head: &VerifiedCatalogHead) -> Result<bool, CatalogFailure> {
+        let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
+        let (trust, catalogs) = &*guard;
+        Ok(catalogs.head_is_newer(trust, Timestamp::now(), head)?)
+    }
+
+    /// Steps 4 and 5 of the module docs, for a head and catalog that belong together. The
+    /// caller holds `catalog_updates`.
+    async fn accept_catalog(
+        &self,
+        head: VerifiedCatalogHead,
+        catalog: VerifiedCatalog,
+        origin: HeadOrigin,
+    ) -> Result<HeadOutcome, CatalogFailure> {
+        if !head.matches(&catalog) {
+            return Err(CatalogFailure::Invalid(format!(
+                "the head (catalog {} of {}) is not the head of this catalog ({} of {})",
+                head.head().sequence,
+                head.head().publisher,
+                catalog.catalog().sequence,
+                catalog.catalog().publisher
+            )));
+        }
+        let publisher = catalog.catalog().publisher;
+        if !self.head_is_newer(&head)? {
+            return Ok(HeadOutcome::AlreadyHeld);
+        }
+        let store = self.inner.store.clone();
+        let (envelope, head_bytes) = (
+            catalog.envelope_bytes().to_vec(),
+            head.envelope_bytes().to_vec(),
+        );
+        blocking(move || store.catalog_put_with_head(&publisher, &envelope, &head_bytes))
+            .await
+            .map_err(|e| CatalogFailure::Internal(e.message))?
+            .map_err(|e| CatalogFailure::Internal(format!("node database: {e}")))?;
+        let held = HeldCatalog {
+            head: head.clone(),
+            envelope: Arc::from(catalog.envelope_bytes()),
+        };
+        let acceptance = {
+            let mut guard = self.inner.policy.write().unwrap_or_else(|p| p.into_inner());
+            let (trust, catalogs) = &mut *guard;
+            catalogs.accept(trust, Timestamp::now(), catalog)?
+        };
+        let previous = match acceptance {
+            CatalogAcceptance::Accepted { previous } => previous,
+            CatalogAcceptance::AlreadyHeld => return Ok(HeadOutcome::AlreadyHeld),
+        };
+        self.lock_held().insert(publisher, held);
+        self.inner.metrics.catalogs_accepted.inc();
+        info!(
+            %publisher,
+            sequence = head.head().sequence,
+            ?previous,
+            "catalog accepted"
+        );
+        self.apply_revocations(&publisher).await;
+        self.pass_on(&head, origin).await;
+        if self.is_mirrored(&publisher) {
+            let node = self.clone();
+            tokio::spawn(async move { node.mirror_sync(publisher).await });
+        }
+        Ok(HeadOutcome::Accepted)
+    }
+
+    /// Stops announcing the held content that the policy now refuses for a revocation.
+    async fn apply_revocations(&self, publisher: &PublicKey) {
+        let items: Vec<_> = self
+            .lock_items()
+            .values()
+            .filter(|item| item.manifest.manifest().publisher == *publisher)
+            .cloned()
+            .collect();
+        for item in items {
+            if let Some(refusal) = self.withdrawal(&item.manifest) {
+                info!(id = %item.id(), "withdrawn by its publisher: {refusal}");
+                let _ = self.inner.network.stop_providing(item.id().0).await;
+            }
+        }
+    }
+
+    /// The refusal of `manifest` if its publisher's catalog withdrew it (revoked it, or the
+    /// delegate that signed it).
+    fn withdrawal(&self, manifest: &VerifiedManifest) -> Option<Refusal> {
+        self.policy_check(manifest).err().filter(|refusal| {
+            matches!(
+                refusal.reason,
+                RefusalReason::Revoked | RefusalReason::DelegateRevoked
+            )
+        })
+    }
+
+    /// Step 5: the DHT record, the provider record, and gossip.
+    async fn pass_on(&self, head: &VerifiedCatalogHead, origin: HeadOrigin) {
+        let publisher = head.head().publisher;
+        let key = catalog_head_key(&publisher).0;
+        let network = &self.inner.network;
+        let _ = network
+            .put_record(key, head.envelope_bytes().to_vec())
+            .await;
+        let _ = network.start_providing(key).await;
+        if origin != HeadOrigin::Gossip {
+            let _ = network
+                .publish(
+                    network::catalog_topic(&publisher),
+                    head.envelope_bytes().to_vec(),
+                )
+                .await;
+        }
+    }
+
+    /// Step 3: fetches the catalog `head` names from peers, `hint` first.
+    async fn fetch_catalog(
+        &self,
+        head: &VerifiedCatalogHead,
+        hint: Option<PeerId>,
+    ) -> Result<VerifiedCatalog, CatalogFailure> {
+        let h = head.head();
+        let local = self.inner.network.local_peer_id();
+        let providers = self
+            .inner
+            .network
+            .providers(catalog_head_key(&h.publisher).0)
+            .await
+            .unwrap_or_default();
+        let connected = self.inner.network.connected().await.unwrap_or_default();
+        let mut seen = HashSet::new();
+        let candidates: Vec<PeerId> = hint
+            .into_iter()
+            .chain(providers)
+            .chain(connected.into_iter().map(|(peer, _)| peer))
+            .filter(|peer| *peer != local && !self.is_banned(peer) && seen.insert(*peer))
+            .take(MAX_CATALOG_SOURCES)
+            .collect();
+        let mut problems = Vec::new();
+        for peer in candidates {
+            match self.fetch_catalog_from(peer, head).await {
+                Ok(catalog) => return Ok(catalog),
+                Err(problem) => {
+                    debug!(%peer, "catalog {} of {} not fetched: {problem}", h.sequence, h.publisher);
+                    problems.push(format!("{peer}: {problem}"));
+                }
+            }
+        }
+        Err(CatalogFailure::Unavailable(format!(
+            "no peer sent catalog {} of {}{}",
+            h.sequence,
+            h.publisher,
+            if problems.is_empty() {
+                " (no peer to ask)".to_owned()
+            } else {
+                format!(" ({})", problems.join("; "))
+            }
+        )))
+    }
+
+    /// Fetches the catalog `head` names from `peer`, part by part, and checks it. A peer that
+    /// breaks the protocol or sends bytes that are not the named catalog is banned.
+    async fn fetch_catalog_from(
+        &self,
+        peer: PeerId,
+        head: &VerifiedCatalogHead,
+    ) -> Result<VerifiedCatalog, String> {
+        let h = head.head();
+        let session = self.session(peer).await.map_err(|e| e.to_string())?;
+        let mut envelope = Vec::new();
+        let mut total = None;
+        loop {
+            let offset = envelope.len() as u64;
+            let reply = match session
+                .request(Request::CatalogPart {
+                    publisher: h.publisher,
+                    catalog_hash: h.catalog_hash,
+                    offset,
+                })
+                .await
+            {
+                Ok(reply) => reply,
+                Err(e) => {
+                    if let crate::transfer::SessionError::Protocol(reason) = &e {
+                        self.ban(peer, &format!("protocol violation: {reason}"))
+                            .await;
+                    }
+                    self.drop_session(&peer).await;
+                    return Err(e.to_string());
+                }
+            };
+            match reply.response {
+                Response::CatalogPart {
+                    total_len,
+                    offset: part_offset,
+                    len,
+                } => {
+                    let consistent = part_offset == offset
+                        && total.is_none_or(|t| t == total_len)
+                        && (len > 0 || offset == total_len);
+                    if !consistent {
+                        let reason = format!(
+                            "catalog part at {part_offset} of {total_len} bytes when {offset} was asked"
+                        );
+                        self.ban(peer, &reason).await;
+                        return Err(reason);
+                    }
+                    total = Some(total_len);
+                    envelope.extend_from_slice(reply.payload());
+                    if envelope.len() as u64 >= total_len {
+                        break;
+                    }
+                }
+                Response::Refused { reason, detail } => {
+                    return Err(format!("refused: {}: {detail}", reason.describe()));
+                }
+                Response::Busy { .. } => return Err("busy".to_owned()),
+                other => {
+                    let reason = format!("answered a catalog request with {other:?}");
+                    self.ban(peer, &reason).await;
+                    return Err(reason);
+                }
+            }
+        }
+        if catalog_hash(&envelope) != h.catalog_hash {
+            let reason = format!(
+                "sent a catalog that is not catalog {} of {} (its hash differs from the signed head's)",
+                h.sequence, h.publisher
+            );
+            self.inner.metrics.catalog_refused("mismatch");
+            self.ban(peer, &reason).await;
+            return Err(reason);
+        }
+        let catalog = VerifiedCatalog::from_bytes(&envelope).map_err(|e| e.to_string())?;
+        if !head.matches(&catalog) {
+            return Err("the catalog does not match its head".to_owned());
+        }
+        Ok(catalog)
+    }
+
+    /// Answers `CatalogHead` and `CatalogPart` requests from the catalogs this node accepted.
+    pub(crate) fn serve_catalog(&self, request: &Request, payload: &mut Vec<u8>) -> Response {
+        match *request {
+            Request::CatalogHead { publisher } => match self.lock_held().get(&publisher) {
+                Some(held) => Response::CatalogHead {
+                    envelope: held.head.envelope_bytes().to_vec(),
+                },
+                None => refuse(
+                    RefusalReason::NotHeld,
+                    format!("no catalog of publisher {publisher} is held here"),
+                ),
+            },
+            Request::CatalogPart {
+                publisher,
+                catalog_hash,
+                offset,
+            } => {
+                let Some(held) = self.lock_held().get(&publisher).cloned() else {
+                    return refuse(
+                        RefusalReason::NotHeld,
+                        format!("no catalog of publisher {publisher} is held here"),
+                    );
+                };
+                if held.head.head().catalog_hash != catalog_hash {
+                    return refuse(
+                        RefusalReason::NotHeld,
+                        format!(
+                            "catalog {catalog_hash} of {publisher} is not held here (the newest held is {})",
+                            held.head.head().sequence
+                        ),
+                    );
+                }
+                let total = held.envelope.len() as u64;
+                if offset % u64::from(CATALOG_PART_BYTES) != 0 || offset > total {
+                    return refuse(
+                        RefusalReason::BadRequest,
+                        format!(
+                            "catalog offset {offset} is not a part boundary within {total} bytes"
+                        ),
+                    );
+                }
+                let end = total.min(offset + u64::from(CATALOG_PART_BYTES));
+                payload.clear();
+                payload.extend_from_slice(&held.envelope[offset as usize..end as usize]);
+                Response::CatalogPart {
+                    total_len: total,
+                    offset,
+                    len: (end - offset) as u32,
+                }
+            }
+            _ => refuse(RefusalReason::BadRequest, "not a catalog request"),
+        }
+    }
+
+    /// Takes gossip messages from the network until it stops.
+    async fn handle_gossip(&self, mut events: mpsc::Receiver<NetworkEvent>) {
+        while let Some(event) = events.recv().await {
+            let NetworkEvent::CatalogHead {
+                topic,
+                data,
+                source,
+                message_id,
+            } = event;
+            let (acceptance, newer) = self.judge_gossip(&topic, &data);
+            let _ = self
+                .inner
+                .network
+                .report_gossip(message_id, source, acceptance)
+                .await;
+            if let Some(head) = newer {
+                let node = self.clone();
+                tokio::spawn(async move {
+                    if let Err(failure) = node
+                        .consider_head(head, Some(source), HeadOrigin::Gossip)
+                        .await
+                    {
+                        node.count_refused_head(&failure);
+                        debug!(%source, "gossiped catalog head not taken: {failure}");
+                    }
+                });
+            }
+        }
+    }
+
+    /// What gossipsub should do with a message, and the head to follow if it is newer.
+    fn judge_gossip(
+        &self,
+        topic: &str,
+        data: &[u8],
+    ) -> (MessageAcceptance, Option<VerifiedCatalogHead>) {
+        let head = match VerifiedCatalogHead::from_bytes(data) {
+            Ok(head) => head,
+            Err(e) => {
+                self.inner.metrics.catalog_refused("invalid");
+                debug!(%topic, "gossip message is not a valid catalog head: {e}");
+                return (MessageAcceptance::Reject, None);
+            }
+        };
+        if network::catalog_topic(&head.head().publisher)
+            .hash()
+            .as_str()
+            != topic
+        {
+            self.inner.metrics.catalog_refused("invalid");
+            return (MessageAcceptance::Reject, None);
+        }
+        match self.head_is_newer(&head) {
+            Ok(true) => (MessageAcceptance::Accept, Some(head)),
+            Ok(false) => (MessageAcceptance::Ignore, None),
+            Err(failure) => {
+                self.count_refused_head(&failure);
+                debug!(%topic, "gossiped catalog head refused: {failure}");
+                (MessageAcceptance::Ignore, None)
+            }
+        }
+    }
+
+    fn count_refused_head(&self, failure: &CatalogFailure) {
+        self.inner.metrics.catalog_refused(failure.label());
+    }
+
+    /// Polls the DHT and connected peers for every trusted publisher's head, every
+    /// `catalog_poll`, and keeps mirrors in step.
+    async fn poll_loop(&self) {
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + FIRST_POLL_DELAY,
+            self.inner.catalog_poll,
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.inner.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            for publisher in self.trusted_publishers() {
+                self.poll_publisher(publisher).await;
+                if self.is_mirrored(&publisher) {
+                    self.mirror_sync(publisher).await;
+                }
+            }
+        }
+    }
+
+    /// Looks for a newer head of `publisher` in the DHT and at connected peers, and follows the
+    /// highest one.
+    pub(crate) async fn poll_publisher(&self, publisher: PublicKey) {
+        let mut offered: Vec<(VerifiedCatalogHead, Option<PeerId>)> = Vec::new();
+        let key = catalog_head_key(&publisher).0;
+        for value in self
+            .inner
+            .network
+            .get_records(key)
+            .await
+            .unwrap_or_default()
+        {
+            if let Ok(head) = VerifiedCatalogHead::from_bytes(&value)
+                && head.head().publisher == publisher
+            {
+                offered.push((head, None));
+            }
+        }
+        let connected = self.inner.network.connected().await.unwrap_or_default();
+        for (peer, _) in connected.into_iter().take(MAX_POLL_PEERS) {
+            if self.is_banned(&peer) {
+                continue;
+            }
+            let Ok(session) = self.session(peer).await else {
+                continue;
+            };
+            match session.request(Request::CatalogHead { publisher }).await {
+                Ok(reply) => {
+                    if let Response::CatalogHead { envelope } = reply.response
+                        && let Ok(head) = VerifiedCatalogHead::from_bytes(&envelope)
+                        && head.head().publisher == publisher
+                    {
+                        offered.push((head, Some(peer)));
+                    }
+                }
+                Err(e) => {
+                    debug!(%peer, "catalog head request failed: {e}");
+                    self.drop_session(&peer).await;
+                }
+            }
+        }
+        // Highest sequence first; the first one worth following is followed.
+        offered.sort_by_key(|(head, _)| std::cmp::Reverse(head.head().sequence));
+        for (head, peer) in offered {
+            match self.head_is_newer(&head) {
+                Ok(true) => match self.consider_head(head, peer, HeadOrigin::Poll).await {
+                    Ok(_) => return,
+                    Err(failure) => {
+                        self.count_refused_head(&failure);
+                        debug!(%publisher, "polled catalog head not taken: {failure}");
+                    }
+                },
+                Ok(false) => return,
+                Err(failure) => {
+                    self.count_refused_head(&failure);
+                    debug!(%publisher, ?peer, "polled catalog head refused: {failure}");
+                }
+            }
+        }
+    }
+
+    /// The folder a mirrored manifest's content goes in.
+    fn mirror_dir(&self, id: &ManifestId) -> PathBuf {
+        self.inner.data_dir.join(MIRROR_DIR).join(id.to_string())
+    }
+
+    /// Mirror mode: starts fetching what `publisher`'s newest catalog lists and this node does
+    /// not hold (a few at a time), and drops mirrored content the catalog withdrew.
+    pub(crate) async fn mirror_sync(&self, publisher: PublicKey) {
+        if !self.is_mirrored(&publisher) {
+            return;
+        }
+        let listed: Vec<ManifestId> = {
+            let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
+            match guard.1.newest(&publisher) {
+                Some(catalog) => catalog
+                    .catalog()
+                    .entries
+                    .iter()
+                    .map(|e| e.manifest_id)
+                    .collect(),
+                None => return,
+            }
+        };
+        // Drop what was mirrored and is withdrawn now.
+        let mirrored: Vec<_> = self
+            .lock_items()
+            .values()
+            .filter(|item| {
+                item.manifest.manifest().publisher == publisher
+                    && item.origin() == ContentOrigin::Downloaded
+                    && item.dir == self.mirror_dir(&item.id())
+            })
+            .cloned()
+            .collect();
+        let mut active = 0;
+        for item in mirrored {
+            if self.withdrawal(&item.manifest).is_some() {
+                info!(id = %item.id(), "mirror drops withdrawn content");
+                if let Err(e) = self.remove_item(item.id()).await {
+                    warn!(id = %item.id(), "cannot drop withdrawn content: {e}");
+                }
+                let dir = item.dir.clone();
+                let _ = blocking(move || std::fs::remove_dir_all(dir)).await;
+            } else if item.state() == RecordState::Downloading {
+                active += 1;
+            }
+        }
+        for id in listed {
+            if active >= MIRROR_DOWNLOADS_AT_ONCE {
+                break;
+            }
+            if self.item(&id).is_some() {
+                continue;
+            }
+            let manifest = match fetch::find_manifest(self, id, &[]).await {
+                Ok(manifest) => manifest,
+                Err(e) => {
+                    debug!(%id, "mirror: manifest not found yet: {e}");
+                    continue;
+                }
+            };
+            if let Err(refusal) = self.policy_check(&manifest) {
+                debug!(%id, "mirror: not fetched: {refusal}");
+                continue;
+            }
+            match self.create_download(manifest, self.mirror_dir(&id)).await {
+                Ok(item) => {
+                    info!(%id, "mirror: fetching");
+                    self.spawn_download(item, Vec::new());
+                    active += 1;
+                }
+                Err(e) => warn!(%id, "mirror: cannot start fetching: {e}"),
+            }
+        }
+    }
+
+    /// The catalog state of trusted `publisher`, for the API (`None` if it is not trusted).
+    pub(crate) fn catalog_info(&self, publisher: &PublicKey) -> Option<CatalogInfo> {
+        let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
+        let (trust, catalogs) = &*guard;
+        let settings = trust.get(publisher)?;
+        let catalog = catalogs.newest(publisher).map(VerifiedCatalog::catalog);
+        let now = Timestamp::now();
+        Some(CatalogInfo {
+            publisher: *publisher,
+            name: settings.name.clone(),
+            require_catalog: settings.require_catalog,
+            mirror: self.is_mirrored(publisher),
+            sequence: catalog.map(|c| c.sequence),
+            issued_at: catalog.map(|c| c.issued_at.to_string()),
+            expires_at: catalog.map(|c| c.expires_at.to_string()),
+            expires_at_unix: catalog.map(|c| c.expires_at.0),
+            expired: catalog.is_some_and(|c| now >= c.expires_at),
+            catalog_hash: catalogs.newest(publisher).map(|c| c.hash().to_string()),
+            entries: catalog.map_or(0, |c| c.entries.len() as u64),
+            revoked_manifests: catalog.map_or(0, |c| c.revoked_manifests.len() as u64),
+            revoked_delegates: catalog.map_or(0, |c| c.revoked_delegates.len() as u64),
+        })
+    }
+
+    /// The catalog state of every trusted publisher, by key.
+    pub(crate) fn catalog_infos(&self) -> Vec<CatalogInfo> {
+        let mut publishers = self.trusted_publishers();
+        publishers.sort();
+        publishers
+            .iter()
+            .filter_map(|p| self.catalog_info(p))
+            .collect()
+    }
+}

@@ -1,0 +1,609 @@
+//! Catalogs, takedowns and partners, end to end: real `licet-node` daemons on 127.0.0.1, the
+//! publisher's `licet-manifest`, and only what a user sees (exit codes, `--json` replies,
+//! `/metrics`, the bytes on disk).
+//!
+//! Waits are bounded polls. Where the product promises a latency (a takedown reaches every
+//! online node within seconds, a licence window ends within a second) the tests print the
+//! latency they measured and allow far more, since these machines are shared and noisy; the
+//! measured figures are reported in the README.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use licet_tests::{TestNet, TestNode, assert_same_file, pseudo_random_bytes, wait_for};
+use serde_json::Value;
+
+/// How long a catalog may take to reach a node (gossip brings it in well under a second).
+const SPREAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a download may take.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn text(value: &Value) -> &str {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value}"))
+}
+
+/// A small release in `dir` signed by `key` (with `extra` options, e.g. a delegation) into
+/// `manifest`; returns `create --json`.
+fn release(
+    net: &TestNet,
+    key: &str,
+    dir: &str,
+    title: &str,
+    manifest: &str,
+    extra: &[&str],
+) -> Value {
+    let w = net.work();
+    w.write(
+        &format!("{dir}/film.bin"),
+        &pseudo_random_bytes(300_000, title.len() as u64),
+    );
+    let mut args = vec![
+        "create", dir, "--key", key, "--title", title, "-o", manifest, "--json",
+    ];
+    args.extend_from_slice(extra);
+    w.manifest(&args).ok().json()
+}
+
+/// `licet-manifest catalog sign DRAFT --key publisher.pem --expires EXPIRES -o OUT`.
+fn sign_catalog(net: &TestNet, draft: &str, expires: &str, out: &str) -> Value {
+    net.work()
+        .manifest(&[
+            "catalog",
+            "sign",
+            draft,
+            "--key",
+            "publisher.pem",
+            "--expires",
+            expires,
+            "-o",
+            out,
+            "--json",
+        ])
+        .ok()
+        .json()
+}
+
+/// The node's view of `publisher`'s catalog (`catalog ls --json`).
+fn catalog_of(node: &TestNode, publisher: &str) -> Value {
+    let list = node.client_json(&["catalog", "ls"]);
+    list["catalogs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["publisher"] == publisher)
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: {publisher} is not in `catalog ls`: {list}",
+                node.name()
+            )
+        })
+}
+
+/// Waits until `node` holds `publisher`'s catalog `sequence`.
+#[track_caller]
+fn wait_for_sequence(node: &TestNode, publisher: &str, sequence: u64) {
+    wait_for(
+        &format!("{} to hold catalog {sequence}", node.name()),
+        SPREAD_TIMEOUT,
+        Duration::from_millis(50),
+        || (catalog_of(node, publisher)["sequence"] == sequence).then_some(()),
+    );
+}
+
+/// The reason `node` refuses `id` now, if it does.
+fn refusal_of(node: &TestNode, id: &str) -> Option<String> {
+    let item = node.content(id)?;
+    item["refused"]["reason"].as_str().map(str::to_owned)
+}
+
+/// `publish` on `node`, which must succeed; returns its `--json`.
+fn publish(node: &TestNode, catalog: &str) -> Value {
+    node.client_json(&["catalog", "publish", catalog])
+}
+
+#[test]
+fn a_release_window_ends_on_every_node_of_a_five_node_swarm_within_a_second() {
+    let net = TestNet::new();
+    let publisher = net.work().keygen("publisher.pem");
+    let window = Duration::from_secs(40);
+    let created = release(
+        &net,
+        "publisher.pem",
+        "release",
+        "Live final",
+        "final.manifest",
+        &["--not-after", &format!("+{}s", window.as_secs())],
+    );
+    let ends = Instant::now() + window;
+    let id = text(&created["manifest_id"]);
+    let link = text(&created["link"]);
+
+    // A seeds it; B fetches it inside the window; C, D and E seed it in place too.
+    let a = net.start("a", &[]);
+    a.trust(&publisher);
+    a.client_json(&["add", "final.manifest", "--content", "release"]);
+    let mut nodes = vec![a];
+    for name in ["b", "c", "d", "e"] {
+        let node = net.start_joined(name, &nodes[0], &[]);
+        node.trust(&publisher);
+        nodes.push(node);
+    }
+    let b = &nodes[1];
+    b.client_json(&["get", link, "-o", "fetched"]);
+    assert_same_file(
+        &net.work().join("release/film.bin"),
+        &net.work().join("fetched/film.bin"),
+    );
+    for node in &nodes[2..] {
+        node.client_json(&["add", "final.manifest", "--content", "release"]);
+    }
+    assert!(
+        Instant::now() + Duration::from_secs(1) < ends,
+        "the swarm took the whole window to set up; the test cannot tell anything"
+    );
+    for node in &nodes {
+        assert_eq!(
+            refusal_of(node, id),
+            None,
+            "{}: refused inside the window",
+            node.name()
+        );
+    }
+
+    // One second after the end, no node serves it: every one refuses it, with no restart and
+    // no operator action, and a newcomer's fetch is refused on the wire.
+    std::thread::sleep(ends - Instant::now() + Duration::from_secs(1));
+    for node in &nodes {
+        assert_eq!(
+            refusal_of(node, id).as_deref(),
+            Some("Expired"),
+            "{}: still serves a release whose window ended",
+            node.name()
+        );
+    }
+    let f = net.start_joined("f", &nodes[0], &[]);
+    f.trust(&publisher);
+    let out = f.client(&["get", link, "-o", "late"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("licence window has ended"),
+        "the refusal names the ended window: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_takedown_reaches_ten_online_nodes_and_an_offline_node_as_soon_as_it_sees_the_head() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    let created = release(
+        &net,
+        "publisher.pem",
+        "release",
+        "Episode 1",
+        "ep1.manifest",
+        &[],
+    );
+    let id = text(&created["manifest_id"]);
+    w.manifest(&[
+        "catalog",
+        "new",
+        "--key",
+        "publisher.pem",
+        "-o",
+        "draft.json",
+    ])
+    .ok();
+    w.manifest(&["catalog", "add", "draft.json", "ep1.manifest"])
+        .ok();
+    sign_catalog(&net, "draft.json", "+1d", "catalog.1");
+
+    // Ten online nodes and one that goes offline, all seeding the episode; the default poll
+    // interval (60 s) is left alone, so what carries the takedown in time is gossip.
+    let a = net.start("a", &[]);
+    a.trust(&publisher);
+    a.client_json(&["add", "ep1.manifest", "--content", "release"]);
+    publish(&a, "catalog.1");
+    let mut online = vec![a];
+    for i in 1..10 {
+        let node = net.start_joined(&format!("n{i}"), &online[0], &[]);
+        node.trust(&publisher);
+        node.client_json(&["add", "ep1.manifest", "--content", "release"]);
+        online.push(node);
+    }
+    let mut offline = net.start_joined("offline", &online[0], &[]);
+    offline.trust(&publisher);
+    offline.client_json(&["add", "ep1.manifest", "--content", "release"]);
+    for node in online.iter().chain([&offline]) {
+        wait_for_sequence(node, &publisher, 1);
+        assert_eq!(refusal_of(node, id), None);
+    }
+    offline.terminate();
+
+    // The takedown: catalog 2 revokes the episode.
+    w.manifest(&["catalog", "revoke", "draft.json", "ep1.manifest"])
+        .ok();
+    sign_catalog(&net, "draft.json", "+1d", "catalog.2");
+    let published = Instant::now();
+    publish(&online[0], "catalog.2");
+    let mut slowest = Duration::ZERO;
+    for node in &online {
+        wait_for(
+            &format!("{} to refuse the revoked episode", node.name()),
+            SPREAD_TIMEOUT,
+            Duration::from_millis(20),
+            || (refusal_of(node, id).as_deref() == Some("Revoked")).then_some(()),
+        );
+        slowest = slowest.max(published.elapsed());
+    }
+    eprintln!(
+        "takedown: every one of 10 online nodes refused the episode {slowest:?} after publish"
+    );
+    let seq = online[5].metric(&format!(
+        "licet_catalog_sequence{{publisher=\"{publisher}\"}}"
+    ));
+    assert_eq!(seq, 2.0, "/metrics shows the catalog sequence");
+    let revoked = online[5].metric(&format!(
+        "licet_catalog_revoked_manifests{{publisher=\"{publisher}\"}}"
+    ));
+    assert_eq!(revoked, 1.0, "/metrics shows the revoked count");
+
+    // The node that was offline still has catalog 1; it refuses as soon as it sees the head.
+    let restarted = Instant::now();
+    offline.restart();
+    wait_for(
+        "the restarted node to refuse the revoked episode",
+        SPREAD_TIMEOUT,
+        Duration::from_millis(20),
+        || (refusal_of(&offline, id).as_deref() == Some("Revoked")).then_some(()),
+    );
+    eprintln!(
+        "takedown: the node that was offline refused it {:?} after restarting",
+        restarted.elapsed()
+    );
+    let newcomer = net.start_joined("newcomer", &online[0], &[]);
+    newcomer.trust(&publisher);
+    let out = newcomer.client(&["get", text(&created["link"]), "-o", "fetched"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("revoked by the publisher"),
+        "the refusal names the revocation: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn an_older_catalog_never_rolls_a_node_back_also_after_restarts() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    let created = release(
+        &net,
+        "publisher.pem",
+        "release",
+        "Episode 1",
+        "ep1.manifest",
+        &[],
+    );
+    let id = text(&created["manifest_id"]);
+    w.manifest(&[
+        "catalog",
+        "new",
+        "--key",
+        "publisher.pem",
+        "-o",
+        "draft.json",
+    ])
+    .ok();
+    w.manifest(&["catalog", "add", "draft.json", "ep1.manifest"])
+        .ok();
+    sign_catalog(&net, "draft.json", "+1d", "catalog.1");
+    // A second draft that signs a different catalog with the same sequence 2.
+    std::fs::copy(w.join("draft.json"), w.join("forked.json")).unwrap();
+    w.manifest(&["catalog", "revoke", "draft.json", "ep1.manifest"])
+        .ok();
+    sign_catalog(&net, "draft.json", "+1d", "catalog.2");
+    let someone = w.keygen("someone.pem");
+    w.manifest(&["catalog", "revoke-delegate", "forked.json", &someone])
+        .ok();
+    sign_catalog(&net, "forked.json", "+1d", "forked.2");
+
+    // Every node polls each second, so the DHT record and direct replies are tried again and
+    // again, beside gossip.
+    let fast = ["--catalog-poll", "1"];
+    let a = net.start("a", &fast);
+    a.trust(&publisher);
+    a.client_json(&["add", "ep1.manifest", "--content", "release"]);
+    let mut b = net.start_joined("b", &a, &fast);
+    b.trust(&publisher);
+    b.client_json(&["add", "ep1.manifest", "--content", "release"]);
+    publish(&a, "catalog.2");
+    wait_for_sequence(&b, &publisher, 2);
+    assert_eq!(refusal_of(&b, id).as_deref(), Some("Revoked"));
+
+    // R takes catalog 1 while it is on its own, then joins A and B: at its start it passes
+    // head 1 on (a DHT put, gossip, and its answers to their direct requests) until its own
+    // first poll finds catalog 2. Nobody goes back; R moves on.
+    let mut r = net.start("replayer", &fast);
+    r.trust(&publisher);
+    publish(&r, "catalog.1");
+    assert_eq!(catalog_of(&r, &publisher)["sequence"], 1);
+    r.terminate();
+    r.restart_with(&["--bootstrap", a.addr(), "--bootstrap", b.addr()]);
+    wait_for_sequence(&r, &publisher, 2);
+    std::thread::sleep(Duration::from_secs(3));
+    for node in [&a, &b] {
+        assert_eq!(
+            catalog_of(node, &publisher)["sequence"],
+            2,
+            "{}",
+            node.name()
+        );
+        assert_eq!(
+            refusal_of(node, id).as_deref(),
+            Some("Revoked"),
+            "{}",
+            node.name()
+        );
+    }
+
+    // Straight through the API: catalog 1 is a rollback; the forked catalog 2 has the same
+    // sequence with other bytes. Both exit 1 with the reason.
+    let out = b.client(&["catalog", "publish", "catalog.1"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("rollback refused"), "{}", out.stderr);
+    let out = b.client(&["catalog", "publish", "forked.2"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("differs from the accepted catalog"),
+        "{}",
+        out.stderr
+    );
+
+    // After a restart, the persisted sequence still refuses the replay.
+    b.terminate();
+    b.restart();
+    assert_eq!(catalog_of(&b, &publisher)["sequence"], 2);
+    assert_eq!(refusal_of(&b, id).as_deref(), Some("Revoked"));
+    let out = b.client(&["catalog", "publish", "catalog.1"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("rollback refused"), "{}", out.stderr);
+}
+
+#[test]
+fn an_expired_catalog_freezes_content_of_a_publisher_that_requires_one() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    let created = release(
+        &net,
+        "publisher.pem",
+        "release",
+        "Episode 1",
+        "ep1.manifest",
+        &[],
+    );
+    let id = text(&created["manifest_id"]);
+    w.manifest(&[
+        "catalog",
+        "new",
+        "--key",
+        "publisher.pem",
+        "-o",
+        "draft.json",
+    ])
+    .ok();
+    w.manifest(&["catalog", "add", "draft.json", "ep1.manifest"])
+        .ok();
+    let lifetime = Duration::from_secs(25);
+    sign_catalog(
+        &net,
+        "draft.json",
+        &format!("+{}s", lifetime.as_secs()),
+        "catalog.1",
+    );
+    let expires = Instant::now() + lifetime;
+
+    let a = net.start("a", &[]);
+    a.client_json(&["trust", "add", &publisher, "--require-catalog"]);
+    // Without a catalog, a require-catalog publisher's content cannot even be added.
+    let out = a.client(&["add", "ep1.manifest", "--content", "release"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("no unexpired catalog"),
+        "{}",
+        out.stderr
+    );
+    publish(&a, "catalog.1");
+    a.client_json(&["add", "ep1.manifest", "--content", "release"]);
+    let b = net.start_joined("b", &a, &[]);
+    b.client_json(&["trust", "add", &publisher, "--require-catalog"]);
+    wait_for_sequence(&b, &publisher, 1);
+    b.client_json(&["get", text(&created["link"]), "-o", "fetched"]);
+
+    std::thread::sleep(expires - Instant::now() + Duration::from_secs(1));
+    for node in [&a, &b] {
+        assert_eq!(
+            refusal_of(node, id).as_deref(),
+            Some("NoValidCatalog"),
+            "{}",
+            node.name()
+        );
+        assert_eq!(catalog_of(node, &publisher)["expired"], true);
+    }
+    let c = net.start_joined("c", &a, &[]);
+    c.client_json(&["trust", "add", &publisher, "--require-catalog"]);
+    let out = c.client(&["get", text(&created["link"]), "-o", "late"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("catalog"), "{}", out.stderr);
+}
+
+#[test]
+fn a_catalog_with_the_head_of_another_catalog_is_refused() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    release(
+        &net,
+        "publisher.pem",
+        "release",
+        "Episode 1",
+        "ep1.manifest",
+        &[],
+    );
+    w.manifest(&[
+        "catalog",
+        "new",
+        "--key",
+        "publisher.pem",
+        "-o",
+        "draft.json",
+    ])
+    .ok();
+    w.manifest(&["catalog", "add", "draft.json", "ep1.manifest"])
+        .ok();
+    sign_catalog(&net, "draft.json", "+1d", "catalog.1");
+    w.manifest(&["catalog", "revoke", "draft.json", "ep1.manifest"])
+        .ok();
+    sign_catalog(&net, "draft.json", "+1d", "catalog.2");
+
+    let a = net.start("a", &[]);
+    a.trust(&publisher);
+    // Catalog 1 under catalog 2's signed head: mix and match.
+    let out = a.client(&[
+        "catalog",
+        "publish",
+        "catalog.1",
+        "--head",
+        "catalog.2.head",
+    ]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("is not the head of this catalog"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(catalog_of(&a, &publisher)["sequence"], Value::Null);
+    // An untrusted publisher's catalog is refused too.
+    let stranger = net.start("stranger", &[]);
+    let out = stranger.client(&["catalog", "publish", "catalog.1"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("untrusted publisher"), "{}", out.stderr);
+}
+
+#[test]
+fn a_partner_mirror_serves_the_catalog_and_a_revoked_delegate_is_refused() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    let partner = w.keygen("partner.pem");
+    w.manifest(&[
+        "delegate",
+        "--key",
+        "publisher.pem",
+        "--to",
+        &partner,
+        "--until",
+        "+1d",
+        "-o",
+        "partner.delegation",
+    ])
+    .ok();
+    let own = release(
+        &net,
+        "publisher.pem",
+        "own",
+        "Episode 1",
+        "own.manifest",
+        &[],
+    );
+    let by_partner = release(
+        &net,
+        "partner.pem",
+        "partner",
+        "Episode 2 (partner edition)",
+        "partner.manifest",
+        &["--delegation", "partner.delegation"],
+    );
+    let (own_id, partner_id) = (text(&own["manifest_id"]), text(&by_partner["manifest_id"]));
+    w.manifest(&[
+        "catalog",
+        "new",
+        "--key",
+        "publisher.pem",
+        "-o",
+        "draft.json",
+    ])
+    .ok();
+    w.manifest(&[
+        "catalog",
+        "add",
+        "draft.json",
+        "own.manifest",
+        "partner.manifest",
+    ])
+    .ok();
+    sign_catalog(&net, "draft.json", "+1d", "catalog.1");
+
+    // The publisher's node seeds its own release and publishes the catalog; the partner's
+    // mirror seeds the partner edition and mirrors the rest of the catalog from the publisher.
+    let fast = ["--catalog-poll", "1"];
+    let mut a = net.start("publisher-node", &fast);
+    a.trust(&publisher);
+    a.client_json(&["add", "own.manifest", "--content", "own"]);
+    publish(&a, "catalog.1");
+    let m = net.start_joined("mirror", &a, &fast);
+    let trusted = m.client_json(&["trust", "add", &publisher, "--mirror"]);
+    assert_eq!(trusted["mirror"], true);
+    m.client_json(&["add", "partner.manifest", "--content", "partner"]);
+    let mirrored = m.wait_for_content(own_id, "mirrored", DOWNLOAD_TIMEOUT, |item| {
+        item["state"] == "complete"
+    });
+    let mirror_dir = m.data_dir().join("mirror").join(own_id);
+    assert_eq!(text(&mirrored["dir"]), mirror_dir.to_str().unwrap());
+    assert_same_file(&w.join("own/film.bin"), &mirror_dir.join("film.bin"));
+
+    // With the publisher's node gone, a user gets the catalog and both releases from the
+    // partner's mirror alone.
+    a.terminate();
+    let u = net.start_joined("user", &m, &fast);
+    u.trust(&publisher);
+    wait_for_sequence(&u, &publisher, 1);
+    u.client_json(&["get", text(&own["link"]), "-o", "got-own"]);
+    u.client_json(&["get", text(&by_partner["link"]), "-o", "got-partner"]);
+    assert_same_file(&w.join("own/film.bin"), &w.join("got-own/film.bin"));
+    assert_same_file(&w.join("partner/film.bin"), &w.join("got-partner/film.bin"));
+
+    // The publisher withdraws the partner's key; the partner's node passes the catalog on.
+    w.manifest(&["catalog", "revoke-delegate", "draft.json", &partner])
+        .ok();
+    sign_catalog(&net, "draft.json", "+1d", "catalog.2");
+    publish(&m, "catalog.2");
+    wait_for(
+        "the user node to refuse the partner's manifest",
+        SPREAD_TIMEOUT,
+        Duration::from_millis(20),
+        || (refusal_of(&u, partner_id).as_deref() == Some("DelegateRevoked")).then_some(()),
+    );
+    assert_eq!(
+        refusal_of(&u, own_id),
+        None,
+        "the publisher's own release is still served"
+    );
+    assert_eq!(catalog_of(&u, &publisher)["revoked_delegates"], 1);
+    let late = net.start_joined("late-user", &m, &fast);
+    late.trust(&publisher);
+    wait_for_sequence(&late, &publisher, 2);
+    let out = late.client(&["get", text(&by_partner["link"]), "-o", "late"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("delegate key is revoked"),
+        "{}",
+        out.stderr
+    );
+}
