@@ -6,7 +6,8 @@
 #      refused; delegates to a partner; withdraws a release through a signed catalog;
 #   2. three nodes on 127.0.0.1 form a swarm: A seeds the sample in place, B fetches it by link
 #      and the bytes are verified, C refuses an unsigned look-alike and a release not licensed
-#      in its region.
+#      in its region; A publishes the publisher's catalog, then a takedown, and B stops serving
+#      the withdrawn release at once.
 # Everything it starts is stopped and everything it creates is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -134,21 +135,36 @@ say "what node A served (its metrics; counters still at zero left out)"
 curl_metrics() { python3 -c 'import sys,urllib.request; print(urllib.request.urlopen("http://" + open(sys.argv[1]).read().strip() + "/metrics").read().decode())' "$1/api-addr"; }
 curl_metrics node-a | grep -E '^licet_(chunks_served|bytes_out|refusals)' | grep -v ' 0$' || true
 
-say "stopping the nodes"
-for pid in "${pids[@]}"; do kill -TERM "$pid"; done
-for pid in "${pids[@]}"; do wait "$pid" && echo "node $pid stopped cleanly"; done
-pids=()
-
-say "back to the rights holder: a signed catalog lists both releases; a takedown withdraws one"
+say "the rights holder signs a catalog listing both releases; A publishes it to the swarm"
 "$licet_manifest" catalog new --key publisher.pem -o catalog.draft.json
 "$licet_manifest" catalog add catalog.draft.json sample.manifest partner.manifest
 "$licet_manifest" catalog sign catalog.draft.json --key publisher.pem --expires +7d -o catalog.1
+"$licet_node" --data-dir node-a catalog publish catalog.1
 "$licet_manifest" verify sample.manifest --catalog catalog.1 > /dev/null && echo "catalog 1: sample.manifest is served"
+
+say "a takedown: catalog 2 withdraws the release and the partner's key; B stops serving at once"
 "$licet_manifest" catalog revoke catalog.draft.json sample.manifest
 "$licet_manifest" catalog revoke-delegate catalog.draft.json "$partner"
 "$licet_manifest" catalog sign catalog.draft.json --key publisher.pem --expires +7d -o catalog.2
 expect_refusal "$licet_manifest" verify sample.manifest --catalog catalog.2
 expect_refusal "$licet_manifest" verify partner.manifest --catalog catalog.2
+published_at=$(date +%s.%N)
+"$licet_node" --data-dir node-a catalog publish catalog.2
+refused=""
+for _ in $(seq 100); do
+  refused=$("$licet_node" --data-dir node-b ls --json | python3 -c 'import json,sys; c=json.load(sys.stdin)["content"]; print((c[0]["refused"] or {}).get("reason", "") if c else "")')
+  [ "$refused" = "Revoked" ] && break
+  sleep 0.1
+done
+[ "$refused" = "Revoked" ] || { echo "node B did not take the takedown" >&2; exit 1; }
+printf 'node B refuses the withdrawn release %.1f s after the takedown was published (it got the catalog by gossip)\n' \
+  "$(python3 -c "import time,sys; print(time.time() - float(sys.argv[1]))" "$published_at")"
+"$licet_node" --data-dir node-b ls
+
+say "stopping the nodes"
+for pid in "${pids[@]}"; do kill -TERM "$pid"; done
+for pid in "${pids[@]}"; do wait "$pid" && echo "node $pid stopped cleanly"; done
+pids=()
 
 say "what a catalog says"
 "$licet_manifest" inspect catalog.2

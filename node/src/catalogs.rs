@@ -63,11 +63,16 @@ use crate::{
 /// Most peers asked for their head of one publisher in a poll.
 const MAX_POLL_PEERS: usize = 8;
 /// Most peers tried for one catalog.
-const MAX_CATALOG_SOURCES: usize = 16;
+const MAX_CATALOG_SOURCES: usize = 8;
 /// The first poll runs this long after start (time to connect to bootstrap peers).
 const FIRST_POLL_DELAY: Duration = Duration::from_secs(2);
 /// Most mirror downloads running at once, per mirrored publisher.
 const MIRROR_DOWNLOADS_AT_ONCE: usize = 8;
+/// Most listed manifests a mirror looks up in one sync (each is a DHT lookup); the next sync
+/// goes on from where this one stopped, so a large catalog is covered in turn.
+const MIRROR_LOOKUPS_PER_SYNC: usize = 32;
+/// Longest one peer may take to send a whole catalog.
+const CATALOG_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// The folder of the data directory where mirrored content goes, one folder per manifest id.
 const MIRROR_DIR: &str = "mirror";
 
@@ -378,7 +383,15 @@ impl Node {
             .collect();
         let mut problems = Vec::new();
         for peer in candidates {
-            match self.fetch_catalog_from(peer, head).await {
+            let fetched =
+                tokio::time::timeout(CATALOG_FETCH_TIMEOUT, self.fetch_catalog_from(peer, head))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "did not send the catalog within {CATALOG_FETCH_TIMEOUT:?}"
+                        ))
+                    });
+            match fetched {
                 Ok(catalog) => return Ok(catalog),
                 Err(problem) => {
                     debug!(%peer, "catalog {} of {} not fetched: {problem}", h.sequence, h.publisher);
@@ -688,11 +701,13 @@ impl Node {
     }
 
     /// Mirror mode: starts fetching what `publisher`'s newest catalog lists and this node does
-    /// not hold (a few at a time), and drops mirrored content the catalog withdrew.
+    /// not hold (a few at a time), and drops mirrored content the catalog withdrew. One sync
+    /// runs at a time.
     pub(crate) async fn mirror_sync(&self, publisher: PublicKey) {
         if !self.is_mirrored(&publisher) {
             return;
         }
+        let mut cursors = self.inner.mirror_cursors.lock().await;
         let listed: Vec<ManifestId> = {
             let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
             match guard.1.newest(&publisher) {
@@ -729,13 +744,21 @@ impl Node {
                 active += 1;
             }
         }
-        for id in listed {
-            if active >= MIRROR_DOWNLOADS_AT_ONCE {
+        // Look up the listed manifests not held, going on from where the last sync stopped.
+        let start = cursors.get(&publisher).copied().unwrap_or(0) % listed.len().max(1);
+        let mut lookups = 0;
+        let mut next = start;
+        for offset in 0..listed.len() {
+            if active >= MIRROR_DOWNLOADS_AT_ONCE || lookups >= MIRROR_LOOKUPS_PER_SYNC {
                 break;
             }
+            let at = (start + offset) % listed.len();
+            next = at + 1;
+            let id = listed[at];
             if self.item(&id).is_some() {
                 continue;
             }
+            lookups += 1;
             let manifest = match fetch::find_manifest(self, id, &[]).await {
                 Ok(manifest) => manifest,
                 Err(e) => {
@@ -756,6 +779,7 @@ impl Node {
                 Err(e) => warn!(%id, "mirror: cannot start fetching: {e}"),
             }
         }
+        cursors.insert(publisher, next);
     }
 
     /// The catalog state of trusted `publisher`, for the API (`None` if it is not trusted).

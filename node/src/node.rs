@@ -166,10 +166,13 @@ pub(crate) struct Inner {
     region: Option<Region>,
     started: Instant,
     pub(crate) policy: RwLock<(TrustStore, CatalogSet)>,
-    /// The catalog each trusted publisher's newest accepted catalog, with its head, as served.
+    /// Each trusted publisher's newest accepted catalog, with its head, as served to peers.
     pub(crate) held_catalogs: Mutex<HashMap<PublicKey, HeldCatalog>>,
     /// Publishers whose catalogs this node mirrors.
     pub(crate) mirrors: Mutex<HashSet<PublicKey>>,
+    /// Held while a mirror syncs (one at a time): where each publisher's next sync goes on in
+    /// its catalog's list.
+    pub(crate) mirror_cursors: tokio::sync::Mutex<HashMap<PublicKey, usize>>,
     /// Held while a catalog head is considered: one at a time (see `catalogs.rs`).
     pub(crate) catalog_updates: tokio::sync::Mutex<()>,
     /// How often catalogs are polled.
@@ -307,6 +310,7 @@ impl Node {
                 policy: RwLock::new((trust, catalogs)),
                 held_catalogs: Mutex::new(held_catalogs),
                 mirrors: Mutex::new(mirrors),
+                mirror_cursors: tokio::sync::Mutex::new(HashMap::new()),
                 catalog_updates: tokio::sync::Mutex::new(()),
                 catalog_poll: config.catalog_poll,
                 stopping: AtomicBool::new(false),

@@ -607,3 +607,71 @@ fn a_partner_mirror_serves_the_catalog_and_a_revoked_delegate_is_refused() {
         out.stderr
     );
 }
+
+#[test]
+fn a_catalog_of_100000_entries_travels_between_nodes_and_its_revocation_bites() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    let created = release(
+        &net,
+        "publisher.pem",
+        "release",
+        "Episode 1",
+        "ep1.manifest",
+        &[],
+    );
+    let id = text(&created["manifest_id"]);
+    let mut list = String::new();
+    for i in 0..99_999u32 {
+        let other = licet_proto::manifest::manifest_id(&i.to_le_bytes());
+        list.push_str(&format!("{other} Episode {i} of a long-running series\n"));
+    }
+    w.write("ids.txt", list.as_bytes());
+    w.manifest(&[
+        "catalog",
+        "new",
+        "--key",
+        "publisher.pem",
+        "-o",
+        "draft.json",
+    ])
+    .ok();
+    w.manifest(&["catalog", "add", "draft.json", "--from-list", "ids.txt"])
+        .ok();
+    w.manifest(&["catalog", "add", "draft.json", "ep1.manifest"])
+        .ok();
+    let signed = sign_catalog(&net, "draft.json", "+1d", "big.1");
+    assert_eq!(signed["entries"], 100_000);
+    assert!(
+        signed["bytes"].as_u64().unwrap() > 4 * 1024 * 1024,
+        "several catalog parts: {signed}"
+    );
+
+    let a = net.start("a", &[]);
+    a.client_json(&["trust", "add", &publisher, "--require-catalog"]);
+    publish(&a, "big.1");
+    a.client_json(&["add", "ep1.manifest", "--content", "release"]);
+    let b = net.start_joined("b", &a, &[]);
+    b.client_json(&["trust", "add", &publisher, "--require-catalog"]);
+    wait_for_sequence(&b, &publisher, 1);
+    assert_eq!(catalog_of(&b, &publisher)["entries"], 100_000);
+    assert_eq!(
+        catalog_of(&b, &publisher)["catalog_hash"],
+        signed["catalog_hash"],
+        "B holds the very catalog the publisher signed"
+    );
+    b.client_json(&["get", text(&created["link"]), "-o", "fetched"]);
+
+    w.manifest(&["catalog", "revoke", "draft.json", "ep1.manifest"])
+        .ok();
+    sign_catalog(&net, "draft.json", "+1d", "big.2");
+    publish(&a, "big.2");
+    wait_for(
+        "B to refuse the episode withdrawn by the large catalog",
+        SPREAD_TIMEOUT,
+        Duration::from_millis(50),
+        || (refusal_of(&b, id).as_deref() == Some("Revoked")).then_some(()),
+    );
+    assert_eq!(catalog_of(&b, &publisher)["entries"], 99_999);
+}
