@@ -434,11 +434,7 @@ impl Node {
             {
                 Ok(reply) => reply,
                 Err(e) => {
-                    if let crate::transfer::SessionError::Protocol(reason) = &e {
-                        self.ban(peer, &format!("protocol violation: {reason}"))
-                            .await;
-                    }
-                    self.drop_session(&peer).await;
+                    self.request_failed(peer, &e).await;
                     return Err(e.to_string());
                 }
             };
@@ -671,7 +667,7 @@ impl Node {
                 }
                 Err(e) => {
                     debug!(%peer, "catalog head request failed: {e}");
-                    self.drop_session(&peer).await;
+                    self.request_failed(peer, &e).await;
                 }
             }
         }

@@ -11,7 +11,8 @@
 //! - the trust policy is checked before the first byte is fetched and again every
 //!   [`POLICY_RECHECK`]; a refusal stops the download;
 //! - nothing is written that did not verify against the manifest's root; a peer that sends a
-//!   bad chunk or breaks the protocol is banned and its chunks go back to the scheduler;
+//!   bad chunk or breaks the protocol (a malformed answer frame to any request: manifest,
+//!   availability or chunk) is banned and its chunks go back to the scheduler;
 //! - memory is bounded: at most [`PIPELINE_PER_PEER`] chunks in flight per peer plus
 //!   [`WRITE_QUEUE`] verified chunks waiting for the writer.
 
@@ -39,7 +40,7 @@ use crate::{
     node::{Item, Node, blocking},
     schedule::{ChunkRef, Scheduler},
     store::{CommittedChunk, RecordState},
-    transfer::{Reply, Session},
+    transfer::{Reply, Session, SessionError},
 };
 
 /// Chunk requests kept in flight per peer.
@@ -98,7 +99,7 @@ pub(crate) async fn find_manifest(
             Ok(reply) => reply,
             Err(e) => {
                 debug!(%peer, "manifest request failed: {e}");
-                node.drop_session(&peer).await;
+                node.request_failed(peer, &e).await;
                 continue;
             }
         };
@@ -343,7 +344,7 @@ async fn ask_availability(download: &Arc<Download>, session: &Session) -> Result
     let reply = match reply {
         Ok(reply) => reply,
         Err(e) => {
-            node.drop_session(&peer).await;
+            node.request_failed(peer, &e).await;
             return Err(format!("peer {peer}: {e}"));
         }
     };
@@ -388,8 +389,10 @@ enum ChunkOutcome {
     Busy(u32),
     /// The peer refused with a policy reason.
     Refused(String),
-    /// The peer sent garbage: ban it.
+    /// The peer sent a chunk that is wrong: ban it.
     Bad(String),
+    /// The peer sent a frame that breaks the protocol (oversize, truncated, undecodable): ban it.
+    Violation(String),
     /// The session failed.
     Failed(String),
 }
@@ -413,6 +416,9 @@ async fn fetch_chunk(
         .await
     {
         Ok(reply) => reply,
+        Err(SessionError::Protocol(reason)) => {
+            return (chunk, ChunkOutcome::Violation(reason));
+        }
         Err(e) => return (chunk, ChunkOutcome::Failed(e.to_string())),
     };
     let outcome = match &reply.response {
@@ -505,17 +511,32 @@ async fn work(download: Arc<Download>, session: Arc<Session>) -> WorkerEnd {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(peer);
-                // Endgame duplicates are dropped here; only the first copy is written.
-                if download.scheduler().complete(chunk)
-                    && download.written.send(*verified).await.is_err()
-                {
+                // A place in the writer's queue first, then the chunk is marked complete and
+                // queued with no await in between: once the scheduler counts the last chunk the
+                // download stops its workers, and a worker stopped between the two would leave a
+                // chunk counted as held that is never written (the final check then fails the
+                // download as "changed on disk").
+                let Ok(place) = download.written.reserve().await else {
                     return WorkerEnd::Gone("the writer stopped".to_owned());
+                };
+                // Endgame duplicates are dropped here; only the first copy is written.
+                if download.scheduler().complete(chunk) {
+                    place.send(*verified);
                 }
             }
             ChunkOutcome::NotHeld => {
                 download.scheduler().release(&peer, chunk);
-                if let Err(problem) = ask_availability(&download, &session).await {
-                    return WorkerEnd::Gone(problem);
+                match ask_availability(&download, &session).await {
+                    Err(problem) => return WorkerEnd::Gone(problem),
+                    // Still claimed: asking again would only get the same refusal, as fast as
+                    // the peer answers. Leave it until discovery offers it again.
+                    Ok(true) if download.scheduler().claims(&peer, chunk) => {
+                        return WorkerEnd::Gone(format!(
+                            "peer {peer} claims chunk {} of file {} but refuses it",
+                            chunk.1, chunk.0
+                        ));
+                    }
+                    Ok(_) => {}
                 }
             }
             ChunkOutcome::Busy(retry_after_ms) => {
@@ -531,6 +552,12 @@ async fn work(download: Arc<Download>, session: Arc<Session>) -> WorkerEnd {
                 download.scheduler().release(&peer, chunk);
                 node.bad_chunk(peer, &what).await;
                 return WorkerEnd::Gone(format!("peer {peer} banned: {what}"));
+            }
+            ChunkOutcome::Violation(reason) => {
+                download.scheduler().release(&peer, chunk);
+                node.ban(peer, &format!("protocol violation: {reason}"))
+                    .await;
+                return WorkerEnd::Gone(format!("peer {peer} banned: {reason}"));
             }
             ChunkOutcome::Failed(problem) => {
                 download.scheduler().release(&peer, chunk);

@@ -34,7 +34,6 @@ use licet_proto::{
     policy::{self, CatalogSet, PolicyInputs, RefusalReason, TrustStore, TrustedPublisher},
     wire::{self, Bitfield, Request, Response},
 };
-use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::{
@@ -96,7 +95,6 @@ struct PeerStats {
     bytes_in: u64,
     bytes_out: u64,
     banned: Option<String>,
-    inbound_streams: usize,
 }
 
 /// The live state of one content item.
@@ -514,6 +512,16 @@ impl Node {
         self.inner.sessions.lock().await.remove(peer);
     }
 
+    /// A request to `peer` failed with `error`: the session is dropped, and a peer that broke
+    /// the protocol (an oversize, truncated or undecodable answer) is banned too.
+    pub(crate) async fn request_failed(&self, peer: PeerId, error: &SessionError) {
+        if let SessionError::Protocol(reason) = error {
+            self.ban(peer, &format!("protocol violation: {reason}"))
+                .await;
+        }
+        self.drop_session(&peer).await;
+    }
+
     fn accept_streams(&self) {
         let mut control = self.inner.network.stream_control();
         let incoming = match control.accept(TRANSFER_PROTOCOL) {
@@ -524,33 +532,22 @@ impl Node {
             }
         };
         let node = self.clone();
-        let limit = Arc::new(Semaphore::new(MAX_INBOUND_STREAMS));
+        let slots = transfer::StreamSlots::new(MAX_INBOUND_STREAMS, MAX_INBOUND_STREAMS_PER_PEER);
         tokio::spawn(async move {
             let mut incoming = incoming;
             while let Some((peer, stream)) = incoming.next().await {
                 if node.is_banned(&peer) {
                     continue;
                 }
-                let Ok(permit) = limit.clone().try_acquire_owned() else {
-                    warn!(%peer, "too many inbound transfer streams; one refused");
+                // Every place busy (or this peer has its share): refused. A place held by a
+                // stream that only waits on its peer goes to the newcomer instead.
+                let Some(slot) = slots.admit(peer) else {
+                    warn!(%peer, "too many busy inbound transfer streams; one refused");
                     continue;
                 };
-                {
-                    let mut peers = node.lock_peers();
-                    let stats = peers.entry(peer).or_default();
-                    if stats.inbound_streams >= MAX_INBOUND_STREAMS_PER_PEER {
-                        warn!(%peer, "too many transfer streams from one peer; one refused");
-                        continue;
-                    }
-                    stats.inbound_streams += 1;
-                }
                 let node = node.clone();
                 tokio::spawn(async move {
-                    transfer::serve_stream(Arc::new(node.clone()), peer, stream).await;
-                    if let Some(stats) = node.lock_peers().get_mut(&peer) {
-                        stats.inbound_streams = stats.inbound_streams.saturating_sub(1);
-                    }
-                    drop(permit);
+                    transfer::serve_stream(Arc::new(node), peer, stream, slot).await;
                 });
             }
         });

@@ -84,6 +84,14 @@ impl Scheduler {
         self.resort();
     }
 
+    /// Whether `peer`'s latest availability claims `chunk`.
+    pub fn claims(&self, peer: &PeerId, (file, chunk): ChunkRef) -> bool {
+        self.availability
+            .get(peer)
+            .and_then(|bits| bits.get(file as usize))
+            .is_some_and(|bits| bits.get(chunk))
+    }
+
     /// Whether `peer` has any chunk that is not complete.
     pub fn peer_is_useful(&self, peer: &PeerId) -> bool {
         let Some(bits) = self.availability.get(peer) else {
@@ -197,6 +205,19 @@ mod tests {
         assert_eq!(s.next_for(a), Some((0, 0)));
         assert_eq!(s.next_for(b), Some((0, 1)));
         assert_eq!(s.next_for(b), Some((0, 3)));
+    }
+
+    #[test]
+    fn claims_follows_the_latest_availability() {
+        let a = PeerId::random();
+        let mut s = Scheduler::new(vec![bits(3, &[])]);
+        assert!(!s.claims(&a, (0, 1)), "nothing known yet");
+        s.set_availability(a, vec![bits(3, &[1])]);
+        assert!(s.claims(&a, (0, 1)));
+        assert!(!s.claims(&a, (0, 2)));
+        assert!(!s.claims(&a, (1, 0)), "no such file");
+        s.set_availability(a, vec![bits(3, &[])]);
+        assert!(!s.claims(&a, (0, 1)));
     }
 
     #[test]

@@ -1401,7 +1401,13 @@ fn guard_panics<T>(
     path: &Path,
     work: impl FnOnce() -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+    // The panic is caught and becomes the error below: keep the panic hook from printing it
+    // (and a backtrace) as if the program had crashed.
+    let caught = {
+        let _quiet = QuietPanics::on();
+        panic::catch_unwind(AssertUnwindSafe(work))
+    };
+    caught.unwrap_or_else(|payload| {
         let message = payload
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
@@ -1412,6 +1418,40 @@ fn guard_panics<T>(
             format!("it is damaged beyond what redb repairs (redb failed reading it: {message})"),
         ))
     })
+}
+
+thread_local! {
+    /// Set while [`guard_panics`] runs on this thread: its panics are expected and reported.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Silences the panic hook on this thread while it lives (other threads are unaffected). The
+/// filtering hook is installed once, around whatever hook was there before.
+struct QuietPanics {
+    was: bool,
+}
+
+impl QuietPanics {
+    fn on() -> QuietPanics {
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            let previous = panic::take_hook();
+            panic::set_hook(Box::new(move |info| {
+                if !QUIET_PANICS.with(std::cell::Cell::get) {
+                    previous(info);
+                }
+            }));
+        });
+        QuietPanics {
+            was: QUIET_PANICS.with(|q| q.replace(true)),
+        }
+    }
+}
+
+impl Drop for QuietPanics {
+    fn drop(&mut self) {
+        QUIET_PANICS.with(|q| q.set(self.was));
+    }
 }
 
 /// Decides whether the existing file at `path` is ours, without writing to it (invariant 1).

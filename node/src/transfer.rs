@@ -9,7 +9,11 @@
 //! (DESIGN-level notes in `LIBP2P-NOTES`: ~0.63 GB/s against 0.28–0.39 GB/s).
 //!
 //! Invariants:
-//! - a frame's length is checked against `MAX_FRAME_BYTES` before its body is read or allocated;
+//! - a frame's length is checked before its body is read or allocated: a request against
+//!   `wire::MAX_REQUEST_FRAME_BYTES` (no request comes near it), a response against
+//!   `MAX_FRAME_BYTES`; and the buffer grows only as the bytes arrive (at most
+//!   [`FRAME_READ_STEP`] ahead of them), so a peer that announces a large frame and trickles it
+//!   costs no more memory than it has sent;
 //! - every read has a deadline ([`FRAME_READ_TIMEOUT`], [`STREAM_IDLE_TIMEOUT`]), so a peer that
 //!   stalls or trickles bytes loses its stream instead of holding a task forever;
 //! - a malformed frame from a peer is reported to the [`Responder`] (which bans the peer) and
@@ -22,7 +26,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU32, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, io::AsyncRead, io::AsyncWrite};
@@ -31,7 +35,7 @@ use licet_proto::wire::{
     self, LENGTH_PREFIX_BYTES, MAX_REQUESTS_IN_FLIGHT, Request, RequestFrame, RequestId, Response,
     ResponseFrame,
 };
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tracing::debug;
 
 use crate::network::TRANSFER_PROTOCOL;
@@ -42,6 +46,9 @@ pub const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(20);
 pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest a request may wait for its answer (queueing on the peer included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How far a frame's buffer may grow ahead of the bytes received: one default-size chunk and
+/// its header in one step, so ordinary frames are read into one allocation.
+pub const FRAME_READ_STEP: usize = 1024 * 1024 + 64 * 1024;
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -62,11 +69,13 @@ pub enum FrameError {
 }
 
 /// Reads one frame's body into `buffer` (reusing its allocation). `idle` bounds the wait for
-/// the frame to begin.
+/// the frame to begin; a frame that announces more than `max` bytes (at most `MAX_FRAME_BYTES`)
+/// is refused before anything is allocated.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     buffer: &mut Vec<u8>,
     idle: Duration,
+    max: usize,
 ) -> Result<(), FrameError> {
     let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
     // The first byte may take as long as `idle`; the rest of the frame must follow promptly.
@@ -78,11 +87,24 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     }
     let rest = async {
         reader.read_exact(&mut prefix[1..]).await?;
-        let len = wire::frame_length(prefix)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        let invalid =
+            |message: String| std::io::Error::new(std::io::ErrorKind::InvalidData, message);
+        let len = wire::frame_length(prefix).map_err(|e| invalid(e.to_string()))?;
+        if len > max {
+            return Err(invalid(format!(
+                "frame of {len} bytes is over the limit of {max} for it"
+            )));
+        }
         buffer.clear();
-        buffer.resize(len, 0);
-        reader.read_exact(buffer).await
+        // Grow with the bytes received, not with what the prefix announces.
+        while buffer.len() < len {
+            let filled = buffer.len();
+            let step = (len - filled).min(FRAME_READ_STEP);
+            buffer.reserve_exact(step);
+            buffer.resize(filled + step, 0);
+            reader.read_exact(&mut buffer[filled..]).await?;
+        }
+        Ok(())
     };
     match tokio::time::timeout(FRAME_READ_TIMEOUT, rest).await {
         Err(_) => Err(FrameError::Timeout("reading a frame")),
@@ -112,13 +134,43 @@ pub trait Responder: Send + Sync + 'static {
     fn protocol_violation(&self, peer: PeerId, reason: &str);
 }
 
-/// Serves one inbound stream until the peer closes it, stalls, or breaks the protocol.
-pub async fn serve_stream<R: Responder>(responder: Arc<R>, peer: PeerId, mut stream: Stream) {
+/// Runs `work` (a wait on the peer), unless `slot` is handed to another stream first (`None`).
+async fn waiting_on_peer<T>(slot: &Slot, work: impl Future<Output = T>) -> Option<T> {
+    slot.set_waiting(true);
+    let outcome = tokio::select! {
+        outcome = work => Some(outcome),
+        () = slot.evicted() => None,
+    };
+    slot.set_waiting(false);
+    outcome
+}
+
+/// Serves one inbound stream, in a place taken with [`StreamSlots::admit`], until the peer
+/// closes it, stalls, or breaks the protocol. While the stream waits on its peer (for a request,
+/// or to take an answer) the place may be handed to a newcomer, and the stream is then closed.
+/// The place is given back when this returns.
+pub async fn serve_stream<R: Responder>(
+    responder: Arc<R>,
+    peer: PeerId,
+    mut stream: Stream,
+    slot: Slot,
+) {
     let mut frame = Vec::new();
     let mut payload = Vec::new();
     let mut header = Vec::new();
+    let slot = &slot;
     loop {
-        match read_frame(&mut stream, &mut frame, STREAM_IDLE_TIMEOUT).await {
+        let read = read_frame(
+            &mut stream,
+            &mut frame,
+            STREAM_IDLE_TIMEOUT,
+            wire::MAX_REQUEST_FRAME_BYTES,
+        );
+        let Some(read) = waiting_on_peer(slot, read).await else {
+            debug!(%peer, "served stream closed: its place went to a new stream");
+            break;
+        };
+        match read {
             Ok(()) => {}
             Err(FrameError::Closed) => break,
             Err(FrameError::Protocol(reason)) => {
@@ -154,7 +206,12 @@ pub async fn serve_stream<R: Responder>(responder: Arc<R>, peer: PeerId, mut str
             }
             stream.flush().await
         };
-        match tokio::time::timeout(REQUEST_TIMEOUT, sent).await {
+        let Some(sent) = waiting_on_peer(slot, tokio::time::timeout(REQUEST_TIMEOUT, sent)).await
+        else {
+            debug!(%peer, "served stream closed: its place went to a new stream");
+            break;
+        };
+        match sent {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 debug!(%peer, "served stream ends: {e}");
@@ -167,6 +224,122 @@ pub async fn serve_stream<R: Responder>(responder: Arc<R>, peer: PeerId, mut str
         }
     }
     let _ = stream.close().await;
+}
+
+/// How long a served stream must have been waiting on its peer before its place may go to a
+/// newcomer (a moment of flow control on a busy honest stream is shorter).
+pub const MIN_WAIT_BEFORE_EVICTION: Duration = Duration::from_secs(2);
+
+/// The places for inbound transfer streams: at most `max` served at once and `per_peer` for
+/// one peer. When every place is taken, a newcomer gets the place of the stream that has been
+/// waiting on its peer the longest (idle, trickling a request, or not reading its answer), if
+/// that wait is at least [`MIN_WAIT_BEFORE_EVICTION`]; that stream is closed. So peers that open
+/// streams and then do nothing cannot lock others out: only streams kept busy hold a place.
+pub struct StreamSlots {
+    max: usize,
+    per_peer: usize,
+    min_wait: Duration,
+    state: Mutex<Places>,
+}
+
+#[derive(Default)]
+struct Places {
+    next: u64,
+    taken: HashMap<u64, Place>,
+}
+
+struct Place {
+    peer: PeerId,
+    waiting_since: Option<Instant>,
+    evict: Arc<Notify>,
+}
+
+/// One stream's place (see [`StreamSlots`]); given back when dropped.
+pub struct Slot {
+    slots: Arc<StreamSlots>,
+    id: u64,
+    evict: Arc<Notify>,
+}
+
+impl StreamSlots {
+    /// Places for at most `max` streams, `per_peer` of them for one peer.
+    pub fn new(max: usize, per_peer: usize) -> Arc<StreamSlots> {
+        StreamSlots::with_min_wait(max, per_peer, MIN_WAIT_BEFORE_EVICTION)
+    }
+
+    fn with_min_wait(max: usize, per_peer: usize, min_wait: Duration) -> Arc<StreamSlots> {
+        Arc::new(StreamSlots {
+            max,
+            per_peer,
+            min_wait,
+            state: Mutex::new(Places::default()),
+        })
+    }
+
+    fn places(&self) -> std::sync::MutexGuard<'_, Places> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for a new stream of `peer`, or `None` (the peer has its share, or every place is
+    /// held by a stream that is working or has waited less than [`MIN_WAIT_BEFORE_EVICTION`]).
+    pub fn admit(self: &Arc<Self>, peer: PeerId) -> Option<Slot> {
+        let mut places = self.places();
+        if places.taken.values().filter(|p| p.peer == peer).count() >= self.per_peer {
+            return None;
+        }
+        if places.taken.len() >= self.max {
+            let now = Instant::now();
+            let (_, victim) = places
+                .taken
+                .iter()
+                .filter_map(|(id, p)| p.waiting_since.map(|since| (since, *id)))
+                .filter(|(since, _)| now.duration_since(*since) >= self.min_wait)
+                .min()?;
+            if let Some(evicted) = places.taken.remove(&victim) {
+                debug!(peer = %evicted.peer, "served stream gives its place to a new one");
+                evicted.evict.notify_one();
+            }
+        }
+        let id = places.next;
+        places.next += 1;
+        let evict = Arc::new(Notify::new());
+        places.taken.insert(
+            id,
+            Place {
+                peer,
+                waiting_since: None,
+                evict: evict.clone(),
+            },
+        );
+        Some(Slot {
+            slots: self.clone(),
+            id,
+            evict,
+        })
+    }
+
+    /// Places taken now.
+    pub fn taken(&self) -> usize {
+        self.places().taken.len()
+    }
+}
+
+impl Slot {
+    fn set_waiting(&self, waiting: bool) {
+        if let Some(place) = self.slots.places().taken.get_mut(&self.id) {
+            place.waiting_since = waiting.then(Instant::now);
+        }
+    }
+
+    async fn evicted(&self) {
+        self.evict.notified().await;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.places().taken.remove(&self.id);
+    }
 }
 
 /// Why a request on a [`Session`] failed.
@@ -336,7 +509,14 @@ async fn read_responses<R: AsyncRead + Unpin>(
 ) {
     loop {
         let mut frame = Vec::new();
-        let error = match read_frame(&mut reader, &mut frame, STREAM_IDLE_TIMEOUT).await {
+        let error = match read_frame(
+            &mut reader,
+            &mut frame,
+            STREAM_IDLE_TIMEOUT,
+            wire::MAX_FRAME_BYTES,
+        )
+        .await
+        {
             Ok(()) => match wire::decode_response(&frame) {
                 Ok((decoded, payload)) => {
                     let payload_start = frame.len() - payload.len();
@@ -372,5 +552,117 @@ async fn read_responses<R: AsyncRead + Unpin>(
         debug!(%peer, "transfer session ends: {error}");
         fail_all(&pending, &broken, error);
         return;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(announced: usize, body: &[u8]) -> Vec<u8> {
+        let mut bytes = (announced as u32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(body);
+        bytes
+    }
+
+    async fn read(bytes: &[u8], buffer: &mut Vec<u8>, max: usize) -> Result<(), FrameError> {
+        let mut reader = futures::io::Cursor::new(bytes.to_vec());
+        read_frame(&mut reader, buffer, Duration::from_secs(5), max).await
+    }
+
+    #[tokio::test]
+    async fn slots_bound_streams_per_peer_and_in_all() {
+        let slots = StreamSlots::new(3, 2);
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let a1 = slots.admit(a).unwrap();
+        let _a2 = slots.admit(a).unwrap();
+        assert!(slots.admit(a).is_none(), "a third stream of one peer");
+        let _b1 = slots.admit(b).unwrap();
+        // Full, and nobody has waited long enough: refused.
+        a1.set_waiting(true);
+        assert!(slots.admit(c).is_none());
+        assert_eq!(slots.taken(), 3);
+        drop(a1);
+        assert_eq!(slots.taken(), 2);
+        assert!(slots.admit(c).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_newcomer_takes_the_place_of_the_stream_waiting_longest() {
+        let slots = StreamSlots::with_min_wait(2, 2, Duration::ZERO);
+        let (idle, busy, newcomer) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let idle_slot = slots.admit(idle).unwrap();
+        let busy_slot = slots.admit(busy).unwrap();
+        idle_slot.set_waiting(true);
+        let taken = slots.admit(newcomer).expect("the idle stream's place");
+        assert_eq!(slots.taken(), 2);
+        // The idle stream is told, even though it was not listening yet.
+        tokio::time::timeout(Duration::from_secs(5), idle_slot.evicted())
+            .await
+            .expect("the idle stream learns its place is gone");
+        // Working streams keep their place.
+        assert!(slots.admit(PeerId::random()).is_none());
+        drop(idle_slot);
+        assert_eq!(
+            slots.taken(),
+            2,
+            "an evicted stream's drop frees nothing twice"
+        );
+        drop((busy_slot, taken));
+        assert_eq!(slots.taken(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_frame_is_read_whole() {
+        let mut buffer = Vec::new();
+        read(
+            &frame(3, b"abc"),
+            &mut buffer,
+            wire::MAX_REQUEST_FRAME_BYTES,
+        )
+        .await
+        .unwrap();
+        assert_eq!(buffer, b"abc");
+        read(&frame(0, b""), &mut buffer, wire::MAX_REQUEST_FRAME_BYTES)
+            .await
+            .unwrap();
+        assert!(buffer.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_its_limit_is_refused_before_its_body_is_read() {
+        let mut buffer = Vec::new();
+        let over = frame(wire::MAX_REQUEST_FRAME_BYTES + 1, &[0; 16]);
+        let error = read(&over, &mut buffer, wire::MAX_REQUEST_FRAME_BYTES).await;
+        assert!(matches!(error, Err(FrameError::Protocol(_))), "{error:?}");
+        assert_eq!(buffer.capacity(), 0, "nothing was allocated");
+        let huge = frame(u32::MAX as usize, &[0; 16]);
+        let error = read(&huge, &mut buffer, wire::MAX_FRAME_BYTES).await;
+        assert!(matches!(error, Err(FrameError::Protocol(_))), "{error:?}");
+        assert_eq!(buffer.capacity(), 0, "nothing was allocated");
+    }
+
+    #[tokio::test]
+    async fn an_announced_frame_costs_memory_only_as_its_bytes_arrive() {
+        // The largest frame announced, 10 bytes sent: the buffer stays one step ahead at most.
+        let mut buffer = Vec::new();
+        let truncated = frame(wire::MAX_FRAME_BYTES, &[7; 10]);
+        let error = read(&truncated, &mut buffer, wire::MAX_FRAME_BYTES).await;
+        assert!(matches!(error, Err(FrameError::Protocol(_))), "{error:?}");
+        assert!(
+            buffer.capacity() <= FRAME_READ_STEP,
+            "{} bytes reserved for 10 received",
+            buffer.capacity()
+        );
+        // A whole large frame still arrives intact, across several steps.
+        let body: Vec<u8> = (0..3 * FRAME_READ_STEP + 5).map(|i| i as u8).collect();
+        read(
+            &frame(body.len(), &body),
+            &mut buffer,
+            wire::MAX_FRAME_BYTES,
+        )
+        .await
+        .unwrap();
+        assert_eq!(buffer, body);
     }
 }

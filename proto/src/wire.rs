@@ -34,7 +34,8 @@
 //! hash before it is decoded.
 //!
 //! # Rules a receiver enforces
-//! - a frame longer than [`MAX_FRAME_BYTES`] is refused before its body is read;
+//! - a frame longer than [`MAX_FRAME_BYTES`] is refused before its body is read, and a request
+//!   frame longer than [`MAX_REQUEST_FRAME_BYTES`]: the peer's connection is closed;
 //! - a header that does not decode, an unknown variant, or a payload whose length differs from
 //!   the declared `len` is a protocol violation: the peer's connection is closed;
 //! - a chunk is verified against the signed root with its proof before a byte is written;
@@ -58,6 +59,10 @@ use crate::{
 pub const PROTOCOL: &str = "/licet/transfer/1";
 /// Longest frame (header + payload): the largest chunk plus room for its header and proof.
 pub const MAX_FRAME_BYTES: usize = MAX_CHUNK_SIZE as usize + 64 * 1024;
+/// Longest request frame. The largest request (`CatalogPart`: a request id, two 32-byte keys and
+/// an offset) is under 100 bytes; a server that allowed `MAX_FRAME_BYTES` for requests would let
+/// every served stream announce 16 MiB that never comes.
+pub const MAX_REQUEST_FRAME_BYTES: usize = 4 * 1024;
 /// Most requests a requester keeps outstanding on one stream.
 pub const MAX_REQUESTS_IN_FLIGHT: usize = 64;
 /// Longest refusal detail, in bytes.
@@ -333,7 +338,11 @@ fn declared_payload(response: &Response) -> u64 {
 
 /// Decodes a request frame's body (what follows the length prefix). Requests have no payload.
 pub fn decode_request(body: &[u8]) -> Result<RequestFrame, WireError> {
-    Ok(encoding::decode("request frame", body, MAX_FRAME_BYTES)?)
+    Ok(encoding::decode(
+        "request frame",
+        body,
+        MAX_REQUEST_FRAME_BYTES,
+    )?)
 }
 
 /// Decodes a response frame's body and returns it with its payload, checking every limit.
