@@ -671,18 +671,23 @@ impl Node {
                 }
             }
         }
-        // Highest sequence first; the first one worth following is followed.
+        // Highest sequence first: the first one worth following is followed; every one that
+        // the catalog rules refuse (a rollback offered by a peer or the DHT) is counted.
         offered.sort_by_key(|(head, _)| std::cmp::Reverse(head.head().sequence));
+        let mut followed = false;
         for (head, peer) in offered {
             match self.head_is_newer(&head) {
-                Ok(true) => match self.consider_head(head, peer, HeadOrigin::Poll).await {
-                    Ok(_) => return,
-                    Err(failure) => {
-                        self.count_refused_head(&failure);
-                        debug!(%publisher, "polled catalog head not taken: {failure}");
+                Ok(true) if !followed => {
+                    match self.consider_head(head, peer, HeadOrigin::Poll).await {
+                        Ok(_) => followed = true,
+                        Err(failure) => {
+                            self.count_refused_head(&failure);
+                            debug!(%publisher, "polled catalog head not taken: {failure}");
+                        }
                     }
-                },
-                Ok(false) => return,
+                }
+                // The catalog held, or one above it while a higher one was just followed.
+                Ok(_) => {}
                 Err(failure) => {
                     self.count_refused_head(&failure);
                     debug!(%publisher, ?peer, "polled catalog head refused: {failure}");

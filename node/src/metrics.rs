@@ -39,11 +39,25 @@ pub struct PublisherLabel {
     pub publisher: String,
 }
 
+/// Every reason a catalog head or catalog is not taken, as `licet_catalog_refusals_total`
+/// labels it.
+pub const CATALOG_REFUSAL_REASONS: [&str; 9] = [
+    "rollback",
+    "equal_sequence_different_bytes",
+    "expired",
+    "untrusted",
+    "rejected",
+    "invalid",
+    "mismatch",
+    "unavailable",
+    "internal",
+];
+
 /// Labels naming why a catalog head or catalog was not taken.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CatalogRefusalLabel {
-    /// `rollback`, `equal_sequence_different_bytes`, `expired`, `untrusted`, `invalid`,
-    /// `mismatch` (a peer's catalog does not hash to the signed head), `unavailable`, `internal`.
+    /// One of [`CATALOG_REFUSAL_REASONS`] (`mismatch`: a peer's catalog does not hash to the
+    /// signed head).
     pub reason: String,
 }
 
@@ -193,6 +207,15 @@ impl Metrics {
         for reason in RefusalReason::ALL {
             drop(metrics.refusals.get_or_create(&ReasonLabel::of(reason)));
         }
+        for reason in CATALOG_REFUSAL_REASONS {
+            drop(
+                metrics
+                    .catalog_refusals
+                    .get_or_create(&CatalogRefusalLabel {
+                        reason: reason.to_owned(),
+                    }),
+            );
+        }
         Metrics {
             registry,
             ..metrics
@@ -206,6 +229,10 @@ impl Metrics {
 
     /// Counts a catalog head or catalog not taken.
     pub fn catalog_refused(&self, reason: &str) {
+        debug_assert!(
+            CATALOG_REFUSAL_REASONS.contains(&reason),
+            "catalog refusal reason {reason:?} is not in CATALOG_REFUSAL_REASONS"
+        );
         self.catalog_refusals
             .get_or_create(&CatalogRefusalLabel {
                 reason: reason.to_owned(),
