@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod hostile;
+
 use std::{
     io::{Read as _, Write as _},
     path::{Path, PathBuf},
