@@ -14,9 +14,9 @@
 //!    its sequence is above the accepted one (equal: the same catalog, a no-op). A rollback or
 //!    a different catalog with the same sequence is refused and counted in the metrics;
 //! 3. the catalog is fetched from peers part by part (the peer the head came from first, then
-//!    the providers of the head key, then connected peers); its bytes must hash to the head's
-//!    `catalog_hash` before they are decoded (mix-and-match defence) — a peer that sends other
-//!    bytes is banned;
+//!    connected peers, then the providers of the head key, which anyone can announce); its
+//!    bytes must hash to the head's `catalog_hash` before they are decoded (mix-and-match
+//!    defence) — a peer that sends other bytes is banned;
 //! 4. the catalog and its head are written to the store in one transaction, *then* applied to
 //!    the in-memory policy state; since serving asks the policy on every request, revocations
 //!    and delegate revocations bite on the next chunk, and the persisted sequence means a
@@ -27,8 +27,11 @@
 //!    for a mirrored publisher fetches what is listed and drops what is withdrawn.
 //!
 //! Invariants:
-//! - one head is considered at a time (`catalog_updates`), so a catalog (at most the wire
-//!   limit of a catalog envelope) is fetched at most once at a time;
+//! - a catalog (at most the wire limit of a catalog envelope) is fetched once at a time
+//!   (`fetching_catalogs`), within [`CATALOG_TOTAL_FETCH_TIMEOUT`], and outside
+//!   `catalog_updates`, so a slow source holds up only that catalog;
+//! - accepting (check, store, apply) runs under `catalog_updates`, which trust changes take too,
+//!   with one clock reading, so the store and the in-memory state never disagree;
 //! - the node serves catalog parts only of the catalog it accepted, and only by its hash;
 //! - gossip messages are reported to gossipsub as accepted only if they are a valid head of
 //!   the topic's publisher that is newer than what the node holds, so stale or forged heads are
@@ -43,7 +46,7 @@ use std::{
 
 use libp2p::{PeerId, gossipsub::MessageAcceptance};
 use licet_proto::{
-    ManifestId, PublicKey, Timestamp,
+    CatalogHash, ManifestId, PublicKey, Timestamp,
     catalog::{VerifiedCatalog, VerifiedCatalogHead, catalog_hash, catalog_head_key},
     manifest::VerifiedManifest,
     policy::{CatalogAcceptance, CatalogRejection, Refusal, RefusalReason},
@@ -73,6 +76,8 @@ const MIRROR_DOWNLOADS_AT_ONCE: usize = 8;
 const MIRROR_LOOKUPS_PER_SYNC: usize = 32;
 /// Longest one peer may take to send a whole catalog.
 const CATALOG_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a catalog may take to fetch, all its sources together.
+const CATALOG_TOTAL_FETCH_TIMEOUT: Duration = Duration::from_secs(180);
 /// The folder of the data directory where mirrored content goes, one folder per manifest id.
 const MIRROR_DIR: &str = "mirror";
 
@@ -94,6 +99,35 @@ pub(crate) enum HeadOutcome {
     Accepted,
     /// It is the catalog already held.
     AlreadyHeld,
+    /// The same catalog is being fetched already (for another head message or poll).
+    BeingFetched,
+}
+
+/// A catalog being fetched, in `Inner::fetching_catalogs` while this lives.
+struct FetchClaim<'a> {
+    set: &'a std::sync::Mutex<HashSet<(PublicKey, CatalogHash)>>,
+    wanted: (PublicKey, CatalogHash),
+}
+
+impl<'a> FetchClaim<'a> {
+    /// Claims `wanted`, unless it is being fetched already.
+    fn claim(
+        set: &'a std::sync::Mutex<HashSet<(PublicKey, CatalogHash)>>,
+        wanted: (PublicKey, CatalogHash),
+    ) -> Option<FetchClaim<'a>> {
+        // The guard must be gone before a claim can exist: dropping a claim takes the lock.
+        let claimed = set.lock().unwrap_or_else(|p| p.into_inner()).insert(wanted);
+        claimed.then(|| FetchClaim { set, wanted })
+    }
+}
+
+impl Drop for FetchClaim<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.wanted);
+    }
 }
 
 /// Why a head or catalog was not taken.
@@ -237,19 +271,39 @@ impl Node {
         hint: Option<PeerId>,
         origin: HeadOrigin,
     ) -> Result<HeadOutcome, CatalogFailure> {
-        let _updating = self.inner.catalog_updates.lock().await;
-        if !self.head_is_newer(&head)? {
+        if !self.head_is_newer(&head, Timestamp::now())? {
             return Ok(HeadOutcome::AlreadyHeld);
         }
-        let catalog = self.fetch_catalog(&head, hint).await?;
+        // One fetch per catalog at a time, and outside `catalog_updates`: a slow or hostile
+        // source delays only this catalog, never other publishers' updates or `publish`.
+        let wanted = (head.head().publisher, head.head().catalog_hash);
+        let Some(_fetching) = FetchClaim::claim(&self.inner.fetching_catalogs, wanted) else {
+            return Ok(HeadOutcome::BeingFetched);
+        };
+        let catalog =
+            tokio::time::timeout(CATALOG_TOTAL_FETCH_TIMEOUT, self.fetch_catalog(&head, hint))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(CatalogFailure::Unavailable(format!(
+                        "catalog {} of {} not fetched within {CATALOG_TOTAL_FETCH_TIMEOUT:?}",
+                        head.head().sequence,
+                        head.head().publisher
+                    )))
+                })?;
+        let _updating = self.inner.catalog_updates.lock().await;
         self.accept_catalog(head, catalog, origin).await
     }
 
-    /// Whether `head` points at a catalog the node would accept ([`CatalogSet::head_is_newer`]).
-    fn head_is_newer(&self, head: &VerifiedCatalogHead) -> Result<bool, CatalogFailure> {
+    /// Whether `head` points at a catalog the node would accept at `now`
+    /// ([`CatalogSet::head_is_newer`]).
+    fn head_is_newer(
+        &self,
+        head: &VerifiedCatalogHead,
+        now: Timestamp,
+    ) -> Result<bool, CatalogFailure> {
         let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
         let (trust, catalogs) = &*guard;
-        Ok(catalogs.head_is_newer(trust, Timestamp::now(), head)?)
+        Ok(catalogs.head_is_newer(trust, now, head)?)
     }
 
     /// Steps 4 and 5 of the module docs, for a head and catalog that belong together. The
@@ -270,7 +324,11 @@ impl Node {
             )));
         }
         let publisher = catalog.catalog().publisher;
-        if !self.head_is_newer(&head)? {
+        // One clock reading for the check and the accept below, so the two cannot disagree
+        // about an expiry that falls between them (the caller holds `catalog_updates`, which
+        // trust changes take too).
+        let now = Timestamp::now();
+        if !self.head_is_newer(&head, now)? {
             return Ok(HeadOutcome::AlreadyHeld);
         }
         let store = self.inner.store.clone();
@@ -289,7 +347,7 @@ impl Node {
         let acceptance = {
             let mut guard = self.inner.policy.write().unwrap_or_else(|p| p.into_inner());
             let (trust, catalogs) = &mut *guard;
-            catalogs.accept(trust, Timestamp::now(), catalog)?
+            catalogs.accept(trust, now, catalog)?
         };
         let previous = match acceptance {
             CatalogAcceptance::Accepted { previous } => previous,
@@ -312,7 +370,8 @@ impl Node {
         Ok(HeadOutcome::Accepted)
     }
 
-    /// Stops announcing the held content that the policy now refuses for a revocation.
+    /// Stops announcing the held content of `publisher` that the policy now refuses (withdrawn,
+    /// or, under `require_catalog`, not listed).
     async fn apply_revocations(&self, publisher: &PublicKey) {
         let items: Vec<_> = self
             .lock_items()
@@ -321,8 +380,8 @@ impl Node {
             .cloned()
             .collect();
         for item in items {
-            if let Some(refusal) = self.withdrawal(&item.manifest) {
-                info!(id = %item.id(), "withdrawn by its publisher: {refusal}");
+            if let Err(refusal) = self.policy_check(&item.manifest) {
+                info!(id = %item.id(), "no longer served: {refusal}");
                 let _ = self.inner.network.stop_providing(item.id().0).await;
             }
         }
@@ -374,10 +433,12 @@ impl Node {
             .unwrap_or_default();
         let connected = self.inner.network.connected().await.unwrap_or_default();
         let mut seen = HashSet::new();
+        // The peer the head came from, then connected peers, then providers (which anyone can
+        // announce, so they come last).
         let candidates: Vec<PeerId> = hint
             .into_iter()
-            .chain(providers)
             .chain(connected.into_iter().map(|(peer, _)| peer))
+            .chain(providers)
             .filter(|peer| *peer != local && !self.is_banned(peer) && seen.insert(*peer))
             .take(MAX_CATALOG_SOURCES)
             .collect();
@@ -593,7 +654,7 @@ impl Node {
             self.inner.metrics.catalog_refused("invalid");
             return (MessageAcceptance::Reject, None);
         }
-        match self.head_is_newer(&head) {
+        match self.head_is_newer(&head, Timestamp::now()) {
             Ok(true) => (MessageAcceptance::Accept, Some(head)),
             Ok(false) => (MessageAcceptance::Ignore, None),
             Err(failure) => {
@@ -624,7 +685,8 @@ impl Node {
             for publisher in self.trusted_publishers() {
                 self.poll_publisher(publisher).await;
                 if self.is_mirrored(&publisher) {
-                    self.mirror_sync(publisher).await;
+                    let node = self.clone();
+                    tokio::spawn(async move { node.mirror_sync(publisher).await });
                 }
             }
         }
@@ -649,10 +711,12 @@ impl Node {
             }
         }
         let connected = self.inner.network.connected().await.unwrap_or_default();
-        for (peer, _) in connected.into_iter().take(MAX_POLL_PEERS) {
-            if self.is_banned(&peer) {
-                continue;
-            }
+        let askable = connected
+            .into_iter()
+            .map(|(peer, _)| peer)
+            .filter(|peer| !self.is_banned(peer))
+            .take(MAX_POLL_PEERS);
+        for peer in askable {
             let Ok(session) = self.session(peer).await else {
                 continue;
             };
@@ -671,26 +735,28 @@ impl Node {
                 }
             }
         }
-        // Highest sequence first: the first one worth following is followed; every one that
-        // the catalog rules refuse (a rollback offered by a peer or the DHT) is counted.
-        offered.sort_by_key(|(head, _)| std::cmp::Reverse(head.head().sequence));
-        let mut followed = false;
+        // Every offer is judged against the catalog held now (each one the catalog rules
+        // refuse, such as a rollback from a peer or the DHT, is counted); then the highest newer
+        // one that can be fetched is followed.
+        let now = Timestamp::now();
+        let mut newer = Vec::new();
         for (head, peer) in offered {
-            match self.head_is_newer(&head) {
-                Ok(true) if !followed => {
-                    match self.consider_head(head, peer, HeadOrigin::Poll).await {
-                        Ok(_) => followed = true,
-                        Err(failure) => {
-                            self.count_refused_head(&failure);
-                            debug!(%publisher, "polled catalog head not taken: {failure}");
-                        }
-                    }
-                }
-                // The catalog held, or one above it while a higher one was just followed.
-                Ok(_) => {}
+            match self.head_is_newer(&head, now) {
+                Ok(true) => newer.push((head, peer)),
+                Ok(false) => {}
                 Err(failure) => {
                     self.count_refused_head(&failure);
                     debug!(%publisher, ?peer, "polled catalog head refused: {failure}");
+                }
+            }
+        }
+        newer.sort_by_key(|(head, _)| std::cmp::Reverse(head.head().sequence));
+        for (head, peer) in newer {
+            match self.consider_head(head, peer, HeadOrigin::Poll).await {
+                Ok(_) => return,
+                Err(failure) => {
+                    self.count_refused_head(&failure);
+                    debug!(%publisher, "polled catalog head not taken: {failure}");
                 }
             }
         }
@@ -703,12 +769,14 @@ impl Node {
 
     /// Mirror mode: starts fetching what `publisher`'s newest catalog lists and this node does
     /// not hold (a few at a time), and drops mirrored content the catalog withdrew. One sync
-    /// runs at a time.
+    /// runs at a time: while one runs, another returns at once (the next poll catches up).
     pub(crate) async fn mirror_sync(&self, publisher: PublicKey) {
         if !self.is_mirrored(&publisher) {
             return;
         }
-        let mut cursors = self.inner.mirror_cursors.lock().await;
+        let Ok(mut cursors) = self.inner.mirror_cursors.try_lock() else {
+            return;
+        };
         let listed: Vec<ManifestId> = {
             let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
             match guard.1.newest(&publisher) {
@@ -815,5 +883,28 @@ impl Node {
             .iter()
             .filter_map(|p| self.catalog_info(p))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a second claim of the same catalog deadlocked (the claim it built and dropped
+    /// took the lock its own guard still held).
+    #[test]
+    fn a_catalog_is_claimed_once_until_its_claim_is_dropped() {
+        let set = std::sync::Mutex::new(HashSet::new());
+        let wanted = (PublicKey([1; 32]), CatalogHash([2; 32]));
+        let first = FetchClaim::claim(&set, wanted).expect("free");
+        assert!(FetchClaim::claim(&set, wanted).is_none(), "claimed already");
+        let other = (PublicKey([1; 32]), CatalogHash([3; 32]));
+        assert!(
+            FetchClaim::claim(&set, other).is_some(),
+            "another catalog is free"
+        );
+        drop(first);
+        assert!(FetchClaim::claim(&set, wanted).is_some(), "free again");
+        assert!(set.lock().unwrap().is_empty());
     }
 }

@@ -171,8 +171,10 @@ pub(crate) struct Inner {
     /// Held while a mirror syncs (one at a time): where each publisher's next sync goes on in
     /// its catalog's list.
     pub(crate) mirror_cursors: tokio::sync::Mutex<HashMap<PublicKey, usize>>,
-    /// Held while a catalog head is considered: one at a time (see `catalogs.rs`).
+    /// Held while a catalog is accepted and while the trust store changes (see `catalogs.rs`).
     pub(crate) catalog_updates: tokio::sync::Mutex<()>,
+    /// Catalogs being fetched, by publisher and hash: one fetch each at a time.
+    pub(crate) fetching_catalogs: Mutex<HashSet<(PublicKey, licet_proto::CatalogHash)>>,
     /// How often catalogs are polled.
     pub(crate) catalog_poll: Duration,
     /// Set when the daemon stops.
@@ -310,6 +312,7 @@ impl Node {
                 mirrors: Mutex::new(mirrors),
                 mirror_cursors: tokio::sync::Mutex::new(HashMap::new()),
                 catalog_updates: tokio::sync::Mutex::new(()),
+                fetching_catalogs: Mutex::new(HashSet::new()),
                 catalog_poll: config.catalog_poll,
                 stopping: AtomicBool::new(false),
                 items: Mutex::new(HashMap::new()),
@@ -379,7 +382,8 @@ impl Node {
                 stop: AtomicBool::new(false),
             });
             self.lock_items().insert(id, item.clone());
-            if held_any {
+            // Announced only while the policy allows it (a takedown survives the restart).
+            if held_any && self.policy_check(&item.manifest).is_ok() {
                 self.announce(id).await;
             }
             if resume {
@@ -921,6 +925,7 @@ impl NodeApi for Node {
             name: request.name.clone(),
             require_catalog: request.require_catalog,
         };
+        let updating = self.inner.catalog_updates.lock().await;
         let store = self.inner.store.clone();
         let (publisher, stored, mirror) = (request.publisher, settings.clone(), request.mirror);
         blocking(move || {
@@ -943,6 +948,7 @@ impl NodeApi for Node {
                 mirrors.remove(&publisher);
             }
         }
+        drop(updating);
         let _ = self
             .inner
             .network
@@ -963,6 +969,7 @@ impl NodeApi for Node {
     }
 
     async fn trust_remove(&self, publisher: PublicKey) -> Result<(), ApiError> {
+        let _updating = self.inner.catalog_updates.lock().await;
         let store = self.inner.store.clone();
         let removed = blocking(move || store.trust_remove(&publisher))
             .await?
@@ -1204,21 +1211,14 @@ impl Node {
         peers
     }
 
+    /// Creates the download of `manifest` into `dir`: claims its id among the items (a
+    /// `Conflict` if another `get`, `add` or the mirror took it meanwhile), prepares the files and
+    /// stores the new item. Nothing is left behind if a step fails.
     pub(crate) async fn create_download(
         &self,
         manifest: VerifiedManifest,
         dir: PathBuf,
     ) -> Result<Arc<Item>, ApiError> {
-        let body = manifest.manifest().clone();
-        let prepare_dir = dir.clone();
-        blocking(move || content::prepare_download(&prepare_dir, &body))
-            .await?
-            .map_err(|e| {
-                ApiError::new(
-                    ApiErrorKind::BadRequest,
-                    format!("cannot create the files in {}: {e}", dir.display()),
-                )
-            })?;
         let files: Vec<FileState> = manifest
             .manifest()
             .files
@@ -1231,7 +1231,7 @@ impl Node {
         let count = files.len();
         let item = Arc::new(Item {
             manifest,
-            dir,
+            dir: dir.clone(),
             origin: ContentOrigin::Downloaded,
             added_at: Timestamp::now(),
             live: Mutex::new(Live {
@@ -1247,16 +1247,47 @@ impl Node {
             sources: Mutex::new(HashSet::new()),
             stop: AtomicBool::new(false),
         });
+        let id = item.id();
+        {
+            let mut items = self.lock_items();
+            if let Some(existing) = items.get(&id) {
+                return Err(ApiError::new(
+                    ApiErrorKind::Conflict,
+                    format!(
+                        "manifest {id} is already held in {}",
+                        existing.dir.display()
+                    ),
+                ));
+            }
+            items.insert(id, item.clone());
+        }
         let record = {
             let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
             item.record(&live)
         };
         let store = self.inner.store.clone();
         let stored = item.manifest.clone();
-        blocking(move || store.content_put(&stored, &record, &files))
-            .await?
-            .map_err(store_error)?;
-        self.lock_items().insert(item.id(), item.clone());
+        let body = item.manifest.manifest().clone();
+        let prepared = blocking(move || {
+            content::prepare_download(&dir, &body).map_err(|e| {
+                ApiError::new(
+                    ApiErrorKind::BadRequest,
+                    format!("cannot create the files in {}: {e}", dir.display()),
+                )
+            })?;
+            store
+                .content_put(&stored, &record, &files)
+                .map_err(store_error)
+        })
+        .await
+        .and_then(|result| result);
+        if let Err(e) = prepared {
+            let mut items = self.lock_items();
+            if items.get(&id).is_some_and(|held| Arc::ptr_eq(held, &item)) {
+                items.remove(&id);
+            }
+            return Err(e);
+        }
         Ok(item)
     }
 }
