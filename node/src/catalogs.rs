@@ -856,7 +856,8 @@ impl Node {
         let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
         let (trust, catalogs) = &*guard;
         let settings = trust.get(publisher)?;
-        let catalog = catalogs.newest(publisher).map(VerifiedCatalog::catalog);
+        let newest = catalogs.newest(publisher);
+        let catalog = newest.map(VerifiedCatalog::catalog);
         let now = Timestamp::now();
         Some(CatalogInfo {
             publisher: *publisher,
@@ -868,7 +869,7 @@ impl Node {
             expires_at: catalog.map(|c| c.expires_at.to_string()),
             expires_at_unix: catalog.map(|c| c.expires_at.0),
             expired: catalog.is_some_and(|c| now >= c.expires_at),
-            catalog_hash: catalogs.newest(publisher).map(|c| c.hash().to_string()),
+            catalog_hash: newest.map(|c| c.hash().to_string()),
             entries: catalog.map_or(0, |c| c.entries.len() as u64),
             revoked_manifests: catalog.map_or(0, |c| c.revoked_manifests.len() as u64),
             revoked_delegates: catalog.map_or(0, |c| c.revoked_delegates.len() as u64),

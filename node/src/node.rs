@@ -84,6 +84,14 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+    /// The data directory cannot be made or found.
+    #[error("data directory {path}: {reason}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The swarm could not start.
     #[error(transparent)]
     Network(#[from] network::NetworkError),
@@ -250,15 +258,15 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl Node {
     /// Opens the data directory, starts the swarm, and resumes serving and fetching.
     pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::Identity {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir {
             path: config.data_dir.clone(),
-            reason: format!("cannot create the data directory: {e}"),
+            reason: format!("cannot create it: {e}"),
         })?;
         // Absolute, so the folders made under it (mirrored content) mean the same to everyone.
         let data_dir =
-            std::fs::canonicalize(&config.data_dir).map_err(|e| StartError::Identity {
+            std::fs::canonicalize(&config.data_dir).map_err(|e| StartError::DataDir {
                 path: config.data_dir.clone(),
-                reason: format!("cannot resolve the data directory: {e}"),
+                reason: format!("cannot resolve it: {e}"),
             })?;
         let store = Arc::new(Store::open(&data_dir.join("state.redb"))?);
         let keypair = load_identity(&config.data_dir)?;
@@ -277,10 +285,7 @@ impl Node {
         // The head of each restored catalog, to serve and pass on (a head that is not the
         // restored catalog's is left out: the catalog is still enforced).
         let mut held_catalogs = HashMap::new();
-        for (publisher, bytes) in store.catalog_heads()? {
-            let Ok(head) = licet_proto::catalog::VerifiedCatalogHead::from_bytes(&bytes) else {
-                continue;
-            };
+        for (publisher, head) in store.catalog_heads()? {
             if let Some(catalog) = catalogs.newest(&publisher)
                 && head.matches(catalog)
             {
@@ -748,21 +753,29 @@ pub(crate) fn refuse(reason: RefusalReason, detail: impl Into<String>) -> Respon
     }
 }
 
-impl Responder for Node {
-    async fn respond(&self, peer: PeerId, request: Request, payload: &mut Vec<u8>) -> Response {
-        let id = match &request {
-            Request::Manifest { id } => *id,
-            Request::Availability { manifest } | Request::Chunk { manifest, .. } => *manifest,
+/// What a content request asks for, once its manifest id is known.
+enum ContentRequest {
+    Manifest,
+    Availability,
+    Chunk { file: u32, index: u64 },
+}
+
+impl Node {
+    /// The answer to one request, before it is counted.
+    async fn answer(&self, peer: PeerId, request: Request, payload: &mut Vec<u8>) -> Response {
+        let (id, wanted) = match request {
             Request::CatalogHead { .. } | Request::CatalogPart { .. } => {
-                let response = self.serve_catalog(&request, payload);
-                if let Response::Refused { reason, .. } = &response {
-                    self.inner.metrics.refused(*reason);
-                }
-                return response;
+                return self.serve_catalog(&request, payload);
             }
+            Request::Manifest { id } => (id, ContentRequest::Manifest),
+            Request::Availability { manifest } => (manifest, ContentRequest::Availability),
+            Request::Chunk {
+                manifest,
+                file,
+                index,
+            } => (manifest, ContentRequest::Chunk { file, index }),
         };
         let Some(item) = self.item(&id) else {
-            self.inner.metrics.refused(RefusalReason::NotHeld);
             return refuse(
                 RefusalReason::NotHeld,
                 format!("manifest {id} is not held here"),
@@ -770,28 +783,27 @@ impl Responder for Node {
         };
         // Asked on every request, chunks included: revocation and expiry bite at once.
         if let Err(refusal) = self.policy_check(&item.manifest) {
-            self.inner.metrics.refused(refusal.reason);
             return refuse(refusal.reason, refusal.detail);
         }
-        let response = match request {
-            Request::Manifest { .. } => Response::Manifest {
+        match wanted {
+            ContentRequest::Manifest => Response::Manifest {
                 envelope: item.manifest.envelope().encode(),
             },
-            Request::Availability { .. } => {
+            ContentRequest::Availability => {
                 let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
                 Response::Availability {
                     files: live.have.clone(),
                 }
             }
-            Request::Chunk { file, index, .. } => {
-                let mut response = self.serve_chunk(item.clone(), file, index, payload).await;
+            ContentRequest::Chunk { file, index } => {
+                let response = self.serve_chunk(item.clone(), file, index, payload).await;
                 // Asked again once the chunk is read: a revocation or the end of the licence
                 // window that came while it was read stops it from leaving.
                 if let Response::Chunk { .. } = &response
                     && let Err(refusal) = self.policy_check(&item.manifest)
                 {
                     payload.clear();
-                    response = refuse(refusal.reason, refusal.detail);
+                    return refuse(refusal.reason, refusal.detail);
                 }
                 if let Response::Chunk { len, .. } = &response {
                     self.inner.metrics.bytes_out.inc_by(u64::from(*len));
@@ -799,10 +811,14 @@ impl Responder for Node {
                 }
                 response
             }
-            Request::CatalogHead { .. } | Request::CatalogPart { .. } => {
-                self.serve_catalog(&request, payload)
-            }
-        };
+        }
+    }
+}
+
+impl Responder for Node {
+    async fn respond(&self, peer: PeerId, request: Request, payload: &mut Vec<u8>) -> Response {
+        let response = self.answer(peer, request, payload).await;
+        // Every refusal is counted here, once, whatever refused it.
         if let Response::Refused { reason, .. } = &response {
             self.inner.metrics.refused(*reason);
         }

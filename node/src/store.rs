@@ -990,23 +990,23 @@ impl Store {
         self.commit(txn)
     }
 
-    /// The stored head of each publisher's stored catalog. A head that no longer verifies is
-    /// damage: [`StoreError::Corrupt`].
-    pub fn catalog_heads(&self) -> Result<Vec<(PublicKey, Vec<u8>)>, StoreError> {
+    /// The stored head of each publisher's stored catalog, verified again as it is read. A head
+    /// that no longer verifies is damage: [`StoreError::Corrupt`].
+    pub fn catalog_heads(&self) -> Result<Vec<(PublicKey, VerifiedCatalogHead)>, StoreError> {
         let txn = self.read()?;
         let table = self.open_read(&txn, CATALOG_HEADS)?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(|e| self.db("read catalog heads", e))? {
             let (key, value) = entry.map_err(|e| self.db("read catalog heads", e))?;
             let publisher = PublicKey(*key.value());
-            if VerifiedCatalogHead::from_bytes(value.value()).is_err() {
-                return Err(StoreError::Corrupt {
+            let head = VerifiedCatalogHead::from_bytes(value.value()).map_err(|e| {
+                StoreError::Corrupt {
                     table: CATALOG_HEADS_NAME,
                     key: publisher.to_string(),
-                    reason: "the stored catalog head does not verify".to_owned(),
-                });
-            }
-            out.push((publisher, value.value().to_vec()));
+                    reason: format!("the stored catalog head does not verify: {e}"),
+                }
+            })?;
+            out.push((publisher, head));
         }
         Ok(out)
     }
@@ -3067,10 +3067,13 @@ mod tests {
         store
             .catalog_put_with_head(&a, a5.envelope_bytes(), head5.envelope_bytes())
             .unwrap();
-        assert_eq!(
-            store.catalog_heads().unwrap(),
-            vec![(a, head5.envelope_bytes().to_vec())]
-        );
+        let heads: Vec<_> = store
+            .catalog_heads()
+            .unwrap()
+            .into_iter()
+            .map(|(publisher, head)| (publisher, head.envelope_bytes().to_vec()))
+            .collect();
+        assert_eq!(heads, vec![(a, head5.envelope_bytes().to_vec())]);
         // A catalog stored without a head drops the stale one.
         store.catalog_put(&a, a6.envelope_bytes()).unwrap();
         assert!(store.catalog_heads().unwrap().is_empty());
