@@ -209,6 +209,47 @@ impl Workdir {
     }
 }
 
+/// The JSON string `value` (panics naming it otherwise).
+#[track_caller]
+pub fn text(value: &serde_json::Value) -> &str {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value}"))
+}
+
+/// The JSON count `value` (panics naming it otherwise).
+#[track_caller]
+pub fn count(value: &serde_json::Value) -> u64 {
+    value
+        .as_u64()
+        .unwrap_or_else(|| panic!("not a count: {value}"))
+}
+
+/// `licet-manifest create CONTENT --key publisher.pem --title TITLE -o MANIFEST extra… --json`
+/// in `net`'s work directory, which must succeed; its JSON reply.
+#[track_caller]
+pub fn create(
+    net: &TestNet,
+    content: &str,
+    title: &str,
+    manifest: &str,
+    extra: &[&str],
+) -> serde_json::Value {
+    let mut args = vec![
+        "create",
+        content,
+        "--key",
+        "publisher.pem",
+        "--title",
+        title,
+        "-o",
+        manifest,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    net.work().manifest(&args).ok().json()
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so tests need no RNG crate.
 pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;

@@ -11,19 +11,13 @@
 
 use std::time::{Duration, Instant};
 
-use licet_tests::{TestNet, TestNode, assert_same_file, pseudo_random_bytes, wait_for};
+use licet_tests::{TestNet, TestNode, assert_same_file, pseudo_random_bytes, text, wait_for};
 use serde_json::Value;
 
 /// How long a catalog may take to reach a node (gossip brings it in well under a second).
 const SPREAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a download may take.
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn text(value: &Value) -> &str {
-    value
-        .as_str()
-        .unwrap_or_else(|| panic!("not a string: {value}"))
-}
 
 /// A small release in `dir` signed by `key` (with `extra` options, e.g. a delegation) into
 /// `manifest`; returns `create --json`.

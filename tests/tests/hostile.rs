@@ -19,9 +19,9 @@ use licet_proto::{
     signed::{Signed, SignedKind},
 };
 use licet_tests::{
-    Running, TestNet, TestNode, assert_same_file, bin,
+    Running, TestNet, TestNode, assert_same_file, bin, count, create,
     hostile::{self, Answer, HostileContent, HostilePeer, HostileStats},
-    pseudo_random_bytes, wait_for, write_pseudo_random_file,
+    pseudo_random_bytes, text, wait_for, write_pseudo_random_file,
 };
 use serde_json::Value;
 
@@ -34,23 +34,6 @@ const BAN_TIMEOUT: Duration = Duration::from_secs(30);
 
 // ----- helpers -----
 
-/// `licet-manifest create CONTENT --key publisher.pem --title TITLE -o MANIFEST extra… --json`.
-fn create(net: &TestNet, content: &str, title: &str, manifest: &str, extra: &[&str]) -> Value {
-    let mut args = vec![
-        "create",
-        content,
-        "--key",
-        "publisher.pem",
-        "--title",
-        title,
-        "-o",
-        manifest,
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    net.work().manifest(&args).ok().json()
-}
-
 /// Starts node `name`, trusts `publisher` there, and seeds `manifest` from `content`.
 fn seeder(net: &TestNet, name: &str, publisher: &str, manifest: &str, content: &str) -> TestNode {
     let node = net.start(name, &[]);
@@ -58,18 +41,6 @@ fn seeder(net: &TestNet, name: &str, publisher: &str, manifest: &str, content: &
     let added = node.client_json(&["add", manifest, "--content", content]);
     assert_eq!(added["state"], "complete", "{added}");
     node
-}
-
-fn text(value: &Value) -> &str {
-    value
-        .as_str()
-        .unwrap_or_else(|| panic!("not a string: {value}"))
-}
-
-fn count(value: &Value) -> u64 {
-    value
-        .as_u64()
-        .unwrap_or_else(|| panic!("not a count: {value}"))
 }
 
 /// A release of one pseudo-random file of `size` bytes in `release/film.bin`, signed with

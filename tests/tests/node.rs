@@ -11,8 +11,8 @@ use std::{path::Path, time::Duration};
 
 use licet_proto::{SecretKey, signed::Signed};
 use licet_tests::{
-    Running, TestNet, TestNode, assert_same_file, pseudo_random_bytes, wait_for,
-    write_pseudo_random_file,
+    Running, TestNet, TestNode, assert_same_file, count, create, pseudo_random_bytes, text,
+    wait_for, write_pseudo_random_file,
 };
 use serde_json::Value;
 
@@ -22,23 +22,6 @@ const MIB: u64 = 1024 * KIB;
 const CS: u64 = 16 * KIB;
 /// How long a download may take before the test gives up on it.
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// `licet-manifest create CONTENT --key publisher.pem --title TITLE -o MANIFEST extra… --json`.
-fn create(net: &TestNet, content: &str, title: &str, manifest: &str, extra: &[&str]) -> Value {
-    let mut args = vec![
-        "create",
-        content,
-        "--key",
-        "publisher.pem",
-        "--title",
-        title,
-        "-o",
-        manifest,
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    net.work().manifest(&args).ok().json()
-}
 
 /// A small two-file release in `dir`, signed into `manifest` with `extra` options; returns
 /// `create --json`'s reply.
@@ -60,18 +43,6 @@ fn seeder(net: &TestNet, name: &str, publisher: &str, manifest: &str, content: &
     assert_eq!(added["state"], "complete", "{added}");
     assert_eq!(added["refused"], Value::Null, "{added}");
     node
-}
-
-fn text(value: &Value) -> &str {
-    value
-        .as_str()
-        .unwrap_or_else(|| panic!("not a string: {value}"))
-}
-
-fn count(value: &Value) -> u64 {
-    value
-        .as_u64()
-        .unwrap_or_else(|| panic!("not a count: {value}"))
 }
 
 /// Files in `dir` (none if it does not exist).
