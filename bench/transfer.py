@@ -18,7 +18,10 @@ all of them alike, it times:
 It prints the median wall time, GB/s and the downloader's peak RSS of each, and the ratios. Then
 (licet only): a swarm of one seeder and five downloaders started together on a smaller file
 (time until all are done against one lone download, and what the seeder uploaded), the idle RSS
-of a node, and the downloader's peak RSS at two file sizes (memory must be flat).
+of a node, the downloader's peak RSS at two file sizes (memory must be flat), and a swarm of 50
+nodes: the median provider lookup (from each node's `licet_provider_lookup_seconds`) and the
+median time from `get` to the first verified chunk on disk
+(`licet_download_first_chunk_seconds`) with a warm DHT. `--only PART` runs one part.
 
 It installs what it needs (nginx-light and mktorrent with apt-get, rqbit with cargo install) and
 skips a tool it cannot get, saying so.
@@ -244,6 +247,9 @@ def main():
                         help="a second, larger size for the downloader's peak RSS")
     parser.add_argument("--skip-rqbit", action="store_true", help="do not install or run rqbit")
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--only", choices=PARTS, default=None,
+                        help="run one part of the benchmark (default: all of them)")
+    parser.add_argument("--lookup-nodes", type=int, default=50)
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the benchmark makes a network namespace of its own")
@@ -263,12 +269,30 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
 
 
+PARTS = ["single", "swarm", "memory", "lookup"]
+
+
 def run_all(args, have, licet, work):
     key = os.path.join(work, "publisher.pem")
     if not os.path.exists(key):
         sh(licet.manifest_bin, "keygen", "-o", key, stdout=subprocess.DEVNULL)
     publisher = subprocess.run([licet.manifest_bin, "pubkey", key], check=True,
                                capture_output=True, text=True).stdout.strip()
+    single_rss = None
+    for part in PARTS:
+        if args.only in (None, part):
+            if part == "single":
+                single_rss = single(args, have, licet, work, key, publisher)
+            elif part == "swarm":
+                swarm(args, licet, work, key, publisher)
+            elif part == "memory":
+                memory(args, licet, work, key, publisher, single_rss)
+            else:
+                lookup(args, licet, work, key, publisher)
+
+
+def single(args, have, licet, work, key, publisher):
+    """licet, nginx -> curl, rqbit and openssl on one file, alternating; returns licet's RSS."""
     content = os.path.join(work, "content")
     os.makedirs(content, exist_ok=True)
     data = os.path.join(content, "film.bin")
@@ -343,8 +367,11 @@ def run_all(args, have, licet, work):
     for other in ["rqbit", "nginx -> curl"]:
         if other in medians:
             print(f"licet throughput = {medians[other] / medians['licet']:.2f}x {other}")
+    return max(r for _, r in results["licet"])
 
-    # The swarm: one seeder, five downloaders started together, against one lone download.
+
+def swarm(args, licet, work, key, publisher):
+    """One seeder, five downloaders started together, against one lone download."""
     swarm_content = os.path.join(work, "swarm")
     os.makedirs(swarm_content, exist_ok=True)
     make_file(os.path.join(swarm_content, "swarm.bin"), args.swarm_mib)
@@ -375,7 +402,9 @@ def run_all(args, have, licet, work):
     for proc, _ in nodes:
         licet.stop(proc)
 
-    # Idle RSS, and the downloader's peak RSS at two sizes.
+
+def memory(args, licet, work, key, publisher, single_rss):
+    """The idle RSS of a node, and the downloader's peak RSS at two sizes."""
     proc, _ = licet.start("idle")
     time.sleep(5)
     print(f"idle node RSS: {rss_mib(proc.pid):.1f} MiB")
@@ -389,9 +418,58 @@ def run_all(args, have, licet, work):
                                     os.path.join(work, "big.manifest"), publisher)
         secs, rss = licet.download("big-dl", big_seed, publisher, big_link,
                                    os.path.join(work, "big-out"))
-        small_rss = max(r for _, r in results["licet"])
-        print(f"downloader peak RSS: {small_rss:.1f} MiB at {args.size_mib} MiB, {rss:.1f} MiB at "
+        if single_rss is None:
+            content = os.path.join(work, "content")
+            os.makedirs(content, exist_ok=True)
+            make_file(os.path.join(content, "film.bin"), args.size_mib)
+            link = sign(licet, content, key, os.path.join(work, "film.manifest"))
+            _, _, seed = licet.seed("seeder", content, os.path.join(work, "film.manifest"),
+                                    publisher)
+            _, single_rss = licet.download("dl", seed, publisher, link, os.path.join(work, "out"))
+        print(f"downloader peak RSS: {single_rss:.1f} MiB at {args.size_mib} MiB, {rss:.1f} MiB at "
               f"{args.flat_mib} MiB ({args.flat_mib * MIB / 1e9 / secs:.3f} GB/s)")
+
+
+def lookup(args, licet, work, key, publisher):
+    """A swarm of `--lookup-nodes` nodes: provider lookups and the time to a first chunk."""
+    count = args.lookup_nodes
+    content = os.path.join(work, "lookup")
+    os.makedirs(content, exist_ok=True)
+    make_file(os.path.join(content, "small.bin"), 4)
+    link = sign(licet, content, key, os.path.join(work, "small.manifest"))
+    seed_proc, seed_data, seed_addr = licet.seed("lookup-seeder", content,
+                                                 os.path.join(work, "small.manifest"), publisher)
+    nodes = []
+    for i in range(count - 1):
+        # Each node bootstraps from the seeder or an earlier node, so the DHT is a mesh.
+        bootstrap = seed_addr if i < 2 else licet.client(nodes[(i * 7) % len(nodes)][1],
+                                                        "status")["listen_addrs"][0]
+        proc, data = licet.start(f"lookup{i}", "--bootstrap", bootstrap)
+        licet.client(data, "trust", "add", publisher)
+        nodes.append((proc, data))
+    rss = [rss_mib(p.pid) for p, _ in nodes]
+    print(f"\n{count}-node swarm up; node RSS median {statistics.median(rss):.1f} MiB; "
+          "letting the DHT settle for 10 s ...", flush=True)
+    time.sleep(10)
+    lookups, first_chunks = [], []
+    for i, (_, data) in enumerate(nodes[-20:]):
+        before = (licet.metric(data, "licet_provider_lookup_seconds_sum"),
+                  licet.metric(data, "licet_provider_lookup_seconds_count"))
+        info = licet.client(data, "get", link, "-o", os.path.join(work, f"lookup-out{i}"))
+        if info["state"] != "complete":
+            raise RuntimeError(f"a lookup-swarm download ended {info['state']}")
+        took = licet.metric(data, "licet_provider_lookup_seconds_sum") - before[0]
+        made = licet.metric(data, "licet_provider_lookup_seconds_count") - before[1]
+        if made:
+            lookups.append(took / made)
+        first_chunks.append(licet.metric(data, "licet_download_first_chunk_seconds_sum"))
+    print(f"{count}-node swarm, {len(first_chunks)} downloads of a 4 MiB file from different nodes: "
+          f"provider lookup median {statistics.median(lookups) * 1000:.1f} ms "
+          f"(max {max(lookups) * 1000:.1f}); get to first verified chunk on disk median "
+          f"{statistics.median(first_chunks) * 1000:.1f} ms (max {max(first_chunks) * 1000:.1f})")
+    for proc, _ in nodes:
+        licet.stop(proc)
+    licet.stop(seed_proc)
 
 
 if __name__ == "__main__":

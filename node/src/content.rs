@@ -149,8 +149,10 @@ pub fn read_chunk(
     let entry = &manifest.files[index];
     let range = merkle::chunk_range(chunk, entry.size, manifest.chunk_size)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "chunk index out of range"))?;
-    buffer.clear();
-    buffer.resize((range.end - range.start) as usize, 0);
+    // Whatever the buffer holds is overwritten: only growth is zero-filled.
+    let len = (range.end - range.start) as usize;
+    buffer.truncate(len);
+    buffer.resize(len, 0);
     let file = File::open(file_path(dir, manifest, index))?;
     read_exact_at(&file, buffer, range.start)
 }

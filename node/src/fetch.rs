@@ -19,13 +19,13 @@
 use std::{
     collections::HashSet,
     sync::{Arc, Mutex, atomic::Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::{StreamExt as _, stream::FuturesUnordered};
 use libp2p::PeerId;
 use licet_proto::{
-    ManifestId,
+    ManifestId, MerkleHash,
     manifest::VerifiedManifest,
     merkle::{self, AuditPath},
     policy::RefusalReason,
@@ -49,10 +49,14 @@ pub const PIPELINE_PER_PEER: usize = 16;
 pub const WRITE_QUEUE: usize = 8;
 /// Most chunks written and committed in one batch.
 const WRITE_BATCH: usize = 16;
-/// How often the download looks for new peers.
-const PEER_REFRESH: Duration = Duration::from_secs(3);
-/// How often an idle worker asks its peer what it has now.
-const AVAILABILITY_REFRESH: Duration = Duration::from_secs(1);
+/// How often the download looks for new peers (other downloaders announce themselves once
+/// they hold a first chunk, and should be found while the download is still going).
+const PEER_REFRESH: Duration = Duration::from_secs(1);
+/// How often an idle worker asks its peer what it has now (a peer that is downloading too gains
+/// chunks all the time; an availability answer is a bitfield, one bit per chunk).
+const AVAILABILITY_REFRESH: Duration = Duration::from_millis(250);
+/// How long a worker waits for its peer to gain a chunk this download needs before it stops.
+const IDLE_LIMIT: Duration = Duration::from_secs(30);
 /// How often the trust policy is asked again during a download.
 const POLICY_RECHECK: Duration = Duration::from_secs(1);
 /// Most peers asked for a manifest.
@@ -155,6 +159,7 @@ pub(crate) async fn find_manifest(
 struct VerifiedChunk {
     chunk: ChunkRef,
     proof: AuditPath,
+    leaf: MerkleHash,
     reply: Reply,
     peer: PeerId,
 }
@@ -212,10 +217,20 @@ async fn run(node: &Node, item: &Arc<Item>, hints: Vec<PeerId>) -> Result<(), St
     let download = Arc::new(Download {
         node: node.clone(),
         item: item.clone(),
-        scheduler: Mutex::new(Scheduler::new(held)),
+        scheduler: Mutex::new(Scheduler::new(held, random_start())),
         written,
     });
-    let mut writer = tokio::spawn(write_chunks(node.clone(), item.clone(), receiver));
+    // Announced at once, before a chunk is held: other downloaders find this node while they
+    // are still downloading too, and ask it for chunks as it gains them (availability answers
+    // say what it has; serving asks the policy as for any request).
+    let announcing = node.clone();
+    tokio::spawn(async move { announcing.announce(id).await });
+    let mut writer = tokio::spawn(write_chunks(
+        node.clone(),
+        item.clone(),
+        receiver,
+        Instant::now(),
+    ));
     // Peer discovery runs on its own task so a slow DHT lookup never delays the policy
     // re-check or the handling of finished workers.
     let (found, mut discovered) = mpsc::channel::<PeerId>(64);
@@ -296,6 +311,14 @@ async fn run(node: &Node, item: &Arc<Item>, hints: Vec<PeerId>) -> Result<(), St
         return Ok(());
     }
     finish(node, item).await
+}
+
+/// Where among equally rare chunks this download starts (see [`Scheduler::new`]).
+fn random_start() -> u64 {
+    let mut bytes = [0u8; 8];
+    // Without randomness every downloader starts at the first chunk: slower swarms, still correct.
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
 }
 
 /// Sends every candidate peer for `id` to `found`, again every [`PEER_REFRESH`] (the download
@@ -434,18 +457,22 @@ async fn fetch_chunk(
                 let proof = proof.clone();
                 let peer = session.peer();
                 let checked = blocking(move || {
-                    let ok = merkle::verify_chunk(&root, index, count, reply.payload(), &proof);
-                    (reply, proof, ok)
+                    let leaf = merkle::leaf_hash(reply.payload());
+                    let ok = merkle::verify_leaf(&root, index, count, leaf, &proof);
+                    (reply, proof, leaf, ok)
                 })
                 .await;
                 match checked {
-                    Ok((reply, proof, true)) => ChunkOutcome::Verified(Box::new(VerifiedChunk {
-                        chunk,
-                        proof,
-                        reply,
-                        peer,
-                    })),
-                    Ok((_, _, false)) => ChunkOutcome::Bad(format!(
+                    Ok((reply, proof, leaf, true)) => {
+                        ChunkOutcome::Verified(Box::new(VerifiedChunk {
+                            chunk,
+                            proof,
+                            leaf,
+                            reply,
+                            peer,
+                        }))
+                    }
+                    Ok((_, _, _, false)) => ChunkOutcome::Bad(format!(
                         "sent chunk {index} of file {file} that fails verification"
                     )),
                     Err(e) => ChunkOutcome::Failed(e.message),
@@ -464,10 +491,38 @@ async fn fetch_chunk(
     (chunk, outcome)
 }
 
+/// While `session`'s peer is still downloading too, asks it what it has every
+/// [`AVAILABILITY_REFRESH`] (its worker may be busy with what it had before), so the scheduler
+/// sees its new chunks before it asks a seed for them. Stops once the peer has everything.
+async fn refresh_availability(download: Arc<Download>, session: Arc<Session>) {
+    let mut tick = tokio::time::interval(AVAILABILITY_REFRESH);
+    loop {
+        tick.tick().await;
+        if download.stopped() || download.scheduler().is_seed(&session.peer()) {
+            return;
+        }
+        if ask_availability(&download, &session).await != Ok(true) {
+            return;
+        }
+    }
+}
+
 /// Keeps `session`'s peer busy with chunk requests until the download needs nothing it has.
 async fn work(download: Arc<Download>, session: Arc<Session>) -> WorkerEnd {
     let peer = session.peer();
     let node = download.node.clone();
+    let refresher = tokio::spawn(refresh_availability(download.clone(), session.clone()));
+    let end = keep_busy(&download, &session, peer, &node).await;
+    refresher.abort();
+    end
+}
+
+async fn keep_busy(
+    download: &Arc<Download>,
+    session: &Arc<Session>,
+    peer: PeerId,
+    node: &Node,
+) -> WorkerEnd {
     let mut in_flight = FuturesUnordered::new();
     let mut idle_rounds = 0u32;
     loop {
@@ -486,13 +541,13 @@ async fn work(download: Arc<Download>, session: Arc<Session>) -> WorkerEnd {
                 return WorkerEnd::Done;
             }
             idle_rounds += 1;
-            if idle_rounds > 30 {
+            if AVAILABILITY_REFRESH * idle_rounds > IDLE_LIMIT {
                 return WorkerEnd::Gone(format!(
                     "peer {peer} has nothing more this download needs"
                 ));
             }
             tokio::time::sleep(AVAILABILITY_REFRESH).await;
-            match ask_availability(&download, &session).await {
+            match ask_availability(download, session).await {
                 Ok(true) => continue,
                 Ok(false) => return WorkerEnd::Gone(format!("peer {peer} no longer has it")),
                 Err(problem) => return WorkerEnd::Gone(problem),
@@ -526,7 +581,7 @@ async fn work(download: Arc<Download>, session: Arc<Session>) -> WorkerEnd {
             }
             ChunkOutcome::NotHeld => {
                 download.scheduler().release(&peer, chunk);
-                match ask_availability(&download, &session).await {
+                match ask_availability(download, session).await {
                     Err(problem) => return WorkerEnd::Gone(problem),
                     // Still claimed: asking again would only get the same refusal, as fast as
                     // the peer answers. Leave it until discovery offers it again.
@@ -568,21 +623,17 @@ async fn work(download: Arc<Download>, session: Arc<Session>) -> WorkerEnd {
     }
 }
 
-/// Writes verified chunks in batches: write, make durable, then commit the bits.
+/// Writes verified chunks in batches: write, make durable, then commit the bits. The time from
+/// `started` to the first committed batch goes to the first-chunk histogram.
 async fn write_chunks(
     node: Node,
     item: Arc<Item>,
     mut verified: mpsc::Receiver<VerifiedChunk>,
+    started: Instant,
 ) -> Result<(), String> {
+    let mut first_batch = true;
     let id = item.id();
     let mut files = Some(ChunkFiles::new(item.dir.clone()));
-    let mut announced = item
-        .live
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .have
-        .iter()
-        .any(|b| b.count_ones() > 0);
     while let Some(first) = verified.recv().await {
         let mut batch = vec![first];
         while batch.len() < WRITE_BATCH {
@@ -620,6 +671,7 @@ async fn write_chunks(
                         file: c.chunk.0,
                         chunk: c.chunk.1,
                         proof: c.proof.clone(),
+                        leaf: c.leaf,
                     })
                     .collect();
                 store
@@ -638,6 +690,13 @@ async fn write_chunks(
                 live.have[chunk.chunk.0 as usize].set(chunk.chunk.1, true);
             }
         }
+        if first_batch {
+            first_batch = false;
+            node.inner
+                .metrics
+                .first_chunk
+                .observe(started.elapsed().as_secs_f64());
+        }
         let count = batch.len() as u64;
         item.fetched_chunks.fetch_add(count, Ordering::Relaxed);
         node.inner.metrics.chunks_fetched.inc_by(count);
@@ -647,36 +706,51 @@ async fn write_chunks(
                 sources.insert(chunk.peer);
             }
         }
-        if !announced {
-            node.announce(id).await;
-            announced = true;
-        }
     }
     Ok(())
 }
 
-/// Checks every file of a finished download against its root once more (from disk), stores
-/// the leaves, and marks the item complete.
+/// Completes every file of a finished download: its leaves (those of its verified chunks, or,
+/// for chunks committed without one, hashed from disk once more) must make the manifest's
+/// root; they are stored, and the item is marked complete.
 async fn finish(node: &Node, item: &Arc<Item>) -> Result<(), String> {
     let manifest = item.manifest.manifest();
+    let id = item.id();
     for (index, entry) in manifest.files.iter().enumerate() {
         let path = content::file_path(&item.dir, manifest, index);
         let chunk_size = manifest.chunk_size;
+        let chunks = entry.chunk_count(chunk_size);
         let root = entry.root;
+        let store = node.inner.store.clone();
         let hashing = path.clone();
         let (leaves, stamp) = blocking(move || {
-            let file = std::fs::File::open(&hashing)?;
-            let (leaves, _) = merkle::hash_file_leaves(
-                &file,
-                chunk_size,
-                merkle::default_threads(),
-                &mut |_| {},
-            )?;
-            Ok::<_, std::io::Error>((leaves, content::stamp(&hashing)?))
+            let known = match store.leaves(&id, index as u32) {
+                Ok(None) => store.chunk_leaves(&id, index as u32, chunks),
+                known => known,
+            }
+            .map_err(|e| format!("node database: {e}"))?;
+            let leaves = match known {
+                Some(leaves) => leaves,
+                None => {
+                    std::fs::File::open(&hashing)
+                        .and_then(|file| {
+                            merkle::hash_file_leaves(
+                                &file,
+                                chunk_size,
+                                merkle::default_threads(),
+                                &mut |_| {},
+                            )
+                        })
+                        .map_err(|e| format!("cannot read {}: {e}", hashing.display()))?
+                        .0
+                }
+            };
+            let stamp = content::stamp(&hashing)
+                .map_err(|e| format!("cannot read {}: {e}", hashing.display()))?;
+            Ok::<_, String>((leaves, stamp))
         })
         .await
-        .map_err(|e| e.message)?
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(|e| e.message)??;
         let tree = merkle::MerkleTree::from_leaves(leaves.clone());
         if tree.root() != root {
             return Err(format!(
@@ -685,7 +759,6 @@ async fn finish(node: &Node, item: &Arc<Item>) -> Result<(), String> {
             ));
         }
         let store = node.inner.store.clone();
-        let id = item.id();
         blocking(move || store.complete_file(&id, index as u32, &leaves))
             .await
             .map_err(|e| e.message)?

@@ -5,7 +5,12 @@
 use licet_proto::policy::RefusalReason;
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
 
@@ -87,6 +92,11 @@ pub struct Metrics {
     pub peers_banned: Counter,
     /// DHT queries started, by kind.
     pub dht_queries: Family<QueryLabel, Counter>,
+    /// How long each DHT provider lookup took, in seconds.
+    pub provider_lookup: Histogram,
+    /// How long each download took from its start to its first verified chunk on disk, in
+    /// seconds (finding providers, connecting, the manifest, availability, the chunk).
+    pub first_chunk: Histogram,
     /// Connected peers (set when scraped).
     pub peers_connected: Gauge,
     /// Catalogs accepted as a publisher's newest.
@@ -101,6 +111,11 @@ pub struct Metrics {
     pub catalog_revoked_manifests: Family<PublisherLabel, Gauge>,
     /// Delegates it withdraws (set when scraped).
     pub catalog_revoked_delegates: Family<PublisherLabel, Gauge>,
+}
+
+/// Histogram buckets for latencies: 1 ms doubling to about 33 s.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.001, 2.0, 16)
 }
 
 impl Default for Metrics {
@@ -122,6 +137,8 @@ impl Metrics {
             bad_chunks: Family::default(),
             peers_banned: Counter::default(),
             dht_queries: Family::default(),
+            provider_lookup: Histogram::new(latency_buckets()),
+            first_chunk: Histogram::new(latency_buckets()),
             peers_connected: Gauge::default(),
             catalogs_accepted: Counter::default(),
             catalog_refusals: Family::default(),
@@ -166,6 +183,16 @@ impl Metrics {
             "dht_queries",
             "DHT queries started, by kind",
             metrics.dht_queries.clone(),
+        );
+        registry.register(
+            "provider_lookup_seconds",
+            "Time each DHT provider lookup took",
+            metrics.provider_lookup.clone(),
+        );
+        registry.register(
+            "download_first_chunk_seconds",
+            "Time from the start of a download to its first verified chunk on disk",
+            metrics.first_chunk.clone(),
         );
         registry.register(
             "peers_connected",

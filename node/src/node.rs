@@ -47,7 +47,7 @@ use crate::{
     metrics::{Metrics, PeerLabel},
     network::{self, Network, NetworkConfig, TRANSFER_PROTOCOL},
     store::{ContentOrigin, ContentRecord, FileStamp, FileState, RecordState, Store, StoreError},
-    transfer::{self, Responder, Session, SessionError},
+    transfer::{self, FramePool, Responder, Session, SessionError},
 };
 
 /// Most inbound transfer streams served at once, from all peers.
@@ -190,6 +190,8 @@ pub(crate) struct Inner {
     items: Mutex<HashMap<ManifestId, Arc<Item>>>,
     peers: Mutex<HashMap<PeerId, PeerStats>>,
     sessions: tokio::sync::Mutex<HashMap<PeerId, Arc<Session>>>,
+    /// Buffers the sessions read answers into, reused across chunks.
+    frames: FramePool,
     pub(crate) metrics: Metrics,
 }
 
@@ -323,6 +325,7 @@ impl Node {
                 items: Mutex::new(HashMap::new()),
                 peers: Mutex::new(HashMap::new()),
                 sessions: tokio::sync::Mutex::new(HashMap::new()),
+                frames: FramePool::default(),
                 metrics: Metrics::new(),
             }),
         };
@@ -432,7 +435,13 @@ impl Node {
                 kind: "get_providers".into(),
             })
             .inc();
-        self.inner.network.providers(id.0).await.unwrap_or_default()
+        let started = std::time::Instant::now();
+        let providers = self.inner.network.providers(id.0).await.unwrap_or_default();
+        self.inner
+            .metrics
+            .provider_lookup
+            .observe(started.elapsed().as_secs_f64());
+        providers
     }
 
     /// Asks the trust policy about `manifest` now.
@@ -510,7 +519,7 @@ impl Node {
             Err(e) => return Err(SessionError::Open(e.to_string())),
         }
         let mut control = self.inner.network.stream_control();
-        let session = Arc::new(Session::open(&mut control, peer).await?);
+        let session = Arc::new(Session::open(&mut control, peer, self.inner.frames.clone()).await?);
         let mut sessions = self.inner.sessions.lock().await;
         // Another task may have opened one meanwhile; keep the first.
         Ok(sessions.entry(peer).or_insert(session).clone())

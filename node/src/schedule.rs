@@ -1,6 +1,15 @@
 //! Which chunk to ask which peer for next: rarest first, several in flight per peer, and an
 //! endgame for the last chunks.
 //!
+//! Among equally rare chunks the order is sequential (file order, then chunk order), starting at
+//! a point each download picks at random and wrapping around: downloaders that start together
+//! then ask a seeder for different chunks, which they can next fetch from each other, instead
+//! of all asking for the same ones in the same order.
+//!
+//! A seed (a peer that has every chunk) is not asked for a chunk that a peer still downloading
+//! also has: a seed's upload is what a swarm has least of, so it goes to chunks nobody else can
+//! give (the endgame may still duplicate a chunk in flight elsewhere to a seed).
+//!
 //! Pure bookkeeping, no I/O, so every rule is unit-tested. Invariants:
 //! - a chunk is handed out at most once at a time outside the endgame; in the endgame (no chunk
 //!   is left that is neither held nor in flight) a chunk in flight may be handed to a second
@@ -27,12 +36,17 @@ pub struct Scheduler {
     in_flight: HashMap<ChunkRef, Vec<PeerId>>,
     /// What each peer said it has.
     availability: HashMap<PeerId, Vec<Bitfield>>,
+    /// Peers that have every chunk.
+    seeds: HashSet<PeerId>,
+    /// Chunks not complete that a peer other than a seed has (recomputed with `order`).
+    held_by_partial_peers: HashSet<ChunkRef>,
     remaining: u64,
 }
 
 impl Scheduler {
-    /// A scheduler for files whose held chunks are `held`.
-    pub fn new(held: Vec<Bitfield>) -> Scheduler {
+    /// A scheduler for files whose held chunks are `held`; among equally rare chunks it starts at
+    /// the missing chunk `start` (modulo their number) and goes on in order, wrapping around.
+    pub fn new(held: Vec<Bitfield>, start: u64) -> Scheduler {
         let mut order = Vec::new();
         for (file, bits) in held.iter().enumerate() {
             for chunk in 0..bits.len() {
@@ -41,12 +55,18 @@ impl Scheduler {
                 }
             }
         }
+        if !order.is_empty() {
+            let len = order.len();
+            order.rotate_left((start % len as u64) as usize);
+        }
         let remaining = order.len() as u64;
         Scheduler {
             order,
             held,
             in_flight: HashMap::new(),
             availability: HashMap::new(),
+            seeds: HashSet::new(),
+            held_by_partial_peers: HashSet::new(),
             remaining,
         }
     }
@@ -70,6 +90,15 @@ impl Scheduler {
     /// Records what `peer` has (replacing what it said before) and re-sorts rarest first.
     /// `bits` must [`fit`](Scheduler::fits).
     pub fn set_availability(&mut self, peer: PeerId, bits: Vec<Bitfield>) {
+        if self.availability.get(&peer) == Some(&bits) {
+            return;
+        }
+        let complete = bits.iter().all(|b| (0..b.len()).all(|i| b.get(i)));
+        if complete {
+            self.seeds.insert(peer);
+        } else {
+            self.seeds.remove(&peer);
+        }
         self.availability.insert(peer, bits);
         self.resort();
     }
@@ -77,6 +106,7 @@ impl Scheduler {
     /// Forgets `peer` (gone or banned) and puts back what it was fetching.
     pub fn remove_peer(&mut self, peer: &PeerId) {
         self.availability.remove(peer);
+        self.seeds.remove(peer);
         for peers in self.in_flight.values_mut() {
             peers.retain(|p| p != peer);
         }
@@ -90,6 +120,11 @@ impl Scheduler {
             .get(peer)
             .and_then(|bits| bits.get(file as usize))
             .is_some_and(|bits| bits.get(chunk))
+    }
+
+    /// Whether `peer` has every chunk.
+    pub fn is_seed(&self, peer: &PeerId) -> bool {
+        self.seeds.contains(peer)
     }
 
     /// Whether `peer` has any chunk that is not complete.
@@ -112,13 +147,26 @@ impl Scheduler {
                 .filter(|bits| bits[f as usize].get(c))
                 .count()
         };
-        // Stable: among equally rare chunks, file order then chunk order (sequential reads).
+        // Stable: equally rare chunks keep the order they had (sequential from `start`).
         self.order.sort_by_cached_key(holders);
+        let partial: Vec<&Vec<Bitfield>> = self
+            .availability
+            .iter()
+            .filter(|(peer, _)| !self.seeds.contains(peer))
+            .map(|(_, bits)| bits)
+            .collect();
+        self.held_by_partial_peers = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&(f, c)| partial.iter().any(|bits| bits[f as usize].get(c)))
+            .collect();
     }
 
     /// The next chunk to ask `peer` for, marked in flight; `None` if it has nothing needed.
     pub fn next_for(&mut self, peer: PeerId) -> Option<ChunkRef> {
         let bits = self.availability.get(&peer)?;
+        let is_seed = self.seeds.contains(&peer);
         let held = &self.held;
         let mut fresh = None;
         let mut endgame = None;
@@ -133,6 +181,8 @@ impl Scheduler {
                 continue;
             }
             match self.in_flight.get(&chunk) {
+                // Left to the peer still downloading that has it.
+                None if is_seed && self.held_by_partial_peers.contains(&chunk) => {}
                 None => {
                     fresh = Some(chunk);
                     break;
@@ -197,20 +247,65 @@ mod tests {
     #[test]
     fn rarest_first_then_in_order() {
         let (a, b) = (PeerId::random(), PeerId::random());
-        let mut s = Scheduler::new(vec![bits(4, &[])]);
-        s.set_availability(a, vec![bits(4, &[0, 1, 2, 3])]);
+        let mut s = Scheduler::new(vec![bits(4, &[])], 0);
+        s.set_availability(a, vec![bits(4, &[0, 1, 2])]);
         s.set_availability(b, vec![bits(4, &[0, 1, 3])]);
-        // Chunk 2 only a has: rarest.
+        // Chunk 2 only a has, chunk 3 only b: rarest.
         assert_eq!(s.next_for(a), Some((0, 2)));
         assert_eq!(s.next_for(a), Some((0, 0)));
-        assert_eq!(s.next_for(b), Some((0, 1)));
         assert_eq!(s.next_for(b), Some((0, 3)));
+        assert_eq!(s.next_for(b), Some((0, 1)));
+    }
+
+    #[test]
+    fn equally_rare_chunks_go_in_order_from_the_start_and_wrap() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        // Chunk 1 of file 0 is held; the missing ones are (0,0) (0,2) (1,0) (1,1).
+        let mut s = Scheduler::new(vec![bits(3, &[1]), bits(2, &[])], 6);
+        s.set_availability(a, vec![bits(3, &[0, 1, 2]), bits(2, &[0, 1])]);
+        let picked: Vec<_> = (0..4).map(|_| s.next_for(a).unwrap()).collect();
+        assert_eq!(
+            picked,
+            vec![(1, 0), (1, 1), (0, 0), (0, 2)],
+            "6 mod 4 = 2: from (1,0)"
+        );
+        // Rarity still comes first: a second holder makes a chunk less rare.
+        let mut s = Scheduler::new(vec![bits(5, &[])], 1);
+        s.set_availability(a, vec![bits(5, &[0, 1, 2, 3])]);
+        s.set_availability(b, vec![bits(5, &[1, 2])]);
+        let picked: Vec<_> = (0..4).map(|_| s.next_for(a).unwrap()).collect();
+        assert_eq!(picked, vec![(0, 3), (0, 0), (0, 1), (0, 2)]);
+    }
+
+    #[test]
+    fn a_seed_is_asked_only_for_what_no_downloading_peer_has() {
+        let (seed, partial) = (PeerId::random(), PeerId::random());
+        let mut s = Scheduler::new(vec![bits(4, &[])], 0);
+        s.set_availability(seed, vec![bits(4, &[0, 1, 2, 3])]);
+        s.set_availability(partial, vec![bits(4, &[0, 1])]);
+        assert_eq!(s.next_for(seed), Some((0, 2)));
+        assert_eq!(s.next_for(seed), Some((0, 3)));
+        // 0 and 1 are left to the partial peer, not duplicated to the seed outside the endgame.
+        assert_eq!(s.next_for(partial), Some((0, 0)));
+        assert_eq!(
+            s.next_for(seed),
+            Some((0, 0)),
+            "endgame: in flight elsewhere"
+        );
+        assert_eq!(s.next_for(partial), Some((0, 1)));
+        // Once the partial peer is gone, the seed serves everything again.
+        let mut s = Scheduler::new(vec![bits(2, &[])], 0);
+        s.set_availability(seed, vec![bits(2, &[0, 1])]);
+        s.set_availability(partial, vec![bits(2, &[0])]);
+        assert_eq!(s.next_for(seed), Some((0, 1)));
+        s.remove_peer(&partial);
+        assert_eq!(s.next_for(seed), Some((0, 0)));
     }
 
     #[test]
     fn claims_follows_the_latest_availability() {
         let a = PeerId::random();
-        let mut s = Scheduler::new(vec![bits(3, &[])]);
+        let mut s = Scheduler::new(vec![bits(3, &[])], 0);
         assert!(!s.claims(&a, (0, 1)), "nothing known yet");
         s.set_availability(a, vec![bits(3, &[1])]);
         assert!(s.claims(&a, (0, 1)));
@@ -223,7 +318,7 @@ mod tests {
     #[test]
     fn held_chunks_are_never_asked_for() {
         let a = PeerId::random();
-        let mut s = Scheduler::new(vec![bits(3, &[0, 2]), bits(1, &[])]);
+        let mut s = Scheduler::new(vec![bits(3, &[0, 2]), bits(1, &[])], 0);
         assert_eq!(s.remaining(), 2);
         s.set_availability(a, vec![bits(3, &[0, 1, 2]), bits(1, &[0])]);
         let mut got = vec![s.next_for(a).unwrap(), s.next_for(a).unwrap()];
@@ -234,7 +329,7 @@ mod tests {
     #[test]
     fn endgame_duplicates_to_another_peer_once() {
         let (a, b) = (PeerId::random(), PeerId::random());
-        let mut s = Scheduler::new(vec![bits(1, &[])]);
+        let mut s = Scheduler::new(vec![bits(1, &[])], 0);
         s.set_availability(a, vec![bits(1, &[0])]);
         s.set_availability(b, vec![bits(1, &[0])]);
         assert_eq!(s.next_for(a), Some((0, 0)));
@@ -249,7 +344,7 @@ mod tests {
     #[test]
     fn released_and_removed_chunks_go_back() {
         let (a, b) = (PeerId::random(), PeerId::random());
-        let mut s = Scheduler::new(vec![bits(2, &[])]);
+        let mut s = Scheduler::new(vec![bits(2, &[])], 0);
         s.set_availability(a, vec![bits(2, &[0, 1])]);
         let first = s.next_for(a).unwrap();
         s.release(&a, first);
@@ -262,7 +357,7 @@ mod tests {
 
     #[test]
     fn availability_must_fit() {
-        let s = Scheduler::new(vec![bits(3, &[]), bits(1, &[])]);
+        let s = Scheduler::new(vec![bits(3, &[]), bits(1, &[])], 0);
         assert!(s.fits(&[bits(3, &[]), bits(1, &[])]));
         assert!(!s.fits(&[bits(3, &[])]));
         assert!(!s.fits(&[bits(4, &[]), bits(1, &[])]));

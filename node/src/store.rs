@@ -23,6 +23,7 @@
 //! | `bitfields` | id ‖ file `u32` BE (36) | postcard [`Bitfield`] |
 //! | `leaves` | id ‖ file (36) | postcard `Vec<MerkleHash>` |
 //! | `proofs` | id ‖ file ‖ chunk `u64` BE (44) | postcard [`AuditPath`] |
+//! | `chunk_leaves` | id ‖ file ‖ chunk `u64` BE (44) | the chunk's leaf hash (32 bytes) |
 //! | `catalogs` | publisher key (32) | postcard `{ sequence: u64, envelope: bytes }` |
 //! | `catalog_heads` | publisher key (32) | the signed head of the stored catalog, exactly as verified |
 //! | `mirrors` | publisher key (32) | empty: the operator asked to mirror this publisher's catalog |
@@ -55,15 +56,17 @@
 //! 5. **One item, one consistent set of rows.** A content item has a `content` row and a
 //!    `manifests` row (both or neither), and a bitfield for each of its manifest's files whose
 //!    length is that file's chunk count (at most [`MAX_STORED_CHUNKS_PER_FILE`]). A file has
-//!    leaves only when every bit is set, one leaf per chunk. A proof is stored only with its
-//!    chunk's bit, and only while the file has no leaves. Each multi-row change is one
+//!    leaves only when every bit is set, one leaf per chunk. A proof and a chunk leaf are stored
+//!    only with their chunk's bit, and only while the file has no leaves: once every chunk of a
+//!    file has its leaf, the file's leaf list is known without reading the file again. Each multi-row change is one
 //!    transaction: readers see all of it or none of it.
 //! 6. **Catalogs never go backwards.** The catalog stored for a publisher verifies, is that
 //!    publisher's, and its sequence never decreases (an equal sequence must be the same bytes),
 //!    so a restart cannot roll revocations back. A head stored beside it is the signed head of
 //!    exactly that catalog, written in the same transaction. (Files made before heads were kept
 //!    get the two new tables, empty, when opened: a catalog without a head is still enforced,
-//!    it is only not passed on until a newer one arrives.)
+//!    it is only not passed on until a newer one arrives. Likewise `chunk_leaves`: chunks
+//!    committed before it existed have none, and their file is hashed again when it completes.)
 //! 7. **The format is versioned.** Stored enums ([`ContentOrigin`], [`RecordState`]) are
 //!    append-only: never reorder or remove a variant. Any other change to a stored layout bumps
 //!    [`STATE_FORMAT_VERSION`]; a file of a newer version is refused, never misread.
@@ -124,8 +127,10 @@ const MAX_BITFIELD_BYTES: usize = (MAX_STORED_CHUNKS_PER_FILE / 8) as usize + 20
 const MAX_LEAVES_BYTES: usize = MAX_STORED_CHUNKS_PER_FILE as usize * 32 + 10;
 /// Largest audit path.
 const MAX_PROOF_BYTES: usize = MAX_AUDIT_PATH_LEN * 32 + 10;
-/// redb's page cache for the state database (redb's default is 1 GiB).
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// redb's page cache for the state database (redb's default is 1 GiB). Every commit writes
+/// new pages and the cache keeps them until it is full, so this is what a long download adds to
+/// the node's memory; the hot rows (bitfields, a file's proofs) fit many times over.
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// redb's page cache while checking whether a file is ours.
 const PROBE_CACHE_BYTES: usize = 4 * 1024 * 1024;
 /// The first bytes of every redb file (redb's own file signature), checked before redb reads
@@ -142,6 +147,7 @@ const CONTENT_NAME: &str = "content";
 const BITFIELDS_NAME: &str = "bitfields";
 const LEAVES_NAME: &str = "leaves";
 const PROOFS_NAME: &str = "proofs";
+const CHUNK_LEAVES_NAME: &str = "chunk_leaves";
 const CATALOGS_NAME: &str = "catalogs";
 const CATALOG_HEADS_NAME: &str = "catalog_heads";
 const MIRRORS_NAME: &str = "mirrors";
@@ -157,6 +163,7 @@ const CONTENT: TableDefinition<&IdKey, &[u8]> = TableDefinition::new(CONTENT_NAM
 const BITFIELDS: TableDefinition<&FileKey, &[u8]> = TableDefinition::new(BITFIELDS_NAME);
 const LEAVES: TableDefinition<&FileKey, &[u8]> = TableDefinition::new(LEAVES_NAME);
 const PROOFS: TableDefinition<&ChunkKey, &[u8]> = TableDefinition::new(PROOFS_NAME);
+const CHUNK_LEAVES: TableDefinition<&ChunkKey, &[u8]> = TableDefinition::new(CHUNK_LEAVES_NAME);
 const CATALOGS: TableDefinition<&IdKey, &[u8]> = TableDefinition::new(CATALOGS_NAME);
 const CATALOG_HEADS: TableDefinition<&IdKey, &[u8]> = TableDefinition::new(CATALOG_HEADS_NAME);
 const MIRRORS: TableDefinition<&IdKey, &[u8]> = TableDefinition::new(MIRRORS_NAME);
@@ -229,6 +236,8 @@ pub struct CommittedChunk {
     pub chunk: u64,
     /// The chunk's audit path, served with it until its file is complete.
     pub proof: AuditPath,
+    /// The chunk's leaf hash (checked against the root with `proof`).
+    pub leaf: MerkleHash,
 }
 
 /// Why the store could not do what was asked.
@@ -583,6 +592,7 @@ impl Store {
             let mut bitfields = self.open_write(&txn, BITFIELDS)?;
             let mut leaves = self.open_write(&txn, LEAVES)?;
             let mut proofs = self.open_write(&txn, PROOFS)?;
+            let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
             let bounds = ItemBounds::new(&id);
             bitfields
                 .retain_in::<&FileKey, _>(bounds.files(), |_, _| false)
@@ -593,6 +603,9 @@ impl Store {
             proofs
                 .retain_in::<&ChunkKey, _>(bounds.chunks(), |_, _| false)
                 .map_err(|e| self.db("clear proofs", e))?;
+            chunk_leaves
+                .retain_in::<&ChunkKey, _>(bounds.chunks(), |_, _| false)
+                .map_err(|e| self.db("clear chunk leaves", e))?;
             manifests
                 .insert(id.as_bytes(), envelope.as_slice())
                 .map_err(|e| self.db("write manifest", e))?;
@@ -659,7 +672,7 @@ impl Store {
     }
 
     /// Removes the item and everything stored for it (manifest, record, bitfields, leaves,
-    /// proofs) in one transaction; returns whether there was anything to remove.
+    /// proofs, chunk leaves) in one transaction; returns whether there was anything to remove.
     pub fn content_remove(&self, id: &ManifestId) -> Result<bool, StoreError> {
         let txn = self.write()?;
         let existed = {
@@ -668,6 +681,7 @@ impl Store {
             let mut bitfields = self.open_write(&txn, BITFIELDS)?;
             let mut leaves = self.open_write(&txn, LEAVES)?;
             let mut proofs = self.open_write(&txn, PROOFS)?;
+            let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
             let had_record = content
                 .remove(id.as_bytes())
                 .map_err(|e| self.db("remove content", e))?
@@ -690,6 +704,9 @@ impl Store {
             proofs
                 .retain_in::<&ChunkKey, _>(bounds.chunks(), |_, _| false)
                 .map_err(|e| self.db("remove proofs", e))?;
+            chunk_leaves
+                .retain_in::<&ChunkKey, _>(bounds.chunks(), |_, _| false)
+                .map_err(|e| self.db("remove chunk leaves", e))?;
             had_record || had_manifest || had_rows
         };
         self.commit(txn)?;
@@ -757,9 +774,41 @@ impl Store {
             .transpose()
     }
 
+    /// The leaf hashes of file `file` gathered from its committed chunks: `Some` only when each
+    /// of its `chunks` chunks has its leaf stored (see [`Store::commit_chunks`]).
+    pub fn chunk_leaves(
+        &self,
+        id: &ManifestId,
+        file: u32,
+        chunks: u64,
+    ) -> Result<Option<Vec<MerkleHash>>, StoreError> {
+        let txn = self.read()?;
+        let table = self.open_read(&txn, CHUNK_LEAVES)?;
+        let (first, last) = (chunk_key(id, file, 0), chunk_key(id, file, u64::MAX));
+        let mut leaves = Vec::new();
+        for (expected, row) in (0..chunks).zip(
+            table
+                .range::<&ChunkKey>(&first..=&last)
+                .map_err(|e| self.db("read chunk leaves", e))?,
+        ) {
+            let (key, value) = row.map_err(|e| self.db("read chunk leaves", e))?;
+            if key.value()[36..] != expected.to_be_bytes() {
+                return Ok(None);
+            }
+            let leaf = value.value().try_into().map_err(|_| StoreError::Corrupt {
+                table: CHUNK_LEAVES_NAME,
+                key: chunk_key_name(id, file, expected),
+                reason: format!("{} bytes where a leaf hash has 32", value.value().len()),
+            })?;
+            leaves.push(MerkleHash(leaf));
+        }
+        Ok((leaves.len() as u64 == chunks).then_some(leaves))
+    }
+
     /// Marks verified chunks as held: in one transaction, committed with
     /// [`Durability::Immediate`], sets each chunk's bit in its file's bitfield and stores its
-    /// audit path (unless the file is already complete, when its leaves serve instead).
+    /// audit path and leaf hash (unless the file is already complete, when its leaves serve
+    /// instead).
     ///
     /// **The caller guarantees that the chunks' bytes are already durably on disk (written and
     /// `fsync`ed) before calling.** A bit is committed only after its bytes are durable: that is
@@ -792,6 +841,7 @@ impl Store {
             let mut bitfields = self.open_write(&txn, BITFIELDS)?;
             let leaves = self.open_write(&txn, LEAVES)?;
             let mut proofs = self.open_write(&txn, PROOFS)?;
+            let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
             // Per touched file: its bitfield, and whether it is complete (has leaves).
             let mut touched: BTreeMap<u32, (Bitfield, bool)> = BTreeMap::new();
             for chunk in chunks {
@@ -839,12 +889,13 @@ impl Store {
                 }
                 bits.set(chunk.chunk, true);
                 if !*complete {
+                    let key = chunk_key(id, chunk.file, chunk.chunk);
                     proofs
-                        .insert(
-                            &chunk_key(id, chunk.file, chunk.chunk),
-                            encoding::encode(&chunk.proof).as_slice(),
-                        )
+                        .insert(&key, encoding::encode(&chunk.proof).as_slice())
                         .map_err(|e| self.db("write proof", e))?;
+                    chunk_leaves
+                        .insert(&key, chunk.leaf.0.as_slice())
+                        .map_err(|e| self.db("write chunk leaf", e))?;
                 }
             }
             for (file, (bits, _)) in &touched {
@@ -857,7 +908,7 @@ impl Store {
     }
 
     /// Records that file `file` is complete: stores its full leaf list and drops its per-chunk
-    /// proofs, in one transaction. Refused unless every chunk's bit is set and there is one leaf
+    /// proofs and leaves, in one transaction. Refused unless every chunk's bit is set and there is one leaf
     /// per chunk. (The caller checks that the leaves hash to the manifest's root.)
     pub fn complete_file(
         &self,
@@ -894,6 +945,10 @@ impl Store {
             proofs
                 .retain_in::<&ChunkKey, _>(&first..=&last, |_, _| false)
                 .map_err(|e| self.db("remove proofs", e))?;
+            let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
+            chunk_leaves
+                .retain_in::<&ChunkKey, _>(&first..=&last, |_, _| false)
+                .map_err(|e| self.db("remove chunk leaves", e))?;
         }
         self.commit(txn)
     }
@@ -1083,6 +1138,7 @@ impl Store {
             BITFIELDS_NAME,
             LEAVES_NAME,
             PROOFS_NAME,
+            CHUNK_LEAVES_NAME,
             CATALOGS_NAME,
             CATALOG_HEADS_NAME,
             MIRRORS_NAME,
@@ -1559,6 +1615,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), TableError> {
     txn.open_table(BITFIELDS)?;
     txn.open_table(LEAVES)?;
     txn.open_table(PROOFS)?;
+    txn.open_table(CHUNK_LEAVES)?;
     txn.open_table(CATALOGS)?;
     txn.open_table(CATALOG_HEADS)?;
     txn.open_table(MIRRORS)?;
@@ -1921,7 +1978,12 @@ mod tests {
             file,
             chunk,
             proof: proof(chunk as u8 + 10 * file as u8),
+            leaf: chunk_leaf(file, chunk),
         }
+    }
+
+    fn chunk_leaf(file: u32, chunk: u64) -> MerkleHash {
+        MerkleHash([100 + chunk as u8 + 10 * file as u8; 32])
     }
 
     fn state_path() -> (TempDir, PathBuf) {
@@ -2032,6 +2094,7 @@ mod tests {
             BITFIELDS_NAME,
             LEAVES_NAME,
             PROOFS_NAME,
+            CHUNK_LEAVES_NAME,
             CATALOGS_NAME,
             CATALOG_HEADS_NAME,
             MIRRORS_NAME,
@@ -2663,6 +2726,7 @@ mod tests {
             file: 0,
             chunk: 0,
             proof: AuditPath(vec![MerkleHash([0; 32]); MAX_AUDIT_PATH_LEN + 1]),
+            leaf: MerkleHash([0; 32]),
         };
         let err = store.commit_chunks(&m.id(), &[long]).unwrap_err();
         assert!(matches!(err, StoreError::Invalid { .. }), "{err}");
@@ -2693,12 +2757,54 @@ mod tests {
                 Some(proof(10 + c as u8))
             );
         }
+        assert_eq!(store.chunk_leaves(&m.id(), 0, 3).unwrap(), None);
+        assert_eq!(
+            store.chunk_leaves(&m.id(), 1, 3).unwrap(),
+            Some((0..3).map(|c| chunk_leaf(1, c)).collect())
+        );
         assert_eq!(store.leaves(&m.id(), 1).unwrap(), None);
         assert_eq!(store.bitfield(&m.id(), 0).unwrap(), Some(full_bits(3)));
 
         // A chunk committed to a complete file keeps its bit but stores no proof.
         store.commit_chunks(&m.id(), &[chunk(0, 1)]).unwrap();
         assert_eq!(store.proof(&m.id(), 0, 1).unwrap(), None);
+    }
+
+    #[test]
+    fn chunk_leaves_are_known_only_when_every_chunk_of_the_file_has_one() {
+        let (_dir, path) = state_path();
+        let store = Store::open(&path).unwrap();
+        let m = manifest("chunk-leaves", &[THREE_CHUNKS, THREE_CHUNKS]);
+        store
+            .content_put(
+                &m,
+                &record(ContentOrigin::Downloaded, RecordState::Downloading),
+                &download_files(&m),
+            )
+            .unwrap();
+        store
+            .commit_chunks(&m.id(), &[chunk(0, 2), chunk(0, 0), chunk(1, 1)])
+            .unwrap();
+        // Chunk 1 of file 0 is missing: no leaf list, even though the count of rows is close.
+        assert_eq!(store.chunk_leaves(&m.id(), 0, 3).unwrap(), None);
+        assert_eq!(store.chunk_leaves(&m.id(), 1, 3).unwrap(), None);
+        store.commit_chunks(&m.id(), &[chunk(0, 1)]).unwrap();
+        assert_eq!(
+            store.chunk_leaves(&m.id(), 0, 3).unwrap(),
+            Some((0..3).map(|c| chunk_leaf(0, c)).collect())
+        );
+        // Replacing or removing the item drops them with its other rows.
+        store
+            .content_put(
+                &m,
+                &record(ContentOrigin::Downloaded, RecordState::Downloading),
+                &download_files(&m),
+            )
+            .unwrap();
+        assert_eq!(store.chunk_leaves(&m.id(), 0, 3).unwrap(), None);
+        store.commit_chunks(&m.id(), &[chunk(1, 0)]).unwrap();
+        assert!(store.content_remove(&m.id()).unwrap());
+        assert_eq!(store.chunk_leaves(&m.id(), 1, 1).unwrap(), None);
     }
 
     #[test]

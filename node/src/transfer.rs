@@ -18,7 +18,11 @@
 //! - every read has a deadline ([`FRAME_READ_TIMEOUT`], [`STREAM_IDLE_TIMEOUT`]), so a peer that
 //!   stalls or trickles bytes loses its stream instead of holding a task forever;
 //! - a malformed frame from a peer is reported to the [`Responder`] (which bans the peer) and
-//!   closes the stream; nothing it sent is acted on.
+//!   closes the stream; nothing it sent is acted on;
+//! - frame buffers are reused, not allocated per frame: a served stream reads every request into
+//!   one buffer, and a [`Session`] reads answers into buffers from the node's [`FramePool`],
+//!   which go back to it when the [`Reply`] is dropped (after its chunk is written). The pool
+//!   keeps at most [`FRAME_POOL_BYTES`].
 
 use std::{
     collections::HashMap,
@@ -69,9 +73,10 @@ pub enum FrameError {
     Io(String),
 }
 
-/// Reads one frame's body into `buffer` (reusing its allocation). `idle` bounds the wait for
-/// the frame to begin; a frame that announces more than `max` bytes (at most `MAX_FRAME_BYTES`)
-/// is refused before anything is allocated.
+/// Reads one frame's body into `buffer` (reusing its allocation: the bytes it already holds are
+/// overwritten, not cleared first, so a reused buffer costs no zero-filling). `idle` bounds the
+/// wait for the frame to begin; a frame that announces more than `max` bytes (at most
+/// `MAX_FRAME_BYTES`) is refused before anything is allocated.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     buffer: &mut Vec<u8>,
@@ -96,8 +101,11 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
                 "frame of {len} bytes is over the limit of {max} for it"
             )));
         }
-        buffer.clear();
-        // Grow with the bytes received, not with what the prefix announces.
+        // The space the buffer already has is read into at once; beyond it, it grows with the
+        // bytes received, not with what the prefix announces.
+        buffer.truncate(len);
+        let reused = buffer.len();
+        reader.read_exact(&mut buffer[..reused]).await?;
         while buffer.len() < len {
             let filled = buffer.len();
             let step = (len - filled).min(FRAME_READ_STEP);
@@ -122,8 +130,9 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 
 /// What the serving loop needs from the node.
 pub trait Responder: Send + Sync + 'static {
-    /// Answers one request from `peer`. For a chunk, the chunk's bytes go into `payload`
-    /// (cleared first) and the response's `len` says how many.
+    /// Answers one request from `peer`. `payload` holds an earlier answer's bytes (its
+    /// allocation is reused): for a chunk or a catalog part, the answer's bytes replace them and
+    /// the response's `len` says how many; for any other response it is not sent.
     fn respond(
         &self,
         peer: PeerId,
@@ -135,96 +144,123 @@ pub trait Responder: Send + Sync + 'static {
     fn protocol_violation(&self, peer: PeerId, reason: &str);
 }
 
-/// Runs `work` (a wait on the peer), unless `slot` is handed to another stream first (`None`).
-async fn waiting_on_peer<T>(slot: &Slot, work: impl Future<Output = T>) -> Option<T> {
-    slot.set_waiting(true);
-    let outcome = tokio::select! {
-        outcome = work => Some(outcome),
-        () = slot.evicted() => None,
-    };
-    slot.set_waiting(false);
-    outcome
+/// One answer on its way from a served stream's reading half to its writing half.
+struct Answer {
+    header: Vec<u8>,
+    payload: Vec<u8>,
 }
 
 /// Serves one inbound stream, in a place taken with [`StreamSlots::admit`], until the peer
-/// closes it, stalls, or breaks the protocol. While the stream waits on its peer (for a request,
-/// or to take an answer) the place may be handed to a newcomer, and the stream is then closed.
-/// The place is given back when this returns.
+/// closes it, stalls, or breaks the protocol.
+///
+/// The stream is served in two halves, so that the next answer is prepared (its chunk read from
+/// disk) while the previous one is still being sent: the reading half reads a request, asks the
+/// [`Responder`], and queues the answer (at most one waits); the writing half sends answers in
+/// order. When the peer closes its side, the answers already queued are still sent.
+///
+/// The place counts as waiting on the peer whenever no answer is being prepared, so while the
+/// stream idles, trickles a request or leaves its answers unread, the place may be handed to a
+/// newcomer, and the stream is then closed. The place is given back when this returns.
 pub async fn serve_stream<R: Responder>(
     responder: Arc<R>,
     peer: PeerId,
-    mut stream: Stream,
+    stream: Stream,
     slot: Slot,
 ) {
-    let mut frame = Vec::new();
-    let mut payload = Vec::new();
-    let mut header = Vec::new();
+    let (mut reader, mut writer) = stream.split();
+    let (answers, mut to_send) = mpsc::channel::<Answer>(1);
+    // Payload buffers come back from the writing half for the next answers.
+    let (spare, mut spares) = mpsc::channel::<Vec<u8>>(2);
     let slot = &slot;
-    loop {
-        let read = read_frame(
-            &mut stream,
-            &mut frame,
-            STREAM_IDLE_TIMEOUT,
-            wire::MAX_REQUEST_FRAME_BYTES,
-        );
-        let Some(read) = waiting_on_peer(slot, read).await else {
-            debug!(%peer, "served stream closed: its place went to a new stream");
-            break;
-        };
-        match read {
-            Ok(()) => {}
-            Err(FrameError::Closed) => break,
-            Err(FrameError::Protocol(reason)) => {
-                responder.protocol_violation(peer, &reason);
-                break;
+    let reading = async {
+        // Owned here, so that it is dropped when this half ends.
+        let answers = answers;
+        let mut frame = Vec::new();
+        loop {
+            let read = tokio::select! {
+                read = read_frame(
+                    &mut reader,
+                    &mut frame,
+                    STREAM_IDLE_TIMEOUT,
+                    wire::MAX_REQUEST_FRAME_BYTES,
+                ) => read,
+                () = answers.closed() => break,
+            };
+            match read {
+                Ok(()) => {}
+                Err(FrameError::Closed) => break,
+                Err(FrameError::Protocol(reason)) => {
+                    responder.protocol_violation(peer, &reason);
+                    break;
+                }
+                Err(e) => {
+                    debug!(%peer, "served stream ends: {e}");
+                    break;
+                }
             }
-            Err(e) => {
-                debug!(%peer, "served stream ends: {e}");
+            let request = match wire::decode_request(&frame) {
+                Ok(request) => request,
+                Err(e) => {
+                    responder.protocol_violation(peer, &e.to_string());
+                    break;
+                }
+            };
+            let mut payload = spares.try_recv().unwrap_or_default();
+            slot.set_waiting(false);
+            let response = responder.respond(peer, request.request, &mut payload).await;
+            slot.set_waiting(true);
+            if !matches!(
+                response,
+                Response::Chunk { .. } | Response::CatalogPart { .. }
+            ) {
+                payload.clear();
+            }
+            let mut header = Vec::new();
+            wire::encode_response_header(
+                &ResponseFrame {
+                    id: request.id,
+                    response,
+                },
+                &mut header,
+            );
+            if answers.send(Answer { header, payload }).await.is_err() {
                 break;
             }
         }
-        let request = match wire::decode_request(&frame) {
-            Ok(request) => request,
-            Err(e) => {
-                responder.protocol_violation(peer, &e.to_string());
-                break;
+        // Dropping `answers` here lets the writing half finish what is queued and stop.
+    };
+    let writing = async {
+        while let Some(answer) = to_send.recv().await {
+            let sent = async {
+                writer.write_all(&answer.header).await?;
+                if !answer.payload.is_empty() {
+                    writer.write_all(&answer.payload).await?;
+                }
+                writer.flush().await
+            };
+            match tokio::time::timeout(REQUEST_TIMEOUT, sent).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    debug!(%peer, "served stream ends: {e}");
+                    break;
+                }
+                Err(_) => {
+                    debug!(%peer, "served stream ends: peer does not read");
+                    break;
+                }
             }
-        };
-        payload.clear();
-        let response = responder.respond(peer, request.request, &mut payload).await;
-        header.clear();
-        wire::encode_response_header(
-            &ResponseFrame {
-                id: request.id,
-                response,
-            },
-            &mut header,
-        );
-        let sent = async {
-            stream.write_all(&header).await?;
-            if !payload.is_empty() {
-                stream.write_all(&payload).await?;
-            }
-            stream.flush().await
-        };
-        let Some(sent) = waiting_on_peer(slot, tokio::time::timeout(REQUEST_TIMEOUT, sent)).await
-        else {
+            let _ = spare.try_send(answer.payload);
+        }
+        // Dropping `to_send` here stops the reading half.
+        drop(to_send);
+    };
+    tokio::select! {
+        ((), ()) = futures::future::join(reading, writing) => {}
+        () = slot.evicted() => {
             debug!(%peer, "served stream closed: its place went to a new stream");
-            break;
-        };
-        match sent {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                debug!(%peer, "served stream ends: {e}");
-                break;
-            }
-            Err(_) => {
-                debug!(%peer, "served stream ends: peer does not read");
-                break;
-            }
         }
     }
-    let _ = stream.close().await;
+    let _ = writer.close().await;
 }
 
 /// How long a served stream must have been waiting on its peer before its place may go to a
@@ -233,8 +269,9 @@ pub const MIN_WAIT_BEFORE_EVICTION: Duration = Duration::from_secs(2);
 
 /// The places for inbound transfer streams: at most `max` served at once and `per_peer` for
 /// one peer. When every place is taken, a newcomer gets the place of the stream that has been
-/// waiting on its peer the longest (idle, trickling a request, or not reading its answer), if
-/// that wait is at least [`MIN_WAIT_BEFORE_EVICTION`]; that stream is closed. So peers that open
+/// waiting on its peer the longest (idle, trickling a request, or not reading its answers: any
+/// time it is not preparing an answer), if that wait is at least [`MIN_WAIT_BEFORE_EVICTION`];
+/// that stream is closed. So peers that open
 /// streams and then do nothing cannot lock others out: only streams kept busy hold a place.
 pub struct StreamSlots {
     max: usize,
@@ -308,7 +345,8 @@ impl StreamSlots {
             id,
             Place {
                 peer,
-                waiting_since: None,
+                // A new stream waits for its first request.
+                waiting_since: Some(Instant::now()),
                 evict: evict.clone(),
             },
         );
@@ -326,6 +364,7 @@ impl StreamSlots {
 }
 
 impl Slot {
+    /// Whether the stream now waits on its peer (`false` while it prepares an answer).
     fn set_waiting(&self, waiting: bool) {
         if let Some(place) = self.slots.places().taken.get_mut(&self.id) {
             place.waiting_since = waiting.then(Instant::now);
@@ -361,18 +400,73 @@ pub enum SessionError {
     Protocol(String),
 }
 
-/// The answer to one request: the response and its frame (which holds the payload).
+/// Most bytes of frame buffers a [`FramePool`] keeps for reuse: 16 frames of the default chunk
+/// size (a download's pipeline to one peer). Buffers given back beyond it are freed.
+pub const FRAME_POOL_BYTES: usize = 16 * FRAME_READ_STEP;
+
+/// Frame buffers for answers, shared by a node's sessions: taken by a session's reader, given
+/// back when the [`Reply`] that holds one is dropped. Reusing them spares a large allocation,
+/// its page faults and its zero-filling for every chunk received.
+#[derive(Clone, Default)]
+pub struct FramePool(Arc<Mutex<PooledFrames>>);
+
+#[derive(Default)]
+struct PooledFrames {
+    buffers: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl FramePool {
+    fn frames(&self) -> std::sync::MutexGuard<'_, PooledFrames> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self) -> Vec<u8> {
+        let mut frames = self.frames();
+        let buffer = frames.buffers.pop().unwrap_or_default();
+        frames.bytes -= buffer.capacity();
+        buffer
+    }
+
+    fn give(&self, buffer: Vec<u8>) {
+        let mut frames = self.frames();
+        if buffer.capacity() > 0 && frames.bytes + buffer.capacity() <= FRAME_POOL_BYTES {
+            frames.bytes += buffer.capacity();
+            frames.buffers.push(buffer);
+        }
+    }
+
+    /// Bytes of buffers kept now.
+    pub fn kept_bytes(&self) -> usize {
+        self.frames().bytes
+    }
+}
+
+/// A frame's buffer, given back to its pool when dropped.
+struct PooledFrame {
+    bytes: Vec<u8>,
+    pool: FramePool,
+}
+
+impl Drop for PooledFrame {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.bytes));
+    }
+}
+
+/// The answer to one request: the response and its frame (which holds the payload). Dropping
+/// it gives the frame's buffer back to the pool it came from.
 pub struct Reply {
     /// The response.
     pub response: Response,
-    frame: Vec<u8>,
+    frame: PooledFrame,
     payload_start: usize,
 }
 
 impl Reply {
     /// The payload bytes (a chunk or catalog part); empty for other responses.
     pub fn payload(&self) -> &[u8] {
-        &self.frame[self.payload_start..]
+        &self.frame.bytes[self.payload_start..]
     }
 }
 
@@ -393,10 +487,12 @@ pub struct Session {
 }
 
 impl Session {
-    /// Opens a transfer stream to `peer` (which must be connected).
+    /// Opens a transfer stream to `peer` (which must be connected); answers are read into
+    /// buffers from `frames`.
     pub async fn open(
         control: &mut libp2p_stream::Control,
         peer: PeerId,
+        frames: FramePool,
     ) -> Result<Session, SessionError> {
         let stream = tokio::time::timeout(
             REQUEST_TIMEOUT,
@@ -415,7 +511,13 @@ impl Session {
             pending.clone(),
             broken.clone(),
         ));
-        tokio::spawn(read_responses(reader, pending, broken.clone(), peer));
+        tokio::spawn(read_responses(
+            reader,
+            pending,
+            broken.clone(),
+            peer,
+            frames,
+        ));
         Ok(Session {
             peer,
             outgoing,
@@ -507,9 +609,10 @@ async fn read_responses<R: AsyncRead + Unpin>(
     pending: Pending,
     broken: Arc<Mutex<Option<SessionError>>>,
     peer: PeerId,
+    frames: FramePool,
 ) {
     loop {
-        let mut frame = Vec::new();
+        let mut frame = frames.take();
         let error = match read_frame(
             &mut reader,
             &mut frame,
@@ -526,7 +629,10 @@ async fn read_responses<R: AsyncRead + Unpin>(
                         Some(reply) => {
                             let _ = reply.send(Ok(Reply {
                                 response: decoded.response,
-                                frame,
+                                frame: PooledFrame {
+                                    bytes: frame,
+                                    pool: frames.clone(),
+                                },
                                 payload_start,
                             }));
                             continue;
@@ -594,8 +700,9 @@ mod tests {
         let (idle, busy, newcomer) = (PeerId::random(), PeerId::random(), PeerId::random());
         let idle_slot = slots.admit(idle).unwrap();
         let busy_slot = slots.admit(busy).unwrap();
-        idle_slot.set_waiting(true);
+        busy_slot.set_waiting(false);
         let taken = slots.admit(newcomer).expect("the idle stream's place");
+        taken.set_waiting(false);
         assert_eq!(slots.taken(), 2);
         // The idle stream is told, even though it was not listening yet.
         tokio::time::timeout(Duration::from_secs(5), idle_slot.evicted())
@@ -611,6 +718,37 @@ mod tests {
         );
         drop((busy_slot, taken));
         assert_eq!(slots.taken(), 0);
+    }
+
+    #[test]
+    fn the_frame_pool_reuses_buffers_and_keeps_a_bounded_amount() {
+        let pool = FramePool::default();
+        let mut buffer = pool.take();
+        assert_eq!(buffer.capacity(), 0, "an empty pool hands out a new buffer");
+        buffer.reserve_exact(1000);
+        let capacity = buffer.capacity();
+        pool.give(buffer);
+        assert_eq!(pool.kept_bytes(), capacity);
+        assert_eq!(pool.take().capacity(), capacity, "the buffer comes back");
+        assert_eq!(pool.kept_bytes(), 0);
+        for _ in 0..MAX_REQUESTS_IN_FLIGHT + 4 {
+            pool.give(Vec::with_capacity(FRAME_READ_STEP));
+        }
+        assert!(
+            pool.kept_bytes() <= FRAME_POOL_BYTES,
+            "{}",
+            pool.kept_bytes()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reused_buffer_holds_exactly_the_next_frame() {
+        let mut buffer = Vec::new();
+        read(&frame(5, b"hello"), &mut buffer, 64).await.unwrap();
+        read(&frame(2, b"ab"), &mut buffer, 64).await.unwrap();
+        assert_eq!(buffer, b"ab");
+        read(&frame(7, b"longest"), &mut buffer, 64).await.unwrap();
+        assert_eq!(buffer, b"longest");
     }
 
     #[tokio::test]
