@@ -842,7 +842,7 @@ impl Node {
             match self.create_download(manifest, self.mirror_dir(&id)).await {
                 Ok(item) => {
                     info!(%id, "mirror: fetching");
-                    self.spawn_download(item, Vec::new());
+                    self.spawn_download(item, Vec::new(), std::time::Instant::now());
                     active += 1;
                 }
                 Err(e) => warn!(%id, "mirror: cannot start fetching: {e}"),

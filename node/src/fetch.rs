@@ -49,8 +49,8 @@ pub const PIPELINE_PER_PEER: usize = 16;
 pub const WRITE_QUEUE: usize = 8;
 /// Most chunks written and committed in one batch.
 const WRITE_BATCH: usize = 16;
-/// How often the download looks for new peers (other downloaders announce themselves once
-/// they hold a first chunk, and should be found while the download is still going).
+/// How often the download looks for new peers (other downloaders announce themselves when they
+/// start, and should be found while they are still downloading).
 const PEER_REFRESH: Duration = Duration::from_secs(1);
 /// How often an idle worker asks its peer what it has now (a peer that is downloading too gains
 /// chunks all the time; an availability answer is a bitfield, one bit per chunk).
@@ -192,8 +192,8 @@ impl Download {
 
 /// Fetches everything `item` is missing, then checks and completes it. Errors end up in the
 /// item's state (failed, with the reason).
-pub(crate) async fn download(node: Node, item: Arc<Item>, hints: Vec<PeerId>) {
-    let result = run(&node, &item, hints).await;
+pub(crate) async fn download(node: Node, item: Arc<Item>, hints: Vec<PeerId>, requested: Instant) {
+    let result = run(&node, &item, hints, requested).await;
     if let Err(problem) = result {
         warn!(id = %item.id(), "download stopped: {problem}");
         {
@@ -205,7 +205,12 @@ pub(crate) async fn download(node: Node, item: Arc<Item>, hints: Vec<PeerId>) {
     }
 }
 
-async fn run(node: &Node, item: &Arc<Item>, hints: Vec<PeerId>) -> Result<(), String> {
+async fn run(
+    node: &Node,
+    item: &Arc<Item>,
+    hints: Vec<PeerId>,
+    requested: Instant,
+) -> Result<(), String> {
     let id = item.id();
     let held = item
         .live
@@ -229,7 +234,7 @@ async fn run(node: &Node, item: &Arc<Item>, hints: Vec<PeerId>) -> Result<(), St
         node.clone(),
         item.clone(),
         receiver,
-        Instant::now(),
+        requested,
     ));
     // Peer discovery runs on its own task so a slow DHT lookup never delays the policy
     // re-check or the handling of finished workers.
@@ -511,10 +516,21 @@ async fn refresh_availability(download: Arc<Download>, session: Arc<Session>) {
 async fn work(download: Arc<Download>, session: Arc<Session>) -> WorkerEnd {
     let peer = session.peer();
     let node = download.node.clone();
-    let refresher = tokio::spawn(refresh_availability(download.clone(), session.clone()));
-    let end = keep_busy(&download, &session, peer, &node).await;
-    refresher.abort();
-    end
+    // Stopped with the worker, also when the worker's task is aborted.
+    let _refresher = AbortOnDrop(tokio::spawn(refresh_availability(
+        download.clone(),
+        session.clone(),
+    )));
+    keep_busy(&download, &session, peer, &node).await
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn keep_busy(
@@ -624,12 +640,13 @@ async fn keep_busy(
 }
 
 /// Writes verified chunks in batches: write, make durable, then commit the bits. The time from
-/// `started` to the first committed batch goes to the first-chunk histogram.
+/// `requested` (when the download was asked for) to the first committed batch goes to the
+/// first-chunk histogram.
 async fn write_chunks(
     node: Node,
     item: Arc<Item>,
     mut verified: mpsc::Receiver<VerifiedChunk>,
-    started: Instant,
+    requested: Instant,
 ) -> Result<(), String> {
     let mut first_batch = true;
     let id = item.id();
@@ -695,7 +712,7 @@ async fn write_chunks(
             node.inner
                 .metrics
                 .first_chunk
-                .observe(started.elapsed().as_secs_f64());
+                .observe(requested.elapsed().as_secs_f64());
         }
         let count = batch.len() as u64;
         item.fetched_chunks.fetch_add(count, Ordering::Relaxed);

@@ -94,8 +94,9 @@ pub struct Metrics {
     pub dht_queries: Family<QueryLabel, Counter>,
     /// How long each DHT provider lookup took, in seconds.
     pub provider_lookup: Histogram,
-    /// How long each download took from its start to its first verified chunk on disk, in
-    /// seconds (finding providers, connecting, the manifest, availability, the chunk).
+    /// How long each download took from its request (or the node's restart, for one resumed)
+    /// to its first verified chunk on disk, in seconds: finding the manifest and providers,
+    /// connecting, availability, the chunk.
     pub first_chunk: Histogram,
     /// Connected peers (set when scraped).
     pub peers_connected: Gauge,
@@ -191,7 +192,7 @@ impl Metrics {
         );
         registry.register(
             "download_first_chunk_seconds",
-            "Time from the start of a download to its first verified chunk on disk",
+            "Time from a download's request to its first verified chunk on disk",
             metrics.first_chunk.clone(),
         );
         registry.register(

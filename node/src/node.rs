@@ -396,7 +396,7 @@ impl Node {
             }
             if resume {
                 info!(%id, "resuming download");
-                self.spawn_download(item, Vec::new());
+                self.spawn_download(item, Vec::new(), Instant::now());
             }
         }
         Ok(())
@@ -435,7 +435,7 @@ impl Node {
                 kind: "get_providers".into(),
             })
             .inc();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let providers = self.inner.network.providers(id.0).await.unwrap_or_default();
         self.inner
             .metrics
@@ -571,8 +571,9 @@ impl Node {
         });
     }
 
-    /// Starts the download task of `item` unless one runs.
-    pub(crate) fn spawn_download(&self, item: Arc<Item>, hints: Vec<PeerId>) {
+    /// Starts the download task of `item` unless one runs; `requested` is when it was asked for
+    /// (its time to a first chunk is counted from there).
+    pub(crate) fn spawn_download(&self, item: Arc<Item>, hints: Vec<PeerId>, requested: Instant) {
         {
             let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
             if live.downloading || live.state == RecordState::Complete {
@@ -584,7 +585,7 @@ impl Node {
         }
         let node = self.clone();
         tokio::spawn(async move {
-            fetch::download(node, item.clone(), hints).await;
+            fetch::download(node, item.clone(), hints, requested).await;
             item.live
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -1155,6 +1156,7 @@ impl NodeApi for Node {
     }
 
     async fn download_start(&self, request: GetRequest) -> Result<ContentInfo, ApiError> {
+        let requested = Instant::now();
         let (id, hints) = parse_link(&request.link)?;
         if let Some(item) = self.item(&id) {
             if item.dir != request.output_dir {
@@ -1175,7 +1177,7 @@ impl NodeApi for Node {
                 ));
             }
             let hint_peers = self.dial_hints(&hints).await;
-            self.spawn_download(item.clone(), hint_peers);
+            self.spawn_download(item.clone(), hint_peers, requested);
             return Ok(self.info(&item));
         }
         let hint_peers = self.dial_hints(&hints).await;
@@ -1191,7 +1193,7 @@ impl NodeApi for Node {
             ));
         }
         let item = self.create_download(manifest, request.output_dir).await?;
-        self.spawn_download(item.clone(), hint_peers);
+        self.spawn_download(item.clone(), hint_peers, requested);
         Ok(self.info(&item))
     }
 
