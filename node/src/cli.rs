@@ -1488,6 +1488,12 @@ mod tests {
         format!("{:#}", failure.error())
     }
 
+    /// Runs a client command that must fail: its exit code and its message.
+    async fn fails(args: &[&str], dir: &Path) -> (u8, String) {
+        let failure = exec(args, dir).await.unwrap_err();
+        (failure.exit_code(), message(&failure))
+    }
+
     fn refusal() -> Refusal {
         Refusal {
             reason: RefusalReason::UntrustedPublisher,
@@ -1706,11 +1712,11 @@ mod tests {
     #[tokio::test]
     async fn no_daemon_files_means_no_daemon() {
         let dir = tempfile::tempdir().unwrap();
-        let failure = exec(&["status"], dir.path()).await.unwrap_err();
-        assert_eq!(failure.exit_code(), 2);
+        let (code, text) = fails(&["status"], dir.path()).await;
+        assert_eq!(code, 2);
         let d = dir.path().display();
         assert_eq!(
-            message(&failure),
+            text,
             format!(
                 "no daemon is running for data directory {d} (start one with: licet-node run --data-dir {d})"
             )
@@ -1728,9 +1734,8 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         write_api_addr(dir.path(), addr).unwrap();
-        let failure = exec(&["ls"], dir.path()).await.unwrap_err();
-        assert_eq!(failure.exit_code(), 2);
-        let text = message(&failure);
+        let (code, text) = fails(&["ls"], dir.path()).await;
+        assert_eq!(code, 2);
         assert!(
             text.starts_with("no daemon is running for data directory"),
             "{text}"
@@ -1742,22 +1747,14 @@ mod tests {
     async fn the_token_goes_only_to_loopback_and_a_wrong_one_is_explained() {
         let (dir, server) = daemon_dir().await;
         write_api_addr(dir.path(), "192.0.2.1:80".parse().unwrap()).unwrap();
-        let failure = exec(&["status"], dir.path()).await.unwrap_err();
-        assert!(
-            message(&failure).contains("not a loopback"),
-            "{}",
-            message(&failure)
-        );
+        let (_, text) = fails(&["status"], dir.path()).await;
+        assert!(text.contains("not a loopback"), "{text}");
 
         write_api_addr(dir.path(), server.addr).unwrap();
         std::fs::write(dir.path().join(API_TOKEN_FILE), "00ff").unwrap();
-        let failure = exec(&["status"], dir.path()).await.unwrap_err();
-        assert_eq!(failure.exit_code(), 2);
-        assert!(
-            message(&failure).contains("did not accept the token"),
-            "{}",
-            message(&failure)
-        );
+        let (code, text) = fails(&["status"], dir.path()).await;
+        assert_eq!(code, 2);
+        assert!(text.contains("did not accept the token"), "{text}");
         assert!(server.node.calls().is_empty());
     }
 
@@ -1807,13 +1804,9 @@ mod tests {
         server
             .node
             .fail(ApiError::new(ApiErrorKind::NotFound, "no content 0707…"));
-        let failure = exec(&["rm", &id], dir.path()).await.unwrap_err();
-        assert_eq!(failure.exit_code(), 2);
-        assert!(
-            message(&failure).contains("no content"),
-            "{}",
-            message(&failure)
-        );
+        let (code, text) = fails(&["rm", &id], dir.path()).await;
+        assert_eq!(code, 2);
+        assert!(text.contains("no content"), "{text}");
     }
 
     #[tokio::test]
@@ -1845,32 +1838,25 @@ mod tests {
             ApiErrorKind::BadRequest,
             "release/a.mkv: chunk 3 does not match the manifest",
         ));
-        let failure = exec(
+        let (code, text) = fails(
             &["add", manifest_arg, "--content", &content_arg],
             dir.path(),
         )
-        .await
-        .unwrap_err();
-        assert_eq!(failure.exit_code(), 1);
-        assert!(
-            message(&failure).contains("chunk 3"),
-            "{}",
-            message(&failure)
-        );
+        .await;
+        assert_eq!(code, 1);
+        assert!(text.contains("chunk 3"), "{text}");
 
         server.node.fail(ApiError::refused(
             ApiErrorKind::Refused,
             "cannot seed manifest 0101…",
             refusal(),
         ));
-        let failure = exec(
+        let (code, text) = fails(
             &["add", manifest_arg, "--content", &content_arg],
             dir.path(),
         )
-        .await
-        .unwrap_err();
-        assert_eq!(failure.exit_code(), 1);
-        let text = message(&failure);
+        .await;
+        assert_eq!(code, 1);
         assert!(
             text.contains("publisher is not trusted")
                 && text.contains("not in this node's trust store"),
@@ -1880,13 +1866,12 @@ mod tests {
         server
             .node
             .fail(ApiError::new(ApiErrorKind::Conflict, "already added"));
-        let failure = exec(
+        let (code, _) = fails(
             &["add", manifest_arg, "--content", &content_arg],
             dir.path(),
         )
-        .await
-        .unwrap_err();
-        assert_eq!(failure.exit_code(), 2);
+        .await;
+        assert_eq!(code, 2);
     }
 
     #[tokio::test]
@@ -1927,7 +1912,7 @@ mod tests {
             Some(Call::CatalogPublish(_, head)) if head == b"other head"
         ));
         // A missing head file is an I/O error naming it.
-        let failure = exec(
+        let (code, text) = fails(
             &[
                 "catalog",
                 "publish",
@@ -1937,28 +1922,17 @@ mod tests {
             ],
             dir.path(),
         )
-        .await
-        .unwrap_err();
-        assert_eq!(failure.exit_code(), 2);
-        assert!(
-            message(&failure).contains("/nonexistent.head"),
-            "{}",
-            message(&failure)
-        );
+        .await;
+        assert_eq!(code, 2);
+        assert!(text.contains("/nonexistent.head"), "{text}");
         // A rollback refused by the daemon exits 1 with its reason.
         server.node.fail(ApiError::new(
             ApiErrorKind::Refused,
             "catalog 3 of acme is older than the accepted catalog 7 (rollback refused)",
         ));
-        let failure = exec(&["catalog", "publish", catalog_arg], dir.path())
-            .await
-            .unwrap_err();
-        assert_eq!(failure.exit_code(), 1);
-        assert!(
-            message(&failure).contains("rollback"),
-            "{}",
-            message(&failure)
-        );
+        let (code, text) = fails(&["catalog", "publish", catalog_arg], dir.path()).await;
+        assert_eq!(code, 1);
+        assert!(text.contains("rollback"), "{text}");
     }
 
     #[tokio::test]
@@ -2002,30 +1976,24 @@ mod tests {
         file.set_len(SignedKind::Manifest.max_envelope_bytes() as u64 + 1)
             .unwrap();
         let content_dir = work.path().to_str().unwrap();
-        let failure = exec(
+        let (code, text) = fails(
             &["add", huge.to_str().unwrap(), "--content", content_dir],
             dir.path(),
         )
-        .await
-        .unwrap_err();
-        assert_eq!(failure.exit_code(), 1);
-        assert!(message(&failure).contains("larger than any signed manifest"));
+        .await;
+        assert_eq!(code, 1);
+        assert!(text.contains("larger than any signed manifest"));
 
         let missing = work.path().join("missing.manifest");
-        let failure = exec(
+        let (code, text) = fails(
             &["add", missing.to_str().unwrap(), "--content", content_dir],
             dir.path(),
         )
-        .await
-        .unwrap_err();
-        assert_eq!(failure.exit_code(), 2);
-        assert!(
-            message(&failure).contains("missing.manifest"),
-            "{}",
-            message(&failure)
-        );
+        .await;
+        assert_eq!(code, 2);
+        assert!(text.contains("missing.manifest"), "{text}");
 
-        let failure = exec(
+        let (code, text) = fails(
             &[
                 "add",
                 huge.to_str().unwrap(),
@@ -2034,14 +2002,9 @@ mod tests {
             ],
             dir.path(),
         )
-        .await
-        .unwrap_err();
-        assert_eq!(failure.exit_code(), 2);
-        assert!(
-            message(&failure).contains("/no/such/dir/anywhere"),
-            "{}",
-            message(&failure)
-        );
+        .await;
+        assert_eq!(code, 2);
+        assert!(text.contains("/no/such/dir/anywhere"), "{text}");
         assert!(server.node.calls().is_empty());
     }
 
@@ -2095,12 +2058,10 @@ mod tests {
             server
                 .node
                 .fail(ApiError::refused(kind, "cannot fetch it", refusal()));
-            let failure = exec(&["get", &link, "-o", out], dir.path())
-                .await
-                .unwrap_err();
-            assert_eq!(failure.exit_code(), 1, "{kind:?}");
+            let (code, text) = fails(&["get", &link, "-o", out], dir.path()).await;
+            assert_eq!(code, 1, "{kind:?}");
             assert_eq!(
-                message(&failure),
+                text,
                 "cannot fetch it: refused: publisher is not trusted: publisher 3b6a… is not in \
                  this node's trust store"
             );
@@ -2108,19 +2069,11 @@ mod tests {
         server
             .node
             .fail(ApiError::new(ApiErrorKind::Unavailable, "no peer has it"));
-        let failure = exec(&["get", &link, "-o", out], dir.path())
-            .await
-            .unwrap_err();
-        assert_eq!(failure.exit_code(), 2);
-        let failure = exec(&["get", "licet:nothex", "-o", out], dir.path())
-            .await
-            .unwrap_err();
-        assert_eq!(failure.exit_code(), 2);
-        assert!(
-            message(&failure).contains("nothex"),
-            "{}",
-            message(&failure)
-        );
+        let (code, _) = fails(&["get", &link, "-o", out], dir.path()).await;
+        assert_eq!(code, 2);
+        let (code, text) = fails(&["get", "licet:nothex", "-o", out], dir.path()).await;
+        assert_eq!(code, 2);
+        assert!(text.contains("nothex"), "{text}");
     }
 
     #[tokio::test]
@@ -2139,26 +2092,17 @@ mod tests {
             .lock()
             .unwrap()
             .push_back(failed.clone());
-        let failure = exec(&["get", &link, "-o", out], dir.path())
-            .await
-            .unwrap_err();
-        assert_eq!(failure.exit_code(), 2);
-        assert!(
-            message(&failure).contains("no space left"),
-            "{}",
-            message(&failure)
-        );
+        let (code, text) = fails(&["get", &link, "-o", out], dir.path()).await;
+        assert_eq!(code, 2);
+        assert!(text.contains("no space left"), "{text}");
 
         failed.refused = Some(Refusal {
             reason: RefusalReason::Revoked,
             detail: "catalog 7 revokes it".to_owned(),
         });
         *server.node.content_replies.lock().unwrap() = [failed].into();
-        let failure = exec(&["get", &link, "-o", out], dir.path())
-            .await
-            .unwrap_err();
-        assert_eq!(failure.exit_code(), 1);
-        let text = message(&failure);
+        let (code, text) = fails(&["get", &link, "-o", out], dir.path()).await;
+        assert_eq!(code, 1);
         assert!(
             text.contains("manifest is revoked by the publisher: catalog 7 revokes it"),
             "{text}"
