@@ -1957,6 +1957,17 @@ mod tests {
             .collect()
     }
 
+    /// Puts `manifest` in the store as a download that holds nothing yet.
+    fn put_download(store: &Store, manifest: &VerifiedManifest) {
+        store
+            .content_put(
+                manifest,
+                &record(ContentOrigin::Downloaded, RecordState::Downloading),
+                &download_files(manifest),
+            )
+            .unwrap();
+    }
+
     /// Seeded content's file states: every bit set, leaves known.
     fn seeded_files(manifest: &VerifiedManifest) -> Vec<FileState> {
         chunk_counts(manifest)
@@ -2361,13 +2372,7 @@ mod tests {
         let crashed = dir.path().join("crashed.redb");
         let m = manifest("crash", &[THREE_CHUNKS]);
         let store = Store::open(&path).unwrap();
-        store
-            .content_put(
-                &m,
-                &record(ContentOrigin::Downloaded, RecordState::Downloading),
-                &download_files(&m),
-            )
-            .unwrap();
+        put_download(&store, &m);
         store.commit_chunks(&m.id(), &[chunk(0, 2)]).unwrap();
         crashed_copy(&path, &crashed);
         drop(store);
@@ -2645,13 +2650,7 @@ mod tests {
         let m = manifest("commit", &[THREE_CHUNKS, THREE_CHUNKS]);
         {
             let store = Store::open(&path).unwrap();
-            store
-                .content_put(
-                    &m,
-                    &record(ContentOrigin::Downloaded, RecordState::Downloading),
-                    &download_files(&m),
-                )
-                .unwrap();
+            put_download(&store, &m);
             store
                 .commit_chunks(&m.id(), &[chunk(0, 0), chunk(0, 2), chunk(1, 1)])
                 .unwrap();
@@ -2678,13 +2677,7 @@ mod tests {
         let (_dir, path) = state_path();
         let store = Store::open(&path).unwrap();
         let m = manifest("range", &[THREE_CHUNKS, THREE_CHUNKS]);
-        store
-            .content_put(
-                &m,
-                &record(ContentOrigin::Downloaded, RecordState::Downloading),
-                &download_files(&m),
-            )
-            .unwrap();
+        put_download(&store, &m);
         let err = store
             .commit_chunks(&m.id(), &[chunk(1, 0), chunk(0, 1), chunk(0, 3)])
             .unwrap_err();
@@ -2707,13 +2700,7 @@ mod tests {
         let err = store.commit_chunks(&m.id(), &[chunk(0, 0)]).unwrap_err();
         assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
 
-        store
-            .content_put(
-                &m,
-                &record(ContentOrigin::Downloaded, RecordState::Downloading),
-                &download_files(&m),
-            )
-            .unwrap();
+        put_download(&store, &m);
         let err = store
             .commit_chunks(&m.id(), &[chunk(0, 0), chunk(1, 0)])
             .unwrap_err();
@@ -2738,13 +2725,7 @@ mod tests {
         let (_dir, path) = state_path();
         let store = Store::open(&path).unwrap();
         let m = manifest("complete", &[THREE_CHUNKS, THREE_CHUNKS]);
-        store
-            .content_put(
-                &m,
-                &record(ContentOrigin::Downloaded, RecordState::Downloading),
-                &download_files(&m),
-            )
-            .unwrap();
+        put_download(&store, &m);
         let all: Vec<CommittedChunk> = (0..3).flat_map(|c| [chunk(0, c), chunk(1, c)]).collect();
         store.commit_chunks(&m.id(), &all).unwrap();
 
@@ -2775,13 +2756,7 @@ mod tests {
         let (_dir, path) = state_path();
         let store = Store::open(&path).unwrap();
         let m = manifest("chunk-leaves", &[THREE_CHUNKS, THREE_CHUNKS]);
-        store
-            .content_put(
-                &m,
-                &record(ContentOrigin::Downloaded, RecordState::Downloading),
-                &download_files(&m),
-            )
-            .unwrap();
+        put_download(&store, &m);
         store
             .commit_chunks(&m.id(), &[chunk(0, 2), chunk(0, 0), chunk(1, 1)])
             .unwrap();
@@ -2794,13 +2769,7 @@ mod tests {
             Some((0..3).map(|c| chunk_leaf(0, c)).collect())
         );
         // Replacing or removing the item drops them with its other rows.
-        store
-            .content_put(
-                &m,
-                &record(ContentOrigin::Downloaded, RecordState::Downloading),
-                &download_files(&m),
-            )
-            .unwrap();
+        put_download(&store, &m);
         assert_eq!(store.chunk_leaves(&m.id(), 0, 3).unwrap(), None);
         store.commit_chunks(&m.id(), &[chunk(1, 0)]).unwrap();
         assert!(store.content_remove(&m.id()).unwrap());
@@ -2814,13 +2783,7 @@ mod tests {
         let m = manifest("incomplete", &[THREE_CHUNKS]);
         let err = store.complete_file(&m.id(), 0, &leaves(3, 0)).unwrap_err();
         assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
-        store
-            .content_put(
-                &m,
-                &record(ContentOrigin::Downloaded, RecordState::Downloading),
-                &download_files(&m),
-            )
-            .unwrap();
+        put_download(&store, &m);
         store
             .commit_chunks(&m.id(), &[chunk(0, 0), chunk(0, 1)])
             .unwrap();
@@ -2903,13 +2866,7 @@ mod tests {
         let publisher = secret(1).public_key();
         {
             let store = Store::open(&path).unwrap();
-            store
-                .content_put(
-                    &m,
-                    &record(ContentOrigin::Downloaded, RecordState::Downloading),
-                    &download_files(&m),
-                )
-                .unwrap();
+            put_download(&store, &m);
         }
         let garbage = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 0x01];
         poke(&path, CONTENT, &id.0, &garbage);
@@ -2962,13 +2919,7 @@ mod tests {
         let other = manifest("other", &[1]);
         {
             let store = Store::open(&path).unwrap();
-            store
-                .content_put(
-                    &m,
-                    &record(ContentOrigin::Downloaded, RecordState::Downloading),
-                    &download_files(&m),
-                )
-                .unwrap();
+            put_download(&store, &m);
         }
         let mut envelope = m.envelope().clone();
         envelope.signature.0[0] ^= 1;
