@@ -477,20 +477,14 @@ async fn publish_catalog(
     let catalog_bytes = read_signed_file(catalog, SignedKind::Catalog, "catalog")?;
     let head_bytes = read_signed_file(&head_path, SignedKind::CatalogHead, "catalog head")?;
     let daemon = Daemon::connect(data_dir)?;
-    let mut url = daemon.url("/v1/catalogs")?;
-    url.query_pairs_mut()
-        .append_pair("head", &hex::encode(&head_bytes));
     let reply = daemon
-        .exchange(
-            daemon
-                .http
-                .post(url)
-                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                .body(catalog_bytes),
+        .post_bytes::<CatalogInfo>(
+            "/v1/catalogs",
+            ("head", &hex::encode(&head_bytes)),
+            catalog_bytes,
             QUICK_CALL_TIMEOUT,
         )
-        .await
-        .and_then(|(status, body)| decode_reply::<CatalogInfo>(status, &body, "POST /v1/catalogs"));
+        .await;
     // A catalog or head that does not verify, or that does not belong together, is invalid.
     let info = reply.map_err(|e| e.into_failure(&daemon, Verdict::BadRequestIsInvalid))?;
     if json {
@@ -521,9 +515,6 @@ async fn add(data_dir: &Path, manifest: &Path, content: &Path, json: bool) -> Re
     let content_text = utf8_path("the content directory", &content_dir)?;
     let bytes = read_signed_file(manifest, SignedKind::Manifest, "manifest")?;
     let daemon = Daemon::connect(data_dir)?;
-    let mut url = daemon.url("/v1/content")?;
-    url.query_pairs_mut()
-        .append_pair("content_dir", content_text);
 
     let spinner = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let spinner = ProgressBar::new_spinner();
@@ -538,16 +529,13 @@ async fn add(data_dir: &Path, manifest: &Path, content: &Path, json: bool) -> Re
         ProgressBar::hidden()
     };
     let reply = daemon
-        .exchange(
-            daemon
-                .http
-                .post(url)
-                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                .body(bytes),
+        .post_bytes::<ContentInfo>(
+            "/v1/content",
+            ("content_dir", content_text),
+            bytes,
             ADD_TIMEOUT,
         )
-        .await
-        .and_then(|(status, body)| decode_reply::<ContentInfo>(status, &body, "POST /v1/content"));
+        .await;
     spinner.finish_and_clear();
     // The manifest or the content is what the daemon found wrong: a verification failure.
     let info = reply.map_err(|e| e.into_failure(&daemon, Verdict::BadRequestIsInvalid))?;
@@ -1019,6 +1007,25 @@ impl Daemon {
         let request = self.http.request(method.clone(), url).json(body);
         let (status, bytes) = self.exchange(request, timeout).await?;
         decode_reply(status, &bytes, &format!("{method} {path}"))
+    }
+
+    /// POSTs `body` (a signed file's bytes) to `path` with one query parameter.
+    async fn post_bytes<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        (name, value): (&str, &str),
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        let mut url = self.url(path).map_err(CallError::Transport)?;
+        url.query_pairs_mut().append_pair(name, value);
+        let request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        let (status, bytes) = self.exchange(request, timeout).await?;
+        decode_reply(status, &bytes, &format!("POST {path}"))
     }
 
     async fn get_json<R: DeserializeOwned>(&self, path: &str) -> Result<R, CallError> {
