@@ -6,14 +6,15 @@
 //! then ask a seeder for different chunks, which they can next fetch from each other, instead
 //! of all asking for the same ones in the same order.
 //!
-//! A seed (a peer that has every chunk) is not asked for a chunk that a peer still downloading
-//! also has: a seed's upload is what a swarm has least of, so it goes to chunks nobody else can
-//! give (the endgame may still duplicate a chunk in flight elsewhere to a seed).
+//! A seed (a peer that has every chunk) is asked first for chunks that no peer still downloading
+//! has: a seed's upload is what a swarm has least of, so it goes to chunks nobody else can give.
+//! A chunk a downloading peer claims is only deferred, never withheld from the seed: a peer that
+//! claims chunks and does not send them cannot stall the download.
 //!
 //! Pure bookkeeping, no I/O, so every rule is unit-tested. Invariants:
-//! - a chunk is handed out at most once at a time outside the endgame; in the endgame (no chunk
-//!   is left that is neither held nor in flight) a chunk in flight may be handed to a second
-//!   peer, but never twice to the same peer;
+//! - a chunk is handed out at most once at a time outside the endgame; in a peer's endgame
+//!   (every needed chunk it has is held or in flight elsewhere) a chunk in flight may be handed
+//!   to it as a second peer, but never twice to the same peer;
 //! - [`Scheduler::release`] puts a chunk back (its peer failed or sent garbage);
 //!   [`Scheduler::complete`] retires it for good;
 //! - each pick costs time linear in the chunks not yet complete (the order is kept compacted).
@@ -93,7 +94,7 @@ impl Scheduler {
         if self.availability.get(&peer) == Some(&bits) {
             return;
         }
-        let complete = bits.iter().all(|b| (0..b.len()).all(|i| b.get(i)));
+        let complete = bits.iter().all(|b| b.count_ones() == b.len());
         if complete {
             self.seeds.insert(peer);
         } else {
@@ -169,6 +170,7 @@ impl Scheduler {
         let is_seed = self.seeds.contains(&peer);
         let held = &self.held;
         let mut fresh = None;
+        let mut deferred = None;
         let mut endgame = None;
         let mut stale = false;
         for &chunk in &self.order {
@@ -181,8 +183,10 @@ impl Scheduler {
                 continue;
             }
             match self.in_flight.get(&chunk) {
-                // Left to the peer still downloading that has it.
-                None if is_seed && self.held_by_partial_peers.contains(&chunk) => {}
+                // Left to the peer still downloading that has it, unless nothing else is left.
+                None if is_seed && self.held_by_partial_peers.contains(&chunk) => {
+                    deferred = deferred.or(Some(chunk));
+                }
                 None => {
                     fresh = Some(chunk);
                     break;
@@ -198,7 +202,7 @@ impl Scheduler {
         }
         // Endgame: every needed chunk this peer has is already in flight elsewhere; duplicate
         // the rarest so a slow peer cannot hold up the end.
-        let chunk = fresh.or(endgame)?;
+        let chunk = fresh.or(deferred).or(endgame)?;
         self.in_flight.entry(chunk).or_default().push(peer);
         Some(chunk)
     }
@@ -278,28 +282,34 @@ mod tests {
     }
 
     #[test]
-    fn a_seed_is_asked_only_for_what_no_downloading_peer_has() {
+    fn a_seed_is_asked_first_for_what_no_downloading_peer_has() {
         let (seed, partial) = (PeerId::random(), PeerId::random());
         let mut s = Scheduler::new(vec![bits(4, &[])], 0);
         s.set_availability(seed, vec![bits(4, &[0, 1, 2, 3])]);
         s.set_availability(partial, vec![bits(4, &[0, 1])]);
         assert_eq!(s.next_for(seed), Some((0, 2)));
         assert_eq!(s.next_for(seed), Some((0, 3)));
-        // 0 and 1 are left to the partial peer, not duplicated to the seed outside the endgame.
+        // 0 and 1 are left to the partial peer while the seed has other work ...
         assert_eq!(s.next_for(partial), Some((0, 0)));
-        assert_eq!(
-            s.next_for(seed),
-            Some((0, 0)),
-            "endgame: in flight elsewhere"
-        );
-        assert_eq!(s.next_for(partial), Some((0, 1)));
-        // Once the partial peer is gone, the seed serves everything again.
-        let mut s = Scheduler::new(vec![bits(2, &[])], 0);
-        s.set_availability(seed, vec![bits(2, &[0, 1])]);
-        s.set_availability(partial, vec![bits(2, &[0])]);
+        // ... and a seed with nothing else takes what the partial peer was not asked for yet,
+        // before it duplicates what is in flight there (the endgame).
         assert_eq!(s.next_for(seed), Some((0, 1)));
-        s.remove_peer(&partial);
-        assert_eq!(s.next_for(seed), Some((0, 0)));
+        assert_eq!(s.next_for(seed), Some((0, 0)), "endgame: in flight elsewhere");
+        assert_eq!(s.next_for(seed), None);
+    }
+
+    #[test]
+    fn a_peer_that_claims_chunks_and_never_sends_them_does_not_hold_back_a_seed() {
+        let (seed, liar) = (PeerId::random(), PeerId::random());
+        let mut s = Scheduler::new(vec![bits(3, &[])], 0);
+        s.set_availability(seed, vec![bits(3, &[0, 1, 2])]);
+        s.set_availability(liar, vec![bits(3, &[0, 1])]);
+        // The liar answers Busy: its chunks go back, and the seed still gets all of them.
+        let taken = s.next_for(liar).unwrap();
+        s.release(&liar, taken);
+        let mut got: Vec<_> = (0..3).map(|_| s.next_for(seed).unwrap()).collect();
+        got.sort();
+        assert_eq!(got, vec![(0, 0), (0, 1), (0, 2)]);
     }
 
     #[test]
