@@ -8,7 +8,7 @@
 //! - the DHT record under the publisher's catalog head key, polled every `catalog_poll`;
 //! - a direct `CatalogHead` request to connected peers, in the same poll.
 //!
-//! What happens to a head, in order (the numbers are DESIGN.md's catalog rules):
+//! What happens to a head, in order:
 //! 1. its signature is checked: it must be signed by its publisher's own key;
 //! 2. [`CatalogSet::head_is_newer`]: the publisher is trusted, the catalog is not expired, and
 //!    its sequence is above the accepted one (equal: the same catalog, a no-op). A rollback or
@@ -361,7 +361,7 @@ impl Node {
             ?previous,
             "catalog accepted"
         );
-        self.apply_revocations(&publisher).await;
+        self.stop_announcing_refused(Some(&publisher)).await;
         self.pass_on(&head, origin).await;
         if self.is_mirrored(&publisher) {
             let node = self.clone();
@@ -370,18 +370,22 @@ impl Node {
         Ok(HeadOutcome::Accepted)
     }
 
-    /// Stops announcing the held content of `publisher` that the policy now refuses (withdrawn,
-    /// or, under `require_catalog`, not listed).
-    async fn apply_revocations(&self, publisher: &PublicKey) {
+    /// Stops announcing the held content (of `publisher`, or of everyone) that the policy now
+    /// refuses: withdrawn by a catalog, not listed under `require_catalog`, out of its licence
+    /// window, or of a publisher no longer trusted.
+    pub(crate) async fn stop_announcing_refused(&self, publisher: Option<&PublicKey>) {
         let items: Vec<_> = self
             .lock_items()
             .values()
-            .filter(|item| item.manifest.manifest().publisher == *publisher)
+            .filter(|item| publisher.is_none_or(|p| item.manifest.manifest().publisher == *p))
             .cloned()
             .collect();
         for item in items {
             if let Err(refusal) = self.policy_check(&item.manifest) {
-                info!(id = %item.id(), "no longer served: {refusal}");
+                // The periodic sweep meets the same refused items every time: not worth a line.
+                if publisher.is_some() {
+                    info!(id = %item.id(), "no longer served: {refusal}");
+                }
                 let _ = self.inner.network.stop_providing(item.id().0).await;
             }
         }
@@ -689,6 +693,8 @@ impl Node {
                     tokio::spawn(async move { node.mirror_sync(publisher).await });
                 }
             }
+            // Licence windows end and catalogs expire with no event: swept here.
+            self.stop_announcing_refused(None).await;
         }
     }
 

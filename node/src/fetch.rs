@@ -5,7 +5,10 @@
 //! has. Each useful peer gets a worker that keeps up to [`PIPELINE_PER_PEER`] chunk requests in
 //! flight on the peer's session; the [`Scheduler`] hands out chunks rarest first, with an
 //! endgame. Verified chunks go through a bounded queue to one writer, which writes a batch,
-//! makes it durable, and only then commits the chunks' bits to the store.
+//! makes it durable, and only then commits the chunks' bits (with each chunk's proof and leaf
+//! hash) to the store; a completed file's leaf list comes from those leaves, so completing it
+//! does not read it again. A download announces itself in the DHT when it starts, so that other
+//! downloaders can fetch from it while it downloads.
 //!
 //! Invariants:
 //! - the trust policy is checked before the first byte is fetched and again every
@@ -13,8 +16,9 @@
 //! - nothing is written that did not verify against the manifest's root; a peer that sends a
 //!   bad chunk or breaks the protocol (a malformed answer frame to any request: manifest,
 //!   availability or chunk) is banned and its chunks go back to the scheduler;
-//! - memory is bounded: at most [`PIPELINE_PER_PEER`] chunks in flight per peer plus
-//!   [`WRITE_QUEUE`] verified chunks waiting for the writer.
+//! - memory is bounded, per download: at most [`PIPELINE_PER_PEER`] chunks in flight per peer,
+//!   plus [`WRITE_QUEUE`] verified chunks waiting for the writer and [`WRITE_BATCH`] being
+//!   written.
 
 use std::{
     collections::HashSet,
@@ -228,8 +232,8 @@ async fn run(
     // Announced at once, before a chunk is held: other downloaders find this node while they
     // are still downloading too, and ask it for chunks as it gains them (availability answers
     // say what it has; serving asks the policy as for any request).
-    let announcing = node.clone();
-    tokio::spawn(async move { announcing.announce(id).await });
+    let (announcing, announced) = (node.clone(), item.clone());
+    tokio::spawn(async move { announcing.announce(&announced).await });
     let mut writer = tokio::spawn(write_chunks(
         node.clone(),
         item.clone(),
@@ -330,6 +334,8 @@ fn random_start() -> u64 {
 /// ignores peers it already works with).
 async fn discover(node: Node, id: ManifestId, hints: Vec<PeerId>, found: mpsc::Sender<PeerId>) {
     let mut refresh = tokio::time::interval(PEER_REFRESH);
+    // After a slow lookup, the next one waits its turn instead of following at once.
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         refresh.tick().await;
         for peer in candidates(&node, id, &hints).await {
@@ -419,9 +425,10 @@ enum ChunkOutcome {
     Refused(String),
     /// The peer sent a chunk that is wrong: ban it.
     Bad(String),
-    /// The peer sent a frame that breaks the protocol (oversize, truncated, undecodable): ban it.
-    Violation(String),
-    /// The session failed.
+    /// The request failed on the session (closed, timed out, or a frame that breaks the
+    /// protocol, for which the peer is banned).
+    Session(SessionError),
+    /// Verification could not run here.
     Failed(String),
 }
 
@@ -444,10 +451,7 @@ async fn fetch_chunk(
         .await
     {
         Ok(reply) => reply,
-        Err(SessionError::Protocol(reason)) => {
-            return (chunk, ChunkOutcome::Violation(reason));
-        }
-        Err(e) => return (chunk, ChunkOutcome::Failed(e.to_string())),
+        Err(e) => return (chunk, ChunkOutcome::Session(e)),
     };
     let outcome = match &reply.response {
         Response::Chunk { proof, .. } => {
@@ -501,6 +505,8 @@ async fn fetch_chunk(
 /// sees its new chunks before it asks a seed for them. Stops once the peer has everything.
 async fn refresh_availability(download: Arc<Download>, session: Arc<Session>) {
     let mut tick = tokio::time::interval(AVAILABILITY_REFRESH);
+    // An answer queued behind a pipeline of chunks is slow; do not follow it with a burst.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if download.stopped() || download.scheduler().is_seed(&session.peer()) {
@@ -517,15 +523,27 @@ async fn work(download: Arc<Download>, session: Arc<Session>) -> WorkerEnd {
     let peer = session.peer();
     let node = download.node.clone();
     // Stopped with the worker, also when the worker's task is aborted.
-    let _refresher = AbortOnDrop(tokio::spawn(refresh_availability(
+    let refresher = AbortOnDrop(tokio::spawn(refresh_availability(
         download.clone(),
         session.clone(),
     )));
-    keep_busy(&download, &session, peer, &node).await
+    let end = keep_busy(&download, &session, peer, &node).await;
+    // Stopped for good before the download forgets this peer: an answer it was still waiting
+    // for must not bring the peer's availability back.
+    refresher.stop().await;
+    end
 }
 
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    /// Aborts the task and waits until it has stopped.
+    async fn stop(mut self) {
+        self.0.abort();
+        let _ = (&mut self.0).await;
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -607,7 +625,9 @@ async fn keep_busy(
                             chunk.1, chunk.0
                         ));
                     }
-                    Ok(_) => {}
+                    Ok(true) => {}
+                    // It no longer has the content at all (its availability would stay stale).
+                    Ok(false) => return WorkerEnd::Gone(format!("peer {peer} no longer has it")),
                 }
             }
             ChunkOutcome::Busy(retry_after_ms) => {
@@ -624,16 +644,14 @@ async fn keep_busy(
                 node.bad_chunk(peer, &what).await;
                 return WorkerEnd::Gone(format!("peer {peer} banned: {what}"));
             }
-            ChunkOutcome::Violation(reason) => {
+            ChunkOutcome::Session(error) => {
                 download.scheduler().release(&peer, chunk);
-                node.ban(peer, &format!("protocol violation: {reason}"))
-                    .await;
-                return WorkerEnd::Gone(format!("peer {peer} banned: {reason}"));
+                node.request_failed(peer, &error).await;
+                return WorkerEnd::Gone(format!("peer {peer}: {error}"));
             }
             ChunkOutcome::Failed(problem) => {
                 download.scheduler().release(&peer, chunk);
-                node.drop_session(&peer).await;
-                return WorkerEnd::Gone(format!("peer {peer}: {problem}"));
+                return WorkerEnd::Gone(problem);
             }
         }
     }
@@ -648,7 +666,7 @@ async fn write_chunks(
     mut verified: mpsc::Receiver<VerifiedChunk>,
     requested: Instant,
 ) -> Result<(), String> {
-    let mut first_batch = true;
+    let mut first_batch = Some(requested);
     let id = item.id();
     let mut files = Some(ChunkFiles::new(item.dir.clone()));
     while let Some(first) = verified.recv().await {
@@ -682,12 +700,14 @@ async fn write_chunks(
                 chunk_files
                     .sync()
                     .map_err(|e| format!("cannot flush {}: {e}", writing.dir.display()))?;
+                // The proofs move to the store; what is used of the batch after this is the
+                // chunks and their peers.
                 let committed: Vec<CommittedChunk> = batch
-                    .iter()
+                    .iter_mut()
                     .map(|c| CommittedChunk {
                         file: c.chunk.0,
                         chunk: c.chunk.1,
-                        proof: c.proof.clone(),
+                        proof: AuditPath(std::mem::take(&mut c.proof.0)),
                         leaf: c.leaf,
                     })
                     .collect();
@@ -707,8 +727,7 @@ async fn write_chunks(
                 live.have[chunk.chunk.0 as usize].set(chunk.chunk.1, true);
             }
         }
-        if first_batch {
-            first_batch = false;
+        if let Some(requested) = first_batch.take() {
             node.inner
                 .metrics
                 .first_chunk
@@ -740,12 +759,13 @@ async fn finish(node: &Node, item: &Arc<Item>) -> Result<(), String> {
         let root = entry.root;
         let store = node.inner.store.clone();
         let hashing = path.clone();
-        let (leaves, stamp) = blocking(move || {
+        let (leaves, from_disk, stamp) = blocking(move || {
             let known = match store.leaves(&id, index as u32) {
                 Ok(None) => store.chunk_leaves(&id, index as u32, chunks),
                 known => known,
             }
             .map_err(|e| format!("node database: {e}"))?;
+            let from_disk = known.is_none();
             let leaves = match known {
                 Some(leaves) => leaves,
                 None => {
@@ -764,25 +784,36 @@ async fn finish(node: &Node, item: &Arc<Item>) -> Result<(), String> {
             };
             let stamp = content::stamp(&hashing)
                 .map_err(|e| format!("cannot read {}: {e}", hashing.display()))?;
-            Ok::<_, String>((leaves, stamp))
+            Ok::<_, String>((leaves, from_disk, stamp))
         })
         .await
         .map_err(|e| e.message)??;
         let tree = merkle::MerkleTree::from_leaves(leaves.clone());
         if tree.root() != root {
-            return Err(format!(
-                "{} does not match the manifest after download (changed on disk?)",
-                path.display()
-            ));
+            return Err(if from_disk {
+                format!(
+                    "{} does not match the manifest after download (changed on disk?)",
+                    path.display()
+                )
+            } else {
+                format!(
+                    "the stored leaves of {}'s verified chunks do not make the manifest's root                      (node database damaged?)",
+                    path.display()
+                )
+            });
+        }
+        {
+            // The tree serves proofs from now on; set before the per-chunk proofs are dropped,
+            // so no chunk request in between finds neither.
+            let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.trees[index] = Some(Arc::new(tree));
+            live.stamps[index] = Some(stamp);
         }
         let store = node.inner.store.clone();
         blocking(move || store.complete_file(&id, index as u32, &leaves))
             .await
             .map_err(|e| e.message)?
             .map_err(|e| format!("node database: {e}"))?;
-        let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.trees[index] = Some(Arc::new(tree));
-        live.stamps[index] = Some(stamp);
     }
     {
         let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());

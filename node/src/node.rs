@@ -34,7 +34,7 @@ use licet_proto::{
     policy::{self, CatalogSet, PolicyInputs, RefusalReason, TrustStore, TrustedPublisher},
     wire::{self, Bitfield, Request, Response},
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     api_types::{
@@ -390,9 +390,9 @@ impl Node {
                 stop: AtomicBool::new(false),
             });
             self.lock_items().insert(id, item.clone());
-            // Announced only while the policy allows it (a takedown survives the restart).
-            if held_any && self.policy_check(&item.manifest).is_ok() {
-                self.announce(id).await;
+            // A resumed download announces itself when it starts.
+            if held_any && !resume {
+                self.announce(&item).await;
             }
             if resume {
                 info!(%id, "resuming download");
@@ -414,8 +414,14 @@ impl Node {
         self.lock_items().get(id).cloned()
     }
 
-    /// Announces `id` in the DHT.
-    pub(crate) async fn announce(&self, id: ManifestId) {
+    /// Announces `item` in the DHT, if the trust policy allows serving it now (so a takedown
+    /// or an ended window also holds across a restart). [`Node::stop_announcing_refused`] is the
+    /// other half.
+    pub(crate) async fn announce(&self, item: &Item) {
+        if let Err(refusal) = self.policy_check(&item.manifest) {
+            debug!(id = %item.id(), "not announced: {refusal}");
+            return;
+        }
         self.inner
             .metrics
             .dht_queries
@@ -423,7 +429,7 @@ impl Node {
                 kind: "start_providing".into(),
             })
             .inc();
-        let _ = self.inner.network.start_providing(id.0).await;
+        let _ = self.inner.network.start_providing(item.id().0).await;
     }
 
     /// Peers the DHT says provide `id`.
@@ -1016,6 +1022,7 @@ impl NodeApi for Node {
             .network
             .unsubscribe(network::catalog_topic(&publisher))
             .await;
+        self.stop_announcing_refused(Some(&publisher)).await;
         if removed {
             Ok(())
         } else {
@@ -1113,7 +1120,7 @@ impl NodeApi for Node {
         if let Some(old) = self.lock_items().insert(id, item.clone()) {
             old.stop.store(true, Ordering::Relaxed);
         }
-        self.announce(id).await;
+        self.announce(&item).await;
         info!(%id, "seeding {}", item.dir.display());
         Ok(self.info(&item))
     }
