@@ -2,8 +2,10 @@
 //! pipelined client [`Session`].
 //!
 //! The messages and their limits are specified in `licet_proto::wire`; this module moves them.
-//! A downloader opens one stream per peer and keeps up to [`MAX_REQUESTS_IN_FLIGHT`] requests
-//! outstanding on it; the server answers them in order on the same stream. One long-lived stream
+//! A downloader opens one stream per peer and keeps requests outstanding on it (a [`Session`]
+//! allows [`MAX_REQUESTS_IN_FLIGHT`]; a download keeps `fetch::PIPELINE_PER_PEER`); the server
+//! answers them in order on the same stream, reading the next request only when it has room to
+//! prepare its answer, so further requests wait in the stream's flow control. One long-lived stream
 //! per peer was chosen over request-response (one stream per request, default 10 s timeout
 //! covering queueing and transfer) because it is faster, measured side by side with
 //! `examples/transfer_probe.rs` (1 GiB in 1 MiB chunks on loopback, 16 in flight): 1.00 GB/s
@@ -154,13 +156,16 @@ struct Answer {
 /// closes it, stalls, or breaks the protocol.
 ///
 /// The stream is served in two halves, so that the next answer is prepared (its chunk read from
-/// disk) while the previous one is still being sent: the reading half reads a request, asks the
-/// [`Responder`], and queues the answer (at most one waits); the writing half sends answers in
-/// order. When the peer closes its side, the answers already queued are still sent.
+/// disk) while the previous one is still being sent: the reading half reads a request, waits for
+/// room in the queue (one answer), asks the [`Responder`] and queues the answer; the writing half
+/// sends answers in order. So a stream holds at most two answers' payloads, one being sent and
+/// one prepared. When the peer closes its side, the answer already queued is still sent.
 ///
-/// The place counts as waiting on the peer whenever no answer is being prepared, so while the
-/// stream idles, trickles a request or leaves its answers unread, the place may be handed to a
-/// newcomer, and the stream is then closed. The place is given back when this returns.
+/// The place counts as waiting on the peer whenever no answer is being prepared, and since the
+/// last chunk or catalog part it served (other answers cost nothing and do not count), so while
+/// the stream idles, trickles a request, asks only cheap questions or leaves its answers unread,
+/// the place may be handed to a newcomer, and the stream is then closed. The place is given back
+/// when this returns.
 pub async fn serve_stream<R: Responder>(
     responder: Arc<R>,
     peer: PeerId,
@@ -169,8 +174,8 @@ pub async fn serve_stream<R: Responder>(
 ) {
     let (mut reader, mut writer) = stream.split();
     let (answers, mut to_send) = mpsc::channel::<Answer>(1);
-    // Payload buffers come back from the writing half for the next answers.
-    let (spare, mut spares) = mpsc::channel::<Vec<u8>>(2);
+    // Sent answers' buffers come back from the writing half for the next answers.
+    let (spare, mut spares) = mpsc::channel::<Answer>(2);
     let slot = &slot;
     let reading = async {
         // Owned here, so that it is dropped when this half ends.
@@ -205,17 +210,28 @@ pub async fn serve_stream<R: Responder>(
                     break;
                 }
             };
-            let mut payload = spares.try_recv().unwrap_or_default();
-            slot.set_waiting(false);
+            // Room first: the answer is prepared only when it can be queued at once.
+            let Ok(place) = answers.reserve().await else {
+                break;
+            };
+            let Answer {
+                mut header,
+                mut payload,
+            } = spares.try_recv().unwrap_or(Answer {
+                header: Vec::new(),
+                payload: Vec::new(),
+            });
+            let waiting_since = slot.start_answer();
             let response = responder.respond(peer, request.request, &mut payload).await;
-            slot.set_waiting(true);
-            if !matches!(
+            let content = matches!(
                 response,
                 Response::Chunk { .. } | Response::CatalogPart { .. }
-            ) {
+            );
+            slot.end_answer(content, waiting_since);
+            if !content {
                 payload.clear();
             }
-            let mut header = Vec::new();
+            header.clear();
             wire::encode_response_header(
                 &ResponseFrame {
                     id: request.id,
@@ -223,9 +239,7 @@ pub async fn serve_stream<R: Responder>(
                 },
                 &mut header,
             );
-            if answers.send(Answer { header, payload }).await.is_err() {
-                break;
-            }
+            place.send(Answer { header, payload });
         }
         // Dropping `answers` here lets the writing half finish what is queued and stop.
     };
@@ -249,7 +263,7 @@ pub async fn serve_stream<R: Responder>(
                     break;
                 }
             }
-            let _ = spare.try_send(answer.payload);
+            let _ = spare.try_send(answer);
         }
         // Dropping `to_send` here stops the reading half.
         drop(to_send);
@@ -260,7 +274,7 @@ pub async fn serve_stream<R: Responder>(
             debug!(%peer, "served stream closed: its place went to a new stream");
         }
     }
-    let _ = writer.close().await;
+    let _ = tokio::time::timeout(REQUEST_TIMEOUT, writer.close()).await;
 }
 
 /// How long a served stream must have been waiting on its peer before its place may go to a
@@ -364,10 +378,26 @@ impl StreamSlots {
 }
 
 impl Slot {
-    /// Whether the stream now waits on its peer (`false` while it prepares an answer).
-    fn set_waiting(&self, waiting: bool) {
+    /// The stream prepares an answer; returns since when it had been waiting.
+    fn start_answer(&self) -> Option<Instant> {
+        self.slots
+            .places()
+            .taken
+            .get_mut(&self.id)
+            .and_then(|place| place.waiting_since.take())
+    }
+
+    /// The answer is prepared. Only content served (a chunk, a catalog part) counts as work:
+    /// after anything else the stream is waiting since `waiting_since` still, so that cheap
+    /// requests (refusals, availability) cannot keep a place that honest transfers need.
+    fn end_answer(&self, served_content: bool, waiting_since: Option<Instant>) {
         if let Some(place) = self.slots.places().taken.get_mut(&self.id) {
-            place.waiting_since = waiting.then(Instant::now);
+            let now = Instant::now();
+            place.waiting_since = Some(if served_content {
+                now
+            } else {
+                waiting_since.unwrap_or(now)
+            });
         }
     }
 
@@ -612,27 +642,28 @@ async fn read_responses<R: AsyncRead + Unpin>(
     frames: FramePool,
 ) {
     loop {
-        let mut frame = frames.take();
+        // Given back to the pool however this frame ends (answered, idle, or broken).
+        let mut frame = PooledFrame {
+            bytes: frames.take(),
+            pool: frames.clone(),
+        };
         let error = match read_frame(
             &mut reader,
-            &mut frame,
+            &mut frame.bytes,
             STREAM_IDLE_TIMEOUT,
             wire::MAX_FRAME_BYTES,
         )
         .await
         {
-            Ok(()) => match wire::decode_response(&frame) {
+            Ok(()) => match wire::decode_response(&frame.bytes) {
                 Ok((decoded, payload)) => {
-                    let payload_start = frame.len() - payload.len();
+                    let payload_start = frame.bytes.len() - payload.len();
                     let reply = pending.lock().ok().and_then(|mut m| m.remove(&decoded.id));
                     match reply {
                         Some(reply) => {
                             let _ = reply.send(Ok(Reply {
                                 response: decoded.response,
-                                frame: PooledFrame {
-                                    bytes: frame,
-                                    pool: frames.clone(),
-                                },
+                                frame,
                                 payload_start,
                             }));
                             continue;
@@ -686,12 +717,30 @@ mod tests {
         assert!(slots.admit(a).is_none(), "a third stream of one peer");
         let _b1 = slots.admit(b).unwrap();
         // Full, and nobody has waited long enough: refused.
-        a1.set_waiting(true);
+        // (a1 waits for its first request, but not for long enough.)
         assert!(slots.admit(c).is_none());
         assert_eq!(slots.taken(), 3);
         drop(a1);
         assert_eq!(slots.taken(), 2);
         assert!(slots.admit(c).is_some());
+    }
+
+    #[test]
+    fn only_content_served_counts_as_work_for_a_place() {
+        let slots = StreamSlots::with_min_wait(1, 1, Duration::from_millis(50));
+        let (asker, newcomer) = (PeerId::random(), PeerId::random());
+        let slot = slots.admit(asker).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        // A refusal answered keeps the old wait: the place can still go.
+        let since = slot.start_answer();
+        slot.end_answer(false, since);
+        let taken = slots
+            .admit(newcomer)
+            .expect("cheap answers do not hold a place");
+        // A chunk served restarts the wait: the place is kept for now.
+        let since = taken.start_answer();
+        taken.end_answer(true, since);
+        assert!(slots.admit(PeerId::random()).is_none());
     }
 
     #[tokio::test]
@@ -700,9 +749,9 @@ mod tests {
         let (idle, busy, newcomer) = (PeerId::random(), PeerId::random(), PeerId::random());
         let idle_slot = slots.admit(idle).unwrap();
         let busy_slot = slots.admit(busy).unwrap();
-        busy_slot.set_waiting(false);
+        busy_slot.start_answer();
         let taken = slots.admit(newcomer).expect("the idle stream's place");
-        taken.set_waiting(false);
+        taken.start_answer();
         assert_eq!(slots.taken(), 2);
         // The idle stream is told, even though it was not listening yet.
         tokio::time::timeout(Duration::from_secs(5), idle_slot.evicted())
