@@ -4,8 +4,8 @@
 //! - **request-response**: `libp2p::request_response`, one stream per chunk request, `--window`
 //!   requests in flight (what DESIGN.md calls the obvious design);
 //! - **stream**: one long-lived `libp2p-stream` stream, requests pipelined with `--window` in
-//!   flight, each response a length-prefixed frame read into one reused buffer (what the node
-//!   does, see `transfer.rs`).
+//!   flight, each response a length-prefixed frame read into one reused buffer (the node's
+//!   design; the node reuses buffers from a pool shared by its sessions, see `transfer.rs`).
 //!
 //! Both run over TCP + Noise + Yamux, with the node's transport settings. Each round moves
 //! `--mib` MiB in `--chunk-kib` KiB chunks with each design, alternating (A B A B …) so machine

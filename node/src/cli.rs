@@ -1257,7 +1257,6 @@ fn state_text(item: &ContentInfo) -> &'static str {
     }
 }
 
-/// `status`: one labelled line per field.
 /// `catalog ls` (and the end of `ls`): a table of each trusted publisher's catalog.
 fn format_catalogs(catalogs: &[CatalogInfo]) -> String {
     if catalogs.is_empty() {
@@ -1296,6 +1295,7 @@ fn format_catalogs(catalogs: &[CatalogInfo]) -> String {
     )
 }
 
+/// `status`: one labelled line per field.
 fn format_status(status: &StatusReply) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "peer id          {}", clean(&status.peer_id));

@@ -294,7 +294,11 @@ mod tests {
         // ... and a seed with nothing else takes what the partial peer was not asked for yet,
         // before it duplicates what is in flight there (the endgame).
         assert_eq!(s.next_for(seed), Some((0, 1)));
-        assert_eq!(s.next_for(seed), Some((0, 0)), "endgame: in flight elsewhere");
+        assert_eq!(
+            s.next_for(seed),
+            Some((0, 0)),
+            "endgame: in flight elsewhere"
+        );
         assert_eq!(s.next_for(seed), None);
     }
 

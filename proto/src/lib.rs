@@ -5,8 +5,9 @@
 //! ([`catalog`]), per-file merkle trees and audit paths ([`merkle`]), the trust policy
 //! ([`policy`]), and the transfer protocol's messages ([`wire`]).
 //!
-//! This crate does no networking, no async and no disk I/O beyond reading and writing key files:
-//! it is pure, so every rule in it can be tested exhaustively.
+//! This crate does no networking, no async and no disk I/O beyond reading and writing key files
+//! and reading the content it is handed to hash ([`merkle::hash_file_leaves`], positional reads
+//! of a file the caller opened): it is pure, so every rule in it can be tested exhaustively.
 //!
 //! Invariants that hold across the crate:
 //! - bytes from outside are decoded only through [`encoding::decode`], with an explicit limit;

@@ -14,8 +14,9 @@
 //!
 //! Requests carry a [`RequestId`] chosen by the requester; the response carries it back.
 //! Responses may come in any order. A requester keeps at most [`MAX_REQUESTS_IN_FLIGHT`]
-//! requests outstanding on one stream; a server that receives more answers [`Response::Busy`]
-//! to the excess or closes the stream.
+//! requests outstanding on one stream; a server may answer [`Response::Busy`] to the excess or
+//! close the stream (Licet's node reads one request ahead of the answer it is sending, so the
+//! excess waits in the stream's flow control).
 //!
 //! # Messages
 //! | request | answer |

@@ -257,21 +257,7 @@ fn bitfield() -> impl Strategy<Value = Bitfield> {
 }
 
 fn refusal_reason() -> impl Strategy<Value = RefusalReason> {
-    prop::sample::select(vec![
-        RefusalReason::UntrustedPublisher,
-        RefusalReason::InvalidSignature,
-        RefusalReason::InvalidDelegation,
-        RefusalReason::DelegationNotValidNow,
-        RefusalReason::DelegateRevoked,
-        RefusalReason::NotYetValid,
-        RefusalReason::Expired,
-        RefusalReason::RegionNotLicensed,
-        RefusalReason::Revoked,
-        RefusalReason::NotInCatalog,
-        RefusalReason::NoValidCatalog,
-        RefusalReason::NotHeld,
-        RefusalReason::BadRequest,
-    ])
+    prop::sample::select(RefusalReason::ALL.to_vec())
 }
 
 fn request() -> impl Strategy<Value = Request> {
