@@ -193,6 +193,18 @@ class Licet:
         addr = self.client(data, "status")["listen_addrs"][0]
         return proc, data, addr
 
+    def seed_new_file(self, name, size_mib, key, publisher):
+        """Writes `size_mib` MiB of random bytes to WORK/NAME/NAME.bin, signs it and seeds it
+        from a node of its own; returns (link, seeder process, its data dir, its address, file)."""
+        content = os.path.join(self.work, name)
+        os.makedirs(content, exist_ok=True)
+        path = os.path.join(content, f"{name}.bin")
+        make_file(path, size_mib)
+        manifest = os.path.join(self.work, f"{name}.manifest")
+        link = sign(self, content, key, manifest)
+        proc, data, addr = self.seed(f"{name}-seeder", content, manifest, publisher)
+        return link, proc, data, addr, path
+
     def download(self, name, bootstrap, publisher, link, out_dir):
         """A fresh node fetches `link`; returns (seconds from get to complete, its peak RSS)."""
         proc, data = self.start(name, "--bootstrap", bootstrap)
@@ -293,21 +305,16 @@ def run_all(args, have, licet, work):
 
 def single(args, have, licet, work, key, publisher):
     """licet, nginx -> curl, rqbit and openssl on one file, alternating; returns licet's RSS."""
-    content = os.path.join(work, "content")
-    os.makedirs(content, exist_ok=True)
-    data = os.path.join(content, "film.bin")
-    make_file(data, args.size_mib)
-    size = os.path.getsize(data)
-    link = sign(licet, content, key, os.path.join(work, "film.manifest"))
     print("seeding with licet (hashing once, not timed) ...", flush=True)
-    _, _, seed_addr = licet.seed("seeder", content, os.path.join(work, "film.manifest"), publisher)
+    link, _, _, seed_addr, data = licet.seed_new_file("film", args.size_mib, key, publisher)
+    size = os.path.getsize(data)
     out = os.path.join(work, "out")
 
     tools = {"licet": lambda i: licet.download(f"dl{i}", seed_addr, publisher, link,
                                                os.path.join(out, "licet"))}
     nginx = None
     if "nginx" in have:
-        nginx = nginx_start(work, content, 18080)
+        nginx = nginx_start(work, os.path.dirname(data), 18080)
         tools["nginx -> curl"] = lambda i: timed(
             ["curl", "-sf", "-o", os.path.join(out, "curl.bin"), "http://127.0.0.1:18080/film.bin"])
     rqbit_seed = None
@@ -372,12 +379,8 @@ def single(args, have, licet, work, key, publisher):
 
 def swarm(args, licet, work, key, publisher):
     """One seeder, five downloaders started together, against one lone download."""
-    swarm_content = os.path.join(work, "swarm")
-    os.makedirs(swarm_content, exist_ok=True)
-    make_file(os.path.join(swarm_content, "swarm.bin"), args.swarm_mib)
-    swarm_link = sign(licet, swarm_content, key, os.path.join(work, "swarm.manifest"))
-    _, seed_data, swarm_seed = licet.seed("swarm-seeder", swarm_content,
-                                          os.path.join(work, "swarm.manifest"), publisher)
+    swarm_link, _, seed_data, swarm_seed, _ = licet.seed_new_file("swarm", args.swarm_mib, key,
+                                                                  publisher)
     lone, _ = licet.download("lone", swarm_seed, publisher, swarm_link,
                             os.path.join(work, "lone-out"))
     uploaded_before = licet.metric(seed_data, "licet_bytes_out_total")
@@ -410,21 +413,11 @@ def memory(args, licet, work, key, publisher, single_rss):
     print(f"idle node RSS: {rss_mib(proc.pid):.1f} MiB")
     licet.stop(proc)
     if args.flat_mib and args.flat_mib != args.size_mib:
-        big_content = os.path.join(work, "big")
-        os.makedirs(big_content, exist_ok=True)
-        make_file(os.path.join(big_content, "big.bin"), args.flat_mib)
-        big_link = sign(licet, big_content, key, os.path.join(work, "big.manifest"))
-        _, _, big_seed = licet.seed("big-seeder", big_content,
-                                    os.path.join(work, "big.manifest"), publisher)
+        big_link, _, _, big_seed, _ = licet.seed_new_file("big", args.flat_mib, key, publisher)
         secs, rss = licet.download("big-dl", big_seed, publisher, big_link,
                                    os.path.join(work, "big-out"))
         if single_rss is None:
-            content = os.path.join(work, "content")
-            os.makedirs(content, exist_ok=True)
-            make_file(os.path.join(content, "film.bin"), args.size_mib)
-            link = sign(licet, content, key, os.path.join(work, "film.manifest"))
-            _, _, seed = licet.seed("seeder", content, os.path.join(work, "film.manifest"),
-                                    publisher)
+            link, _, _, seed, _ = licet.seed_new_file("film", args.size_mib, key, publisher)
             _, single_rss = licet.download("dl", seed, publisher, link, os.path.join(work, "out"))
         print(f"downloader peak RSS: {single_rss:.1f} MiB at {args.size_mib} MiB, {rss:.1f} MiB at "
               f"{args.flat_mib} MiB ({args.flat_mib * MIB / 1e9 / secs:.3f} GB/s)")
@@ -433,12 +426,7 @@ def memory(args, licet, work, key, publisher, single_rss):
 def lookup(args, licet, work, key, publisher):
     """A swarm of `--lookup-nodes` nodes: provider lookups and the time to a first chunk."""
     count = args.lookup_nodes
-    content = os.path.join(work, "lookup")
-    os.makedirs(content, exist_ok=True)
-    make_file(os.path.join(content, "small.bin"), 4)
-    link = sign(licet, content, key, os.path.join(work, "small.manifest"))
-    seed_proc, seed_data, seed_addr = licet.seed("lookup-seeder", content,
-                                                 os.path.join(work, "small.manifest"), publisher)
+    link, seed_proc, _, seed_addr, _ = licet.seed_new_file("lookup", 4, key, publisher)
     nodes = []
     for i in range(count - 1):
         # Each node bootstraps from the seeder or an earlier node, so the DHT is a mesh.
