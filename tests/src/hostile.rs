@@ -431,6 +431,12 @@ impl HostilePeer {
         })
     }
 
+    /// [`HostilePeer::dial`] of the node at `addr`, which must connect; the node's peer id.
+    fn dial_node(&self, addr: &str) -> PeerId {
+        self.dial(addr)
+            .expect("the hostile peer connects to the node")
+    }
+
     /// Whether it has a connection with `peer` (a node's peer id as text).
     pub fn is_connected(&self, peer: &str) -> bool {
         let peer: PeerId = peer.parse().unwrap();
@@ -489,16 +495,10 @@ impl HostilePeer {
         close_after: bool,
         wait: Duration,
     ) -> RawOutcome {
-        let peer = self
-            .dial(addr)
-            .expect("the hostile peer connects to the node");
+        let peer = self.dial_node(addr);
         let mut control = self.control.clone();
         self.block_on(async move {
-            let mut stream =
-                tokio::time::timeout(HOSTILE_TIMEOUT, control.open_stream(peer, TRANSFER))
-                    .await
-                    .expect("the node accepts a transfer stream in time")
-                    .expect("the node accepts a transfer stream");
+            let mut stream = open_transfer(&mut control, peer).await;
             let _ = stream.write_all(&bytes).await;
             let _ = stream.flush().await;
             if close_after {
@@ -524,9 +524,7 @@ impl HostilePeer {
     /// Opens `streams` transfer streams to the node at `addr`, writes `bytes` on each and keeps
     /// them open, never reading, until the peer is dropped. Returns how many streams opened.
     pub fn hold_streams(&self, addr: &str, streams: usize, bytes: &[u8]) -> u64 {
-        let peer = self
-            .dial(addr)
-            .expect("the hostile peer connects to the node");
+        let peer = self.dial_node(addr);
         let runtime = self.runtime.as_ref().unwrap();
         let tasks: Vec<_> = (0..streams)
             .map(|_| {
@@ -565,18 +563,12 @@ impl HostilePeer {
     /// `(held, verified, failed)`: a chunk the node says it holds but answers wrongly (or not
     /// at all) counts as failed.
     pub fn check_served(&self, addr: &str, content: &HostileContent) -> (u64, u64, u64) {
-        let peer = self
-            .dial(addr)
-            .expect("the hostile peer connects to the node");
+        let peer = self.dial_node(addr);
         let mut control = self.control.clone();
         let manifest = content.manifest.id();
         let body = content.manifest.manifest().clone();
         self.block_on(async move {
-            let mut stream =
-                tokio::time::timeout(HOSTILE_TIMEOUT, control.open_stream(peer, TRANSFER))
-                    .await
-                    .expect("the node accepts a transfer stream in time")
-                    .expect("the node accepts a transfer stream");
+            let mut stream = open_transfer(&mut control, peer).await;
             let mut ask = async |request: Request| -> Option<(Response, Vec<u8>)> {
                 let mut frame = Vec::new();
                 wire::encode_request(
@@ -647,9 +639,7 @@ impl HostilePeer {
         read: bool,
         hold: Duration,
     ) -> FloodReport {
-        let peer = self
-            .dial(addr)
-            .expect("the hostile peer connects to the node");
+        let peer = self.dial_node(addr);
         let id = content.id();
         let chunks: Vec<(u32, u64)> = content
             .chunks
@@ -738,6 +728,15 @@ impl Drop for HostilePeer {
             runtime.shutdown_background();
         }
     }
+}
+
+/// Opens a transfer stream to `peer` with `control`; panics unless the node accepts it within
+/// [`HOSTILE_TIMEOUT`].
+async fn open_transfer(control: &mut libp2p_stream::Control, peer: PeerId) -> Stream {
+    tokio::time::timeout(HOSTILE_TIMEOUT, control.open_stream(peer, TRANSFER))
+        .await
+        .expect("the node accepts a transfer stream in time")
+        .expect("the node accepts a transfer stream")
 }
 
 /// One frame in a byte vector, for [`HostilePeer::send_raw`]: the length prefix of `body`,

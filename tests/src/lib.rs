@@ -207,6 +207,20 @@ impl Workdir {
             .trim()
             .to_owned()
     }
+
+    /// `licet-manifest catalog new --key KEY -o DRAFT`, which must succeed.
+    #[track_caller]
+    pub fn catalog_new(&self, key: &str, draft: &str) {
+        self.manifest(&["catalog", "new", "--key", key, "-o", draft])
+            .ok();
+    }
+
+    /// Runs `licet-manifest catalog sign DRAFT --key KEY -o OUT extra…` and returns how it ended.
+    pub fn catalog_sign(&self, draft: &str, key: &str, out: &str, extra: &[&str]) -> Outcome {
+        let mut args = vec!["catalog", "sign", draft, "--key", key, "-o", out];
+        args.extend_from_slice(extra);
+        self.manifest(&args)
+    }
 }
 
 /// The JSON string `value` (panics naming it otherwise).
@@ -658,6 +672,19 @@ impl TestNode {
     #[track_caller]
     pub fn trust(&self, publisher: &str) {
         self.client_json(&["trust", "add", publisher]);
+    }
+
+    /// The node after [`TestNode::trust`] of `publisher`, for `net.start(…).trusting(…)`.
+    #[track_caller]
+    pub fn trusting(self, publisher: &str) -> TestNode {
+        self.trust(publisher);
+        self
+    }
+
+    /// `licet-node add MANIFEST --content CONTENT --json`, which must succeed; its reply.
+    #[track_caller]
+    pub fn add(&self, manifest: &str, content: &str) -> serde_json::Value {
+        self.client_json(&["add", manifest, "--content", content])
     }
 
     /// The item of `ls --json` whose `manifest_id` is `id`, if it is held.

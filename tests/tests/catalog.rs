@@ -44,15 +44,7 @@ fn release(
 /// `licet-manifest catalog new` (draft.json, for publisher.pem) and `catalog add` of `manifests`.
 fn new_draft(net: &TestNet, manifests: &[&str]) {
     let w = net.work();
-    w.manifest(&[
-        "catalog",
-        "new",
-        "--key",
-        "publisher.pem",
-        "-o",
-        "draft.json",
-    ])
-    .ok();
+    w.catalog_new("publisher.pem", "draft.json");
     let mut add = vec!["catalog", "add", "draft.json"];
     add.extend_from_slice(manifests);
     w.manifest(&add).ok();
@@ -61,20 +53,45 @@ fn new_draft(net: &TestNet, manifests: &[&str]) {
 /// `licet-manifest catalog sign DRAFT --key publisher.pem --expires EXPIRES -o OUT`.
 fn sign_catalog(net: &TestNet, draft: &str, expires: &str, out: &str) -> Value {
     net.work()
-        .manifest(&[
-            "catalog",
-            "sign",
+        .catalog_sign(
             draft,
-            "--key",
             "publisher.pem",
-            "--expires",
-            expires,
-            "-o",
             out,
-            "--json",
-        ])
+            &["--expires", expires, "--json"],
+        )
         .ok()
         .json()
+}
+
+/// The publisher's key (publisher.pem) and its release "Episode 1" (`release` into
+/// ep1.manifest); returns the publisher's public key and `create --json`.
+fn episode_one(net: &TestNet) -> (String, Value) {
+    let publisher = net.work().keygen("publisher.pem");
+    let created = release(
+        net,
+        "publisher.pem",
+        "release",
+        "Episode 1",
+        "ep1.manifest",
+        &[],
+    );
+    (publisher, created)
+}
+
+/// [`episode_one`], listed in draft.json and signed into catalog.1 (expiring in a day).
+fn episode_one_in_catalog_one(net: &TestNet) -> (String, Value) {
+    let (publisher, created) = episode_one(net);
+    new_draft(net, &["ep1.manifest"]);
+    sign_catalog(net, "draft.json", "+1d", "catalog.1");
+    (publisher, created)
+}
+
+/// Revokes ep1.manifest in draft.json and signs the draft into `out` (expiring in a day).
+fn revoke_episode_one(net: &TestNet, out: &str) {
+    net.work()
+        .manifest(&["catalog", "revoke", "draft.json", "ep1.manifest"])
+        .ok();
+    sign_catalog(net, "draft.json", "+1d", out);
 }
 
 /// The node's view of `publisher`'s catalog (`catalog ls --json`).
@@ -134,13 +151,11 @@ fn a_release_window_ends_on_every_node_of_a_five_node_swarm_within_a_second() {
     let link = text(&created["link"]);
 
     // A seeds it; B fetches it inside the window; C, D and E seed it in place too.
-    let a = net.start("a", &[]);
-    a.trust(&publisher);
-    a.client_json(&["add", "final.manifest", "--content", "release"]);
+    let a = net.start("a", &[]).trusting(&publisher);
+    a.add("final.manifest", "release");
     let mut nodes = vec![a];
     for name in ["b", "c", "d", "e"] {
-        let node = net.start_joined(name, &nodes[0], &[]);
-        node.trust(&publisher);
+        let node = net.start_joined(name, &nodes[0], &[]).trusting(&publisher);
         nodes.push(node);
     }
     let b = &nodes[1];
@@ -150,7 +165,7 @@ fn a_release_window_ends_on_every_node_of_a_five_node_swarm_within_a_second() {
         &net.work().join("fetched/film.bin"),
     );
     for node in &nodes[2..] {
-        node.client_json(&["add", "final.manifest", "--content", "release"]);
+        node.add("final.manifest", "release");
     }
     assert!(
         Instant::now() + Duration::from_secs(1) < ends,
@@ -176,8 +191,7 @@ fn a_release_window_ends_on_every_node_of_a_five_node_swarm_within_a_second() {
             node.name()
         );
     }
-    let f = net.start_joined("f", &nodes[0], &[]);
-    f.trust(&publisher);
+    let f = net.start_joined("f", &nodes[0], &[]).trusting(&publisher);
     let out = f.client(&["get", link, "-o", "late"]);
     out.expect_code(1);
     assert!(
@@ -190,36 +204,26 @@ fn a_release_window_ends_on_every_node_of_a_five_node_swarm_within_a_second() {
 #[test]
 fn a_takedown_reaches_ten_online_nodes_and_an_offline_node_as_soon_as_it_sees_the_head() {
     let net = TestNet::new();
-    let w = net.work();
-    let publisher = w.keygen("publisher.pem");
-    let created = release(
-        &net,
-        "publisher.pem",
-        "release",
-        "Episode 1",
-        "ep1.manifest",
-        &[],
-    );
+    let (publisher, created) = episode_one_in_catalog_one(&net);
     let id = text(&created["manifest_id"]);
-    new_draft(&net, &["ep1.manifest"]);
-    sign_catalog(&net, "draft.json", "+1d", "catalog.1");
 
     // Ten online nodes and one that goes offline, all seeding the episode; the default poll
     // interval (60 s) is left alone, so what carries the takedown in time is gossip.
-    let a = net.start("a", &[]);
-    a.trust(&publisher);
-    a.client_json(&["add", "ep1.manifest", "--content", "release"]);
+    let a = net.start("a", &[]).trusting(&publisher);
+    a.add("ep1.manifest", "release");
     publish(&a, "catalog.1");
     let mut online = vec![a];
     for i in 1..10 {
-        let node = net.start_joined(&format!("n{i}"), &online[0], &[]);
-        node.trust(&publisher);
-        node.client_json(&["add", "ep1.manifest", "--content", "release"]);
+        let node = net
+            .start_joined(&format!("n{i}"), &online[0], &[])
+            .trusting(&publisher);
+        node.add("ep1.manifest", "release");
         online.push(node);
     }
-    let mut offline = net.start_joined("offline", &online[0], &[]);
-    offline.trust(&publisher);
-    offline.client_json(&["add", "ep1.manifest", "--content", "release"]);
+    let mut offline = net
+        .start_joined("offline", &online[0], &[])
+        .trusting(&publisher);
+    offline.add("ep1.manifest", "release");
     for node in online.iter().chain([&offline]) {
         wait_for_sequence(node, &publisher, 1);
         assert_eq!(refusal_of(node, id), None);
@@ -227,9 +231,7 @@ fn a_takedown_reaches_ten_online_nodes_and_an_offline_node_as_soon_as_it_sees_th
     offline.terminate();
 
     // The takedown: catalog 2 revokes the episode.
-    w.manifest(&["catalog", "revoke", "draft.json", "ep1.manifest"])
-        .ok();
-    sign_catalog(&net, "draft.json", "+1d", "catalog.2");
+    revoke_episode_one(&net, "catalog.2");
     let published = Instant::now();
     publish(&online[0], "catalog.2");
     let mut slowest = Duration::ZERO;
@@ -267,8 +269,9 @@ fn a_takedown_reaches_ten_online_nodes_and_an_offline_node_as_soon_as_it_sees_th
         "takedown: the node that was offline refused it {:?} after restarting",
         restarted.elapsed()
     );
-    let newcomer = net.start_joined("newcomer", &online[0], &[]);
-    newcomer.trust(&publisher);
+    let newcomer = net
+        .start_joined("newcomer", &online[0], &[])
+        .trusting(&publisher);
     let out = newcomer.client(&["get", text(&created["link"]), "-o", "fetched"]);
     out.expect_code(1);
     assert!(
@@ -282,23 +285,11 @@ fn a_takedown_reaches_ten_online_nodes_and_an_offline_node_as_soon_as_it_sees_th
 fn an_older_catalog_never_rolls_a_node_back_also_after_restarts() {
     let net = TestNet::new();
     let w = net.work();
-    let publisher = w.keygen("publisher.pem");
-    let created = release(
-        &net,
-        "publisher.pem",
-        "release",
-        "Episode 1",
-        "ep1.manifest",
-        &[],
-    );
+    let (publisher, created) = episode_one_in_catalog_one(&net);
     let id = text(&created["manifest_id"]);
-    new_draft(&net, &["ep1.manifest"]);
-    sign_catalog(&net, "draft.json", "+1d", "catalog.1");
     // A second draft that signs a different catalog with the same sequence 2.
     std::fs::copy(w.join("draft.json"), w.join("forked.json")).unwrap();
-    w.manifest(&["catalog", "revoke", "draft.json", "ep1.manifest"])
-        .ok();
-    sign_catalog(&net, "draft.json", "+1d", "catalog.2");
+    revoke_episode_one(&net, "catalog.2");
     let someone = w.keygen("someone.pem");
     w.manifest(&["catalog", "revoke-delegate", "forked.json", &someone])
         .ok();
@@ -307,12 +298,10 @@ fn an_older_catalog_never_rolls_a_node_back_also_after_restarts() {
     // Every node polls each second, so the DHT record and direct replies are tried again and
     // again, beside gossip.
     let fast = ["--catalog-poll", "1"];
-    let a = net.start("a", &fast);
-    a.trust(&publisher);
-    a.client_json(&["add", "ep1.manifest", "--content", "release"]);
-    let mut b = net.start_joined("b", &a, &fast);
-    b.trust(&publisher);
-    b.client_json(&["add", "ep1.manifest", "--content", "release"]);
+    let a = net.start("a", &fast).trusting(&publisher);
+    a.add("ep1.manifest", "release");
+    let mut b = net.start_joined("b", &a, &fast).trusting(&publisher);
+    b.add("ep1.manifest", "release");
     publish(&a, "catalog.2");
     wait_for_sequence(&b, &publisher, 2);
     assert_eq!(refusal_of(&b, id).as_deref(), Some("Revoked"));
@@ -320,8 +309,7 @@ fn an_older_catalog_never_rolls_a_node_back_also_after_restarts() {
     // R takes catalog 1 while it is on its own, then joins A and B: at its start it passes
     // head 1 on (a DHT put, gossip, and its answers to their direct requests) until its own
     // first poll finds catalog 2. Nobody goes back; R moves on.
-    let mut r = net.start("replayer", &fast);
-    r.trust(&publisher);
+    let mut r = net.start("replayer", &fast).trusting(&publisher);
     publish(&r, "catalog.1");
     assert_eq!(catalog_of(&r, &publisher)["sequence"], 1);
     r.terminate();
@@ -369,16 +357,7 @@ fn an_older_catalog_never_rolls_a_node_back_also_after_restarts() {
 #[test]
 fn an_expired_catalog_freezes_content_of_a_publisher_that_requires_one() {
     let net = TestNet::new();
-    let w = net.work();
-    let publisher = w.keygen("publisher.pem");
-    let created = release(
-        &net,
-        "publisher.pem",
-        "release",
-        "Episode 1",
-        "ep1.manifest",
-        &[],
-    );
+    let (publisher, created) = episode_one(&net);
     let id = text(&created["manifest_id"]);
     new_draft(&net, &["ep1.manifest"]);
     let lifetime = Duration::from_secs(45);
@@ -401,7 +380,7 @@ fn an_expired_catalog_freezes_content_of_a_publisher_that_requires_one() {
         out.stderr
     );
     publish(&a, "catalog.1");
-    a.client_json(&["add", "ep1.manifest", "--content", "release"]);
+    a.add("ep1.manifest", "release");
     let b = net.start_joined("b", &a, &[]);
     b.client_json(&["trust", "add", &publisher, "--require-catalog"]);
     wait_for_sequence(&b, &publisher, 1);
@@ -431,24 +410,10 @@ fn an_expired_catalog_freezes_content_of_a_publisher_that_requires_one() {
 #[test]
 fn a_catalog_with_the_head_of_another_catalog_is_refused() {
     let net = TestNet::new();
-    let w = net.work();
-    let publisher = w.keygen("publisher.pem");
-    release(
-        &net,
-        "publisher.pem",
-        "release",
-        "Episode 1",
-        "ep1.manifest",
-        &[],
-    );
-    new_draft(&net, &["ep1.manifest"]);
-    sign_catalog(&net, "draft.json", "+1d", "catalog.1");
-    w.manifest(&["catalog", "revoke", "draft.json", "ep1.manifest"])
-        .ok();
-    sign_catalog(&net, "draft.json", "+1d", "catalog.2");
+    let (publisher, _) = episode_one_in_catalog_one(&net);
+    revoke_episode_one(&net, "catalog.2");
 
-    let a = net.start("a", &[]);
-    a.trust(&publisher);
+    let a = net.start("a", &[]).trusting(&publisher);
     // Catalog 1 under catalog 2's signed head: mix and match.
     let out = a.client(&[
         "catalog",
@@ -512,14 +477,13 @@ fn a_partner_mirror_serves_the_catalog_and_a_revoked_delegate_is_refused() {
     // The publisher's node seeds its own release and publishes the catalog; the partner's
     // mirror seeds the partner edition and mirrors the rest of the catalog from the publisher.
     let fast = ["--catalog-poll", "1"];
-    let mut a = net.start("publisher-node", &fast);
-    a.trust(&publisher);
-    a.client_json(&["add", "own.manifest", "--content", "own"]);
+    let mut a = net.start("publisher-node", &fast).trusting(&publisher);
+    a.add("own.manifest", "own");
     publish(&a, "catalog.1");
     let m = net.start_joined("mirror", &a, &fast);
     let trusted = m.client_json(&["trust", "add", &publisher, "--mirror"]);
     assert_eq!(trusted["mirror"], true);
-    m.client_json(&["add", "partner.manifest", "--content", "partner"]);
+    m.add("partner.manifest", "partner");
     let mirrored = m.wait_for_content(own_id, "mirrored", DOWNLOAD_TIMEOUT, |item| {
         item["state"] == "complete"
     });
@@ -530,8 +494,7 @@ fn a_partner_mirror_serves_the_catalog_and_a_revoked_delegate_is_refused() {
     // With the publisher's node gone, a user gets the catalog and both releases from the
     // partner's mirror alone.
     a.terminate();
-    let u = net.start_joined("user", &m, &fast);
-    u.trust(&publisher);
+    let u = net.start_joined("user", &m, &fast).trusting(&publisher);
     wait_for_sequence(&u, &publisher, 1);
     u.client_json(&["get", text(&own["link"]), "-o", "got-own"]);
     u.client_json(&["get", text(&by_partner["link"]), "-o", "got-partner"]);
@@ -555,8 +518,9 @@ fn a_partner_mirror_serves_the_catalog_and_a_revoked_delegate_is_refused() {
         "the publisher's own release is still served"
     );
     assert_eq!(catalog_of(&u, &publisher)["revoked_delegates"], 1);
-    let late = net.start_joined("late-user", &m, &fast);
-    late.trust(&publisher);
+    let late = net
+        .start_joined("late-user", &m, &fast)
+        .trusting(&publisher);
     wait_for_sequence(&late, &publisher, 2);
     let out = late.client(&["get", text(&by_partner["link"]), "-o", "late"]);
     out.expect_code(1);
@@ -571,15 +535,7 @@ fn a_partner_mirror_serves_the_catalog_and_a_revoked_delegate_is_refused() {
 fn a_catalog_of_100000_entries_travels_between_nodes_and_its_revocation_bites() {
     let net = TestNet::new();
     let w = net.work();
-    let publisher = w.keygen("publisher.pem");
-    let created = release(
-        &net,
-        "publisher.pem",
-        "release",
-        "Episode 1",
-        "ep1.manifest",
-        &[],
-    );
+    let (publisher, created) = episode_one(&net);
     let id = text(&created["manifest_id"]);
     let mut list = String::new();
     for i in 0..99_999u32 {
@@ -600,7 +556,7 @@ fn a_catalog_of_100000_entries_travels_between_nodes_and_its_revocation_bites() 
     let a = net.start("a", &[]);
     a.client_json(&["trust", "add", &publisher, "--require-catalog"]);
     publish(&a, "big.1");
-    a.client_json(&["add", "ep1.manifest", "--content", "release"]);
+    a.add("ep1.manifest", "release");
     let b = net.start_joined("b", &a, &[]);
     b.client_json(&["trust", "add", &publisher, "--require-catalog"]);
     wait_for_sequence(&b, &publisher, 1);
@@ -612,9 +568,7 @@ fn a_catalog_of_100000_entries_travels_between_nodes_and_its_revocation_bites() 
     );
     b.client_json(&["get", text(&created["link"]), "-o", "fetched"]);
 
-    w.manifest(&["catalog", "revoke", "draft.json", "ep1.manifest"])
-        .ok();
-    sign_catalog(&net, "draft.json", "+1d", "big.2");
+    revoke_episode_one(&net, "big.2");
     publish(&a, "big.2");
     wait_for(
         "B to refuse the episode withdrawn by the large catalog",

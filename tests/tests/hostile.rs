@@ -36,9 +36,8 @@ const BAN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts node `name`, trusts `publisher` there, and seeds `manifest` from `content`.
 fn seeder(net: &TestNet, name: &str, publisher: &str, manifest: &str, content: &str) -> TestNode {
-    let node = net.start(name, &[]);
-    node.trust(publisher);
-    let added = node.client_json(&["add", manifest, "--content", content]);
+    let node = net.start(name, &[]).trusting(publisher);
+    let added = node.add(manifest, content);
     assert_eq!(added["state"], "complete", "{added}");
     node
 }
@@ -51,13 +50,16 @@ struct Release {
     link: String,
     manifest: PathBuf,
     content: PathBuf,
+    /// The released file itself, `release/film.bin`.
+    film: PathBuf,
     size: u64,
 }
 
 fn release(net: &TestNet, size: u64, extra: &[&str]) -> Release {
     let w = net.work();
     let publisher = w.keygen("publisher.pem");
-    write_pseudo_random_file(&w.join("release/film.bin"), size, 11);
+    let film = w.join("release/film.bin");
+    write_pseudo_random_file(&film, size, 11);
     let created = create(net, "release", "Film", "film.manifest", extra);
     Release {
         publisher,
@@ -65,6 +67,7 @@ fn release(net: &TestNet, size: u64, extra: &[&str]) -> Release {
         link: text(&created["link"]).to_owned(),
         manifest: w.join("film.manifest"),
         content: w.join("release"),
+        film,
         size,
     }
 }
@@ -165,8 +168,7 @@ fn a_downloader_facing_honest_and_hostile_providers_completes_and_bans_every_lia
     .into_iter()
     .map(|(what, answer)| (what, HostilePeer::provider(content.clone(), answer)))
     .collect();
-    let b = net.start("b", &[]);
-    b.trust(&r.publisher);
+    let b = net.start("b", &[]).trusting(&r.publisher);
 
     // Hostile providers first, so they are asked before the honest ones answer everything.
     let mut hints: Vec<String> = liars
@@ -187,10 +189,7 @@ fn a_downloader_facing_honest_and_hostile_providers_completes_and_bans_every_lia
         "every chunk written exactly once: {got}"
     );
     assert_eq!(b.metric("licet_chunks_fetched_total"), total_chunks as f64);
-    assert_same_file(
-        &w.join("release/film.bin"),
-        &w.join("downloads/film/film.bin"),
-    );
+    assert_same_file(&r.film, &w.join("downloads/film/film.bin"));
 
     for (what, liar) in &liars {
         assert!(
@@ -272,18 +271,14 @@ fn providers_that_replay_manifests_signed_for_something_else_are_banned() {
         })
         .collect();
     let a = seeder(&net, "a", &r.publisher, "film.manifest", "release");
-    let b = net.start("b", &[]);
-    b.trust(&r.publisher);
+    let b = net.start("b", &[]).trusting(&r.publisher);
 
     let mut hints: Vec<String> = hostiles.iter().map(|(_, h)| h.addr()).collect();
     hints.push(a.addr().to_owned());
     let got = b.client_json(&["get", &with_hints(&r.link, &hints), "-o", "downloads/film"]);
     assert_eq!(got["state"], "complete", "{got}");
     assert_eq!(got["manifest_id"], r.id.as_str(), "{got}");
-    assert_same_file(
-        &w.join("release/film.bin"),
-        &w.join("downloads/film/film.bin"),
-    );
+    assert_same_file(&r.film, &w.join("downloads/film/film.bin"));
     for (what, h) in &hostiles {
         assert!(HostileStats::get(&h.stats.manifest_requests) > 0, "{what}");
         let entry = wait_banned(&b, &h.peer_id());
@@ -353,14 +348,10 @@ fn malformed_request_frames_cost_the_sender_its_connection_and_the_node_keeps_se
     );
 
     // And it keeps serving honest peers.
-    let b = net.start_joined("b", &a, &[]);
-    b.trust(&r.publisher);
+    let b = net.start_joined("b", &a, &[]).trusting(&r.publisher);
     let got = b.client_json(&["get", &r.link, "-o", "downloads/film"]);
     assert_eq!(got["state"], "complete", "{got}");
-    assert_same_file(
-        &w.join("release/film.bin"),
-        &w.join("downloads/film/film.bin"),
-    );
+    assert_same_file(&r.film, &w.join("downloads/film/film.bin"));
 }
 
 #[test]
@@ -381,8 +372,7 @@ fn malformed_answer_frames_cost_the_provider_its_connection_and_the_download_com
     .map(|(what, answer)| (what, HostilePeer::provider(content.clone(), answer)))
     .collect();
     let a = seeder(&net, "a", &r.publisher, "film.manifest", "release");
-    let b = net.start("b", &[]);
-    b.trust(&r.publisher);
+    let b = net.start("b", &[]).trusting(&r.publisher);
     let peak_before = proc_status(b.pid().unwrap(), "VmPeak");
 
     let mut hints: Vec<String> = hostiles.iter().map(|(_, h)| h.addr()).collect();
@@ -400,10 +390,7 @@ fn malformed_answer_frames_cost_the_provider_its_connection_and_the_download_com
         count(&got["total_chunks"]),
         "{got}"
     );
-    assert_same_file(
-        &w.join("release/film.bin"),
-        &w.join("downloads/film/film.bin"),
-    );
+    assert_same_file(&r.film, &w.join("downloads/film/film.bin"));
     for (what, h) in &hostiles {
         let asked = if *what == "availability that does not fit" {
             HostileStats::get(&h.stats.availability_requests)
@@ -661,14 +648,10 @@ fn under_a_request_flood_a_seeder_keeps_serving_an_honest_downloader_in_bounded_
     );
 
     // An honest downloader, while the flood is on.
-    let b = net.start_joined("b", &a, &[]);
-    b.trust(&r.publisher);
+    let b = net.start_joined("b", &a, &[]).trusting(&r.publisher);
     let got = b.client_json(&["get", &r.link, "-o", "downloads/film"]);
     assert_eq!(got["state"], "complete", "{got}");
-    assert_same_file(
-        &w.join("release/film.bin"),
-        &w.join("downloads/film/film.bin"),
-    );
+    assert_same_file(&r.film, &w.join("downloads/film/film.bin"));
 
     // The flood was real: the readers were being served all along.
     let flood_served = a.metric("licet_chunks_served_total") - count(&got["total_chunks"]) as f64;
@@ -765,17 +748,13 @@ fn idle_streams_of_many_peers_do_not_lock_out_an_honest_downloader() {
     assert!(held >= 256, "only {held} idle streams were opened");
     // Held idle for a while, as an attacker would (longer than a busy stream's short waits).
     std::thread::sleep(Duration::from_secs(3));
-    let b = net.start_joined("b", &a, &[]);
-    b.trust(&r.publisher);
+    let b = net.start_joined("b", &a, &[]).trusting(&r.publisher);
     let out = b
         .spawn_client(&["get", &r.link, "-o", "downloads/film", "--json"])
         .wait(DOWNLOAD_TIMEOUT);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(out.json()["state"], "complete");
-    assert_same_file(
-        &w.join("release/film.bin"),
-        &w.join("downloads/film/film.bin"),
-    );
+    assert_same_file(&r.film, &w.join("downloads/film/film.bin"));
     drop(holders);
 }
 
@@ -813,8 +792,9 @@ fn kill_9_of_a_downloader_at_20_random_points_resumes_every_time_without_refetch
     let content = HostileContent::load(&r.manifest, &r.content);
     let source = HostilePeer::provider(content, Answer::Throttled(pace));
     let source_addr = source.addr();
-    let mut b = net.start("b", &["--bootstrap", &source_addr]);
-    b.trust(&r.publisher);
+    let mut b = net
+        .start("b", &["--bootstrap", &source_addr])
+        .trusting(&r.publisher);
     let link = with_hints(&r.link, &[source_addr]);
     let first = b.spawn_client(&["get", &link, "-o", "downloads/film"]);
 
@@ -877,10 +857,7 @@ fn kill_9_of_a_downloader_at_20_random_points_resumes_every_time_without_refetch
         b.metric("licet_chunks_fetched_total"),
         count(&done["fetched_chunks"]) as f64
     );
-    assert_same_file(
-        &w.join("release/film.bin"),
-        &w.join("downloads/film/film.bin"),
-    );
+    assert_same_file(&r.film, &w.join("downloads/film/film.bin"));
     let served = HostileStats::get(&source.stats.good_answers_sent);
     eprintln!(
         "kill -9 x{KILLS} (seed {seed:#x}): {}\nthe source answered {served} chunk requests for {total} chunks: {} \
@@ -897,8 +874,7 @@ fn kill_9_of_a_seeder_mid_serving_the_downloader_switches_to_the_other_provider(
     let r = release(&net, 96 * MIB, &["--chunk-size", "256KiB"]);
     let mut a = seeder(&net, "a", &r.publisher, "film.manifest", "release");
     let c = seeder(&net, "c", &r.publisher, "film.manifest", "release");
-    let b = net.start("b", &[]);
-    b.trust(&r.publisher);
+    let b = net.start("b", &[]).trusting(&r.publisher);
     let link = with_hints(&r.link, &[a.addr().to_owned(), c.addr().to_owned()]);
     let get = b.spawn_client(&["get", &link, "-o", "downloads/film", "--json"]);
     let (had, total) = wait_for(
@@ -919,10 +895,7 @@ fn kill_9_of_a_seeder_mid_serving_the_downloader_switches_to_the_other_provider(
     let got = out.json();
     assert_eq!(got["state"], "complete", "{got}");
     assert_eq!(count(&got["fetched_chunks"]), total, "{got}");
-    assert_same_file(
-        &w.join("release/film.bin"),
-        &w.join("downloads/film/film.bin"),
-    );
+    assert_same_file(&r.film, &w.join("downloads/film/film.bin"));
     assert!(bytes_in(&b, c.peer_id()) > 0, "C sent nothing");
 }
 
@@ -990,8 +963,7 @@ fn a_full_disk_stops_the_download_cleanly_and_it_resumes_once_space_is_freed() {
         }
     };
     let a = seeder(&net, "a", &r.publisher, "film.manifest", "release");
-    let b = net.start_joined("b", &a, &[]);
-    b.trust(&r.publisher);
+    let b = net.start_joined("b", &a, &[]).trusting(&r.publisher);
 
     let out = b
         .spawn_client(&["get", &r.link, "-o", "downloads/film", "--json"])
@@ -1034,10 +1006,7 @@ fn a_full_disk_stops_the_download_cleanly_and_it_resumes_once_space_is_freed() {
         "chunks held before the disk filled were fetched again ({held} held): {done}"
     );
     assert_eq!(b.metric("licet_chunks_fetched_total"), total as f64);
-    assert_same_file(
-        &w.join("release/film.bin"),
-        &w.join("downloads/film/film.bin"),
-    );
+    assert_same_file(&r.film, &w.join("downloads/film/film.bin"));
     drop(b);
     drop(disk);
 }
@@ -1060,18 +1029,14 @@ fn regression_every_chunk_counted_at_the_end_of_a_download_is_written() {
         .collect();
     let hints: Vec<String> = seeders.iter().map(|s| s.addr().to_owned()).collect();
     let link = with_hints(&r.link, &hints);
-    let b = net.start("b", &[]);
-    b.trust(&r.publisher);
+    let b = net.start("b", &[]).trusting(&r.publisher);
     for round in 0..6 {
         let out = b
             .spawn_client(&["get", &link, "-o", "downloads/film", "--json"])
             .wait(DOWNLOAD_TIMEOUT);
         assert_eq!(out.code, Some(0), "round {round}: {}", out.stderr);
         assert_eq!(out.json()["state"], "complete", "round {round}");
-        assert_same_file(
-            &w.join("release/film.bin"),
-            &w.join("downloads/film/film.bin"),
-        );
+        assert_same_file(&r.film, &w.join("downloads/film/film.bin"));
         b.client_json(&["rm", &r.id]);
         std::fs::remove_dir_all(w.join("downloads/film")).unwrap();
     }
@@ -1084,15 +1049,7 @@ fn regression_every_chunk_counted_at_the_end_of_a_download_is_written() {
 fn release_with_two_catalogs(net: &TestNet) -> Release {
     let film = release(net, 200 * KIB, &[]);
     let w = net.work();
-    w.manifest(&[
-        "catalog",
-        "new",
-        "--key",
-        "publisher.pem",
-        "-o",
-        "draft.json",
-    ])
-    .ok();
+    w.catalog_new("publisher.pem", "draft.json");
     w.manifest(&["catalog", "add", "draft.json", "film.manifest"])
         .ok();
     for (sequence, step) in [("1", None), ("2", Some("film.manifest"))] {
@@ -1100,18 +1057,9 @@ fn release_with_two_catalogs(net: &TestNet) -> Release {
             w.manifest(&["catalog", "revoke", "draft.json", manifest])
                 .ok();
         }
-        w.manifest(&[
-            "catalog",
-            "sign",
-            "draft.json",
-            "--key",
-            "publisher.pem",
-            "--expires",
-            "+1d",
-            "-o",
-            &format!("catalog.{sequence}"),
-        ])
-        .ok();
+        let out = format!("catalog.{sequence}");
+        w.catalog_sign("draft.json", "publisher.pem", &out, &["--expires", "+1d"])
+            .ok();
     }
     film
 }
@@ -1146,26 +1094,13 @@ fn junk_forged_expired_and_older_catalog_heads_are_not_stored_in_the_dht() {
     let film = release_with_two_catalogs(&net);
     let w = net.work();
     // A head that will have expired by the time it is put.
-    w.manifest(&[
-        "catalog",
-        "new",
-        "--key",
-        "publisher.pem",
-        "-o",
+    w.catalog_new("publisher.pem", "short.json");
+    w.catalog_sign(
         "short.json",
-    ])
-    .ok();
-    w.manifest(&[
-        "catalog",
-        "sign",
-        "short.json",
-        "--key",
         "publisher.pem",
-        "--expires",
-        "+1s",
-        "-o",
         "short.catalog",
-    ])
+        &["--expires", "+1s"],
+    )
     .ok();
     let a = seeder(&net, "a", &film.publisher, "film.manifest", "release");
     a.client_json(&["catalog", "publish", "catalog.2"]);
@@ -1232,9 +1167,8 @@ fn an_older_catalog_replayed_by_gossip_and_in_direct_answers_is_refused_also_aft
     let film = release_with_two_catalogs(&net);
     // The default poll (60 s, the first 2 s after start): in the first phase only gossip can
     // bring the replay.
-    let mut a = net.start("a", &[]);
-    a.trust(&film.publisher);
-    a.client_json(&["add", "film.manifest", "--content", "release"]);
+    let mut a = net.start("a", &[]).trusting(&film.publisher);
+    a.add("film.manifest", "release");
     a.client_json(&["catalog", "publish", "catalog.2"]);
     std::thread::sleep(Duration::from_secs(3));
 
@@ -1277,10 +1211,11 @@ fn an_older_catalog_replayed_by_gossip_and_in_direct_answers_is_refused_also_aft
 fn a_catalog_from_a_peer_that_does_not_hash_to_the_signed_head_is_refused_and_the_peer_banned() {
     let net = TestNet::new();
     let film = release_with_two_catalogs(&net);
-    let b = net.start("b", &["--catalog-poll", "1"]);
-    b.trust(&film.publisher);
+    let b = net
+        .start("b", &["--catalog-poll", "1"])
+        .trusting(&film.publisher);
     b.client_json(&["catalog", "publish", "catalog.1"]);
-    b.client_json(&["add", "film.manifest", "--content", "release"]);
+    b.add("film.manifest", "release");
 
     // Mix and match: the genuine newer head, with catalog 1's bytes behind it.
     let hostile = HostilePeer::requester();
@@ -1305,8 +1240,7 @@ fn a_catalog_from_a_peer_that_does_not_hash_to_the_signed_head_is_refused_and_th
     assert_eq!(b.content(&film.id).unwrap()["refused"], Value::Null);
 
     // An honest peer with catalog 2 brings the real one.
-    let a = net.start_joined("a", &b, &[]);
-    a.trust(&film.publisher);
+    let a = net.start_joined("a", &b, &[]).trusting(&film.publisher);
     a.client_json(&["catalog", "publish", "catalog.2"]);
     wait_for(
         "the node to take the genuine catalog 2 from the honest peer",

@@ -471,39 +471,15 @@ fn delegated_signing_scope_and_revocation() {
     out.expect_code(2);
     assert!(out.stderr.contains("delegates to"), "{}", out.stderr);
 
-    w.manifest(&[
-        "catalog",
-        "new",
-        "--key",
-        "publisher.pem",
-        "-o",
-        "draft.json",
-    ])
-    .ok();
+    w.catalog_new("publisher.pem", "draft.json");
     w.manifest(&["catalog", "add", "draft.json", "s2e1"]).ok();
-    w.manifest(&[
-        "catalog",
-        "sign",
-        "draft.json",
-        "--key",
-        "publisher.pem",
-        "-o",
-        "c1",
-    ])
-    .ok();
+    w.catalog_sign("draft.json", "publisher.pem", "c1", &[])
+        .ok();
     w.manifest(&["verify", "s2e1", "--catalog", "c1"]).ok();
     w.manifest(&["catalog", "revoke-delegate", "draft.json", &partner])
         .ok();
-    w.manifest(&[
-        "catalog",
-        "sign",
-        "draft.json",
-        "--key",
-        "publisher.pem",
-        "-o",
-        "c2",
-    ])
-    .ok();
+    w.catalog_sign("draft.json", "publisher.pem", "c2", &[])
+        .ok();
     let out = w.manifest(&["verify", "s2e1", "--catalog", "c2"]);
     out.expect_code(1);
     assert!(
@@ -543,30 +519,16 @@ fn catalog_sequences_revocation_and_heads() {
         "b.manifest",
     ])
     .ok();
-    w.manifest(&[
-        "catalog",
-        "new",
-        "--key",
-        "publisher.pem",
-        "-o",
-        "draft.json",
-    ])
-    .ok();
+    w.catalog_new("publisher.pem", "draft.json");
     w.manifest(&["catalog", "add", "draft.json", "a.manifest", "b.manifest"])
         .ok();
     let first = w
-        .manifest(&[
-            "catalog",
-            "sign",
+        .catalog_sign(
             "draft.json",
-            "--key",
             "publisher.pem",
-            "--expires",
-            "+1d",
-            "-o",
             "c1",
-            "--json",
-        ])
+            &["--expires", "+1d", "--json"],
+        )
         .ok()
         .json();
     assert_eq!(first["sequence"], 1);
@@ -575,16 +537,7 @@ fn catalog_sequences_revocation_and_heads() {
     w.manifest(&["catalog", "revoke", "draft.json", "a.manifest"])
         .ok();
     let second = w
-        .manifest(&[
-            "catalog",
-            "sign",
-            "draft.json",
-            "--key",
-            "publisher.pem",
-            "-o",
-            "c2",
-            "--json",
-        ])
+        .catalog_sign("draft.json", "publisher.pem", "c2", &["--json"])
         .ok()
         .json();
     assert_eq!(second["sequence"], 2);
@@ -616,15 +569,7 @@ fn catalog_sequences_revocation_and_heads() {
         again.stderr
     );
 
-    let intruder = w.manifest(&[
-        "catalog",
-        "sign",
-        "draft.json",
-        "--key",
-        "intruder.pem",
-        "-o",
-        "c3",
-    ]);
+    let intruder = w.catalog_sign("draft.json", "intruder.pem", "c3", &[]);
     intruder.expect_code(2);
     assert!(
         intruder
@@ -655,28 +600,11 @@ fn a_catalog_of_100k_entries_is_built_and_verified() {
         list.push_str(&format!("{id} Episode {i}\n"));
     }
     w.write("ids.txt", list.as_bytes());
-    w.manifest(&[
-        "catalog",
-        "new",
-        "--key",
-        "publisher.pem",
-        "-o",
-        "draft.json",
-    ])
-    .ok();
+    w.catalog_new("publisher.pem", "draft.json");
     w.manifest(&["catalog", "add", "draft.json", "--from-list", "ids.txt"])
         .ok();
     let signed = w
-        .manifest(&[
-            "catalog",
-            "sign",
-            "draft.json",
-            "--key",
-            "publisher.pem",
-            "-o",
-            "big",
-            "--json",
-        ])
+        .catalog_sign("draft.json", "publisher.pem", "big", &["--json"])
         .ok()
         .json();
     assert_eq!(signed["entries"], 100_000);

@@ -37,12 +37,24 @@ fn small_release(net: &TestNet, dir: &str, manifest: &str, extra: &[&str]) -> Va
 
 /// Starts node `name`, trusts `publisher` there, and seeds `manifest` from `content` with `add`.
 fn seeder(net: &TestNet, name: &str, publisher: &str, manifest: &str, content: &str) -> TestNode {
-    let node = net.start(name, &[]);
-    node.trust(publisher);
-    let added = node.client_json(&["add", manifest, "--content", content]);
+    let node = net.start(name, &[]).trusting(publisher);
+    let added = node.add(manifest, content);
     assert_eq!(added["state"], "complete", "{added}");
     assert_eq!(added["refused"], Value::Null, "{added}");
     node
+}
+
+/// The publisher's key, a [`small_release`] in `release` signed into `manifest` with `extra`
+/// options, and node "a" seeding it; returns (publisher, `create --json`, A).
+fn seeded_small_release(
+    net: &TestNet,
+    manifest: &str,
+    extra: &[&str],
+) -> (String, Value, TestNode) {
+    let publisher = net.work().keygen("publisher.pem");
+    let created = small_release(net, "release", manifest, extra);
+    let a = seeder(net, "a", &publisher, manifest, "release");
+    (publisher, created, a)
 }
 
 /// Files in `dir` (none if it does not exist).
@@ -88,8 +100,7 @@ fn two_nodes_fetch_a_multi_file_release_with_edge_case_sizes() {
     let link = text(&created["link"]);
 
     let a = seeder(&net, "a", &publisher, "edge.manifest", "release");
-    let b = net.start_joined("b", &a, &[]);
-    b.trust(&publisher);
+    let b = net.start_joined("b", &a, &[]).trusting(&publisher);
     let got = b.client_json(&["get", link, "-o", "downloads/edge"]);
 
     assert_eq!(got["manifest_id"], id, "{got}");
@@ -200,10 +211,8 @@ fn four_nodes_a_downloader_gets_chunks_from_several_peers() {
 #[test]
 fn a_downloader_that_does_not_trust_the_publisher_refuses_before_fetching_a_byte() {
     let net = TestNet::new();
-    let publisher = net.work().keygen("publisher.pem");
-    let created = small_release(&net, "release", "film.manifest", &[]);
+    let (publisher, created, a) = seeded_small_release(&net, "film.manifest", &[]);
     let id = text(&created["manifest_id"]);
-    let a = seeder(&net, "a", &publisher, "film.manifest", "release");
     let b = net.start_joined("b", &a, &[]);
 
     let out = b.client(&["get", text(&created["link"]), "-o", "downloads/film"]);
@@ -227,10 +236,8 @@ fn a_downloader_that_does_not_trust_the_publisher_refuses_before_fetching_a_byte
 #[test]
 fn a_seeder_that_stops_trusting_the_publisher_refuses_on_the_wire() {
     let net = TestNet::new();
-    let publisher = net.work().keygen("publisher.pem");
-    let created = small_release(&net, "release", "film.manifest", &[]);
+    let (publisher, created, a) = seeded_small_release(&net, "film.manifest", &[]);
     let id = text(&created["manifest_id"]);
-    let a = seeder(&net, "a", &publisher, "film.manifest", "release");
     a.client_json(&["trust", "rm", &publisher]);
     let seeded = a.content(id).expect("A still lists the item");
     assert_eq!(
@@ -238,8 +245,7 @@ fn a_seeder_that_stops_trusting_the_publisher_refuses_on_the_wire() {
         "{seeded}"
     );
 
-    let b = net.start_joined("b", &a, &[]);
-    b.trust(&publisher);
+    let b = net.start_joined("b", &a, &[]).trusting(&publisher);
     let out = b.client(&["get", text(&created["link"]), "-o", "downloads/film"]);
     out.expect_code(1);
     assert!(
@@ -255,12 +261,10 @@ fn a_seeder_that_stops_trusting_the_publisher_refuses_on_the_wire() {
 #[test]
 fn an_ended_licence_is_refused_on_the_wire() {
     let net = TestNet::new();
-    let publisher = net.work().keygen("publisher.pem");
-    let created = small_release(&net, "release", "short.manifest", &["--not-after", "+6s"]);
+    let (publisher, created, a) =
+        seeded_small_release(&net, "short.manifest", &["--not-after", "+6s"]);
     let id = text(&created["manifest_id"]);
-    let a = seeder(&net, "a", &publisher, "short.manifest", "release");
-    let b = net.start_joined("b", &a, &[]);
-    b.trust(&publisher);
+    let b = net.start_joined("b", &a, &[]).trusting(&publisher);
 
     let ended = a.wait_for_content(id, "refused as expired", Duration::from_secs(60), |item| {
         item["refused"]["reason"] == "Expired"
@@ -286,8 +290,7 @@ fn a_licence_that_has_not_started_cannot_be_added() {
     let net = TestNet::new();
     let publisher = net.work().keygen("publisher.pem");
     let created = small_release(&net, "release", "later.manifest", &["--not-before", "+1d"]);
-    let a = net.start("a", &[]);
-    a.trust(&publisher);
+    let a = net.start("a", &[]).trusting(&publisher);
 
     let out = a.client(&["add", "later.manifest", "--content", "release"]);
     out.expect_code(1);
@@ -302,17 +305,15 @@ fn a_licence_that_has_not_started_cannot_be_added() {
 #[test]
 fn a_seeder_restarted_in_an_unlicensed_region_refuses_on_the_wire() {
     let net = TestNet::new();
-    let publisher = net.work().keygen("publisher.pem");
-    let created = small_release(&net, "release", "fr.manifest", &["--regions", "FR"]);
+    let (publisher, created, mut a) =
+        seeded_small_release(&net, "fr.manifest", &["--regions", "FR"]);
     let id = text(&created["manifest_id"]);
-    let mut a = seeder(&net, "a", &publisher, "fr.manifest", "release");
     assert_eq!(a.terminate().code(), Some(0));
     a.restart_with(&["--region", "US"]);
     let item = a.content(id).expect("A keeps the item across the restart");
     assert_eq!(item["refused"]["reason"], "RegionNotLicensed", "{item}");
 
-    let b = net.start_joined("b", &a, &[]);
-    b.trust(&publisher);
+    let b = net.start_joined("b", &a, &[]).trusting(&publisher);
     let out = b.client(&["get", text(&created["link"]), "-o", "downloads/film"]);
     out.expect_code(1);
     assert!(
@@ -328,12 +329,11 @@ fn a_seeder_restarted_in_an_unlicensed_region_refuses_on_the_wire() {
 #[test]
 fn a_downloader_in_an_unlicensed_region_refuses_before_fetching_a_byte() {
     let net = TestNet::new();
-    let publisher = net.work().keygen("publisher.pem");
-    let created = small_release(&net, "release", "fr.manifest", &["--regions", "FR"]);
+    let (publisher, created, a) = seeded_small_release(&net, "fr.manifest", &["--regions", "FR"]);
     let id = text(&created["manifest_id"]);
-    let a = seeder(&net, "a", &publisher, "fr.manifest", "release");
-    let b = net.start_joined("b", &a, &["--region", "US"]);
-    b.trust(&publisher);
+    let b = net
+        .start_joined("b", &a, &["--region", "US"])
+        .trusting(&publisher);
     assert_eq!(b.client_json(&["status"])["region"], "US");
 
     let out = b.client(&["get", text(&created["link"]), "-o", "downloads/film"]);
@@ -381,8 +381,7 @@ fn tampered_unsigned_and_foreign_signed_manifests_cannot_be_added() {
     let foreign = Signed::sign(original.kind, original.body, &other, None);
     std::fs::write(w.join("foreign.manifest"), foreign.encode()).unwrap();
 
-    let a = net.start("a", &[]);
-    a.trust(&publisher);
+    let a = net.start("a", &[]).trusting(&publisher);
     // A tampered body or a zeroed signature fails the signature check; a body signed by a key
     // that is not its publisher's, with no delegation, is refused for that.
     for (name, says) in [
@@ -406,7 +405,7 @@ fn tampered_unsigned_and_foreign_signed_manifests_cannot_be_added() {
         );
     }
     // The genuine manifest with the same content is accepted: the bytes were the problem.
-    let added = a.client_json(&["add", "film.manifest", "--content", "release"]);
+    let added = a.add("film.manifest", "release");
     assert_eq!(added["manifest_id"], created["manifest_id"]);
 }
 
@@ -447,8 +446,7 @@ fn kill_9_mid_fetch_then_restart_completes_without_refetching_verified_chunks() 
     let net = TestNet::new();
     let w = net.work();
     let (a, publisher, id, link) = big_release(&net);
-    let mut b = net.start_joined("b", &a, &[]);
-    b.trust(&publisher);
+    let mut b = net.start_joined("b", &a, &[]).trusting(&publisher);
 
     let (watching, had, total) = fetch_until_partial(&b, &link, &id);
     b.kill9();
@@ -498,8 +496,7 @@ fn sigterm_stops_the_daemon_cleanly_even_mid_fetch() {
     let net = TestNet::new();
     let w = net.work();
     let (mut a, publisher, id, link) = big_release(&net);
-    let mut b = net.start_joined("b", &a, &[]);
-    b.trust(&publisher);
+    let mut b = net.start_joined("b", &a, &[]).trusting(&publisher);
 
     let (watching, had, total) = fetch_until_partial(&b, &link, &id);
     let exit = b.terminate();
