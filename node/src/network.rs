@@ -431,6 +431,7 @@ pub fn spawn(
         pending_providers: HashMap::new(),
         pending_records: HashMap::new(),
         has_bootstrap: !config.bootstrap.is_empty(),
+        reannounce_at: 1,
     };
     tokio::spawn(event_loop.run());
     Ok((
@@ -472,6 +473,9 @@ struct EventLoop {
     pending_providers: HashMap<kad::QueryId, PendingProviders>,
     pending_records: HashMap<kad::QueryId, PendingRecords>,
     has_bootstrap: bool,
+    /// The routing table size at which every provided key is announced again (see
+    /// [`EventLoop::reannounce_as_the_table_grows`]).
+    reannounce_at: usize,
 }
 
 impl EventLoop {
@@ -738,8 +742,36 @@ impl EventLoop {
         }
     }
 
+    /// A provider record goes to the peers closest to its key that the node knows when it
+    /// announces, and kad announces again only every 12 hours: content added while the node
+    /// had few peers (a seed that starts first, a swarm that grows) would stay findable at
+    /// those few. So each time the routing table reaches 1, 2, 4, 8, … peers, every provided
+    /// key is announced again: a handful of times in a node's life, logarithmic in the swarm.
+    fn reannounce_as_the_table_grows(&mut self) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let peers: usize = kad.kbuckets().map(|bucket| bucket.num_entries()).sum();
+        if peers < self.reannounce_at {
+            return;
+        }
+        while self.reannounce_at <= peers {
+            self.reannounce_at *= 2;
+        }
+        let keys: Vec<kad::RecordKey> = kad::store::RecordStore::provided(kad.store_mut())
+            .map(|record| record.key.clone())
+            .collect();
+        debug!(peers, keys = keys.len(), "routing table grew: announcing again");
+        for key in keys {
+            if let Err(e) = kad.start_providing(key) {
+                debug!("not announced again: {e}");
+            }
+        }
+    }
+
     fn on_kad_event(&mut self, event: kad::Event) {
         match event {
+            kad::Event::RoutingUpdated {
+                is_new_peer: true, ..
+            } => self.reannounce_as_the_table_grows(),
             kad::Event::OutboundQueryProgressed {
                 id,
                 result: kad::QueryResult::GetProviders(result),
