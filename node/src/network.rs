@@ -759,7 +759,11 @@ impl EventLoop {
         let keys: Vec<kad::RecordKey> = kad::store::RecordStore::provided(kad.store_mut())
             .map(|record| record.key.clone())
             .collect();
-        debug!(peers, keys = keys.len(), "routing table grew: announcing again");
+        debug!(
+            peers,
+            keys = keys.len(),
+            "routing table grew: announcing again"
+        );
         for key in keys {
             if let Err(e) = kad.start_providing(key) {
                 debug!("not announced again: {e}");
