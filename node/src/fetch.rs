@@ -54,8 +54,12 @@ pub const WRITE_QUEUE: usize = 8;
 /// Most chunks written and committed in one batch.
 const WRITE_BATCH: usize = 16;
 /// How often the download looks for new peers (other downloaders announce themselves when they
-/// start, and should be found while they are still downloading).
+/// start, and should be found while they are still downloading). The first looks follow each
+/// other faster, from [`FIRST_PEER_REFRESH`] doubling up to this: downloaders that start together
+/// find each other while most of the content is still to be fetched.
 const PEER_REFRESH: Duration = Duration::from_secs(1);
+/// The wait before the second look for peers.
+const FIRST_PEER_REFRESH: Duration = Duration::from_millis(100);
 /// How often an idle worker asks its peer what it has now (a peer that is downloading too gains
 /// chunks all the time; an availability answer is a bitfield, one bit per chunk).
 const AVAILABILITY_REFRESH: Duration = Duration::from_millis(250);
@@ -268,7 +272,7 @@ async fn run(
                     workers.spawn(async move {
                         let end = match start_worker(&download, peer).await {
                             Ok(Some(session)) => work(download, session).await,
-                            Ok(None) => WorkerEnd::Gone(format!("peer {peer} has nothing needed")),
+                            Ok(None) => WorkerEnd::Gone(format!("peer {peer} does not have it")),
                             Err(problem) => WorkerEnd::Gone(problem),
                         };
                         (peer, end)
@@ -330,24 +334,25 @@ fn random_start() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-/// Sends every candidate peer for `id` to `found`, again every [`PEER_REFRESH`] (the download
-/// ignores peers it already works with).
+/// Sends every candidate peer for `id` to `found`, at once and then again after each wait, from
+/// [`FIRST_PEER_REFRESH`] doubling up to [`PEER_REFRESH`] (the download ignores peers it already
+/// works with). A wait starts when a lookup ends, so a slow lookup is not followed at once.
 async fn discover(node: Node, id: ManifestId, hints: Vec<PeerId>, found: mpsc::Sender<PeerId>) {
-    let mut refresh = tokio::time::interval(PEER_REFRESH);
-    // After a slow lookup, the next one waits its turn instead of following at once.
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wait = FIRST_PEER_REFRESH;
     loop {
-        refresh.tick().await;
         for peer in candidates(&node, id, &hints).await {
             if found.send(peer).await.is_err() {
                 return;
             }
         }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(PEER_REFRESH);
     }
 }
 
-/// Opens a session with `peer` and asks what it has; returns the session if it has chunks this
-/// download needs.
+/// Opens a session with `peer` and asks what it has; returns the session if it has the content
+/// (a peer still downloading may have nothing this download needs yet: its worker waits for it
+/// to gain some, up to [`IDLE_LIMIT`]).
 async fn start_worker(
     download: &Arc<Download>,
     peer: PeerId,
@@ -357,12 +362,8 @@ async fn start_worker(
         .session(peer)
         .await
         .map_err(|e| format!("peer {peer}: {e}"))?;
-    if !ask_availability(download, &session).await? {
-        return Ok(None);
-    }
-    Ok(download
-        .scheduler()
-        .peer_is_useful(&peer)
+    Ok(ask_availability(download, &session)
+        .await?
         .then_some(session))
 }
 

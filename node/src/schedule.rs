@@ -8,8 +8,14 @@
 //!
 //! A seed (a peer that has every chunk) is asked first for chunks that no peer still downloading
 //! has: a seed's upload is what a swarm has least of, so it goes to chunks nobody else can give.
-//! A chunk a downloading peer claims is only deferred, never withheld from the seed: a peer that
-//! claims chunks and does not send them cannot stall the download.
+//! Downloaders that started together must not then chase each other: when the run of such chunks
+//! a seed is being asked for meets chunks another downloader has, the next one asked for is in
+//! the middle of the longest run left, as far as can be from the point where every other
+//! downloader is asking for its next chunk. (Going on to the next chunk nobody has would be the
+//! very chunk the other downloader is asking the seed for.) A chunk a downloading peer claims is
+//! only deferred, never withheld from the seed: a peer that claims chunks and does not send them
+//! cannot stall the download; but a seed has at most [`DEFERRED_PER_SEED`] of them in flight, so
+//! the bulk of them comes from the peers that have them.
 //!
 //! Pure bookkeeping, no I/O, so every rule is unit-tested. Invariants:
 //! - a chunk is handed out at most once at a time outside the endgame; in a peer's endgame
@@ -27,6 +33,9 @@ use licet_proto::wire::Bitfield;
 /// A chunk of a manifest: (file index, chunk index).
 pub type ChunkRef = (u32, u64);
 
+/// Most chunks that a downloading peer has and that are in flight from one seed at once.
+pub const DEFERRED_PER_SEED: usize = 2;
+
 /// The download's chunk bookkeeping.
 pub struct Scheduler {
     /// Chunks not yet complete, rarest first (recomputed when availability changes).
@@ -41,6 +50,11 @@ pub struct Scheduler {
     seeds: HashSet<PeerId>,
     /// Chunks not complete that a peer other than a seed has (recomputed with `order`).
     held_by_partial_peers: HashSet<ChunkRef>,
+    /// The chunk each seed was last asked for that no downloading peer had: the next one asked
+    /// for is the one after it, while that one is still free.
+    seed_cursor: HashMap<PeerId, ChunkRef>,
+    /// Where each file's chunks start in the order of all chunks (file, then chunk).
+    file_starts: Vec<u64>,
     remaining: u64,
 }
 
@@ -61,6 +75,14 @@ impl Scheduler {
             order.rotate_left((start % len as u64) as usize);
         }
         let remaining = order.len() as u64;
+        let file_starts = held
+            .iter()
+            .scan(0, |next, bits| {
+                let start = *next;
+                *next += bits.len();
+                Some(start)
+            })
+            .collect();
         Scheduler {
             order,
             held,
@@ -68,6 +90,8 @@ impl Scheduler {
             availability: HashMap::new(),
             seeds: HashSet::new(),
             held_by_partial_peers: HashSet::new(),
+            seed_cursor: HashMap::new(),
+            file_starts,
             remaining,
         }
     }
@@ -108,6 +132,7 @@ impl Scheduler {
     pub fn remove_peer(&mut self, peer: &PeerId) {
         self.availability.remove(peer);
         self.seeds.remove(peer);
+        self.seed_cursor.remove(peer);
         for peers in self.in_flight.values_mut() {
             peers.retain(|p| p != peer);
         }
@@ -126,16 +151,6 @@ impl Scheduler {
     /// Whether `peer` has every chunk.
     pub fn is_seed(&self, peer: &PeerId) -> bool {
         self.seeds.contains(peer)
-    }
-
-    /// Whether `peer` has any chunk that is not complete.
-    pub fn peer_is_useful(&self, peer: &PeerId) -> bool {
-        let Some(bits) = self.availability.get(peer) else {
-            return false;
-        };
-        self.order
-            .iter()
-            .any(|&(f, c)| !self.held[f as usize].get(c) && bits[f as usize].get(c))
     }
 
     fn resort(&mut self) {
@@ -164,10 +179,15 @@ impl Scheduler {
             .collect();
     }
 
-    /// The next chunk to ask `peer` for, marked in flight; `None` if it has nothing needed.
+    /// The next chunk to ask `peer` for, marked in flight; `None` if it has nothing needed now.
     pub fn next_for(&mut self, peer: PeerId) -> Option<ChunkRef> {
-        let bits = self.availability.get(&peer)?;
         let is_seed = self.seeds.contains(&peer);
+        if is_seed && let Some(chunk) = self.next_free_for_seed(&peer) {
+            self.seed_cursor.insert(peer, chunk);
+            self.in_flight.entry(chunk).or_default().push(peer);
+            return Some(chunk);
+        }
+        let bits = self.availability.get(&peer)?;
         let held = &self.held;
         let mut fresh = None;
         let mut deferred = None;
@@ -200,11 +220,92 @@ impl Scheduler {
         if stale {
             self.order.retain(|&(f, c)| !held[f as usize].get(c));
         }
+        if deferred.is_some() && self.deferred_in_flight(&peer) >= DEFERRED_PER_SEED {
+            // The peers that have them are asked; the seed gets more of them as these arrive.
+            return None;
+        }
         // Endgame: every needed chunk this peer has is already in flight elsewhere; duplicate
         // the rarest so a slow peer cannot hold up the end.
         let chunk = fresh.or(deferred).or(endgame)?;
         self.in_flight.entry(chunk).or_default().push(peer);
         Some(chunk)
+    }
+
+    /// Whether `chunk` is one a seed should be asked for first: not held, not in flight, and no
+    /// downloading peer has it.
+    fn free_for_seed(&self, chunk: ChunkRef) -> bool {
+        !self.held[chunk.0 as usize].get(chunk.1)
+            && !self.in_flight.contains_key(&chunk)
+            && !self.held_by_partial_peers.contains(&chunk)
+    }
+
+    /// How many chunks that a downloading peer has are in flight from `seed`.
+    fn deferred_in_flight(&self, seed: &PeerId) -> usize {
+        self.in_flight
+            .iter()
+            .filter(|(chunk, peers)| {
+                peers.contains(seed) && self.held_by_partial_peers.contains(chunk)
+            })
+            .count()
+    }
+
+    /// The chunk after `chunk` in the order of all chunks, if there is one.
+    fn chunk_after(&self, (file, chunk): ChunkRef) -> Option<ChunkRef> {
+        if chunk + 1 < self.held[file as usize].len() {
+            return Some((file, chunk + 1));
+        }
+        (file as usize + 1..self.held.len())
+            .find(|&f| self.held[f].len() > 0)
+            .map(|f| (f as u32, 0))
+    }
+
+    /// The chunk at `position` in the order of all chunks.
+    fn chunk_at(&self, position: u64) -> ChunkRef {
+        let file = self.file_starts.partition_point(|&start| start <= position) - 1;
+        (file as u32, position - self.file_starts[file])
+    }
+
+    /// The next chunk for `seed` that no downloading peer has: the one after the last it was
+    /// asked for while that one is free; otherwise the middle of the longest run of free chunks
+    /// (or, while every missing chunk is free, the download's random starting point).
+    fn next_free_for_seed(&self, seed: &PeerId) -> Option<ChunkRef> {
+        if let Some(&last) = self.seed_cursor.get(seed)
+            && let Some(next) = self.chunk_after(last)
+            && self.free_for_seed(next)
+        {
+            return Some(next);
+        }
+        let (mut longest_start, mut longest_len) = (0, 0);
+        let (mut run_start, mut run_len) = (0, 0);
+        let mut position = 0;
+        for (file, bits) in self.held.iter().enumerate() {
+            for chunk in 0..bits.len() {
+                if self.free_for_seed((file as u32, chunk)) {
+                    if run_len == 0 {
+                        run_start = position;
+                    }
+                    run_len += 1;
+                    if run_len > longest_len {
+                        (longest_start, longest_len) = (run_start, run_len);
+                    }
+                } else {
+                    run_len = 0;
+                }
+                position += 1;
+            }
+        }
+        if longest_len == 0 {
+            return None;
+        }
+        if longest_len == self.remaining {
+            // Nothing in flight and no downloading peer has anything: where this download starts.
+            return self
+                .order
+                .iter()
+                .copied()
+                .find(|&chunk| self.free_for_seed(chunk));
+        }
+        Some(self.chunk_at(longest_start + longest_len / 2))
     }
 
     /// `peer` did not deliver `chunk`; it may be handed out again.
@@ -287,8 +388,9 @@ mod tests {
         let mut s = Scheduler::new(vec![bits(4, &[])], 0);
         s.set_availability(seed, vec![bits(4, &[0, 1, 2, 3])]);
         s.set_availability(partial, vec![bits(4, &[0, 1])]);
-        assert_eq!(s.next_for(seed), Some((0, 2)));
+        // The middle of the free run 2..=3, away from chunk 2, where the partial peer goes on.
         assert_eq!(s.next_for(seed), Some((0, 3)));
+        assert_eq!(s.next_for(seed), Some((0, 2)));
         // 0 and 1 are left to the partial peer while the seed has other work ...
         assert_eq!(s.next_for(partial), Some((0, 0)));
         // ... and a seed with nothing else takes what the partial peer was not asked for yet,
@@ -300,6 +402,54 @@ mod tests {
             "endgame: in flight elsewhere"
         );
         assert_eq!(s.next_for(seed), None);
+    }
+
+    #[test]
+    fn a_seed_run_that_meets_another_downloader_jumps_to_the_middle_of_the_longest_free_run() {
+        let (seed, other) = (PeerId::random(), PeerId::random());
+        // Sixteen chunks over two files of eight; this download starts at chunk 2.
+        let mut s = Scheduler::new(vec![bits(8, &[]), bits(8, &[])], 2);
+        s.set_availability(seed, vec![bits(8, &[0, 1, 2, 3, 4, 5, 6, 7]); 2]);
+        let first: Vec<_> = (0..3).map(|_| s.next_for(seed).unwrap()).collect();
+        assert_eq!(
+            first,
+            vec![(0, 2), (0, 3), (0, 4)],
+            "in order from the start"
+        );
+        // Another downloader started at chunk 5 and has 5..=7: going on to (1, 0) would ask the
+        // seed for what it is asking for now. The free runs are 0..=1 and (1,0)..=(1,7).
+        s.set_availability(other, vec![bits(8, &[5, 6, 7]), bits(8, &[])]);
+        assert_eq!(
+            s.next_for(seed),
+            Some((1, 4)),
+            "middle of the longest free run"
+        );
+        assert_eq!(s.next_for(seed), Some((1, 5)), "then in order again");
+        for chunk in [(0, 2), (0, 3), (0, 4), (1, 4), (1, 5)] {
+            assert!(s.complete(chunk));
+        }
+        assert_eq!(s.next_for(seed), Some((1, 6)));
+    }
+
+    #[test]
+    fn a_seed_has_few_chunks_a_downloading_peer_has_in_flight() {
+        let (seed, partial) = (PeerId::random(), PeerId::random());
+        let mut s = Scheduler::new(vec![bits(6, &[])], 0);
+        s.set_availability(seed, vec![bits(6, &[0, 1, 2, 3, 4, 5])]);
+        s.set_availability(partial, vec![bits(6, &[0, 1, 2, 3, 4])]);
+        assert_eq!(s.next_for(seed), Some((0, 5)), "the one only the seed has");
+        let deferred: Vec<_> = (0..DEFERRED_PER_SEED)
+            .map(|_| s.next_for(seed).unwrap())
+            .collect();
+        assert_eq!(deferred, vec![(0, 0), (0, 1)]);
+        assert_eq!(
+            s.next_for(seed),
+            None,
+            "the rest is left to the peer that has it, no endgame yet"
+        );
+        assert_eq!(s.next_for(partial), Some((0, 2)));
+        assert!(s.complete((0, 0)));
+        assert_eq!(s.next_for(seed), Some((0, 3)), "one more as one arrives");
     }
 
     #[test]
@@ -362,11 +512,17 @@ mod tests {
         s.set_availability(a, vec![bits(2, &[0, 1])]);
         let first = s.next_for(a).unwrap();
         s.release(&a, first);
-        assert_eq!(s.next_for(a), Some(first));
+        let mut again = vec![s.next_for(a).unwrap(), s.next_for(a).unwrap()];
+        again.sort();
+        assert_eq!(
+            again,
+            vec![(0, 0), (0, 1)],
+            "the released chunk is handed out again"
+        );
         s.set_availability(b, vec![bits(2, &[0, 1])]);
         s.remove_peer(&a);
-        assert!(!s.peer_is_useful(&a));
-        assert_eq!(s.next_for(b), Some(first), "a's chunk is free again");
+        assert!(!s.claims(&a, first), "a is forgotten");
+        assert_eq!(s.next_for(b), Some(first), "a's chunks are free again");
     }
 
     #[test]
