@@ -9,13 +9,15 @@
 //! A seed (a peer that has every chunk) is asked first for chunks that no peer still downloading
 //! has: a seed's upload is what a swarm has least of, so it goes to chunks nobody else can give.
 //! Downloaders that started together must not then chase each other: when the run of such chunks
-//! a seed is being asked for meets chunks another downloader has, the next one asked for is in
-//! the middle of the longest run left, as far as can be from the point where every other
+//! a seed is being asked for meets chunks another downloader has, the next one asked for is near
+//! the middle of the longest run left (at random in its middle half, so that downloaders that see
+//! the same runs do not all jump to the same chunk), far from the point where every other
 //! downloader is asking for its next chunk. (Going on to the next chunk nobody has would be the
 //! very chunk the other downloader is asking the seed for.) A chunk a downloading peer claims is
 //! only deferred, never withheld from the seed: a peer that claims chunks and does not send them
-//! cannot stall the download; but a seed has at most [`DEFERRED_PER_SEED`] of them in flight, so
-//! the bulk of them comes from the peers that have them.
+//! cannot stall the download; but a seed has at most [`SHARED_PER_SEED`] chunks in flight that
+//! another peer could send too (deferred ones and endgame duplicates), so the bulk of them comes
+//! from the peers that have them.
 //!
 //! Pure bookkeeping, no I/O, so every rule is unit-tested. Invariants:
 //! - a chunk is handed out at most once at a time outside the endgame; in a peer's endgame
@@ -33,8 +35,9 @@ use licet_proto::wire::Bitfield;
 /// A chunk of a manifest: (file index, chunk index).
 pub type ChunkRef = (u32, u64);
 
-/// Most chunks that a downloading peer has and that are in flight from one seed at once.
-pub const DEFERRED_PER_SEED: usize = 2;
+/// Most chunks in flight from one seed at once that another peer could send too: a downloading
+/// peer has them, or they are in flight from another peer (the endgame).
+pub const SHARED_PER_SEED: usize = 2;
 
 /// The download's chunk bookkeeping.
 pub struct Scheduler {
@@ -55,6 +58,8 @@ pub struct Scheduler {
     seed_cursor: HashMap<PeerId, ChunkRef>,
     /// Where each file's chunks start in the order of all chunks (file, then chunk).
     file_starts: Vec<u64>,
+    /// State of the generator that picks where in a free run a seed jumps to.
+    jump_state: u64,
     remaining: u64,
 }
 
@@ -92,6 +97,7 @@ impl Scheduler {
             held_by_partial_peers: HashSet::new(),
             seed_cursor: HashMap::new(),
             file_starts,
+            jump_state: start,
             remaining,
         }
     }
@@ -220,13 +226,14 @@ impl Scheduler {
         if stale {
             self.order.retain(|&(f, c)| !held[f as usize].get(c));
         }
-        if deferred.is_some() && self.deferred_in_flight(&peer) >= DEFERRED_PER_SEED {
-            // The peers that have them are asked; the seed gets more of them as these arrive.
+        if is_seed && fresh.is_none() && self.shared_in_flight(&peer) >= SHARED_PER_SEED {
+            // The other peers that have them are asked; the seed gets more as these arrive.
             return None;
         }
         // Endgame: every needed chunk this peer has is already in flight elsewhere; duplicate
         // the rarest so a slow peer cannot hold up the end.
         let chunk = fresh.or(deferred).or(endgame)?;
+
         self.in_flight.entry(chunk).or_default().push(peer);
         Some(chunk)
     }
@@ -239,12 +246,13 @@ impl Scheduler {
             && !self.held_by_partial_peers.contains(&chunk)
     }
 
-    /// How many chunks that a downloading peer has are in flight from `seed`.
-    fn deferred_in_flight(&self, seed: &PeerId) -> usize {
+    /// How many chunks in flight from `seed` another peer could send too.
+    fn shared_in_flight(&self, seed: &PeerId) -> usize {
         self.in_flight
             .iter()
             .filter(|(chunk, peers)| {
-                peers.contains(seed) && self.held_by_partial_peers.contains(chunk)
+                peers.contains(seed)
+                    && (peers.len() > 1 || self.held_by_partial_peers.contains(chunk))
             })
             .count()
     }
@@ -266,9 +274,10 @@ impl Scheduler {
     }
 
     /// The next chunk for `seed` that no downloading peer has: the one after the last it was
-    /// asked for while that one is free; otherwise the middle of the longest run of free chunks
-    /// (or, while every missing chunk is free, the download's random starting point).
-    fn next_free_for_seed(&self, seed: &PeerId) -> Option<ChunkRef> {
+    /// asked for while that one is free; otherwise one at random in the middle half of the longest
+    /// run of free chunks (or, while every missing chunk is free, the download's random starting
+    /// point).
+    fn next_free_for_seed(&mut self, seed: &PeerId) -> Option<ChunkRef> {
         if let Some(&last) = self.seed_cursor.get(seed)
             && let Some(next) = self.chunk_after(last)
             && self.free_for_seed(next)
@@ -305,7 +314,18 @@ impl Scheduler {
                 .copied()
                 .find(|&chunk| self.free_for_seed(chunk));
         }
-        Some(self.chunk_at(longest_start + longest_len / 2))
+        let spread = longest_len / 4;
+        let offset = longest_len / 2 - spread + self.next_random() % (2 * spread + 1);
+        Some(self.chunk_at(longest_start + offset))
+    }
+
+    /// The next number of a SplitMix64 sequence (spreading jumps needs no more than that).
+    fn next_random(&mut self) -> u64 {
+        self.jump_state = self.jump_state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.jump_state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
 
     /// `peer` did not deliver `chunk`; it may be handed out again.
@@ -419,16 +439,14 @@ mod tests {
         // Another downloader started at chunk 5 and has 5..=7: going on to (1, 0) would ask the
         // seed for what it is asking for now. The free runs are 0..=1 and (1,0)..=(1,7).
         s.set_availability(other, vec![bits(8, &[5, 6, 7]), bits(8, &[])]);
+        let (file, jumped) = s.next_for(seed).unwrap();
+        assert_eq!(file, 1, "into the longest free run");
+        assert!((2..=6).contains(&jumped), "in its middle half: {jumped}");
         assert_eq!(
             s.next_for(seed),
-            Some((1, 4)),
-            "middle of the longest free run"
+            Some((1, jumped + 1)),
+            "then in order again"
         );
-        assert_eq!(s.next_for(seed), Some((1, 5)), "then in order again");
-        for chunk in [(0, 2), (0, 3), (0, 4), (1, 4), (1, 5)] {
-            assert!(s.complete(chunk));
-        }
-        assert_eq!(s.next_for(seed), Some((1, 6)));
     }
 
     #[test]
@@ -438,7 +456,7 @@ mod tests {
         s.set_availability(seed, vec![bits(6, &[0, 1, 2, 3, 4, 5])]);
         s.set_availability(partial, vec![bits(6, &[0, 1, 2, 3, 4])]);
         assert_eq!(s.next_for(seed), Some((0, 5)), "the one only the seed has");
-        let deferred: Vec<_> = (0..DEFERRED_PER_SEED)
+        let deferred: Vec<_> = (0..SHARED_PER_SEED)
             .map(|_| s.next_for(seed).unwrap())
             .collect();
         assert_eq!(deferred, vec![(0, 0), (0, 1)]);
@@ -450,6 +468,25 @@ mod tests {
         assert_eq!(s.next_for(partial), Some((0, 2)));
         assert!(s.complete((0, 0)));
         assert_eq!(s.next_for(seed), Some((0, 3)), "one more as one arrives");
+    }
+
+    #[test]
+    fn a_seed_duplicates_few_chunks_in_the_endgame() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mut s = Scheduler::new(vec![bits(4, &[])], 0);
+        s.set_availability(a, vec![bits(4, &[0, 1, 2, 3])]);
+        s.set_availability(b, vec![bits(4, &[0, 1, 2, 3])]);
+        for _ in 0..4 {
+            assert!(s.next_for(a).is_some());
+        }
+        let duplicated: Vec<_> = (0..SHARED_PER_SEED).map(|_| s.next_for(b)).collect();
+        assert!(
+            duplicated.iter().all(Option::is_some),
+            "endgame: {duplicated:?}"
+        );
+        assert_eq!(s.next_for(b), None, "no more while those are in flight");
+        assert!(s.complete(duplicated[0].unwrap()));
+        assert!(s.next_for(b).is_some(), "one more as one arrives");
     }
 
     #[test]
