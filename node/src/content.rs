@@ -253,7 +253,8 @@ impl ChunkFiles {
         let Some(file) = self.open.get(&index) else {
             return Err(io::Error::other("file handle vanished"));
         };
-        let aligned = bytes.len() % DIRECT_ALIGN == 0 && offset % DIRECT_ALIGN as u64 == 0;
+        let aligned =
+            bytes.len().is_multiple_of(DIRECT_ALIGN) && offset.is_multiple_of(DIRECT_ALIGN as u64);
         let mut written = false;
         if let (Some(direct), true, true) = (&file.direct, aligned, self.direct_allowed) {
             let window = aligned_window(&mut self.staging, bytes.len());

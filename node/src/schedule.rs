@@ -263,7 +263,7 @@ impl Scheduler {
             return Some((file, chunk + 1));
         }
         (file as usize + 1..self.held.len())
-            .find(|&f| self.held[f].len() > 0)
+            .find(|&f| !self.held[f].is_empty())
             .map(|f| (f as u32, 0))
     }
 
