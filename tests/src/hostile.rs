@@ -625,6 +625,57 @@ impl HostilePeer {
         })
     }
 
+    /// Sends the node at `addr`, on one stream and in one write, requests for the first
+    /// `chunks` chunks of `content` (ids `0..chunks`) and then an availability request (id
+    /// `chunks`), and returns the ids of the answers in the order they arrive (short if an
+    /// answer did not come within [`HOSTILE_TIMEOUT`]).
+    pub fn answer_order(&self, addr: &str, content: &HostileContent, chunks: u32) -> Vec<u32> {
+        let peer = self.dial_node(addr);
+        let mut control = self.control.clone();
+        let manifest = content.id();
+        self.block_on(async move {
+            let mut stream = open_transfer(&mut control, peer).await;
+            let mut frames = Vec::new();
+            for id in 0..=chunks {
+                let request = if id < chunks {
+                    Request::Chunk {
+                        manifest,
+                        file: 0,
+                        index: u64::from(id),
+                    }
+                } else {
+                    Request::Availability { manifest }
+                };
+                let mut frame = Vec::new();
+                wire::encode_request(
+                    &RequestFrame {
+                        id: RequestId(id),
+                        request,
+                    },
+                    &mut frame,
+                );
+                frames.extend_from_slice(&frame);
+            }
+            if stream.write_all(&frames).await.is_err() || stream.flush().await.is_err() {
+                return Vec::new();
+            }
+            let mut order = Vec::new();
+            let mut reply = Vec::new();
+            while order.len() <= chunks as usize {
+                let read =
+                    tokio::time::timeout(HOSTILE_TIMEOUT, read_frame(&mut stream, &mut reply));
+                let Ok(Ok(())) = read.await else {
+                    break;
+                };
+                let Ok((frame, _)) = wire::decode_response(&reply) else {
+                    break;
+                };
+                order.push(frame.id.0);
+            }
+            order
+        })
+    }
+
     /// Floods the node at `addr`: opens `streams` transfer streams and writes `requests` chunk
     /// requests (cycling through every chunk of `content`) on each without waiting for answers.
     /// If `read` the answers are read and thrown away as fast as they come; otherwise they are

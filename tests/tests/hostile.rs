@@ -732,6 +732,38 @@ fn wire_max_frame() -> usize {
 /// peer's stream was refused meanwhile. Now a newcomer takes the place of the stream that has
 /// waited on its peer the longest (`transfer::StreamSlots`).
 #[test]
+fn an_availability_question_is_answered_before_the_chunks_asked_ahead_of_it() {
+    // A downloader asks a peer that is downloading too what it has now, while many chunk
+    // requests are in flight there: the answer must not wait for all of them.
+    let net = TestNet::new();
+    let r = release(&net, 2 * MIB, &["--chunk-size", "64KiB"]);
+    let content = HostileContent::load(&r.manifest, &r.content);
+    let a = seeder(&net, "a", &r.publisher, "film.manifest", "release");
+    let peer = HostilePeer::requester();
+    const CHUNKS: u32 = 24;
+    let order = peer.answer_order(a.addr(), &content, CHUNKS);
+    assert_eq!(
+        order.len(),
+        CHUNKS as usize + 1,
+        "every request is answered: {order:?}"
+    );
+    let position = order.iter().position(|&id| id == CHUNKS).unwrap();
+    // At most a couple of chunks are already being sent or prepared when it is read; in order,
+    // it would come last.
+    assert!(
+        position < CHUNKS as usize / 2,
+        "the availability answer came after {position} chunks: {order:?}"
+    );
+    let mut chunk_order: Vec<u32> = order.into_iter().filter(|&id| id != CHUNKS).collect();
+    assert!(
+        chunk_order.windows(2).all(|w| w[0] < w[1]),
+        "chunks are answered in the order asked: {chunk_order:?}"
+    );
+    chunk_order.dedup();
+    assert_eq!(chunk_order.len(), CHUNKS as usize);
+}
+
+#[test]
 fn idle_streams_of_many_peers_do_not_lock_out_an_honest_downloader() {
     let net = TestNet::new();
     let w = net.work();
