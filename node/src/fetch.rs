@@ -2,9 +2,11 @@
 //! verify each against the signed root, and write it.
 //!
 //! Peers come from link hints, the DHT's provider records and the connections the node already
-//! has. Each useful peer gets a worker that keeps up to [`PIPELINE_PER_PEER`] chunk requests in
-//! flight on the peer's session; the [`Scheduler`] hands out chunks rarest first, with an
-//! endgame. Verified chunks go through a bounded queue to one writer, which writes a batch,
+//! has. Each peer that has the content gets a worker that keeps up to [`PIPELINE_PER_PEER`]
+//! chunk requests in flight on the peer's session ([`PIPELINE_PER_SEED_IN_SWARM`] from a seed
+//! while peers still downloading have chunks this download needs); a peer still downloading
+//! with nothing needed yet keeps its worker, which waits for it to gain chunks. The
+//! [`Scheduler`] hands out chunks rarest first, with an endgame. Verified chunks go through a bounded queue to one writer, which writes a batch,
 //! makes it durable, and only then commits the chunks' bits (with each chunk's proof and leaf
 //! hash) to the store; a completed file's leaf list comes from those leaves, so completing it
 //! does not read it again. A download announces itself in the DHT when it starts, so that other
@@ -49,6 +51,10 @@ use crate::{
 
 /// Chunk requests kept in flight per peer.
 pub const PIPELINE_PER_PEER: usize = 16;
+/// Chunk requests kept in flight from a seed while peers still downloading have chunks this
+/// download needs: a seed's upload is shared by every downloader, and each chunk in flight from
+/// it may turn out to be one another downloader fetched from it at the same time.
+pub const PIPELINE_PER_SEED_IN_SWARM: usize = 4;
 /// Verified chunks waiting for the writer, at most.
 pub const WRITE_QUEUE: usize = 8;
 /// Most chunks written and committed in one batch.
@@ -564,10 +570,20 @@ async fn keep_busy(
         if download.stopped() && in_flight.is_empty() {
             return WorkerEnd::Done;
         }
-        while in_flight.len() < PIPELINE_PER_PEER && !download.item.stop.load(Ordering::Relaxed) {
-            let Some(chunk) = download.scheduler().next_for(peer) else {
+        while !download.item.stop.load(Ordering::Relaxed) {
+            let mut scheduler = download.scheduler();
+            let pipeline = if scheduler.is_seed(&peer) && scheduler.partial_peers_help() {
+                PIPELINE_PER_SEED_IN_SWARM
+            } else {
+                PIPELINE_PER_PEER
+            };
+            if in_flight.len() >= pipeline {
+                break;
+            }
+            let Some(chunk) = scheduler.next_for(peer) else {
                 break;
             };
+            drop(scheduler);
             in_flight.push(fetch_chunk(download.clone(), session.clone(), chunk));
         }
         if in_flight.is_empty() {

@@ -159,6 +159,11 @@ impl Scheduler {
         self.seeds.contains(peer)
     }
 
+    /// Whether a peer still downloading has a chunk this download needs.
+    pub fn partial_peers_help(&self) -> bool {
+        !self.held_by_partial_peers.is_empty()
+    }
+
     fn resort(&mut self) {
         let held = &self.held;
         self.order.retain(|&(f, c)| !held[f as usize].get(c));
