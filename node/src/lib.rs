@@ -5,6 +5,7 @@
 //! | [`node`] | the node: content items, trust policy state, serving, the control API's methods |
 //! | [`catalogs`] | catalogs on the network: heads by gossip, DHT and peers; fetch, accept, apply, mirror |
 //! | [`network`] | the libp2p swarm and its event loop (the only owner of the `Swarm`) |
+//! | [`secure`] | the TCP security upgrade: libp2p's TLS handshake with AES-GCM first |
 //! | [`transfer`] | `/licet/transfer/1` streams: framing, the serving loop, pipelined sessions |
 //! | [`fetch`] | finding manifests and fetching chunks from many peers |
 //! | [`schedule`] | rarest-first chunk scheduling with an endgame |
@@ -26,5 +27,6 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod schedule;
+pub mod secure;
 pub mod store;
 pub mod transfer;

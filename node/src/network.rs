@@ -1,6 +1,7 @@
 //! The libp2p swarm and its event loop.
 //!
-//! [`spawn`] builds the swarm (TCP and QUIC, Noise, Yamux; Identify, Ping, Kademlia under
+//! [`spawn`] builds the swarm (TCP with TLS preferred and Noise as the fallback, see
+//! [`crate::secure`], and QUIC; Yamux; Identify, Ping, Kademlia under
 //! `/licet/kad/1.0.0`, a block list, connection limits, and `libp2p-stream` for the transfer
 //! protocol) and returns a cloneable [`Network`] handle. The event loop task alone owns the
 //! `Swarm`; everything else sends it [`Command`]s over a bounded channel, each carrying a
@@ -336,7 +337,9 @@ pub fn spawn(
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
-            noise::Config::new,
+            // Offered in this order: TLS with AES-GCM is the faster cipher here (see
+            // `secure`); Noise for peers that do not speak it.
+            (crate::secure::Config::new, noise::Config::new),
             yamux::Config::default,
         )
         .map_err(|e| build(&e))?
