@@ -6,11 +6,11 @@
 //! chunk requests in flight on the peer's session ([`PIPELINE_PER_SEED_IN_SWARM`] from a seed
 //! while peers still downloading have chunks this download needs); a peer still downloading
 //! with nothing needed yet keeps its worker, which waits for it to gain chunks. The
-//! [`Scheduler`] hands out chunks rarest first, with an endgame. Verified chunks go through a bounded queue to one writer, which writes a batch,
-//! makes it durable, and only then commits the chunks' bits (with each chunk's proof and leaf
-//! hash) to the store; a completed file's leaf list comes from those leaves, so completing it
-//! does not read it again. A download announces itself in the DHT when it starts, so that other
-//! downloaders can fetch from it while it downloads.
+//! [`Scheduler`] hands out chunks rarest first, with an endgame. Verified chunks go through a
+//! bounded queue to one writer, which writes a batch, makes it durable, and only then commits the
+//! chunks' bits (with each chunk's proof and leaf hash) to the store; a completed file's leaf list
+//! comes from those leaves, so completing it does not read it again. A download announces itself
+//! in the DHT when it starts, so that other downloaders can fetch from it while it downloads.
 //!
 //! Invariants:
 //! - the trust policy is checked before the first byte is fetched and again every
@@ -56,9 +56,9 @@ pub const PIPELINE_PER_PEER: usize = 16;
 /// it may turn out to be one another downloader fetched from it at the same time.
 pub const PIPELINE_PER_SEED_IN_SWARM: usize = 4;
 /// Verified chunks waiting for the writer, at most.
-pub const WRITE_QUEUE: usize = 8;
+pub const WRITE_QUEUE: usize = 4;
 /// Most chunks written and committed in one batch.
-const WRITE_BATCH: usize = 16;
+const WRITE_BATCH: usize = 8;
 /// How often the download looks for new peers (other downloaders announce themselves when they
 /// start, and should be found while they are still downloading). The first looks follow each
 /// other faster, from [`FIRST_PEER_REFRESH`] doubling up to this: downloaders that start together

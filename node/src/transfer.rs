@@ -4,8 +4,10 @@
 //! The messages and their limits are specified in `licet_proto::wire`; this module moves them.
 //! A downloader opens one stream per peer and keeps requests outstanding on it (a [`Session`]
 //! allows [`MAX_REQUESTS_IN_FLIGHT`]; a download keeps `fetch::PIPELINE_PER_PEER`); the server
-//! answers them in order on the same stream, reading the next request only when it has room to
-//! prepare its answer, so further requests wait in the stream's flow control. One long-lived stream
+//! reads up to [`REQUESTS_READ_AHEAD`] of them and answers them in order on the same stream,
+//! except that questions without a payload (availability, manifest, catalog head) go first; it
+//! prepares an answer only when it has room to queue it, so further requests wait in the
+//! stream's flow control. One long-lived stream
 //! per peer was chosen over request-response (one stream per request, default 10 s timeout
 //! covering queueing and transfer) because it is faster, measured side by side with
 //! `examples/transfer_probe.rs` (1 GiB in 1 MiB chunks on loopback, 16 in flight): 1.00 GB/s
