@@ -334,39 +334,12 @@ fn write_all_at(mut file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use licet_proto::{
-        Timestamp,
-        manifest::{FileEntry, Licence, MIN_CHUNK_SIZE},
-        path::SafePath,
-    };
+    use licet_proto::manifest::MIN_CHUNK_SIZE;
 
     use super::*;
 
-    /// An unsigned manifest of one file per size, at the smallest chunk size.
     fn manifest(sizes: &[u64]) -> Manifest {
-        Manifest {
-            version: 1,
-            publisher: licet_proto::SecretKey::from_seed(&[1; 32]).public_key(),
-            title: "content test".into(),
-            description: None,
-            created_at: Timestamp(1_700_000_000),
-            chunk_size: MIN_CHUNK_SIZE,
-            files: sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &size)| FileEntry {
-                    path: SafePath::new(format!("dir/file{i}.bin")).unwrap(),
-                    size,
-                    root: MerkleHash([0; 32]),
-                })
-                .collect(),
-            licence: Licence {
-                terms: "test terms".into(),
-                not_before: Timestamp(0),
-                not_after: None,
-                regions: vec![],
-            },
-        }
+        crate::test_support::manifest_body("content test", sizes)
     }
 
     /// Bytes that differ from chunk to chunk and file to file.

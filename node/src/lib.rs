@@ -29,4 +29,6 @@ pub mod node;
 pub mod schedule;
 pub mod secure;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 pub mod transfer;

@@ -1868,8 +1868,7 @@ mod tests {
     use licet_proto::{
         SecretKey,
         catalog::{Catalog, CatalogEntry},
-        manifest::{FileEntry, Licence, MIN_CHUNK_SIZE, Manifest},
-        path::SafePath,
+        manifest::MIN_CHUNK_SIZE,
     };
     use redb::ReadOnlyDatabase;
     use tempfile::TempDir;
@@ -1887,32 +1886,9 @@ mod tests {
 
     /// A manifest signed by publisher 1, one file per size.
     fn manifest(title: &str, sizes: &[u64]) -> VerifiedManifest {
-        let publisher = secret(1);
-        Manifest {
-            version: 1,
-            publisher: publisher.public_key(),
-            title: title.into(),
-            description: None,
-            created_at: Timestamp(1_700_000_000),
-            chunk_size: CHUNK,
-            files: sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &size)| FileEntry {
-                    path: SafePath::new(format!("file{i}.bin")).unwrap(),
-                    size,
-                    root: MerkleHash([i as u8; 32]),
-                })
-                .collect(),
-            licence: Licence {
-                terms: "test terms".into(),
-                not_before: Timestamp(0),
-                not_after: None,
-                regions: vec![],
-            },
-        }
-        .sign(&publisher, None)
-        .unwrap()
+        crate::test_support::manifest_body(title, sizes)
+            .sign(&secret(1), None)
+            .unwrap()
     }
 
     fn record(origin: ContentOrigin, state: RecordState) -> ContentRecord {
