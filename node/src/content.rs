@@ -243,8 +243,18 @@ impl ChunkFiles {
             }
             let path = file_path(&self.dir, manifest, index);
             let buffered = OpenOptions::new().write(true).open(&path)?;
-            let direct = if self.direct_allowed {
-                open_direct(&path)
+            // A file under one block has no chunk to write directly.
+            let direct = if self.direct_allowed && manifest.files[index].size >= DIRECT_ALIGN as u64
+            {
+                match open_direct(&path) {
+                    Ok(direct) => Some(direct),
+                    Err(e) => {
+                        // Refused by the filesystem (or the platform): not asked again.
+                        tracing::debug!("{}: no direct writes ({e})", path.display());
+                        self.direct_allowed = false;
+                        None
+                    }
+                }
             } else {
                 None
             };
@@ -303,21 +313,22 @@ fn aligned_window(staging: &mut Vec<u8>, len: usize) -> &mut [u8] {
     &mut staging[start..start + len]
 }
 
-/// `path` opened for direct writes, or `None` where they are not available.
+/// `path` opened for direct writes.
 #[cfg(target_os = "linux")]
-fn open_direct(path: &Path) -> Option<File> {
+fn open_direct(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt as _;
     OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DIRECT)
         .open(path)
-        .map_err(|e| tracing::debug!("{}: no direct writes ({e})", path.display()))
-        .ok()
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_direct(_path: &Path) -> Option<File> {
-    None
+fn open_direct(_path: &Path) -> io::Result<File> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "direct writes are only used on Linux",
+    ))
 }
 
 #[cfg(unix)]
