@@ -25,7 +25,8 @@
 //!   to it as a second peer, but never twice to the same peer;
 //! - [`Scheduler::release`] puts a chunk back (its peer failed or sent garbage);
 //!   [`Scheduler::complete`] retires it for good;
-//! - each pick costs time linear in the chunks not yet complete (the order is kept compacted).
+//! - each pick costs time linear in the chunks not yet complete (the order is kept compacted),
+//!   except a seed's jump to another free run, which looks at every chunk once.
 
 use std::collections::{HashMap, HashSet};
 
