@@ -29,7 +29,10 @@
 //! - each pick costs time linear in the chunks not yet complete (the order is kept compacted),
 //!   except a seed's jump to another free run, which looks at every chunk once.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
 
 use libp2p::PeerId;
 use licet_proto::wire::Bitfield;
@@ -40,11 +43,23 @@ pub type ChunkRef = (u32, u64);
 /// Most chunks in flight from one seed at once that another peer could send too: a downloading
 /// peer has them, or they are in flight from another peer (the endgame).
 pub const SHARED_PER_SEED: usize = 2;
+/// How long a chunk must have been in flight before it is asked of a second peer (the endgame):
+/// a peer with a pipeline of chunks answers the last of them well after the first, and a copy
+/// asked for sooner is mostly thrown away.
+pub const ENDGAME_WAIT: Duration = Duration::from_secs(1);
 /// Most endgame duplicates in flight from one peer at once (chunks in flight from another peer
 /// too). With several peers and pipelines of 16, every chunk left may be in flight long before
 /// the end; duplicating them all threw away 207 of the 1,280 chunks of a swarm of 5 downloaders
 /// (165 and 182 with this limit).
 pub const ENDGAME_PER_PEER: usize = 2;
+
+/// A chunk in flight.
+struct InFlight {
+    /// The peers it is being fetched from (more than one in the endgame).
+    peers: Vec<PeerId>,
+    /// When the first of them was asked.
+    since: Instant,
+}
 
 /// The download's chunk bookkeeping.
 pub struct Scheduler {
@@ -52,8 +67,10 @@ pub struct Scheduler {
     order: Vec<ChunkRef>,
     /// Chunks held (complete), per file.
     held: Vec<Bitfield>,
-    /// Peers each in-flight chunk is being fetched from.
-    in_flight: HashMap<ChunkRef, Vec<PeerId>>,
+    /// Each chunk in flight: who it is being fetched from, and since when.
+    in_flight: HashMap<ChunkRef, InFlight>,
+    /// How long a chunk is in flight before the endgame may duplicate it ([`ENDGAME_WAIT`]).
+    endgame_wait: Duration,
     /// What each peer said it has.
     availability: HashMap<PeerId, Vec<Bitfield>>,
     /// Peers that have every chunk.
@@ -99,6 +116,7 @@ impl Scheduler {
             order,
             held,
             in_flight: HashMap::new(),
+            endgame_wait: ENDGAME_WAIT,
             availability: HashMap::new(),
             seeds: HashSet::new(),
             held_by_partial_peers: HashSet::new(),
@@ -107,6 +125,13 @@ impl Scheduler {
             jump_state: start,
             remaining,
         }
+    }
+
+    /// The same scheduler with another [`ENDGAME_WAIT`].
+    #[cfg(test)]
+    fn with_endgame_wait(mut self, wait: Duration) -> Scheduler {
+        self.endgame_wait = wait;
+        self
     }
 
     /// Chunks not yet complete.
@@ -146,10 +171,10 @@ impl Scheduler {
         self.availability.remove(peer);
         self.seeds.remove(peer);
         self.seed_cursor.remove(peer);
-        for peers in self.in_flight.values_mut() {
-            peers.retain(|p| p != peer);
+        for chunk in self.in_flight.values_mut() {
+            chunk.peers.retain(|p| p != peer);
         }
-        self.in_flight.retain(|_, peers| !peers.is_empty());
+        self.in_flight.retain(|_, chunk| !chunk.peers.is_empty());
         self.resort();
     }
 
@@ -199,10 +224,11 @@ impl Scheduler {
 
     /// The next chunk to ask `peer` for, marked in flight; `None` if it has nothing needed now.
     pub fn next_for(&mut self, peer: PeerId) -> Option<ChunkRef> {
+        let now = Instant::now();
         let is_seed = self.seeds.contains(&peer);
         if is_seed && let Some(chunk) = self.next_free_for_seed(&peer) {
             self.seed_cursor.insert(peer, chunk);
-            self.in_flight.entry(chunk).or_default().push(peer);
+            self.mark_in_flight(chunk, peer, now);
             return Some(chunk);
         }
         let bits = self.availability.get(&peer)?;
@@ -229,7 +255,11 @@ impl Scheduler {
                     fresh = Some(chunk);
                     break;
                 }
-                Some(peers) if endgame.is_none() && !peers.contains(&peer) => {
+                Some(asked)
+                    if endgame.is_none()
+                        && !asked.peers.contains(&peer)
+                        && now.duration_since(asked.since) >= self.endgame_wait =>
+                {
                     endgame = Some(chunk);
                 }
                 Some(_) => {}
@@ -250,12 +280,23 @@ impl Scheduler {
             // a slow peer.
             return None;
         }
-        // Endgame: every needed chunk this peer has is already in flight elsewhere; duplicate
-        // the rarest so a slow peer cannot hold up the end.
+        // Endgame: every needed chunk this peer has is already in flight elsewhere, one of them
+        // for a while; duplicate the rarest so a slow peer cannot hold up the end.
         let chunk = fresh.or(deferred).or(endgame)?;
-
-        self.in_flight.entry(chunk).or_default().push(peer);
+        self.mark_in_flight(chunk, peer, now);
         Some(chunk)
+    }
+
+    /// Records that `chunk` is being fetched from `peer` too.
+    fn mark_in_flight(&mut self, chunk: ChunkRef, peer: PeerId, now: Instant) {
+        self.in_flight
+            .entry(chunk)
+            .or_insert_with(|| InFlight {
+                peers: Vec::new(),
+                since: now,
+            })
+            .peers
+            .push(peer);
     }
 
     /// Whether `chunk` is one a seed should be asked for first: not held, not in flight, and no
@@ -270,9 +311,9 @@ impl Scheduler {
     fn shared_in_flight(&self, seed: &PeerId) -> usize {
         self.in_flight
             .iter()
-            .filter(|(chunk, peers)| {
-                peers.contains(seed)
-                    && (peers.len() > 1 || self.held_by_partial_peers.contains(chunk))
+            .filter(|(chunk, asked)| {
+                asked.peers.contains(seed)
+                    && (asked.peers.len() > 1 || self.held_by_partial_peers.contains(chunk))
             })
             .count()
     }
@@ -281,7 +322,7 @@ impl Scheduler {
     fn duplicates_in_flight(&self, peer: &PeerId) -> usize {
         self.in_flight
             .values()
-            .filter(|peers| peers.len() > 1 && peers.contains(peer))
+            .filter(|asked| asked.peers.len() > 1 && asked.peers.contains(peer))
             .count()
     }
 
@@ -358,9 +399,9 @@ impl Scheduler {
 
     /// `peer` did not deliver `chunk`; it may be handed out again.
     pub fn release(&mut self, peer: &PeerId, chunk: ChunkRef) {
-        if let Some(peers) = self.in_flight.get_mut(&chunk) {
-            peers.retain(|p| p != peer);
-            if peers.is_empty() {
+        if let Some(asked) = self.in_flight.get_mut(&chunk) {
+            asked.peers.retain(|p| p != peer);
+            if asked.peers.is_empty() {
                 self.in_flight.remove(&chunk);
             }
         }
@@ -377,11 +418,6 @@ impl Scheduler {
         self.held[f as usize].set(c, true);
         self.remaining -= 1;
         true
-    }
-
-    /// Peers currently fetching something.
-    pub fn busy_peers(&self) -> HashSet<PeerId> {
-        self.in_flight.values().flatten().copied().collect()
     }
 }
 
@@ -433,7 +469,7 @@ mod tests {
     #[test]
     fn a_seed_is_asked_first_for_what_no_downloading_peer_has() {
         let (seed, partial) = (PeerId::random(), PeerId::random());
-        let mut s = Scheduler::new(vec![bits(4, &[])], 0);
+        let mut s = Scheduler::new(vec![bits(4, &[])], 0).with_endgame_wait(Duration::ZERO);
         s.set_availability(seed, vec![bits(4, &[0, 1, 2, 3])]);
         s.set_availability(partial, vec![bits(4, &[0, 1])]);
         // The middle of the free run 2..=3, away from chunk 2, where the partial peer goes on.
@@ -501,7 +537,7 @@ mod tests {
     #[test]
     fn a_seed_duplicates_few_chunks_in_the_endgame() {
         let (a, b) = (PeerId::random(), PeerId::random());
-        let mut s = Scheduler::new(vec![bits(4, &[])], 0);
+        let mut s = Scheduler::new(vec![bits(4, &[])], 0).with_endgame_wait(Duration::ZERO);
         s.set_availability(a, vec![bits(4, &[0, 1, 2, 3])]);
         s.set_availability(b, vec![bits(4, &[0, 1, 2, 3])]);
         for _ in 0..4 {
@@ -558,7 +594,7 @@ mod tests {
     #[test]
     fn endgame_duplicates_to_another_peer_once() {
         let (a, b) = (PeerId::random(), PeerId::random());
-        let mut s = Scheduler::new(vec![bits(1, &[])], 0);
+        let mut s = Scheduler::new(vec![bits(1, &[])], 0).with_endgame_wait(Duration::ZERO);
         s.set_availability(a, vec![bits(1, &[0])]);
         s.set_availability(b, vec![bits(1, &[0])]);
         assert_eq!(s.next_for(a), Some((0, 0)));
@@ -574,7 +610,7 @@ mod tests {
     fn a_peer_has_few_endgame_duplicates_in_flight() {
         let (a, b) = (PeerId::random(), PeerId::random());
         // Neither has chunk 4: both are still downloading.
-        let mut s = Scheduler::new(vec![bits(5, &[])], 0);
+        let mut s = Scheduler::new(vec![bits(5, &[])], 0).with_endgame_wait(Duration::ZERO);
         s.set_availability(a, vec![bits(5, &[0, 1, 2, 3])]);
         s.set_availability(b, vec![bits(5, &[0, 1, 2, 3])]);
         for _ in 0..4 {
@@ -588,6 +624,26 @@ mod tests {
         assert_eq!(s.next_for(b), None, "no more while those are in flight");
         assert!(s.complete(duplicated[0].unwrap()));
         assert!(s.next_for(b).is_some(), "one more as one arrives");
+    }
+
+    #[test]
+    fn a_chunk_is_duplicated_only_after_it_has_been_in_flight_a_while() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        for (wait, duplicated) in [(Duration::from_secs(3600), false), (Duration::ZERO, true)] {
+            let mut s = Scheduler::new(vec![bits(1, &[])], 0).with_endgame_wait(wait);
+            s.set_availability(a, vec![bits(1, &[0])]);
+            s.set_availability(b, vec![bits(1, &[0])]);
+            assert_eq!(s.next_for(a), Some((0, 0)));
+            assert_eq!(s.next_for(b).is_some(), duplicated, "endgame wait {wait:?}");
+        }
+        // The wait runs from when the chunk was first asked for.
+        let wait = Duration::from_millis(50);
+        let mut s = Scheduler::new(vec![bits(1, &[])], 0).with_endgame_wait(wait);
+        s.set_availability(a, vec![bits(1, &[0])]);
+        s.set_availability(b, vec![bits(1, &[0])]);
+        assert_eq!(s.next_for(a), Some((0, 0)));
+        std::thread::sleep(wait * 2);
+        assert_eq!(s.next_for(b), Some((0, 0)), "a is slow: b is asked too");
     }
 
     #[test]
