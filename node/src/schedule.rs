@@ -46,7 +46,7 @@ pub const SHARED_PER_SEED: usize = 2;
 /// How long a chunk must have been in flight before it is asked of a second peer (the endgame):
 /// a peer with a pipeline of chunks answers the last of them well after the first, and a copy
 /// asked for sooner is mostly thrown away.
-pub const ENDGAME_WAIT: Duration = Duration::from_secs(1);
+pub const ENDGAME_WAIT: Duration = Duration::from_secs(2);
 /// Most endgame duplicates in flight from one peer at once (chunks in flight from another peer
 /// too). With several peers and pipelines of 16, every chunk left may be in flight long before
 /// the end; duplicating them all threw away 207 of the 1,280 chunks of a swarm of 5 downloaders
