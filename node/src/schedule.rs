@@ -19,11 +19,12 @@
 //! another peer could send too (deferred ones and endgame duplicates), so the bulk of them comes
 //! from the peers that have them.
 //!
-//! Pure bookkeeping, no I/O, so every rule is unit-tested. Invariants:
+//! Pure bookkeeping, no I/O (it reads the clock, for the endgame's wait), so every rule is
+//! unit-tested. Invariants:
 //! - a chunk is handed out at most once at a time outside the endgame; in a peer's endgame
-//!   (every needed chunk it has is held or in flight elsewhere) a chunk in flight may be handed
-//!   to it as a second peer, but never twice to the same peer, and a peer has at most
-//!   [`ENDGAME_PER_PEER`] such duplicates in flight;
+//!   (every needed chunk it has is held or in flight elsewhere) a chunk in flight for at least
+//!   [`ENDGAME_WAIT`] may be handed to it as a second peer, but never twice to the same peer,
+//!   and a peer has at most [`ENDGAME_PER_PEER`] such duplicates in flight;
 //! - [`Scheduler::release`] puts a chunk back (its peer failed or sent garbage);
 //!   [`Scheduler::complete`] retires it for good;
 //! - each pick costs time linear in the chunks not yet complete (the order is kept compacted),
