@@ -536,25 +536,6 @@ mod tests {
     }
 
     #[test]
-    fn a_seed_duplicates_few_chunks_in_the_endgame() {
-        let (a, b) = (PeerId::random(), PeerId::random());
-        let mut s = Scheduler::new(vec![bits(4, &[])], 0).with_endgame_wait(Duration::ZERO);
-        s.set_availability(a, vec![bits(4, &[0, 1, 2, 3])]);
-        s.set_availability(b, vec![bits(4, &[0, 1, 2, 3])]);
-        for _ in 0..4 {
-            assert!(s.next_for(a).is_some());
-        }
-        let duplicated: Vec<_> = (0..SHARED_PER_SEED).map(|_| s.next_for(b)).collect();
-        assert!(
-            duplicated.iter().all(Option::is_some),
-            "endgame: {duplicated:?}"
-        );
-        assert_eq!(s.next_for(b), None, "no more while those are in flight");
-        assert!(s.complete(duplicated[0].unwrap()));
-        assert!(s.next_for(b).is_some(), "one more as one arrives");
-    }
-
-    #[test]
     fn a_peer_that_claims_chunks_and_never_sends_them_does_not_hold_back_a_seed() {
         let (seed, liar) = (PeerId::random(), PeerId::random());
         let mut s = Scheduler::new(vec![bits(3, &[])], 0);
@@ -608,23 +589,27 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_has_few_endgame_duplicates_in_flight() {
-        let (a, b) = (PeerId::random(), PeerId::random());
-        // Neither has chunk 4: both are still downloading.
-        let mut s = Scheduler::new(vec![bits(5, &[])], 0).with_endgame_wait(Duration::ZERO);
-        s.set_availability(a, vec![bits(5, &[0, 1, 2, 3])]);
-        s.set_availability(b, vec![bits(5, &[0, 1, 2, 3])]);
-        for _ in 0..4 {
-            assert!(s.next_for(a).is_some());
+    fn a_peer_has_few_endgame_duplicates_in_flight_seed_or_not() {
+        // Both have every chunk (seeds), or neither has the last (both still downloading).
+        for (chunks, limit) in [(4, SHARED_PER_SEED), (5, ENDGAME_PER_PEER)] {
+            let (a, b) = (PeerId::random(), PeerId::random());
+            let mut s =
+                Scheduler::new(vec![bits(chunks, &[])], 0).with_endgame_wait(Duration::ZERO);
+            s.set_availability(a, vec![bits(chunks, &[0, 1, 2, 3])]);
+            s.set_availability(b, vec![bits(chunks, &[0, 1, 2, 3])]);
+            assert_eq!(s.is_seed(&b), chunks == 4);
+            for _ in 0..4 {
+                assert!(s.next_for(a).is_some());
+            }
+            let duplicated: Vec<_> = (0..limit).map(|_| s.next_for(b)).collect();
+            assert!(
+                duplicated.iter().all(Option::is_some),
+                "endgame: {duplicated:?}"
+            );
+            assert_eq!(s.next_for(b), None, "no more while those are in flight");
+            assert!(s.complete(duplicated[0].unwrap()));
+            assert!(s.next_for(b).is_some(), "one more as one arrives");
         }
-        let duplicated: Vec<_> = (0..ENDGAME_PER_PEER).map(|_| s.next_for(b)).collect();
-        assert!(
-            duplicated.iter().all(Option::is_some),
-            "endgame: {duplicated:?}"
-        );
-        assert_eq!(s.next_for(b), None, "no more while those are in flight");
-        assert!(s.complete(duplicated[0].unwrap()));
-        assert!(s.next_for(b).is_some(), "one more as one arrives");
     }
 
     #[test]
