@@ -534,7 +534,7 @@ async fn work(download: Arc<Download>, session: Arc<Session>) -> WorkerEnd {
         download.clone(),
         session.clone(),
     )));
-    let end = keep_busy(&download, &session, peer, &node).await;
+    let end = keep_busy(&download, &session, peer, &node, &refresher).await;
     // Stopped for good before the download forgets this peer: an answer it was still waiting
     // for must not bring the peer's availability back.
     refresher.stop().await;
@@ -545,6 +545,11 @@ async fn work(download: Arc<Download>, session: Arc<Session>) -> WorkerEnd {
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl AbortOnDrop {
+    /// Whether the task has ended.
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+
     /// Aborts the task and waits until it has stopped.
     async fn stop(mut self) {
         self.0.abort();
@@ -558,11 +563,14 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The worker's loop. While `refresher` runs, it keeps the peer's availability fresh; once it has
+/// stopped (the peer became a seed, refused, or failed), an idle worker asks itself.
 async fn keep_busy(
     download: &Arc<Download>,
     session: &Arc<Session>,
     peer: PeerId,
     node: &Node,
+    refresher: &AbortOnDrop,
 ) -> WorkerEnd {
     let mut in_flight = FuturesUnordered::new();
     let mut idle_rounds = 0u32;
@@ -598,6 +606,9 @@ async fn keep_busy(
                 ));
             }
             tokio::time::sleep(AVAILABILITY_REFRESH).await;
+            if !refresher.is_finished() {
+                continue;
+            }
             match ask_availability(download, session).await {
                 Ok(true) => continue,
                 Ok(false) => return WorkerEnd::Gone(format!("peer {peer} no longer has it")),
@@ -814,7 +825,8 @@ async fn finish(node: &Node, item: &Arc<Item>) -> Result<(), String> {
                 )
             } else {
                 format!(
-                    "the stored leaves of {}'s verified chunks do not make the manifest's root                      (node database damaged?)",
+                    "the stored leaves of {}'s verified chunks do not make the manifest's root \
+                     (node database damaged?)",
                     path.display()
                 )
             });
