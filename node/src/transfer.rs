@@ -7,11 +7,11 @@
 //! reads up to [`REQUESTS_READ_AHEAD`] of them and answers them in order on the same stream,
 //! except that questions without a payload (availability, manifest, catalog head) go first; it
 //! prepares an answer only when it has room to queue it, so further requests wait in the
-//! stream's flow control. One long-lived stream
-//! per peer was chosen over request-response (one stream per request, default 10 s timeout
-//! covering queueing and transfer) because it is faster, measured side by side with
-//! `examples/transfer_probe.rs` (1 GiB in 1 MiB chunks on loopback, 16 in flight): 1.00 GB/s
-//! against 0.62 GB/s (1.62x), and 0.68 against 0.53 GB/s with SHA-256 of every chunk.
+//! stream's flow control. One long-lived stream per peer was chosen over request-response (one
+//! stream per request, default 10 s timeout covering queueing and transfer) because it is
+//! faster, measured side by side with `examples/transfer_probe.rs` (1 GiB in 1 MiB chunks on
+//! loopback, 16 in flight): 1.00 GB/s against 0.62 GB/s (1.62x), and 0.68 against 0.53 GB/s with
+//! SHA-256 of every chunk.
 //!
 //! Invariants:
 //! - a frame's length is checked before its body is read or allocated: a request against
@@ -148,7 +148,7 @@ pub trait Responder: Send + Sync + 'static {
     fn protocol_violation(&self, peer: PeerId, reason: &str);
 }
 
-/// One answer on its way from a served stream's reading half to its writing half.
+/// One answer on its way from a served stream's preparing part to its writing part.
 struct Answer {
     header: Vec<u8>,
     payload: Vec<u8>,
@@ -194,7 +194,7 @@ pub async fn serve_stream<R: Responder>(
     // Half the read-ahead waits in the channel, half in the preparing part's queue.
     let (requests_read, mut requests) = mpsc::channel::<RequestFrame>(REQUESTS_READ_AHEAD / 2);
     let (answers, mut to_send) = mpsc::channel::<Answer>(1);
-    // Sent answers' buffers come back from the writing half for the next answers.
+    // Sent answers' buffers come back from the writing part for the next answers.
     let (spare, mut spares) = mpsc::channel::<Answer>(2);
     // Set when the peer breaks the protocol: what it asked before is not answered either.
     let broken = std::sync::atomic::AtomicBool::new(false);
@@ -339,8 +339,8 @@ pub const MIN_WAIT_BEFORE_EVICTION: Duration = Duration::from_secs(2);
 /// one peer. When every place is taken, a newcomer gets the place of the stream that has been
 /// waiting on its peer the longest (idle, trickling a request, or not reading its answers: any
 /// time it is not preparing an answer), if that wait is at least [`MIN_WAIT_BEFORE_EVICTION`];
-/// that stream is closed. So peers that open
-/// streams and then do nothing cannot lock others out: only streams kept busy hold a place.
+/// that stream is closed. So peers that open streams and then do nothing cannot lock others out:
+/// only streams kept busy hold a place.
 pub struct StreamSlots {
     max: usize,
     per_peer: usize,
