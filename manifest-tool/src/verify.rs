@@ -94,7 +94,11 @@ pub fn verify(args: VerifyArgs) -> CliResult {
         trust: &trust,
         catalogs: &catalogs,
         now,
-        region: args.region,
+        // Without --region the licence is checked as a holder's (no region applies); with it,
+        // as a fetch by a node in that region.
+        territory: args.region.map_or(policy::Territory::Holder, |region| {
+            policy::Territory::Fetcher(Some(region))
+        }),
     };
     policy::evaluate(&inputs, &verified)
         .with_context(|| format!("{} is not licensed at {now}", args.manifest.display()))

@@ -49,7 +49,7 @@ use licet_proto::{
     CatalogHash, ManifestId, PublicKey, Timestamp,
     catalog::{VerifiedCatalog, VerifiedCatalogHead, catalog_hash, catalog_head_key},
     manifest::VerifiedManifest,
-    policy::{CatalogAcceptance, CatalogRejection, Refusal, RefusalReason},
+    policy::{CatalogAcceptance, CatalogRejection, Refusal, RefusalReason, Territory},
     wire::{CATALOG_PART_BYTES, Request, Response},
 };
 use tokio::sync::mpsc;
@@ -381,7 +381,7 @@ impl Node {
             .cloned()
             .collect();
         for item in items {
-            if let Err(refusal) = self.policy_check(&item.manifest) {
+            if let Err(refusal) = self.policy_check(&item.manifest, Territory::Holder) {
                 // The periodic sweep meets the same refused items every time: not worth a line.
                 if publisher.is_some() {
                     info!(id = %item.id(), "no longer served: {refusal}");
@@ -394,12 +394,14 @@ impl Node {
     /// The refusal of `manifest` if its publisher's catalog withdrew it (revoked it, or the
     /// delegate that signed it).
     fn withdrawal(&self, manifest: &VerifiedManifest) -> Option<Refusal> {
-        self.policy_check(manifest).err().filter(|refusal| {
-            matches!(
-                refusal.reason,
-                RefusalReason::Revoked | RefusalReason::DelegateRevoked
-            )
-        })
+        self.policy_check(manifest, Territory::Holder)
+            .err()
+            .filter(|refusal| {
+                matches!(
+                    refusal.reason,
+                    RefusalReason::Revoked | RefusalReason::DelegateRevoked
+                )
+            })
     }
 
     /// Step 5: the DHT record, the provider record, and gossip.
@@ -841,7 +843,8 @@ impl Node {
                     continue;
                 }
             };
-            if let Err(refusal) = self.policy_check(&manifest) {
+            // A mirror fetches like a user's download: its own region must be listed.
+            if let Err(refusal) = self.policy_check(&manifest, self.as_fetcher()) {
                 debug!(%id, "mirror: not fetched: {refusal}");
                 continue;
             }

@@ -32,7 +32,7 @@ use futures::{StreamExt as _, stream::FuturesUnordered};
 use libp2p::PeerId;
 use licet_proto::{
     ManifestId, MerkleHash,
-    manifest::VerifiedManifest,
+    manifest::{Region, VerifiedManifest},
     merkle::{self, AuditPath},
     policy::RefusalReason,
     wire::{Request, Response},
@@ -268,7 +268,7 @@ async fn run(
         }
         tokio::select! {
             _ = recheck.tick() => {
-                if let Err(refusal) = node.policy_check(&item.manifest) {
+                if let Err(refusal) = node.policy_check(&item.manifest, node.as_fetcher()) {
                     break Err(format!("stopped by the trust policy: {refusal}"));
                 }
             }
@@ -439,6 +439,24 @@ enum ChunkOutcome {
     Failed(String),
 }
 
+/// The request for one chunk. It states this node's region when it has one, so that a server
+/// hands content licensed for some regions only to requesters in them (wire.rs "Regions").
+fn chunk_request(manifest: ManifestId, (file, index): ChunkRef, region: Option<Region>) -> Request {
+    match region {
+        Some(region) => Request::ChunkForRegion {
+            manifest,
+            file,
+            index,
+            region,
+        },
+        None => Request::Chunk {
+            manifest,
+            file,
+            index,
+        },
+    }
+}
+
 async fn fetch_chunk(
     download: Arc<Download>,
     session: Arc<Session>,
@@ -450,11 +468,11 @@ async fn fetch_chunk(
     let expected_len = merkle::chunk_range(index, entry.size, manifest.chunk_size)
         .map_or(0, |r| (r.end - r.start) as usize);
     let reply = match session
-        .request(Request::Chunk {
-            manifest: download.item.id(),
-            file,
-            index,
-        })
+        .request(chunk_request(
+            download.item.id(),
+            chunk,
+            download.node.region(),
+        ))
         .await
     {
         Ok(reply) => reply,

@@ -55,7 +55,9 @@ struct RunArgs {
     /// A peer to join the swarm through, with /p2p/<peer id> (repeat for several).
     #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<Multiaddr>,
-    /// This node's region (ISO 3166 alpha-2), for licences that list regions.
+    /// This node's region (ISO 3166 alpha-2). A release whose licence lists regions is fetched
+    /// only by a node in a listed region (none set: refused); the region is stated to the peers
+    /// it fetches from.
     #[arg(long, value_name = "CC")]
     region: Option<Region>,
     /// Where the control API listens (loopback only; default a free port).

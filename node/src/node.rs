@@ -31,7 +31,9 @@ use licet_proto::{
     ManifestId, PublicKey, Timestamp,
     manifest::{Region, ShareLink, VerifiedManifest},
     merkle::{self, MerkleTree},
-    policy::{self, CatalogSet, PolicyInputs, RefusalReason, TrustStore, TrustedPublisher},
+    policy::{
+        self, CatalogSet, PolicyInputs, RefusalReason, Territory, TrustStore, TrustedPublisher,
+    },
     wire::{self, Bitfield, Request, Response},
 };
 use tracing::{debug, info, warn};
@@ -418,7 +420,7 @@ impl Node {
     /// or an ended window also holds across a restart). [`Node::stop_announcing_refused`] is the
     /// other half.
     pub(crate) async fn announce(&self, item: &Item) {
-        if let Err(refusal) = self.policy_check(&item.manifest) {
+        if let Err(refusal) = self.policy_check(&item.manifest, Territory::Holder) {
             debug!(id = %item.id(), "not announced: {refusal}");
             return;
         }
@@ -450,8 +452,12 @@ impl Node {
         providers
     }
 
-    /// Asks the trust policy about `manifest` now.
-    pub(crate) fn policy_check(&self, manifest: &VerifiedManifest) -> Result<(), policy::Refusal> {
+    /// Asks the trust policy about `manifest` now, for what `territory` says is done with it.
+    pub(crate) fn policy_check(
+        &self,
+        manifest: &VerifiedManifest,
+        territory: Territory,
+    ) -> Result<(), policy::Refusal> {
         let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
         let (trust, catalogs) = &*guard;
         policy::evaluate(
@@ -459,10 +465,20 @@ impl Node {
                 trust,
                 catalogs,
                 now: Timestamp::now(),
-                region: self.inner.region,
+                territory,
             },
             manifest,
         )
+    }
+
+    /// The node's configured region, if any.
+    pub(crate) fn region(&self) -> Option<Region> {
+        self.inner.region
+    }
+
+    /// The territory of a fetch for this node's user: the node's own region.
+    pub(crate) fn as_fetcher(&self) -> Territory {
+        Territory::Fetcher(self.region())
     }
 
     /// Whether `peer` is banned.
@@ -658,7 +674,17 @@ impl Node {
                 RecordState::Complete => ContentState::Complete,
                 RecordState::Failed => ContentState::Failed,
             },
-            refused: self.policy_check(&item.manifest).err().map(to_api_refusal),
+            // A download is judged as a fetch for this node's user, held content as a holder's.
+            refused: self
+                .policy_check(
+                    &item.manifest,
+                    match live.state {
+                        RecordState::Downloading => self.as_fetcher(),
+                        RecordState::Complete | RecordState::Failed => Territory::Holder,
+                    },
+                )
+                .err()
+                .map(to_api_refusal),
             total_bytes: manifest.total_size(),
             have_bytes,
             total_chunks,
@@ -773,7 +799,12 @@ pub(crate) fn refuse(reason: RefusalReason, detail: impl Into<String>) -> Respon
 enum ContentRequest {
     Manifest,
     Availability,
-    Chunk { file: u32, index: u64 },
+    /// A chunk, for a requester in `region` (`None`: it stated no region).
+    Chunk {
+        file: u32,
+        index: u64,
+        region: Option<Region>,
+    },
 }
 
 impl Node {
@@ -789,7 +820,27 @@ impl Node {
                 manifest,
                 file,
                 index,
-            } => (manifest, ContentRequest::Chunk { file, index }),
+            } => (
+                manifest,
+                ContentRequest::Chunk {
+                    file,
+                    index,
+                    region: None,
+                },
+            ),
+            Request::ChunkForRegion {
+                manifest,
+                file,
+                index,
+                region,
+            } => (
+                manifest,
+                ContentRequest::Chunk {
+                    file,
+                    index,
+                    region: Some(region),
+                },
+            ),
         };
         let Some(item) = self.item(&id) else {
             return refuse(
@@ -797,8 +848,13 @@ impl Node {
                 format!("manifest {id} is not held here"),
             );
         };
-        // Asked on every request, chunks included: revocation and expiry bite at once.
-        if let Err(refusal) = self.policy_check(&item.manifest) {
+        // Asked on every request, chunks included: revocation and expiry bite at once. A chunk
+        // goes to a user, so the requester's stated region counts; the rest hands no content.
+        let territory = match wanted {
+            ContentRequest::Chunk { region, .. } => Territory::Requester(region),
+            ContentRequest::Manifest | ContentRequest::Availability => Territory::Holder,
+        };
+        if let Err(refusal) = self.policy_check(&item.manifest, territory) {
             return refuse(refusal.reason, refusal.detail);
         }
         match wanted {
@@ -811,12 +867,12 @@ impl Node {
                     files: live.have.clone(),
                 }
             }
-            ContentRequest::Chunk { file, index } => {
+            ContentRequest::Chunk { file, index, .. } => {
                 let response = self.serve_chunk(item.clone(), file, index, payload).await;
                 // Asked again once the chunk is read: a revocation or the end of the licence
                 // window that came while it was read stops it from leaving.
                 if let Response::Chunk { .. } = &response
-                    && let Err(refusal) = self.policy_check(&item.manifest)
+                    && let Err(refusal) = self.policy_check(&item.manifest, territory)
                 {
                     payload.clear();
                     return refuse(refusal.reason, refusal.detail);
@@ -1049,7 +1105,7 @@ impl NodeApi for Node {
             )
         })?;
         let id = manifest.id();
-        if let Err(refusal) = self.policy_check(&manifest) {
+        if let Err(refusal) = self.policy_check(&manifest, Territory::Holder) {
             return Err(ApiError::refused(
                 ApiErrorKind::Refused,
                 format!("manifest {id} is refused: {refusal}"),
@@ -1176,7 +1232,7 @@ impl NodeApi for Node {
                     ),
                 ));
             }
-            if let Err(refusal) = self.policy_check(&item.manifest) {
+            if let Err(refusal) = self.policy_check(&item.manifest, self.as_fetcher()) {
                 return Err(ApiError::refused(
                     ApiErrorKind::Refused,
                     format!("manifest {id} is refused: {refusal}"),
@@ -1189,7 +1245,7 @@ impl NodeApi for Node {
         }
         let hint_peers = self.dial_hints(&hints).await;
         let manifest = fetch::find_manifest(self, id, &hint_peers).await?;
-        if let Err(refusal) = self.policy_check(&manifest) {
+        if let Err(refusal) = self.policy_check(&manifest, self.as_fetcher()) {
             return Err(ApiError::refused(
                 ApiErrorKind::Refused,
                 format!(

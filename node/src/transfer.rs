@@ -161,7 +161,10 @@ pub const REQUESTS_READ_AHEAD: usize = MAX_REQUESTS_IN_FLIGHT;
 /// Whether the answer to `request` carries a payload read from disk (a chunk or a catalog part);
 /// other answers cost nothing to prepare.
 fn answer_has_payload(request: &Request) -> bool {
-    matches!(request, Request::Chunk { .. } | Request::CatalogPart { .. })
+    matches!(
+        request,
+        Request::Chunk { .. } | Request::ChunkForRegion { .. } | Request::CatalogPart { .. }
+    )
 }
 
 /// Serves one inbound stream, in a place taken with [`StreamSlots::admit`], until the peer

@@ -1,7 +1,7 @@
 //! The trust policy: may this node serve, fetch, store or announce a manifest's content now?
 //!
 //! [`evaluate`] is one pure function of the trust store, the accepted catalogs, the clock and the
-//! node's region. The node calls it before fetching a byte and again on every chunk it serves,
+//! [`Territory`] asked about. The node calls it before fetching a byte and again on every chunk it serves,
 //! so a revocation or the end of a licence window bites on the next chunk. Its steps, in the
 //! order they are checked (DESIGN.md "Trust policy"):
 //!
@@ -10,7 +10,11 @@
 //!    any, is valid (also guaranteed), covers now, and its delegate is not revoked by the
 //!    publisher's newest accepted catalog;
 //! 3. the licence window contains now;
-//! 4. if the node has a region and the licence lists regions, the region is listed;
+//! 4. if the licence lists regions, the territory asked about is listed, and it fails closed: to
+//!    fetch, the node's own configured region (none configured = refused); to serve a chunk, the
+//!    region the requester stated (none stated = refused). Holding, announcing and answering
+//!    about content need no region, so a partner's seed may serve every listed territory. A
+//!    territorial licence is about where the user is; the stated region is self-declared;
 //! 5. the manifest is not revoked by the publisher's newest accepted catalog;
 //! 6. if the operator set `require_catalog` for the publisher, the manifest is listed in that
 //!    publisher's newest accepted catalog and that catalog has not expired.
@@ -346,8 +350,23 @@ pub struct PolicyInputs<'a> {
     pub catalogs: &'a CatalogSet,
     /// The node's clock.
     pub now: Timestamp,
-    /// The node's configured region, if any.
-    pub region: Option<Region>,
+    /// Whose region step 4 asks about.
+    pub territory: Territory,
+}
+
+/// What the node is about to do with a manifest's content, for step 4: a licence that lists
+/// regions binds where the *user* is, so the region that counts depends on who gets the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Territory {
+    /// Fetching it for this node's user: the node's own configured region, if any. A node
+    /// without a region is refused content that lists regions.
+    Fetcher(Option<Region>),
+    /// Serving a chunk of it to a requester: the region the requester stated, if any. A
+    /// requester that stated none is refused content that lists regions.
+    Requester(Option<Region>),
+    /// Holding, announcing or describing it (manifest, availability), handing no content to a
+    /// user: no region applies.
+    Holder,
 }
 
 /// Decides whether `manifest`'s content may be served, fetched, stored or announced now.
@@ -407,19 +426,43 @@ pub fn evaluate(inputs: &PolicyInputs<'_>, manifest: &VerifiedManifest) -> Resul
         ));
     }
 
-    // 4. Region.
-    if let Some(region) = inputs.region
-        && !licence.regions.is_empty()
-        && !licence.regions.contains(&region)
-    {
-        let listed: Vec<String> = licence.regions.iter().map(Region::to_string).collect();
-        return Err(Refusal::new(
-            RefusalReason::RegionNotLicensed,
-            format!(
-                "this node is in {region}; the licence covers {}",
-                listed.join(",")
-            ),
-        ));
+    // 4. Region: fails closed where a user gets the bytes.
+    if !licence.regions.is_empty() {
+        let listed = || {
+            let listed: Vec<String> = licence.regions.iter().map(Region::to_string).collect();
+            listed.join(",")
+        };
+        let refused = |detail: String| Err(Refusal::new(RefusalReason::RegionNotLicensed, detail));
+        match inputs.territory {
+            Territory::Holder => {}
+            Territory::Fetcher(Some(region)) | Territory::Requester(Some(region))
+                if licence.regions.contains(&region) => {}
+            Territory::Fetcher(Some(region)) => {
+                return refused(format!(
+                    "this node is in {region}; the licence covers {}",
+                    listed()
+                ));
+            }
+            Territory::Fetcher(None) => {
+                return refused(format!(
+                    "the licence covers only {} and this node has no region: set it with \
+                     --region, LICET_REGION or `region` in config.toml",
+                    listed()
+                ));
+            }
+            Territory::Requester(Some(region)) => {
+                return refused(format!(
+                    "the requester is in {region}; the licence covers {}",
+                    listed()
+                ));
+            }
+            Territory::Requester(None) => {
+                return refused(format!(
+                    "the requester stated no region; the licence covers only {}",
+                    listed()
+                ));
+            }
+        }
     }
 
     // 5. Revocation.

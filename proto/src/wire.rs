@@ -26,6 +26,15 @@
 //! | `Chunk { manifest, file, index }` | `Chunk { proof, len }` + `len` bytes: the chunk and its [`AuditPath`] |
 //! | `CatalogHead { publisher }` | `CatalogHead { envelope }`: the newest signed head the peer accepted |
 //! | `CatalogPart { publisher, catalog_hash, offset }` | `CatalogPart { total_len, offset, len }` + `len` bytes of the catalog envelope |
+//! | `ChunkForRegion { manifest, file, index, region }` | as `Chunk`, for a requester that states its region |
+//!
+//! # Regions
+//! A licence that lists regions binds where the user is (DESIGN.md "Trust policy", step 4). A
+//! downloader with a configured region asks for chunks with `ChunkForRegion`, stating it; a
+//! plain `Chunk` states none. A server answers a chunk of such content only to a requester whose
+//! stated region is listed, and refuses the rest with `RegionNotLicensed`; its own region does
+//! not matter. The stated region is self-declared: it carries the downloader operator's word,
+//! as a user's country in a shop's checkout does, and nothing more.
 //!
 //! Any request may instead be answered `Refused { reason, detail }` (the trust policy's
 //! [`RefusalReason`], append-only) or `Busy { retry_after_ms }`.
@@ -50,7 +59,7 @@ use crate::{
     encoding::{self, DecodeError},
     ids::{CatalogHash, ManifestId},
     keys::PublicKey,
-    manifest::MAX_CHUNK_SIZE,
+    manifest::{MAX_CHUNK_SIZE, Region},
     merkle::{AuditPath, MAX_AUDIT_PATH_LEN},
     policy::RefusalReason,
     signed::SignedKind,
@@ -112,6 +121,17 @@ pub enum Request {
         catalog_hash: CatalogHash,
         /// Byte offset into the envelope, a multiple of [`CATALOG_PART_BYTES`].
         offset: u64,
+    },
+    /// One chunk with its audit path, for a requester that states the region its user is in.
+    ChunkForRegion {
+        /// Which manifest.
+        manifest: ManifestId,
+        /// Index of the file in the manifest.
+        file: u32,
+        /// Index of the chunk in the file.
+        index: u64,
+        /// Where the requester says its user is.
+        region: Region,
     },
 }
 

@@ -821,6 +821,19 @@ fn request_frames() -> Vec<(RequestFrame, Vec<&'static str>)> {
             ),
             vec!["05", "04", PUBLISHER, CATALOG_HASH, "808040"],
         ),
+        (
+            frame(
+                7,
+                Request::ChunkForRegion {
+                    manifest: ManifestId([0x33; 32]),
+                    file: 2,
+                    index: 1_000_000,
+                    region: "FR".parse().unwrap(),
+                },
+            ),
+            // id 7; variant 5; id; file 2; index; region "FR" as a string of 2 bytes
+            vec!["07", "05", ID33, "02", "c0843d", "024652"],
+        ),
     ]
 }
 

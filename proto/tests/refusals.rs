@@ -25,7 +25,7 @@ use licet_proto::{
     path::{PathError, SafePath},
     policy::{
         CLOCK_SKEW_SECONDS, CatalogAcceptance, CatalogRejection, CatalogSet, PolicyInputs, Refusal,
-        RefusalReason, TrustStore, TrustedPublisher, evaluate,
+        RefusalReason, Territory, TrustStore, TrustedPublisher, evaluate,
     },
     signed::{EnvelopeError, Signed, SignedDelegation, SignedKind},
     wire::{
@@ -171,33 +171,33 @@ fn catalogs_with(catalog: Catalog) -> CatalogSet {
     set
 }
 
-/// The policy's answer for `manifest` at `now` in `region`.
+/// The policy's answer for `manifest` at `now`, about `territory`.
 fn evaluate_with(
     manifest: &VerifiedManifest,
     trust: &TrustStore,
     catalogs: &CatalogSet,
     now: Timestamp,
-    region: Option<Region>,
+    territory: Territory,
 ) -> Result<(), Refusal> {
     evaluate(
         &PolicyInputs {
             trust,
             catalogs,
             now,
-            region,
+            territory,
         },
         manifest,
     )
 }
 
-/// The policy's answer for a trusted publisher, no catalogs, no region.
+/// The policy's answer for a trusted publisher, no catalogs, as a holder (no region).
 fn evaluate_at(manifest: &VerifiedManifest, now: Timestamp) -> Result<(), Refusal> {
     evaluate_with(
         manifest,
         &trusting(publisher(), false),
         &CatalogSet::new(),
         now,
-        None,
+        Territory::Holder,
     )
 }
 
@@ -509,21 +509,48 @@ fn untrusted_publisher() {
     let manifest = signed_by_publisher(&manifest());
     let only_another = trusting(other_publisher_key().public_key(), false);
     assert_refused(
-        evaluate_with(&manifest, &only_another, &CatalogSet::new(), NOW, None),
+        evaluate_with(
+            &manifest,
+            &only_another,
+            &CatalogSet::new(),
+            NOW,
+            Territory::Holder,
+        ),
         RefusalReason::UntrustedPublisher,
         &[&publisher().to_hex(), "trust store"],
     );
     assert_refused(
-        evaluate_with(&manifest, &TrustStore::new(), &CatalogSet::new(), NOW, None),
+        evaluate_with(
+            &manifest,
+            &TrustStore::new(),
+            &CatalogSet::new(),
+            NOW,
+            Territory::Holder,
+        ),
         RefusalReason::UntrustedPublisher,
         &[&publisher().to_hex()],
     );
     // Removing a trusted publisher takes effect at once.
     let mut trust = trusting(publisher(), false);
-    assert!(evaluate_with(&manifest, &trust, &CatalogSet::new(), NOW, None).is_ok());
+    assert!(
+        evaluate_with(
+            &manifest,
+            &trust,
+            &CatalogSet::new(),
+            NOW,
+            Territory::Holder
+        )
+        .is_ok()
+    );
     assert!(trust.remove(&publisher()));
     assert_refused(
-        evaluate_with(&manifest, &trust, &CatalogSet::new(), NOW, None),
+        evaluate_with(
+            &manifest,
+            &trust,
+            &CatalogSet::new(),
+            NOW,
+            Territory::Holder,
+        ),
         RefusalReason::UntrustedPublisher,
         &[],
     );
@@ -579,35 +606,66 @@ fn licence_without_an_end_never_expires() {
 }
 
 #[test]
-fn region_not_licensed() {
+fn region_not_licensed_fails_closed_where_a_user_gets_the_bytes() {
     let mut regional = manifest();
     regional.licence.regions = vec![region("FR"), region("DE")];
     let regional = signed_by_publisher(&regional);
     let trust = trusting(publisher(), false);
     let catalogs = CatalogSet::new();
+    let check = |territory| evaluate_with(&regional, &trust, &catalogs, NOW, territory);
+
+    // Fetching: the node's own region must be listed; a node without one is refused.
     assert_refused(
-        evaluate_with(&regional, &trust, &catalogs, NOW, Some(region("US"))),
+        check(Territory::Fetcher(Some(region("US")))),
         RefusalReason::RegionNotLicensed,
         &["this node is in US", "FR,DE"],
     );
+    assert_refused(
+        check(Territory::Fetcher(None)),
+        RefusalReason::RegionNotLicensed,
+        &["this node has no region", "FR,DE", "--region"],
+    );
+    // Serving a chunk: the requester's stated region must be listed; stating none is refused.
+    assert_refused(
+        check(Territory::Requester(Some(region("US")))),
+        RefusalReason::RegionNotLicensed,
+        &["the requester is in US", "FR,DE"],
+    );
+    assert_refused(
+        check(Territory::Requester(None)),
+        RefusalReason::RegionNotLicensed,
+        &["the requester stated no region", "FR,DE"],
+    );
     for listed in ["FR", "DE", "fr"] {
         assert_eq!(
-            evaluate_with(&regional, &trust, &catalogs, NOW, Some(region(listed))),
+            check(Territory::Fetcher(Some(region(listed)))),
+            Ok(()),
+            "{listed}"
+        );
+        assert_eq!(
+            check(Territory::Requester(Some(region(listed)))),
             Ok(()),
             "{listed}"
         );
     }
-    // A node without a configured region is not refused on region.
-    assert_eq!(
-        evaluate_with(&regional, &trust, &catalogs, NOW, None),
-        Ok(())
-    );
-    // A licence without regions is worldwide.
+    // Holding, announcing and describing content hand no bytes to a user: no region applies.
+    assert_eq!(check(Territory::Holder), Ok(()));
+
+    // A licence without regions is worldwide, for everyone, stated region or not.
     let worldwide = signed_by_publisher(&manifest());
-    assert_eq!(
-        evaluate_with(&worldwide, &trust, &catalogs, NOW, Some(region("US"))),
-        Ok(())
-    );
+    for territory in [
+        Territory::Fetcher(None),
+        Territory::Fetcher(Some(region("US"))),
+        Territory::Requester(None),
+        Territory::Requester(Some(region("US"))),
+        Territory::Holder,
+    ] {
+        assert_eq!(
+            evaluate_with(&worldwide, &trust, &catalogs, NOW, territory),
+            Ok(()),
+            "{territory:?}"
+        );
+    }
 }
 
 #[test]
@@ -621,7 +679,7 @@ fn revoked_manifest() {
             &trusting(publisher(), false),
             &catalogs_with(revoking),
             NOW,
-            None,
+            Territory::Holder,
         ),
         RefusalReason::Revoked,
         &[&manifest.id().to_hex(), &publisher().to_hex()],
@@ -635,7 +693,7 @@ fn revoked_manifest() {
             &trusting(publisher(), false),
             &catalogs_with(other),
             NOW,
-            None
+            Territory::Holder
         ),
         Ok(())
     );
@@ -650,7 +708,7 @@ fn revoked_delegate() {
     let catalogs = catalogs_with(revoking);
     let trust = trusting(publisher(), false);
     assert_refused(
-        evaluate_with(&by_delegate, &trust, &catalogs, NOW, None),
+        evaluate_with(&by_delegate, &trust, &catalogs, NOW, Territory::Holder),
         RefusalReason::DelegateRevoked,
         &[
             &format!("delegate {}", delegate_key().public_key()),
@@ -659,7 +717,7 @@ fn revoked_delegate() {
     );
     // The same manifest signed by the publisher itself is unaffected.
     assert_eq!(
-        evaluate_with(&by_publisher, &trust, &catalogs, NOW, None),
+        evaluate_with(&by_publisher, &trust, &catalogs, NOW, Territory::Holder),
         Ok(())
     );
 }
@@ -1091,7 +1149,7 @@ fn require_catalog_without_any_catalog() {
             &trusting(publisher(), true),
             &CatalogSet::new(),
             NOW,
-            None,
+            Territory::Holder,
         ),
         RefusalReason::NoValidCatalog,
         &[&publisher().to_hex(), "none is held"],
@@ -1116,11 +1174,17 @@ fn require_catalog_with_an_expired_newest_catalog() {
     .unwrap();
     let trust = trusting(publisher(), true);
     assert_eq!(
-        evaluate_with(&manifest, &trust, &set, NOW.plus_seconds(-1), None),
+        evaluate_with(
+            &manifest,
+            &trust,
+            &set,
+            NOW.plus_seconds(-1),
+            Territory::Holder
+        ),
         Ok(())
     );
     assert_refused(
-        evaluate_with(&manifest, &trust, &set, NOW, None),
+        evaluate_with(&manifest, &trust, &set, NOW, Territory::Holder),
         RefusalReason::NoValidCatalog,
         &["newest catalog (2)", "expired at 2027-01-16T08:00:00Z"],
     );
@@ -1133,14 +1197,26 @@ fn require_catalog_and_not_listed() {
     other.entries = listing(&[ManifestId([0x11; 32])]);
     let trust = trusting(publisher(), true);
     assert_refused(
-        evaluate_with(&manifest, &trust, &catalogs_with(other), NOW, None),
+        evaluate_with(
+            &manifest,
+            &trust,
+            &catalogs_with(other),
+            NOW,
+            Territory::Holder,
+        ),
         RefusalReason::NotInCatalog,
         &[&manifest.id().to_hex(), "catalog 4", &publisher().to_hex()],
     );
     let mut listed = catalog(4);
     listed.entries = listing(&[ManifestId([0x11; 32]), manifest.id()]);
     assert_eq!(
-        evaluate_with(&manifest, &trust, &catalogs_with(listed), NOW, None),
+        evaluate_with(
+            &manifest,
+            &trust,
+            &catalogs_with(listed),
+            NOW,
+            Territory::Holder
+        ),
         Ok(())
     );
 }

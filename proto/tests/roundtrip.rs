@@ -271,6 +271,14 @@ fn request() -> impl Strategy<Value = Request> {
                 index,
             }
         }),
+        (manifest_id_value(), any::<u32>(), any::<u64>(), region()).prop_map(
+            |(manifest, file, index, region)| Request::ChunkForRegion {
+                manifest,
+                file,
+                index,
+                region,
+            }
+        ),
         public_key().prop_map(|publisher| Request::CatalogHead { publisher }),
         (public_key(), catalog_hash_value(), any::<u64>()).prop_map(
             |(publisher, catalog_hash, offset)| Request::CatalogPart {

@@ -486,6 +486,53 @@ impl HostilePeer {
         })
     }
 
+    /// Asks the node at `addr` for chunk `index` of file `file` of `manifest`, as a downloader
+    /// that states `region` (`None`: a plain chunk request, stating no region), and returns the
+    /// answer's header (`None` if none came within [`HOSTILE_TIMEOUT`]).
+    pub fn ask_chunk(
+        &self,
+        addr: &str,
+        manifest: licet_proto::ManifestId,
+        (file, index): (u32, u64),
+        region: Option<&str>,
+    ) -> Option<Response> {
+        let peer = self.dial_node(addr);
+        let mut control = self.control.clone();
+        let request = match region {
+            Some(region) => Request::ChunkForRegion {
+                manifest,
+                file,
+                index,
+                region: region.parse().expect("a region code"),
+            },
+            None => Request::Chunk {
+                manifest,
+                file,
+                index,
+            },
+        };
+        self.block_on(async move {
+            let mut stream = open_transfer(&mut control, peer).await;
+            let mut frame = Vec::new();
+            wire::encode_request(
+                &RequestFrame {
+                    id: RequestId(0),
+                    request,
+                },
+                &mut frame,
+            );
+            stream.write_all(&frame).await.ok()?;
+            stream.flush().await.ok()?;
+            let mut reply = Vec::new();
+            tokio::time::timeout(HOSTILE_TIMEOUT, read_frame(&mut stream, &mut reply))
+                .await
+                .ok()?
+                .ok()?;
+            let (frame, _payload) = wire::decode_response(&reply).ok()?;
+            Some(frame.response)
+        })
+    }
+
     /// Connects to the node at `addr`, opens a transfer stream, writes `bytes` on it, and
     /// reads what comes back until the node ends the stream or `wait` passes.
     pub fn send_raw(
@@ -1095,6 +1142,12 @@ async fn serve(
                 manifest,
                 file,
                 index,
+            }
+            | Request::ChunkForRegion {
+                manifest,
+                file,
+                index,
+                ..
             } => {
                 stats.chunk_requests.fetch_add(1, Ordering::Relaxed);
                 let Some(c) = held(&manifest) else {

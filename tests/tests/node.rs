@@ -9,10 +9,10 @@
 
 use std::{path::Path, time::Duration};
 
-use licet_proto::{SecretKey, signed::Signed};
+use licet_proto::{ManifestId, SecretKey, policy::RefusalReason, signed::Signed, wire::Response};
 use licet_tests::{
-    Running, TestNet, TestNode, assert_same_file, count, create, pseudo_random_bytes, text,
-    wait_for, write_pseudo_random_file,
+    Running, TestNet, TestNode, assert_same_file, count, create, hostile::HostilePeer,
+    pseudo_random_bytes, text, wait_for, write_pseudo_random_file,
 };
 use serde_json::Value;
 
@@ -303,27 +303,76 @@ fn a_licence_that_has_not_started_cannot_be_added() {
 }
 
 #[test]
-fn a_seeder_restarted_in_an_unlicensed_region_refuses_on_the_wire() {
+fn a_seeder_serves_a_regional_release_only_to_requesters_that_state_a_listed_region() {
     let net = TestNet::new();
     let (publisher, created, mut a) =
         seeded_small_release(&net, "fr.manifest", &["--regions", "FR"]);
     let id = text(&created["manifest_id"]);
+    // A seeder's own region does not matter: a partner's seed in the US may serve France.
     assert_eq!(a.terminate().code(), Some(0));
     a.restart_with(&["--region", "US"]);
     let item = a.content(id).expect("A keeps the item across the restart");
-    assert_eq!(item["refused"]["reason"], "RegionNotLicensed", "{item}");
+    assert_eq!(item["refused"], Value::Null, "{item}");
 
+    // On the wire, a chunk goes only to a requester that states a listed region.
+    let manifest: ManifestId = id.parse().expect("a manifest id");
+    let requester = HostilePeer::requester();
+    for stated in [None, Some("US")] {
+        match requester.ask_chunk(a.addr(), manifest, (0, 0), stated) {
+            Some(Response::Refused { reason, detail }) => {
+                assert_eq!(
+                    reason,
+                    RefusalReason::RegionNotLicensed,
+                    "{stated:?}: {detail}"
+                );
+                assert!(detail.contains("FR"), "{stated:?}: {detail}");
+            }
+            other => panic!("a requester stating {stated:?} got {other:?}"),
+        }
+    }
+    assert_eq!(refusals(&a, "RegionNotLicensed"), 2.0);
+    assert_eq!(a.metric("licet_chunks_served_total"), 0.0);
+    assert!(
+        matches!(
+            requester.ask_chunk(a.addr(), manifest, (0, 0), Some("FR")),
+            Some(Response::Chunk { .. })
+        ),
+        "a requester in FR is served"
+    );
+
+    // A downloader configured in France fetches the release from the seed in the US.
+    let b = net
+        .start_joined("b", &a, &["--region", "FR"])
+        .trusting(&publisher);
+    let got = b.client_json(&["get", text(&created["link"]), "-o", "downloads/film"]);
+    assert_eq!(got["state"], "complete", "{got}");
+    assert_same_file(
+        &net.work().join("release/film.bin"),
+        &net.work().join("downloads/film/film.bin"),
+    );
+    assert_eq!(refusals(&a, "RegionNotLicensed"), 2.0);
+}
+
+#[test]
+fn regression_a_node_without_a_region_refuses_a_regional_release_and_says_how_to_set_one() {
+    let net = TestNet::new();
+    let (publisher, created, a) = seeded_small_release(&net, "fr.manifest", &["--regions", "FR"]);
+    let id = text(&created["manifest_id"]);
     let b = net.start_joined("b", &a, &[]).trusting(&publisher);
+    assert_eq!(b.client_json(&["status"])["region"], Value::Null);
+
     let out = b.client(&["get", text(&created["link"]), "-o", "downloads/film"]);
     out.expect_code(1);
     assert!(
-        out.stderr.contains("not licensed in this region") && out.stderr.contains(a.peer_id()),
-        "A's refusal, from the wire: {}",
+        out.stderr.contains("not licensed in this region")
+            && out.stderr.contains("has no region")
+            && out.stderr.contains("--region"),
+        "{}",
         out.stderr
     );
-    assert!(refusals(&a, "RegionNotLicensed") >= 1.0);
-    assert_eq!(a.metric("licet_chunks_served_total"), 0.0);
     assert!(b.content(id).is_none());
+    assert_eq!(entries(&net.work().join("downloads/film")), 0);
+    assert_eq!(a.metric("licet_chunks_served_total"), 0.0);
 }
 
 #[test]
