@@ -108,6 +108,11 @@ pub enum ClientCommand {
         /// The directory to put the files in (created if missing).
         #[arg(short = 'o', long, value_name = "DIR", default_value = ".")]
         output: PathBuf,
+        /// Overwrite an existing file at one of the manifest's paths that is not the
+        /// manifest's file (never a link). Without it such a file refuses the download; a
+        /// file identical to the manifest's is kept and not fetched again either way.
+        #[arg(long)]
+        replace: bool,
         /// Print the final content state as JSON.
         #[arg(long)]
         json: bool,
@@ -359,9 +364,12 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
             content,
             json,
         } => add(data_dir, &manifest, &content, json).await,
-        ClientCommand::Get { link, output, json } => {
-            get(data_dir, &link, &output, json, watch).await
-        }
+        ClientCommand::Get {
+            link,
+            output,
+            replace,
+            json,
+        } => get(data_dir, &link, &output, replace, json, watch).await,
         ClientCommand::Ls { json } => {
             let daemon = Daemon::connect(data_dir)?;
             let reply: ContentListReply = daemon
@@ -565,6 +573,7 @@ async fn get(
     data_dir: &Path,
     link: &str,
     output: &Path,
+    replace: bool,
     json: bool,
     watch: &Watch,
 ) -> Result<(), Failure> {
@@ -576,6 +585,7 @@ async fn get(
     let request = GetRequest {
         link: link.trim().to_owned(),
         output_dir: PathBuf::from(output_text),
+        replace,
     };
     let started: ContentInfo = daemon
         .call_json(
