@@ -150,7 +150,11 @@ impl Folder {
     /// Opens the existing regular file `rel` for reading (`write` false) or writing.
     pub fn open_existing(&self, rel: &SafePath, write: bool) -> Result<File, BeneathError> {
         let (parent, name) = self.parent(rel, false)?;
-        let access = if write { OFlags::WRONLY } else { OFlags::RDONLY };
+        let access = if write {
+            OFlags::WRONLY
+        } else {
+            OFlags::RDONLY
+        };
         self.open_file(&parent, name, rel, access)
     }
 
@@ -170,7 +174,9 @@ impl Folder {
             // Opened by name twice: the second must be the same file as the first.
             let (a, b) = (rustix::fs::fstat(&buffered)?, rustix::fs::fstat(&direct)?);
             if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
-                return Err(io::Error::other("the file was replaced while it was opened"));
+                return Err(io::Error::other(
+                    "the file was replaced while it was opened",
+                ));
             }
             Ok(direct)
         });
@@ -212,7 +218,10 @@ impl Folder {
     ) -> Result<(OwnedFd, &'p str), BeneathError> {
         let mut components = rel.as_str().split('/');
         // A SafePath has at least one component; `rsplit_once` gives the last one.
-        let name = rel.as_str().rsplit_once('/').map_or(rel.as_str(), |(_, n)| n);
+        let name = rel
+            .as_str()
+            .rsplit_once('/')
+            .map_or(rel.as_str(), |(_, n)| n);
         let folders = components.clone().count() - 1;
         let mut current: Option<OwnedFd> = None;
         let mut reached = self.path.clone();
@@ -248,13 +257,10 @@ impl Folder {
         }
         let parent = match current {
             Some(fd) => fd,
-            None => self
-                .dir
-                .try_clone()
-                .map_err(|e| BeneathError::Io {
-                    path: self.path.clone(),
-                    source: e,
-                })?,
+            None => self.dir.try_clone().map_err(|e| BeneathError::Io {
+                path: self.path.clone(),
+                source: e,
+            })?,
         };
         Ok((parent, name))
     }
@@ -344,11 +350,17 @@ mod tests {
             folder.probe(&safe("a/b/c.bin")).unwrap(),
             Found::File { size: 5 }
         );
-        assert_eq!(folder.probe(&safe("a/b")).unwrap(), Found::Other("a directory"));
+        assert_eq!(
+            folder.probe(&safe("a/b")).unwrap(),
+            Found::Other("a directory")
+        );
         // Never opens what exists.
         let again = folder.create_new(&safe("a/b/c.bin")).unwrap_err();
-        assert!(matches!(again, BeneathError::Io { ref source, .. }
-            if source.kind() == io::ErrorKind::AlreadyExists), "{again}");
+        assert!(
+            matches!(again, BeneathError::Io { ref source, .. }
+            if source.kind() == io::ErrorKind::AlreadyExists),
+            "{again}"
+        );
         let (_, direct) = folder.open_for_chunks(&safe("a/b/c.bin"), true).unwrap();
         // tmpfs may refuse O_DIRECT; whichever way, it is never another file.
         if let Some(Err(e)) = direct {

@@ -847,7 +847,10 @@ impl Node {
             }
             // The mirror folder is the node's own: what an earlier mirror left there may be
             // replaced (identical files are still adopted, links still refused).
-            match self.create_download(manifest, self.mirror_dir(&id), true).await {
+            match self
+                .create_download(manifest, self.mirror_dir(&id), true)
+                .await
+            {
                 Ok(item) => {
                     info!(%id, "mirror: fetching");
                     self.spawn_download(item, Vec::new(), std::time::Instant::now());

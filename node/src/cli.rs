@@ -12,7 +12,8 @@
 //!   on every run (the daemon writes new ones each start), size-checked before they are read, and
 //!   the token is sent only to a loopback address.
 //! - Paths sent to the daemon are absolute (its working directory is not ours): `--content` is
-//!   canonicalized, `-o` is made absolute against the current directory and created.
+//!   canonicalized, `-o` is made absolute against the current directory and resolved (the
+//!   daemon creates it once it has accepted the download, so a refused `get` creates nothing).
 //! - Every wait is bounded: each call has a timeout, replies are read up to [`MAX_REPLY_BYTES`],
 //!   and `get` stops watching a download that makes no progress for [`STALL_LIMIT`] (the daemon
 //!   goes on with it).
@@ -744,21 +745,16 @@ fn download_bar(info: &ContentInfo, show: bool) -> ProgressBar {
     bar
 }
 
-/// Makes `output` absolute against the current directory, creates it, and resolves symlinks.
+/// Makes `output` absolute against the current directory and resolves its links, `.` and `..`
+/// (it need not exist: the daemon creates it; if it exists it must be a directory).
 fn prepare_output_dir(output: &Path) -> Result<PathBuf, Failure> {
-    let absolute = std::path::absolute(output)
-        .with_context(|| format!("cannot make {} absolute", output.display()))
+    let resolved = crate::output_folder::resolve(output)
+        .with_context(|| format!("cannot resolve the output directory {}", output.display()))
         .map_err(Failure::other)?;
-    std::fs::create_dir_all(&absolute)
-        .with_context(|| format!("cannot create the output directory {}", absolute.display()))
-        .map_err(Failure::other)?;
-    let resolved = std::fs::canonicalize(&absolute)
-        .with_context(|| format!("cannot resolve the output directory {}", absolute.display()))
-        .map_err(Failure::other)?;
-    if !resolved.is_dir() {
+    if resolved.exists() && !resolved.is_dir() {
         return Err(Failure::Other(anyhow!(
             "the output {} is not a directory",
-            absolute.display()
+            output.display()
         )));
     }
     Ok(resolved)
@@ -1709,12 +1705,16 @@ mod tests {
     }
 
     #[test]
-    fn output_dir_is_made_absolute_and_created() {
+    fn output_dir_is_made_absolute_and_resolved_but_not_created() {
         let dir = tempfile::tempdir().unwrap();
         let nested = dir.path().join("a/b/../c");
         let made = prepare_output_dir(&nested).unwrap();
-        assert!(made.is_absolute() && made.is_dir(), "{}", made.display());
-        assert_eq!(made, std::fs::canonicalize(dir.path().join("a/c")).unwrap());
+        assert!(made.is_absolute(), "{}", made.display());
+        assert_eq!(made, std::fs::canonicalize(dir.path()).unwrap().join("a/c"));
+        assert!(
+            !dir.path().join("a").exists(),
+            "the daemon creates it, not the client"
+        );
         // A relative path is taken against the current directory.
         let relative = prepare_output_dir(Path::new(".")).unwrap();
         assert_eq!(relative, std::fs::canonicalize(".").unwrap());
@@ -2049,12 +2049,19 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(target.is_dir(), "the output directory was not created");
+        assert!(
+            !target.exists(),
+            "the daemon creates the output directory, not the client"
+        );
         let calls = server.node.calls();
         match &calls[0] {
             Call::DownloadStart(request) => {
                 assert_eq!(request.link, format!("licet:{id}"));
-                assert_eq!(request.output_dir, std::fs::canonicalize(&target).unwrap());
+                assert_eq!(
+                    request.output_dir,
+                    std::fs::canonicalize(out.path()).unwrap().join("new/dir")
+                );
+                assert!(!request.replace);
             }
             other => panic!("{other:?}"),
         }

@@ -1258,7 +1258,10 @@ impl Node {
             let resolved = output_folder::resolve(&requested).map_err(|e| {
                 ApiError::new(
                     ApiErrorKind::BadRequest,
-                    format!("cannot resolve the output folder {}: {e}", requested.display()),
+                    format!(
+                        "cannot resolve the output folder {}: {e}",
+                        requested.display()
+                    ),
                 )
             })?;
             output_folder::check_data_dir(&resolved, &data_dir)
@@ -1323,7 +1326,8 @@ impl Node {
             let others = items
                 .values()
                 .map(|other| (other.id(), other.dir.as_path(), other.manifest.manifest()));
-            if let Some(overlap) = output_folder::find_overlap(&dir, item.manifest.manifest(), others)
+            if let Some(overlap) =
+                output_folder::find_overlap(&dir, item.manifest.manifest(), others)
             {
                 return Err(ApiError::new(ApiErrorKind::Conflict, overlap.to_string()));
             }
@@ -1353,16 +1357,16 @@ impl Node {
                 let record = {
                     let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
                     for (index, verified) in adopted.into_iter().enumerate() {
-                    let Some(verified) = verified else { continue };
-                    let state = &mut files[index];
-                    for chunk in 0..state.bitfield.len() {
-                        state.bitfield.set(chunk, true);
-                    }
-                    live.have[index] = state.bitfield.clone();
-                    live.trees[index] =
-                        Some(Arc::new(MerkleTree::from_leaves(verified.leaves.clone())));
-                    live.stamps[index] = Some(verified.stamp);
-                    state.leaves = Some(verified.leaves);
+                        let Some(verified) = verified else { continue };
+                        let state = &mut files[index];
+                        for chunk in 0..state.bitfield.len() {
+                            state.bitfield.set(chunk, true);
+                        }
+                        live.have[index] = state.bitfield.clone();
+                        live.trees[index] =
+                            Some(Arc::new(MerkleTree::from_leaves(verified.leaves.clone())));
+                        live.stamps[index] = Some(verified.stamp);
+                        state.leaves = Some(verified.leaves);
                     }
                     item.record(&live)
                 };

@@ -96,28 +96,37 @@ impl OutputError {
     }
 }
 
-/// `path` made absolute and free of links and `..` as far as it exists (its missing tail is
-/// appended as given), so it can be compared with other folders.
+/// `path` made absolute and free of links, `.` and `..`, so it can be compared with other
+/// folders: the part that exists is resolved by the system; in the missing tail, which holds no
+/// link, `..` takes away the component before it, as it will once the folders are made.
 pub fn resolve(path: &Path) -> io::Result<PathBuf> {
+    use std::path::Component;
     let absolute = std::path::absolute(path)?;
-    let mut existing = absolute.as_path();
-    let mut missing = Vec::new();
-    loop {
-        match std::fs::canonicalize(existing) {
+    let components: Vec<Component<'_>> = absolute.components().collect();
+    // The longest prefix that exists (the root always does).
+    for split in (1..=components.len()).rev() {
+        let prefix: PathBuf = components[..split].iter().collect();
+        match std::fs::canonicalize(&prefix) {
             Ok(mut resolved) => {
-                resolved.extend(missing.iter().rev());
+                for component in &components[split..] {
+                    match component {
+                        Component::ParentDir => {
+                            resolved.pop();
+                        }
+                        Component::CurDir => {}
+                        other => resolved.push(other),
+                    }
+                }
                 return Ok(resolved);
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else {
-                    return Err(e);
-                };
-                missing.push(name.to_owned());
-                existing = parent;
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("no part of {} exists", absolute.display()),
+    ))
 }
 
 /// Refuses a user's output folder that is, holds or is inside the node's data directory (both
@@ -365,6 +374,9 @@ mod tests {
             resolved,
             std::fs::canonicalize(&real).unwrap().join("new/deeper")
         );
+        // `..` after a missing folder cannot hide where the path leads.
+        let back = resolve(&root.path().join("link/missing/../../real")).unwrap();
+        assert_eq!(back, std::fs::canonicalize(&real).unwrap());
     }
 
     #[test]
@@ -374,19 +386,29 @@ mod tests {
         let dir = Path::new("/out");
         let same = manifest(&[5]);
         let error = find_overlap(dir, &mine, [(id, dir, &same)]).unwrap();
-        assert!(error.to_string().contains("/out/file0.bin belongs to manifest"));
+        assert!(
+            error
+                .to_string()
+                .contains("/out/file0.bin belongs to manifest")
+        );
         // Another folder entirely, or a sibling folder: no overlap.
         assert!(find_overlap(dir, &mine, [(id, Path::new("/other"), &same)]).is_none());
         assert!(find_overlap(dir, &mine, [(id, Path::new("/out2"), &same)]).is_none());
         // The other item's folder is one of my files.
         assert!(find_overlap(dir, &mine, [(id, Path::new("/out/file1.bin"), &same)]).is_some());
         // My file would be inside the other's folder, at one of its files.
-        assert!(find_overlap(Path::new("/out/sub"), &mine, [(id, Path::new("/out"), &{
-            let mut m = manifest(&[1]);
-            m.files[0].path = licet_proto::path::SafePath::new("sub/file0.bin").unwrap();
-            m
-        })])
-        .is_some());
+        assert!(
+            find_overlap(
+                Path::new("/out/sub"),
+                &mine,
+                [(id, Path::new("/out"), &{
+                    let mut m = manifest(&[1]);
+                    m.files[0].path = licet_proto::path::SafePath::new("sub/file0.bin").unwrap();
+                    m
+                })]
+            )
+            .is_some()
+        );
     }
 
     #[test]
@@ -413,7 +435,10 @@ mod tests {
             panic!("an existing different file must refuse the plan");
         };
         assert_eq!(refused, path(0));
-        assert_eq!(std::fs::metadata(path(0)).unwrap().modified().unwrap(), before);
+        assert_eq!(
+            std::fs::metadata(path(0)).unwrap().modified().unwrap(),
+            before
+        );
         let replacing = plan(&out, &m, true).unwrap();
         assert_eq!(replacing.adopted(), 1);
         let adopted = replacing.apply(&m).unwrap();
@@ -433,7 +458,13 @@ mod tests {
         symlink(&victim, out.join("file0.bin")).unwrap();
         let error = plan(&out, &m, true).err().unwrap();
         assert!(
-            matches!(&error, OutputError::NotAFile { what: "a symbolic link", .. }),
+            matches!(
+                &error,
+                OutputError::NotAFile {
+                    what: "a symbolic link",
+                    ..
+                }
+            ),
             "{error}"
         );
         assert_eq!(std::fs::read(&victim).unwrap(), b"mine");
