@@ -101,12 +101,16 @@ pub enum ClientCommand {
         after_help = "Example:\n  licet-node get licet:9f2c…e1 -o ~/Videos/episode-1\n\n\
         The publisher must be trusted first (`licet-node trust add`). Interrupting `get` does not\n\
         stop the download: the daemon goes on, and `get` again shows its progress. A link may\n\
-        carry peer hints: licet:<id>?peer=/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…"
+        carry peer hints: licet:<id>?peer=/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…\n\n\
+        Files are written only beneath DIR, never through a link inside it. A file already in\n\
+        DIR that is identical to the release's is kept and not fetched again; any other file,\n\
+        folder or link at one of its paths refuses the download (exit 2) unless --replace."
     )]
     Get {
         /// The share link (`licet:<id>[?peer=<multiaddr>]`) or a bare manifest id.
         link: String,
-        /// The directory to put the files in (created if missing).
+        /// The directory to put the files in (created if missing; not the node's data
+        /// directory, nor one that holds it).
         #[arg(short = 'o', long, value_name = "DIR", default_value = ".")]
         output: PathBuf,
         /// Overwrite an existing file at one of the manifest's paths that is not the
