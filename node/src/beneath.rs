@@ -192,6 +192,7 @@ impl Folder {
         rel: &SafePath,
         access: OFlags,
     ) -> Result<File, BeneathError> {
+        // O_NONBLOCK: a FIFO put at the path cannot hang the open (a regular file ignores it).
         let fd = rustix::fs::openat(
             parent,
             name,
@@ -216,16 +217,13 @@ impl Folder {
         rel: &'p SafePath,
         create: bool,
     ) -> Result<(OwnedFd, &'p str), BeneathError> {
-        let mut components = rel.as_str().split('/');
-        // A SafePath has at least one component; `rsplit_once` gives the last one.
-        let name = rel
-            .as_str()
-            .rsplit_once('/')
-            .map_or(rel.as_str(), |(_, n)| n);
-        let folders = components.clone().count() - 1;
+        let (folders, name) = match rel.as_str().rsplit_once('/') {
+            Some((folders, name)) => (Some(folders), name),
+            None => (None, rel.as_str()),
+        };
         let mut current: Option<OwnedFd> = None;
         let mut reached = self.path.clone();
-        for component in components.by_ref().take(folders) {
+        for component in folders.into_iter().flat_map(|f| f.split('/')) {
             reached.push(component);
             let at: BorrowedFd<'_> = match &current {
                 Some(fd) => fd.as_fd(),
@@ -441,6 +439,14 @@ mod tests {
             matches!(&error, BeneathError::NotDirectory { path } if *path == inside.join("a")),
             "{error}"
         );
+    }
+
+    #[test]
+    fn paths_that_could_climb_out_cannot_be_made() {
+        // What keeps every file beneath the folder besides the links refused here.
+        for path in ["../x", "a/../../x", "/etc/passwd", "a/./b", "a//b"] {
+            assert!(SafePath::new(path).is_err(), "{path}");
+        }
     }
 
     #[test]
