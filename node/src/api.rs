@@ -22,7 +22,7 @@
 //! | `GET` | `/v1/content` | — | 200 [`ContentListReply`] | 401, 500 |
 //! | `GET` | `/v1/content/{id}` | — | 200 [`ContentInfo`] | 400 not a manifest id, 401, 404, 500 |
 //! | `DELETE` | `/v1/content/{id}` | — | 204, empty (the files stay) | 400 not a manifest id, 401, 404, 500 |
-//! | `POST` | `/v1/downloads` | JSON [`GetRequest`] (`output_dir` absolute) | 200 [`ContentInfo`] once the manifest is accepted; the fetch goes on (poll `GET /v1/content/{id}`) | 400 bad link or relative dir, 401, 403 refused, 409, 502 no peer had it or every peer refused, 500 |
+//! | `POST` | `/v1/downloads` | JSON [`GetRequest`] (`output_dir` absolute) | 200 [`ContentInfo`] once the manifest is accepted; the fetch goes on (poll `GET /v1/content/{id}`) | 400 bad link, relative dir, or a dir that is, holds or is inside the data directory; 401; 403 refused; 409 already held elsewhere, a file of another held item at one of its paths, or a link, a folder, or (without `replace`) a file that is not the manifest's at one of its paths; 502 no peer had it or every peer refused; 500 |
 //! | `POST` | `/v1/catalogs?head=HEX` | the signed catalog's bytes (`application/octet-stream`, at most [`max_catalog_request_bytes`]); `HEX` its signed head | 200 [`CatalogInfo`] once the catalog is the publisher's newest here; it goes on to the swarm | 400 bad catalog or head, or a head of another catalog, 401, 403 untrusted publisher, expired, or older than the catalog held (rollback), 500 |
 //! | `GET` | `/v1/catalogs` | — | 200 [`CatalogListReply`]: each trusted publisher's catalog | 401, 500 |
 //! | `GET` | `/metrics` | — (no token) | 200 Prometheus text, `text/plain; version=0.0.4` | — |

@@ -222,8 +222,14 @@ pub struct ContentListReply {
 pub struct GetRequest {
     /// A share link (`licet:<id>[?peer=…]`) or a bare manifest id.
     pub link: String,
-    /// The directory to put the files in (absolute; created if missing).
+    /// The directory to put the files in (absolute; created if missing). It may not be, hold
+    /// or be inside the node's data directory.
     pub output_dir: PathBuf,
+    /// Whether an existing regular file at one of the manifest's paths that is not the
+    /// manifest's file may be overwritten. Without it such a file refuses the download (409);
+    /// a file identical to the manifest's is kept as complete either way.
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// `POST /v1/content?content_dir=DIR` with the signed manifest's bytes as the body.

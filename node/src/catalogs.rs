@@ -848,7 +848,12 @@ impl Node {
                 debug!(%id, "mirror: not fetched: {refusal}");
                 continue;
             }
-            match self.create_download(manifest, self.mirror_dir(&id)).await {
+            // The mirror folder is the node's own: what an earlier mirror left there may be
+            // replaced (identical files are still adopted, links still refused).
+            match self
+                .create_download(manifest, self.mirror_dir(&id), true)
+                .await
+            {
                 Ok(item) => {
                     info!(%id, "mirror: fetching");
                     self.spawn_download(item, Vec::new(), std::time::Instant::now());

@@ -12,7 +12,8 @@
 //!   on every run (the daemon writes new ones each start), size-checked before they are read, and
 //!   the token is sent only to a loopback address.
 //! - Paths sent to the daemon are absolute (its working directory is not ours): `--content` is
-//!   canonicalized, `-o` is made absolute against the current directory and created.
+//!   canonicalized, `-o` is made absolute against the current directory and resolved (the
+//!   daemon creates it once it has accepted the download, so a refused `get` creates nothing).
 //! - Every wait is bounded: each call has a timeout, replies are read up to [`MAX_REPLY_BYTES`],
 //!   and `get` stops watching a download that makes no progress for [`STALL_LIMIT`] (the daemon
 //!   goes on with it).
@@ -100,14 +101,23 @@ pub enum ClientCommand {
         after_help = "Example:\n  licet-node get licet:9f2c…e1 -o ~/Videos/episode-1\n\n\
         The publisher must be trusted first (`licet-node trust add`). Interrupting `get` does not\n\
         stop the download: the daemon goes on, and `get` again shows its progress. A link may\n\
-        carry peer hints: licet:<id>?peer=/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…"
+        carry peer hints: licet:<id>?peer=/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…\n\n\
+        Files are written only beneath DIR, never through a link inside it. A file already in\n\
+        DIR that is identical to the release's is kept and not fetched again; any other file,\n\
+        folder or link at one of its paths refuses the download (exit 2) unless --replace."
     )]
     Get {
         /// The share link (`licet:<id>[?peer=<multiaddr>]`) or a bare manifest id.
         link: String,
-        /// The directory to put the files in (created if missing).
+        /// The directory to put the files in (created if missing; not the node's data
+        /// directory, nor one that holds it).
         #[arg(short = 'o', long, value_name = "DIR", default_value = ".")]
         output: PathBuf,
+        /// Overwrite an existing file at one of the manifest's paths that is not the
+        /// manifest's file (never a link). Without it such a file refuses the download; a
+        /// file identical to the manifest's is kept and not fetched again either way.
+        #[arg(long)]
+        replace: bool,
         /// Print the final content state as JSON.
         #[arg(long)]
         json: bool,
@@ -359,9 +369,12 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
             content,
             json,
         } => add(data_dir, &manifest, &content, json).await,
-        ClientCommand::Get { link, output, json } => {
-            get(data_dir, &link, &output, json, watch).await
-        }
+        ClientCommand::Get {
+            link,
+            output,
+            replace,
+            json,
+        } => get(data_dir, &link, &output, replace, json, watch).await,
         ClientCommand::Ls { json } => {
             let daemon = Daemon::connect(data_dir)?;
             let reply: ContentListReply = daemon
@@ -565,6 +578,7 @@ async fn get(
     data_dir: &Path,
     link: &str,
     output: &Path,
+    replace: bool,
     json: bool,
     watch: &Watch,
 ) -> Result<(), Failure> {
@@ -576,6 +590,7 @@ async fn get(
     let request = GetRequest {
         link: link.trim().to_owned(),
         output_dir: PathBuf::from(output_text),
+        replace,
     };
     let started: ContentInfo = daemon
         .call_json(
@@ -734,21 +749,16 @@ fn download_bar(info: &ContentInfo, show: bool) -> ProgressBar {
     bar
 }
 
-/// Makes `output` absolute against the current directory, creates it, and resolves symlinks.
+/// Makes `output` absolute against the current directory and resolves its links, `.` and `..`
+/// (it need not exist: the daemon creates it; if it exists it must be a directory).
 fn prepare_output_dir(output: &Path) -> Result<PathBuf, Failure> {
-    let absolute = std::path::absolute(output)
-        .with_context(|| format!("cannot make {} absolute", output.display()))
+    let resolved = crate::output_folder::resolve(output)
+        .with_context(|| format!("cannot resolve the output directory {}", output.display()))
         .map_err(Failure::other)?;
-    std::fs::create_dir_all(&absolute)
-        .with_context(|| format!("cannot create the output directory {}", absolute.display()))
-        .map_err(Failure::other)?;
-    let resolved = std::fs::canonicalize(&absolute)
-        .with_context(|| format!("cannot resolve the output directory {}", absolute.display()))
-        .map_err(Failure::other)?;
-    if !resolved.is_dir() {
+    if resolved.exists() && !resolved.is_dir() {
         return Err(Failure::Other(anyhow!(
             "the output {} is not a directory",
-            absolute.display()
+            output.display()
         )));
     }
     Ok(resolved)
@@ -1699,12 +1709,16 @@ mod tests {
     }
 
     #[test]
-    fn output_dir_is_made_absolute_and_created() {
+    fn output_dir_is_made_absolute_and_resolved_but_not_created() {
         let dir = tempfile::tempdir().unwrap();
         let nested = dir.path().join("a/b/../c");
         let made = prepare_output_dir(&nested).unwrap();
-        assert!(made.is_absolute() && made.is_dir(), "{}", made.display());
-        assert_eq!(made, std::fs::canonicalize(dir.path().join("a/c")).unwrap());
+        assert!(made.is_absolute(), "{}", made.display());
+        assert_eq!(made, std::fs::canonicalize(dir.path()).unwrap().join("a/c"));
+        assert!(
+            !dir.path().join("a").exists(),
+            "the daemon creates it, not the client"
+        );
         // A relative path is taken against the current directory.
         let relative = prepare_output_dir(Path::new(".")).unwrap();
         assert_eq!(relative, std::fs::canonicalize(".").unwrap());
@@ -2039,12 +2053,19 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(target.is_dir(), "the output directory was not created");
+        assert!(
+            !target.exists(),
+            "the daemon creates the output directory, not the client"
+        );
         let calls = server.node.calls();
         match &calls[0] {
             Call::DownloadStart(request) => {
                 assert_eq!(request.link, format!("licet:{id}"));
-                assert_eq!(request.output_dir, std::fs::canonicalize(&target).unwrap());
+                assert_eq!(
+                    request.output_dir,
+                    std::fs::canonicalize(out.path()).unwrap().join("new/dir")
+                );
+                assert!(!request.replace);
             }
             other => panic!("{other:?}"),
         }

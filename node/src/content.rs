@@ -2,18 +2,20 @@
 //!
 //! Content stays ordinary files where the user keeps them (seeded in place) or asked for them
 //! (downloads). Every path is a `SafePath` joined onto the item's directory, so nothing is read
-//! or written outside it. These functions block; callers run them on blocking threads.
+//! or written outside it; a download's files are created by [`crate::output_folder`] and written
+//! here without following a link beneath its folder ([`crate::beneath`]). These functions
+//! block; callers run them on blocking threads.
 //!
 //! Invariants:
 //! - a download's files are created at their final size before the first chunk is written, and
-//!   an existing file is never truncated below a chunk already written (resume keeps bytes);
+//!   are never truncated afterwards (resume keeps bytes);
 //! - [`ChunkFiles::sync`] makes every write before it durable (direct writes included); the
 //!   store's bit for a chunk is committed only after that returns;
 //! - a download holds at most [`MAX_OPEN_FILES`] files open, whatever its manifest lists.
 
 use std::{
     collections::HashMap,
-    fs::{File, OpenOptions},
+    fs::File,
     io,
     path::{Path, PathBuf},
     time::UNIX_EPOCH,
@@ -24,7 +26,7 @@ use std::os::unix::fs::FileExt as _;
 
 use licet_proto::{MerkleHash, manifest::Manifest, merkle};
 
-use crate::store::FileStamp;
+use crate::{beneath::Folder, store::FileStamp};
 
 /// The path of file `index` of `manifest` under `dir`.
 pub fn file_path(dir: &Path, manifest: &Manifest, index: usize) -> PathBuf {
@@ -33,7 +35,11 @@ pub fn file_path(dir: &Path, manifest: &Manifest, index: usize) -> PathBuf {
 
 /// The size and modification time of a file, to notice later changes.
 pub fn stamp(path: &Path) -> io::Result<FileStamp> {
-    let meta = std::fs::metadata(path)?;
+    stamp_of(&std::fs::metadata(path)?)
+}
+
+/// The stamp of a file whose metadata is `meta`.
+pub fn stamp_of(meta: &std::fs::Metadata) -> io::Result<FileStamp> {
     let modified_ns = meta
         .modified()?
         .duration_since(UNIX_EPOCH)
@@ -119,26 +125,6 @@ pub fn verify_all(dir: &Path, manifest: &Manifest) -> Result<Vec<VerifiedFile>, 
     Ok(verified)
 }
 
-/// Creates the directories and files of a download at their final sizes (keeping what an
-/// earlier attempt wrote).
-pub fn prepare_download(dir: &Path, manifest: &Manifest) -> io::Result<()> {
-    for (index, entry) in manifest.files.iter().enumerate() {
-        let path = file_path(dir, manifest, index);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
-        if file.metadata()?.len() != entry.size {
-            file.set_len(entry.size)?;
-        }
-    }
-    Ok(())
-}
-
 /// Reads chunk `chunk` of file `index` into `buffer` (replacing its contents).
 pub fn read_chunk(
     dir: &Path,
@@ -199,6 +185,8 @@ struct OpenFile {
 /// cache as before; so is any write that is not block-aligned.
 pub struct ChunkFiles {
     dir: PathBuf,
+    /// `dir`, opened at the first write: files are opened beneath it, never through a link.
+    folder: Option<Folder>,
     open: HashMap<usize, OpenFile>,
     dirty: Vec<usize>,
     /// Staging for direct writes: `chunk_size + DIRECT_ALIGN` bytes, of which an aligned window
@@ -213,6 +201,7 @@ impl ChunkFiles {
     pub fn new(dir: PathBuf) -> ChunkFiles {
         ChunkFiles {
             dir,
+            folder: None,
             open: HashMap::new(),
             dirty: Vec::new(),
             staging: Vec::new(),
@@ -241,22 +230,26 @@ impl ChunkFiles {
                 self.sync()?;
                 self.open.clear();
             }
-            let path = file_path(&self.dir, manifest, index);
-            let buffered = OpenOptions::new().write(true).open(&path)?;
+            let folder = match &mut self.folder {
+                Some(folder) => folder,
+                empty => empty.insert(Folder::open(&self.dir).map_err(io::Error::other)?),
+            };
             // A file under one block has no chunk to write directly.
-            let direct = if self.direct_allowed && manifest.files[index].size >= DIRECT_ALIGN as u64
-            {
-                match open_direct(&path) {
-                    Ok(direct) => Some(direct),
-                    Err(e) => {
-                        // Refused by the filesystem (or the platform): not asked again.
-                        tracing::debug!("{}: no direct writes ({e})", path.display());
-                        self.direct_allowed = false;
-                        None
-                    }
+            let want_direct =
+                self.direct_allowed && manifest.files[index].size >= DIRECT_ALIGN as u64;
+            let (buffered, direct) = folder
+                .open_for_chunks(&manifest.files[index].path, want_direct)
+                .map_err(io::Error::other)?;
+            let direct = match direct {
+                Some(Ok(direct)) => Some(direct),
+                Some(Err(e)) => {
+                    // Refused by the filesystem (or the platform): not asked again.
+                    let path = file_path(&self.dir, manifest, index);
+                    tracing::debug!("{}: no direct writes ({e})", path.display());
+                    self.direct_allowed = false;
+                    None
                 }
-            } else {
-                None
+                None => None,
             };
             self.open.insert(index, OpenFile { buffered, direct });
         }
@@ -313,24 +306,6 @@ fn aligned_window(staging: &mut Vec<u8>, len: usize) -> &mut [u8] {
     &mut staging[start..start + len]
 }
 
-/// `path` opened for direct writes.
-#[cfg(target_os = "linux")]
-fn open_direct(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn open_direct(_path: &Path) -> io::Result<File> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "direct writes are only used on Linux",
-    ))
-}
-
 #[cfg(unix)]
 fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
     file.write_all_at(bytes, offset)
@@ -371,7 +346,7 @@ mod tests {
         ];
         let manifest = manifest(&sizes);
         let dir = tempfile::tempdir().unwrap();
-        prepare_download(dir.path(), &manifest).unwrap();
+        crate::output_folder::create_all(dir.path(), &manifest);
         let mut files = ChunkFiles::new(dir.path().to_path_buf());
         let contents: Vec<Vec<u8>> = sizes
             .iter()
@@ -401,7 +376,7 @@ mod tests {
         let sizes = vec![100; MAX_OPEN_FILES * 3];
         let manifest = manifest(&sizes);
         let dir = tempfile::tempdir().unwrap();
-        prepare_download(dir.path(), &manifest).unwrap();
+        crate::output_folder::create_all(dir.path(), &manifest);
         let mut files = ChunkFiles::new(dir.path().to_path_buf());
         for index in 0..sizes.len() {
             files

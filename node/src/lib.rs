@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod api_types;
+pub mod beneath;
 pub mod catalogs;
 pub mod cli;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod fetch;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod output_folder;
 pub mod schedule;
 pub mod secure;
 pub mod store;

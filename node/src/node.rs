@@ -48,6 +48,7 @@ use crate::{
     content, fetch,
     metrics::{Metrics, PeerLabel},
     network::{self, Network, NetworkConfig, TRANSFER_PROTOCOL},
+    output_folder,
     store::{ContentOrigin, ContentRecord, FileStamp, FileState, RecordState, Store, StoreError},
     transfer::{self, FramePool, Responder, Session, SessionError},
 };
@@ -1221,14 +1222,15 @@ impl NodeApi for Node {
     async fn download_start(&self, request: GetRequest) -> Result<ContentInfo, ApiError> {
         let requested = Instant::now();
         let (id, hints) = parse_link(&request.link)?;
+        let output_dir = self.user_output_dir(&request.output_dir).await?;
         if let Some(item) = self.item(&id) {
-            if item.dir != request.output_dir {
+            if item.dir != output_dir {
                 return Err(ApiError::new(
                     ApiErrorKind::Conflict,
                     format!(
                         "manifest {id} is already held in {}; remove it first to fetch it into {}",
                         item.dir.display(),
-                        request.output_dir.display()
+                        output_dir.display()
                     ),
                 ));
             }
@@ -1255,7 +1257,9 @@ impl NodeApi for Node {
                 to_api_refusal(refusal),
             ));
         }
-        let item = self.create_download(manifest, request.output_dir).await?;
+        let item = self
+            .create_download(manifest, output_dir, request.replace)
+            .await?;
         self.spawn_download(item.clone(), hint_peers, requested);
         Ok(self.info(&item))
     }
@@ -1301,15 +1305,41 @@ impl Node {
         peers
     }
 
+    /// A user's output folder, resolved (links and `..` of what exists), and refused if it is,
+    /// holds or is inside the data directory.
+    async fn user_output_dir(&self, requested: &Path) -> Result<PathBuf, ApiError> {
+        let requested = requested.to_path_buf();
+        let data_dir = self.inner.data_dir.clone();
+        blocking(move || {
+            let resolved = output_folder::resolve(&requested).map_err(|e| {
+                ApiError::new(
+                    ApiErrorKind::BadRequest,
+                    format!(
+                        "cannot resolve the output folder {}: {e}",
+                        requested.display()
+                    ),
+                )
+            })?;
+            output_folder::check_data_dir(&resolved, &data_dir)
+                .map_err(|e| ApiError::new(ApiErrorKind::BadRequest, e.to_string()))?;
+            Ok(resolved)
+        })
+        .await?
+    }
+
     /// Creates the download of `manifest` into `dir`: claims its id among the items (a
-    /// `Conflict` if another `get`, `add` or the mirror took it meanwhile), prepares the files and
-    /// stores the new item. Nothing is left behind if a step fails.
+    /// `Conflict` if another `get`, `add` or the mirror took it meanwhile, or if its files would
+    /// meet another item's), checks what is in the folder and creates the files
+    /// ([`output_folder`]: files identical to the manifest's are adopted as complete, others
+    /// refuse it unless `replace`), and stores the new item. Nothing is left behind if a step
+    /// fails.
     pub(crate) async fn create_download(
         &self,
         manifest: VerifiedManifest,
         dir: PathBuf,
+        replace: bool,
     ) -> Result<Arc<Item>, ApiError> {
-        let files: Vec<FileState> = manifest
+        let mut files: Vec<FileState> = manifest
             .manifest()
             .files
             .iter()
@@ -1349,28 +1379,65 @@ impl Node {
                     ),
                 ));
             }
+            let others = items
+                .values()
+                .map(|other| (other.id(), other.dir.as_path(), other.manifest.manifest()));
+            if let Some(overlap) =
+                output_folder::find_overlap(&dir, item.manifest.manifest(), others)
+            {
+                return Err(ApiError::new(ApiErrorKind::Conflict, overlap.to_string()));
+            }
             items.insert(id, item.clone());
         }
-        let record = {
-            let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
-            item.record(&live)
-        };
-        let store = self.inner.store.clone();
-        let stored = item.manifest.clone();
         let body = item.manifest.manifest().clone();
+        let creating = dir.clone();
         let prepared = blocking(move || {
-            content::prepare_download(&dir, &body).map_err(|e| {
-                ApiError::new(
-                    ApiErrorKind::BadRequest,
-                    format!("cannot create the files in {}: {e}", dir.display()),
-                )
-            })?;
-            store
-                .content_put(&stored, &record, &files)
-                .map_err(store_error)
+            output_folder::plan(&creating, &body, replace)
+                .and_then(|plan| plan.apply(&body))
+                .map_err(|e| {
+                    if e.is_conflict() {
+                        ApiError::new(ApiErrorKind::Conflict, e.to_string())
+                    } else {
+                        ApiError::new(
+                            ApiErrorKind::BadRequest,
+                            format!("cannot create the files in {}: {e}", creating.display()),
+                        )
+                    }
+                })
         })
         .await
         .and_then(|result| result);
+        let prepared = match prepared {
+            Ok(adopted) => {
+                // Files already identical to the manifest's are complete: no chunk is fetched.
+                let record = {
+                    let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+                    for (index, verified) in adopted.into_iter().enumerate() {
+                        let Some(verified) = verified else { continue };
+                        let state = &mut files[index];
+                        for chunk in 0..state.bitfield.len() {
+                            state.bitfield.set(chunk, true);
+                        }
+                        live.have[index] = state.bitfield.clone();
+                        live.trees[index] =
+                            Some(Arc::new(MerkleTree::from_leaves(verified.leaves.clone())));
+                        live.stamps[index] = Some(verified.stamp);
+                        state.leaves = Some(verified.leaves);
+                    }
+                    item.record(&live)
+                };
+                let store = self.inner.store.clone();
+                let stored = item.manifest.clone();
+                blocking(move || {
+                    store
+                        .content_put(&stored, &record, &files)
+                        .map_err(store_error)
+                })
+                .await
+                .and_then(|result| result)
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = prepared {
             let mut items = self.lock_items();
             if items.get(&id).is_some_and(|held| Arc::ptr_eq(held, &item)) {
