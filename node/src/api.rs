@@ -437,12 +437,13 @@ pub fn create_token(data_dir: &Path) -> io::Result<String> {
     Ok(token)
 }
 
-/// Writes `addr` (and a newline) to `data_dir/api-addr` atomically, replacing any older one.
+/// Writes `addr` (and a newline) to `data_dir/api-addr` atomically with mode 0600, replacing
+/// any older one (only the daemon's user runs its clients).
 pub fn write_api_addr(data_dir: &Path, addr: SocketAddr) -> io::Result<()> {
     write_atomic(
         &data_dir.join(API_ADDR_FILE),
         format!("{addr}\n").as_bytes(),
-        0o644,
+        0o600,
     )
 }
 
@@ -1282,8 +1283,15 @@ mod tests {
 
         let addr: SocketAddr = "127.0.0.1:4567".parse().unwrap();
         write_api_addr(dir.path(), addr).unwrap();
-        let text = std::fs::read_to_string(dir.path().join(API_ADDR_FILE)).unwrap();
+        let addr_path = dir.path().join(API_ADDR_FILE);
+        let text = std::fs::read_to_string(&addr_path).unwrap();
         assert_eq!(text.trim().parse::<SocketAddr>().unwrap(), addr);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&addr_path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "api-addr");
+        }
 
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

@@ -14,6 +14,8 @@
 //! | [`api`], [`api_types`] | the HTTP + JSON control API on 127.0.0.1 |
 //! | [`cli`] | the client subcommands |
 //! | [`config`] | configuration: TOML file, `LICET_*` environment, flags |
+//! | [`data_dir`] | the data directory: created 0700, tightened if others can use it |
+//! | [`limits`] | process limits set at start: the open-file limit |
 //! | [`metrics`] | Prometheus metrics |
 
 pub mod api;
@@ -22,7 +24,9 @@ pub mod catalogs;
 pub mod cli;
 pub mod config;
 pub mod content;
+pub mod data_dir;
 pub mod fetch;
+pub mod limits;
 pub mod metrics;
 pub mod network;
 pub mod node;
