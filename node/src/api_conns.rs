@@ -363,6 +363,57 @@ mod tests {
         }
     }
 
+    /// A request in flight is never cut off to make room; a connection over the cap when every
+    /// open one is in a request is closed at once.
+    #[tokio::test]
+    async fn connections_in_a_request_are_never_closed_to_make_room() {
+        let (entered_tx, mut entered) = tokio::sync::mpsc::channel::<()>(8);
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let gate = release.clone();
+        let router = axum::Router::new().route(
+            "/slow",
+            axum::routing::get(move || {
+                let (entered_tx, gate) = (entered_tx.clone(), gate.clone());
+                async move {
+                    let _ = entered_tx.send(()).await;
+                    let _permit = gate.acquire().await;
+                    "done"
+                }
+            }),
+        );
+        let listener = within(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ConnectionLimits {
+            max_connections: 2,
+            header_read_timeout: NEVER,
+        };
+        let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(super::serve_connections(listener, router, limits, async {
+            let _ = stop.await;
+        }));
+        let request = format!("GET /slow HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let mut busy = Vec::new();
+        for _ in 0..2 {
+            let mut stream = within(TcpStream::connect(addr)).await.unwrap();
+            within(stream.write_all(request.as_bytes())).await.unwrap();
+            within(entered.recv()).await.unwrap();
+            busy.push(stream);
+        }
+        // Both open connections are in a request: a third is closed without a reply.
+        let mut third = within(TcpStream::connect(addr)).await.unwrap();
+        assert_eq!(until_closed(&mut third).await, "");
+        release.add_permits(2);
+        for stream in &mut busy {
+            let reply = until_closed(stream).await;
+            assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+            assert!(reply.ends_with("done"), "{reply}");
+        }
+        let _ = stop_tx.send(());
+        within(server).await.unwrap().unwrap();
+    }
+
     #[tokio::test]
     async fn headers_that_do_not_arrive_in_time_and_idle_kept_alive_connections_are_closed() {
         let server = server(64, Duration::from_millis(300)).await;
