@@ -38,8 +38,8 @@
 //!
 //! - No handler runs (on any route, `/metrics` and unknown paths included) unless the request is
 //!   addressed to the daemon's own loopback names: its `Host` (and an absolute-form target's
-//!   authority) must be `127.0.0.1:PORT`, `localhost:PORT` or `[::1]:PORT` with the port it
-//!   listens on; anything else is a 403 `refused`. A web page that rebinds its own name to
+//!   authority) must be `localhost` or a loopback address (`127.0.0.1`, `[::1]`, …) with the
+//!   port it listens on; anything else is a 403 `refused`. A web page that rebinds its own name to
 //!   127.0.0.1 sends its own name, so it cannot read the API. No CORS headers are sent.
 //! - No `/v1/` handler runs unless the request carried the token; the token is compared in
 //!   constant time for its length, and the token is never logged or echoed.
@@ -192,16 +192,14 @@ pub fn router<N: NodeApi>(node: Arc<N>, token: String, port: u16) -> Router {
         .with_state(node)
 }
 
-/// The `Host` values the API answers to: its loopback names with the port it listens on.
+/// The `Host` values the API answers to: `localhost` or a loopback address, with the port it
+/// listens on.
 #[derive(Clone)]
 struct LoopbackHosts {
     port: u16,
 }
 
 impl LoopbackHosts {
-    /// The names, lowercase, as a `Host` header carries them.
-    const NAMES: [&str; 3] = ["127.0.0.1", "localhost", "[::1]"];
-
     fn for_port(port: u16) -> LoopbackHosts {
         LoopbackHosts { port }
     }
@@ -214,17 +212,34 @@ impl LoopbackHosts {
             Some((name, port)) if !port.contains(']') => (name, port.parse::<u16>().ok()),
             _ => (host.as_str(), Some(80)),
         };
-        port == Some(self.port) && Self::NAMES.contains(&name)
+        port == Some(self.port) && is_loopback_name(name)
     }
 
     fn expected(&self) -> String {
         let port = self.port;
-        Self::NAMES.map(|name| format!("{name}:{port}")).join(", ")
+        format!("127.0.0.1:{port}, localhost:{port} or [::1]:{port} (any loopback address)")
+    }
+}
+
+/// `localhost`, or an IP address literal (IPv6 in brackets) of the loopback interface: names
+/// only this machine's own programs use. A rebinding page's `Host` is its own domain name.
+fn is_loopback_name(name: &str) -> bool {
+    if name == "localhost" {
+        return true;
+    }
+    match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) => v6
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback()),
     }
 }
 
 /// Lets a request through only if its `Host` (and its target's authority, if the target is in
-/// absolute form) is one of the daemon's loopback names (see the module docs).
+/// absolute form) is `localhost` or a loopback address with the API's port (see the module
+/// docs).
 async fn require_loopback_host(
     State(hosts): State<LoopbackHosts>,
     request: Request,
@@ -1138,8 +1153,10 @@ mod tests {
             "evil.example".to_owned(),
             format!("localhost.evil.example:{port}"),
             format!("127.0.0.1:{other_port}"),
-            format!("127.0.0.2:{port}"),
+            format!("192.168.1.10:{port}"),
             format!("0.0.0.0:{port}"),
+            format!("[::2]:{port}"),
+            format!("127.1:{port}"),
             "localhost".to_owned(),
             format!("localhost:{port}x"),
             String::new(),
@@ -1193,6 +1210,7 @@ mod tests {
             format!("localhost:{port}"),
             format!("LocalHost:{port}"),
             format!("[::1]:{port}"),
+            format!("127.0.0.2:{port}"),
         ] {
             for path in ["/metrics", "/v1/status"] {
                 let response = within(
