@@ -6,7 +6,8 @@
 //! it, as Prometheus does by default. Everyone else (`promtool check metrics`, `curl`, older
 //! scrapers) gets the Prometheus text format 0.0.4 ([`PROMETHEUS_TEXT_CONTENT_TYPE`]), made by
 //! [`to_prometheus_text`]: there a counter's `# HELP` and `# TYPE` name its samples (`_total`),
-//! `unknown` is `untyped`, and there is no `# UNIT` or `# EOF`. Samples (names, labels, values)
+//! a type 0.0.4 lacks (`unknown`, `info`, `stateset`, …) is `untyped`, and there is no `# UNIT`
+//! or `# EOF`. Samples (names, labels, values)
 //! are the same in both, so a dashboard sees the same series either way.
 //!
 //! Invariant: the body always is what its `Content-Type` says.
@@ -64,10 +65,12 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
                     out.push_str("_total");
                 }
                 out.push(' ');
-                out.push_str(if prefix == "# TYPE " && tail == "unknown" {
-                    "untyped"
-                } else {
-                    tail
+                out.push_str(match tail {
+                    // Types both formats have.
+                    _ if prefix == "# HELP " => tail,
+                    "counter" | "gauge" | "histogram" | "summary" => tail,
+                    // `unknown`, and OpenMetrics' own types (the node registers none).
+                    _ => "untyped",
                 });
             }
             None => out.push_str(line),
