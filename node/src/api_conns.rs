@@ -16,7 +16,7 @@
 //! - When `shutdown` completes, accepting stops, idle connections are closed, requests in
 //!   flight finish, and then [`serve_connections`] returns.
 //!
-//! HTTP/1.1 only: what the CLI and Prometheus speak.
+//! HTTP/1.0 and 1.1 only (no HTTP/2): what the CLI, curl and Prometheus speak.
 
 use std::{
     collections::BTreeMap,
