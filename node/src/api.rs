@@ -25,7 +25,7 @@
 //! | `POST` | `/v1/downloads` | JSON [`GetRequest`] (`output_dir` absolute) | 200 [`ContentInfo`] once the manifest is accepted; the fetch goes on (poll `GET /v1/content/{id}`) | 400 bad link, relative dir, or a dir that is, holds or is inside the data directory; 401; 403 refused; 409 already held elsewhere, a file of another held item at one of its paths, or a link, a folder, or (without `replace`) a file that is not the manifest's at one of its paths; 502 no peer had it or every peer refused; 500 |
 //! | `POST` | `/v1/catalogs?head=HEX` | the signed catalog's bytes (`application/octet-stream`, at most [`max_catalog_request_bytes`]); `HEX` its signed head | 200 [`CatalogInfo`] once the catalog is the publisher's newest here; it goes on to the swarm | 400 bad catalog or head, or a head of another catalog, 401, 403 untrusted publisher, expired, or older than the catalog held (rollback), 500 |
 //! | `GET` | `/v1/catalogs` | — | 200 [`CatalogListReply`]: each trusted publisher's catalog | 401, 500 |
-//! | `GET` | `/metrics` | — (no token) | 200 Prometheus text, `text/plain; version=0.0.4` | — |
+//! | `GET` | `/metrics` | — (no token) | 200 OpenMetrics 1.0 text if `Accept` asks for `application/openmetrics-text`, else Prometheus text 0.0.4 (`crate::metrics_format`) | — |
 //!
 //! Every error reply, including a missing token, a malformed JSON body, a bad path parameter,
 //! an unknown path and a wrong method, is [`ErrorReply`] JSON:
@@ -36,8 +36,14 @@
 //!
 //! # Invariants
 //!
+//! - No handler runs (on any route, `/metrics` and unknown paths included) unless the request is
+//!   addressed to the daemon's own loopback names: its `Host` (and an absolute-form target's
+//!   authority) must be `localhost` or a loopback address (`127.0.0.1`, `[::1]`, …) with the
+//!   port it listens on; anything else is a 403 `refused`. A web page that rebinds its own name to
+//!   127.0.0.1 sends its own name, so it cannot read the API. No CORS headers are sent.
 //! - No `/v1/` handler runs unless the request carried the token; the token is compared in
 //!   constant time for its length, and the token is never logged or echoed.
+//! - Connections are bounded in number and in idle time ([`crate::api_conns`]).
 //! - Request bodies are bounded before they are buffered: JSON bodies at [`MAX_JSON_BODY_BYTES`],
 //!   manifests at [`max_manifest_request_bytes`], catalogs at [`max_catalog_request_bytes`].
 //! - Paths the daemon acts on (`content_dir`, `output_dir`) must be absolute: the daemon's working
@@ -59,7 +65,7 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State},
-    http::{HeaderValue, Method, StatusCode, Uri, header, request::Parts},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header, request::Parts},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{delete, get},
@@ -67,18 +73,20 @@ use axum::{
 use licet_proto::{ManifestId, PublicKey, signed::SignedKind};
 use serde::de::DeserializeOwned;
 
-use crate::api_types::{
-    AddQuery, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo, ContentListReply,
-    ErrorReply, GetRequest, NodeApi, PeersReply, PublishQuery, StatusReply, TrustAddRequest,
-    TrustEntry, TrustReply,
+use crate::{
+    api_conns::{self, ConnectionLimits},
+    api_types::{
+        AddQuery, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo,
+        ContentListReply, ErrorReply, GetRequest, NodeApi, PeersReply, PublishQuery, StatusReply,
+        TrustAddRequest, TrustEntry, TrustReply,
+    },
+    metrics_format,
 };
 
 /// The token file's name in the data directory.
 pub const API_TOKEN_FILE: &str = "api-token";
 /// The address file's name in the data directory (`127.0.0.1:PORT` and a newline).
 pub const API_ADDR_FILE: &str = "api-addr";
-/// The `Content-Type` of `GET /metrics`.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Largest JSON request body: the requests are a key, a name, a link (at most 16 peer hints of
 /// 512 bytes) and a path, far below this.
 pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
@@ -132,20 +140,21 @@ fn bad_request(message: impl Into<String>) -> ApiError {
 /// in flight and returns.
 ///
 /// `token` is the bearer token every `/v1/` request must carry (from [`create_token`]). The
-/// caller binds `listener` to 127.0.0.1.
+/// caller binds `listener` to 127.0.0.1. Connections are bounded as [`crate::api_conns`] says.
 pub async fn serve<N: NodeApi>(
     node: Arc<N>,
     listener: tokio::net::TcpListener,
     token: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, router(node, token))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let port = listener.local_addr()?.port();
+    let routes = router(node, token, port);
+    api_conns::serve_connections(listener, routes, ConnectionLimits::default(), shutdown).await
 }
 
-/// The control API's routes (see the module docs), for [`serve`] or for embedding.
-pub fn router<N: NodeApi>(node: Arc<N>, token: String) -> Router {
+/// The control API's routes (see the module docs), for [`serve`] or for embedding; `port` is
+/// the one the API listens on, the only one its `Host` check lets through.
+pub fn router<N: NodeApi>(node: Arc<N>, token: String, port: u16) -> Router {
     let token: Arc<str> = Arc::from(token);
     let v1 = Router::new()
         .route("/v1/status", get(status::<N>))
@@ -176,7 +185,91 @@ pub fn router<N: NodeApi>(node: Arc<N>, token: String) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            LoopbackHosts::for_port(port),
+            require_loopback_host,
+        ))
         .with_state(node)
+}
+
+/// The `Host` values the API answers to: `localhost` or a loopback address, with the port it
+/// listens on.
+#[derive(Clone)]
+struct LoopbackHosts {
+    port: u16,
+}
+
+impl LoopbackHosts {
+    fn for_port(port: u16) -> LoopbackHosts {
+        LoopbackHosts { port }
+    }
+
+    /// Whether `host` (a `Host` value or a target's authority) names this API. A value without
+    /// a port means port 80, as in HTTP.
+    fn allows(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        let (name, port) = match host.rsplit_once(':') {
+            Some((name, port)) if !port.contains(']') => (name, port.parse::<u16>().ok()),
+            _ => (host.as_str(), Some(80)),
+        };
+        port == Some(self.port) && is_loopback_name(name)
+    }
+
+    fn expected(&self) -> String {
+        let port = self.port;
+        format!("127.0.0.1:{port}, localhost:{port} or [::1]:{port} (any loopback address)")
+    }
+}
+
+/// `localhost`, or an IP address literal (IPv6 in brackets) of the loopback interface: names
+/// only this machine's own programs use. A rebinding page's `Host` is its own domain name.
+fn is_loopback_name(name: &str) -> bool {
+    if name == "localhost" {
+        return true;
+    }
+    match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) => v6
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+    }
+}
+
+/// Lets a request through only if its `Host` (and its target's authority, if the target is in
+/// absolute form) is `localhost` or a loopback address with the API's port (see the module
+/// docs).
+async fn require_loopback_host(
+    State(hosts): State<LoopbackHosts>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = request.headers().get(header::HOST);
+    let authority = request.uri().authority().map(|a| a.as_str());
+    let refusal = match (host, authority) {
+        (None, None) => Some("no Host header".to_owned()),
+        (Some(value), _) if !value.to_str().is_ok_and(|h| hosts.allows(h)) => Some(format!(
+            "Host {:?} is not this daemon",
+            String::from_utf8_lossy(value.as_bytes())
+        )),
+        (_, Some(authority)) if !hosts.allows(authority) => Some(format!(
+            "the target's host {authority:?} is not this daemon"
+        )),
+        _ => None,
+    };
+    match refusal {
+        None => next.run(request).await,
+        Some(what) => ApiError::new(
+            ApiErrorKind::Refused,
+            format!(
+                "{what}: the control API answers only requests addressed to {} (against DNS \
+                 rebinding)",
+                hosts.expected()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// Lets a request through only with `Authorization: Bearer <token>`.
@@ -420,9 +513,30 @@ async fn download_start<N: NodeApi>(
     node.download_start(request).await.map(Json)
 }
 
-async fn metrics<N: NodeApi>(State(node): State<Arc<N>>) -> Response {
-    let text = node.metrics_text().await;
-    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
+/// The metrics in the format the scraper asks for (see [`crate::metrics_format`]).
+async fn metrics<N: NodeApi>(State(node): State<Arc<N>>, headers: HeaderMap) -> Response {
+    let openmetrics = node.metrics_text().await;
+    let wants_openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(metrics_format::accepts_openmetrics);
+    let (content_type, body) = if wants_openmetrics {
+        (metrics_format::OPENMETRICS_CONTENT_TYPE, openmetrics)
+    } else {
+        (
+            metrics_format::PROMETHEUS_TEXT_CONTENT_TYPE,
+            metrics_format::to_prometheus_text(&openmetrics),
+        )
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::VARY, "accept"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Makes a new API token (32 random bytes as 64 lowercase hex characters) and writes it to
@@ -437,12 +551,13 @@ pub fn create_token(data_dir: &Path) -> io::Result<String> {
     Ok(token)
 }
 
-/// Writes `addr` (and a newline) to `data_dir/api-addr` atomically, replacing any older one.
+/// Writes `addr` (and a newline) to `data_dir/api-addr` atomically with mode 0600, replacing
+/// any older one (only the daemon's user runs its clients).
 pub fn write_api_addr(data_dir: &Path, addr: SocketAddr) -> io::Result<()> {
     write_atomic(
         &data_dir.join(API_ADDR_FILE),
         format!("{addr}\n").as_bytes(),
-        0o644,
+        0o600,
     )
 }
 
@@ -763,19 +878,32 @@ pub(crate) mod fake {
     impl TestServer {
         /// Starts `serve` on 127.0.0.1:0 with a fresh token.
         pub(crate) async fn start(node: Arc<FakeNode>, token: String) -> TestServer {
+            Self::start_with(node, token, None).await
+        }
+
+        /// Starts `serve` on 127.0.0.1:0, or the same routes within `limits` if given.
+        pub(crate) async fn start_with(
+            node: Arc<FakeNode>,
+            token: String,
+            limits: Option<crate::api_conns::ConnectionLimits>,
+        ) -> TestServer {
             let listener = within(tokio::net::TcpListener::bind("127.0.0.1:0"))
                 .await
                 .unwrap();
             let addr = listener.local_addr().unwrap();
             let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(super::serve(
-                node.clone(),
-                listener,
-                token.clone(),
-                async move {
-                    let _ = stop.await;
-                },
-            ));
+            let stop = async move {
+                let _ = stop.await;
+            };
+            let task = match limits {
+                None => tokio::spawn(super::serve(node.clone(), listener, token.clone(), stop)),
+                Some(limits) => tokio::spawn(crate::api_conns::serve_connections(
+                    listener,
+                    super::router(node.clone(), token.clone(), addr.port()),
+                    limits,
+                    stop,
+                )),
+            };
             TestServer {
                 addr,
                 token,
@@ -943,17 +1071,191 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        let content_type = response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        assert!(
-            content_type.starts_with("text/plain; version=0.0.4"),
-            "{content_type}"
-        );
         let text = within(response.text()).await.unwrap();
         assert!(text.contains("licet_chunks_served_total 7"), "{text}");
         assert!(matches!(server.node.calls()[..], [Call::Metrics]));
+    }
+
+    /// Regression (issue 12, item 8): OpenMetrics text was served as `text/plain; version=0.0.4`.
+    #[tokio::test]
+    async fn metrics_are_served_as_what_they_are_in_the_format_asked_for() {
+        let server = server().await;
+        // The fake node's text is OpenMetrics: a counter family named without `_total`.
+        for (accept, content_type, type_line) in [
+            (
+                None,
+                "text/plain; version=0.0.4; charset=utf-8",
+                "# TYPE licet_chunks_served_total counter\n",
+            ),
+            (
+                Some("text/plain"),
+                "text/plain; version=0.0.4; charset=utf-8",
+                "# TYPE licet_chunks_served_total counter\n",
+            ),
+            (
+                Some(
+                    "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                ),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                "# TYPE licet_chunks_served counter\n",
+            ),
+        ] {
+            let mut request = client().get(server.url("/metrics"));
+            if let Some(accept) = accept {
+                request = request.header("accept", accept);
+            }
+            let response = within(request.send()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(
+                response.headers()["content-type"],
+                content_type,
+                "{accept:?}"
+            );
+            assert_eq!(response.headers()["vary"], "accept");
+            let text = within(response.text()).await.unwrap();
+            assert!(text.contains(type_line), "{accept:?}: {text}");
+            assert!(text.contains("licet_chunks_served_total 7\n"), "{text}");
+        }
+    }
+
+    /// Every route, `/metrics` and unknown paths and methods included.
+    fn every_route() -> Vec<(Method, String)> {
+        let id = ManifestId([0xab; 32]);
+        let key = publisher();
+        vec![
+            (Method::GET, "/v1/status".to_owned()),
+            (Method::GET, "/v1/peers".to_owned()),
+            (Method::GET, "/v1/trust".to_owned()),
+            (Method::POST, "/v1/trust".to_owned()),
+            (Method::DELETE, format!("/v1/trust/{key}")),
+            (Method::POST, "/v1/content?content_dir=/abs".to_owned()),
+            (Method::GET, "/v1/content".to_owned()),
+            (Method::GET, format!("/v1/content/{id}")),
+            (Method::DELETE, format!("/v1/content/{id}")),
+            (Method::POST, "/v1/downloads".to_owned()),
+            (Method::POST, "/v1/catalogs?head=00".to_owned()),
+            (Method::GET, "/v1/catalogs".to_owned()),
+            (Method::GET, "/metrics".to_owned()),
+            (Method::GET, "/v1/nothing".to_owned()),
+            (Method::PUT, "/v1/status".to_owned()),
+        ]
+    }
+
+    /// Regression (issue 12, item 6): a page that rebinds its own name to 127.0.0.1 read
+    /// `/metrics` (and, with a token, any route).
+    #[tokio::test]
+    async fn every_route_refuses_a_host_that_is_not_the_daemons_own() {
+        let server = server().await;
+        let port = server.addr.port();
+        let other_port = port.wrapping_add(1).max(1);
+        let hosts = [
+            format!("evil.example:{port}"),
+            "evil.example".to_owned(),
+            format!("localhost.evil.example:{port}"),
+            format!("127.0.0.1:{other_port}"),
+            format!("192.168.1.10:{port}"),
+            format!("0.0.0.0:{port}"),
+            format!("[::2]:{port}"),
+            format!("127.1:{port}"),
+            "localhost".to_owned(),
+            format!("localhost:{port}x"),
+            String::new(),
+        ];
+        for host in &hosts {
+            for (method, path) in every_route() {
+                let response = within(
+                    client()
+                        .request(method.clone(), server.url(&path))
+                        .bearer_auth(TOKEN)
+                        .header("host", host)
+                        .header("content-type", "application/json")
+                        .body("{}")
+                        .send(),
+                )
+                .await
+                .unwrap();
+                assert_eq!(
+                    response.status(),
+                    StatusCode::FORBIDDEN,
+                    "Host {host:?}: {method} {path}"
+                );
+                assert!(
+                    !response
+                        .headers()
+                        .contains_key("access-control-allow-origin"),
+                    "a CORS header"
+                );
+                let error = error_of(response).await;
+                assert_eq!(error.kind, ApiErrorKind::Refused);
+                assert!(
+                    error.message.contains(&format!("127.0.0.1:{port}")),
+                    "{}",
+                    error.message
+                );
+            }
+        }
+        assert!(
+            server.node.calls().is_empty(),
+            "a handler ran for another host: {:?}",
+            server.node.calls()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_daemons_loopback_names_are_answered() {
+        let server = server().await;
+        let port = server.addr.port();
+        for host in [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("LocalHost:{port}"),
+            format!("[::1]:{port}"),
+            format!("127.0.0.2:{port}"),
+        ] {
+            for path in ["/metrics", "/v1/status"] {
+                let response = within(
+                    client()
+                        .get(server.url(path))
+                        .bearer_auth(TOKEN)
+                        .header("host", &host)
+                        .send(),
+                )
+                .await
+                .unwrap();
+                assert_eq!(response.status(), StatusCode::OK, "Host {host}: {path}");
+            }
+        }
+    }
+
+    /// Sends `request` (raw HTTP/1.x that asks to close) and returns the reply's status line.
+    async fn raw_status_line(server: &TestServer, request: &str) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = within(tokio::net::TcpStream::connect(server.addr))
+            .await
+            .unwrap();
+        within(stream.write_all(request.as_bytes())).await.unwrap();
+        let mut reply = Vec::new();
+        within(stream.read_to_end(&mut reply)).await.unwrap();
+        let reply = String::from_utf8_lossy(&reply).into_owned();
+        reply.lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_host_or_aimed_at_another_host_is_refused() {
+        let server = server().await;
+        let port = server.addr.port();
+        let line = raw_status_line(&server, "GET /metrics HTTP/1.0\r\n\r\n").await;
+        assert!(line.contains(" 403 "), "no Host: {line}");
+        let absolute = format!(
+            "GET http://evil.example:{port}/metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let line = raw_status_line(&server, &absolute).await;
+        assert!(line.contains(" 403 "), "absolute-form target: {line}");
+        let ok = format!("GET /metrics HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+        let line = raw_status_line(&server, &ok).await;
+        assert!(line.contains(" 200 "), "{line}");
+        assert_eq!(server.node.calls().len(), 1);
     }
 
     #[tokio::test]
@@ -1282,8 +1584,15 @@ mod tests {
 
         let addr: SocketAddr = "127.0.0.1:4567".parse().unwrap();
         write_api_addr(dir.path(), addr).unwrap();
-        let text = std::fs::read_to_string(dir.path().join(API_ADDR_FILE)).unwrap();
+        let addr_path = dir.path().join(API_ADDR_FILE);
+        let text = std::fs::read_to_string(&addr_path).unwrap();
         assert_eq!(text.trim().parse::<SocketAddr>().unwrap(), addr);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&addr_path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "api-addr");
+        }
 
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

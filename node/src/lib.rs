@@ -12,19 +12,27 @@
 //! | [`store`] | the redb database: trust, manifests, items, bitfields, proofs, leaves, catalogs |
 //! | [`content`] | the content files: verify, prepare, read and write chunks |
 //! | [`api`], [`api_types`] | the HTTP + JSON control API on 127.0.0.1 |
+//! | [`api_conns`] | the control API's connections: a cap, a header timeout, shutdown |
 //! | [`cli`] | the client subcommands |
 //! | [`config`] | configuration: TOML file, `LICET_*` environment, flags |
+//! | [`data_dir`] | the data directory: created 0700, tightened if others can use it |
+//! | [`limits`] | process limits set at start: the open-file limit |
 //! | [`metrics`] | Prometheus metrics |
+//! | [`metrics_format`] | `/metrics` as OpenMetrics or Prometheus text 0.0.4, by `Accept` |
 
 pub mod api;
+pub mod api_conns;
 pub mod api_types;
 pub mod beneath;
 pub mod catalogs;
 pub mod cli;
 pub mod config;
 pub mod content;
+pub mod data_dir;
 pub mod fetch;
+pub mod limits;
 pub mod metrics;
+pub mod metrics_format;
 pub mod network;
 pub mod node;
 pub mod output_folder;

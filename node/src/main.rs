@@ -12,10 +12,11 @@ use licet_node::{
     api,
     cli::{self, ClientCommand},
     config::{self, Config, Overrides},
+    data_dir, limits,
     node::{Node, NodeConfig},
 };
 use licet_proto::manifest::Region;
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Parser)]
 #[command(
@@ -115,8 +116,21 @@ async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    match limits::raise_open_file_limit() {
+        Ok(Some(limit)) if limit.was != limit.now => info!(
+            from = %limits::show(limit.was),
+            to = %limits::show(limit.now),
+            "raised the open-file limit to the hard limit"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!("{e}; connections and content files share what is left"),
+    }
+    if let Some(was) = data_dir::create_private(&data_dir)? {
+        warn!(
+            data_dir = %data_dir.display(),
+            "the data directory was mode {was:04o}, open to other users; made it 0700"
+        );
+    }
     let config = Config::load(
         &data_dir,
         Overrides {

@@ -45,7 +45,9 @@ use crate::{
         TrustAddRequest, TrustEntry, TrustReply,
     },
     catalogs::HeldCatalog,
-    content, fetch,
+    content,
+    data_dir::DataDirError,
+    fetch,
     metrics::{Metrics, PeerLabel},
     network::{self, Network, NetworkConfig, TRANSFER_PROTOCOL},
     output_folder,
@@ -263,10 +265,21 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl Node {
     /// Opens the data directory, starts the swarm, and resumes serving and fetching.
     pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir {
-            path: config.data_dir.clone(),
-            reason: format!("cannot create it: {e}"),
+        let private = crate::data_dir::create_private(&config.data_dir).map_err(|e| {
+            let reason = match e {
+                DataDirError::Create { source, .. } => format!("cannot create it: {source}"),
+                DataDirError::Permissions { source, .. } => {
+                    format!("cannot make it private (mode 0700): {source}")
+                }
+            };
+            StartError::DataDir {
+                path: config.data_dir.clone(),
+                reason,
+            }
         })?;
+        if let Some(was) = private {
+            warn!(data_dir = %config.data_dir.display(), "the data directory was mode {was:04o}; made it 0700");
+        }
         // Absolute, so the folders made under it (mirrored content) mean the same to everyone.
         let data_dir =
             std::fs::canonicalize(&config.data_dir).map_err(|e| StartError::DataDir {

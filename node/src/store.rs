@@ -1649,12 +1649,12 @@ fn create_state_file(path: &Path) -> Result<(), StoreError> {
 
 /// Writes a complete, empty state database to the new file `temp`.
 fn initialize(temp: &Path) -> Result<(), String> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(temp)
-        .map_err(|e| e.to_string())?;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create_new(true);
+    // Mode 0600 whatever the umask: the file holds the trust store and every content path.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(temp).map_err(|e| e.to_string())?;
     let backend = FileBackend::new(file).map_err(|e| e.to_string())?;
     let db = Builder::new()
         .set_cache_size(PROBE_CACHE_BYTES)

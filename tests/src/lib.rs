@@ -432,6 +432,15 @@ impl TestNet {
     /// <extra…>` and waits (at most [`START_TIMEOUT`]) until its API answers and it listens.
     #[track_caller]
     pub fn start(&self, name: &str, extra: &[&str]) -> TestNode {
+        self.start_in_shell(name, None, extra)
+    }
+
+    /// Like [`TestNet::start`], but the daemon is started by `sh -c SETUP && exec licet-node …`
+    /// in the work directory, so `setup` (e.g. `ulimit -n 256` or `umask 000`) sets the process
+    /// up before it becomes the daemon (same process id). `$DATA_DIR` is its data directory,
+    /// which exists (empty) when `setup` runs. Restarts run `setup` again.
+    #[track_caller]
+    pub fn start_in_shell(&self, name: &str, setup: Option<&str>, extra: &[&str]) -> TestNode {
         let log = self.work.join(&format!("logs/{name}.log"));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         self.logs.borrow_mut().push((name.to_owned(), log.clone()));
@@ -442,6 +451,7 @@ impl TestNet {
             data_dir: self.work.join(&format!("nodes/{name}")),
             log,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            shell_setup: setup.map(str::to_owned),
             child: None,
             starts: 0,
             peer_id: String::new(),
@@ -509,6 +519,7 @@ pub struct TestNode {
     data_dir: PathBuf,
     log: PathBuf,
     extra: Vec<String>,
+    shell_setup: Option<String>,
     child: Option<Child>,
     starts: u32,
     peer_id: String,
@@ -561,7 +572,18 @@ impl TestNode {
             self.starts, self.name, self.extra
         )
         .unwrap();
-        let mut command = Command::new(&self.node_bin);
+        let mut command = match &self.shell_setup {
+            None => Command::new(&self.node_bin),
+            Some(setup) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("{setup} && exec \"$0\" \"$@\""))
+                    .arg(&self.node_bin)
+                    .env("DATA_DIR", &self.data_dir);
+                shell
+            }
+        };
         command
             .arg("run")
             .arg("--data-dir")
@@ -746,10 +768,29 @@ impl TestNode {
     /// `GET /metrics` on its API address (no token), as text.
     #[track_caller]
     pub fn metrics(&self) -> String {
-        use std::io::Read as _;
+        let (head, body) = self.http_get("/metrics", &[]);
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{}: GET /metrics answered {head}",
+            self.name
+        );
+        body
+    }
+
+    /// Its control API's address, from `DATA_DIR/api-addr`.
+    #[track_caller]
+    pub fn api_addr(&self) -> std::net::SocketAddr {
         let addr_text = std::fs::read_to_string(self.data_dir.join("api-addr"))
             .unwrap_or_else(|e| panic!("{}: no api-addr: {e}", self.name));
-        let addr: std::net::SocketAddr = addr_text.trim().parse().unwrap();
+        addr_text.trim().parse().unwrap()
+    }
+
+    /// `GET path` on its API address over HTTP/1.0 with `headers` (no token unless given);
+    /// the reply's head (status line and headers) and body.
+    #[track_caller]
+    pub fn http_get(&self, path: &str, headers: &[(&str, &str)]) -> (String, String) {
+        use std::io::Read as _;
+        let addr = self.api_addr();
         let mut stream =
             std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
         stream
@@ -759,20 +800,18 @@ impl TestNode {
             .set_write_timeout(Some(Duration::from_secs(30)))
             .unwrap();
         // HTTP/1.0: the reply is not chunked and ends when the connection closes.
-        stream
-            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .unwrap();
+        let mut request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
         let mut reply = String::new();
         stream.read_to_string(&mut reply).unwrap();
         let (head, body) = reply
             .split_once("\r\n\r\n")
             .unwrap_or_else(|| panic!("not an HTTP reply: {reply}"));
-        assert!(
-            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-            "{}: GET /metrics answered {head}",
-            self.name
-        );
-        body.to_owned()
+        (head.to_owned(), body.to_owned())
     }
 
     /// The value of the sample `name` (with its labels, exactly as exposed, e.g.
@@ -791,9 +830,11 @@ impl TestNode {
         }
         let family = name.split('{').next().unwrap();
         let base = family.strip_suffix("_total").unwrap_or(family);
+        // Prometheus text names a counter's family with `_total`, OpenMetrics without.
         assert!(
             text.lines()
-                .any(|l| l.starts_with(&format!("# TYPE {base} "))),
+                .any(|l| l.starts_with(&format!("# TYPE {family} "))
+                    || l.starts_with(&format!("# TYPE {base} "))),
             "{}: /metrics has no metric {family}:\n{text}",
             self.name
         );

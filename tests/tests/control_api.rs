@@ -1,0 +1,249 @@
+//! The control API under a careless user and a hostile local one, end to end: real daemons as
+//! separate processes on 127.0.0.1, driven through the client subcommands and plain sockets.
+//! What each test asserts is what a user sees: `status` answering, a download completing, the
+//! modes of the files in the data directory, `/proc` limits and descriptors, and what
+//! `promtool` says of `/metrics`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{net::TcpStream, path::Path, time::Duration};
+
+use licet_tests::{TestNet, TestNode, assert_same_file, create, pseudo_random_bytes, run, text};
+use serde_json::Value;
+
+/// The daemon's hard open-file limit in the descriptor test: far below what the idle sockets
+/// below would take without a cap.
+const HARD_FILE_LIMIT: u64 = 256;
+/// Its soft limit at start, which the daemon raises to the hard one.
+const SOFT_FILE_LIMIT: u64 = 128;
+/// Idle sockets opened to its API: above the API's connection cap (64) and above the hard
+/// limit, so without a cap the daemon runs out of descriptors.
+const IDLE_SOCKETS: usize = 400;
+/// Control-API connections the daemon keeps open at most (`api_conns::MAX_API_CONNECTIONS`).
+const MAX_API_CONNECTIONS: usize = 64;
+/// Descriptors the daemon's swarm and runtime may open or close on their own while the test
+/// counts (a DHT query's socket, a timer).
+const DESCRIPTOR_SLACK: usize = 8;
+
+/// The daemon's soft and hard open-file limits, from `/proc/PID/limits`.
+fn open_file_limits(node: &TestNode) -> (u64, u64) {
+    let pid = node.pid().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no open-file limit in /proc/{pid}/limits:\n{limits}"));
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+/// How many descriptors the daemon holds, from `/proc/PID/fd`.
+fn open_descriptors(node: &TestNode) -> usize {
+    let pid = node.pid().unwrap();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Regression (issue 12, item 4): idle connections to the control API, which need no token,
+/// used up the daemon's descriptors under a common `ulimit -n`; then `status` hung and chunk
+/// reads failed.
+#[test]
+fn idle_api_sockets_cannot_starve_the_daemon_of_descriptors() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    w.write("release/film.bin", &pseudo_random_bytes(300_000, 11));
+    let created = create(&net, "release", "Film", "film.manifest", &[]);
+    let link = text(&created["link"]);
+    // The soft limit first: a hard limit below the current soft one is refused.
+    let setup = format!("ulimit -S -n {SOFT_FILE_LIMIT} && ulimit -H -n {HARD_FILE_LIMIT}");
+    let a = net
+        .start_in_shell("a", Some(&setup), &[])
+        .trusting(&publisher);
+    assert_eq!(
+        open_file_limits(&a),
+        (HARD_FILE_LIMIT, HARD_FILE_LIMIT),
+        "the daemon raises its soft open-file limit to the hard one"
+    );
+    let added = a.add("film.manifest", "release");
+    assert_eq!(added["state"], "complete", "{added}");
+    let b = net.start_joined("b", &a, &[]).trusting(&publisher);
+
+    let before = open_descriptors(&a);
+    let api = a.api_addr();
+    let idle: Vec<TcpStream> = (0..IDLE_SOCKETS)
+        .map(|i| {
+            TcpStream::connect_timeout(&api, Duration::from_secs(5)).unwrap_or_else(|e| {
+                panic!("idle socket {i}: the API no longer accepts connections: {e}")
+            })
+        })
+        .collect();
+    // The CLI's connection comes after every idle one, so once it is answered, all were seen.
+    let status = a.client_json(&["status"]);
+    assert_eq!(status["peer_id"], a.peer_id(), "{status}");
+    let during = open_descriptors(&a);
+    eprintln!("daemon descriptors: {before} before, {during} with {IDLE_SOCKETS} idle API sockets");
+    assert!(
+        during <= before + MAX_API_CONNECTIONS + DESCRIPTOR_SLACK,
+        "{IDLE_SOCKETS} idle sockets cost the daemon {} descriptors ({before} before, {during} \
+         with them open)",
+        during.saturating_sub(before)
+    );
+
+    // It still serves: a download from it completes while the sockets stay open.
+    let got = b.client_json(&["get", link, "-o", "downloads/film"]);
+    assert_eq!(got["state"], "complete", "{got}");
+    assert_same_file(
+        &w.join("release/film.bin"),
+        &w.join("downloads/film/film.bin"),
+    );
+    assert!(a.metric("licet_chunks_served_total") >= 1.0);
+    drop(idle);
+}
+
+/// The mode bits of `path`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Regression (issue 12, item 6): under the usual umask the data directory was 0755 and
+/// `state.redb` and `api-addr` 0644, so other local users read the trust store and every
+/// content path.
+#[test]
+fn the_data_directory_is_private_whatever_the_umask() {
+    let net = TestNet::new();
+    let publisher = net.work().keygen("publisher.pem");
+    // The most permissive umask, and a data directory the daemon creates itself.
+    let a = net
+        .start_in_shell("a", Some("umask 000 && rmdir \"$DATA_DIR\""), &[])
+        .trusting(&publisher);
+    let dir = a.data_dir();
+    let mut wrong = Vec::new();
+    for (name, expected) in [
+        ("", 0o700),
+        ("state.redb", 0o600),
+        ("node.key", 0o600),
+        ("api-token", 0o600),
+        ("api-addr", 0o600),
+    ] {
+        let actual = mode(&dir.join(name));
+        if actual != expected {
+            wrong.push(format!("{name:?} is {actual:04o}, not {expected:04o}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "in {}: {}",
+        dir.display(),
+        wrong.join("; ")
+    );
+    let stray: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().is_file() && mode(&e.path()) & 0o077 != 0)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(stray.is_empty(), "files others can read: {stray:?}");
+}
+
+/// Whether `promtool` runs here.
+fn promtool_available() -> bool {
+    std::process::Command::new("promtool")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The value of header `name` in an HTTP reply head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then_some(value.trim())
+    })
+}
+
+/// Regression (issue 12, item 8): `/metrics` was OpenMetrics served as `text/plain;
+/// version=0.0.4`, which `promtool check metrics` rejects.
+#[test]
+fn metrics_pass_promtool_and_say_what_format_they_are() {
+    if !promtool_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is missing under CI (.ci/run installs Debian's `prometheus` package)"
+        );
+        eprintln!("skipped: promtool is not installed (Debian: apt-get install prometheus)");
+        return;
+    }
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    w.write("release/film.bin", &pseudo_random_bytes(100_000, 5));
+    create(&net, "release", "Film", "film.manifest", &[]);
+    let a = net.start("a", &[]).trusting(&publisher);
+    a.add("film.manifest", "release");
+
+    // A plain scrape (curl, promtool): Prometheus text 0.0.4.
+    let (head, body) = a.http_get("/metrics", &[]);
+    assert_eq!(
+        header(&head, "content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8"),
+        "{head}"
+    );
+    std::fs::write(w.join("metrics.txt"), &body).unwrap();
+    let checked = run(
+        Path::new("sh"),
+        w.path(),
+        &["-c", "promtool check metrics < metrics.txt"],
+    );
+    assert_eq!(
+        checked.code,
+        Some(0),
+        "promtool check metrics rejects /metrics:\n{}{}\n--- /metrics\n{body}",
+        checked.stdout,
+        checked.stderr
+    );
+    assert_eq!(
+        checked.stdout.trim(),
+        "",
+        "promtool warns: {}",
+        checked.stdout
+    );
+    assert_eq!(
+        checked.stderr.trim(),
+        "",
+        "promtool warns: {}",
+        checked.stderr
+    );
+
+    // What Prometheus asks for by default: OpenMetrics, served as such.
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    let (head, openmetrics) = a.http_get("/metrics", &[("Accept", accept)]);
+    assert_eq!(
+        header(&head, "content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "{head}"
+    );
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+    // The same samples either way.
+    let samples = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.rsplit_once(' ').map_or(l, |(k, _)| k).to_owned())
+            .collect()
+    };
+    assert_eq!(samples(&body), samples(&openmetrics));
+    let _: Value = a.client_json(&["status"]);
+}
