@@ -23,6 +23,10 @@ nodes: the median provider lookup (from each node's `licet_provider_lookup_secon
 median time from `get` to the first verified chunk on disk
 (`licet_download_first_chunk_seconds`) with a warm DHT. `--only PART` runs one part.
 
+`--baseline DIR` adds another build of licet (a `licet-node` in DIR, e.g. one built from the
+commit before a change) to the single download: its own seeder and downloaders, timed in the
+same rounds, so that a change is measured side by side with what it replaced.
+
 It installs what it needs (nginx-light and mktorrent with apt-get, rqbit with cargo install) and
 skips a tool it cannot get, saying so.
 """
@@ -262,6 +266,9 @@ def main():
     parser.add_argument("--only", choices=PARTS, default=None,
                         help="run one part of the benchmark (default: all of them)")
     parser.add_argument("--lookup-nodes", type=int, default=50)
+    parser.add_argument("--baseline", default=None, metavar="DIR",
+                        help="a folder with another build's licet-node, timed beside this one "
+                             "in the single download")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the benchmark makes a network namespace of its own")
@@ -273,10 +280,18 @@ def main():
     work = args.workdir or tempfile.mkdtemp(prefix="licet-transfer-")
     os.makedirs(work, exist_ok=True)
     licet = Licet(node_bin, manifest_bin, work)
+    baseline = None
+    if args.baseline:
+        baseline_bin = os.path.join(os.path.abspath(args.baseline), "licet-node")
+        if not os.access(baseline_bin, os.X_OK):
+            sys.exit(f"--baseline: {baseline_bin} is not an executable licet-node")
+        baseline = Licet(baseline_bin, manifest_bin, work)
     try:
-        run_all(args, have, licet, work)
+        run_all(args, have, licet, work, baseline)
     finally:
         licet.stop_all()
+        if baseline:
+            baseline.stop_all()
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -284,7 +299,7 @@ def main():
 PARTS = ["single", "swarm", "memory", "lookup"]
 
 
-def run_all(args, have, licet, work):
+def run_all(args, have, licet, work, baseline):
     key = os.path.join(work, "publisher.pem")
     if not os.path.exists(key):
         sh(licet.manifest_bin, "keygen", "-o", key, stdout=subprocess.DEVNULL)
@@ -294,7 +309,7 @@ def run_all(args, have, licet, work):
     for part in PARTS:
         if args.only in (None, part):
             if part == "single":
-                single_rss = single(args, have, licet, work, key, publisher)
+                single_rss = single(args, have, licet, work, key, publisher, baseline)
             elif part == "swarm":
                 swarm(args, licet, work, key, publisher)
             elif part == "memory":
@@ -303,8 +318,9 @@ def run_all(args, have, licet, work):
                 lookup(args, licet, work, key, publisher)
 
 
-def single(args, have, licet, work, key, publisher):
-    """licet, nginx -> curl, rqbit and openssl on one file, alternating; returns licet's RSS."""
+def single(args, have, licet, work, key, publisher, baseline=None):
+    """licet (and a baseline build of it), nginx -> curl, rqbit and openssl on one file,
+    alternating; returns licet's RSS."""
     print("seeding with licet (hashing once, not timed) ...", flush=True)
     link, _, _, seed_addr, data = licet.seed_new_file("film", args.size_mib, key, publisher)
     size = os.path.getsize(data)
@@ -312,6 +328,12 @@ def single(args, have, licet, work, key, publisher):
 
     tools = {"licet": lambda i: licet.download(f"dl{i}", seed_addr, publisher, link,
                                                os.path.join(out, "licet"))}
+    if baseline:
+        print("seeding the same file with the baseline build ...", flush=True)
+        _, _, base_addr = baseline.seed("film-baseline-seeder", os.path.dirname(data),
+                                        os.path.join(work, "film.manifest"), publisher)
+        tools["licet (baseline build)"] = lambda i: baseline.download(
+            f"base-dl{i}", base_addr, publisher, link, os.path.join(out, "licet-baseline"))
     nginx = None
     if "nginx" in have:
         nginx = nginx_start(work, os.path.dirname(data), 18080)
@@ -371,7 +393,7 @@ def single(args, have, licet, work, key, publisher):
         secs = statistics.median(s for s, _ in samples)
         medians[name] = secs
         print(f"| {name} | {secs:.2f} | {gb / secs:.3f} | {max(r for _, r in samples):.1f} |")
-    for other in ["rqbit", "nginx -> curl"]:
+    for other in ["licet (baseline build)", "rqbit", "nginx -> curl"]:
         if other in medians:
             print(f"licet throughput = {medians[other] / medians['licet']:.2f}x {other}")
     return max(r for _, r in results["licet"])
