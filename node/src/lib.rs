@@ -5,6 +5,8 @@
 //! | [`node`] | the node: content items, trust policy state, serving, the control API's methods |
 //! | [`catalogs`] | catalogs on the network: heads by gossip, DHT and peers; fetch, accept, apply, mirror |
 //! | [`network`] | the libp2p swarm and its event loop (the only owner of the `Swarm`) |
+//! | [`address_limits`] | bounds on inbound connections per remote IP address |
+//! | [`provider_store`] | the DHT record store: the node's own provider records apart from peers' |
 //! | [`secure`] | the TCP security upgrade: libp2p's TLS handshake with AES-GCM first |
 //! | [`transfer`] | `/licet/transfer/1` streams: framing, the serving loop, pipelined sessions |
 //! | [`fetch`] | finding manifests and fetching chunks from many peers |
@@ -16,6 +18,7 @@
 //! | [`config`] | configuration: TOML file, `LICET_*` environment, flags |
 //! | [`metrics`] | Prometheus metrics |
 
+pub mod address_limits;
 pub mod api;
 pub mod api_types;
 pub mod catalogs;
@@ -26,6 +29,7 @@ pub mod fetch;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod provider_store;
 pub mod schedule;
 pub mod secure;
 pub mod store;
