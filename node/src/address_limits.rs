@@ -408,7 +408,9 @@ mod tests {
         // Another address still gets its handshakes through, and they finish.
         for port in 0..8 {
             let remote = from("10.0.0.2", 2000 + port);
-            let id = driver.accept(&remote).expect("another address is not held back");
+            let id = driver
+                .accept(&remote)
+                .expect("another address is not held back");
             assert!(driver.establish(id, &remote));
         }
         assert_eq!(driver.refused.established.get(), 0);
@@ -422,7 +424,9 @@ mod tests {
         let second = driver.accept(&remote).unwrap();
         assert!(driver.accept(&remote).is_none());
         driver.fail(first, &remote, ListenError::Aborted);
-        let third = driver.accept(&remote).expect("a timed-out handshake frees its slot");
+        let third = driver
+            .accept(&remote)
+            .expect("a timed-out handshake frees its slot");
         assert!(driver.establish(second, &remote));
         assert!(driver.accept(&remote).is_some());
         assert!(driver.accept(&remote).is_none());
@@ -441,15 +445,27 @@ mod tests {
             open.push(id);
         }
         let fourth = driver.accept(&remote).unwrap();
-        assert!(!driver.establish(fourth, &remote), "a fourth connection is denied");
+        assert!(
+            !driver.establish(fourth, &remote),
+            "a fourth connection is denied"
+        );
         assert_eq!(driver.refused.established.get(), 1);
-        assert!(driver.behaviour.pending.is_empty(), "a denied handshake is not pending");
+        assert!(
+            driver.behaviour.pending.is_empty(),
+            "a denied handshake is not pending"
+        );
         let other = from("10.0.0.2", 1);
         let id = driver.accept(&other).unwrap();
-        assert!(driver.establish(id, &other), "another address is not held back");
+        assert!(
+            driver.establish(id, &other),
+            "another address is not held back"
+        );
         driver.close(open[0], &remote);
         let fifth = driver.accept(&remote).unwrap();
-        assert!(driver.establish(fifth, &remote), "a closed connection frees its slot");
+        assert!(
+            driver.establish(fifth, &remote),
+            "a closed connection frees its slot"
+        );
     }
 
     #[test]

@@ -172,7 +172,10 @@ impl ProviderStore {
 
     /// Stores another peer's provider record received from the network, or says which bound
     /// refused it (and counts that). A record of this node goes to its own table.
-    pub fn add_remote_provider(&mut self, mut record: ProviderRecord) -> Result<(), ProviderRefused> {
+    pub fn add_remote_provider(
+        &mut self,
+        mut record: ProviderRecord,
+    ) -> Result<(), ProviderRefused> {
         if record.provider == self.local {
             self.own.insert(record.key.clone(), record);
             return Ok(());
@@ -408,7 +411,11 @@ mod tests {
         assert!(provided.contains(&key(1000)) && provided.contains(&key(5)));
         assert_eq!(store.providers(&key(1000))[0].provider, local);
         assert_eq!(store.providers(&key(5)).len(), 2);
-        assert_eq!(store.remote_records(), 30, "own records do not use the peers' room");
+        assert_eq!(
+            store.remote_records(),
+            30,
+            "own records do not use the peers' room"
+        );
         store.remove_provider(&key(1000), &local);
         assert_eq!(store.provided().count(), 2);
     }
@@ -417,7 +424,9 @@ mod tests {
     fn a_key_with_its_providers_takes_no_more_but_keeps_the_own_record() {
         let (mut store, local, refused) = store(100, 10, 3);
         for _ in 0..3 {
-            store.add_remote_provider(record(7, PeerId::random())).unwrap();
+            store
+                .add_remote_provider(record(7, PeerId::random()))
+                .unwrap();
         }
         let late = store
             .add_remote_provider(record(7, PeerId::random()))
