@@ -1,0 +1,88 @@
+//! One address or one peer must not take a node down: real daemons on loopback against a flood
+//! of idle TCP sockets from one address, and against a peer that fills the DHT store with
+//! provider records. What each test asserts is what a user sees: an honest node connects and
+//! fetches, another node finds the seeder as a provider, `/metrics` counts what was refused.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use licet_tests::{
+    TestNet, assert_same_file, create,
+    hostile::HostilePeer,
+    pseudo_random_bytes,
+    socket_flood::{IdleSocketFlood, established_tcp},
+    text, wait_for,
+};
+use serde_json::Value;
+
+/// Idle sockets the flood keeps open: more than the node's 128 pending connections in all.
+const FLOOD_SOCKETS: usize = 160;
+/// The one address the flood comes from.
+const FLOOD_FROM: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// How long the flood may take to open its sockets.
+const FLOOD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The TCP port of a `/ip4/…/tcp/<port>/…` address.
+fn tcp_port(addr: &str) -> u16 {
+    let mut parts = addr.split('/');
+    parts
+        .find(|p| *p == "tcp")
+        .and_then(|_| parts.next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("no TCP port in {addr}"))
+}
+
+#[test]
+fn idle_sockets_from_one_address_do_not_keep_an_honest_node_out() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    w.write("release/film.bin", &pseudo_random_bytes(300_000, 5));
+    let created = create(&net, "release", "Film", "film.manifest", &[]);
+    let seeder = net.start("seeder", &[]).trusting(&publisher);
+    let added = seeder.add("film.manifest", "release");
+    assert_eq!(added["state"], "complete", "{added}");
+    let port = tcp_port(seeder.addr());
+
+    let flood = IdleSocketFlood::start(
+        FLOOD_FROM,
+        (Ipv4Addr::LOCALHOST, port).into(),
+        FLOOD_SOCKETS,
+    );
+    wait_for(
+        &format!("{FLOOD_SOCKETS} idle sockets to connect"),
+        FLOOD_TIMEOUT,
+        Duration::from_millis(20),
+        || (flood.connected() >= FLOOD_SOCKETS as u64).then_some(()),
+    );
+
+    assert!(
+        established_tcp(FLOOD_FROM, port) >= 8,
+        "the flood's sockets come from {FLOOD_FROM}"
+    );
+
+    // An honest node (its dials come from 127.0.0.1) joins and fetches while the flood goes on.
+    let honest = net
+        .start_joined("honest", &seeder, &[])
+        .trusting(&publisher);
+    assert!(
+        established_tcp(Ipv4Addr::LOCALHOST, port) >= 1,
+        "the honest node's connection to the seeder comes from 127.0.0.1"
+    );
+    let got = honest.client_json(&["get", text(&created["link"]), "-o", "downloads/film"]);
+    assert_eq!(got["state"], "complete", "{got}");
+    assert_eq!(got["error"], Value::Null, "{got}");
+    assert_same_file(
+        &w.join("release/film.bin"),
+        &w.join("downloads/film/film.bin"),
+    );
+
+    // The flood was refused past its share, and is still going.
+    assert!(
+        seeder.metric("licet_connections_refused_total{limit=\"pending_per_address\"}") > 0.0,
+        "the seeder counts the sockets it refused"
+    );
+    assert!(
+        flood.connected() > FLOOD_SOCKETS as u64,
+        "the flood kept reconnecting"
+    );
+}
