@@ -7,7 +7,7 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use licet_tests::{
     TestNet, assert_same_file, create,
-    hostile::HostilePeer,
+    hostile::{HostilePeer, dht::flood_key},
     pseudo_random_bytes,
     socket_flood::{IdleSocketFlood, established_tcp},
     text, wait_for,
@@ -84,5 +84,84 @@ fn idle_sockets_from_one_address_do_not_keep_an_honest_node_out() {
     assert!(
         flood.connected() > FLOOD_SOCKETS as u64,
         "the flood kept reconnecting"
+    );
+}
+
+/// Provider records one peer floods a seeder with: more keys than the whole store of the old
+/// node held (256 Ki), far more than one peer's share.
+const FLOODED_RECORDS: u64 = 256 * 1024 + 1024;
+/// One peer's share of the seeder's provider store (`MAX_PROVIDER_RECORDS_PER_PEER`).
+const PROVIDER_RECORDS_PER_PEER: u64 = 8 * 1024;
+/// How long the seeder may take to handle the flood.
+const DHT_FLOOD_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The 32 bytes of a manifest id given as hex.
+fn id_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_peer_that_floods_the_dht_store_does_not_stop_the_seeder_announcing_its_content() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    w.write("release/film.bin", &pseudo_random_bytes(50_000, 9));
+    let created = create(&net, "release", "Film", "film.manifest", &[]);
+    let id = text(&created["manifest_id"]);
+    let seeder = net.start("seeder", &[]).trusting(&publisher);
+
+    let hostile = HostilePeer::requester();
+    hostile.dial(seeder.addr()).unwrap();
+    hostile.flood_provider_records(seeder.peer_id(), FLOODED_RECORDS, DHT_FLOOD_TIMEOUT);
+    // Another peer asks the seeder, as a node looking for content does.
+    let client = HostilePeer::requester();
+    client.dial(seeder.addr()).unwrap();
+    let providers_of = |key: &[u8]| -> Vec<String> {
+        let held = client.providers_held_by(seeder.peer_id(), key);
+        held.iter().map(ToString::to_string).collect()
+    };
+    assert_eq!(
+        providers_of(&flood_key(0)),
+        [hostile.peer_id()],
+        "the seeder keeps the flooding peer's first records"
+    );
+    assert_eq!(
+        providers_of(&flood_key(FLOODED_RECORDS - 1)),
+        Vec::<String>::new(),
+        "the seeder does not keep its last ones"
+    );
+    assert_eq!(
+        seeder.metric("licet_dht_provider_records_refused_total{limit=\"per_peer\"}"),
+        (FLOODED_RECORDS - PROVIDER_RECORDS_PER_PEER) as f64,
+        "every record past the peer's share is refused"
+    );
+
+    // The seeder adds content after the flood, and still announces it: a DHT lookup of the
+    // manifest id at the seeder names the seeder.
+    let added = seeder.add("film.manifest", "release");
+    assert_eq!(added["state"], "complete", "{added}");
+    let key = id_bytes(id);
+    wait_for(
+        "the seeder to name itself as a provider of its content",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            providers_of(&key)
+                .contains(&seeder.peer_id().to_owned())
+                .then_some(())
+        },
+    );
+    // And an honest node that joins finds it and fetches.
+    let honest = net
+        .start_joined("honest", &seeder, &[])
+        .trusting(&publisher);
+    let got = honest.client_json(&["get", text(&created["link"]), "-o", "downloads/film"]);
+    assert_eq!(got["state"], "complete", "{got}");
+    assert_same_file(
+        &w.join("release/film.bin"),
+        &w.join("downloads/film/film.bin"),
     );
 }
