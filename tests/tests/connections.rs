@@ -3,6 +3,8 @@
 //! provider records. What each test asserts is what a user sees: an honest node connects and
 //! fetches, another node finds the seeder as a provider, `/metrics` counts what was refused.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{net::Ipv4Addr, time::Duration};
 
 use licet_tests::{
