@@ -18,9 +18,9 @@
 //! publisher catalog (under the catalog head key); inbound records are filtered
 //! (`StoreInserts::FilterBoth`): provider records are kept (the provider is always the peer
 //! that sent them, and [`crate::provider_store`] bounds their number in all and per peer while
-//! the node's own provider records are never refused for space); the only value records are catalog
-//! heads, stored only if `licet_proto::catalog::check_head_record` passes them (a valid head
-//! of its publisher under that publisher's key, unexpired, and not below or beside the head
+//! the node's own provider records are never refused for space); the only value records are
+//! catalog heads, stored only if `licet_proto::catalog::check_head_record` passes them (a valid
+//! head of its publisher under that publisher's key, unexpired, and not below or beside the head
 //! stored already). Records this node puts itself pass the same check first.
 //!
 //! Gossipsub (`/licet/meshsub/1.1.0`, Licet's own mesh, messages signed by their origin's peer

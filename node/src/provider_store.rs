@@ -14,9 +14,11 @@
 //!   each keeps at most [`MAX_ADDRS_PER_PROVIDER`] addresses of at most [`MAX_PROVIDER_ADDR_BYTES`]
 //!   bytes. A record over a bound is refused ([`ProviderRefused`]) and counted in [`Refused`];
 //!   a record a peer already has here for that key is replaced (a re-announcement) whatever the
-//!   bounds. When the total or a peer's bound is reached, expired records are swept (at most once every
-//!   [`EXPIRED_SWEEP_INTERVAL`]) before a record is refused.
-//! - **value records** (catalog heads) in a `MemoryStore`, bounded as before.
+//!   bounds. When the total or a peer's bound is reached, expired records are swept (at most
+//!   once every [`EXPIRED_SWEEP_INTERVAL`]) before a record is refused: kad itself drops an
+//!   expired record only when its key is looked up.
+//! - **value records** (catalog heads) in a `MemoryStore`, bounded by [`MAX_RECORDS`] and
+//!   [`MAX_VALUE_BYTES`].
 //!
 //! Invariants: the count of other peers' records, in all and per peer, always equals what the
 //! table holds; per-peer counts of zero are removed; no record of this node is ever in the
