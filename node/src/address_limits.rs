@@ -48,17 +48,16 @@ use libp2p::{
 use prometheus_client::metrics::counter::Counter;
 use tracing::debug;
 
-/// Most inbound connections from one IP address still in their handshake. An honest host has
-/// one or two at a time (a node dials a peer once; a few nodes behind one NAT rarely start at
-/// the same instant); 8 leaves room for those and holds a flood from one address to 8 of
-/// `MAX_PENDING_CONNECTIONS` (128) slots.
-pub const MAX_PENDING_INBOUND_PER_IP: usize = 8;
+/// Most inbound connections from one IP address still in their handshake: a quarter of
+/// `MAX_PENDING_CONNECTIONS` (128), so a flood of idle sockets from one address leaves three
+/// quarters of the handshake slots to everyone else. A node dials a peer once, but many nodes
+/// behind one NAT (a carrier-grade NAT puts many users behind one IPv4 address) may all
+/// connect to a popular seed at the same moment.
+pub const MAX_PENDING_INBOUND_PER_IP: usize = 32;
 
 /// Most established inbound connections from one IP address: a quarter of `MAX_CONNECTIONS`
 /// (512), so one address with many fresh peer ids leaves three quarters to everyone else. It is
-/// loose on purpose: a carrier-grade NAT puts many honest users behind one IPv4 address (64
-/// nodes with two connections each fit), and a host must first get through the pending bound
-/// above for each of them.
+/// loose on purpose, for the same NATs (64 nodes with two connections each fit).
 pub const MAX_ESTABLISHED_INBOUND_PER_IP: usize = 128;
 
 /// Why an inbound connection was denied (the cause inside the swarm's `ListenError::Denied`).
