@@ -5,6 +5,8 @@
 //! | [`node`] | the node: content items, trust policy state, serving, the control API's methods |
 //! | [`catalogs`] | catalogs on the network: heads by gossip, DHT and peers; fetch, accept, apply, mirror |
 //! | [`network`] | the libp2p swarm and its event loop (the only owner of the `Swarm`) |
+//! | [`address_limits`] | bounds on inbound connections per remote IP address |
+//! | [`provider_store`] | the DHT record store: the node's own provider records apart from peers' |
 //! | [`secure`] | the TCP security upgrade: libp2p's TLS handshake with AES-GCM first |
 //! | [`transfer`] | `/licet/transfer/1` streams: framing, the serving loop, pipelined sessions |
 //! | [`fetch`] | finding manifests and fetching chunks from many peers |
@@ -20,6 +22,7 @@
 //! | [`metrics`] | Prometheus metrics |
 //! | [`metrics_format`] | `/metrics` as OpenMetrics or Prometheus text 0.0.4, by `Accept` |
 
+pub mod address_limits;
 pub mod api;
 pub mod api_conns;
 pub mod api_types;
@@ -36,6 +39,7 @@ pub mod metrics_format;
 pub mod network;
 pub mod node;
 pub mod output_folder;
+pub mod provider_store;
 pub mod schedule;
 pub mod secure;
 pub mod store;

@@ -73,6 +73,14 @@ pub struct QueryLabel {
     pub kind: String,
 }
 
+/// Labels naming the bound that refused a connection or a DHT record.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    /// `pending_per_address` or `established_per_address` for connections; `per_peer`, `total`
+    /// or `per_key` for provider records.
+    pub limit: String,
+}
+
 /// Every metric the node keeps.
 pub struct Metrics {
     registry: Registry,
@@ -112,6 +120,10 @@ pub struct Metrics {
     pub catalog_revoked_manifests: Family<PublisherLabel, Gauge>,
     /// Delegates it withdraws (set when scraped).
     pub catalog_revoked_delegates: Family<PublisherLabel, Gauge>,
+    /// Inbound connections denied because their address had its share, by bound.
+    pub connections_refused: Family<LimitLabel, Counter>,
+    /// Other peers' DHT provider records not stored, by bound.
+    pub provider_records_refused: Family<LimitLabel, Counter>,
 }
 
 /// Histogram buckets for latencies: 1 ms doubling to about 33 s.
@@ -147,6 +159,8 @@ impl Metrics {
             catalog_expires_at: Family::default(),
             catalog_revoked_manifests: Family::default(),
             catalog_revoked_delegates: Family::default(),
+            connections_refused: Family::default(),
+            provider_records_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -230,6 +244,16 @@ impl Metrics {
             "Delegate keys withdrawn by each trusted publisher's accepted catalog",
             metrics.catalog_revoked_delegates.clone(),
         );
+        registry.register(
+            "connections_refused",
+            "Inbound connections denied because their remote address had its share, by bound",
+            metrics.connections_refused.clone(),
+        );
+        registry.register(
+            "dht_provider_records_refused",
+            "Other peers' DHT provider records not stored, by bound",
+            metrics.provider_records_refused.clone(),
+        );
         // Every refusal reason is shown from the start, at zero, so a scrape (or an alert on
         // a rate) need not wait for the first refusal of each kind.
         for reason in RefusalReason::ALL {
@@ -247,6 +271,36 @@ impl Metrics {
         Metrics {
             registry,
             ..metrics
+        }
+    }
+
+    /// The counters the network event loop keeps, shared with these metrics (every label
+    /// shown from the start, at zero).
+    pub fn network_counters(&self) -> crate::network::NetworkCounters {
+        let connections = |limit: &str| {
+            self.connections_refused
+                .get_or_create(&LimitLabel {
+                    limit: limit.to_owned(),
+                })
+                .clone()
+        };
+        let records = |limit: &str| {
+            self.provider_records_refused
+                .get_or_create(&LimitLabel {
+                    limit: limit.to_owned(),
+                })
+                .clone()
+        };
+        crate::network::NetworkCounters {
+            connections_refused: crate::address_limits::Refused {
+                pending: connections("pending_per_address"),
+                established: connections("established_per_address"),
+            },
+            provider_records_refused: crate::provider_store::Refused {
+                per_peer: records("per_peer"),
+                total: records("total"),
+                per_key: records("per_key"),
+            },
         }
     }
 

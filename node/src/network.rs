@@ -2,8 +2,10 @@
 //!
 //! [`spawn`] builds the swarm (TCP with TLS preferred and Noise as the fallback, see
 //! [`crate::secure`], and QUIC; Yamux; Identify, Ping, Kademlia under
-//! `/licet/kad/1.0.0`, a block list, connection limits, and `libp2p-stream` for the transfer
-//! protocol) and returns a cloneable [`Network`] handle. The event loop task alone owns the
+//! `/licet/kad/1.0.0`, a block list, connection limits in all and per remote address (see
+//! [`crate::address_limits`]), and `libp2p-stream` for the transfer protocol) and returns a
+//! cloneable [`Network`] handle. A connection's handshake (TCP connect or accept, security,
+//! multiplexer) must finish within [`HANDSHAKE_TIMEOUT`]. The event loop task alone owns the
 //! `Swarm`; everything else sends it [`Command`]s over a bounded channel, each carrying a
 //! `oneshot` for its reply. Pending DHT queries and dials live in maps keyed by their ids.
 //! Unexpected events are logged at debug level, never panicked on.
@@ -15,9 +17,10 @@
 //! would otherwise stay a client and answer nobody); provider records per manifest id and per
 //! publisher catalog (under the catalog head key); inbound records are filtered
 //! (`StoreInserts::FilterBoth`): provider records are kept (the provider is always the peer
-//! that sent them, and the store bounds their number); the only value records are catalog
-//! heads, stored only if `licet_proto::catalog::check_head_record` passes them (a valid head
-//! of its publisher under that publisher's key, unexpired, and not below or beside the head
+//! that sent them, and [`crate::provider_store`] bounds their number in all and per peer while
+//! the node's own provider records are never refused for space); the only value records are
+//! catalog heads, stored only if `licet_proto::catalog::check_head_record` passes them (a valid
+//! head of its publisher under that publisher's key, unexpired, and not below or beside the head
 //! stored already). Records this node puts itself pass the same check first.
 //!
 //! Gossipsub (`/licet/meshsub/1.1.0`, Licet's own mesh, messages signed by their origin's peer
@@ -36,7 +39,7 @@ use futures::StreamExt as _;
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, gossipsub,
     identify, identity,
-    kad::{self, store::MemoryStore, store::RecordStore as _},
+    kad::{self, store::RecordStore as _},
     multiaddr::Protocol,
     noise, ping,
     swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts},
@@ -44,6 +47,8 @@ use libp2p::{
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
+
+use crate::{address_limits, provider_store::ProviderStore};
 
 /// The Kademlia protocol name: Licet's own DHT, never the IPFS one.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/licet/kad/1.0.0");
@@ -59,18 +64,18 @@ const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_CONNECTIONS: u32 = 512;
 /// Most established connections with one peer.
 const MAX_CONNECTIONS_PER_PEER: u32 = 2;
-/// Most connections being set up at once, each way.
+/// Most connections being set up at once, each way (one remote address may hold only
+/// `address_limits::MAX_PENDING_INBOUND_PER_IP` of them).
 const MAX_PENDING_CONNECTIONS: u32 = 128;
+/// How long a connection's handshake may take: TCP connect (outbound), multistream-select, the
+/// TLS or Noise handshake and Yamux, about four round trips; 5 s leaves room for round trips
+/// over a second (a satellite link is ~0.6 s) while a socket that never speaks holds its pending
+/// slot half as long as libp2p's default of 10 s.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most addresses kept per peer learned from Identify.
 const MAX_ADDRS_PER_PEER: usize = 8;
 /// How long a provider lookup may take.
 const PROVIDER_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most keys the DHT store keeps provider records for (its own and other peers').
-const MAX_PROVIDER_KEYS: usize = 256 * 1024;
-/// Most providers kept per key.
-const MAX_PROVIDERS_PER_KEY: usize = 20;
-/// Most value records (catalog heads, one per publisher) the DHT store keeps.
-const MAX_RECORDS: usize = 16 * 1024;
 /// Largest gossip message: a catalog head envelope is a few hundred bytes.
 pub const MAX_GOSSIP_BYTES: usize = 4 * 1024;
 /// Gossip messages waiting for the node to look at them; past this they are dropped.
@@ -81,8 +86,10 @@ const GOSSIP_PROTOCOL_PREFIX: &str = "/licet/meshsub";
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    // Before `limits`: a connection over its address's share never takes a slot there.
+    address_limits: address_limits::Behaviour,
     limits: connection_limits::Behaviour,
-    kad: kad::Behaviour<MemoryStore>,
+    kad: kad::Behaviour<ProviderStore>,
     gossipsub: gossipsub::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -324,6 +331,17 @@ pub struct NetworkConfig {
     pub listen: Vec<Multiaddr>,
     /// Peers to join the DHT through (each with `/p2p/<peer id>`).
     pub bootstrap: Vec<Multiaddr>,
+    /// Where the event loop counts what it refuses.
+    pub counters: NetworkCounters,
+}
+
+/// What the event loop counts for `/metrics` (clones share their counts).
+#[derive(Debug, Clone, Default)]
+pub struct NetworkCounters {
+    /// Inbound connections denied by the per-address bounds.
+    pub connections_refused: address_limits::Refused,
+    /// Other peers' provider records not stored.
+    pub provider_records_refused: crate::provider_store::Refused,
 }
 
 /// Builds the swarm, starts listening, and spawns the event loop. The loop ends when every
@@ -352,14 +370,10 @@ pub fn spawn(
             // The event loop bootstraps on its own timer when it has bootstrap peers; kad's
             // automatic one only warns on a lone node.
             kad_config.set_periodic_bootstrap_interval(None);
-            let store = MemoryStore::with_config(
+            let store = ProviderStore::new(
                 peer_id,
-                kad::store::MemoryStoreConfig {
-                    max_provided_keys: MAX_PROVIDER_KEYS,
-                    max_providers_per_key: MAX_PROVIDERS_PER_KEY,
-                    max_records: MAX_RECORDS,
-                    max_value_bytes: 65 * 1024,
-                },
+                crate::provider_store::ProviderLimits::default(),
+                config.counters.provider_records_refused.clone(),
             );
             let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
             kad.set_mode(Some(kad::Mode::Server));
@@ -382,6 +396,10 @@ pub fn spawn(
             .map_err(|e| e.to_owned())?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Behaviour {
                 blocked: allow_block_list::Behaviour::default(),
+                address_limits: address_limits::Behaviour::new(
+                    address_limits::Limits::default(),
+                    config.counters.connections_refused.clone(),
+                ),
                 limits: connection_limits::Behaviour::new(
                     connection_limits::ConnectionLimits::default()
                         .with_max_established(Some(MAX_CONNECTIONS))
@@ -401,6 +419,7 @@ pub fn spawn(
         })
         .map_err(|e| build(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .with_connection_timeout(HANDSHAKE_TIMEOUT)
         .build();
 
     for addr in &config.listen {
@@ -807,9 +826,9 @@ impl EventLoop {
                         record: Some(record),
                     },
             } => {
-                // The store bounds keys (MAX_PROVIDER_KEYS) and providers per key.
+                // The store bounds other peers' records in all, per peer and per key.
                 let store = self.swarm.behaviour_mut().kad.store_mut();
-                if let Err(e) = kad::store::RecordStore::add_provider(store, record) {
+                if let Err(e) = store.add_remote_provider(record) {
                     debug!("provider record not stored: {e}");
                 }
             }

@@ -318,10 +318,12 @@ impl Node {
         }
         let mirrors: HashSet<PublicKey> = store.mirrors()?.into_iter().collect();
 
+        let metrics = Metrics::new();
         let (network, network_events) = network::spawn(NetworkConfig {
             keypair,
             listen: config.listen,
             bootstrap: config.bootstrap,
+            counters: metrics.network_counters(),
         })?;
         let node = Node {
             inner: Arc::new(Inner {
@@ -342,7 +344,7 @@ impl Node {
                 peers: Mutex::new(HashMap::new()),
                 sessions: tokio::sync::Mutex::new(HashMap::new()),
                 frames: FramePool::default(),
-                metrics: Metrics::new(),
+                metrics,
             }),
         };
         node.load_items().await?;

@@ -18,6 +18,9 @@
 //! stores ([`HostilePeer::records_held_by`]), and gossips any bytes on a publisher's catalog
 //! topic ([`HostilePeer::gossip`], on Licet's gossipsub mesh).
 //!
+//! Against the **DHT** it floods a node with provider records and asks it which providers it
+//! holds for a key, in raw Kademlia messages (see [`dht`]).
+//!
 //! Each peer runs on its own small tokio runtime, which is shut down (every task and
 //! connection with it) when the [`HostilePeer`] is dropped, also when a test panics. It only
 //! ever listens on and dials 127.0.0.1.
@@ -50,6 +53,8 @@ use licet_proto::{
     },
 };
 use tokio::sync::{mpsc, oneshot};
+
+pub mod dht;
 
 /// The transfer protocol, as the node names it.
 pub const TRANSFER: StreamProtocol = StreamProtocol::new(wire::PROTOCOL);
