@@ -658,6 +658,8 @@ pub(crate) mod fake {
                     bytes_out: 0,
                     banned: false,
                     ban_reason: None,
+                    banned_until: None,
+                    offences: 0,
                 }],
             })
         }

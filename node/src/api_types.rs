@@ -59,12 +59,19 @@ pub struct PeerInfo {
     pub banned: bool,
     /// Why it was banned.
     pub ban_reason: Option<String>,
+    /// When its ban ends (RFC 3339), while it is banned; then it may connect again.
+    #[serde(default)]
+    pub banned_until: Option<String>,
+    /// Bans it earned that are still remembered (a day after each ends): each lasts twice the
+    /// one before, from 10 minutes up to a day.
+    #[serde(default)]
+    pub offences: u32,
 }
 
 /// `GET /v1/peers`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PeersReply {
-    /// Connected peers, then banned peers that are not connected.
+    /// Connected peers, then banned peers that are not connected (until their bans end).
     pub peers: Vec<PeerInfo>,
 }
 

@@ -129,8 +129,12 @@ pub enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List connected and banned peers.
-    #[command(after_help = "Example:\n  licet-node peers")]
+    /// List connected and banned peers (with when each ban ends).
+    #[command(
+        after_help = "Example:\n  licet-node peers\n  licet-node peers --json   # banned_until, offences\n\n\
+        A peer that sent a bad chunk or broke the protocol is banned for 10 minutes, each\n\
+        repeat twice as long up to a day; when its ban ends it may connect again."
+    )]
     Peers {
         /// Print the daemon's reply as JSON.
         #[arg(long)]
@@ -1356,9 +1360,14 @@ fn format_peers(reply: &PeersReply) -> String {
                 [first, rest @ ..] => format!("{} (+{})", clean(first), rest.len()),
             };
             let state = if peer.banned {
+                let until = peer
+                    .banned_until
+                    .as_deref()
+                    .map(|at| format!(" until {}", clean(at)))
+                    .unwrap_or_default();
                 match &peer.ban_reason {
-                    Some(reason) => format!("banned: {}", clean(reason)),
-                    None => "banned".to_owned(),
+                    Some(reason) => format!("banned{until}: {}", clean(reason)),
+                    None => format!("banned{until}"),
                 }
             } else {
                 "ok".to_owned()
@@ -1691,6 +1700,27 @@ mod tests {
         let text = format_trust(&trust);
         assert!(text.contains("required  Acme"), "{text}");
         drop(server);
+    }
+
+    #[test]
+    fn a_banned_peer_shows_when_its_ban_ends() {
+        let reply = PeersReply {
+            peers: vec![crate::api_types::PeerInfo {
+                peer_id: "12D3KooWLiar".to_owned(),
+                addrs: Vec::new(),
+                bytes_in: 0,
+                bytes_out: 0,
+                banned: true,
+                ban_reason: Some("sent a bad chunk".to_owned()),
+                banned_until: Some("2027-01-15T08:10:00Z".to_owned()),
+                offences: 1,
+            }],
+        };
+        let text = format_peers(&reply);
+        assert!(
+            text.contains("banned until 2027-01-15T08:10:00Z: sent a bad chunk"),
+            "{text}"
+        );
     }
 
     async fn server_call<T: DeserializeOwned>(dir: &tempfile::TempDir, path: &str) -> T {

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`node`] | the node: content items, trust policy state, serving, the control API's methods |
 //! | [`catalogs`] | catalogs on the network: heads by gossip, DHT and peers; fetch, accept, apply, mirror |
+//! | [`peers`] | what the node remembers of other peers: bytes each way, bans that end, offences |
 //! | [`network`] | the libp2p swarm and its event loop (the only owner of the `Swarm`) |
 //! | [`secure`] | the TCP security upgrade: libp2p's TLS handshake with AES-GCM first |
 //! | [`transfer`] | `/licet/transfer/1` streams: framing, the serving loop, pipelined sessions |
@@ -26,6 +27,7 @@ pub mod fetch;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod peers;
 pub mod schedule;
 pub mod secure;
 pub mod store;

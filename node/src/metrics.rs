@@ -30,13 +30,6 @@ impl ReasonLabel {
     }
 }
 
-/// Labels naming a peer.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PeerLabel {
-    /// The peer id.
-    pub peer: String,
-}
-
 /// Labels naming a publisher.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PublisherLabel {
@@ -86,8 +79,9 @@ pub struct Metrics {
     pub chunks_fetched: Counter,
     /// Requests refused, by reason.
     pub refusals: Family<ReasonLabel, Counter>,
-    /// Chunks that failed verification, by peer.
-    pub bad_chunks: Family<PeerLabel, Counter>,
+    /// Chunks from peers that failed verification (`peers` names the senders, banned: a label
+    /// per peer id would grow without bound).
+    pub bad_chunks: Counter,
     /// Peers banned.
     pub peers_banned: Counter,
     /// DHT queries started, by kind.
@@ -135,7 +129,7 @@ impl Metrics {
             chunks_served: Counter::default(),
             chunks_fetched: Counter::default(),
             refusals: Family::default(),
-            bad_chunks: Family::default(),
+            bad_chunks: Counter::default(),
             peers_banned: Counter::default(),
             dht_queries: Family::default(),
             provider_lookup: Histogram::new(latency_buckets()),
@@ -176,7 +170,7 @@ impl Metrics {
         );
         registry.register(
             "bad_chunks",
-            "Chunks that failed verification, by peer",
+            "Chunks from peers that failed verification (their senders are banned; see peers)",
             metrics.bad_chunks.clone(),
         );
         registry.register("peers_banned", "Peers banned", metrics.peers_banned.clone());

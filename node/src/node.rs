@@ -13,7 +13,8 @@
 //!   file has not changed on disk since it was verified (size and modification time); a
 //!   changed file marks the item failed and stops serving it;
 //! - a peer that breaks the protocol or sends a chunk that fails verification is banned:
-//!   disconnected, refused from then on, and listed as banned in `peers` and the metrics.
+//!   disconnected, refused until its ban ends (longer for repeat offenders, see `peers.rs`), and
+//!   listed as banned, with the end of its ban, in `peers`; the per-peer state is bounded.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -44,8 +45,9 @@ use crate::{
     },
     catalogs::HeldCatalog,
     content, fetch,
-    metrics::{Metrics, PeerLabel},
+    metrics::Metrics,
     network::{self, Network, NetworkConfig, TRANSFER_PROTOCOL},
+    peers::{PEER_SWEEP_INTERVAL, PeerBook},
     store::{ContentOrigin, ContentRecord, FileStamp, FileState, RecordState, Store, StoreError},
     transfer::{self, FramePool, Responder, Session, SessionError},
 };
@@ -95,14 +97,6 @@ pub enum StartError {
     /// The swarm could not start.
     #[error(transparent)]
     Network(#[from] network::NetworkError),
-}
-
-/// Per-peer statistics and ban state.
-#[derive(Default)]
-struct PeerStats {
-    bytes_in: u64,
-    bytes_out: u64,
-    banned: Option<String>,
 }
 
 /// The live state of one content item.
@@ -188,7 +182,7 @@ pub(crate) struct Inner {
     /// Set when the daemon stops.
     pub(crate) stopping: AtomicBool,
     items: Mutex<HashMap<ManifestId, Arc<Item>>>,
-    peers: Mutex<HashMap<PeerId, PeerStats>>,
+    peers: Mutex<PeerBook>,
     sessions: tokio::sync::Mutex<HashMap<PeerId, Arc<Session>>>,
     /// Buffers the sessions read answers into, reused across chunks.
     frames: FramePool,
@@ -323,7 +317,7 @@ impl Node {
                 catalog_poll: config.catalog_poll,
                 stopping: AtomicBool::new(false),
                 items: Mutex::new(HashMap::new()),
-                peers: Mutex::new(HashMap::new()),
+                peers: Mutex::new(PeerBook::new()),
                 sessions: tokio::sync::Mutex::new(HashMap::new()),
                 frames: FramePool::default(),
                 metrics: Metrics::new(),
@@ -331,6 +325,7 @@ impl Node {
         };
         node.load_items().await?;
         node.accept_streams();
+        node.start_peer_sweep();
         node.start_catalogs(network_events).await;
         Ok(node)
     }
@@ -406,7 +401,7 @@ impl Node {
         self.inner.items.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_peers(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, PeerStats>> {
+    fn lock_peers(&self) -> std::sync::MutexGuard<'_, PeerBook> {
         self.inner.peers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -467,43 +462,60 @@ impl Node {
 
     /// Whether `peer` is banned.
     pub(crate) fn is_banned(&self, peer: &PeerId) -> bool {
-        self.lock_peers()
-            .get(peer)
-            .is_some_and(|p| p.banned.is_some())
+        self.lock_peers().is_banned(peer, Instant::now())
     }
 
-    /// Bans `peer`: disconnects it, refuses it from now on, and records why.
+    /// Bans `peer`: disconnects it, refuses it until the ban ends, and records why.
     pub(crate) async fn ban(&self, peer: PeerId, reason: &str) {
-        {
-            let mut peers = self.lock_peers();
-            let stats = peers.entry(peer).or_default();
-            if stats.banned.is_some() {
-                return;
-            }
-            stats.banned = Some(reason.to_owned());
-        }
-        warn!(%peer, "banned: {reason}");
+        let Some(ban) = self.lock_peers().ban(peer, reason, Instant::now()) else {
+            return;
+        };
+        warn!(
+            %peer,
+            "banned for {} s (offence {}): {reason}",
+            ban.duration.as_secs(),
+            ban.offence
+        );
         self.inner.metrics.peers_banned.inc();
         self.inner.sessions.lock().await.remove(&peer);
         let _ = self.inner.network.ban(peer).await;
+        if let Some(released) = ban.released {
+            let _ = self.inner.network.unban(released).await;
+        }
     }
 
-    /// Counts a chunk that failed verification and bans its sender.
+    /// Counts a chunk that failed verification and bans its sender (`peers` says who: the
+    /// metric has no per-peer label, so it does not grow with every peer id).
     pub(crate) async fn bad_chunk(&self, peer: PeerId, what: &str) {
-        self.inner
-            .metrics
-            .bad_chunks
-            .get_or_create(&PeerLabel {
-                peer: peer.to_string(),
-            })
-            .inc();
+        self.inner.metrics.bad_chunks.inc();
         self.ban(peer, what).await;
     }
 
     /// Counts payload bytes received from `peer`.
     pub(crate) fn received(&self, peer: PeerId, bytes: u64) {
         self.inner.metrics.bytes_in.inc_by(bytes);
-        self.lock_peers().entry(peer).or_default().bytes_in += bytes;
+        self.lock_peers().received(peer, bytes, Instant::now());
+    }
+
+    /// Every [`PEER_SWEEP_INTERVAL`]: unblocks peers whose ban ended and forgets idle peers.
+    fn start_peer_sweep(&self) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(PEER_SWEEP_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !node.inner.stopping.load(Ordering::Relaxed) {
+                ticks.tick().await;
+                let Ok(connected) = node.inner.network.connected().await else {
+                    return;
+                };
+                let connected: HashSet<PeerId> = connected.into_iter().map(|(p, _)| p).collect();
+                let ended = node.lock_peers().sweep(Instant::now(), &connected);
+                for peer in ended {
+                    info!(%peer, "ban ended");
+                    let _ = node.inner.network.unban(peer).await;
+                }
+            }
+        });
     }
 
     /// The transfer session with `peer`, opening (and dialing) if needed.
@@ -823,7 +835,8 @@ impl Node {
                 }
                 if let Response::Chunk { len, .. } = &response {
                     self.inner.metrics.bytes_out.inc_by(u64::from(*len));
-                    self.lock_peers().entry(peer).or_default().bytes_out += u64::from(*len);
+                    self.lock_peers()
+                        .sent(peer, u64::from(*len), Instant::now());
                 }
                 response
             }
@@ -873,6 +886,31 @@ fn parse_link(link: &str) -> Result<(ManifestId, Vec<Multiaddr>), ApiError> {
     Ok((link.id, addrs))
 }
 
+/// One line of `peers`: what the book says about `peer`, with its ban's end as a wall time.
+fn peer_info(
+    peer: &PeerId,
+    addrs: &[Multiaddr],
+    view: Option<crate::peers::PeerView>,
+    wall: Timestamp,
+) -> PeerInfo {
+    let view = view.as_ref();
+    PeerInfo {
+        peer_id: peer.to_string(),
+        addrs: addrs.iter().map(ToString::to_string).collect(),
+        bytes_in: view.map_or(0, |v| v.bytes_in),
+        bytes_out: view.map_or(0, |v| v.bytes_out),
+        banned: view.is_some_and(|v| v.ban_reason.is_some()),
+        ban_reason: view.and_then(|v| v.ban_reason.clone()),
+        // Rounded up, so a ban never shows as ended before it is.
+        banned_until: view.and_then(|v| v.banned_for).map(|left| {
+            let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            wall.plus_seconds(i64::try_from(seconds).unwrap_or(i64::MAX))
+                .to_string()
+        }),
+        offences: view.map_or(0, |v| v.offences),
+    }
+}
+
 impl NodeApi for Node {
     async fn status(&self) -> Result<StatusReply, ApiError> {
         let addrs = self.inner.network.listen_addrs().await.unwrap_or_default();
@@ -906,31 +944,17 @@ impl NodeApi for Node {
 
     async fn peers(&self) -> Result<PeersReply, ApiError> {
         let connected = self.inner.network.connected().await.unwrap_or_default();
+        let (now, wall) = (Instant::now(), Timestamp::now());
         let peers = self.lock_peers();
         let mut reply = Vec::new();
         let mut seen = HashSet::new();
         for (peer, addrs) in &connected {
             seen.insert(*peer);
-            let stats = peers.get(peer);
-            reply.push(PeerInfo {
-                peer_id: peer.to_string(),
-                addrs: addrs.iter().map(ToString::to_string).collect(),
-                bytes_in: stats.map_or(0, |s| s.bytes_in),
-                bytes_out: stats.map_or(0, |s| s.bytes_out),
-                banned: stats.is_some_and(|s| s.banned.is_some()),
-                ban_reason: stats.and_then(|s| s.banned.clone()),
-            });
+            reply.push(peer_info(peer, addrs, peers.view(peer, now), wall));
         }
-        for (peer, stats) in peers.iter() {
-            if stats.banned.is_some() && !seen.contains(peer) {
-                reply.push(PeerInfo {
-                    peer_id: peer.to_string(),
-                    addrs: Vec::new(),
-                    bytes_in: stats.bytes_in,
-                    bytes_out: stats.bytes_out,
-                    banned: true,
-                    ban_reason: stats.banned.clone(),
-                });
+        for (peer, view) in peers.banned(now) {
+            if !seen.contains(&peer) {
+                reply.push(peer_info(&peer, &[], Some(view), wall));
             }
         }
         Ok(PeersReply { peers: reply })
