@@ -151,6 +151,21 @@ pub enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Re-verify content's files on disk and serve again every chunk that matches its manifest.
+    #[command(
+        after_help = "Example:\n  licet-node check 9f2c…e1   # the full id, from `licet-node ls --json` or the link\n\n\
+        A file that changed on disk while it was served (other bytes, even with the same size\n\
+        and modification time) is no longer served, and `ls` shows it as changed. Put the\n\
+        right bytes back, then check: the daemon hashes every file, and the content is complete\n\
+        again if all chunks match. Exits 1 if some still do not."
+    )]
+    Check {
+        /// The manifest id (64 hex characters).
+        id: ManifestId,
+        /// Print the content state after the check as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Publish a publisher's signed catalog to the swarm, or list the catalogs this node follows.
     #[command(
         subcommand,
@@ -409,6 +424,7 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
                 Ok(())
             }
         }
+        ClientCommand::Check { id, json } => check(data_dir, id, json).await,
         ClientCommand::Rm { id, json } => {
             let daemon = Daemon::connect(data_dir)?;
             let path = format!("/v1/content/{id}");
@@ -562,6 +578,46 @@ async fn add(data_dir: &Path, manifest: &Path, content: &Path, json: bool) -> Re
         );
     }
     Ok(())
+}
+
+/// `check`: re-verifies content on disk; exit 1 if some chunks still do not match.
+async fn check(data_dir: &Path, id: ManifestId, json: bool) -> Result<(), Failure> {
+    let daemon = Daemon::connect(data_dir)?;
+    let info: ContentInfo = daemon
+        .call_json(
+            Method::POST,
+            &format!("/v1/content/{id}/check"),
+            &serde_json::json!({}),
+            ADD_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+    let whole = info.state == ContentState::Complete;
+    if json {
+        print_json(&info)?;
+    } else if whole {
+        println!(
+            "checked \"{}\": every chunk matches; complete and served",
+            clean(&info.title)
+        );
+    } else {
+        println!(
+            "checked \"{}\": {} of {} chunks match and are served",
+            clean(&info.title),
+            info.have_chunks,
+            info.total_chunks
+        );
+    }
+    if whole {
+        Ok(())
+    } else {
+        Err(Failure::Invalid(anyhow!(
+            "content {id} does not match its manifest: {}",
+            info.error
+                .as_deref()
+                .map_or("some chunks differ".to_owned(), clean)
+        )))
+    }
 }
 
 /// `get`: starts the download, then watches it until it is complete, failed or stalled.
@@ -1243,9 +1299,20 @@ fn format_content_list(content: &[ContentInfo]) -> String {
         if let (ContentState::Failed, Some(error)) = (item.state, &item.error) {
             let _ = writeln!(
                 out,
-                "{}: failed: {}",
+                "{}: {}: {}",
                 id_prefix(&item.manifest_id),
+                state_text(item),
                 clean(error)
+            );
+        }
+        if !item.changed_files.is_empty() {
+            let files: Vec<String> = item.changed_files.iter().map(|f| clean(f)).collect();
+            let _ = writeln!(
+                out,
+                "{}: changed on disk, not served: {} (re-verify with `licet-node check {}`)",
+                id_prefix(&item.manifest_id),
+                files.join(", "),
+                item.manifest_id
             );
         }
     }
@@ -1255,6 +1322,7 @@ fn format_content_list(content: &[ContentInfo]) -> String {
 fn state_text(item: &ContentInfo) -> &'static str {
     match (item.state, item.refused.is_some()) {
         (_, true) => "refused",
+        (ContentState::Failed, false) if !item.changed_files.is_empty() => "changed",
         (ContentState::Downloading, false) => "downloading",
         (ContentState::Complete, false) => "complete",
         (ContentState::Failed, false) => "failed",
@@ -1321,6 +1389,14 @@ fn format_status(status: &StatusReply) -> String {
         "content          {} complete, {} downloading, {} failed",
         status.content.complete, status.content.downloading, status.content.failed
     );
+    if status.content.changed > 0 {
+        let _ = writeln!(
+            out,
+            "changed on disk  {} item(s) with files not served (see `licet-node ls`, then \
+             `licet-node check ID`)",
+            status.content.changed
+        );
+    }
     if status.listen_addrs.is_empty() {
         let _ = writeln!(out, "listening on     (nothing yet)");
     }
@@ -1551,8 +1627,8 @@ mod tests {
             }
         }
         assert_eq!(
-            seen, 11,
-            "trust add/ls/rm, add, get, ls, status, peers, rm, catalog publish/ls"
+            seen, 12,
+            "trust add/ls/rm, add, get, ls, status, peers, check, rm, catalog publish/ls"
         );
     }
 
@@ -1796,6 +1872,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn check_exits_1_while_content_still_does_not_match() {
+        let (dir, server) = daemon_dir().await;
+        let id = ManifestId([7; 32]);
+        let mut info = crate::api::fake::content(id, ContentState::Failed, 3072);
+        info.changed_files = vec!["ep1.mkv".to_owned()];
+        info.error = Some(
+            "checked: /srv/episode-1/ep1.mkv: 1 of its 4 chunks do not match the manifest"
+                .to_owned(),
+        );
+        *server.node.start_reply.lock().unwrap() = Some(info.clone());
+        let (code, text) = fails(&["check", &id.to_hex()], dir.path()).await;
+        assert_eq!(code, 1, "{text}");
+        assert!(text.contains("1 of its 4 chunks do not match"), "{text}");
+        let list = format_content_list(&[info]);
+        assert!(list.contains(" changed "), "{list}");
+        assert!(
+            list.contains(
+                "changed on disk, not served: ep1.mkv (re-verify with `licet-node check 0707"
+            ),
+            "{list}"
+        );
+    }
+
+    #[tokio::test]
     async fn simple_commands_call_their_routes() {
         let (dir, server) = daemon_dir().await;
         let key = crate::api::fake::publisher().to_hex();
@@ -1808,6 +1908,7 @@ mod tests {
             vec!["trust", "ls"],
             vec!["trust", "add", &key, "--name", "Acme"],
             vec!["trust", "rm", &key, "--json"],
+            vec!["check", &id],
             vec!["rm", &id],
         ] {
             exec(&args, dir.path()).await.unwrap();
@@ -1824,6 +1925,7 @@ mod tests {
                     Call::TrustList,
                     Call::TrustAdd(_),
                     Call::TrustRemove(_),
+                    Call::ContentCheck(_),
                     Call::ContentGet(_),
                     Call::ContentRemove(_),
                 ]

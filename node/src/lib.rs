@@ -5,8 +5,10 @@
 //! | [`node`] | the node: content items, trust policy state, serving, the control API's methods |
 //! | [`catalogs`] | catalogs on the network: heads by gossip, DHT and peers; fetch, accept, apply, mirror |
 //! | [`peers`] | what the node remembers of other peers: bytes each way, bans that end, offences |
+//! | [`check`] | re-verifying an item's files on disk at the operator's request |
 //! | [`network`] | the libp2p swarm and its event loop (the only owner of the `Swarm`) |
 //! | [`secure`] | the TCP security upgrade: libp2p's TLS handshake with AES-GCM first |
+//! | [`serving`] | chunks read from disk and verified before they are sent; what takes a file out of service |
 //! | [`transfer`] | `/licet/transfer/1` streams: framing, the serving loop, pipelined sessions |
 //! | [`fetch`] | finding manifests and fetching chunks from many peers |
 //! | [`schedule`] | rarest-first chunk scheduling with an endgame |
@@ -20,6 +22,7 @@
 pub mod api;
 pub mod api_types;
 pub mod catalogs;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod content;
@@ -30,6 +33,7 @@ pub mod node;
 pub mod peers;
 pub mod schedule;
 pub mod secure;
+pub mod serving;
 pub mod store;
 #[cfg(test)]
 mod test_support;

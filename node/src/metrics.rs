@@ -84,6 +84,12 @@ pub struct Metrics {
     pub bad_chunks: Counter,
     /// Peers banned.
     pub peers_banned: Counter,
+    /// Files found changed on disk while serving (another size or modification time, gone, or
+    /// a chunk that no longer verifies): each is out of service until `check` finds it whole.
+    pub files_changed: Counter,
+    /// Chunk reads that failed without proving the content changed (too many open files, no
+    /// memory, an I/O error): each answered `Busy`.
+    pub serve_io_errors: Counter,
     /// DHT queries started, by kind.
     pub dht_queries: Family<QueryLabel, Counter>,
     /// How long each DHT provider lookup took, in seconds.
@@ -131,6 +137,8 @@ impl Metrics {
             refusals: Family::default(),
             bad_chunks: Counter::default(),
             peers_banned: Counter::default(),
+            files_changed: Counter::default(),
+            serve_io_errors: Counter::default(),
             dht_queries: Family::default(),
             provider_lookup: Histogram::new(latency_buckets()),
             first_chunk: Histogram::new(latency_buckets()),
@@ -174,6 +182,16 @@ impl Metrics {
             metrics.bad_chunks.clone(),
         );
         registry.register("peers_banned", "Peers banned", metrics.peers_banned.clone());
+        registry.register(
+            "files_changed",
+            "Files found changed on disk while serving; each is out of service until checked",
+            metrics.files_changed.clone(),
+        );
+        registry.register(
+            "serve_io_errors",
+            "Chunk reads that failed without proving the content changed, answered busy",
+            metrics.serve_io_errors.clone(),
+        );
         registry.register(
             "dht_queries",
             "DHT queries started, by kind",

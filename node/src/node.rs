@@ -9,9 +9,11 @@
 //! Invariants:
 //! - the trust policy is asked on every request served (manifest, availability, each chunk),
 //!   so a revocation or the end of a licence window bites on the next request;
-//! - a chunk is served only if its bit is set (it is verified and durably on disk) and its
-//!   file has not changed on disk since it was verified (size and modification time); a
-//!   changed file marks the item failed and stops serving it;
+//! - a chunk is served only if its bit is set (it is verified and durably on disk), its file
+//!   has not changed on disk since it was verified (size and modification time), and the bytes
+//!   read verify against the signed root (`serving.rs`); a changed file is taken out of service
+//!   (the item is marked failed) until `check` finds it whole; a read error that proves no
+//!   change is answered `Busy` and changes nothing;
 //! - a peer that breaks the protocol or sends a chunk that fails verification is banned:
 //!   disconnected, refused until its ban ends (longer for repeat offenders, see `peers.rs`), and
 //!   listed as banned, with the end of its ban, in `peers`; the per-peer state is bounded.
@@ -637,7 +639,7 @@ impl Node {
             .map_err(store_error)
     }
 
-    fn info(&self, item: &Item) -> ContentInfo {
+    pub(crate) fn info(&self, item: &Item) -> ContentInfo {
         let manifest = item.manifest.manifest();
         let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
         let mut have_chunks = 0;
@@ -679,97 +681,14 @@ impl Node {
             sending_peers: item.sending.lock().map(|s| s.len()).unwrap_or(0),
             source_peers: item.sources.lock().map(|s| s.len()).unwrap_or(0),
             error: live.error.clone(),
-        }
-    }
-
-    /// Answers a chunk request (after the policy said yes).
-    async fn serve_chunk(
-        &self,
-        item: Arc<Item>,
-        file: u32,
-        index: u64,
-        payload: &mut Vec<u8>,
-    ) -> Response {
-        let manifest = item.manifest.manifest();
-        let Some(entry) = manifest.files.get(file as usize) else {
-            return refuse(
-                RefusalReason::BadRequest,
-                format!("no file {file} in the manifest"),
-            );
-        };
-        if index >= entry.chunk_count(manifest.chunk_size) {
-            return refuse(
-                RefusalReason::BadRequest,
-                format!("no chunk {index} in file {file}"),
-            );
-        }
-        let (tree, stamp) = {
-            let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
-            if !live.have[file as usize].get(index) {
-                return refuse(RefusalReason::NotHeld, "chunk not held here");
-            }
-            (
-                live.trees[file as usize].clone(),
-                live.stamps[file as usize].clone(),
-            )
-        };
-        let proof = match tree {
-            Some(tree) => tree.audit_path(index),
-            None => {
-                let store = self.inner.store.clone();
-                let id = item.id();
-                blocking(move || store.proof(&id, file, index))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .flatten()
-            }
-        };
-        let Some(proof) = proof else {
-            return refuse(RefusalReason::NotHeld, "chunk proof not held here");
-        };
-        let buffer = std::mem::take(payload);
-        let reading = item.clone();
-        let read = blocking(move || {
-            let mut buffer = buffer;
-            let manifest = reading.manifest.manifest();
-            let path = content::file_path(&reading.dir, manifest, file as usize);
-            if let Some(expected) = &stamp {
-                match content::stamp(&path) {
-                    Ok(now) if now == *expected => {}
-                    Ok(_) => return (buffer, Err(format!("{} changed on disk", path.display()))),
-                    Err(e) => return (buffer, Err(format!("{}: {e}", path.display()))),
-                }
-            }
-            let result =
-                content::read_chunk(&reading.dir, manifest, file as usize, index, &mut buffer)
-                    .map_err(|e| format!("{}: {e}", path.display()));
-            (buffer, result)
-        })
-        .await;
-        match read {
-            Ok((buffer, Ok(()))) => {
-                *payload = buffer;
-                let len = payload.len() as u32;
-                self.inner.metrics.chunks_served.inc();
-                Response::Chunk { proof, len }
-            }
-            Ok((buffer, Err(problem))) => {
-                *payload = buffer;
-                payload.clear();
-                warn!(id = %item.id(), "stops serving: {problem}");
-                {
-                    let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
-                    live.state = RecordState::Failed;
-                    live.error = Some(format!("content changed or unreadable: {problem}"));
-                    for bits in &mut live.have {
-                        *bits = Bitfield::new(bits.len());
-                    }
-                }
-                let _ = self.save_record(&item).await;
-                refuse(RefusalReason::NotHeld, "content not available here")
-            }
-            Err(_) => refuse(RefusalReason::NotHeld, "content not available here"),
+            // Out of service: verified once (its leaves are known), not every chunk held now.
+            changed_files: manifest
+                .files
+                .iter()
+                .zip(live.trees.iter().zip(&live.have))
+                .filter(|(_, (tree, bits))| tree.is_some() && bits.count_ones() < bits.len())
+                .map(|(file, _)| file.path.to_string())
+                .collect(),
         }
     }
 }
@@ -917,10 +836,20 @@ impl NodeApi for Node {
         let connected = self.inner.network.connected().await.unwrap_or_default();
         let mut counts = ContentCounts::default();
         for item in self.lock_items().values() {
-            match item.live.lock().unwrap_or_else(|p| p.into_inner()).state {
+            let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            match live.state {
                 RecordState::Complete => counts.complete += 1,
                 RecordState::Downloading => counts.downloading += 1,
                 RecordState::Failed => counts.failed += 1,
+            }
+            // A file verified once (its tree known) that lost its bits changed on disk.
+            if live
+                .trees
+                .iter()
+                .zip(&live.have)
+                .any(|(tree, bits)| tree.is_some() && bits.count_ones() < bits.len())
+            {
+                counts.changed += 1;
             }
         }
         let trusted = self
@@ -1170,6 +1099,10 @@ impl NodeApi for Node {
 
     async fn content_remove(&self, id: ManifestId) -> Result<(), ApiError> {
         self.remove_item(id).await
+    }
+
+    async fn content_check(&self, id: ManifestId) -> Result<ContentInfo, ApiError> {
+        self.check_item(id).await
     }
 
     async fn catalog_publish(
