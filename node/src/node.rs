@@ -4,7 +4,8 @@
 //! Ownership: the event loop owns the `Swarm` (reached through [`Network`]); the [`Store`] owns
 //! the database (reached through blocking calls on blocking threads); this module owns the
 //! in-memory view of content items, the policy state (trust store and catalogs, mirrored from
-//! the store), per-peer statistics and the pool of transfer sessions.
+//! the store), the peer book (`peers.rs`: bytes each way, bans) and the pool of transfer
+//! sessions. Serving a chunk from disk is `serving.rs`; re-checking files, `check.rs`.
 //!
 //! Invariants:
 //! - the trust policy is asked on every request served (manifest, availability, each chunk),
