@@ -1,4 +1,4 @@
-//! The client subcommands (`trust`, `add`, `get`, `ls`, `status`, `peers`, `rm`, `catalog`): each is one or
+//! The client subcommands (`trust`, `add`, `get`, `ls`, `status`, `peers`, `check`, `rm`, `catalog`): each is one or
 //! a few calls to the control API of the daemon that `licet-node run` started for the same data
 //! directory (routes in [`crate::api`]).
 //!
