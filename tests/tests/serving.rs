@@ -19,8 +19,7 @@ const KIB: u64 = 1024;
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A release of two files (`film.bin`, 256 KiB in 16 KiB chunks, and `extra.bin`), seeded by
-/// node "a"; B joined to A and trusting the publisher. Returns (id, link with A as a hint,
-/// A, B).
+/// node "a"; B joined to A and trusting the publisher. Returns (id, link, A, B).
 fn seeded(net: &TestNet) -> (String, String, TestNode, TestNode) {
     let w = net.work();
     let publisher = w.keygen("publisher.pem");
@@ -37,8 +36,13 @@ fn seeded(net: &TestNet) -> (String, String, TestNode, TestNode) {
     let added = a.add("film.manifest", "release");
     assert_eq!(added["state"], "complete", "{added}");
     let b = net.start_joined("b", &a, &[]).trusting(&publisher);
-    let link = format!("{}?peer={}", text(&created["link"]), a.addr());
+    let link = text(&created["link"]).to_owned();
     (text(&created["manifest_id"]).to_owned(), link, a, b)
+}
+
+/// `link` with `node`'s address as a peer hint.
+fn hinted(link: &str, node: &TestNode) -> String {
+    format!("{link}?peer={}", node.addr())
 }
 
 /// B's entry for `peer` in `peers --json`, if any.
@@ -55,7 +59,7 @@ fn peer_entry(node: &TestNode, peer: &str) -> Option<Value> {
 fn a_seeded_file_changed_in_place_with_the_same_size_and_mtime_is_not_served_and_check_restores_it()
 {
     let net = TestNet::new();
-    let (id, link, a, b) = seeded(&net);
+    let (id, link, mut a, b) = seeded(&net);
     let film = net.work().join("release/film.bin");
     let original = std::fs::read(&film).unwrap();
     // `cp -p` of other bytes over the seeded file: one byte differs in chunk 9.
@@ -64,7 +68,7 @@ fn a_seeded_file_changed_in_place_with_the_same_size_and_mtime_is_not_served_and
     overwrite_keeping_mtime(&film, &changed);
 
     let out = net.work().join("out");
-    let get = b.spawn_client(&["get", &link, "-o", out.to_str().unwrap()]);
+    let get = b.spawn_client(&["get", &hinted(&link, &a), "-o", out.to_str().unwrap()]);
 
     // A finds the chunk does not match before sending it, and says so.
     let item = a.wait_for_content(&id, "out of service: film.bin changed", TIMEOUT, |item| {
@@ -108,6 +112,18 @@ fn a_seeded_file_changed_in_place_with_the_same_size_and_mtime_is_not_served_and
     assert_eq!(b.metric("licet_bad_chunks_total"), 0.0);
     assert_eq!(b.metric("licet_peers_banned_total"), 0.0);
 
+    // It stays out of service across a restart.
+    a.terminate();
+    a.restart_with(&["--bootstrap", b.addr()]);
+    let item = a.content(&id).unwrap();
+    assert_eq!(item["state"], "failed", "{item}");
+    assert_eq!(
+        item["changed_files"],
+        serde_json::json!(["film.bin"]),
+        "{item}"
+    );
+    assert_eq!(count(&item["have_chunks"]), 4, "{item}");
+
     // While the bytes are wrong, check says so and exits 1.
     let out_check = a.client(&["check", &id]);
     assert_eq!(out_check.code, Some(1), "{}", out_check.stderr);
@@ -124,7 +140,7 @@ fn a_seeded_file_changed_in_place_with_the_same_size_and_mtime_is_not_served_and
     assert_eq!(checked["state"], "complete", "{checked}");
     assert_eq!(checked["changed_files"], serde_json::json!([]), "{checked}");
     assert_eq!(checked["error"], Value::Null, "{checked}");
-    b.client_json(&["get", &link, "-o", out.to_str().unwrap()]);
+    b.client_json(&["get", &hinted(&link, &a), "-o", out.to_str().unwrap()]);
     b.wait_for_content(&id, "complete", TIMEOUT, |item| item["state"] == "complete");
     assert_same_file(&film, &out.join("film.bin"));
     assert_eq!(b.metric("licet_bad_chunks_total"), 0.0);
@@ -135,6 +151,7 @@ fn a_seeded_file_changed_in_place_with_the_same_size_and_mtime_is_not_served_and
 fn a_read_error_that_proves_no_change_is_answered_busy_and_changes_nothing() {
     let net = TestNet::new();
     let (id, link, a, b) = seeded(&net);
+    let link = hinted(&link, &a);
     // Every file A opens from now on fails with "too many open files" (EMFILE): stdin, stdout
     // and stderr hold descriptors 0 to 2, so no new one fits under a limit of 3. Its connection
     // to B is open already; its control API cannot answer until the limit is put back.
