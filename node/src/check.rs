@@ -178,7 +178,9 @@ impl Node {
                 }
             }
             let whole = live.have.iter().all(|b| b.count_ones() == b.len());
-            if whole {
+            if live.downloading {
+                // A `get` started meanwhile: its end decides the state.
+            } else if whole {
                 live.state = RecordState::Complete;
                 live.error = None;
             } else {
@@ -191,7 +193,11 @@ impl Node {
             }
         }
         self.save_record(&item).await?;
-        info!(%id, "checked: {}", if problems.is_empty() { "every chunk matches".to_owned() } else { problems.join("; ") });
+        if problems.is_empty() {
+            info!(%id, "checked: every chunk matches");
+        } else {
+            info!(%id, "checked: {}", problems.join("; "));
+        }
         self.announce(&item).await;
         Ok(self.info(&item))
     }

@@ -513,7 +513,8 @@ impl Node {
                 };
                 let connected: HashSet<PeerId> = connected.into_iter().map(|(p, _)| p).collect();
                 let ended = node.lock_peers().sweep(Instant::now(), &connected);
-                for peer in ended {
+                // A peer banned again since the sweep stays blocked.
+                for peer in ended.into_iter().filter(|p| !node.is_banned(p)) {
                     info!(%peer, "ban ended");
                     let _ = node.inner.network.unban(peer).await;
                 }
