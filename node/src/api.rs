@@ -22,6 +22,7 @@
 //! | `GET` | `/v1/content` | — | 200 [`ContentListReply`] | 401, 500 |
 //! | `GET` | `/v1/content/{id}` | — | 200 [`ContentInfo`] | 400 not a manifest id, 401, 404, 500 |
 //! | `DELETE` | `/v1/content/{id}` | — | 204, empty (the files stay) | 400 not a manifest id, 401, 404, 500 |
+//! | `POST` | `/v1/content/{id}/check` | — | 200 [`ContentInfo`] once every file is re-verified on disk: chunks that match are served again (`state` complete if all do; else failed, with `error` and `changed_files`) | 400 not a manifest id, 401, 404, 409 being downloaded, 500 |
 //! | `POST` | `/v1/downloads` | JSON [`GetRequest`] (`output_dir` absolute) | 200 [`ContentInfo`] once the manifest is accepted; the fetch goes on (poll `GET /v1/content/{id}`) | 400 bad link, relative dir, or a dir that is, holds or is inside the data directory; 401; 403 refused; 409 already held elsewhere, a file of another held item at one of its paths, or a link, a folder, or (without `replace`) a file that is not the manifest's at one of its paths; 502 no peer had it or every peer refused; 500 |
 //! | `POST` | `/v1/catalogs?head=HEX` | the signed catalog's bytes (`application/octet-stream`, at most [`max_catalog_request_bytes`]); `HEX` its signed head | 200 [`CatalogInfo`] once the catalog is the publisher's newest here; it goes on to the swarm | 400 bad catalog or head, or a head of another catalog, 401, 403 untrusted publisher, expired, or older than the catalog held (rollback), 500 |
 //! | `GET` | `/v1/catalogs` | — | 200 [`CatalogListReply`]: each trusted publisher's catalog | 401, 500 |
@@ -170,6 +171,10 @@ pub fn router<N: NodeApi>(node: Arc<N>, token: String, port: u16) -> Router {
         .route(
             "/v1/content/{id}",
             get(content_get::<N>).delete(content_remove::<N>),
+        )
+        .route(
+            "/v1/content/{id}/check",
+            axum::routing::post(content_check::<N>),
         )
         .route("/v1/downloads", axum::routing::post(download_start::<N>))
         .route(
@@ -505,6 +510,13 @@ async fn content_remove<N: NodeApi>(
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn content_check<N: NodeApi>(
+    State(node): State<Arc<N>>,
+    PathParam(id): PathParam<ManifestId>,
+) -> Result<Json<ContentInfo>, ApiError> {
+    node.content_check(id).await.map(Json)
+}
+
 async fn download_start<N: NodeApi>(
     State(node): State<Arc<N>>,
     JsonBody(request): JsonBody<GetRequest>,
@@ -658,6 +670,7 @@ pub(crate) mod fake {
         ContentList,
         ContentGet(ManifestId),
         ContentRemove(ManifestId),
+        ContentCheck(ManifestId),
         DownloadStart(GetRequest),
         CatalogPublish(Vec<u8>, Vec<u8>),
         CatalogList,
@@ -671,7 +684,7 @@ pub(crate) mod fake {
         pub fail_with: Mutex<Option<ApiError>>,
         /// Replies of `content_get`, in turn; the last one repeats.
         pub content_replies: Mutex<VecDeque<ContentInfo>>,
-        /// The reply of `download_start` and `content_add`, if not the default.
+        /// The reply of `download_start`, `content_add` and `content_check`, if not the default.
         pub start_reply: Mutex<Option<ContentInfo>>,
     }
 
@@ -696,6 +709,7 @@ pub(crate) mod fake {
             sending_peers: 1,
             source_peers: 2,
             error: None,
+            changed_files: Vec::new(),
         }
     }
 
@@ -757,6 +771,7 @@ pub(crate) mod fake {
                     complete: 1,
                     downloading: 2,
                     failed: 0,
+                    changed: 0,
                 },
                 uptime_seconds: 3725,
                 catalogs: vec![catalog_info()],
@@ -773,6 +788,8 @@ pub(crate) mod fake {
                     bytes_out: 0,
                     banned: false,
                     ban_reason: None,
+                    banned_until: None,
+                    offences: 0,
                 }],
             })
         }
@@ -835,6 +852,12 @@ pub(crate) mod fake {
 
         async fn content_remove(&self, id: ManifestId) -> Result<(), ApiError> {
             self.record(Call::ContentRemove(id))
+        }
+
+        async fn content_check(&self, id: ManifestId) -> Result<ContentInfo, ApiError> {
+            self.record(Call::ContentCheck(id))?;
+            let reply = self.start_reply.lock().unwrap().clone();
+            Ok(reply.unwrap_or_else(|| content(id, ContentState::Complete, 4096)))
         }
 
         async fn download_start(&self, request: GetRequest) -> Result<ContentInfo, ApiError> {
@@ -1326,6 +1349,19 @@ mod tests {
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
         assert!(matches!(node.calls().last(), Some(Call::ContentRemove(i)) if *i == id));
 
+        let checked: ContentInfo = json_of(
+            call(
+                &server,
+                Method::POST,
+                &format!("/v1/content/{id}/check"),
+                None,
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(checked.state, ContentState::Complete);
+        assert!(matches!(node.calls().last(), Some(Call::ContentCheck(i)) if *i == id));
+
         let body = serde_json::json!({ "link": format!("licet:{id}"), "output_dir": "/tmp/out" });
         let started: ContentInfo =
             json_of(call(&server, Method::POST, "/v1/downloads", Some(body)).await).await;
@@ -1337,7 +1373,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(node.calls().len(), 10);
+        assert_eq!(node.calls().len(), 11);
     }
 
     #[tokio::test]

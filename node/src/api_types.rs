@@ -42,6 +42,9 @@ pub struct ContentCounts {
     pub downloading: usize,
     /// Stopped with an error or refused.
     pub failed: usize,
+    /// Of all items, those with a file out of service because it changed on disk.
+    #[serde(default)]
+    pub changed: usize,
 }
 
 /// One peer in `GET /v1/peers`.
@@ -59,12 +62,19 @@ pub struct PeerInfo {
     pub banned: bool,
     /// Why it was banned.
     pub ban_reason: Option<String>,
+    /// When its ban ends (RFC 3339), while it is banned; then it may connect again.
+    #[serde(default)]
+    pub banned_until: Option<String>,
+    /// Bans it earned that are still remembered (a day after each ends): each lasts twice the
+    /// one before, from 10 minutes up to a day.
+    #[serde(default)]
+    pub offences: u32,
 }
 
 /// `GET /v1/peers`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PeersReply {
-    /// Connected peers, then banned peers that are not connected.
+    /// Connected peers, then banned peers that are not connected (until their bans end).
     pub peers: Vec<PeerInfo>,
 }
 
@@ -158,7 +168,8 @@ pub enum ContentState {
     Downloading,
     /// Every chunk is held and verified; it is served while the policy allows.
     Complete,
-    /// Fetching stopped with an error (see `error`); `get` again resumes.
+    /// Fetching stopped with an error, or a file changed on disk (see `error` and
+    /// `changed_files`); `get` again resumes, `check` re-verifies files on disk.
     Failed,
 }
 
@@ -195,8 +206,13 @@ pub struct ContentInfo {
     pub sending_peers: usize,
     /// Distinct peers that sent at least one chunk of it to this daemon process.
     pub source_peers: usize,
-    /// The error that stopped fetching, if `state` is `failed`.
+    /// The error that stopped fetching or serving, if `state` is `failed` (for a file changed on
+    /// disk: which file, what showed it, and that `licet-node check` re-verifies it).
     pub error: Option<String>,
+    /// Files (paths in the manifest) verified once but now out of service because they changed
+    /// on disk; `licet-node check` re-verifies them. Empty when every file is whole.
+    #[serde(default)]
+    pub changed_files: Vec<String>,
 }
 
 /// A trust-policy refusal, as shown to people and scripts.
@@ -333,6 +349,12 @@ pub trait NodeApi: Send + Sync + 'static {
     ) -> impl Future<Output = Result<ContentInfo, ApiError>> + Send;
     /// `DELETE /v1/content/{id}`: stop serving and fetching it and forget it (files stay).
     fn content_remove(&self, id: ManifestId) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// `POST /v1/content/{id}/check`: re-verify its files on disk (all cores) and serve again
+    /// every chunk that matches; complete again if all do. Returns once done.
+    fn content_check(
+        &self,
+        id: ManifestId,
+    ) -> impl Future<Output = Result<ContentInfo, ApiError>> + Send;
     /// `POST /v1/downloads`: find the manifest, check the policy, start fetching; returns once
     /// the manifest is accepted (or with the refusal), while the fetch goes on.
     fn download_start(

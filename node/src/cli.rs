@@ -1,4 +1,4 @@
-//! The client subcommands (`trust`, `add`, `get`, `ls`, `status`, `peers`, `rm`, `catalog`): each is one or
+//! The client subcommands (`trust`, `add`, `get`, `ls`, `status`, `peers`, `check`, `rm`, `catalog`): each is one or
 //! a few calls to the control API of the daemon that `licet-node run` started for the same data
 //! directory (routes in [`crate::api`]).
 //!
@@ -139,8 +139,12 @@ pub enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List connected and banned peers.
-    #[command(after_help = "Example:\n  licet-node peers")]
+    /// List connected and banned peers (with when each ban ends).
+    #[command(
+        after_help = "Example:\n  licet-node peers\n  licet-node peers --json   # banned_until, offences\n\n\
+        A peer that sent a bad chunk or broke the protocol is banned for 10 minutes, each\n\
+        repeat twice as long up to a day; when its ban ends it may connect again."
+    )]
     Peers {
         /// Print the daemon's reply as JSON.
         #[arg(long)]
@@ -154,6 +158,21 @@ pub enum ClientCommand {
         /// The manifest id (64 hex characters).
         id: ManifestId,
         /// Print `{"removed": "<id>"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-verify content's files on disk and serve again every chunk that matches its manifest.
+    #[command(
+        after_help = "Example:\n  licet-node check 9f2c…e1   # the full id, from `licet-node ls --json` or the link\n\n\
+        A file that changed on disk while it was served (other bytes, even with the same size\n\
+        and modification time) is no longer served, and `ls` shows it as changed. Put the\n\
+        right bytes back, then check: the daemon hashes every file, and the content is complete\n\
+        again if all chunks match. Exits 1 if some still do not."
+    )]
+    Check {
+        /// The manifest id (64 hex characters).
+        id: ManifestId,
+        /// Print the content state after the check as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -418,6 +437,7 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
                 Ok(())
             }
         }
+        ClientCommand::Check { id, json } => check(data_dir, id, json).await,
         ClientCommand::Rm { id, json } => {
             let daemon = Daemon::connect(data_dir)?;
             let path = format!("/v1/content/{id}");
@@ -571,6 +591,46 @@ async fn add(data_dir: &Path, manifest: &Path, content: &Path, json: bool) -> Re
         );
     }
     Ok(())
+}
+
+/// `check`: re-verifies content on disk; exit 1 if some chunks still do not match.
+async fn check(data_dir: &Path, id: ManifestId, json: bool) -> Result<(), Failure> {
+    let daemon = Daemon::connect(data_dir)?;
+    let info: ContentInfo = daemon
+        .call_json(
+            Method::POST,
+            &format!("/v1/content/{id}/check"),
+            &serde_json::json!({}),
+            ADD_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+    let whole = info.state == ContentState::Complete;
+    if json {
+        print_json(&info)?;
+    } else if whole {
+        println!(
+            "checked \"{}\": every chunk matches; complete and served",
+            clean(&info.title)
+        );
+    } else {
+        println!(
+            "checked \"{}\": {} of {} chunks match and are served",
+            clean(&info.title),
+            info.have_chunks,
+            info.total_chunks
+        );
+    }
+    if whole {
+        Ok(())
+    } else {
+        Err(Failure::Invalid(anyhow!(
+            "content {id} does not match its manifest: {}",
+            info.error
+                .as_deref()
+                .map_or("some chunks differ".to_owned(), clean)
+        )))
+    }
 }
 
 /// `get`: starts the download, then watches it until it is complete, failed or stalled.
@@ -1249,9 +1309,20 @@ fn format_content_list(content: &[ContentInfo]) -> String {
         if let (ContentState::Failed, Some(error)) = (item.state, &item.error) {
             let _ = writeln!(
                 out,
-                "{}: failed: {}",
+                "{}: {}: {}",
                 id_prefix(&item.manifest_id),
+                state_text(item),
                 clean(error)
+            );
+        }
+        if !item.changed_files.is_empty() {
+            let files: Vec<String> = item.changed_files.iter().map(|f| clean(f)).collect();
+            let _ = writeln!(
+                out,
+                "{}: changed on disk, not served: {} (re-verify with `licet-node check {}`)",
+                id_prefix(&item.manifest_id),
+                files.join(", "),
+                item.manifest_id
             );
         }
     }
@@ -1261,6 +1332,7 @@ fn format_content_list(content: &[ContentInfo]) -> String {
 fn state_text(item: &ContentInfo) -> &'static str {
     match (item.state, item.refused.is_some()) {
         (_, true) => "refused",
+        (ContentState::Failed, false) if !item.changed_files.is_empty() => "changed",
         (ContentState::Downloading, false) => "downloading",
         (ContentState::Complete, false) => "complete",
         (ContentState::Failed, false) => "failed",
@@ -1327,6 +1399,14 @@ fn format_status(status: &StatusReply) -> String {
         "content          {} complete, {} downloading, {} failed",
         status.content.complete, status.content.downloading, status.content.failed
     );
+    if status.content.changed > 0 {
+        let _ = writeln!(
+            out,
+            "changed on disk  {} item(s) with files not served (see `licet-node ls`, then \
+             `licet-node check ID`)",
+            status.content.changed
+        );
+    }
     if status.listen_addrs.is_empty() {
         let _ = writeln!(out, "listening on     (nothing yet)");
     }
@@ -1366,9 +1446,14 @@ fn format_peers(reply: &PeersReply) -> String {
                 [first, rest @ ..] => format!("{} (+{})", clean(first), rest.len()),
             };
             let state = if peer.banned {
+                let until = peer
+                    .banned_until
+                    .as_deref()
+                    .map(|at| format!(" until {}", clean(at)))
+                    .unwrap_or_default();
                 match &peer.ban_reason {
-                    Some(reason) => format!("banned: {}", clean(reason)),
-                    None => "banned".to_owned(),
+                    Some(reason) => format!("banned{until}: {}", clean(reason)),
+                    None => format!("banned{until}"),
                 }
             } else {
                 "ok".to_owned()
@@ -1552,8 +1637,8 @@ mod tests {
             }
         }
         assert_eq!(
-            seen, 11,
-            "trust add/ls/rm, add, get, ls, status, peers, rm, catalog publish/ls"
+            seen, 12,
+            "trust add/ls/rm, add, get, ls, status, peers, check, rm, catalog publish/ls"
         );
     }
 
@@ -1703,6 +1788,27 @@ mod tests {
         drop(server);
     }
 
+    #[test]
+    fn a_banned_peer_shows_when_its_ban_ends() {
+        let reply = PeersReply {
+            peers: vec![crate::api_types::PeerInfo {
+                peer_id: "12D3KooWLiar".to_owned(),
+                addrs: Vec::new(),
+                bytes_in: 0,
+                bytes_out: 0,
+                banned: true,
+                ban_reason: Some("sent a bad chunk".to_owned()),
+                banned_until: Some("2027-01-15T08:10:00Z".to_owned()),
+                offences: 1,
+            }],
+        };
+        let text = format_peers(&reply);
+        assert!(
+            text.contains("banned until 2027-01-15T08:10:00Z: sent a bad chunk"),
+            "{text}"
+        );
+    }
+
     async fn server_call<T: DeserializeOwned>(dir: &tempfile::TempDir, path: &str) -> T {
         let daemon = Daemon::connect(dir.path()).unwrap();
         within(daemon.get_json(path)).await.unwrap()
@@ -1780,6 +1886,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn check_exits_1_while_content_still_does_not_match() {
+        let (dir, server) = daemon_dir().await;
+        let id = ManifestId([7; 32]);
+        let mut info = crate::api::fake::content(id, ContentState::Failed, 3072);
+        info.changed_files = vec!["ep1.mkv".to_owned()];
+        info.error = Some(
+            "checked: /srv/episode-1/ep1.mkv: 1 of its 4 chunks do not match the manifest"
+                .to_owned(),
+        );
+        *server.node.start_reply.lock().unwrap() = Some(info.clone());
+        let (code, text) = fails(&["check", &id.to_hex()], dir.path()).await;
+        assert_eq!(code, 1, "{text}");
+        assert!(text.contains("1 of its 4 chunks do not match"), "{text}");
+        let list = format_content_list(&[info]);
+        assert!(list.contains(" changed "), "{list}");
+        assert!(
+            list.contains(
+                "changed on disk, not served: ep1.mkv (re-verify with `licet-node check 0707"
+            ),
+            "{list}"
+        );
+    }
+
+    #[tokio::test]
     async fn simple_commands_call_their_routes() {
         let (dir, server) = daemon_dir().await;
         let key = crate::api::fake::publisher().to_hex();
@@ -1792,6 +1922,7 @@ mod tests {
             vec!["trust", "ls"],
             vec!["trust", "add", &key, "--name", "Acme"],
             vec!["trust", "rm", &key, "--json"],
+            vec!["check", &id],
             vec!["rm", &id],
         ] {
             exec(&args, dir.path()).await.unwrap();
@@ -1808,6 +1939,7 @@ mod tests {
                     Call::TrustList,
                     Call::TrustAdd(_),
                     Call::TrustRemove(_),
+                    Call::ContentCheck(_),
                     Call::ContentGet(_),
                     Call::ContentRemove(_),
                 ]

@@ -4,10 +4,13 @@
 //! |---|---|
 //! | [`node`] | the node: content items, trust policy state, serving, the control API's methods |
 //! | [`catalogs`] | catalogs on the network: heads by gossip, DHT and peers; fetch, accept, apply, mirror |
+//! | [`peers`] | what the node remembers of other peers: bytes each way, bans that end, offences |
+//! | [`check`] | re-verifying an item's files on disk at the operator's request |
 //! | [`network`] | the libp2p swarm and its event loop (the only owner of the `Swarm`) |
 //! | [`address_limits`] | bounds on inbound connections per remote IP address |
 //! | [`provider_store`] | the DHT record store: the node's own provider records apart from peers' |
 //! | [`secure`] | the TCP security upgrade: libp2p's TLS handshake with AES-GCM first |
+//! | [`serving`] | chunks read from disk and verified before they are sent; what takes a file out of service |
 //! | [`transfer`] | `/licet/transfer/1` streams: framing, the serving loop, pipelined sessions |
 //! | [`fetch`] | finding manifests and fetching chunks from many peers |
 //! | [`schedule`] | rarest-first chunk scheduling with an endgame |
@@ -28,6 +31,7 @@ pub mod api_conns;
 pub mod api_types;
 pub mod beneath;
 pub mod catalogs;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod content;
@@ -39,9 +43,11 @@ pub mod metrics_format;
 pub mod network;
 pub mod node;
 pub mod output_folder;
+pub mod peers;
 pub mod provider_store;
 pub mod schedule;
 pub mod secure;
+pub mod serving;
 pub mod store;
 #[cfg(test)]
 mod test_support;

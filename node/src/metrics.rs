@@ -30,13 +30,6 @@ impl ReasonLabel {
     }
 }
 
-/// Labels naming a peer.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PeerLabel {
-    /// The peer id.
-    pub peer: String,
-}
-
 /// Labels naming a publisher.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PublisherLabel {
@@ -94,10 +87,17 @@ pub struct Metrics {
     pub chunks_fetched: Counter,
     /// Requests refused, by reason.
     pub refusals: Family<ReasonLabel, Counter>,
-    /// Chunks that failed verification, by peer.
-    pub bad_chunks: Family<PeerLabel, Counter>,
+    /// Chunks from peers that failed verification (`peers` names the senders, banned: a label
+    /// per peer id would grow without bound).
+    pub bad_chunks: Counter,
     /// Peers banned.
     pub peers_banned: Counter,
+    /// Files found changed on disk while serving (another size or modification time, gone, or
+    /// a chunk that no longer verifies): each is out of service until `check` finds it whole.
+    pub files_changed: Counter,
+    /// Chunk reads that failed without proving the content changed (too many open files, no
+    /// memory, an I/O error): each answered `Busy`.
+    pub serve_io_errors: Counter,
     /// DHT queries started, by kind.
     pub dht_queries: Family<QueryLabel, Counter>,
     /// How long each DHT provider lookup took, in seconds.
@@ -147,8 +147,10 @@ impl Metrics {
             chunks_served: Counter::default(),
             chunks_fetched: Counter::default(),
             refusals: Family::default(),
-            bad_chunks: Family::default(),
+            bad_chunks: Counter::default(),
             peers_banned: Counter::default(),
+            files_changed: Counter::default(),
+            serve_io_errors: Counter::default(),
             dht_queries: Family::default(),
             provider_lookup: Histogram::new(latency_buckets()),
             first_chunk: Histogram::new(latency_buckets()),
@@ -190,10 +192,20 @@ impl Metrics {
         );
         registry.register(
             "bad_chunks",
-            "Chunks that failed verification, by peer",
+            "Chunks from peers that failed verification (their senders are banned; see peers)",
             metrics.bad_chunks.clone(),
         );
         registry.register("peers_banned", "Peers banned", metrics.peers_banned.clone());
+        registry.register(
+            "files_changed",
+            "Files found changed on disk while serving; each is out of service until checked",
+            metrics.files_changed.clone(),
+        );
+        registry.register(
+            "serve_io_errors",
+            "Chunk reads that failed without proving the content changed, answered busy",
+            metrics.serve_io_errors.clone(),
+        );
         registry.register(
             "dht_queries",
             "DHT queries started, by kind",

@@ -125,6 +125,9 @@ enum Command {
     Ban {
         peer: PeerId,
     },
+    Unban {
+        peer: PeerId,
+    },
     Bootstrap,
     PutRecord {
         key: [u8; 32],
@@ -267,9 +270,14 @@ impl Network {
         self.ask(|reply| Command::ListenAddrs { reply }).await
     }
 
-    /// Disconnects `peer` and refuses its connections from now on.
+    /// Disconnects `peer` and refuses its connections until [`Network::unban`].
     pub async fn ban(&self, peer: PeerId) -> Result<(), NetworkStopped> {
         self.tell(Command::Ban { peer }).await
+    }
+
+    /// Accepts `peer`'s connections again (its ban ended).
+    pub async fn unban(&self, peer: PeerId) -> Result<(), NetworkStopped> {
+        self.tell(Command::Unban { peer }).await
     }
 
     /// Refreshes the routing table.
@@ -612,6 +620,9 @@ impl EventLoop {
             Command::Ban { peer } => {
                 self.swarm.behaviour_mut().blocked.block_peer(peer);
                 self.swarm.behaviour_mut().kad.remove_peer(&peer);
+            }
+            Command::Unban { peer } => {
+                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
             }
             Command::Bootstrap => {
                 if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {

@@ -4,16 +4,20 @@
 //! Ownership: the event loop owns the `Swarm` (reached through [`Network`]); the [`Store`] owns
 //! the database (reached through blocking calls on blocking threads); this module owns the
 //! in-memory view of content items, the policy state (trust store and catalogs, mirrored from
-//! the store), per-peer statistics and the pool of transfer sessions.
+//! the store), the peer book (`peers.rs`: bytes each way, bans) and the pool of transfer
+//! sessions. Serving a chunk from disk is `serving.rs`; re-checking files, `check.rs`.
 //!
 //! Invariants:
 //! - the trust policy is asked on every request served (manifest, availability, each chunk),
 //!   so a revocation or the end of a licence window bites on the next request;
-//! - a chunk is served only if its bit is set (it is verified and durably on disk) and its
-//!   file has not changed on disk since it was verified (size and modification time); a
-//!   changed file marks the item failed and stops serving it;
+//! - a chunk is served only if its bit is set (it is verified and durably on disk), its file
+//!   has not changed on disk since it was verified (size and modification time), and the bytes
+//!   read verify against the signed root (`serving.rs`); a changed file is taken out of service
+//!   (the item is marked failed) until `check` finds it whole; a read error that proves no
+//!   change is answered `Busy` and changes nothing;
 //! - a peer that breaks the protocol or sends a chunk that fails verification is banned:
-//!   disconnected, refused from then on, and listed as banned in `peers` and the metrics.
+//!   disconnected, refused until its ban ends (longer for repeat offenders, see `peers.rs`), and
+//!   listed as banned, with the end of its ban, in `peers`; the per-peer state is bounded.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -48,9 +52,10 @@ use crate::{
     content,
     data_dir::DataDirError,
     fetch,
-    metrics::{Metrics, PeerLabel},
+    metrics::Metrics,
     network::{self, Network, NetworkConfig, TRANSFER_PROTOCOL},
     output_folder,
+    peers::{PEER_SWEEP_INTERVAL, PeerBook},
     store::{ContentOrigin, ContentRecord, FileStamp, FileState, RecordState, Store, StoreError},
     transfer::{self, FramePool, Responder, Session, SessionError},
 };
@@ -100,14 +105,6 @@ pub enum StartError {
     /// The swarm could not start.
     #[error(transparent)]
     Network(#[from] network::NetworkError),
-}
-
-/// Per-peer statistics and ban state.
-#[derive(Default)]
-struct PeerStats {
-    bytes_in: u64,
-    bytes_out: u64,
-    banned: Option<String>,
 }
 
 /// The live state of one content item.
@@ -193,7 +190,7 @@ pub(crate) struct Inner {
     /// Set when the daemon stops.
     pub(crate) stopping: AtomicBool,
     items: Mutex<HashMap<ManifestId, Arc<Item>>>,
-    peers: Mutex<HashMap<PeerId, PeerStats>>,
+    peers: Mutex<PeerBook>,
     sessions: tokio::sync::Mutex<HashMap<PeerId, Arc<Session>>>,
     /// Buffers the sessions read answers into, reused across chunks.
     frames: FramePool,
@@ -341,7 +338,7 @@ impl Node {
                 catalog_poll: config.catalog_poll,
                 stopping: AtomicBool::new(false),
                 items: Mutex::new(HashMap::new()),
-                peers: Mutex::new(HashMap::new()),
+                peers: Mutex::new(PeerBook::new()),
                 sessions: tokio::sync::Mutex::new(HashMap::new()),
                 frames: FramePool::default(),
                 metrics,
@@ -349,6 +346,7 @@ impl Node {
         };
         node.load_items().await?;
         node.accept_streams();
+        node.start_peer_sweep();
         node.start_catalogs(network_events).await;
         Ok(node)
     }
@@ -424,7 +422,7 @@ impl Node {
         self.inner.items.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_peers(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, PeerStats>> {
+    fn lock_peers(&self) -> std::sync::MutexGuard<'_, PeerBook> {
         self.inner.peers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -499,43 +497,61 @@ impl Node {
 
     /// Whether `peer` is banned.
     pub(crate) fn is_banned(&self, peer: &PeerId) -> bool {
-        self.lock_peers()
-            .get(peer)
-            .is_some_and(|p| p.banned.is_some())
+        self.lock_peers().is_banned(peer, Instant::now())
     }
 
-    /// Bans `peer`: disconnects it, refuses it from now on, and records why.
+    /// Bans `peer`: disconnects it, refuses it until the ban ends, and records why.
     pub(crate) async fn ban(&self, peer: PeerId, reason: &str) {
-        {
-            let mut peers = self.lock_peers();
-            let stats = peers.entry(peer).or_default();
-            if stats.banned.is_some() {
-                return;
-            }
-            stats.banned = Some(reason.to_owned());
-        }
-        warn!(%peer, "banned: {reason}");
+        let Some(ban) = self.lock_peers().ban(peer, reason, Instant::now()) else {
+            return;
+        };
+        warn!(
+            %peer,
+            "banned for {} s (offence {}): {reason}",
+            ban.duration.as_secs(),
+            ban.offence
+        );
         self.inner.metrics.peers_banned.inc();
         self.inner.sessions.lock().await.remove(&peer);
         let _ = self.inner.network.ban(peer).await;
+        if let Some(released) = ban.released {
+            let _ = self.inner.network.unban(released).await;
+        }
     }
 
-    /// Counts a chunk that failed verification and bans its sender.
+    /// Counts a chunk that failed verification and bans its sender (`peers` says who: the
+    /// metric has no per-peer label, so it does not grow with every peer id).
     pub(crate) async fn bad_chunk(&self, peer: PeerId, what: &str) {
-        self.inner
-            .metrics
-            .bad_chunks
-            .get_or_create(&PeerLabel {
-                peer: peer.to_string(),
-            })
-            .inc();
+        self.inner.metrics.bad_chunks.inc();
         self.ban(peer, what).await;
     }
 
     /// Counts payload bytes received from `peer`.
     pub(crate) fn received(&self, peer: PeerId, bytes: u64) {
         self.inner.metrics.bytes_in.inc_by(bytes);
-        self.lock_peers().entry(peer).or_default().bytes_in += bytes;
+        self.lock_peers().received(peer, bytes, Instant::now());
+    }
+
+    /// Every [`PEER_SWEEP_INTERVAL`]: unblocks peers whose ban ended and forgets idle peers.
+    fn start_peer_sweep(&self) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(PEER_SWEEP_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !node.inner.stopping.load(Ordering::Relaxed) {
+                ticks.tick().await;
+                let Ok(connected) = node.inner.network.connected().await else {
+                    return;
+                };
+                let connected: HashSet<PeerId> = connected.into_iter().map(|(p, _)| p).collect();
+                let ended = node.lock_peers().sweep(Instant::now(), &connected);
+                // A peer banned again since the sweep stays blocked.
+                for peer in ended.into_iter().filter(|p| !node.is_banned(p)) {
+                    info!(%peer, "ban ended");
+                    let _ = node.inner.network.unban(peer).await;
+                }
+            }
+        });
     }
 
     /// The transfer session with `peer`, opening (and dialing) if needed.
@@ -657,7 +673,7 @@ impl Node {
             .map_err(store_error)
     }
 
-    fn info(&self, item: &Item) -> ContentInfo {
+    pub(crate) fn info(&self, item: &Item) -> ContentInfo {
         let manifest = item.manifest.manifest();
         let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
         let mut have_chunks = 0;
@@ -709,97 +725,14 @@ impl Node {
             sending_peers: item.sending.lock().map(|s| s.len()).unwrap_or(0),
             source_peers: item.sources.lock().map(|s| s.len()).unwrap_or(0),
             error: live.error.clone(),
-        }
-    }
-
-    /// Answers a chunk request (after the policy said yes).
-    async fn serve_chunk(
-        &self,
-        item: Arc<Item>,
-        file: u32,
-        index: u64,
-        payload: &mut Vec<u8>,
-    ) -> Response {
-        let manifest = item.manifest.manifest();
-        let Some(entry) = manifest.files.get(file as usize) else {
-            return refuse(
-                RefusalReason::BadRequest,
-                format!("no file {file} in the manifest"),
-            );
-        };
-        if index >= entry.chunk_count(manifest.chunk_size) {
-            return refuse(
-                RefusalReason::BadRequest,
-                format!("no chunk {index} in file {file}"),
-            );
-        }
-        let (tree, stamp) = {
-            let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
-            if !live.have[file as usize].get(index) {
-                return refuse(RefusalReason::NotHeld, "chunk not held here");
-            }
-            (
-                live.trees[file as usize].clone(),
-                live.stamps[file as usize].clone(),
-            )
-        };
-        let proof = match tree {
-            Some(tree) => tree.audit_path(index),
-            None => {
-                let store = self.inner.store.clone();
-                let id = item.id();
-                blocking(move || store.proof(&id, file, index))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .flatten()
-            }
-        };
-        let Some(proof) = proof else {
-            return refuse(RefusalReason::NotHeld, "chunk proof not held here");
-        };
-        let buffer = std::mem::take(payload);
-        let reading = item.clone();
-        let read = blocking(move || {
-            let mut buffer = buffer;
-            let manifest = reading.manifest.manifest();
-            let path = content::file_path(&reading.dir, manifest, file as usize);
-            if let Some(expected) = &stamp {
-                match content::stamp(&path) {
-                    Ok(now) if now == *expected => {}
-                    Ok(_) => return (buffer, Err(format!("{} changed on disk", path.display()))),
-                    Err(e) => return (buffer, Err(format!("{}: {e}", path.display()))),
-                }
-            }
-            let result =
-                content::read_chunk(&reading.dir, manifest, file as usize, index, &mut buffer)
-                    .map_err(|e| format!("{}: {e}", path.display()));
-            (buffer, result)
-        })
-        .await;
-        match read {
-            Ok((buffer, Ok(()))) => {
-                *payload = buffer;
-                let len = payload.len() as u32;
-                self.inner.metrics.chunks_served.inc();
-                Response::Chunk { proof, len }
-            }
-            Ok((buffer, Err(problem))) => {
-                *payload = buffer;
-                payload.clear();
-                warn!(id = %item.id(), "stops serving: {problem}");
-                {
-                    let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
-                    live.state = RecordState::Failed;
-                    live.error = Some(format!("content changed or unreadable: {problem}"));
-                    for bits in &mut live.have {
-                        *bits = Bitfield::new(bits.len());
-                    }
-                }
-                let _ = self.save_record(&item).await;
-                refuse(RefusalReason::NotHeld, "content not available here")
-            }
-            Err(_) => refuse(RefusalReason::NotHeld, "content not available here"),
+            // Out of service: verified once (its leaves are known), not every chunk held now.
+            changed_files: manifest
+                .files
+                .iter()
+                .zip(live.trees.iter().zip(&live.have))
+                .filter(|(_, (tree, bits))| tree.is_some() && bits.count_ones() < bits.len())
+                .map(|(file, _)| file.path.to_string())
+                .collect(),
         }
     }
 }
@@ -895,7 +828,8 @@ impl Node {
                 }
                 if let Response::Chunk { len, .. } = &response {
                     self.inner.metrics.bytes_out.inc_by(u64::from(*len));
-                    self.lock_peers().entry(peer).or_default().bytes_out += u64::from(*len);
+                    self.lock_peers()
+                        .sent(peer, u64::from(*len), Instant::now());
                 }
                 response
             }
@@ -945,16 +879,51 @@ fn parse_link(link: &str) -> Result<(ManifestId, Vec<Multiaddr>), ApiError> {
     Ok((link.id, addrs))
 }
 
+/// One line of `peers`: what the book says about `peer`, with its ban's end as a wall time.
+fn peer_info(
+    peer: &PeerId,
+    addrs: &[Multiaddr],
+    view: Option<crate::peers::PeerView>,
+    wall: Timestamp,
+) -> PeerInfo {
+    let view = view.as_ref();
+    PeerInfo {
+        peer_id: peer.to_string(),
+        addrs: addrs.iter().map(ToString::to_string).collect(),
+        bytes_in: view.map_or(0, |v| v.bytes_in),
+        bytes_out: view.map_or(0, |v| v.bytes_out),
+        banned: view.is_some_and(|v| v.ban_reason.is_some()),
+        ban_reason: view.and_then(|v| v.ban_reason.clone()),
+        // Rounded up, so a ban never shows as ended before it is.
+        banned_until: view.and_then(|v| v.banned_for).map(|left| {
+            let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            wall.plus_seconds(i64::try_from(seconds).unwrap_or(i64::MAX))
+                .to_string()
+        }),
+        offences: view.map_or(0, |v| v.offences),
+    }
+}
+
 impl NodeApi for Node {
     async fn status(&self) -> Result<StatusReply, ApiError> {
         let addrs = self.inner.network.listen_addrs().await.unwrap_or_default();
         let connected = self.inner.network.connected().await.unwrap_or_default();
         let mut counts = ContentCounts::default();
         for item in self.lock_items().values() {
-            match item.live.lock().unwrap_or_else(|p| p.into_inner()).state {
+            let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            match live.state {
                 RecordState::Complete => counts.complete += 1,
                 RecordState::Downloading => counts.downloading += 1,
                 RecordState::Failed => counts.failed += 1,
+            }
+            // A file verified once (its tree known) that lost its bits changed on disk.
+            if live
+                .trees
+                .iter()
+                .zip(&live.have)
+                .any(|(tree, bits)| tree.is_some() && bits.count_ones() < bits.len())
+            {
+                counts.changed += 1;
             }
         }
         let trusted = self
@@ -978,31 +947,17 @@ impl NodeApi for Node {
 
     async fn peers(&self) -> Result<PeersReply, ApiError> {
         let connected = self.inner.network.connected().await.unwrap_or_default();
+        let (now, wall) = (Instant::now(), Timestamp::now());
         let peers = self.lock_peers();
         let mut reply = Vec::new();
         let mut seen = HashSet::new();
         for (peer, addrs) in &connected {
             seen.insert(*peer);
-            let stats = peers.get(peer);
-            reply.push(PeerInfo {
-                peer_id: peer.to_string(),
-                addrs: addrs.iter().map(ToString::to_string).collect(),
-                bytes_in: stats.map_or(0, |s| s.bytes_in),
-                bytes_out: stats.map_or(0, |s| s.bytes_out),
-                banned: stats.is_some_and(|s| s.banned.is_some()),
-                ban_reason: stats.and_then(|s| s.banned.clone()),
-            });
+            reply.push(peer_info(peer, addrs, peers.view(peer, now), wall));
         }
-        for (peer, stats) in peers.iter() {
-            if stats.banned.is_some() && !seen.contains(peer) {
-                reply.push(PeerInfo {
-                    peer_id: peer.to_string(),
-                    addrs: Vec::new(),
-                    bytes_in: stats.bytes_in,
-                    bytes_out: stats.bytes_out,
-                    banned: true,
-                    ban_reason: stats.banned.clone(),
-                });
+        for (peer, view) in peers.banned(now) {
+            if !seen.contains(&peer) {
+                reply.push(peer_info(&peer, &[], Some(view), wall));
             }
         }
         Ok(PeersReply { peers: reply })
@@ -1218,6 +1173,10 @@ impl NodeApi for Node {
 
     async fn content_remove(&self, id: ManifestId) -> Result<(), ApiError> {
         self.remove_item(id).await
+    }
+
+    async fn content_check(&self, id: ManifestId) -> Result<ContentInfo, ApiError> {
+        self.check_item(id).await
     }
 
     async fn catalog_publish(

@@ -55,8 +55,10 @@
 //!    fetched again.
 //! 5. **One item, one consistent set of rows.** A content item has a `content` row and a
 //!    `manifests` row (both or neither), and a bitfield for each of its manifest's files whose
-//!    length is that file's chunk count (at most [`MAX_STORED_CHUNKS_PER_FILE`]). A file has
-//!    leaves only when every bit is set, one leaf per chunk. A proof and a chunk leaf are stored
+//!    length is that file's chunk count (at most [`MAX_STORED_CHUNKS_PER_FILE`]). A file gets
+//!    leaves only when every bit is set, one leaf per chunk; it keeps them when
+//!    [`Store::replace_bitfield`] clears bits because the file changed on disk (the leaves
+//!    hash to the signed root, so a re-check restores bits against them). A proof and a chunk leaf are stored
 //!    only with their chunk's bit, and only while the file has no leaves: once every chunk of a
 //!    file has its leaf, the file's leaf list is known without reading the file again. Each multi-row change is one
 //!    transaction: readers see all of it or none of it.
@@ -949,6 +951,84 @@ impl Store {
             chunk_leaves
                 .retain_in::<&ChunkKey, _>(&first..=&last, |_, _| false)
                 .map_err(|e| self.db("remove chunk leaves", e))?;
+        }
+        self.commit(txn)
+    }
+
+    /// Replaces the bitfield of file `file` with `bits`, in one transaction: a file taken out of
+    /// service because it changed on disk, or what a re-check of it found. The proofs and leaves
+    /// of chunks whose bit is now clear are dropped; the file's leaves, if stored, stay.
+    ///
+    /// Refused unless `bits` is as long as the file's bitfield and, for a file without stored
+    /// leaves, only clears bits (a chunk's bit is set with its proof, by
+    /// [`Store::commit_chunks`]). **The caller guarantees that each bit it sets names a chunk
+    /// verified on disk against the file's leaves.**
+    pub fn replace_bitfield(
+        &self,
+        id: &ManifestId,
+        file: u32,
+        bits: &Bitfield,
+    ) -> Result<(), StoreError> {
+        let mut txn = self.write()?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| self.db("set durability", e))?;
+        {
+            let content = self.open_write(&txn, CONTENT)?;
+            if content
+                .get(id.as_bytes())
+                .map_err(|e| self.db("read content", e))?
+                .is_none()
+            {
+                return Err(StoreError::NotFound { id: *id });
+            }
+            let mut bitfields = self.open_write(&txn, BITFIELDS)?;
+            let key = file_key(id, file);
+            let old = match bitfields
+                .get(&key)
+                .map_err(|e| self.db("read bitfield", e))?
+            {
+                Some(value) => decode_bitfield(id, file, value.value())?,
+                None => return Err(StoreError::UnknownFile { id: *id, file }),
+            };
+            if old.len() != bits.len() {
+                return Err(invalid(
+                    format!("content {id}"),
+                    format!(
+                        "a bitfield of {} chunks given for file {file} of {} chunks",
+                        bits.len(),
+                        old.len()
+                    ),
+                ));
+            }
+            let has_leaves = self
+                .open_write(&txn, LEAVES)?
+                .get(&key)
+                .map_err(|e| self.db("read leaves", e))?
+                .is_some();
+            if !has_leaves {
+                if let Some(chunk) = (0..bits.len()).find(|&c| bits.get(c) && !old.get(c)) {
+                    return Err(invalid(
+                        format!("content {id}"),
+                        format!(
+                            "chunk {chunk} of file {file} would be marked held without its proof"
+                        ),
+                    ));
+                }
+                let mut proofs = self.open_write(&txn, PROOFS)?;
+                let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
+                for chunk in (0..old.len()).filter(|&c| old.get(c) && !bits.get(c)) {
+                    let key = chunk_key(id, file, chunk);
+                    proofs
+                        .remove(&key)
+                        .map_err(|e| self.db("remove proof", e))?;
+                    chunk_leaves
+                        .remove(&key)
+                        .map_err(|e| self.db("remove chunk leaf", e))?;
+                }
+            }
+            bitfields
+                .insert(&key, encoding::encode(bits).as_slice())
+                .map_err(|e| self.db("write bitfield", e))?;
         }
         self.commit(txn)
     }
@@ -2750,6 +2830,55 @@ mod tests {
         store.commit_chunks(&m.id(), &[chunk(1, 0)]).unwrap();
         assert!(store.content_remove(&m.id()).unwrap());
         assert_eq!(store.chunk_leaves(&m.id(), 1, 1).unwrap(), None);
+    }
+
+    #[test]
+    fn replace_bitfield_clears_a_changed_file_and_a_recheck_restores_it() {
+        let (_dir, path) = state_path();
+        let store = Store::open(&path).unwrap();
+        let m = manifest("changed", &[THREE_CHUNKS, THREE_CHUNKS]);
+        put_download(&store, &m);
+        let all: Vec<CommittedChunk> = (0..3).flat_map(|c| [chunk(0, c), chunk(1, c)]).collect();
+        store.commit_chunks(&m.id(), &all).unwrap();
+        store.complete_file(&m.id(), 0, &leaves(3, 5)).unwrap();
+
+        // A complete file changed on disk: its bits go, its leaves stay for the re-check.
+        store
+            .replace_bitfield(&m.id(), 0, &Bitfield::new(3))
+            .unwrap();
+        assert_eq!(store.bitfield(&m.id(), 0).unwrap(), Some(Bitfield::new(3)));
+        assert_eq!(store.leaves(&m.id(), 0).unwrap(), Some(leaves(3, 5)));
+        // The re-check found chunks 0 and 2 matching their leaves again.
+        let mut found = Bitfield::new(3);
+        found.set(0, true);
+        found.set(2, true);
+        store.replace_bitfield(&m.id(), 0, &found).unwrap();
+        assert_eq!(store.bitfield(&m.id(), 0).unwrap(), Some(found.clone()));
+
+        // A partial file: a cleared chunk loses its proof and leaf; a bit cannot be set back
+        // without one.
+        let mut partial = full_bits(3);
+        partial.set(1, false);
+        store.replace_bitfield(&m.id(), 1, &partial).unwrap();
+        assert_eq!(store.proof(&m.id(), 1, 1).unwrap(), None);
+        assert_eq!(store.proof(&m.id(), 1, 0).unwrap(), Some(proof(10)));
+        assert_eq!(store.chunk_leaves(&m.id(), 1, 3).unwrap(), None);
+        let err = store
+            .replace_bitfield(&m.id(), 1, &full_bits(3))
+            .unwrap_err();
+        assert!(err.to_string().contains("without its proof"), "{err}");
+        let err = store
+            .replace_bitfield(&m.id(), 1, &Bitfield::new(4))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Invalid { .. }), "{err}");
+        let err = store
+            .replace_bitfield(&m.id(), 2, &Bitfield::new(3))
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::UnknownFile { file: 2, .. }),
+            "{err}"
+        );
+        assert_eq!(store.bitfield(&m.id(), 1).unwrap(), Some(partial));
     }
 
     #[test]

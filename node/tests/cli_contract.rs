@@ -15,6 +15,7 @@ const SUBCOMMANDS: &[&[&str]] = &[
     &["ls"],
     &["status"],
     &["peers"],
+    &["check"],
     &["rm"],
 ];
 

@@ -297,6 +297,30 @@ pub fn write_pseudo_random_file(path: &Path, len: u64, seed: u64) {
     file.flush().unwrap();
 }
 
+/// Writes `bytes` over the file at `path` in place and puts its modification time back, as
+/// `cp -p`, `rsync -t` or `touch -r` would: the same size and modification time, other bytes.
+pub fn overwrite_keeping_mtime(path: &Path, bytes: &[u8]) {
+    let before = std::fs::metadata(path).unwrap();
+    assert_eq!(
+        before.len(),
+        bytes.len() as u64,
+        "the size must stay the same"
+    );
+    let modified = before.modified().unwrap();
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all(bytes).unwrap();
+    file.set_modified(modified).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    let after = std::fs::metadata(path).unwrap();
+    assert_eq!(after.len(), before.len());
+    assert_eq!(
+        after.modified().unwrap(),
+        modified,
+        "mtime put back exactly"
+    );
+}
+
 /// Panics unless the files at `expected` and `actual` hold the same bytes (naming the first
 /// offset where they differ).
 #[track_caller]
@@ -556,6 +580,58 @@ impl TestNode {
     /// The last `lines` lines of its log.
     pub fn log_tail(&self, lines: usize) -> String {
         log_tail(&self.log, lines)
+    }
+
+    /// Waits (at most `timeout`) until its log has a line containing `text`; returns the line.
+    #[track_caller]
+    pub fn wait_for_log(&self, text: &str, timeout: Duration) -> String {
+        wait_for(
+            &format!("{} to log {text:?}", self.name),
+            timeout,
+            Duration::from_millis(50),
+            || {
+                let log = std::fs::read(&self.log).ok()?;
+                String::from_utf8_lossy(&log)
+                    .lines()
+                    .find(|line| line.contains(text))
+                    .map(str::to_owned)
+            },
+        )
+    }
+
+    /// Sets the daemon's limit on open files (soft and hard) with `prlimit`; returns the limits
+    /// it had, as `prlimit --nofile=` takes them (`SOFT:HARD`), to put back.
+    #[track_caller]
+    pub fn set_open_files_limit(&self, limit: &str) -> String {
+        let pid = self.pid().expect("the node is not running").to_string();
+        let old = Command::new("prlimit")
+            .args([
+                "--pid",
+                &pid,
+                "--nofile",
+                "--output=SOFT,HARD",
+                "--noheadings",
+                "--raw",
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run prlimit (util-linux): {e}"));
+        assert!(
+            old.status.success(),
+            "prlimit: {}",
+            String::from_utf8_lossy(&old.stderr)
+        );
+        let old = String::from_utf8(old.stdout).unwrap();
+        let old = old.split_whitespace().collect::<Vec<_>>().join(":");
+        let set = Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--nofile={limit}")])
+            .output()
+            .unwrap();
+        assert!(
+            set.status.success(),
+            "prlimit: {}",
+            String::from_utf8_lossy(&set.stderr)
+        );
+        old
     }
 
     fn spawn_and_wait(&mut self) {

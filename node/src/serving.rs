@@ -1,0 +1,440 @@
+//! Serving chunks from disk: no chunk leaves that does not match what the node verified, and
+//! only proof that content changed takes it out of service.
+//!
+//! Invariants:
+//! - a chunk is sent only if its bit is set, its file's stamp (size and modification time) is
+//!   the one it had when verified, and the bytes just read verify against the file's signed root
+//!   with the audit path sent beside them: the check its receiver makes. A file changed in place
+//!   with the same size and modification time (`cp -p`, `rsync -t`, `touch -r`, bit rot) is
+//!   caught before a byte of it leaves, so no downloader ever bans this node for it;
+//! - content is taken to have changed only on proof: another stamp, a file gone, a file shorter
+//!   than its manifest says, or bytes that do not verify. Then that file (not the rest of the
+//!   item) is taken out of service: its bits are cleared in memory and in the store, the item is
+//!   marked failed with the reason, and `licet_files_changed_total` counts it. It stays out of
+//!   service, also across restarts, until `licet-node check` finds it whole again (`check.rs`);
+//! - any other failure to read (too many open files, no memory, an I/O error on one read…)
+//!   proves nothing about the content: it is answered `Busy`, counted in
+//!   `licet_serve_io_errors_total` and logged at most once per [`IO_ERROR_LOG_INTERVAL`]; the
+//!   item's state does not change.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use licet_proto::{
+    manifest::Manifest,
+    merkle::{self, AuditPath},
+    policy::RefusalReason,
+    wire::{Bitfield, Response},
+};
+use tracing::warn;
+
+use crate::{
+    content,
+    node::{Item, Node, blocking, refuse},
+    store::{FileStamp, RecordState},
+};
+
+/// What a requester is told to wait after a read failed for a reason that may pass.
+pub const BUSY_RETRY_MS: u32 = 1_000;
+/// The shortest time between two log lines about failed reads (each is counted).
+pub const IO_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// When a failed read was last logged, in this process.
+static LAST_IO_ERROR_LOG: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Why a chunk that was read is not sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeFailure {
+    /// The file is no longer what was verified: it is taken out of service.
+    #[error("{} changed on disk: {how}", path.display())]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// What shows it.
+        how: String,
+    },
+    /// Reading failed for a reason that says nothing about the content: answered `Busy`.
+    #[error("cannot read {}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What a failed read of `path` means: a file gone or cut short has changed; anything else
+/// (too many open files, no memory, an I/O error) proves nothing.
+pub fn classify_read_error(path: &Path, error: io::Error) -> ServeFailure {
+    let how = match error.kind() {
+        io::ErrorKind::NotFound => "it no longer exists",
+        io::ErrorKind::UnexpectedEof => "it is shorter than the manifest says",
+        _ => {
+            return ServeFailure::Unreadable {
+                path: path.to_owned(),
+                source: error,
+            };
+        }
+    };
+    ServeFailure::Changed {
+        path: path.to_owned(),
+        how: how.to_owned(),
+    }
+}
+
+/// Reads chunk `index` of file `file` of `manifest` under `dir` into `buffer` and checks it
+/// before it may be sent: the file's stamp against `stamp` (when the file is complete), then
+/// the bytes against the file's root with `proof`. Blocks.
+pub fn read_verified_chunk(
+    dir: &Path,
+    manifest: &Manifest,
+    file: usize,
+    index: u64,
+    stamp: Option<&FileStamp>,
+    proof: &AuditPath,
+    buffer: &mut Vec<u8>,
+) -> Result<(), ServeFailure> {
+    let path = content::file_path(dir, manifest, file);
+    if let Some(expected) = stamp {
+        match content::stamp(&path) {
+            Ok(now) if now == *expected => {}
+            Ok(now) => {
+                return Err(ServeFailure::Changed {
+                    how: format!(
+                        "its size or modification time changed ({} bytes, modified at {} ns; \
+                         verified at {} bytes, {} ns)",
+                        now.size, now.modified_ns, expected.size, expected.modified_ns
+                    ),
+                    path,
+                });
+            }
+            Err(e) => return Err(classify_read_error(&path, e)),
+        }
+    }
+    content::read_chunk(dir, manifest, file, index, buffer)
+        .map_err(|e| classify_read_error(&path, e))?;
+    let entry = &manifest.files[file];
+    let chunks = entry.chunk_count(manifest.chunk_size);
+    if !merkle::verify_chunk(&entry.root, index, chunks, buffer, proof) {
+        return Err(ServeFailure::Changed {
+            how: format!(
+                "chunk {index} no longer matches the manifest, though its size and modification \
+                 time did not change"
+            ),
+            path,
+        });
+    }
+    Ok(())
+}
+
+impl Node {
+    /// Answers a chunk request (after the policy said yes): reads the chunk and checks it
+    /// before it is sent (see the module docs).
+    pub(crate) async fn serve_chunk(
+        &self,
+        item: Arc<Item>,
+        file: u32,
+        index: u64,
+        payload: &mut Vec<u8>,
+    ) -> Response {
+        let manifest = item.manifest.manifest();
+        let Some(entry) = manifest.files.get(file as usize) else {
+            return refuse(
+                RefusalReason::BadRequest,
+                format!("no file {file} in the manifest"),
+            );
+        };
+        if index >= entry.chunk_count(manifest.chunk_size) {
+            return refuse(
+                RefusalReason::BadRequest,
+                format!("no chunk {index} in file {file}"),
+            );
+        }
+        let (tree, stamp) = {
+            let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            if !live.have[file as usize].get(index) {
+                return refuse(RefusalReason::NotHeld, "chunk not held here");
+            }
+            (
+                live.trees[file as usize].clone(),
+                live.stamps[file as usize].clone(),
+            )
+        };
+        let proof = match tree {
+            Some(tree) => tree.audit_path(index),
+            None => {
+                let store = self.inner.store.clone();
+                let id = item.id();
+                blocking(move || store.proof(&id, file, index))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten()
+            }
+        };
+        let Some(proof) = proof else {
+            return refuse(RefusalReason::NotHeld, "chunk proof not held here");
+        };
+        let buffer = std::mem::take(payload);
+        let reading = item.clone();
+        let read = blocking(move || {
+            let mut buffer = buffer;
+            let result = read_verified_chunk(
+                &reading.dir,
+                reading.manifest.manifest(),
+                file as usize,
+                index,
+                stamp.as_ref(),
+                &proof,
+                &mut buffer,
+            );
+            (buffer, result.map(|()| proof))
+        })
+        .await;
+        match read {
+            Ok((buffer, Ok(proof))) => {
+                *payload = buffer;
+                let len = payload.len() as u32;
+                self.inner.metrics.chunks_served.inc();
+                Response::Chunk { proof, len }
+            }
+            Ok((buffer, Err(failure))) => {
+                *payload = buffer;
+                payload.clear();
+                match failure {
+                    ServeFailure::Changed { .. } => {
+                        self.take_file_out_of_service(&item, file, &failure.to_string())
+                            .await;
+                        refuse(
+                            RefusalReason::NotHeld,
+                            format!("file {file} changed on disk here; not served"),
+                        )
+                    }
+                    ServeFailure::Unreadable { .. } => {
+                        self.inner.metrics.serve_io_errors.inc();
+                        log_read_error(&item, &failure);
+                        Response::Busy {
+                            retry_after_ms: BUSY_RETRY_MS,
+                        }
+                    }
+                }
+            }
+            Err(_) => Response::Busy {
+                retry_after_ms: BUSY_RETRY_MS,
+            },
+        }
+    }
+
+    /// Takes file `file` of `item` out of service because `problem` shows it changed on disk:
+    /// clears its bits (memory and store), marks the item failed with the reason, counts it.
+    /// A no-op for a file already out of service.
+    pub(crate) async fn take_file_out_of_service(
+        &self,
+        item: &Arc<Item>,
+        file: u32,
+        problem: &str,
+    ) {
+        let id = item.id();
+        let cleared = {
+            let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(bits) = live.have.get_mut(file as usize) else {
+                return;
+            };
+            if bits.count_ones() == 0 {
+                return;
+            }
+            *bits = Bitfield::new(bits.len());
+            let cleared = bits.clone();
+            // A running download ends by checking every file against its root.
+            if !live.downloading {
+                live.state = RecordState::Failed;
+            }
+            live.error = Some(format!(
+                "{problem}; it is not served until `licet-node check {id}` finds it whole"
+            ));
+            cleared
+        };
+        self.inner.metrics.files_changed.inc();
+        warn!(%id, "stops serving a file: {problem}");
+        let store = self.inner.store.clone();
+        match blocking(move || store.replace_bitfield(&id, file, &cleared)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(%id, "cannot record that file {file} changed: {e}"),
+            Err(e) => warn!(%id, "cannot record that file {file} changed: {e}"),
+        }
+        if let Err(e) = self.save_record(item).await {
+            warn!(%id, "cannot save its state: {e}");
+        }
+    }
+}
+
+/// Logs a failed read, at most once per [`IO_ERROR_LOG_INTERVAL`] (each is counted).
+fn log_read_error(item: &Item, failure: &ServeFailure) {
+    let mut last = LAST_IO_ERROR_LOG.lock().unwrap_or_else(|p| p.into_inner());
+    if last.is_some_and(|at| at.elapsed() < IO_ERROR_LOG_INTERVAL) {
+        return;
+    }
+    *last = Some(Instant::now());
+    let cause = match failure {
+        ServeFailure::Unreadable { source, .. } => source.to_string(),
+        ServeFailure::Changed { how, .. } => how.clone(),
+    };
+    warn!(
+        id = %item.id(),
+        "{failure}: {cause}; answered busy, nothing changed (licet_serve_io_errors_total counts \
+         each; logged at most every {} s)",
+        IO_ERROR_LOG_INTERVAL.as_secs()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::{File, FileTimes};
+
+    use licet_proto::{manifest::MIN_CHUNK_SIZE, merkle::MerkleTree};
+
+    use super::*;
+
+    /// A one-file manifest over `bytes` written under a new directory, and its tree.
+    fn seeded(bytes: &[u8]) -> (tempfile::TempDir, Manifest, MerkleTree, FileStamp) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut manifest =
+            crate::test_support::manifest_body("serving test", &[bytes.len() as u64]);
+        let path = content::file_path(dir.path(), &manifest, 0);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let (leaves, _) = merkle::hash_file_leaves(
+            &File::open(&path).unwrap(),
+            manifest.chunk_size,
+            1,
+            &mut |_| {},
+        )
+        .unwrap();
+        let tree = MerkleTree::from_leaves(leaves);
+        manifest.files[0].root = tree.root();
+        let stamp = content::stamp(&path).unwrap();
+        (dir, manifest, tree, stamp)
+    }
+
+    fn bytes(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
+    }
+
+    #[test]
+    fn a_chunk_changed_with_the_same_size_and_mtime_is_not_sent() {
+        let chunk = MIN_CHUNK_SIZE as usize;
+        let original = bytes(3 * chunk, 1);
+        let (dir, manifest, tree, stamp) = seeded(&original);
+        let path = content::file_path(dir.path(), &manifest, 0);
+        let read = |index: u64, stamp: Option<&FileStamp>| {
+            let mut buffer = Vec::new();
+            read_verified_chunk(
+                dir.path(),
+                &manifest,
+                0,
+                index,
+                stamp,
+                &tree.audit_path(index).unwrap(),
+                &mut buffer,
+            )
+            .map(|()| buffer)
+        };
+        assert_eq!(read(1, Some(&stamp)).unwrap(), original[chunk..2 * chunk]);
+
+        // `cp -p` of other bytes: same size, the old modification time put back.
+        let mut changed = original.clone();
+        changed[chunk + 7] ^= 0xff;
+        std::fs::write(&path, &changed).unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_times(FileTimes::new().set_modified(
+                std::time::UNIX_EPOCH
+                    + Duration::from_nanos(u64::try_from(stamp.modified_ns).unwrap()),
+            ))
+            .unwrap();
+        assert_eq!(
+            content::stamp(&path).unwrap(),
+            stamp,
+            "the stamp is the same"
+        );
+        match read(1, Some(&stamp)) {
+            Err(ServeFailure::Changed { how, .. }) => {
+                assert!(how.contains("chunk 1 no longer matches"), "{how}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The chunks around it still match and may be sent.
+        assert_eq!(read(0, Some(&stamp)).unwrap(), original[..chunk]);
+        assert_eq!(read(2, None).unwrap(), original[2 * chunk..]);
+    }
+
+    #[test]
+    fn another_stamp_a_missing_or_short_file_are_changes() {
+        let chunk = MIN_CHUNK_SIZE as usize;
+        let (dir, manifest, tree, stamp) = seeded(&bytes(2 * chunk, 2));
+        let path = content::file_path(dir.path(), &manifest, 0);
+        let read = |stamp: Option<&FileStamp>| {
+            let mut buffer = Vec::new();
+            read_verified_chunk(
+                dir.path(),
+                &manifest,
+                0,
+                1,
+                stamp,
+                &tree.audit_path(1).unwrap(),
+                &mut buffer,
+            )
+        };
+        std::fs::write(&path, bytes(chunk + 10, 2)).unwrap();
+        for (stamp, expected) in [
+            (Some(&stamp), "size or modification time changed"),
+            (None, "shorter than the manifest says"),
+        ] {
+            match read(stamp) {
+                Err(ServeFailure::Changed { how, .. }) => assert!(how.contains(expected), "{how}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        std::fs::remove_file(&path).unwrap();
+        match read(Some(&stamp)) {
+            Err(ServeFailure::Changed { how, .. }) => assert!(how.contains("no longer exists")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_io_error_that_proves_nothing_is_not_a_change() {
+        let path = Path::new("/srv/release/ep1.mkv");
+        use rustix::io::Errno;
+        for errno in [
+            Errno::MFILE,
+            Errno::NFILE,
+            Errno::NOMEM,
+            Errno::IO,
+            Errno::ACCESS,
+        ] {
+            let failure = classify_read_error(path, errno.into());
+            assert!(
+                matches!(failure, ServeFailure::Unreadable { .. }),
+                "errno {errno}: {failure:?}"
+            );
+        }
+        let gone = classify_read_error(path, Errno::NOENT.into());
+        assert!(matches!(gone, ServeFailure::Changed { .. }), "{gone:?}");
+        let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "failed to fill whole buffer");
+        assert!(matches!(
+            classify_read_error(path, eof),
+            ServeFailure::Changed { .. }
+        ));
+    }
+}

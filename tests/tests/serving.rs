@@ -1,0 +1,176 @@
+//! A seeder never serves bytes that do not match what it verified, and only proof of change
+//! takes content out of service: real daemons on 127.0.0.1, checked through what a user sees
+//! (`ls --json`, `peers --json`, `check`'s exit code, `/metrics`, the bytes on disk, the log).
+//!
+//! Every wait is bounded; every daemon is killed when its `TestNode` is dropped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use licet_tests::{
+    TestNet, TestNode, assert_same_file, count, create, overwrite_keeping_mtime, text,
+    write_pseudo_random_file,
+};
+use serde_json::Value;
+
+const KIB: u64 = 1024;
+/// How long a download or a wait on a node's state may take before the test gives up.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A release of two files (`film.bin`, 256 KiB in 16 KiB chunks, and `extra.bin`), seeded by
+/// node "a"; B joined to A and trusting the publisher. Returns (id, link, A, B).
+fn seeded(net: &TestNet) -> (String, String, TestNode, TestNode) {
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    write_pseudo_random_file(&w.join("release/film.bin"), 256 * KIB, 3);
+    write_pseudo_random_file(&w.join("release/extra.bin"), 64 * KIB, 4);
+    let created = create(
+        net,
+        "release",
+        "Film",
+        "film.manifest",
+        &["--chunk-size", "16KiB"],
+    );
+    let a = net.start("a", &[]).trusting(&publisher);
+    let added = a.add("film.manifest", "release");
+    assert_eq!(added["state"], "complete", "{added}");
+    let b = net.start_joined("b", &a, &[]).trusting(&publisher);
+    let link = text(&created["link"]).to_owned();
+    (text(&created["manifest_id"]).to_owned(), link, a, b)
+}
+
+/// `link` with `node`'s address as a peer hint.
+fn hinted(link: &str, node: &TestNode) -> String {
+    format!("{link}?peer={}", node.addr())
+}
+
+/// B's entry for `peer` in `peers --json`, if any.
+fn peer_entry(node: &TestNode, peer: &str) -> Option<Value> {
+    node.client_json(&["peers"])["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer_id"] == peer)
+        .cloned()
+}
+
+#[test]
+fn a_seeded_file_changed_in_place_with_the_same_size_and_mtime_is_not_served_and_check_restores_it()
+{
+    let net = TestNet::new();
+    let (id, link, mut a, b) = seeded(&net);
+    let film = net.work().join("release/film.bin");
+    let original = std::fs::read(&film).unwrap();
+    // `cp -p` of other bytes over the seeded file: one byte differs in chunk 9.
+    let mut changed = original.clone();
+    changed[9 * 16 * 1024 + 100] ^= 0x5a;
+    overwrite_keeping_mtime(&film, &changed);
+
+    let out = net.work().join("out");
+    let get = b.spawn_client(&["get", &hinted(&link, &a), "-o", out.to_str().unwrap()]);
+
+    // A finds the chunk does not match before sending it, and says so.
+    let item = a.wait_for_content(&id, "out of service: film.bin changed", TIMEOUT, |item| {
+        item["changed_files"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+    });
+    assert_eq!(item["state"], "failed", "{item}");
+    assert_eq!(
+        item["changed_files"],
+        serde_json::json!(["film.bin"]),
+        "{item}"
+    );
+    let error = text(&item["error"]);
+    assert!(
+        error.contains("film.bin changed on disk")
+            && error.contains("chunk 9 no longer matches")
+            && error.contains("licet-node check"),
+        "{error}"
+    );
+    // The other file is still served.
+    assert_eq!(count(&item["have_chunks"]), 4, "{item}");
+    assert_eq!(a.metric("licet_files_changed_total"), 1.0);
+    let ls = a.client(&["ls"]);
+    assert!(
+        ls.stdout.contains("changed on disk, not served: film.bin"),
+        "{}",
+        ls.stdout
+    );
+    let status = a.client(&["status"]);
+    assert!(
+        status.stdout.contains("changed on disk  1 item"),
+        "{}",
+        status.stdout
+    );
+    assert_eq!(a.client_json(&["status"])["content"]["changed"], 1);
+
+    // B never got a bad chunk from A: A is not banned, nothing bad counted.
+    let entry = peer_entry(&b, a.peer_id()).expect("B lists A");
+    assert_eq!(entry["banned"], false, "{entry}");
+    assert_eq!(b.metric("licet_bad_chunks_total"), 0.0);
+    assert_eq!(b.metric("licet_peers_banned_total"), 0.0);
+
+    // It stays out of service across a restart.
+    a.terminate();
+    a.restart_with(&["--bootstrap", b.addr()]);
+    let item = a.content(&id).unwrap();
+    assert_eq!(item["state"], "failed", "{item}");
+    assert_eq!(
+        item["changed_files"],
+        serde_json::json!(["film.bin"]),
+        "{item}"
+    );
+    assert_eq!(count(&item["have_chunks"]), 4, "{item}");
+
+    // While the bytes are wrong, check says so and exits 1.
+    let out_check = a.client(&["check", &id]);
+    assert_eq!(out_check.code, Some(1), "{}", out_check.stderr);
+    assert!(
+        out_check.stderr.contains("1 of its 16 chunks do not match"),
+        "{}",
+        out_check.stderr
+    );
+    assert_eq!(a.content(&id).unwrap()["have_chunks"], 4 + 15);
+
+    // The right bytes back: check makes it complete again, and B's download completes.
+    std::fs::write(&film, &original).unwrap();
+    let checked = a.client_json(&["check", &id]);
+    assert_eq!(checked["state"], "complete", "{checked}");
+    assert_eq!(checked["changed_files"], serde_json::json!([]), "{checked}");
+    assert_eq!(checked["error"], Value::Null, "{checked}");
+    b.client_json(&["get", &hinted(&link, &a), "-o", out.to_str().unwrap()]);
+    b.wait_for_content(&id, "complete", TIMEOUT, |item| item["state"] == "complete");
+    assert_same_file(&film, &out.join("film.bin"));
+    assert_eq!(b.metric("licet_bad_chunks_total"), 0.0);
+    drop(get);
+}
+
+#[test]
+fn a_read_error_that_proves_no_change_is_answered_busy_and_changes_nothing() {
+    let net = TestNet::new();
+    let (id, link, a, b) = seeded(&net);
+    let link = hinted(&link, &a);
+    // Every file A opens from now on fails with "too many open files" (EMFILE): stdin, stdout
+    // and stderr hold descriptors 0 to 2, so no new one fits under a limit of 3. Its connection
+    // to B is open already; its control API cannot answer until the limit is put back.
+    let old = a.set_open_files_limit("3:");
+    let out = net.work().join("out");
+    let get = b.spawn_client(&["get", &link, "-o", out.to_str().unwrap()]);
+    let line = a.wait_for_log("answered busy", TIMEOUT);
+    assert!(line.contains("Too many open files"), "{line}");
+    a.set_open_files_limit(&old);
+
+    let item = a.content(&id).unwrap();
+    assert_eq!(item["state"], "complete", "{item}");
+    assert_eq!(item["changed_files"], serde_json::json!([]), "{item}");
+    assert_eq!(item["have_chunks"], item["total_chunks"], "{item}");
+    assert!(a.metric("licet_serve_io_errors_total") >= 1.0);
+    assert_eq!(a.metric("licet_files_changed_total"), 0.0);
+
+    b.wait_for_content(&id, "complete", TIMEOUT, |item| item["state"] == "complete");
+    assert_same_file(&net.work().join("release/film.bin"), &out.join("film.bin"));
+    assert_eq!(b.metric("licet_bad_chunks_total"), 0.0);
+    drop(get);
+}
