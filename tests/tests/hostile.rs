@@ -1126,15 +1126,19 @@ fn junk_forged_expired_and_older_catalog_heads_are_not_stored_in_the_dht() {
     let net = TestNet::new();
     let film = release_with_two_catalogs(&net);
     let w = net.work();
-    // A head that will have expired by the time it is put.
+    // A head that will have expired by the time it is put. Its expiry leaves the tool time to
+    // sign it on a busy machine (the expiry is read before the signing time); the test waits it
+    // out below.
+    const SHORT_EXPIRY_SECS: u64 = 5;
     w.catalog_new("publisher.pem", "short.json");
     w.catalog_sign(
         "short.json",
         "publisher.pem",
         "short.catalog",
-        &["--expires", "+1s"],
+        &["--expires", &format!("+{SHORT_EXPIRY_SECS}s")],
     )
     .ok();
+    let short_signed = std::time::Instant::now();
     let a = seeder(&net, "a", &film.publisher, "film.manifest", "release");
     a.client_json(&["catalog", "publish", "catalog.2"]);
     let key = head_key(&film.publisher);
@@ -1158,7 +1162,8 @@ fn junk_forged_expired_and_older_catalog_heads_are_not_stored_in_the_dht() {
         &stranger,
         None,
     );
-    std::thread::sleep(Duration::from_secs(2));
+    let expired_from = Duration::from_secs(SHORT_EXPIRY_SECS + 1);
+    std::thread::sleep(expired_from.saturating_sub(short_signed.elapsed()));
     let expired = read(&net, "short.catalog.head");
     let older = read(&net, "catalog.1.head");
     let attempts: [(&str, Vec<u8>); 5] = [
