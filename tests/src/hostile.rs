@@ -518,23 +518,9 @@ impl HostilePeer {
         };
         self.block_on(async move {
             let mut stream = open_transfer(&mut control, peer).await;
-            let mut frame = Vec::new();
-            wire::encode_request(
-                &RequestFrame {
-                    id: RequestId(0),
-                    request,
-                },
-                &mut frame,
-            );
-            stream.write_all(&frame).await.ok()?;
-            stream.flush().await.ok()?;
-            let mut reply = Vec::new();
-            tokio::time::timeout(HOSTILE_TIMEOUT, read_frame(&mut stream, &mut reply))
+            ask(&mut stream, request)
                 .await
-                .ok()?
-                .ok()?;
-            let (frame, _payload) = wire::decode_response(&reply).ok()?;
-            Some(frame.response)
+                .map(|(response, _)| response)
         })
     }
 
@@ -621,27 +607,9 @@ impl HostilePeer {
         let body = content.manifest.manifest().clone();
         self.block_on(async move {
             let mut stream = open_transfer(&mut control, peer).await;
-            let mut ask = async |request: Request| -> Option<(Response, Vec<u8>)> {
-                let mut frame = Vec::new();
-                wire::encode_request(
-                    &RequestFrame {
-                        id: RequestId(0),
-                        request,
-                    },
-                    &mut frame,
-                );
-                stream.write_all(&frame).await.ok()?;
-                stream.flush().await.ok()?;
-                let mut reply = Vec::new();
-                tokio::time::timeout(HOSTILE_TIMEOUT, read_frame(&mut stream, &mut reply))
-                    .await
-                    .ok()?
-                    .ok()?;
-                let (frame, payload) = wire::decode_response(&reply).ok()?;
-                Some((frame.response, payload.to_vec()))
-            };
+            let mut query = async |request: Request| ask(&mut stream, request).await;
             let Some((Response::Availability { files }, _)) =
-                ask(Request::Availability { manifest }).await
+                query(Request::Availability { manifest }).await
             else {
                 return (0, 0, 0);
             };
@@ -650,7 +618,7 @@ impl HostilePeer {
                 let entry = &body.files[file];
                 for index in (0..bits.len()).filter(|&i| bits.get(i)) {
                     held += 1;
-                    let ok = match ask(Request::Chunk {
+                    let ok = match query(Request::Chunk {
                         manifest,
                         file: file as u32,
                         index,
@@ -835,6 +803,28 @@ impl Drop for HostilePeer {
 
 /// Opens a transfer stream to `peer` with `control`; panics unless the node accepts it within
 /// [`HOSTILE_TIMEOUT`].
+/// Sends `request` (id 0) on `stream` and reads its answer: the header and the payload, or
+/// `None` if none came within [`HOSTILE_TIMEOUT`] or it did not decode.
+async fn ask(stream: &mut Stream, request: Request) -> Option<(Response, Vec<u8>)> {
+    let mut frame = Vec::new();
+    wire::encode_request(
+        &RequestFrame {
+            id: RequestId(0),
+            request,
+        },
+        &mut frame,
+    );
+    stream.write_all(&frame).await.ok()?;
+    stream.flush().await.ok()?;
+    let mut reply = Vec::new();
+    tokio::time::timeout(HOSTILE_TIMEOUT, read_frame(stream, &mut reply))
+        .await
+        .ok()?
+        .ok()?;
+    let (frame, payload) = wire::decode_response(&reply).ok()?;
+    Some((frame.response, payload.to_vec()))
+}
+
 async fn open_transfer(control: &mut libp2p_stream::Control, peer: PeerId) -> Stream {
     tokio::time::timeout(HOSTILE_TIMEOUT, control.open_stream(peer, TRANSFER))
         .await
