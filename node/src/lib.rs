@@ -45,6 +45,7 @@ pub mod node;
 pub mod output_folder;
 pub mod peers;
 pub mod provider_store;
+pub mod reopening_db;
 pub mod schedule;
 pub mod secure;
 pub mod serving;
