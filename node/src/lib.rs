@@ -37,6 +37,7 @@ pub mod config;
 pub mod content;
 pub mod data_dir;
 pub mod fetch;
+pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod metrics_format;
