@@ -18,7 +18,10 @@
 //!   (`opener`), exactly as at start.
 //! - **Reopening waits for no one and breaks nothing**: it takes the handle under a write lock;
 //!   a transaction still running on the old handle only fails (its handle is latched already),
-//!   and if it still holds the file the reopen fails and is tried again later.
+//!   and if it still holds the file the reopen fails and is tried again later. (Such a late
+//!   failure is reported like any other and closes the new handle too; it is reopened again at
+//!   the next attempt. Errors carry no handle identity to tell them apart, and a needless
+//!   reopen costs only that.)
 
 use std::{
     fmt,
