@@ -132,6 +132,11 @@ pub struct SignArgs {
     /// Use at least this sequence (it never goes below the last signed + 1).
     #[arg(long)]
     sequence: Option<u64>,
+    /// The issue time to sign (default: now). Nodes never judge a licence window earlier than
+    /// the newest issue time they accepted (less 5 minutes of skew), so a node whose clock is
+    /// behind still ends windows on time: sign with the true time.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    issued_at: Option<Timestamp>,
     /// Where to write the signed catalog (replaced if it exists: each catalog supersedes the last).
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
@@ -382,11 +387,10 @@ fn sign(args: SignArgs) -> CliResult {
         .checked_add(1)
         .ok_or_else(|| CliError::usage(anyhow!("the sequence cannot go higher")))?
         .max(args.sequence.unwrap_or(0));
-    let now = Timestamp::now();
     let catalog = Catalog {
         publisher: draft.publisher,
         sequence,
-        issued_at: now,
+        issued_at: args.issued_at.unwrap_or_else(Timestamp::now),
         expires_at: args.expires,
         entries: draft.entries.clone(),
         revoked_manifests: draft.revoked_manifests.clone(),

@@ -775,6 +775,7 @@ pub(crate) mod fake {
                 },
                 uptime_seconds: 3725,
                 catalogs: vec![catalog_info()],
+                health: Default::default(),
             })
         }
 

@@ -31,6 +31,36 @@ pub struct StatusReply {
     pub uptime_seconds: u64,
     /// Each trusted publisher's catalog, by publisher key.
     pub catalogs: Vec<CatalogInfo>,
+    /// The node's own faults: its database and its clock.
+    #[serde(default)]
+    pub health: NodeHealth,
+}
+
+/// The node's own faults, in `status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NodeHealth {
+    /// `None` while the database works; else why it is closed (it reopens by itself once the
+    /// cause, such as a full disk, is gone).
+    pub database_problem: Option<String>,
+    /// Publishers whose newest catalog is in force but not saved yet (the database is closed):
+    /// it is saved when the database reopens; a restart before that goes back to the saved one
+    /// until the node fetches this one again.
+    #[serde(default)]
+    pub unsaved_catalogs: Vec<PublicKey>,
+    /// The time floor: the newest `issued_at` of an accepted catalog, RFC 3339.
+    pub time_floor: Option<String>,
+    /// How far the clock is behind the time floor beyond the allowed skew, in seconds; windows
+    /// are then judged by the floor less the skew.
+    pub clock_behind_seconds: Option<i64>,
+}
+
+impl NodeHealth {
+    /// Whether nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.database_problem.is_none()
+            && self.unsaved_catalogs.is_empty()
+            && self.clock_behind_seconds.is_none()
+    }
 }
 
 /// How many content items are in each state.

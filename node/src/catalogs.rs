@@ -20,7 +20,10 @@
 //! 4. the catalog and its head are written to the store in one transaction, *then* applied to
 //!    the in-memory policy state; since serving asks the policy on every request, revocations
 //!    and delegate revocations bite on the next chunk, and the persisted sequence means a
-//!    restart cannot roll them back;
+//!    restart cannot roll them back. If the database is closed after an I/O error (a full
+//!    disk), the catalog is applied all the same and saved once the database reopens
+//!    (`health.rs`): a takedown never waits for a disk. Its `issued_at` raises the node's time
+//!    floor ([`licet_proto::policy::judged_now`]), which every window check here uses;
 //! 5. the node passes it on: it puts the head in the DHT, provides the head key (so others can
 //!    fetch the catalog from it), gossips the head unless it came by gossip (gossipsub forwards
 //!    those itself once the node accepts the message), stops announcing revoked manifests, and
@@ -259,6 +262,18 @@ impl Node {
                 failure.into_api_error()
             })?;
         info!(%publisher, ?outcome, "catalog published");
+        if self.is_unsaved(&publisher) {
+            // In force, but the operator must know it is not saved (see `health.rs`).
+            return Err(internal(format!(
+                "the catalog of publisher {publisher} is in force on this node but not saved: {}; \
+                 the node saves it by itself once the database reopens",
+                self.inner
+                    .store
+                    .health()
+                    .problem()
+                    .unwrap_or_else(|| "the node database is closed".to_owned())
+            )));
+        }
         self.catalog_info(&publisher)
             .ok_or_else(|| internal(format!("publisher {publisher} is no longer trusted")))
     }
@@ -271,7 +286,7 @@ impl Node {
         hint: Option<PeerId>,
         origin: HeadOrigin,
     ) -> Result<HeadOutcome, CatalogFailure> {
-        if !self.head_is_newer(&head, Timestamp::now())? {
+        if !self.head_is_newer(&head, self.judged_now())? {
             return Ok(HeadOutcome::AlreadyHeld);
         }
         // One fetch per catalog at a time, and outside `catalog_updates`: a slow or hostile
@@ -324,26 +339,21 @@ impl Node {
             )));
         }
         let publisher = catalog.catalog().publisher;
+        // What waited for a closed database is saved first (`health.rs`).
+        self.save_unsaved_catalogs().await;
         // One clock reading for the check and the accept below, so the two cannot disagree
         // about an expiry that falls between them (the caller holds `catalog_updates`, which
         // trust changes take too).
-        let now = Timestamp::now();
+        let now = self.judged_now();
         if !self.head_is_newer(&head, now)? {
             return Ok(HeadOutcome::AlreadyHeld);
         }
-        let store = self.inner.store.clone();
-        let (envelope, head_bytes) = (
-            catalog.envelope_bytes().to_vec(),
-            head.envelope_bytes().to_vec(),
-        );
-        blocking(move || store.catalog_put_with_head(&publisher, &envelope, &head_bytes))
-            .await
-            .map_err(|e| CatalogFailure::Internal(e.message))?
-            .map_err(|e| CatalogFailure::Internal(format!("node database: {e}")))?;
         let held = HeldCatalog {
             head: head.clone(),
             envelope: Arc::from(catalog.envelope_bytes()),
         };
+        // Saved, or (database closed) kept to save later and applied all the same.
+        self.save_catalog(publisher, &held).await?;
         let acceptance = {
             let mut guard = self.inner.policy.write().unwrap_or_else(|p| p.into_inner());
             let (trust, catalogs) = &mut *guard;
@@ -361,6 +371,14 @@ impl Node {
             ?previous,
             "catalog accepted"
         );
+        let issued_at = self.newest_issued_at(&publisher);
+        if let Some(behind) = licet_proto::policy::clock_behind_floor(Timestamp::now(), issued_at) {
+            warn!(
+                %publisher,
+                "catalog issued {behind} s ahead of this node's clock: the clock is behind; \
+                 licence windows are judged by the catalog's issue time instead"
+            );
+        }
         self.stop_announcing_refused(Some(&publisher)).await;
         self.pass_on(&head, origin).await;
         if self.is_mirrored(&publisher) {
@@ -660,7 +678,7 @@ impl Node {
             self.inner.metrics.catalog_refused("invalid");
             return (MessageAcceptance::Reject, None);
         }
-        match self.head_is_newer(&head, Timestamp::now()) {
+        match self.head_is_newer(&head, self.judged_now()) {
             Ok(true) => (MessageAcceptance::Accept, Some(head)),
             Ok(false) => (MessageAcceptance::Ignore, None),
             Err(failure) => {
@@ -746,7 +764,7 @@ impl Node {
         // Every offer is judged against the catalog held now (each one the catalog rules
         // refuse, such as a rollback from a peer or the DHT, is counted); then the highest newer
         // one that can be fetched is followed.
-        let now = Timestamp::now();
+        let now = self.judged_now();
         let mut newer = Vec::new();
         for (head, peer) in offered {
             match self.head_is_newer(&head, now) {
@@ -872,7 +890,7 @@ impl Node {
         let settings = trust.get(publisher)?;
         let newest = catalogs.newest(publisher);
         let catalog = newest.map(VerifiedCatalog::catalog);
-        let now = Timestamp::now();
+        let now = licet_proto::policy::judged_now(Timestamp::now(), catalogs.time_floor());
         Some(CatalogInfo {
             publisher: *publisher,
             name: settings.name.clone(),

@@ -40,8 +40,8 @@ use crate::{
     api::{API_ADDR_FILE, API_TOKEN_FILE},
     api_types::{
         ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo, ContentListReply,
-        ContentState, ErrorReply, GetRequest, PeersReply, StatusReply, TrustAddRequest, TrustEntry,
-        TrustReply,
+        ContentState, ErrorReply, GetRequest, NodeHealth, PeersReply, StatusReply, TrustAddRequest,
+        TrustEntry, TrustReply,
     },
 };
 
@@ -1407,6 +1407,7 @@ fn format_status(status: &StatusReply) -> String {
             status.content.changed
         );
     }
+    format_health(&mut out, &status.health);
     if status.listen_addrs.is_empty() {
         let _ = writeln!(out, "listening on     (nothing yet)");
     }
@@ -1429,6 +1430,35 @@ fn format_status(status: &StatusReply) -> String {
         let _ = writeln!(out, "{label:<17}{}: {state}", id_prefix(&c.publisher));
     }
     out
+}
+
+/// The `database`, `unsaved` and `clock` lines of `status`: each says what is wrong, if anything.
+fn format_health(out: &mut String, health: &NodeHealth) {
+    let _ = writeln!(
+        out,
+        "database         {}",
+        health
+            .database_problem
+            .as_deref()
+            .map_or("ok".to_owned(), |p| format!("CLOSED: {}", clean(p)))
+    );
+    if !health.unsaved_catalogs.is_empty() {
+        let publishers: Vec<String> = health.unsaved_catalogs.iter().map(id_prefix).collect();
+        let _ = writeln!(
+            out,
+            "unsaved catalogs {} (in force, saved once the database reopens)",
+            publishers.join(", ")
+        );
+    }
+    if let Some(behind) = health.clock_behind_seconds {
+        let _ = writeln!(
+            out,
+            "clock            BEHIND by {} s: a catalog issued at {} was accepted; licence \
+             windows are judged by that time (set the clock right)",
+            behind,
+            health.time_floor.as_deref().map_or(String::new(), clean)
+        );
+    }
 }
 
 /// `peers`: a table of peers.

@@ -124,6 +124,23 @@ pub struct Metrics {
     pub connections_refused: Family<LimitLabel, Counter>,
     /// Other peers' DHT provider records not stored, by bound.
     pub provider_records_refused: Family<LimitLabel, Counter>,
+    /// The node's own faults (database closed, clock behind), set when scraped (`health.rs`).
+    pub health: HealthGauges,
+}
+
+/// The node's own faults, set when scraped.
+#[derive(Default)]
+pub struct HealthGauges {
+    /// 1 while the node database is closed after an I/O error, else 0.
+    pub store_closed: Gauge,
+    /// Times the node database was reopened after an I/O error.
+    pub store_reopens: Gauge,
+    /// Accepted catalogs in force in memory but not saved yet (database closed).
+    pub catalogs_unsaved: Gauge,
+    /// How far the clock is behind the time floor beyond the allowed skew, in seconds (0: not).
+    pub clock_behind_floor: Gauge,
+    /// The time floor, Unix seconds (0: no catalog accepted yet).
+    pub time_floor: Gauge,
 }
 
 /// Histogram buckets for latencies: 1 ms doubling to about 33 s.
@@ -163,6 +180,7 @@ impl Metrics {
             catalog_revoked_delegates: Family::default(),
             connections_refused: Family::default(),
             provider_records_refused: Family::default(),
+            health: HealthGauges::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -266,6 +284,37 @@ impl Metrics {
             "Other peers' DHT provider records not stored, by bound",
             metrics.provider_records_refused.clone(),
         );
+        let health = &metrics.health;
+        for (name, help, gauge) in [
+            (
+                "store_closed",
+                "1 while the node database is closed after an I/O error (such as a full disk)",
+                &health.store_closed,
+            ),
+            (
+                "store_reopens",
+                "Times the node database was reopened after an I/O error",
+                &health.store_reopens,
+            ),
+            (
+                "catalogs_unsaved",
+                "Accepted catalogs in force but not saved yet because the database is closed",
+                &health.catalogs_unsaved,
+            ),
+            (
+                "clock_behind_floor_seconds",
+                "How far the clock is behind the newest accepted catalog's issued_at, beyond the \
+                 allowed skew (0: not behind); windows are judged by that time instead",
+                &health.clock_behind_floor,
+            ),
+            (
+                "time_floor_seconds",
+                "Newest issued_at of an accepted catalog, Unix seconds (0: none)",
+                &health.time_floor,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
         // Every refusal reason is shown from the start, at zero, so a scrape (or an alert on
         // a rate) need not wait for the first refusal of each kind.
         for reason in RefusalReason::ALL {

@@ -183,6 +183,9 @@ pub(crate) struct Inner {
     pub(crate) mirror_cursors: tokio::sync::Mutex<HashMap<PublicKey, usize>>,
     /// Held while a catalog is accepted and while the trust store changes (see `catalogs.rs`).
     pub(crate) catalog_updates: tokio::sync::Mutex<()>,
+    /// Accepted catalogs in force but not saved yet, by publisher (the database was closed; see
+    /// `health.rs`).
+    pub(crate) unsaved_catalogs: Mutex<HashMap<PublicKey, HeldCatalog>>,
     /// Catalogs being fetched, by publisher and hash: one fetch each at a time.
     pub(crate) fetching_catalogs: Mutex<HashSet<(PublicKey, licet_proto::CatalogHash)>>,
     /// How often catalogs are polled.
@@ -217,7 +220,11 @@ pub(crate) fn internal(message: impl Into<String>) -> ApiError {
 }
 
 fn store_error(e: StoreError) -> ApiError {
-    internal(format!("node database: {e}"))
+    match e {
+        // Names the database itself, and says it recovers.
+        StoreError::Unavailable(_) => internal(e.to_string()),
+        e => internal(format!("node database: {e}")),
+    }
 }
 
 fn to_api_refusal(refusal: policy::Refusal) -> api_types::Refusal {
@@ -335,6 +342,7 @@ impl Node {
                 mirror_cursors: tokio::sync::Mutex::new(HashMap::new()),
                 catalog_updates: tokio::sync::Mutex::new(()),
                 fetching_catalogs: Mutex::new(HashSet::new()),
+                unsaved_catalogs: Mutex::new(HashMap::new()),
                 catalog_poll: config.catalog_poll,
                 stopping: AtomicBool::new(false),
                 items: Mutex::new(HashMap::new()),
@@ -347,6 +355,7 @@ impl Node {
         node.load_items().await?;
         node.accept_streams();
         node.start_peer_sweep();
+        node.start_health_watch();
         node.start_catalogs(network_events).await;
         Ok(node)
     }
@@ -478,7 +487,7 @@ impl Node {
             &PolicyInputs {
                 trust,
                 catalogs,
-                now: Timestamp::now(),
+                now: policy::judged_now(Timestamp::now(), catalogs.time_floor()),
                 territory,
             },
             manifest,
@@ -942,6 +951,7 @@ impl NodeApi for Node {
             content: counts,
             uptime_seconds: self.inner.started.elapsed().as_secs(),
             catalogs: self.catalog_infos(),
+            health: self.health(),
         })
     }
 
@@ -1245,6 +1255,7 @@ impl NodeApi for Node {
             .peers_connected
             .set(connected.len() as i64);
         self.inner.metrics.set_catalogs(&self.catalog_infos());
+        self.health();
         self.inner.metrics.render()
     }
 }

@@ -69,6 +69,12 @@
 //!    get the two new tables, empty, when opened: a catalog without a head is still enforced,
 //!    it is only not passed on until a newer one arrives. Likewise `chunk_leaves`: chunks
 //!    committed before it existed have none, and their file is hashed again when it completes.)
+//! 8. **An I/O error does not poison the store.** redb latches the first I/O error of a
+//!    database (a full disk during a commit); the store then closes it and reopens it by itself
+//!    once the cause is gone (`reopening_db.rs`). Meanwhile every call fails with
+//!    [`StoreError::Unavailable`], which names the file and the first error, and
+//!    [`Store::health`] says so. A reopen checks the file as [`Store::open`] does and lets redb
+//!    repair it to its last committed transaction, so invariants 4 to 6 hold across it.
 //! 7. **The format is versioned.** Stored enums ([`ContentOrigin`], [`RecordState`]) are
 //!    append-only: never reorder or remove a variant. Any other change to a stored layout bumps
 //!    [`STATE_FORMAT_VERSION`]; a file of a newer version is refused, never misread.
@@ -101,6 +107,8 @@ use redb::{
     backends::FileBackend,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::reopening_db::{Health, REOPEN_RETRY_INTERVAL, ReopeningDb, Unavailable};
 
 /// The `meta` magic that marks a redb file as a Licet node state database.
 pub const STATE_MAGIC: &str = "licet-node-state";
@@ -289,6 +297,10 @@ pub enum StoreError {
     /// redb failed (I/O error, full disk, ...). The message names the file and the operation.
     #[error("node state database error: {0}")]
     Database(String),
+    /// The database is closed after an I/O error (such as a full disk) and reopens by itself
+    /// once the cause is gone; nothing was written.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
     /// No content item has this manifest id.
     #[error("no content item for manifest {id}")]
     NotFound {
@@ -354,7 +366,7 @@ pub enum StoreError {
 /// serialized by redb; reads run concurrently with them and see whole transactions only.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    db: ReopeningDb,
     path: PathBuf,
 }
 
@@ -394,18 +406,13 @@ impl Store {
             Err(e) => return Err(open_error(path, e)),
         }
         probe(path)?;
-        let db = guard_panics(path, || {
-            let db = Builder::new()
-                .set_cache_size(CACHE_BYTES)
-                .open(path)
-                .map_err(|e| redb_open_error(path, e))?;
-            // Checked again on the handle that will be used: the file may have been replaced
-            // between the check and the open.
-            check_meta(&db, path)?;
-            Ok(db)
-        })?;
+        let db = open_checked(path)?;
+        // A reopen after an I/O error (see `reopening_db.rs`) opens and checks the file the same
+        // way; the file is ours then, so redb may repair it.
+        let again = path.to_owned();
+        let opener = Box::new(move || open_checked(&again).map_err(|e| e.to_string()));
         let store = Store {
-            db,
+            db: ReopeningDb::new(path, db, opener, REOPEN_RETRY_INTERVAL),
             path: path.to_owned(),
         };
         store.ensure_tables()?;
@@ -415,6 +422,22 @@ impl Store {
     /// The state file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the database is open, or closed after an I/O error (see `reopening_db.rs`).
+    pub fn health(&self) -> Health {
+        self.db.health()
+    }
+
+    /// Tries to reopen the database if an I/O error closed it (at most every
+    /// [`crate::reopening_db::REOPEN_RETRY_INTERVAL`]); returns whether it is open.
+    pub fn recover(&self) -> bool {
+        self.db.recover()
+    }
+
+    /// How many times the database was reopened after an I/O error since the store opened.
+    pub fn reopened(&self) -> u64 {
+        self.db.reopened()
     }
 
     // ----- trust store -----
@@ -1164,20 +1187,22 @@ impl Store {
 
     // ----- helpers -----
 
+    /// Every redb error passes here: an I/O error also closes the database until it can be
+    /// reopened (`reopening_db.rs`).
     fn db(&self, doing: &str, error: impl Into<redb::Error>) -> StoreError {
-        StoreError::Database(format!(
-            "{}: {doing}: {}",
-            self.path.display(),
-            error.into()
-        ))
+        let error = error.into();
+        self.db.failed(doing, &error);
+        StoreError::Database(format!("{}: {doing}: {error}", self.path.display()))
     }
 
     fn read(&self) -> Result<ReadTransaction, StoreError> {
-        self.db.begin_read().map_err(|e| self.db("begin read", e))
+        self.db.begin_read()?.map_err(|e| self.db("begin read", e))
     }
 
     fn write(&self) -> Result<WriteTransaction, StoreError> {
-        self.db.begin_write().map_err(|e| self.db("begin write", e))
+        self.db
+            .begin_write()?
+            .map_err(|e| self.db("begin write", e))
     }
 
     fn commit(&self, txn: WriteTransaction) -> Result<(), StoreError> {
@@ -1533,6 +1558,21 @@ fn redb_open_error(path: &Path, error: DatabaseError) -> StoreError {
 
 /// Runs `work`, turning a panic inside redb into an error: redb documents that opening a file
 /// damaged outside redb may panic, and a bad file must not take the node down.
+/// Opens the state file at `path` for use and checks it is ours (the second half of
+/// [`Store::open`], and every reopen after an I/O error).
+fn open_checked(path: &Path) -> Result<Database, StoreError> {
+    guard_panics(path, || {
+        let db = Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .open(path)
+            .map_err(|e| redb_open_error(path, e))?;
+        // Checked again on the handle that will be used: the file may have been replaced
+        // between the check and the open.
+        check_meta(&db, path)?;
+        Ok(db)
+    })
+}
+
 fn guard_panics<T>(
     path: &Path,
     work: impl FnOnce() -> Result<T, StoreError>,

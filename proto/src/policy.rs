@@ -24,6 +24,16 @@
 //! (`not_after`, `expires_at`) is exact: a time-limited release really ends, on every node, on
 //! the second its own clock reaches it.
 //!
+//! Time floor: [`PolicyInputs::now`] is the node's *judged* time, [`judged_now`]: its clock, or,
+//! if the clock is behind it, the newest publisher-signed `issued_at` among the catalogs it
+//! accepted ([`CatalogSet::time_floor`]) less [`CLOCK_SKEW_SECONDS`] (the publisher's own clock
+//! may run that much ahead). A signed catalog proves that time has come, so a clock set back by
+//! mistake cannot reopen an ended window or revive an expired catalog or delegation. The floor
+//! only ever raises the time: a clock that runs *fast* is not corrected (nothing signed can
+//! prove that a time has not come yet), so such a node ends windows early. A catalog issued in
+//! the node's future is still accepted (a takedown must never wait for a clock); it raises the
+//! floor, and [`clock_behind_floor`] says by how much the clock is behind.
+//!
 //! [`CatalogSet::accept`] is the other half: which catalogs count. A catalog is accepted only if
 //! it is signed by a trusted publisher's own key, has not expired, and its sequence is above the
 //! highest accepted one (an equal sequence must be the byte-identical catalog). The caller
@@ -248,6 +258,13 @@ impl CatalogSet {
         self.newest.iter()
     }
 
+    /// The time floor: the newest `issued_at` among the accepted catalogs (signed by their
+    /// publishers, so that time has come). It never goes down: accepted catalogs only get
+    /// newer, and the caller persists them. See [`judged_now`].
+    pub fn time_floor(&self) -> Option<Timestamp> {
+        self.newest.values().map(|c| c.catalog().issued_at).max()
+    }
+
     /// Would a head announcing this catalog be worth following? The same checks as
     /// [`CatalogSet::accept`], on the head alone, so a node never fetches a catalog it would
     /// then refuse. `Ok(false)` means the head points at the catalog already held.
@@ -341,6 +358,23 @@ impl CatalogSet {
     }
 }
 
+/// The time windows are judged at, from the node's `clock` and its time `floor`
+/// ([`CatalogSet::time_floor`]): the clock, unless it is behind the floor less
+/// [`CLOCK_SKEW_SECONDS`], then that time. See the module docs.
+pub fn judged_now(clock: Timestamp, floor: Option<Timestamp>) -> Timestamp {
+    floor.map_or(clock, |floor| {
+        clock.max(floor.plus_seconds(-CLOCK_SKEW_SECONDS))
+    })
+}
+
+/// By how many seconds `clock` is behind the time `floor` beyond the allowed
+/// [`CLOCK_SKEW_SECONDS`] (`None`: it is not, or there is no floor). A node reports this: its
+/// clock is wrong, and windows are judged by the floor instead ([`judged_now`]).
+pub fn clock_behind_floor(clock: Timestamp, floor: Option<Timestamp>) -> Option<i64> {
+    let behind = floor?.0.saturating_sub(clock.0);
+    (behind > CLOCK_SKEW_SECONDS).then_some(behind)
+}
+
 /// Everything the policy looks at besides the manifest.
 #[derive(Clone, Copy, Debug)]
 pub struct PolicyInputs<'a> {
@@ -348,7 +382,8 @@ pub struct PolicyInputs<'a> {
     pub trust: &'a TrustStore,
     /// The newest accepted catalogs.
     pub catalogs: &'a CatalogSet,
-    /// The node's clock.
+    /// The time to judge windows at: the node's clock raised to its time floor
+    /// ([`judged_now`]).
     pub now: Timestamp,
     /// Whose region step 4 asks about.
     pub territory: Territory,

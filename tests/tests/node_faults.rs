@@ -1,0 +1,311 @@
+//! Faults of the node's own machine that must not silently disable protection (issue 20): a
+//! full disk under the node's database, and a clock that is behind. Real `licet-node` daemons
+//! on 127.0.0.1; every test asserts what a user sees (exit codes, `--json`, `/metrics`, the
+//! answer a peer gets to a chunk request).
+//!
+//! Every wait is bounded; daemons are killed and filesystems unmounted when the test ends,
+//! also when it panics.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use licet_proto::{ManifestId, policy::RefusalReason, wire::Response};
+use licet_tests::{
+    TestNet, TestNode, count, create,
+    hostile::{Answer, HostileContent, HostilePeer},
+    text, wait_for, write_pseudo_random_file,
+};
+use serde_json::Value;
+
+/// How long the node may take to reopen its database once space is freed (it tries every 2 s).
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The publisher's key and a 1 MiB release of it in `release/`, signed into `film.manifest`
+/// with `extra` options; returns (publisher key, manifest id).
+fn release(net: &TestNet, extra: &[&str]) -> (String, String) {
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    write_pseudo_random_file(&w.join("release/film.bin"), 1 << 20, 5);
+    let created = create(net, "release", "Film", "film.manifest", extra);
+    (publisher, text(&created["manifest_id"]).to_owned())
+}
+
+/// What a peer asking `node` for chunk 0 of `id` gets: `Ok` for a chunk, else the refusal.
+fn chunk_answer(node: &TestNode, id: &str) -> Result<(), RefusalReason> {
+    let manifest: ManifestId = id.parse().unwrap();
+    match HostilePeer::requester().ask_chunk(node.addr(), manifest, (0, 0), None) {
+        Some(Response::Chunk { .. }) => Ok(()),
+        Some(Response::Refused { reason, .. }) => Err(reason),
+        other => panic!("{}: chunk request answered {other:?}", node.name()),
+    }
+}
+
+/// `licet-manifest catalog sign draft.json --key publisher.pem -o OUT --expires +1d extra…`.
+fn sign(net: &TestNet, out: &str, extra: &[&str]) {
+    let mut args = vec!["--expires", "+1d"];
+    args.extend_from_slice(extra);
+    net.work()
+        .catalog_sign("draft.json", "publisher.pem", out, &args)
+        .ok();
+}
+
+// ----- item 3: a slow clock -----
+
+#[test]
+fn a_catalog_issued_ahead_of_a_slow_clock_ends_a_window_that_the_clock_keeps_open() {
+    let net = TestNet::new();
+    let w = net.work();
+    // The release ends in 5 minutes by this machine's clock.
+    let (publisher, id) = release(&net, &["--not-after", "+5m"]);
+    let a = net.start("a", &[]).trusting(&publisher);
+    a.add("film.manifest", "release");
+    assert_eq!(chunk_answer(&a, &id), Ok(()), "the open release is served");
+
+    // The publisher signs a catalog listing it, issued 20 minutes from now: to this node's clock
+    // (20 minutes slow, as far as the publisher's signature shows) the window has ended.
+    w.catalog_new("publisher.pem", "draft.json");
+    w.manifest(&["catalog", "add", "draft.json", "film.manifest"])
+        .ok();
+    sign(&net, "catalog.1", &["--issued-at", "+20m"]);
+    a.client_json(&["catalog", "publish", "catalog.1"]);
+
+    assert_eq!(
+        chunk_answer(&a, &id),
+        Err(RefusalReason::Expired),
+        "a release that ended by the signed time is still served by a slow clock"
+    );
+    let item = a.content(&id).unwrap();
+    assert_eq!(item["refused"]["reason"], "Expired", "{item}");
+    let health = &a.client_json(&["status"])["health"];
+    let behind = health["clock_behind_seconds"].as_i64().unwrap_or(0);
+    assert!(
+        behind > 5 * 60,
+        "status does not say the clock is behind: {health}"
+    );
+    assert!(
+        a.client(&["status"])
+            .stdout
+            .contains("clock            BEHIND"),
+        "the status text does not say the clock is behind"
+    );
+    assert!(a.metric("licet_clock_behind_floor_seconds") > 300.0);
+    a.wait_for_log("the clock is behind", Duration::from_secs(10));
+    // `add` again is refused too (exit 1, the policy's reason).
+    let again = a.client(&["add", "film.manifest", "--content", "release"]);
+    assert_eq!(again.code, Some(1), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("licence window has ended"),
+        "{}",
+        again.stderr
+    );
+
+    // The floor is kept across a restart (it is the saved catalog's issue time).
+    let mut a = a;
+    a.terminate();
+    a.restart();
+    assert_eq!(chunk_answer(&a, &id), Err(RefusalReason::Expired));
+}
+
+// ----- item 1: a full disk under the node's database -----
+
+/// A small tmpfs mounted for one test; unmounted when dropped (also on panic).
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (mount's syntax, e.g. `8m`) on `dir`, or says why it cannot.
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Tmpfs {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Fills it: a file of zeros grows until the disk is full.
+    fn fill(&self) {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(self.dir.join("filler")).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        // The last partial block, byte by byte.
+        while file.write_all(&[0]).is_ok() {}
+        let _ = file.sync_all();
+    }
+
+    /// Frees the space the filler took.
+    fn free(&self) {
+        std::fs::remove_file(self.dir.join("filler")).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+fn health(node: &TestNode) -> Value {
+    node.client_json(&["status"])["health"].clone()
+}
+
+#[test]
+fn a_full_disk_under_the_database_keeps_takedowns_in_force_and_the_node_recovers_once_space_is_freed()
+ {
+    let net = TestNet::new();
+    let w = net.work();
+    let (publisher, film) = release(&net, &[]);
+    // A release to add while the disk is full, and one to download (64 chunks, sent slowly).
+    write_pseudo_random_file(&w.join("release2/show.bin"), 1 << 20, 6);
+    create(&net, "release2", "Show", "show.manifest", &[]);
+    write_pseudo_random_file(&w.join("release3/episode.bin"), 1 << 20, 7);
+    let episode = create(
+        &net,
+        "release3",
+        "Episode",
+        "episode.manifest",
+        &["--chunk-size", "16KiB"],
+    );
+    let episode_id = text(&episode["manifest_id"]).to_owned();
+    let other = w.keygen("other.pem");
+    w.catalog_new("publisher.pem", "draft.json");
+    w.manifest(&["catalog", "add", "draft.json", "film.manifest"])
+        .ok();
+    sign(&net, "catalog.1", &[]);
+    w.manifest(&["catalog", "revoke", "draft.json", "film.manifest"])
+        .ok();
+    sign(&net, "catalog.2", &[]);
+    sign(&net, "catalog.3", &[]);
+
+    // A's data directory (its database) is a small disk of its own; content is elsewhere.
+    let disk = match Tmpfs::mount(&w.join("nodes/a"), "16m") {
+        Ok(disk) => disk,
+        Err(why) => {
+            eprintln!("SKIPPED: no small filesystem can be mounted here to fill ({why})");
+            return;
+        }
+    };
+    let a = net.start("a", &[]).trusting(&publisher);
+    a.add("film.manifest", "release");
+    a.client_json(&["catalog", "publish", "catalog.1"]);
+    assert_eq!(chunk_answer(&a, &film), Ok(()));
+    // A download from a provider that sends a chunk every half second per stream, under way.
+    let provider = HostilePeer::provider(
+        HostileContent::load(&w.join("episode.manifest"), &w.join("release3")),
+        Answer::Throttled(Duration::from_millis(500)),
+    );
+    let link = format!("{}?peer={}", text(&episode["link"]), provider.addr());
+    let download = a.spawn_client(&["get", &link, "-o", "downloads/episode"]);
+    wait_for(
+        "a to commit its first chunk",
+        RECOVERY_TIMEOUT,
+        Duration::from_millis(50),
+        || {
+            a.content(&episode_id)
+                .filter(|c| count(&c["have_chunks"]) > 0)
+        },
+    );
+
+    disk.fill();
+    // Chunk commit: the download stops with the reason.
+    let got = download.wait(Duration::from_secs(120));
+    assert_ne!(
+        got.code,
+        Some(0),
+        "a download with a full database completed?"
+    );
+    assert!(
+        got.stderr.contains("No space left on device"),
+        "{}",
+        got.stderr
+    );
+    // Catalog accept: the takedown is in force at once though it cannot be saved, and the
+    // operator is told (exit 2).
+    let published = a.client(&["catalog", "publish", "catalog.2"]);
+    assert_eq!(published.code, Some(2), "{}", published.stderr);
+    assert!(
+        published
+            .stderr
+            .contains("in force on this node but not saved")
+            && published.stderr.contains("No space left on device"),
+        "{}",
+        published.stderr
+    );
+    assert_eq!(
+        chunk_answer(&a, &film),
+        Err(RefusalReason::Revoked),
+        "a takedown that could not be saved is not applied"
+    );
+    let h = health(&a);
+    assert!(
+        text(&h["database_problem"]).contains("No space left on device"),
+        "{h}"
+    );
+    assert_eq!(h["unsaved_catalogs"][0], publisher.as_str(), "{h}");
+    assert!(
+        a.client(&["status"])
+            .stdout
+            .contains("database         CLOSED"),
+        "the status text does not say the database is closed"
+    );
+    assert_eq!(a.metric("licet_store_closed"), 1.0);
+    assert_eq!(a.metric("licet_catalogs_unsaved"), 1.0);
+    // Trust change and add fail with an error that says why (exit 2).
+    for args in [
+        vec!["trust", "add", other.as_str()],
+        vec!["add", "show.manifest", "--content", "release2"],
+    ] {
+        let out = a.client(&args);
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("No space left on device"),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("Previous I/O error"), "{}", out.stderr);
+    }
+
+    // Space freed: the node reopens its database by itself and saves the takedown.
+    disk.free();
+    wait_for(
+        "a to report its database healthy",
+        RECOVERY_TIMEOUT,
+        Duration::from_millis(200),
+        || {
+            let h = health(&a);
+            (h["database_problem"].is_null() && h["unsaved_catalogs"] == Value::Array(vec![]))
+                .then_some(())
+        },
+    );
+    assert_eq!(a.metric("licet_store_closed"), 0.0);
+    assert!(a.metric("licet_store_reopens") >= 1.0);
+    a.client_json(&["catalog", "publish", "catalog.3"]);
+    a.client_json(&["trust", "add", &other]);
+    a.client_json(&["trust", "rm", &other]);
+    a.add("show.manifest", "release2");
+    let got = a.client_json(&["get", &link, "-o", "downloads/episode"]);
+    assert_eq!(got["state"], "complete", "{got}");
+    assert_eq!(chunk_answer(&a, &film), Err(RefusalReason::Revoked));
+    // The takedown was saved: it holds across a restart.
+    let mut a = a;
+    a.terminate();
+    a.restart();
+    assert_eq!(chunk_answer(&a, &film), Err(RefusalReason::Revoked));
+    drop(a);
+    drop(disk);
+}
