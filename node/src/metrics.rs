@@ -70,7 +70,7 @@ pub struct QueryLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabel {
     /// `pending_per_address` or `established_per_address` for connections; `per_peer`, `total`
-    /// or `per_key` for provider records.
+    /// or `per_key` for provider records; `message_bytes` for gossip messages.
     pub limit: String,
 }
 
@@ -124,6 +124,8 @@ pub struct Metrics {
     pub connections_refused: Family<LimitLabel, Counter>,
     /// Other peers' DHT provider records not stored, by bound.
     pub provider_records_refused: Family<LimitLabel, Counter>,
+    /// Gossip messages refused, by bound.
+    pub gossip_messages_refused: Family<LimitLabel, Counter>,
 }
 
 /// Histogram buckets for latencies: 1 ms doubling to about 33 s.
@@ -163,6 +165,7 @@ impl Metrics {
             catalog_revoked_delegates: Family::default(),
             connections_refused: Family::default(),
             provider_records_refused: Family::default(),
+            gossip_messages_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -266,6 +269,11 @@ impl Metrics {
             "Other peers' DHT provider records not stored, by bound",
             metrics.provider_records_refused.clone(),
         );
+        registry.register(
+            "gossip_messages_refused",
+            "Gossip messages refused before the node looked at them, by bound",
+            metrics.gossip_messages_refused.clone(),
+        );
         // Every refusal reason is shown from the start, at zero, so a scrape (or an alert on
         // a rate) need not wait for the first refusal of each kind.
         for reason in RefusalReason::ALL {
@@ -313,6 +321,12 @@ impl Metrics {
                 total: records("total"),
                 per_key: records("per_key"),
             },
+            gossip_messages_refused: self
+                .gossip_messages_refused
+                .get_or_create(&LimitLabel {
+                    limit: "message_bytes".to_owned(),
+                })
+                .clone(),
         }
     }
 
