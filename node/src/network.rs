@@ -2,9 +2,9 @@
 //!
 //! [`spawn`] builds the swarm (TCP with TLS preferred and Noise as the fallback, see
 //! [`crate::secure`], and QUIC; Yamux; Identify, Ping, Kademlia under
-//! `/licet/kad/1.0.0`, a block list, connection limits in all and per remote address (see
-//! [`crate::address_limits`]), and `libp2p-stream` for the transfer protocol) and returns a
-//! cloneable [`Network`] handle. A connection's handshake (TCP connect or accept, security,
+//! `/licet/kad/1.0.0`, a block list, connection limits in all, inbound in all (slots kept for
+//! this node's own dials), per remote address and per subnet (see [`crate::address_limits`]),
+//! and `libp2p-stream` for the transfer protocol) and returns a cloneable [`Network`] handle. A connection's handshake (TCP connect or accept, security,
 //! multiplexer) must finish within [`HANDSHAKE_TIMEOUT`]. The event loop task alone owns the
 //! `Swarm`; everything else sends it [`Command`]s over a bounded channel, each carrying a
 //! `oneshot` for its reply. Pending DHT queries and dials live in maps keyed by their ids.
@@ -64,7 +64,8 @@ const IDENTIFY_PROTOCOL: &str = "/licet/id/1.0.0";
 const COMMAND_QUEUE: usize = 256;
 /// How long a connection with no open stream stays up.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
-/// Most established connections in all.
+/// Most established connections in all (inbound ones at most
+/// `address_limits::MAX_INBOUND_CONNECTIONS`, so the rest is kept for this node's own dials).
 const MAX_CONNECTIONS: u32 = 512;
 /// Most established connections with one peer.
 const MAX_CONNECTIONS_PER_PEER: u32 = 2;
@@ -360,7 +361,7 @@ pub struct NetworkConfig {
 /// What the event loop counts for `/metrics` (clones share their counts).
 #[derive(Debug, Clone, Default)]
 pub struct NetworkCounters {
-    /// Inbound connections denied by the per-address bounds.
+    /// Inbound connections denied by the per-address, per-subnet and inbound bounds.
     pub connections_refused: address_limits::Refused,
     /// Other peers' provider records not stored.
     pub provider_records_refused: crate::provider_store::Refused,
