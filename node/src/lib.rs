@@ -7,7 +7,7 @@
 //! | [`peers`] | what the node remembers of other peers: bytes each way, bans that end, offences |
 //! | [`check`] | re-verifying an item's files on disk at the operator's request |
 //! | [`network`] | the libp2p swarm and its event loop (the only owner of the `Swarm`) |
-//! | [`address_limits`] | bounds on inbound connections per remote IP address |
+//! | [`address_limits`] | bounds on inbound connections per IP address, per subnet and in all |
 //! | [`provider_store`] | the DHT record store: the node's own provider records apart from peers' |
 //! | [`secure`] | the TCP security upgrade: libp2p's TLS handshake with AES-GCM first |
 //! | [`serving`] | chunks read from disk and verified before they are sent; what takes a file out of service |

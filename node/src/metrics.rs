@@ -69,8 +69,9 @@ pub struct QueryLabel {
 /// Labels naming the bound that refused a connection or a DHT record.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabel {
-    /// `pending_per_address` or `established_per_address` for connections; `per_peer`, `total`
-    /// or `per_key` for provider records.
+    /// `pending_per_address`, `established_per_address`, `pending_per_subnet`,
+    /// `established_per_subnet` or `inbound_total` for connections; `per_peer`, `total`
+    /// or `per_key` for provider records; `message_bytes` for gossip messages.
     pub limit: String,
 }
 
@@ -120,10 +121,13 @@ pub struct Metrics {
     pub catalog_revoked_manifests: Family<PublisherLabel, Gauge>,
     /// Delegates it withdraws (set when scraped).
     pub catalog_revoked_delegates: Family<PublisherLabel, Gauge>,
-    /// Inbound connections denied because their address had its share, by bound.
+    /// Inbound connections denied because their address or subnet had its share, or every
+    /// inbound slot was taken, by bound.
     pub connections_refused: Family<LimitLabel, Counter>,
     /// Other peers' DHT provider records not stored, by bound.
     pub provider_records_refused: Family<LimitLabel, Counter>,
+    /// Gossip messages refused, by bound.
+    pub gossip_messages_refused: Family<LimitLabel, Counter>,
     /// The node's own faults (database closed, clock behind), set when scraped (`health.rs`).
     pub health: HealthGauges,
 }
@@ -180,6 +184,7 @@ impl Metrics {
             catalog_revoked_delegates: Family::default(),
             connections_refused: Family::default(),
             provider_records_refused: Family::default(),
+            gossip_messages_refused: Family::default(),
             health: HealthGauges::default(),
             registry: Registry::default(),
         };
@@ -276,13 +281,19 @@ impl Metrics {
         );
         registry.register(
             "connections_refused",
-            "Inbound connections denied because their remote address had its share, by bound",
+            "Inbound connections denied because their address or network had its share, or the \
+             inbound slots were full, by bound",
             metrics.connections_refused.clone(),
         );
         registry.register(
             "dht_provider_records_refused",
             "Other peers' DHT provider records not stored, by bound",
             metrics.provider_records_refused.clone(),
+        );
+        registry.register(
+            "gossip_messages_refused",
+            "Gossip messages refused before the node looked at them, by bound",
+            metrics.gossip_messages_refused.clone(),
         );
         let health = &metrics.health;
         for (name, help, gauge) in [
@@ -356,12 +367,21 @@ impl Metrics {
             connections_refused: crate::address_limits::Refused {
                 pending: connections("pending_per_address"),
                 established: connections("established_per_address"),
+                pending_subnet: connections("pending_per_subnet"),
+                established_subnet: connections("established_per_subnet"),
+                inbound: connections("inbound_total"),
             },
             provider_records_refused: crate::provider_store::Refused {
                 per_peer: records("per_peer"),
                 total: records("total"),
                 per_key: records("per_key"),
             },
+            gossip_messages_refused: self
+                .gossip_messages_refused
+                .get_or_create(&LimitLabel {
+                    limit: "message_bytes".to_owned(),
+                })
+                .clone(),
         }
     }
 

@@ -2,9 +2,9 @@
 //!
 //! [`spawn`] builds the swarm (TCP with TLS preferred and Noise as the fallback, see
 //! [`crate::secure`], and QUIC; Yamux; Identify, Ping, Kademlia under
-//! `/licet/kad/1.0.0`, a block list, connection limits in all and per remote address (see
-//! [`crate::address_limits`]), and `libp2p-stream` for the transfer protocol) and returns a
-//! cloneable [`Network`] handle. A connection's handshake (TCP connect or accept, security,
+//! `/licet/kad/1.0.0`, a block list, connection limits in all, inbound in all (slots kept for
+//! this node's own dials), per remote address and per subnet (see [`crate::address_limits`]),
+//! and `libp2p-stream` for the transfer protocol) and returns a cloneable [`Network`] handle. A connection's handshake (TCP connect or accept, security,
 //! multiplexer) must finish within [`HANDSHAKE_TIMEOUT`]. The event loop task alone owns the
 //! `Swarm`; everything else sends it [`Command`]s over a bounded channel, each carrying a
 //! `oneshot` for its reply. Pending DHT queries and dials live in maps keyed by their ids.
@@ -24,9 +24,12 @@
 //! stored already). Records this node puts itself pass the same check first.
 //!
 //! Gossipsub (`/licet/meshsub/1.1.0`, Licet's own mesh, messages signed by their origin's peer
-//! key) carries signed catalog heads on one topic per publisher ([`catalog_topic`]). Messages are
-//! at most [`MAX_GOSSIP_BYTES`] and are not forwarded until the node has looked at them: the
-//! loop hands each one to the node as a [`NetworkEvent::CatalogHead`] over a bounded channel
+//! key) carries signed catalog heads on one topic per publisher ([`catalog_topic`]). A frame
+//! may carry several messages (js-libp2p packs them): frames are bounded by
+//! [`MAX_GOSSIP_FRAME_BYTES`] and [`MAX_GOSSIP_MESSAGES_PER_FRAME`], and each message by
+//! [`MAX_GOSSIP_BYTES`], which the loop checks first (a larger one is rejected, which costs its
+//! sender gossipsub score, and counted). Messages are not forwarded until the node has looked
+//! at them: the loop hands each one to the node as a [`NetworkEvent::CatalogHead`] over a bounded channel
 //! (dropped, and ignored by gossipsub, when the channel is full), and the node reports back
 //! with [`Network::report_gossip`].
 
@@ -45,6 +48,7 @@ use libp2p::{
     swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts},
     tcp, yamux,
 };
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -60,7 +64,8 @@ const IDENTIFY_PROTOCOL: &str = "/licet/id/1.0.0";
 const COMMAND_QUEUE: usize = 256;
 /// How long a connection with no open stream stays up.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
-/// Most established connections in all.
+/// Most established connections in all (inbound ones at most
+/// `address_limits::MAX_INBOUND_CONNECTIONS`, so the rest is kept for this node's own dials).
 const MAX_CONNECTIONS: u32 = 512;
 /// Most established connections with one peer.
 const MAX_CONNECTIONS_PER_PEER: u32 = 2;
@@ -76,8 +81,18 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_ADDRS_PER_PEER: usize = 8;
 /// How long a provider lookup may take.
 const PROVIDER_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest gossip message: a catalog head envelope is a few hundred bytes.
+/// Largest gossip message (its data): a catalog head envelope is a few hundred bytes. The node
+/// checks it on every message before anything else (gossipsub's own bound is per frame).
 pub const MAX_GOSSIP_BYTES: usize = 4 * 1024;
+/// Largest gossip frame (one RPC, which may carry several messages and control messages, as
+/// js-libp2p packs them): gossipsub's default, room for 14 messages at [`MAX_GOSSIP_BYTES`]
+/// with their signing overhead, or dozens of catalog heads, plus control messages (gossipsub
+/// bounds those at 16 KiB a frame). A frame over it is dropped whole.
+pub const MAX_GOSSIP_FRAME_BYTES: usize = 64 * 1024;
+/// Most messages in one gossip frame: each costs a signature check before the node sees it.
+/// 64 heads of a few hundred bytes fit in [`MAX_GOSSIP_FRAME_BYTES`]; a frame with more is
+/// dropped whole.
+pub const MAX_GOSSIP_MESSAGES_PER_FRAME: usize = 64;
 /// Gossip messages waiting for the node to look at them; past this they are dropped.
 const GOSSIP_QUEUE: usize = 256;
 /// Gossipsub's protocol prefix: Licet's own mesh, never another application's.
@@ -346,10 +361,12 @@ pub struct NetworkConfig {
 /// What the event loop counts for `/metrics` (clones share their counts).
 #[derive(Debug, Clone, Default)]
 pub struct NetworkCounters {
-    /// Inbound connections denied by the per-address bounds.
+    /// Inbound connections denied by the per-address, per-subnet and inbound bounds.
     pub connections_refused: address_limits::Refused,
     /// Other peers' provider records not stored.
     pub provider_records_refused: crate::provider_store::Refused,
+    /// Gossip messages refused for being over [`MAX_GOSSIP_BYTES`].
+    pub gossip_messages_refused: Counter,
 }
 
 /// Builds the swarm, starts listening, and spawns the event loop. The loop ends when every
@@ -387,7 +404,10 @@ pub fn spawn(
             kad.set_mode(Some(kad::Mode::Server));
             let gossip_config = gossipsub::ConfigBuilder::default()
                 .protocol_id_prefix(GOSSIP_PROTOCOL_PREFIX)
-                .max_transmit_size(MAX_GOSSIP_BYTES)
+                // Bounds the frame; each message is checked against `MAX_GOSSIP_BYTES` when
+                // it reaches the event loop.
+                .max_transmit_size(MAX_GOSSIP_FRAME_BYTES)
+                .max_publish_messages(MAX_GOSSIP_MESSAGES_PER_FRAME)
                 .validation_mode(gossipsub::ValidationMode::Strict)
                 .validate_messages()
                 // The same head from two origins is one message.
@@ -462,6 +482,7 @@ pub fn spawn(
         pending_records: HashMap::new(),
         has_bootstrap: !config.bootstrap.is_empty(),
         reannounce_at: 1,
+        gossip_refused: config.counters.gossip_messages_refused.clone(),
     };
     tokio::spawn(event_loop.run());
     Ok((
@@ -506,6 +527,8 @@ struct EventLoop {
     /// The routing table size at which every provided key is announced again (see
     /// [`EventLoop::reannounce_as_the_table_grows`]).
     reannounce_at: usize,
+    /// Gossip messages refused for their size.
+    gossip_refused: Counter,
 }
 
 impl EventLoop {
@@ -667,6 +690,10 @@ impl EventLoop {
                 self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
             }
             Command::Publish { topic, data } => {
+                if data.len() > MAX_GOSSIP_BYTES {
+                    warn!(%topic, "not published: {} bytes, over {MAX_GOSSIP_BYTES}", data.len());
+                    return;
+                }
                 match self
                     .swarm
                     .behaviour_mut()
@@ -753,6 +780,24 @@ impl EventLoop {
                 message_id,
                 message,
             })) => {
+                if message.data.len() > MAX_GOSSIP_BYTES {
+                    self.gossip_refused.inc();
+                    debug!(
+                        source = %propagation_source,
+                        topic = %message.topic,
+                        "gossip message of {} bytes refused: over {MAX_GOSSIP_BYTES} bytes",
+                        message.data.len()
+                    );
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            gossipsub::MessageAcceptance::Reject,
+                        );
+                    return;
+                }
                 let event = NetworkEvent::CatalogHead {
                     topic: message.topic.into_string(),
                     data: message.data,

@@ -16,7 +16,9 @@
 //! newer head with another catalog's bytes), puts any record into a node's DHT store
 //! ([`HostilePeer::put_record_to`], on Licet's Kademlia protocol) and reads back what the node
 //! stores ([`HostilePeer::records_held_by`]), and gossips any bytes on a publisher's catalog
-//! topic ([`HostilePeer::gossip`], on Licet's gossipsub mesh).
+//! topic ([`HostilePeer::gossip`], on Licet's gossipsub mesh). Built as a raw gossiper
+//! ([`HostilePeer::raw_gossiper`]), it has no gossipsub of its own and writes gossip frames by
+//! hand (see [`gossip`]).
 //!
 //! Against the **DHT** it floods a node with provider records and asks it which providers it
 //! holds for a key, in raw Kademlia messages (see [`dht`]).
@@ -55,6 +57,7 @@ use licet_proto::{
 use tokio::sync::{mpsc, oneshot};
 
 pub mod dht;
+pub mod gossip;
 
 /// The transfer protocol, as the node names it.
 pub const TRANSFER: StreamProtocol = StreamProtocol::new(wire::PROTOCOL);
@@ -66,7 +69,8 @@ pub const KAD: StreamProtocol = StreamProtocol::new("/licet/kad/1.0.0");
 /// The head and catalog bytes a hostile peer answers catalog requests with, whatever is asked.
 #[derive(Clone)]
 struct CatalogLie {
-    head: Vec<u8>,
+    /// `None`: head requests are refused, only parts are served.
+    head: Option<Vec<u8>>,
     catalog: Vec<u8>,
 }
 
@@ -206,7 +210,7 @@ struct Behaviour {
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
     kad: kad::Behaviour<MemoryStore>,
-    gossipsub: gossipsub::Behaviour,
+    gossipsub: libp2p::swarm::behaviour::toggle::Toggle<gossipsub::Behaviour>,
 }
 
 enum Command {
@@ -238,6 +242,7 @@ enum Command {
 /// A hostile peer (see the module docs). Dropping it shuts it down.
 pub struct HostilePeer {
     runtime: Option<tokio::runtime::Runtime>,
+    keypair: identity::Keypair,
     peer_id: PeerId,
     addr: Multiaddr,
     commands: mpsc::Sender<Command>,
@@ -252,15 +257,24 @@ pub struct HostilePeer {
 impl HostilePeer {
     /// A hostile peer that holds nothing (a requester: raw frames, floods).
     pub fn requester() -> HostilePeer {
-        HostilePeer::start(None, Answer::Honest)
+        HostilePeer::start(None, Answer::Honest, false)
     }
 
     /// A hostile provider of `content` that answers chunk requests as `answer` says.
     pub fn provider(content: Arc<HostileContent>, answer: Answer) -> HostilePeer {
-        HostilePeer::start(Some(content), answer)
+        HostilePeer::start(Some(content), answer, false)
     }
 
-    fn start(content: Option<Arc<HostileContent>>, answer: Answer) -> HostilePeer {
+    /// A requester without gossipsub that writes gossip frames by hand (see [`gossip`]).
+    pub fn raw_gossiper() -> HostilePeer {
+        HostilePeer::start(None, Answer::Honest, true)
+    }
+
+    fn start(
+        content: Option<Arc<HostileContent>>,
+        answer: Answer,
+        raw_gossip: bool,
+    ) -> HostilePeer {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -274,7 +288,7 @@ impl HostilePeer {
         let catalog = Arc::new(Mutex::new(None));
         let (commands, receiver) = mpsc::channel(16);
         let (control, incoming) = runtime.block_on(async {
-            let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
                 .with_tokio()
                 .with_tcp(
                     tcp::Config::default().nodelay(true),
@@ -303,11 +317,15 @@ impl HostilePeer {
                         ping: ping::Behaviour::default(),
                         stream: libp2p_stream::Behaviour::new(),
                         kad,
-                        gossipsub: gossipsub::Behaviour::new(
-                            gossipsub::MessageAuthenticity::Signed(key.clone()),
-                            gossip_config,
-                        )
-                        .unwrap(),
+                        gossipsub: (!raw_gossip)
+                            .then(|| {
+                                gossipsub::Behaviour::new(
+                                    gossipsub::MessageAuthenticity::Signed(key.clone()),
+                                    gossip_config,
+                                )
+                                .unwrap()
+                            })
+                            .into(),
                     }
                 })
                 .unwrap()
@@ -318,6 +336,14 @@ impl HostilePeer {
                 .unwrap();
             let mut control = swarm.behaviour().stream.new_control();
             let incoming = control.accept(TRANSFER).unwrap();
+            if raw_gossip {
+                let mut gossip_streams = control.accept(gossip::MESHSUB).unwrap();
+                tokio::spawn(async move {
+                    while let Some((_, stream)) = gossip_streams.next().await {
+                        tokio::spawn(gossip::drain(stream));
+                    }
+                });
+            }
             tokio::spawn(run_swarm(swarm, receiver, connected.clone(), stats.clone()));
             (control, incoming)
         });
@@ -331,6 +357,7 @@ impl HostilePeer {
         ));
         let mut peer = HostilePeer {
             runtime: Some(runtime),
+            keypair,
             peer_id,
             addr: Multiaddr::empty(),
             commands,
@@ -375,7 +402,19 @@ impl HostilePeer {
     /// From now on, answers every `CatalogHead` request with `head` and every `CatalogPart`
     /// request with parts of `catalog`, whichever publisher or catalog hash is asked for.
     pub fn serve_catalog(&self, head: Vec<u8>, catalog: Vec<u8>) {
-        *self.catalog.lock().unwrap() = Some(CatalogLie { head, catalog });
+        *self.catalog.lock().unwrap() = Some(CatalogLie {
+            head: Some(head),
+            catalog,
+        });
+    }
+
+    /// From now on, answers every `CatalogPart` request with parts of `catalog`, and refuses
+    /// `CatalogHead` requests (so the head can reach a node only by other means).
+    pub fn serve_catalog_parts(&self, catalog: Vec<u8>) {
+        *self.catalog.lock().unwrap() = Some(CatalogLie {
+            head: None,
+            catalog,
+        });
     }
 
     /// Asks the node `peer` (dialled already) to store `key` → `value` in its DHT store, as any
@@ -909,7 +948,11 @@ async fn run_swarm(
             _ = tick.tick() => {
                 let mut waiting = Vec::new();
                 for (topic, data, since, reply) in gossip.drain(..) {
-                    match swarm.behaviour_mut().gossipsub.publish(topic.clone(), data.clone()) {
+                    let Some(gossipsub) = swarm.behaviour_mut().gossipsub.as_mut() else {
+                        let _ = reply.send(Err("a raw gossiper has no gossipsub".to_owned()));
+                        continue;
+                    };
+                    match gossipsub.publish(topic.clone(), data.clone()) {
                         Ok(_) => {
                             let _ = reply.send(Ok(()));
                         }
@@ -941,7 +984,11 @@ async fn run_swarm(
                 }
                 Some(Command::Gossip { topic, data, reply }) => {
                     let topic = gossipsub::IdentTopic::new(topic);
-                    if let Err(e) = swarm.behaviour_mut().gossipsub.subscribe(&topic) {
+                    let Some(gossipsub) = swarm.behaviour_mut().gossipsub.as_mut() else {
+                        let _ = reply.send(Err("a raw gossiper has no gossipsub".to_owned()));
+                        continue;
+                    };
+                    if let Err(e) = gossipsub.subscribe(&topic) {
                         let _ = reply.send(Err(e.to_string()));
                     } else {
                         gossip.push((topic, data, std::time::Instant::now(), reply));
@@ -1234,11 +1281,11 @@ async fn serve(
                 }
             }
             Request::CatalogHead { .. } => match catalog.lock().unwrap().clone() {
-                Some(lie) => (
-                    response(id, Response::CatalogHead { envelope: lie.head }, &[]),
-                    None,
-                ),
-                None => (refused(id, "no catalogs"), None),
+                Some(CatalogLie {
+                    head: Some(envelope),
+                    ..
+                }) => (response(id, Response::CatalogHead { envelope }, &[]), None),
+                _ => (refused(id, "no catalog heads"), None),
             },
             Request::CatalogPart { offset, .. } => match catalog.lock().unwrap().clone() {
                 Some(lie) => {

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod hostile;
+pub mod peer_flood;
 pub mod socket_flood;
 
 use std::{

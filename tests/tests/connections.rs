@@ -1,5 +1,6 @@
 //! One address or one peer must not take a node down: real daemons on loopback against a flood
-//! of idle TCP sockets from one address, and against a peer that fills the DHT store with
+//! of idle TCP sockets from one address, against hundreds of authenticated peers from the
+//! addresses of one or a few networks, and against a peer that fills the DHT store with
 //! provider records. What each test asserts is what a user sees: an honest node connects and
 //! fetches, another node finds the seeder as a provider, `/metrics` counts what was refused.
 
@@ -10,6 +11,7 @@ use std::{net::Ipv4Addr, time::Duration};
 use licet_tests::{
     TestNet, assert_same_file, create,
     hostile::{HostilePeer, dht::flood_key},
+    peer_flood::PeerFlood,
     pseudo_random_bytes,
     socket_flood::{IdleSocketFlood, established_tcp},
     text, wait_for,
@@ -88,6 +90,105 @@ fn idle_sockets_from_one_address_do_not_keep_an_honest_node_out() {
     assert!(
         flood.connected() > FLOOD_SOCKETS as u64,
         "the flood kept reconnecting"
+    );
+}
+
+/// How long a flood of peers may take to connect (each a Noise handshake on a busy machine).
+const PEER_FLOOD_TIMEOUT: Duration = Duration::from_secs(180);
+/// One network's share of a node's inbound connections (`MAX_ESTABLISHED_INBOUND_PER_SUBNET`).
+const INBOUND_PER_SUBNET: u64 = 192;
+/// A node's inbound connections in all (`MAX_INBOUND_CONNECTIONS`).
+const INBOUND_IN_ALL: u64 = 384;
+
+/// Waits until every peer of `flood` has connected or been refused.
+fn wait_settled(flood: &PeerFlood, what: &str) {
+    wait_for(
+        &format!("{what} to connect or be refused"),
+        PEER_FLOOD_TIMEOUT,
+        Duration::from_millis(100),
+        || flood.settled().then_some(()),
+    );
+}
+
+#[test]
+fn hundreds_of_peer_ids_from_one_network_do_not_keep_an_honest_node_out() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    w.write("release/film.bin", &pseudo_random_bytes(300_000, 6));
+    let created = create(&net, "release", "Film", "film.manifest", &[]);
+    let seeder = net.start("seeder", &[]).trusting(&publisher);
+    let added = seeder.add("film.manifest", "release");
+    assert_eq!(added["state"], "complete", "{added}");
+
+    // 520 peer ids from four addresses of 127.0.1.0/24, 130 from each (before: each address
+    // had its 128, and together they held all 512 of the seeder's connection slots).
+    let from: Vec<Ipv4Addr> = (1..=4).map(|host| Ipv4Addr::new(127, 0, 1, host)).collect();
+    let flood = PeerFlood::start(&from, 130, seeder.addr());
+    wait_settled(&flood, "520 peers from one network");
+
+    // An honest node (its dials come from 127.0.0.1, another network) connects and fetches.
+    let honest = net.start("honest", &[]).trusting(&publisher);
+    let link = format!("{}?peer={}", text(&created["link"]), seeder.addr());
+    let got = honest.client_json(&["get", &link, "-o", "downloads/film"]);
+    assert_eq!(got["state"], "complete", "{got} ({})", flood.report());
+    assert_eq!(got["error"], Value::Null, "{got}");
+    assert_same_file(
+        &w.join("release/film.bin"),
+        &w.join("downloads/film/film.bin"),
+    );
+
+    assert!(
+        flood.open() <= INBOUND_PER_SUBNET,
+        "the flood holds {} connections, more than one network's share",
+        flood.open()
+    );
+    assert!(
+        seeder.metric("licet_connections_refused_total{limit=\"established_per_subnet\"}")
+            >= (520 - INBOUND_PER_SUBNET) as f64,
+        "the seeder counts the peers it refused past the network's share ({})",
+        flood.report()
+    );
+}
+
+#[test]
+fn peers_filling_every_inbound_slot_do_not_stop_a_node_dialling_the_seeder_it_fetches_from() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    w.write("release/film.bin", &pseudo_random_bytes(300_000, 7));
+    let created = create(&net, "release", "Film", "film.manifest", &[]);
+    let seeder = net.start("seeder", &[]).trusting(&publisher);
+    let added = seeder.add("film.manifest", "release");
+    assert_eq!(added["state"], "complete", "{added}");
+    let downloader = net.start("downloader", &[]).trusting(&publisher);
+
+    // 600 peer ids from two addresses in each of three networks connect to the downloader
+    // (before: they held all 512 of its connection slots, and it could dial no one).
+    let from: Vec<Ipv4Addr> = (1..=3)
+        .flat_map(|net| (1..=2).map(move |host| Ipv4Addr::new(127, 0, net, host)))
+        .collect();
+    let flood = PeerFlood::start(&from, 100, downloader.addr());
+    wait_settled(&flood, "600 peers from three networks");
+
+    // The downloader dials the seeder it is pointed to, and fetches.
+    let link = format!("{}?peer={}", text(&created["link"]), seeder.addr());
+    let got = downloader.client_json(&["get", &link, "-o", "downloads/film"]);
+    assert_eq!(got["state"], "complete", "{got} ({})", flood.report());
+    assert_eq!(got["error"], Value::Null, "{got}");
+    assert_same_file(
+        &w.join("release/film.bin"),
+        &w.join("downloads/film/film.bin"),
+    );
+    assert!(
+        flood.open() <= INBOUND_IN_ALL,
+        "the flood holds {} connections, more than the inbound slots",
+        flood.open()
+    );
+    assert!(
+        downloader.metric("licet_connections_refused_total{limit=\"inbound_total\"}") > 0.0,
+        "the downloader counts the peers it refused past its inbound slots ({})",
+        flood.report()
     );
 }
 

@@ -1245,6 +1245,64 @@ fn an_older_catalog_replayed_by_gossip_and_in_direct_answers_is_refused_also_aft
     assert_eq!(a.content(&film.id).unwrap()["refused"]["reason"], "Revoked");
 }
 
+/// The most data one gossip message may carry (the node's `MAX_GOSSIP_BYTES`).
+const GOSSIP_MESSAGE_BYTES: usize = 4 * 1024;
+
+#[test]
+fn a_gossip_frame_that_packs_several_messages_is_read_and_each_message_is_still_bounded() {
+    let net = TestNet::new();
+    let film = release_with_two_catalogs(&net);
+    let b = net.start("b", &[]).trusting(&film.publisher);
+    b.client_json(&["catalog", "publish", "catalog.1"]);
+    // Only gossip can bring head 2: the peer refuses head requests (it serves catalog 2's
+    // parts once asked), and nobody else holds it.
+    let hostile = HostilePeer::raw_gossiper();
+    hostile.serve_catalog_parts(read(&net, "catalog.2"));
+    hostile.dial(b.addr()).unwrap();
+
+    // One frame, as js-libp2p packs them: two messages on another publisher's topic, each near
+    // the bound, and the genuine head 2 on this publisher's topic.
+    let topic = format!("licet/catalog/{}", film.publisher);
+    let other_topic = format!("licet/catalog/{}", "ab".repeat(32));
+    let filler = |seed| pseudo_random_bytes(GOSSIP_MESSAGE_BYTES - 512, seed);
+    let messages = [
+        hostile.gossip_message(&other_topic, &filler(1), 1),
+        hostile.gossip_message(&other_topic, &filler(2), 2),
+        hostile.gossip_message(&topic, &read(&net, "catalog.2.head"), 3),
+    ];
+    let frame = hostile.gossip_frame(b.peer_id(), &messages);
+    assert!(
+        frame > GOSSIP_MESSAGE_BYTES,
+        "the frame ({frame} bytes) is larger than one message may be"
+    );
+    wait_for(
+        "the node to take head 2 from the packed frame",
+        BAN_TIMEOUT,
+        Duration::from_millis(100),
+        || (sequence(&b, &film.publisher) == Some(2)).then_some(()),
+    );
+    assert_eq!(catalog_refusals(&b, "invalid"), 0.0);
+
+    // A single message over the bound is still refused, before the node looks at it.
+    let oversize = hostile.gossip_message(&topic, &filler(3).repeat(2), 4);
+    hostile.gossip_frame(b.peer_id(), &[oversize]);
+    wait_for(
+        "the node to refuse the oversize message",
+        BAN_TIMEOUT,
+        Duration::from_millis(100),
+        || {
+            (b.metric("licet_gossip_messages_refused_total{limit=\"message_bytes\"}") == 1.0)
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        catalog_refusals(&b, "invalid"),
+        0.0,
+        "the oversize message never reached the catalog check"
+    );
+    assert_eq!(sequence(&b, &film.publisher), Some(2));
+}
+
 #[test]
 fn a_catalog_from_a_peer_that_does_not_hash_to_the_signed_head_is_refused_and_the_peer_banned() {
     let net = TestNet::new();

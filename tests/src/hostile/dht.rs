@@ -120,7 +120,7 @@ fn peer_message(peer: &PeerId, addr: &[u8]) -> Vec<u8> {
     out
 }
 
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;
@@ -129,13 +129,13 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
 }
 
 /// A length-delimited field.
-fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+pub(super) fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
     put_varint(out, (field << 3) | 2);
     put_varint(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
 }
 
-fn push_framed(out: &mut Vec<u8>, body: &[u8]) {
+pub(super) fn push_framed(out: &mut Vec<u8>, body: &[u8]) {
     put_varint(out, body.len() as u64);
     out.extend_from_slice(body);
 }
