@@ -21,6 +21,11 @@
 //! folding joins (`ß`/`SS`, `ς`/`σ`/`Σ`, `ﬁ`/`FI`, `K`/`K` Kelvin sign) and also what NTFS's upper-case
 //! table joins but folding does not (dotless `ı` and `i`). Compatibility forms (NFKC: `x²` and
 //! `x2`, full-width `Ａ` and `A`) are not joined: no file system treats them as one name.
+//!
+//! The case and normalisation tables are those of the standard library and of
+//! `unicode-normalization` in this build; a character that a later Unicode version assigns may
+//! fold differently in another build, so two releases can disagree about a manifest only over
+//! names in characters one of them does not know yet.
 
 use unicode_normalization::UnicodeNormalization as _;
 
