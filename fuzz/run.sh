@@ -2,7 +2,7 @@
 # Runs one fuzz target for a fixed time and prints libFuzzer's final figures.
 #
 #   fuzz/run.sh TARGET SECONDS [extra libFuzzer flags...]
-#   targets: decode_signed, decode_wire, verify_merkle (fuzz/fuzz_targets/)
+#   targets: decode_signed, decode_wire, verify_merkle, path_rules (fuzz/fuzz_targets/)
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`); the stable toolchain is enough, RUSTC_BOOTSTRAP=1
 # lets cargo-fuzz use the unstable flags it needs. The corpus grows in fuzz/corpus/TARGET, a crash

@@ -10,7 +10,7 @@ use licet_proto::{
     delegation::Delegation,
     manifest::{FileEntry, Licence, MANIFEST_FORMAT_VERSION, Manifest, Region},
     merkle::{self, MerkleTree},
-    path::SafePath,
+    path::{SafePath, check_path_set},
     signed::SignedKind,
 };
 
@@ -100,19 +100,19 @@ fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, CliError> {
     let mut inputs = Vec::new();
     for path in paths {
         let meta = std::fs::metadata(path)
-            .with_context(|| format!("cannot read {}", path.display()))
+            .with_context(|| format!("cannot read {}", files::shown(path)))
             .map_err(CliError::io)?;
         if meta.is_dir() {
             walk(path, path, &mut inputs)?;
         } else if meta.is_file() {
-            let name = path
-                .file_name()
-                .ok_or_else(|| CliError::usage(anyhow!("{} has no file name", path.display())))?;
+            let name = path.file_name().ok_or_else(|| {
+                CliError::usage(anyhow!("{} has no file name", files::shown(path)))
+            })?;
             inputs.push(input(path, Path::new(name), meta.len())?);
         } else {
             return Err(CliError::usage(anyhow!(
                 "{} is neither a file nor a directory",
-                path.display()
+                files::shown(path)
             )));
         }
     }
@@ -124,14 +124,14 @@ fn input(disk: &Path, relative: &Path, size: u64) -> Result<Input, CliError> {
     let text = relative
         .components()
         .map(|c| {
-            c.as_os_str()
-                .to_str()
-                .ok_or_else(|| CliError::usage(anyhow!("{} is not valid UTF-8", disk.display())))
+            c.as_os_str().to_str().ok_or_else(|| {
+                CliError::usage(anyhow!("{} is not valid UTF-8", files::shown(disk)))
+            })
         })
         .collect::<Result<Vec<_>, _>>()?
         .join("/");
     let path = SafePath::new(text)
-        .with_context(|| format!("cannot include {}", disk.display()))
+        .with_context(|| format!("cannot include {}", files::shown(disk)))
         .map_err(CliError::usage)?;
     Ok(Input {
         path,
@@ -142,26 +142,26 @@ fn input(disk: &Path, relative: &Path, size: u64) -> Result<Input, CliError> {
 
 fn walk(root: &Path, dir: &Path, inputs: &mut Vec<Input>) -> Result<(), CliError> {
     let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))
+        .with_context(|| format!("cannot list {}", files::shown(dir)))
         .map_err(CliError::io)?;
     for entry in entries {
         let entry = entry
-            .with_context(|| format!("cannot list {}", dir.display()))
+            .with_context(|| format!("cannot list {}", files::shown(dir)))
             .map_err(CliError::io)?;
         let disk = entry.path();
         let file_type = entry
             .file_type()
-            .with_context(|| format!("cannot read {}", disk.display()))
+            .with_context(|| format!("cannot read {}", files::shown(&disk)))
             .map_err(CliError::io)?;
         // Symbolic links to files are followed; links to directories are not (no cycles).
         let meta = std::fs::metadata(&disk)
-            .with_context(|| format!("cannot read {}", disk.display()))
+            .with_context(|| format!("cannot read {}", files::shown(&disk)))
             .map_err(CliError::io)?;
         if meta.is_dir() {
             if file_type.is_symlink() {
                 return Err(CliError::usage(anyhow!(
                     "{} is a link to a directory; list its target instead",
-                    disk.display()
+                    files::shown(&disk)
                 )));
             }
             walk(root, &disk, inputs)?;
@@ -171,7 +171,7 @@ fn walk(root: &Path, dir: &Path, inputs: &mut Vec<Input>) -> Result<(), CliError
         } else {
             return Err(CliError::usage(anyhow!(
                 "{} is neither a file nor a directory",
-                disk.display()
+                files::shown(&disk)
             )));
         }
     }
@@ -186,19 +186,19 @@ pub fn hash_file(
     progress: &ProgressBar,
 ) -> Result<MerkleTree, CliError> {
     let file = std::fs::File::open(disk)
-        .with_context(|| format!("cannot open {}", disk.display()))
+        .with_context(|| format!("cannot open {}", files::shown(disk)))
         .map_err(CliError::io)?;
     let start = progress.position();
     let (leaves, read) =
         merkle::hash_file_leaves(&file, chunk_size, merkle::default_threads(), &mut |n| {
             progress.set_position(start + n)
         })
-        .with_context(|| format!("cannot read {}", disk.display()))
+        .with_context(|| format!("cannot read {}", files::shown(disk)))
         .map_err(CliError::io)?;
     if read != size {
         return Err(CliError::io(anyhow!(
             "{} changed while it was read ({size} bytes before, {read} bytes read)",
-            disk.display()
+            files::shown(disk)
         )));
     }
     Ok(MerkleTree::from_leaves(leaves))
@@ -244,6 +244,10 @@ pub fn create(args: CreateArgs) -> CliResult {
         }
     };
     let inputs = collect_inputs(&args.paths)?;
+    // Before hashing anything: a set of names that cannot travel is refused at once.
+    check_path_set(inputs.iter().map(|i| &i.path))
+        .context("cannot include these files in one manifest")
+        .map_err(CliError::usage)?;
     let total: u64 = inputs.iter().map(|i| i.size).sum();
     let progress = byte_progress(total);
     progress.set_message("hashing");

@@ -11,9 +11,18 @@ use std::{
 };
 
 use anyhow::Context as _;
-use licet_proto::signed::{Signed, SignedKind};
+use licet_proto::{
+    signed::{Signed, SignedKind},
+    text::escape_for_terminal,
+};
 
 use crate::CliError;
+
+/// `path` as text safe to print: a name read from a directory can hold escape sequences or
+/// bidirectional overrides, shown escaped (`\u{202e}`) rather than sent to the terminal.
+pub fn shown(path: &Path) -> String {
+    escape_for_terminal(&path.to_string_lossy()).into_owned()
+}
 
 /// Writes `bytes` to `path` atomically with mode 0644; refuses to replace an existing file
 /// unless `overwrite`.

@@ -9,6 +9,7 @@ use licet_proto::{
     encoding,
     manifest::{MAX_MANIFEST_BODY_BYTES, Manifest, VerifiedManifest, manifest_id},
     signed::{Signed, SignedKind},
+    text::escape_for_terminal as shown,
 };
 use serde_json::{Value, json};
 
@@ -150,18 +151,21 @@ pub fn inspect(args: InspectArgs) -> CliResult {
     match inspection.verdict {
         Ok(()) => Ok(()),
         Err(reason) => Err(CliError::invalid(anyhow::anyhow!(
-            "{} does not verify: {reason}",
-            args.file.display()
+            "{} does not verify: {}",
+            args.file.display(),
+            shown(&reason)
         ))),
     }
 }
 
+/// Human output. Every text from the object (titles, terms, paths, reasons) goes through
+/// [`shown`]: the object may not verify, and its texts may hold escape sequences.
 fn print_human(signed: &Signed, inspection: &Inspection, all: bool) {
     println!("kind         {}", signed.kind.name());
     println!("signer       {}", signed.signer);
     match &inspection.verdict {
         Ok(()) => println!("valid        yes"),
-        Err(reason) => println!("valid        NO: {reason}"),
+        Err(reason) => println!("valid        NO: {}", shown(reason)),
     }
     if let Some(carried) = &signed.delegation {
         match encoding::decode::<Delegation>(
@@ -171,9 +175,16 @@ fn print_human(signed: &Signed, inspection: &Inspection, all: bool) {
         ) {
             Ok(d) => println!(
                 "delegated    by publisher {} to {} for {}, valid {} to {}",
-                d.publisher, d.delegate, d.scope, d.not_before, d.not_after
+                d.publisher,
+                d.delegate,
+                shown(&d.scope.to_string()),
+                d.not_before,
+                d.not_after
             ),
-            Err(e) => println!("delegated    (delegation does not decode: {e})"),
+            Err(e) => println!(
+                "delegated    (delegation does not decode: {})",
+                shown(&e.to_string())
+            ),
         }
     }
     if let Value::Object(derived) = &inspection.derived {
@@ -201,29 +212,29 @@ fn print_human(signed: &Signed, inspection: &Inspection, all: bool) {
                         "  {:>14}  {}  {}",
                         f["size"].as_u64().unwrap_or_default(),
                         f["root"].as_str().unwrap_or_default(),
-                        f["path"].as_str().unwrap_or_default()
+                        shown(f["path"].as_str().unwrap_or_default())
                     );
                 }
             }
             ("entries" | "revoked_manifests" | "revoked_delegates", Value::Array(items)) => {
                 println!("{:<12} {}", key.replace('_', " "), items.len());
-                let shown = if all {
+                let listed = if all {
                     items.len()
                 } else {
                     items.len().min(20)
                 };
-                for item in &items[..shown] {
+                for item in &items[..listed] {
                     match item {
                         Value::Object(e) => println!(
                             "  {}  {}",
                             e["manifest_id"].as_str().unwrap_or_default(),
-                            e["title"].as_str().unwrap_or_default()
+                            shown(e["title"].as_str().unwrap_or_default())
                         ),
                         other => println!("  {}", other.as_str().unwrap_or_default()),
                     }
                 }
-                if shown < items.len() {
-                    println!("  … {} more (--all to list them)", items.len() - shown);
+                if listed < items.len() {
+                    println!("  … {} more (--all to list them)", items.len() - listed);
                 }
             }
             (_, Value::Object(inner)) => {
@@ -237,7 +248,7 @@ fn print_human(signed: &Signed, inspection: &Inspection, all: bool) {
     }
 }
 
-/// Shows timestamps as RFC 3339 and strings without quotes.
+/// Shows timestamps as RFC 3339 and strings without quotes, escaped.
 fn show_scalar(key: &str, value: &Value) -> String {
     let is_time = matches!(
         key,
@@ -248,7 +259,7 @@ fn show_scalar(key: &str, value: &Value) -> String {
             .as_i64()
             .map(|s| licet_proto::Timestamp(s).to_string())
             .unwrap_or_else(|| n.to_string()),
-        Value::String(s) => s.clone(),
+        Value::String(s) => shown(s).into_owned(),
         Value::Null => "none".to_owned(),
         Value::Array(items) if items.is_empty() => "(none)".to_owned(),
         Value::Array(items) => items

@@ -18,7 +18,8 @@
 //!   and `get` stops watching a download that makes no progress for [`STALL_LIMIT`] (the daemon
 //!   goes on with it).
 //! - Text from the daemon that came from publishers or peers (titles, names, errors) is shown with
-//!   control characters replaced, so it cannot drive the terminal.
+//!   control, bidirectional and invisible characters escaped (`\u{202e}`), so it cannot drive or
+//!   disguise the terminal.
 
 use std::{
     fmt::Write as _,
@@ -1168,15 +1169,11 @@ fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Replaces control characters and bidirectional overrides with U+FFFD, so text from publishers
-/// and peers cannot move the cursor, recolour or reorder the terminal.
+/// Escapes control characters, bidirectional overrides and invisible characters (`\u{202e}`),
+/// so text from publishers and peers cannot move the cursor, recolour or reorder the terminal.
+/// The one escaping function of the project: [`licet_proto::text::escape_for_terminal`].
 fn clean(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-            if c.is_control() || bidi { '\u{fffd}' } else { c }
-        })
-        .collect()
+    licet_proto::text::escape_for_terminal(text).into_owned()
 }
 
 /// At most `max` characters of `text`, ending in `…` if cut.
@@ -1725,7 +1722,7 @@ mod tests {
     fn text_from_peers_cannot_drive_the_terminal() {
         assert_eq!(
             clean("a\u{1b}[2Jb\nc\u{202e}d"),
-            "a\u{fffd}[2Jb\u{fffd}c\u{fffd}d"
+            "a\\u{1b}[2Jb\\u{a}c\\u{202e}d"
         );
         assert_eq!(clean("Épisode 1 — 日本"), "Épisode 1 — 日本");
         assert_eq!(truncate("abcdef", 4), "abc…");
@@ -1763,7 +1760,7 @@ mod tests {
             lines[1].starts_with("abababababababab  downloading  1.0 KiB/4.0 KiB (25%)"),
             "{text}"
         );
-        assert!(lines[1].ends_with("Evil\u{fffd}[31m title"), "{text}");
+        assert!(lines[1].ends_with("Evil\\u{1b}[31m title"), "{text}");
         assert!(lines[2].contains("refused"), "{text}");
         assert!(lines[3].contains("failed"), "{text}");
         assert!(

@@ -3,7 +3,10 @@
 //! Keys ([`keys`]), the one bounded decoder ([`encoding`]), the signed envelope ([`signed`]),
 //! manifests ([`manifest`]), delegations ([`delegation`]), catalogs and catalog heads
 //! ([`catalog`]), per-file merkle trees and audit paths ([`merkle`]), the trust policy
-//! ([`policy`]), and the transfer protocol's messages ([`wire`]).
+//! ([`policy`]), and the transfer protocol's messages ([`wire`]). File paths ([`path`]) must be
+//! names every common file system holds as they are and that do not collide where case or
+//! Unicode normalisation is ignored ([`portable_name`]); [`text`] escapes what could drive or
+//! disguise a terminal, for every output that shows text from outside.
 //!
 //! This crate does no networking, no async and no disk I/O beyond reading and writing key files
 //! and reading the content it is handed to hash ([`merkle::hash_file_leaves`], positional reads
@@ -24,7 +27,9 @@ pub mod manifest;
 pub mod merkle;
 pub mod path;
 pub mod policy;
+pub mod portable_name;
 pub mod signed;
+pub mod text;
 pub mod time;
 pub mod wire;
 

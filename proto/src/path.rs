@@ -3,13 +3,21 @@
 //! Invariants (checked by the only constructor, [`SafePath::new`], which decoding also uses):
 //! relative, `/`-separated UTF-8; at least one component; no empty, `.` or `..` component; no
 //! leading `/`; no `\`, NUL, or `:` in the first component (a drive prefix such as `C:`);
-//! each component at most [`MAX_COMPONENT_BYTES`], the whole at most [`MAX_PATH_BYTES`].
+//! each component at most [`MAX_COMPONENT_BYTES`], the whole at most [`MAX_PATH_BYTES`]; each
+//! component a name every common file system holds as it is and a terminal shows as it is (no
+//! control, bidirectional or invisible characters, none of `<>:"|?*`, no trailing dot or space, no
+//! Windows device name such as `CON` or `nul.txt`: see [`crate::portable_name`]).
 //! Uniqueness and the file-versus-directory rule are properties of a set of paths and are checked
-//! by [`check_path_set`].
+//! by [`check_path_set`], which also refuses two paths that are one on a case-insensitive or
+//! normalising file system (`Film.mkv` and `film.mkv`, the NFC and NFD forms of `é`).
+//!
+//! Errors show paths with Rust's debug escaping, so a refused path never reaches a terminal raw.
 
 use std::{collections::HashMap, fmt, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::portable_name::{self, NameProblem, check_component};
 
 /// Longest allowed path component, in bytes.
 pub const MAX_COMPONENT_BYTES: usize = 255;
@@ -53,6 +61,46 @@ pub enum PathError {
         /// The path that needs it to be a directory.
         other: String,
     },
+    /// A control, bidirectional-override or invisible character
+    /// ([`crate::text::is_unsafe_to_show`]).
+    #[error(
+        "file path {path:?} contains {character:?}, a control, bidirectional or invisible character that could disguise how names are shown"
+    )]
+    UnsafeCharacter {
+        /// The path.
+        path: String,
+        /// The character.
+        character: char,
+    },
+    /// One of `<>:"|?*`, which Windows does not allow in a name.
+    #[error("file path {path:?} contains {character:?}, which Windows does not allow in a name")]
+    ForbiddenOnWindows {
+        /// The path.
+        path: String,
+        /// The character.
+        character: char,
+    },
+    /// A component ending in `.` or ` `, which Windows drops (so `a.` and `a` collide).
+    #[error("file path {0:?} has a name ending in a dot or space, which Windows drops")]
+    TrailingDotOrSpace(String),
+    /// A component Windows takes for a device (`CON`, `nul.txt`, `COM1`).
+    #[error("file path {path:?} has the name {name:?}, which Windows reserves for a device")]
+    ReservedOnWindows {
+        /// The path.
+        path: String,
+        /// The reserved component.
+        name: String,
+    },
+    /// Two paths that differ but are one name where case or Unicode normalisation is ignored.
+    #[error(
+        "file paths {path:?} and {other:?} are the same name on file systems that ignore case or Unicode normalisation (macOS, Windows)"
+    )]
+    Collision {
+        /// The later path.
+        path: String,
+        /// The earlier path it collides with (or one that needs the colliding directory).
+        other: String,
+    },
 }
 
 fn shortened(path: &str) -> String {
@@ -92,6 +140,22 @@ impl SafePath {
             }
             if i == 0 && component.contains(':') {
                 return Err(PathError::ForbiddenCharacter(shortened(&path)));
+            }
+            if let Err(problem) = check_component(component) {
+                let path = shortened(&path);
+                return Err(match problem {
+                    NameProblem::UnsafeToShow(character) => {
+                        PathError::UnsafeCharacter { path, character }
+                    }
+                    NameProblem::ForbiddenOnWindows(character) => {
+                        PathError::ForbiddenOnWindows { path, character }
+                    }
+                    NameProblem::TrailingDotOrSpace => PathError::TrailingDotOrSpace(path),
+                    NameProblem::ReservedOnWindows => PathError::ReservedOnWindows {
+                        path,
+                        name: component.to_owned(),
+                    },
+                });
             }
         }
         Ok(SafePath(path))
@@ -133,22 +197,32 @@ impl fmt::Debug for SafePath {
     }
 }
 
-/// Checks that `paths` are unique and that no path is a directory of another.
+/// Checks that `paths` are unique, that no path is a directory of another, and that no two
+/// paths are one name where case or Unicode normalisation is ignored ([`portable_name::folded`]):
+/// neither two files (`Film.mkv`, `film.mkv`) nor two directories (`Season 1/a`, `season 1/b`,
+/// which such a file system would merge into one) nor a file and a directory
+/// (`extras`, `Extras/a`).
 ///
-/// Runs in time linear in the total path length (a trie of components keyed by parent node), so
-/// a manifest of many deep paths cannot make it quadratic.
+/// Runs in time linear in the total path length (a trie of folded components keyed by parent
+/// node), so a manifest of many deep paths cannot make it quadratic.
 pub fn check_path_set<'a>(paths: impl IntoIterator<Item = &'a SafePath>) -> Result<(), PathError> {
     struct TrieNode<'a> {
+        /// The exact component that made this node, and the path it came from: another path
+        /// reaching this node by a component that only folds to the same key collides with it.
+        name: &'a str,
+        made_by: &'a str,
         /// The path that ends here, if this node is a file.
         file: Option<&'a str>,
         /// The first path that passed through this node as a directory.
         directory_of: Option<&'a str>,
     }
     let mut nodes = vec![TrieNode {
+        name: "",
+        made_by: "",
         file: None,
         directory_of: None,
     }];
-    let mut edges: HashMap<(usize, &str), usize> = HashMap::new();
+    let mut edges: HashMap<(usize, String), usize> = HashMap::new();
     for path in paths {
         let path = path.as_str();
         let mut current = 0;
@@ -162,11 +236,20 @@ pub fn check_path_set<'a>(paths: impl IntoIterator<Item = &'a SafePath>) -> Resu
             }
             node.directory_of.get_or_insert(path);
             let next = nodes.len();
-            current = *edges.entry((current, component)).or_insert(next);
+            current = *edges
+                .entry((current, portable_name::folded(component)))
+                .or_insert(next);
             if current == next {
                 nodes.push(TrieNode {
+                    name: component,
+                    made_by: path,
                     file: None,
                     directory_of: None,
+                });
+            } else if nodes[current].name != component {
+                return Err(PathError::Collision {
+                    path: shortened(path),
+                    other: shortened(nodes[current].made_by),
                 });
             }
         }
@@ -258,5 +341,50 @@ mod tests {
             check_path_set(&[p("a"), p("a-b"), p("a/c")]),
             Err(PathError::FileIsDirectory { .. })
         ));
+    }
+
+    #[test]
+    fn path_sets_must_not_collide_where_case_or_normalisation_is_ignored() {
+        let p = |s: &str| SafePath::new(s).unwrap();
+        let collision = |path: &str, other: &str| {
+            Err(PathError::Collision {
+                path: path.into(),
+                other: other.into(),
+            })
+        };
+        assert_eq!(
+            check_path_set(&[p("Film.mkv"), p("film.mkv")]),
+            collision("film.mkv", "Film.mkv")
+        );
+        assert_eq!(
+            check_path_set(&[p("caf\u{e9}.srt"), p("cafe\u{301}.srt")]),
+            collision("cafe\u{301}.srt", "caf\u{e9}.srt")
+        );
+        assert_eq!(
+            check_path_set(&[p("Season 1/a"), p("season 1/b")]),
+            collision("season 1/b", "Season 1/a")
+        );
+        assert_eq!(
+            check_path_set(&[p("extras"), p("Extras/a")]),
+            collision("Extras/a", "extras")
+        );
+        assert_eq!(
+            check_path_set(&[p("Extras/a"), p("extras")]),
+            collision("extras", "Extras/a")
+        );
+        // The same directory spelled the same way is one directory, as before.
+        assert!(check_path_set(&[p("Season 1/a"), p("Season 1/A.srt"), p("b")]).is_ok());
+    }
+
+    #[test]
+    fn errors_never_carry_a_refused_character_raw() {
+        for bad in ["a\u{1b}]0;owned\u{7}", "evil\u{202e}vkm.exe", "a/b\u{9b}c"] {
+            let err = SafePath::new(bad).unwrap_err();
+            let shown = err.to_string();
+            assert!(
+                !shown.chars().any(crate::text::is_unsafe_to_show),
+                "{shown:?}"
+            );
+        }
     }
 }

@@ -1522,6 +1522,151 @@ fn duplicate_paths_and_file_directory_clashes_are_refused() {
     VerifiedManifest::verify(raw_manifest_with_paths(&["a/b", "a/c", "ab", "a.b"])).unwrap();
 }
 
+/// Asserts that a manifest naming `path` beside an ordinary file is refused while its body is
+/// decoded, with `expected` as the reason, and that the message shows no refused character raw.
+fn assert_path_refused(path: &str, expected: &PathError) {
+    // The manifest body is signed by the genuine publisher: only the path is wrong.
+    let err = VerifiedManifest::verify(raw_manifest_with_paths(&["ok.txt", path])).unwrap_err();
+    assert_eq!(
+        err,
+        ManifestError::Body(DecodeError::Malformed {
+            what: "manifest body",
+            reason: expected.to_string(),
+        }),
+        "{path:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        !message.chars().any(licet_proto::text::is_unsafe_to_show),
+        "{message:?}"
+    );
+    assert!(message.contains(&format!("{path:?}")), "{message}");
+}
+
+#[test]
+fn paths_with_control_bidirectional_or_invisible_characters_are_refused() {
+    for (path, character) in [
+        ("clip\u{1b}]0;owned\u{7}.mkv", '\u{1b}'),
+        ("sub/a\u{7f}b", '\u{7f}'),
+        ("a\u{9b}31m", '\u{9b}'),
+        ("tab\there", '\t'),
+        ("line\nbreak", '\n'),
+        // Shows as `evilexe.mkv`.
+        ("evil\u{202e}vkm.exe", '\u{202e}'),
+        ("a\u{2066}b", '\u{2066}'),
+        ("a\u{200f}b", '\u{200f}'),
+        ("a\u{61c}b", '\u{61c}'),
+        ("log\u{2028}line", '\u{2028}'),
+        // Looks exactly like `film.mkv`.
+        ("fi\u{200b}lm.mkv", '\u{200b}'),
+        ("\u{feff}film.mkv", '\u{feff}'),
+    ] {
+        let expected = PathError::UnsafeCharacter {
+            path: path.into(),
+            character,
+        };
+        assert_path_refused(path, &expected);
+        assert!(
+            expected
+                .to_string()
+                .contains(&format!("{}", character.escape_debug())),
+            "{expected}"
+        );
+    }
+}
+
+#[test]
+fn names_windows_cannot_hold_are_refused() {
+    let reserved = |path: &str, name: &str| PathError::ReservedOnWindows {
+        path: path.into(),
+        name: name.into(),
+    };
+    let forbidden = |path: &str, character| PathError::ForbiddenOnWindows {
+        path: path.into(),
+        character,
+    };
+    let cases = [
+        ("CON", reserved("CON", "CON")),
+        ("extras/nul.txt", reserved("extras/nul.txt", "nul.txt")),
+        ("Aux.tar.gz", reserved("Aux.tar.gz", "Aux.tar.gz")),
+        ("com1/a", reserved("com1/a", "com1")),
+        ("LPT9.log", reserved("LPT9.log", "LPT9.log")),
+        ("lpt\u{b2}", reserved("lpt\u{b2}", "lpt\u{b2}")),
+        ("Con .srt", reserved("Con .srt", "Con .srt")),
+        ("film.", PathError::TrailingDotOrSpace("film.".into())),
+        ("film ", PathError::TrailingDotOrSpace("film ".into())),
+        ("dir./a", PathError::TrailingDotOrSpace("dir./a".into())),
+        ("what?.mkv", forbidden("what?.mkv", '?')),
+        ("a/b:c", forbidden("a/b:c", ':')),
+        ("a*", forbidden("a*", '*')),
+        ("\"quoted\"", forbidden("\"quoted\"", '"')),
+        ("a<b>", forbidden("a<b>", '<')),
+        ("a|b", forbidden("a|b", '|')),
+    ];
+    for (path, expected) in &cases {
+        assert_path_refused(path, expected);
+    }
+    // Names that only start like a device are fine.
+    VerifiedManifest::verify(raw_manifest_with_paths(&[
+        "CONSOLE.txt",
+        "com10",
+        "nul-and-void/lpt",
+        ".hidden",
+        "x..y",
+    ]))
+    .unwrap();
+}
+
+#[test]
+fn paths_that_are_one_name_where_case_or_normalisation_is_ignored_are_refused() {
+    let collision = |path: &str, other: &str| PathError::Collision {
+        path: path.into(),
+        other: other.into(),
+    };
+    let cases: &[(&[&str], PathError)] = &[
+        (&["Film.mkv", "film.mkv"], collision("film.mkv", "Film.mkv")),
+        (
+            &["STRASSE.srt", "Stra\u{df}e.srt"],
+            collision("Stra\u{df}e.srt", "STRASSE.srt"),
+        ),
+        // NFC and NFD forms of `é`: one file on macOS.
+        (
+            &["caf\u{e9}.mkv", "cafe\u{301}.mkv"],
+            collision("cafe\u{301}.mkv", "caf\u{e9}.mkv"),
+        ),
+        // Two directories that macOS and Windows would merge.
+        (
+            &["Season 1/e1.mkv", "season 1/e2.mkv"],
+            collision("season 1/e2.mkv", "Season 1/e1.mkv"),
+        ),
+        // A file where another path needs a directory of the same folded name.
+        (
+            &["extras", "Extras/trailer.mkv"],
+            collision("Extras/trailer.mkv", "extras"),
+        ),
+    ];
+    for (paths, expected) in cases {
+        let err = VerifiedManifest::verify(raw_manifest_with_paths(paths)).unwrap_err();
+        assert_eq!(err, ManifestError::Path(expected.clone()), "{paths:?}");
+        assert_eq!(err.to_string(), expected.to_string());
+        assert!(err.to_string().contains("ignore case"), "{err}");
+        // Manifest::sign refuses the same before signing anything.
+        let mut body = manifest();
+        body.files = paths.iter().map(|p| file(p)).collect();
+        assert_eq!(
+            body.sign(&publisher_key(), None).unwrap_err(),
+            ManifestError::Path(expected.clone())
+        );
+    }
+    // One directory spelled the same way twice is still one directory.
+    VerifiedManifest::verify(raw_manifest_with_paths(&[
+        "Season 1/a",
+        "Season 1/B",
+        "b/c",
+    ]))
+    .unwrap();
+}
+
 #[test]
 fn bad_chunk_size() {
     for size in [

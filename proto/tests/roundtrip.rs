@@ -23,6 +23,7 @@ use licet_proto::{
     merkle::{AuditPath, MAX_AUDIT_PATH_LEN},
     path::{SafePath, check_path_set},
     policy::{RefusalReason, TrustedPublisher},
+    portable_name::folded,
     signed::{Signed, SignedDelegation, SignedKind},
     wire::{
         self, Bitfield, CATALOG_PART_BYTES, MAX_DETAIL_BYTES, Request, RequestFrame, RequestId,
@@ -61,10 +62,10 @@ fn signature() -> impl Strategy<Value = SignatureBytes> {
 }
 
 /// Valid paths: 1 to 4 components of any characters but `/`, `\` and NUL (and `:` in the first),
-/// never `.` or `..`.
+/// keeping those [`SafePath::new`] accepts (never `.` or `..`, no name that cannot travel).
 fn safe_path() -> impl Strategy<Value = SafePath> {
     ("[^/\\\\\\x00:]{1,12}", vec("[^/\\\\\\x00]{1,12}", 0..4)).prop_filter_map(
-        "'.' and '..' are not path components",
+        "'.', '..' and names that cannot travel are not path components",
         |(first, rest)| {
             let mut components = vec![first];
             components.extend(rest);
@@ -629,6 +630,64 @@ proptest! {
         let (decoded, got) = decode_response(body).unwrap();
         prop_assert_eq!(&decoded, &frame);
         prop_assert_eq!(got, payload.as_slice());
+    }
+}
+
+// Path sets.
+
+/// Components drawn from names that collide on macOS or Windows in every way the rules know:
+/// case (`a`/`A`, `ß`/`SS`), NFC and NFD (`é`), dotless `ı`, final sigma, and one that does not.
+fn colliding_component() -> impl Strategy<Value = String> {
+    vec(
+        prop::sample::select(vec![
+            "a", "A", "b", "\u{e9}", "e\u{301}", "\u{c9}", "\u{df}", "SS", "ss", "\u{131}", "i",
+            "I", "\u{3c3}", "\u{3c2}", "\u{3a3}", "-",
+        ]),
+        1..4,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+fn colliding_path() -> impl Strategy<Value = SafePath> {
+    vec(colliding_component(), 1..4).prop_map(|components| {
+        SafePath::new(components.join("/")).expect("the alphabet holds only safe characters")
+    })
+}
+
+/// `path` as its folded components: two paths with equal keys are one file on macOS or Windows.
+fn folded_components(path: &SafePath) -> Vec<String> {
+    path.as_str().split('/').map(folded).collect()
+}
+
+proptest! {
+    #[test]
+    fn an_accepted_path_set_has_no_two_paths_one_name_on_macos_or_windows(
+        paths in vec(colliding_path(), 1..8)
+    ) {
+        if check_path_set(&paths).is_ok() {
+            let keys: Vec<Vec<String>> = paths.iter().map(folded_components).collect();
+            for (i, a) in keys.iter().enumerate() {
+                for (j, b) in keys.iter().enumerate() {
+                    if i != j {
+                        // Neither the same file nor a file where the other needs a directory.
+                        prop_assert!(!b.starts_with(a), "{:?} and {:?}", paths[i], paths[j]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_path_set_with_one_name_twice_under_folding_is_refused(
+        paths in vec(colliding_path(), 2..8)
+    ) {
+        let keys: Vec<Vec<String>> = paths.iter().map(folded_components).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() < keys.len() {
+            prop_assert!(check_path_set(&paths).is_err(), "{:?}", paths);
+        }
     }
 }
 

@@ -395,6 +395,73 @@ fn a_file_name_that_cannot_travel_is_refused() {
 }
 
 #[test]
+fn names_that_collide_elsewhere_or_disguise_a_terminal_are_refused_before_hashing_and_shown_escaped()
+ {
+    let w = Workdir::new();
+    w.keygen("k.pem");
+    let create =
+        |dir: &str| w.manifest(&["create", dir, "--key", "k.pem", "--title", "T", "-o", "m"]);
+    let no_raw_controls = |text: &str| {
+        assert!(
+            !text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' || matches!(c, '\u{202a}'..='\u{202e}')),
+            "{text:?}"
+        );
+    };
+
+    // One file on macOS and Windows: case, and the NFC and NFD forms of `é`.
+    for (a, b) in [
+        ("Film.mkv", "film.mkv"),
+        ("caf\u{e9}.srt", "cafe\u{301}.srt"),
+    ] {
+        let dir = format!("collide-{}", a.len());
+        w.write(&format!("{dir}/{a}"), b"one");
+        w.write(&format!("{dir}/{b}"), b"two");
+        let out = create(&dir);
+        out.expect_code(2);
+        assert!(
+            out.stderr
+                .contains("cannot include these files in one manifest")
+                && out.stderr.contains("ignore case or Unicode normalisation")
+                && out.stderr.contains(&format!("{a:?}"))
+                && out.stderr.contains(&format!("{b:?}")),
+            "{}",
+            out.stderr
+        );
+    }
+
+    // A right-to-left override (shows `evilexe.mkv`) and a terminal escape sequence in names.
+    for name in ["evil\u{202e}vkm.exe", "clip\u{1b}]0;owned\u{7}.mkv"] {
+        let dir = format!("spoof-{}", name.len());
+        w.write(&format!("{dir}/{name}"), b"x");
+        let out = create(&dir);
+        out.expect_code(2);
+        no_raw_controls(&out.stderr);
+        assert!(
+            out.stderr
+                .contains("a control, bidirectional or invisible character"),
+            "{}",
+            out.stderr
+        );
+        let escaped = name.escape_debug().to_string();
+        assert!(out.stderr.contains(&escaped), "{escaped} in {}", out.stderr);
+    }
+
+    // A name Windows cannot hold.
+    w.write("windows/nul.txt", b"x");
+    let out = create("windows");
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("reserves for a device"),
+        "{}",
+        out.stderr
+    );
+
+    assert!(!w.join("m").exists(), "no manifest is written");
+}
+
+#[test]
 fn delegated_signing_scope_and_revocation() {
     let w = Workdir::new();
     let publisher = w.keygen("publisher.pem");
