@@ -363,9 +363,18 @@ impl Node {
     /// Loads every stored item, re-announces what is held, and resumes downloads.
     async fn load_items(&self) -> Result<(), StartError> {
         let store = self.inner.store.clone();
-        let stored = blocking(move || store.content_list())
+        let (stored, refused) = blocking(move || store.content_list_with_refused())
             .await
             .map_err(|e| StoreError::Database(e.message))??;
+        // An item whose manifest an older version accepted and this one's stricter rules refuse
+        // cannot be served or fetched: it is forgotten, as `rm` would, and its files stay.
+        for (id, reason) in refused {
+            warn!(%id, "forgotten, its files left where they are: {reason}");
+            let store = self.inner.store.clone();
+            blocking(move || store.content_remove(&id))
+                .await
+                .map_err(|e| StoreError::Database(e.message))??;
+        }
         for (manifest, record) in stored {
             let id = manifest.id();
             let files = manifest.manifest().files.len();

@@ -95,7 +95,7 @@ use licet_proto::{
     ManifestId, MerkleHash, PublicKey, Timestamp,
     catalog::{VerifiedCatalog, VerifiedCatalogHead},
     encoding,
-    manifest::{MAX_FILES, VerifiedManifest},
+    manifest::{MAX_FILES, ManifestError, VerifiedManifest},
     merkle::{AuditPath, MAX_AUDIT_PATH_LEN},
     policy::TrustedPublisher,
     signed::SignedKind,
@@ -250,6 +250,13 @@ pub struct CommittedChunk {
     pub leaf: MerkleHash,
 }
 
+/// Content items with their manifests, and the ids of items whose stored manifest this
+/// version's rules refuse, with the reason ([`Store::content_list_with_refused`]).
+pub type ContentList = (
+    Vec<(VerifiedManifest, ContentRecord)>,
+    Vec<(ManifestId, String)>,
+);
+
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -292,6 +299,15 @@ pub enum StoreError {
         /// The key, for people (hex id, then file and chunk indexes).
         key: String,
         /// What is wrong with the value.
+        reason: String,
+    },
+    /// A stored manifest whose signature still verifies but whose body this version's rules
+    /// refuse (they grew stricter, e.g. about paths): not damage, and the item cannot be used.
+    #[error("the stored manifest {id} is refused by this version's rules: {reason}")]
+    ManifestRefused {
+        /// The manifest.
+        id: ManifestId,
+        /// What the rules refuse.
         reason: String,
     },
     /// redb failed (I/O error, full disk, ...). The message names the file and the operation.
@@ -538,17 +554,27 @@ impl Store {
 
     /// Every content item with its manifest, in manifest id order.
     pub fn content_list(&self) -> Result<Vec<(VerifiedManifest, ContentRecord)>, StoreError> {
+        Ok(self.content_list_with_refused()?.0)
+    }
+
+    /// Every content item with its manifest, and apart the items whose stored manifest this
+    /// version's rules refuse ([`StoreError::ManifestRefused`]), with the reason.
+    pub fn content_list_with_refused(&self) -> Result<ContentList, StoreError> {
         let txn = self.read()?;
         let content = self.open_read(&txn, CONTENT)?;
         let manifests = self.open_read(&txn, MANIFESTS)?;
-        let mut out = Vec::new();
+        let (mut usable, mut refused) = (Vec::new(), Vec::new());
         for entry in content.iter().map_err(|e| self.db("read content", e))? {
             let (key, value) = entry.map_err(|e| self.db("read content", e))?;
             let id = ManifestId(*key.value());
             let record = decode_record(&id, value.value())?;
-            out.push((self.item_manifest(&manifests, &id)?, record));
+            match self.item_manifest(&manifests, &id) {
+                Ok(manifest) => usable.push((manifest, record)),
+                Err(StoreError::ManifestRefused { id, reason }) => refused.push((id, reason)),
+                Err(e) => return Err(e),
+            }
         }
-        Ok(out)
+        Ok((usable, refused))
     }
 
     /// One content item with its manifest.
@@ -1272,8 +1298,17 @@ impl Store {
             key: id.to_string(),
             reason,
         };
-        let manifest = VerifiedManifest::from_bytes(value.value())
-            .map_err(|e| corrupt(format!("the stored manifest no longer verifies: {e}")))?;
+        let manifest = VerifiedManifest::from_bytes(value.value()).map_err(|e| match e {
+            // The signature covers the stored body: bytes that verify but are refused were
+            // signed that way, under rules that have grown stricter since.
+            ManifestError::Envelope(_) => {
+                corrupt(format!("the stored manifest no longer verifies: {e}"))
+            }
+            _ => StoreError::ManifestRefused {
+                id: *id,
+                reason: e.to_string(),
+            },
+        })?;
         if manifest.id() != *id {
             return Err(corrupt(format!(
                 "the stored manifest has id {}",
@@ -3098,6 +3133,46 @@ mod tests {
         let err = store.content_list().unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
         assert_corrupt(err, "manifests", &m.id().to_string());
+    }
+
+    #[test]
+    fn a_stored_manifest_that_stricter_rules_refuse_is_listed_apart_and_not_as_damage() {
+        let (_dir, path) = state_path();
+        let store = Store::open(&path).unwrap();
+        let kept = manifest("kept", &[THREE_CHUNKS]);
+        let old = manifest("signed under older rules", &[THREE_CHUNKS]);
+        put_download(&store, &kept);
+        put_download(&store, &old);
+        drop(store);
+        // The publisher signed `file0.bin` as `file0:bin`: a path today's rules refuse (Windows
+        // cannot hold `:`), with a signature that verifies over the stored bytes.
+        let mut body = old.envelope().body.clone();
+        let at = body.windows(9).position(|w| w == b"file0.bin").unwrap();
+        body[at + 5] = b':';
+        let signed = licet_proto::signed::Signed::sign(
+            licet_proto::signed::SignedKind::Manifest,
+            body,
+            &secret(1),
+            None,
+        );
+        poke(&path, MANIFESTS, &old.id().0, &signed.encode());
+
+        let store = Store::open(&path).unwrap();
+        let (usable, refused) = store.content_list_with_refused().unwrap();
+        assert_eq!(usable.len(), 1);
+        assert_eq!(usable[0].0.id(), kept.id());
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].0, old.id());
+        assert!(refused[0].1.contains("file0:bin"), "{refused:?}");
+        assert_eq!(store.content_list().unwrap().len(), 1);
+        let err = store.content_get(&old.id()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::ManifestRefused { .. }),
+            "not reported as damage: {err}"
+        );
+        // It can be forgotten like any item.
+        assert!(store.content_remove(&old.id()).unwrap());
+        assert!(store.content_list_with_refused().unwrap().1.is_empty());
     }
 
     #[test]
