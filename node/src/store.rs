@@ -20,7 +20,7 @@
 //! | `trust` | publisher key (32 bytes) | postcard [`TrustedPublisher`] |
 //! | `manifests` | manifest id (32) | the signed envelope exactly as verified (`Signed::encode`) |
 //! | `content` | manifest id (32) | postcard record: the fields of [`ContentRecord`], `dir` as UTF-8 |
-//! | `bitfields` | id ‖ file `u32` BE (36) | postcard [`Bitfield`] |
+//! | `bitfields` | id ‖ file `u32` BE (36) | postcard [`Bitfield`]: the base of the held chunks (see `held_chunks`) |
 //! | `leaves` | id ‖ file (36) | postcard `Vec<MerkleHash>` |
 //! | `proofs` | id ‖ file ‖ chunk `u64` BE (44) | postcard [`AuditPath`] |
 //! | `chunk_leaves` | id ‖ file ‖ chunk `u64` BE (44) | the chunk's leaf hash (32 bytes) |
@@ -49,7 +49,9 @@
 //!    [`StoreError::Open`]. (Damage to redb's own pages in a file that was shut down cleanly is
 //!    not looked for at open, which would read the whole file; redb may meet it in a later call.)
 //! 4. **A bit is committed only after its chunk's bytes are durable.** [`Store::commit_chunks`]
-//!    sets bits in one transaction committed with [`Durability::Immediate`], and its caller must
+//!    sets bits (writes the chunks' leaf rows, which are their bits while the file downloads:
+//!    a commit costs its own chunks, not the file's whole bitfield; module `held_chunks`) in one
+//!    transaction committed with [`Durability::Immediate`], and its caller must
 //!    have `fsync`ed the chunks' bytes before calling. So after a crash at any instant every set
 //!    bit names a verified chunk that is on disk; a chunk written but not yet committed is merely
 //!    fetched again.
@@ -101,6 +103,8 @@ use redb::{
     backends::FileBackend,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+mod held_chunks;
 
 /// The `meta` magic that marks a redb file as a Licet node state database.
 pub const STATE_MAGIC: &str = "licet-node-state";
@@ -722,11 +726,16 @@ impl Store {
         let txn = self.read()?;
         let table = self.open_read(&txn, BITFIELDS)?;
         let key = file_key(id, file);
-        table
+        let Some(base) = table
             .get(&key)
             .map_err(|e| self.db("read bitfield", e))?
             .map(|value| decode_bitfield(id, file, value.value()))
-            .transpose()
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        let chunk_leaves = self.open_read(&txn, CHUNK_LEAVES)?;
+        self.held_chunks(&chunk_leaves, id, file, base).map(Some)
     }
 
     /// The leaf hashes of file `file`, stored once it is complete.
@@ -808,9 +817,9 @@ impl Store {
     }
 
     /// Marks verified chunks as held: in one transaction, committed with
-    /// [`Durability::Immediate`], sets each chunk's bit in its file's bitfield and stores its
-    /// audit path and leaf hash (unless the file is already complete, when its leaves serve
-    /// instead).
+    /// [`Durability::Immediate`], stores each chunk's audit path and leaf hash, whose row is its
+    /// bit while its file downloads (the file's bitfield row is not rewritten), or, for a file
+    /// already complete (its leaves serve instead), sets the bit in its file's bitfield.
     ///
     /// **The caller guarantees that the chunks' bytes are already durably on disk (written and
     /// `fsync`ed) before calling.** A bit is committed only after its bytes are durable: that is
@@ -844,8 +853,10 @@ impl Store {
             let leaves = self.open_write(&txn, LEAVES)?;
             let mut proofs = self.open_write(&txn, PROOFS)?;
             let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
-            // Per touched file: its bitfield, and whether it is complete (has leaves).
-            let mut touched: BTreeMap<u32, (Bitfield, bool)> = BTreeMap::new();
+            // Per touched file: its chunk count and, only for a complete file (it has leaves),
+            // its bitfield, set here. A file still downloading gets its chunks' leaf rows
+            // instead, and its bitfield is neither read nor written (see `held_chunks`).
+            let mut touched: BTreeMap<u32, (u64, Option<Bitfield>)> = BTreeMap::new();
             for chunk in chunks {
                 if chunk.proof.0.len() > MAX_AUDIT_PATH_LEN {
                     return Err(invalid(
@@ -858,39 +869,44 @@ impl Store {
                         ),
                     ));
                 }
-                let (bits, complete) = match touched.entry(chunk.file) {
+                let (chunk_count, complete_bits) = match touched.entry(chunk.file) {
                     Entry::Occupied(entry) => entry.into_mut(),
                     Entry::Vacant(entry) => {
                         let key = file_key(id, chunk.file);
-                        let bits = match bitfields
-                            .get(&key)
-                            .map_err(|e| self.db("read bitfield", e))?
-                        {
-                            Some(value) => decode_bitfield(id, chunk.file, value.value())?,
-                            None => {
-                                return Err(StoreError::UnknownFile {
-                                    id: *id,
-                                    file: chunk.file,
-                                });
-                            }
-                        };
                         let complete = leaves
                             .get(&key)
                             .map_err(|e| self.db("read leaves", e))?
                             .is_some();
-                        entry.insert((bits, complete))
+                        let Some(value) = bitfields
+                            .get(&key)
+                            .map_err(|e| self.db("read bitfield", e))?
+                        else {
+                            return Err(StoreError::UnknownFile {
+                                id: *id,
+                                file: chunk.file,
+                            });
+                        };
+                        let state = if complete {
+                            let bits = decode_bitfield(id, chunk.file, value.value())?;
+                            (bits.len(), Some(bits))
+                        } else {
+                            let len = held_chunks::stored_bit_len(id, chunk.file, value.value())?;
+                            (len, None)
+                        };
+                        entry.insert(state)
                     }
                 };
-                if chunk.chunk >= bits.len() {
+                if chunk.chunk >= *chunk_count {
                     return Err(StoreError::ChunkOutOfRange {
                         id: *id,
                         file: chunk.file,
                         chunk: chunk.chunk,
-                        chunks: bits.len(),
+                        chunks: *chunk_count,
                     });
                 }
-                bits.set(chunk.chunk, true);
-                if !*complete {
+                if let Some(bits) = complete_bits {
+                    bits.set(chunk.chunk, true);
+                } else {
                     let key = chunk_key(id, chunk.file, chunk.chunk);
                     proofs
                         .insert(&key, encoding::encode(&chunk.proof).as_slice())
@@ -900,10 +916,12 @@ impl Store {
                         .map_err(|e| self.db("write chunk leaf", e))?;
                 }
             }
-            for (file, (bits, _)) in &touched {
-                bitfields
-                    .insert(&file_key(id, *file), encoding::encode(bits).as_slice())
-                    .map_err(|e| self.db("write bitfield", e))?;
+            for (file, (_, bits)) in &touched {
+                if let Some(bits) = bits {
+                    bitfields
+                        .insert(&file_key(id, *file), encoding::encode(bits).as_slice())
+                        .map_err(|e| self.db("write bitfield", e))?;
+                }
             }
         }
         self.commit(txn)
@@ -928,16 +946,22 @@ impl Store {
             {
                 return Err(StoreError::NotFound { id: *id });
             }
-            let bitfields = self.open_write(&txn, BITFIELDS)?;
+            let mut bitfields = self.open_write(&txn, BITFIELDS)?;
+            let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
             let key = file_key(id, file);
-            let bits = match bitfields
+            let base = match bitfields
                 .get(&key)
                 .map_err(|e| self.db("read bitfield", e))?
             {
                 Some(value) => decode_bitfield(id, file, value.value())?,
                 None => return Err(StoreError::UnknownFile { id: *id, file }),
             };
+            let bits = self.held_chunks(&chunk_leaves, id, file, base)?;
             check_file_state(id, file as usize, bits.len(), &bits, Some(leaves))?;
+            // The chunk leaf rows go below: their bits move into the base.
+            bitfields
+                .insert(&key, encoding::encode(&bits).as_slice())
+                .map_err(|e| self.db("write bitfield", e))?;
             let mut leaf_table = self.open_write(&txn, LEAVES)?;
             leaf_table
                 .insert(&key, encoding::encode(&leaves).as_slice())
@@ -947,7 +971,6 @@ impl Store {
             proofs
                 .retain_in::<&ChunkKey, _>(&first..=&last, |_, _| false)
                 .map_err(|e| self.db("remove proofs", e))?;
-            let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
             chunk_leaves
                 .retain_in::<&ChunkKey, _>(&first..=&last, |_, _| false)
                 .map_err(|e| self.db("remove chunk leaves", e))?;
@@ -982,14 +1005,16 @@ impl Store {
                 return Err(StoreError::NotFound { id: *id });
             }
             let mut bitfields = self.open_write(&txn, BITFIELDS)?;
+            let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
             let key = file_key(id, file);
-            let old = match bitfields
+            let base = match bitfields
                 .get(&key)
                 .map_err(|e| self.db("read bitfield", e))?
             {
                 Some(value) => decode_bitfield(id, file, value.value())?,
                 None => return Err(StoreError::UnknownFile { id: *id, file }),
             };
+            let old = self.held_chunks(&chunk_leaves, id, file, base)?;
             if old.len() != bits.len() {
                 return Err(invalid(
                     format!("content {id}"),
@@ -1015,7 +1040,6 @@ impl Store {
                     ));
                 }
                 let mut proofs = self.open_write(&txn, PROOFS)?;
-                let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
                 for chunk in (0..old.len()).filter(|&c| old.get(c) && !bits.get(c)) {
                     let key = chunk_key(id, file, chunk);
                     proofs
