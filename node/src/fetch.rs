@@ -45,7 +45,7 @@ use crate::{
     content::{self, ChunkFiles},
     node::{Item, Node, blocking},
     schedule::{ChunkRef, Scheduler},
-    store::{CommittedChunk, RecordState},
+    store::{CommittedChunk, Compaction, RecordState},
     transfer::{Reply, Session, SessionError},
 };
 
@@ -869,5 +869,20 @@ async fn finish(node: &Node, item: &Arc<Item>) -> Result<(), String> {
     }
     node.save_record(item).await.map_err(|e| e.message)?;
     info!(id = %item.id(), "download complete: {}", item.dir.display());
+    compact_store(node).await;
     Ok(())
+}
+
+/// Gives the space of the completed download's proofs back to the file system (see
+/// `store::compaction`). Only logged: a compaction not done costs disk space, nothing else.
+async fn compact_store(node: &Node) {
+    let store = node.inner.store.clone();
+    match blocking(move || store.compact()).await {
+        Ok(Ok(Compaction::Done { before, after })) => {
+            info!("node database compacted from {before} to {after} bytes");
+        }
+        Ok(Ok(other)) => debug!("node database not compacted: {other:?}"),
+        Ok(Err(e)) => warn!("cannot compact the node database: {e}"),
+        Err(e) => warn!("cannot compact the node database: {}", e.message),
+    }
 }

@@ -7,6 +7,8 @@
 //!
 //! **Every method blocks** (disk reads, and an `fsync` on each commit). Async code calls them
 //! through `tokio::task::spawn_blocking`. `Store` is `Send + Sync`: share it with an `Arc`.
+//! [`Store::compact`] shrinks the file after a download (module `compaction`); every other call
+//! waits while it runs.
 //!
 //! # Tables
 //!
@@ -83,7 +85,7 @@ use std::{
     ops::{Bound, RangeInclusive},
     panic::{self, AssertUnwindSafe},
     path::{Path, PathBuf},
-    sync::{Mutex, PoisonError},
+    sync::{Mutex, PoisonError, RwLock},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -104,6 +106,8 @@ use redb::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+mod compaction;
+pub use compaction::{COMPACT_ATTEMPTS, Compaction, MIN_RECLAIM_BYTES};
 mod held_chunks;
 
 /// The `meta` magic that marks a redb file as a Licet node state database.
@@ -358,7 +362,9 @@ pub enum StoreError {
 /// serialized by redb; reads run concurrently with them and see whole transactions only.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    /// Locked for writing only to compact the file ([`Store::compact`]); every transaction
+    /// begins under a read lock, held only while it begins.
+    db: RwLock<Database>,
     path: PathBuf,
 }
 
@@ -409,7 +415,7 @@ impl Store {
             Ok(db)
         })?;
         let store = Store {
-            db,
+            db: RwLock::new(db),
             path: path.to_owned(),
         };
         store.ensure_tables()?;
@@ -1197,11 +1203,19 @@ impl Store {
     }
 
     fn read(&self) -> Result<ReadTransaction, StoreError> {
-        self.db.begin_read().map_err(|e| self.db("begin read", e))
+        self.db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .begin_read()
+            .map_err(|e| self.db("begin read", e))
     }
 
     fn write(&self) -> Result<WriteTransaction, StoreError> {
-        self.db.begin_write().map_err(|e| self.db("begin write", e))
+        self.db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .begin_write()
+            .map_err(|e| self.db("begin write", e))
     }
 
     fn commit(&self, txn: WriteTransaction) -> Result<(), StoreError> {
