@@ -24,6 +24,7 @@
 //! | `content` | manifest id (32) | postcard record: the fields of [`ContentRecord`], `dir` as UTF-8 |
 //! | `bitfields` | id ‖ file `u32` BE (36) | postcard [`Bitfield`]: the base of the held chunks (see `held_chunks`) |
 //! | `leaves` | id ‖ file (36) | postcard `Vec<MerkleHash>` |
+//! | `leaf_blocks` | id ‖ file ‖ block `u64` BE (44) | the same leaves in blocks of [`LEAVES_PER_BLOCK`], 32 bytes each (see `leaf_blocks`) |
 //! | `proofs` | id ‖ file ‖ chunk `u64` BE (44) | postcard [`AuditPath`] |
 //! | `chunk_leaves` | id ‖ file ‖ chunk `u64` BE (44) | the chunk's leaf hash (32 bytes) |
 //! | `catalogs` | publisher key (32) | postcard `{ sequence: u64, envelope: bytes }` |
@@ -109,6 +110,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 mod compaction;
 pub use compaction::{COMPACT_ATTEMPTS, Compaction, MIN_RECLAIM_BYTES};
 mod held_chunks;
+mod leaf_blocks;
+pub use leaf_blocks::LEAVES_PER_BLOCK;
 
 /// The `meta` magic that marks a redb file as a Licet node state database.
 pub const STATE_MAGIC: &str = "licet-node-state";
@@ -158,6 +161,7 @@ const BITFIELDS_NAME: &str = "bitfields";
 const LEAVES_NAME: &str = "leaves";
 const PROOFS_NAME: &str = "proofs";
 const CHUNK_LEAVES_NAME: &str = "chunk_leaves";
+const LEAF_BLOCKS_NAME: &str = "leaf_blocks";
 const CATALOGS_NAME: &str = "catalogs";
 const CATALOG_HEADS_NAME: &str = "catalog_heads";
 const MIRRORS_NAME: &str = "mirrors";
@@ -174,6 +178,7 @@ const BITFIELDS: TableDefinition<&FileKey, &[u8]> = TableDefinition::new(BITFIEL
 const LEAVES: TableDefinition<&FileKey, &[u8]> = TableDefinition::new(LEAVES_NAME);
 const PROOFS: TableDefinition<&ChunkKey, &[u8]> = TableDefinition::new(PROOFS_NAME);
 const CHUNK_LEAVES: TableDefinition<&ChunkKey, &[u8]> = TableDefinition::new(CHUNK_LEAVES_NAME);
+const LEAF_BLOCKS: TableDefinition<&ChunkKey, &[u8]> = TableDefinition::new(LEAF_BLOCKS_NAME);
 const CATALOGS: TableDefinition<&IdKey, &[u8]> = TableDefinition::new(CATALOGS_NAME);
 const CATALOG_HEADS: TableDefinition<&IdKey, &[u8]> = TableDefinition::new(CATALOG_HEADS_NAME);
 const MIRRORS: TableDefinition<&IdKey, &[u8]> = TableDefinition::new(MIRRORS_NAME);
@@ -419,6 +424,7 @@ impl Store {
             path: path.to_owned(),
         };
         store.ensure_tables()?;
+        store.fill_leaf_blocks()?;
         Ok(store)
     }
 
@@ -605,7 +611,11 @@ impl Store {
             let mut leaves = self.open_write(&txn, LEAVES)?;
             let mut proofs = self.open_write(&txn, PROOFS)?;
             let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
+            let mut leaf_blocks = self.open_write(&txn, LEAF_BLOCKS)?;
             let bounds = ItemBounds::new(&id);
+            leaf_blocks
+                .retain_in::<&ChunkKey, _>(bounds.chunks(), |_, _| false)
+                .map_err(|e| self.db("clear leaf blocks", e))?;
             bitfields
                 .retain_in::<&FileKey, _>(bounds.files(), |_, _| false)
                 .map_err(|e| self.db("clear bitfields", e))?;
@@ -633,6 +643,7 @@ impl Store {
                     leaves
                         .insert(&key, encoding::encode(hashes).as_slice())
                         .map_err(|e| self.db("write leaves", e))?;
+                    self.put_leaf_blocks(&mut leaf_blocks, &id, index as u32, hashes)?;
                 }
             }
         }
@@ -719,6 +730,9 @@ impl Store {
             chunk_leaves
                 .retain_in::<&ChunkKey, _>(bounds.chunks(), |_, _| false)
                 .map_err(|e| self.db("remove chunk leaves", e))?;
+            self.open_write(&txn, LEAF_BLOCKS)?
+                .retain_in::<&ChunkKey, _>(bounds.chunks(), |_, _| false)
+                .map_err(|e| self.db("remove leaf blocks", e))?;
             had_record || had_manifest || had_rows
         };
         self.commit(txn)?;
@@ -972,6 +986,8 @@ impl Store {
             leaf_table
                 .insert(&key, encoding::encode(&leaves).as_slice())
                 .map_err(|e| self.db("write leaves", e))?;
+            let mut leaf_blocks = self.open_write(&txn, LEAF_BLOCKS)?;
+            self.put_leaf_blocks(&mut leaf_blocks, id, file, leaves)?;
             let mut proofs = self.open_write(&txn, PROOFS)?;
             let (first, last) = (chunk_key(id, file, 0), chunk_key(id, file, u64::MAX));
             proofs
@@ -1257,6 +1273,7 @@ impl Store {
             LEAVES_NAME,
             PROOFS_NAME,
             CHUNK_LEAVES_NAME,
+            LEAF_BLOCKS_NAME,
             CATALOGS_NAME,
             CATALOG_HEADS_NAME,
             MIRRORS_NAME,
@@ -1734,6 +1751,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), TableError> {
     txn.open_table(LEAVES)?;
     txn.open_table(PROOFS)?;
     txn.open_table(CHUNK_LEAVES)?;
+    txn.open_table(LEAF_BLOCKS)?;
     txn.open_table(CATALOGS)?;
     txn.open_table(CATALOG_HEADS)?;
     txn.open_table(MIRRORS)?;
@@ -2200,6 +2218,7 @@ mod tests {
             LEAVES_NAME,
             PROOFS_NAME,
             CHUNK_LEAVES_NAME,
+            LEAF_BLOCKS_NAME,
             CATALOGS_NAME,
             CATALOG_HEADS_NAME,
             MIRRORS_NAME,
