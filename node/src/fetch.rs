@@ -44,6 +44,7 @@ use crate::{
     api_types::{self, ApiError, ApiErrorKind},
     content::{self, ChunkFiles},
     node::{Item, Node, blocking},
+    proof_tree::ProofTree,
     schedule::{ChunkRef, Scheduler},
     store::{CommittedChunk, Compaction, RecordState},
     transfer::{Reply, Session, SessionError},
@@ -834,7 +835,7 @@ async fn finish(node: &Node, item: &Arc<Item>) -> Result<(), String> {
         })
         .await
         .map_err(|e| e.message)??;
-        let tree = merkle::MerkleTree::from_leaves(leaves.clone());
+        let tree = ProofTree::new(id, index as u32, &leaves);
         if tree.root() != root {
             return Err(if from_disk {
                 format!(
@@ -851,7 +852,8 @@ async fn finish(node: &Node, item: &Arc<Item>) -> Result<(), String> {
         }
         {
             // The tree serves proofs from now on; set before the per-chunk proofs are dropped,
-            // so no chunk request in between finds neither.
+            // so no chunk request in between finds neither (until `complete_file` has stored
+            // the tree's leaf blocks, serving falls back to the chunk's stored proof).
             let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
             live.trees[index] = Some(Arc::new(tree));
             live.stamps[index] = Some(stamp);
