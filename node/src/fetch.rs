@@ -871,13 +871,15 @@ async fn finish(node: &Node, item: &Arc<Item>) -> Result<(), String> {
     }
     node.save_record(item).await.map_err(|e| e.message)?;
     info!(id = %item.id(), "download complete: {}", item.dir.display());
-    compact_store(node).await;
+    // In the background: the download is complete now, whatever the compaction takes.
+    tokio::spawn(compact_store(node.clone()));
     Ok(())
 }
 
 /// Gives the space of the completed download's proofs back to the file system (see
-/// `store::compaction`). Only logged: a compaction not done costs disk space, nothing else.
-async fn compact_store(node: &Node) {
+/// `store::compaction`; every store call waits while it runs). Only logged: a compaction not
+/// done costs disk space, nothing else.
+async fn compact_store(node: Node) {
     let store = node.inner.store.clone();
     match blocking(move || store.compact()).await {
         Ok(Ok(Compaction::Done { before, after })) => {
