@@ -55,8 +55,9 @@ pub enum Compaction {
 impl Store {
     /// Compacts the state file: moves its pages to the front and shrinks it, giving the space of
     /// deleted rows (a completed download's proofs) back to the file system. Blocks for as long
-    /// as that takes (moving what is stored; milliseconds for a small state, longer for a large
-    /// one) and meanwhile every other call waits.
+    /// as that takes (milliseconds for a small state; about a minute for a 500 MiB file after a
+    /// 4 GiB download in 16 KiB chunks, during which the file grew to about twice its size) and
+    /// meanwhile every other call waits.
     ///
     /// Does nothing when less than [`MIN_RECLAIM_BYTES`] is free, or when the database stays in
     /// use (see [`Compaction`]).
