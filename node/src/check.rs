@@ -150,11 +150,16 @@ impl Node {
             let manifest = checking.manifest.manifest();
             let mut found = Vec::with_capacity(held.len());
             for (file, (tree, bits)) in trees.iter().zip(&held).enumerate() {
+                // A file verified once (it has a proof tree) is checked against its stored leaves.
+                let leaves = match tree {
+                    Some(_) => store.leaves(&id, file as u32)?,
+                    None => None,
+                };
                 let check = check_file(
                     &checking.dir,
                     manifest,
                     file,
-                    tree.as_ref().map(|t| t.leaves()),
+                    leaves.as_deref(),
                     bits,
                     |chunk| store.proof(&id, file as u32, chunk).ok().flatten(),
                 );

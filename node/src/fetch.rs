@@ -44,8 +44,9 @@ use crate::{
     api_types::{self, ApiError, ApiErrorKind},
     content::{self, ChunkFiles},
     node::{Item, Node, blocking},
+    proof_tree::ProofTree,
     schedule::{ChunkRef, Scheduler},
-    store::{CommittedChunk, RecordState},
+    store::{CommittedChunk, Compaction, RecordState},
     transfer::{Reply, Session, SessionError},
 };
 
@@ -834,7 +835,7 @@ async fn finish(node: &Node, item: &Arc<Item>) -> Result<(), String> {
         })
         .await
         .map_err(|e| e.message)??;
-        let tree = merkle::MerkleTree::from_leaves(leaves.clone());
+        let tree = ProofTree::new(id, index as u32, &leaves);
         if tree.root() != root {
             return Err(if from_disk {
                 format!(
@@ -851,7 +852,8 @@ async fn finish(node: &Node, item: &Arc<Item>) -> Result<(), String> {
         }
         {
             // The tree serves proofs from now on; set before the per-chunk proofs are dropped,
-            // so no chunk request in between finds neither.
+            // so no chunk request in between finds neither (until `complete_file` has stored
+            // the tree's leaf blocks, serving falls back to the chunk's stored proof).
             let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
             live.trees[index] = Some(Arc::new(tree));
             live.stamps[index] = Some(stamp);
@@ -869,5 +871,22 @@ async fn finish(node: &Node, item: &Arc<Item>) -> Result<(), String> {
     }
     node.save_record(item).await.map_err(|e| e.message)?;
     info!(id = %item.id(), "download complete: {}", item.dir.display());
+    // In the background: the download is complete now, whatever the compaction takes.
+    tokio::spawn(compact_store(node.clone()));
     Ok(())
+}
+
+/// Gives the space of the completed download's proofs back to the file system (see
+/// `store::compaction`; every store call waits while it runs). Only logged: a compaction not
+/// done costs disk space, nothing else.
+async fn compact_store(node: Node) {
+    let store = node.inner.store.clone();
+    match blocking(move || store.compact()).await {
+        Ok(Ok(Compaction::Done { before, after })) => {
+            info!("node database compacted from {before} to {after} bytes");
+        }
+        Ok(Ok(other)) => debug!("node database not compacted: {other:?}"),
+        Ok(Err(e)) => warn!("cannot compact the node database: {e}"),
+        Err(e) => warn!("cannot compact the node database: {}", e.message),
+    }
 }

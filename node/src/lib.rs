@@ -45,6 +45,7 @@ pub mod network;
 pub mod node;
 pub mod output_folder;
 pub mod peers;
+pub mod proof_tree;
 pub mod provider_store;
 pub mod reopening_db;
 pub mod schedule;

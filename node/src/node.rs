@@ -34,7 +34,7 @@ use libp2p::{Multiaddr, PeerId, identity};
 use licet_proto::{
     ManifestId, PublicKey, Timestamp,
     manifest::{Region, ShareLink, VerifiedManifest},
-    merkle::{self, MerkleTree},
+    merkle,
     policy::{
         self, CatalogSet, PolicyInputs, RefusalReason, Territory, TrustStore, TrustedPublisher,
     },
@@ -56,6 +56,7 @@ use crate::{
     network::{self, Network, NetworkConfig, TRANSFER_PROTOCOL},
     output_folder,
     peers::{PEER_SWEEP_INTERVAL, PeerBook},
+    proof_tree::ProofTree,
     store::{ContentOrigin, ContentRecord, FileStamp, FileState, RecordState, Store, StoreError},
     transfer::{self, FramePool, Responder, Session, SessionError},
 };
@@ -127,8 +128,9 @@ pub(crate) struct Live {
     pub(crate) error: Option<String>,
     /// Verified chunks held, per file.
     pub(crate) have: Vec<Bitfield>,
-    /// Whole trees of complete files (for proofs); `None` while a file is partial.
-    pub(crate) trees: Vec<Option<Arc<MerkleTree>>>,
+    /// Proof trees of complete files (their upper levels; see `proof_tree.rs`); `None` while
+    /// a file is partial.
+    pub(crate) trees: Vec<Option<Arc<ProofTree>>>,
     /// Size and modification time of each complete file when verified.
     pub(crate) stamps: Vec<Option<FileStamp>>,
     /// Whether a download task is running for it.
@@ -391,7 +393,7 @@ impl Node {
                     .inner
                     .store
                     .leaves(&id, file)?
-                    .map(|leaves| Arc::new(MerkleTree::from_leaves(leaves)));
+                    .map(|leaves| Arc::new(ProofTree::new(id, file, &leaves)));
                 have.push(bits);
                 trees.push(tree);
             }
@@ -1123,13 +1125,17 @@ impl NodeApi for Node {
         let mut have = Vec::new();
         let mut trees = Vec::new();
         let mut stamps = Vec::new();
-        for file in verified {
+        for (index, file) in verified.into_iter().enumerate() {
             let mut bits = Bitfield::new(file.leaves.len() as u64);
             for i in 0..bits.len() {
                 bits.set(i, true);
             }
             have.push(bits.clone());
-            trees.push(Some(Arc::new(MerkleTree::from_leaves(file.leaves.clone()))));
+            trees.push(Some(Arc::new(ProofTree::new(
+                manifest.id(),
+                index as u32,
+                &file.leaves,
+            ))));
             stamps.push(Some(file.stamp.clone()));
             files.push(FileState {
                 bitfield: bits,
@@ -1413,8 +1419,11 @@ impl Node {
                             state.bitfield.set(chunk, true);
                         }
                         live.have[index] = state.bitfield.clone();
-                        live.trees[index] =
-                            Some(Arc::new(MerkleTree::from_leaves(verified.leaves.clone())));
+                        live.trees[index] = Some(Arc::new(ProofTree::new(
+                            item.id(),
+                            index as u32,
+                            &verified.leaves,
+                        )));
                         live.stamps[index] = Some(verified.stamp);
                         state.leaves = Some(verified.leaves);
                     }

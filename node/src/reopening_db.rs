@@ -26,7 +26,7 @@
 use std::{
     fmt,
     path::{Path, PathBuf},
-    sync::{Mutex, RwLock},
+    sync::{Mutex, RwLock, TryLockError},
     time::{Duration, Instant},
 };
 
@@ -166,6 +166,27 @@ impl ReopeningDb {
         // Released before the outage is read: `recover` takes them in the other order.
         drop(guard);
         Err(self.unavailable())
+    }
+
+    /// Runs `work` on the open database while no transaction can begin (for work that needs
+    /// the database alone, such as compaction), if that can be had now: `None` while a
+    /// transaction is beginning or the database is being reopened, `Some(Err)` while it is
+    /// closed. Transactions hold the lock only while they begin, so this never waits on one.
+    pub(crate) fn try_exclusive<T>(
+        &self,
+        work: impl FnOnce(&mut Database) -> T,
+    ) -> Option<Result<T, Unavailable>> {
+        let mut guard = match self.db.try_write() {
+            Ok(guard) => guard,
+            Err(TryLockError::WouldBlock) => return None,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        };
+        if let Some(db) = guard.as_mut() {
+            return Some(Ok(work(db)));
+        }
+        // Released before the outage is read, as in `with`.
+        drop(guard);
+        Some(Err(self.unavailable()))
     }
 
     /// Records `error` from a call on the database; an I/O error closes it (module docs).

@@ -30,7 +30,7 @@ use licet_proto::{
     policy::RefusalReason,
     wire::{Bitfield, Response},
 };
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::{
     content,
@@ -166,16 +166,26 @@ impl Node {
                 live.stamps[file as usize].clone(),
             )
         };
-        let proof = match tree {
-            Some(tree) => tree.audit_path(index),
+        let proof = match tree.as_ref().and_then(|t| t.cached_audit_path(index)) {
+            Some(proof) => Some(proof),
             None => {
                 let store = self.inner.store.clone();
                 let id = item.id();
-                blocking(move || store.proof(&id, file, index))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .flatten()
+                blocking(move || {
+                    // A complete file's proof from its proof tree (its block read from the
+                    // store); a partial file's, or one whose blocks are not stored yet (the
+                    // moment its download completes), the proof stored with the chunk.
+                    tree.and_then(|t| {
+                        t.audit_path(&store, index)
+                            .inspect_err(|e| debug!(%id, "no proof from the tree: {e}"))
+                            .ok()
+                            .flatten()
+                    })
+                    .or_else(|| store.proof(&id, file, index).ok().flatten())
+                })
+                .await
+                .ok()
+                .flatten()
             }
         };
         let Some(proof) = proof else {

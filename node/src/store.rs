@@ -7,6 +7,8 @@
 //!
 //! **Every method blocks** (disk reads, and an `fsync` on each commit). Async code calls them
 //! through `tokio::task::spawn_blocking`. `Store` is `Send + Sync`: share it with an `Arc`.
+//! [`Store::compact`] shrinks the file after a download (module `compaction`); every other call
+//! waits while it runs.
 //!
 //! # Tables
 //!
@@ -20,8 +22,9 @@
 //! | `trust` | publisher key (32 bytes) | postcard [`TrustedPublisher`] |
 //! | `manifests` | manifest id (32) | the signed envelope exactly as verified (`Signed::encode`) |
 //! | `content` | manifest id (32) | postcard record: the fields of [`ContentRecord`], `dir` as UTF-8 |
-//! | `bitfields` | id ‖ file `u32` BE (36) | postcard [`Bitfield`] |
+//! | `bitfields` | id ‖ file `u32` BE (36) | postcard [`Bitfield`]: the base of the held chunks (see `held_chunks`) |
 //! | `leaves` | id ‖ file (36) | postcard `Vec<MerkleHash>` |
+//! | `leaf_blocks` | id ‖ file ‖ block `u64` BE (44) | the same leaves in blocks of [`LEAVES_PER_BLOCK`], 32 bytes each (see `leaf_blocks`) |
 //! | `proofs` | id ‖ file ‖ chunk `u64` BE (44) | postcard [`AuditPath`] |
 //! | `chunk_leaves` | id ‖ file ‖ chunk `u64` BE (44) | the chunk's leaf hash (32 bytes) |
 //! | `catalogs` | publisher key (32) | postcard `{ sequence: u64, envelope: bytes }` |
@@ -49,7 +52,9 @@
 //!    [`StoreError::Open`]. (Damage to redb's own pages in a file that was shut down cleanly is
 //!    not looked for at open, which would read the whole file; redb may meet it in a later call.)
 //! 4. **A bit is committed only after its chunk's bytes are durable.** [`Store::commit_chunks`]
-//!    sets bits in one transaction committed with [`Durability::Immediate`], and its caller must
+//!    sets bits (writes the chunks' leaf rows, which are their bits while the file downloads:
+//!    a commit costs its own chunks, not the file's whole bitfield; module `held_chunks`) in one
+//!    transaction committed with [`Durability::Immediate`], and its caller must
 //!    have `fsync`ed the chunks' bytes before calling. So after a crash at any instant every set
 //!    bit names a verified chunk that is on disk; a chunk written but not yet committed is merely
 //!    fetched again.
@@ -109,6 +114,11 @@ use redb::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::reopening_db::{Health, REOPEN_RETRY_INTERVAL, ReopeningDb, Unavailable};
+mod compaction;
+pub use compaction::{COMPACT_ATTEMPTS, Compaction, MIN_RECLAIM_BYTES};
+mod held_chunks;
+mod leaf_blocks;
+pub use leaf_blocks::LEAVES_PER_BLOCK;
 
 /// The `meta` magic that marks a redb file as a Licet node state database.
 pub const STATE_MAGIC: &str = "licet-node-state";
@@ -158,6 +168,7 @@ const BITFIELDS_NAME: &str = "bitfields";
 const LEAVES_NAME: &str = "leaves";
 const PROOFS_NAME: &str = "proofs";
 const CHUNK_LEAVES_NAME: &str = "chunk_leaves";
+const LEAF_BLOCKS_NAME: &str = "leaf_blocks";
 const CATALOGS_NAME: &str = "catalogs";
 const CATALOG_HEADS_NAME: &str = "catalog_heads";
 const MIRRORS_NAME: &str = "mirrors";
@@ -174,6 +185,7 @@ const BITFIELDS: TableDefinition<&FileKey, &[u8]> = TableDefinition::new(BITFIEL
 const LEAVES: TableDefinition<&FileKey, &[u8]> = TableDefinition::new(LEAVES_NAME);
 const PROOFS: TableDefinition<&ChunkKey, &[u8]> = TableDefinition::new(PROOFS_NAME);
 const CHUNK_LEAVES: TableDefinition<&ChunkKey, &[u8]> = TableDefinition::new(CHUNK_LEAVES_NAME);
+const LEAF_BLOCKS: TableDefinition<&ChunkKey, &[u8]> = TableDefinition::new(LEAF_BLOCKS_NAME);
 const CATALOGS: TableDefinition<&IdKey, &[u8]> = TableDefinition::new(CATALOGS_NAME);
 const CATALOG_HEADS: TableDefinition<&IdKey, &[u8]> = TableDefinition::new(CATALOG_HEADS_NAME);
 const MIRRORS: TableDefinition<&IdKey, &[u8]> = TableDefinition::new(MIRRORS_NAME);
@@ -432,6 +444,7 @@ impl Store {
             path: path.to_owned(),
         };
         store.ensure_tables()?;
+        store.fill_leaf_blocks()?;
         Ok(store)
     }
 
@@ -644,7 +657,11 @@ impl Store {
             let mut leaves = self.open_write(&txn, LEAVES)?;
             let mut proofs = self.open_write(&txn, PROOFS)?;
             let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
+            let mut leaf_blocks = self.open_write(&txn, LEAF_BLOCKS)?;
             let bounds = ItemBounds::new(&id);
+            leaf_blocks
+                .retain_in::<&ChunkKey, _>(bounds.chunks(), |_, _| false)
+                .map_err(|e| self.db("clear leaf blocks", e))?;
             bitfields
                 .retain_in::<&FileKey, _>(bounds.files(), |_, _| false)
                 .map_err(|e| self.db("clear bitfields", e))?;
@@ -672,6 +689,7 @@ impl Store {
                     leaves
                         .insert(&key, encoding::encode(hashes).as_slice())
                         .map_err(|e| self.db("write leaves", e))?;
+                    self.put_leaf_blocks(&mut leaf_blocks, &id, index as u32, hashes)?;
                 }
             }
         }
@@ -758,6 +776,9 @@ impl Store {
             chunk_leaves
                 .retain_in::<&ChunkKey, _>(bounds.chunks(), |_, _| false)
                 .map_err(|e| self.db("remove chunk leaves", e))?;
+            self.open_write(&txn, LEAF_BLOCKS)?
+                .retain_in::<&ChunkKey, _>(bounds.chunks(), |_, _| false)
+                .map_err(|e| self.db("remove leaf blocks", e))?;
             had_record || had_manifest || had_rows
         };
         self.commit(txn)?;
@@ -771,11 +792,16 @@ impl Store {
         let txn = self.read()?;
         let table = self.open_read(&txn, BITFIELDS)?;
         let key = file_key(id, file);
-        table
+        let Some(base) = table
             .get(&key)
             .map_err(|e| self.db("read bitfield", e))?
             .map(|value| decode_bitfield(id, file, value.value()))
-            .transpose()
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        let chunk_leaves = self.open_read(&txn, CHUNK_LEAVES)?;
+        self.held_chunks(&chunk_leaves, id, file, base).map(Some)
     }
 
     /// The leaf hashes of file `file`, stored once it is complete.
@@ -857,9 +883,9 @@ impl Store {
     }
 
     /// Marks verified chunks as held: in one transaction, committed with
-    /// [`Durability::Immediate`], sets each chunk's bit in its file's bitfield and stores its
-    /// audit path and leaf hash (unless the file is already complete, when its leaves serve
-    /// instead).
+    /// [`Durability::Immediate`], stores each chunk's audit path and leaf hash, whose row is its
+    /// bit while its file downloads (the file's bitfield row is not rewritten), or, for a file
+    /// already complete (its leaves serve instead), sets the bit in its file's bitfield.
     ///
     /// **The caller guarantees that the chunks' bytes are already durably on disk (written and
     /// `fsync`ed) before calling.** A bit is committed only after its bytes are durable: that is
@@ -893,8 +919,10 @@ impl Store {
             let leaves = self.open_write(&txn, LEAVES)?;
             let mut proofs = self.open_write(&txn, PROOFS)?;
             let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
-            // Per touched file: its bitfield, and whether it is complete (has leaves).
-            let mut touched: BTreeMap<u32, (Bitfield, bool)> = BTreeMap::new();
+            // Per touched file: its chunk count and, only for a complete file (it has leaves),
+            // its bitfield, set here. A file still downloading gets its chunks' leaf rows
+            // instead, and its bitfield is neither read nor written (see `held_chunks`).
+            let mut touched: BTreeMap<u32, (u64, Option<Bitfield>)> = BTreeMap::new();
             for chunk in chunks {
                 if chunk.proof.0.len() > MAX_AUDIT_PATH_LEN {
                     return Err(invalid(
@@ -907,39 +935,44 @@ impl Store {
                         ),
                     ));
                 }
-                let (bits, complete) = match touched.entry(chunk.file) {
+                let (chunk_count, complete_bits) = match touched.entry(chunk.file) {
                     Entry::Occupied(entry) => entry.into_mut(),
                     Entry::Vacant(entry) => {
                         let key = file_key(id, chunk.file);
-                        let bits = match bitfields
-                            .get(&key)
-                            .map_err(|e| self.db("read bitfield", e))?
-                        {
-                            Some(value) => decode_bitfield(id, chunk.file, value.value())?,
-                            None => {
-                                return Err(StoreError::UnknownFile {
-                                    id: *id,
-                                    file: chunk.file,
-                                });
-                            }
-                        };
                         let complete = leaves
                             .get(&key)
                             .map_err(|e| self.db("read leaves", e))?
                             .is_some();
-                        entry.insert((bits, complete))
+                        let Some(value) = bitfields
+                            .get(&key)
+                            .map_err(|e| self.db("read bitfield", e))?
+                        else {
+                            return Err(StoreError::UnknownFile {
+                                id: *id,
+                                file: chunk.file,
+                            });
+                        };
+                        let state = if complete {
+                            let bits = decode_bitfield(id, chunk.file, value.value())?;
+                            (bits.len(), Some(bits))
+                        } else {
+                            let len = held_chunks::stored_bit_len(id, chunk.file, value.value())?;
+                            (len, None)
+                        };
+                        entry.insert(state)
                     }
                 };
-                if chunk.chunk >= bits.len() {
+                if chunk.chunk >= *chunk_count {
                     return Err(StoreError::ChunkOutOfRange {
                         id: *id,
                         file: chunk.file,
                         chunk: chunk.chunk,
-                        chunks: bits.len(),
+                        chunks: *chunk_count,
                     });
                 }
-                bits.set(chunk.chunk, true);
-                if !*complete {
+                if let Some(bits) = complete_bits {
+                    bits.set(chunk.chunk, true);
+                } else {
                     let key = chunk_key(id, chunk.file, chunk.chunk);
                     proofs
                         .insert(&key, encoding::encode(&chunk.proof).as_slice())
@@ -949,10 +982,12 @@ impl Store {
                         .map_err(|e| self.db("write chunk leaf", e))?;
                 }
             }
-            for (file, (bits, _)) in &touched {
-                bitfields
-                    .insert(&file_key(id, *file), encoding::encode(bits).as_slice())
-                    .map_err(|e| self.db("write bitfield", e))?;
+            for (file, (_, bits)) in &touched {
+                if let Some(bits) = bits {
+                    bitfields
+                        .insert(&file_key(id, *file), encoding::encode(bits).as_slice())
+                        .map_err(|e| self.db("write bitfield", e))?;
+                }
             }
         }
         self.commit(txn)
@@ -977,26 +1012,33 @@ impl Store {
             {
                 return Err(StoreError::NotFound { id: *id });
             }
-            let bitfields = self.open_write(&txn, BITFIELDS)?;
+            let mut bitfields = self.open_write(&txn, BITFIELDS)?;
+            let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
             let key = file_key(id, file);
-            let bits = match bitfields
+            let base = match bitfields
                 .get(&key)
                 .map_err(|e| self.db("read bitfield", e))?
             {
                 Some(value) => decode_bitfield(id, file, value.value())?,
                 None => return Err(StoreError::UnknownFile { id: *id, file }),
             };
+            let bits = self.held_chunks(&chunk_leaves, id, file, base)?;
             check_file_state(id, file as usize, bits.len(), &bits, Some(leaves))?;
+            // The chunk leaf rows go below: their bits move into the base.
+            bitfields
+                .insert(&key, encoding::encode(&bits).as_slice())
+                .map_err(|e| self.db("write bitfield", e))?;
             let mut leaf_table = self.open_write(&txn, LEAVES)?;
             leaf_table
                 .insert(&key, encoding::encode(&leaves).as_slice())
                 .map_err(|e| self.db("write leaves", e))?;
+            let mut leaf_blocks = self.open_write(&txn, LEAF_BLOCKS)?;
+            self.put_leaf_blocks(&mut leaf_blocks, id, file, leaves)?;
             let mut proofs = self.open_write(&txn, PROOFS)?;
             let (first, last) = (chunk_key(id, file, 0), chunk_key(id, file, u64::MAX));
             proofs
                 .retain_in::<&ChunkKey, _>(&first..=&last, |_, _| false)
                 .map_err(|e| self.db("remove proofs", e))?;
-            let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
             chunk_leaves
                 .retain_in::<&ChunkKey, _>(&first..=&last, |_, _| false)
                 .map_err(|e| self.db("remove chunk leaves", e))?;
@@ -1031,14 +1073,16 @@ impl Store {
                 return Err(StoreError::NotFound { id: *id });
             }
             let mut bitfields = self.open_write(&txn, BITFIELDS)?;
+            let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
             let key = file_key(id, file);
-            let old = match bitfields
+            let base = match bitfields
                 .get(&key)
                 .map_err(|e| self.db("read bitfield", e))?
             {
                 Some(value) => decode_bitfield(id, file, value.value())?,
                 None => return Err(StoreError::UnknownFile { id: *id, file }),
             };
+            let old = self.held_chunks(&chunk_leaves, id, file, base)?;
             if old.len() != bits.len() {
                 return Err(invalid(
                     format!("content {id}"),
@@ -1064,7 +1108,6 @@ impl Store {
                     ));
                 }
                 let mut proofs = self.open_write(&txn, PROOFS)?;
-                let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
                 for chunk in (0..old.len()).filter(|&c| old.get(c) && !bits.get(c)) {
                     let key = chunk_key(id, file, chunk);
                     proofs
@@ -1270,6 +1313,7 @@ impl Store {
             LEAVES_NAME,
             PROOFS_NAME,
             CHUNK_LEAVES_NAME,
+            LEAF_BLOCKS_NAME,
             CATALOGS_NAME,
             CATALOG_HEADS_NAME,
             MIRRORS_NAME,
@@ -1771,6 +1815,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), TableError> {
     txn.open_table(LEAVES)?;
     txn.open_table(PROOFS)?;
     txn.open_table(CHUNK_LEAVES)?;
+    txn.open_table(LEAF_BLOCKS)?;
     txn.open_table(CATALOGS)?;
     txn.open_table(CATALOG_HEADS)?;
     txn.open_table(MIRRORS)?;
@@ -2237,6 +2282,7 @@ mod tests {
             LEAVES_NAME,
             PROOFS_NAME,
             CHUNK_LEAVES_NAME,
+            LEAF_BLOCKS_NAME,
             CATALOGS_NAME,
             CATALOG_HEADS_NAME,
             MIRRORS_NAME,
