@@ -907,14 +907,7 @@ impl Store {
         txn.set_durability(Durability::Immediate)
             .map_err(|e| self.db("set durability", e))?;
         {
-            let content = self.open_write(&txn, CONTENT)?;
-            if content
-                .get(id.as_bytes())
-                .map_err(|e| self.db("read content", e))?
-                .is_none()
-            {
-                return Err(StoreError::NotFound { id: *id });
-            }
+            self.require_item(&txn, id)?;
             let mut bitfields = self.open_write(&txn, BITFIELDS)?;
             let leaves = self.open_write(&txn, LEAVES)?;
             let mut proofs = self.open_write(&txn, PROOFS)?;
@@ -1004,24 +997,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         let txn = self.write()?;
         {
-            let content = self.open_write(&txn, CONTENT)?;
-            if content
-                .get(id.as_bytes())
-                .map_err(|e| self.db("read content", e))?
-                .is_none()
-            {
-                return Err(StoreError::NotFound { id: *id });
-            }
+            self.require_item(&txn, id)?;
             let mut bitfields = self.open_write(&txn, BITFIELDS)?;
             let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
             let key = file_key(id, file);
-            let base = match bitfields
-                .get(&key)
-                .map_err(|e| self.db("read bitfield", e))?
-            {
-                Some(value) => decode_bitfield(id, file, value.value())?,
-                None => return Err(StoreError::UnknownFile { id: *id, file }),
-            };
+            let base = self.stored_bitfield(&bitfields, id, file)?;
             let bits = self.held_chunks(&chunk_leaves, id, file, base)?;
             check_file_state(id, file as usize, bits.len(), &bits, Some(leaves))?;
             // The chunk leaf rows go below: their bits move into the base.
@@ -1064,24 +1044,11 @@ impl Store {
         txn.set_durability(Durability::Immediate)
             .map_err(|e| self.db("set durability", e))?;
         {
-            let content = self.open_write(&txn, CONTENT)?;
-            if content
-                .get(id.as_bytes())
-                .map_err(|e| self.db("read content", e))?
-                .is_none()
-            {
-                return Err(StoreError::NotFound { id: *id });
-            }
+            self.require_item(&txn, id)?;
             let mut bitfields = self.open_write(&txn, BITFIELDS)?;
             let mut chunk_leaves = self.open_write(&txn, CHUNK_LEAVES)?;
             let key = file_key(id, file);
-            let base = match bitfields
-                .get(&key)
-                .map_err(|e| self.db("read bitfield", e))?
-            {
-                Some(value) => decode_bitfield(id, file, value.value())?,
-                None => return Err(StoreError::UnknownFile { id: *id, file }),
-            };
+            let base = self.stored_bitfield(&bitfields, id, file)?;
             let old = self.held_chunks(&chunk_leaves, id, file, base)?;
             if old.len() != bits.len() {
                 return Err(invalid(
@@ -1285,6 +1252,36 @@ impl Store {
     ) -> Result<redb::ReadOnlyTable<K, &'static [u8]>, StoreError> {
         txn.open_table(table)
             .map_err(|e| self.db(&format!("open table {}", table.name()), e))
+    }
+
+    /// Fails with [`StoreError::NotFound`] unless content item `id` is stored.
+    fn require_item(&self, txn: &WriteTransaction, id: &ManifestId) -> Result<(), StoreError> {
+        let content = self.open_write(txn, CONTENT)?;
+        let stored = content
+            .get(id.as_bytes())
+            .map_err(|e| self.db("read content", e))?
+            .is_some();
+        if stored {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound { id: *id })
+        }
+    }
+
+    /// The stored bitfield row of file `file` of `id` ([`StoreError::UnknownFile`] if none).
+    fn stored_bitfield(
+        &self,
+        bitfields: &impl ReadableTable<&'static FileKey, &'static [u8]>,
+        id: &ManifestId,
+        file: u32,
+    ) -> Result<Bitfield, StoreError> {
+        match bitfields
+            .get(&file_key(id, file))
+            .map_err(|e| self.db("read bitfield", e))?
+        {
+            Some(value) => decode_bitfield(id, file, value.value()),
+            None => Err(StoreError::UnknownFile { id: *id, file }),
+        }
     }
 
     fn open_write<'txn, K: redb::Key + 'static>(
