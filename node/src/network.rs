@@ -4,8 +4,9 @@
 //! [`crate::secure`], and QUIC; Yamux; Identify, Ping, Kademlia under
 //! `/licet/kad/1.0.0`, a block list, connection limits in all, inbound in all (slots kept for
 //! this node's own dials), per remote address and per subnet (see [`crate::address_limits`]),
-//! and `libp2p-stream` for the transfer protocol) and returns a cloneable [`Network`] handle. A connection's handshake (TCP connect or accept, security,
-//! multiplexer) must finish within [`HANDSHAKE_TIMEOUT`]. The event loop task alone owns the
+//! and `libp2p-stream` for the transfer protocol) and returns a cloneable [`Network`] handle.
+//! A connection's handshake (TCP connect or accept, security, multiplexer) must finish within
+//! [`HANDSHAKE_TIMEOUT`]. The event loop task alone owns the
 //! `Swarm`; everything else sends it [`Command`]s over a bounded channel, each carrying a
 //! `oneshot` for its reply. Pending DHT queries and dials live in maps keyed by their ids.
 //! Unexpected events are logged at debug level, never panicked on.
@@ -29,9 +30,9 @@
 //! [`MAX_GOSSIP_FRAME_BYTES`] and [`MAX_GOSSIP_MESSAGES_PER_FRAME`], and each message by
 //! [`MAX_GOSSIP_BYTES`], which the loop checks first (a larger one is rejected, which costs its
 //! sender gossipsub score, and counted). Messages are not forwarded until the node has looked
-//! at them: the loop hands each one to the node as a [`NetworkEvent::CatalogHead`] over a bounded channel
-//! (dropped, and ignored by gossipsub, when the channel is full), and the node reports back
-//! with [`Network::report_gossip`].
+//! at them: the loop hands each one to the node as a [`NetworkEvent::CatalogHead`] over a
+//! bounded channel (dropped, and ignored by gossipsub, when the channel is full), and the node
+//! reports back with [`Network::report_gossip`].
 
 use std::{
     collections::{HashMap, HashSet},
