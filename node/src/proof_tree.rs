@@ -184,49 +184,21 @@ impl ProofTree {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
-    use licet_proto::{
-        Timestamp,
-        manifest::MIN_CHUNK_SIZE,
-        merkle::{leaf_hash, verify_leaf},
-        wire::Bitfield,
-    };
+    use licet_proto::merkle::{leaf_hash, verify_leaf};
 
     use super::*;
-    use crate::{
-        store::{ContentOrigin, ContentRecord, FileState, RecordState},
-        test_support,
-    };
+    use crate::test_support;
 
     fn leaves(n: u64) -> Vec<MerkleHash> {
         (0..n).map(|i| leaf_hash(&i.to_le_bytes())).collect()
     }
 
-    /// A store holding one complete file of `n` 16 KiB chunks with `leaves`.
+    /// A store holding one complete file of 16 KiB chunks with `leaves`.
     fn stored(leaves: &[MerkleHash]) -> (tempfile::TempDir, Store, ManifestId) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.redb")).unwrap();
-        let n = leaves.len() as u64;
-        let mut body = test_support::manifest_body("proofs", &[n * u64::from(MIN_CHUNK_SIZE)]);
-        body.files[0].root = MerkleTree::from_leaves(leaves.to_vec()).root();
-        let manifest = body.sign(&test_support::publisher(), None).unwrap();
-        let mut bits = Bitfield::new(n);
-        (0..n).for_each(|c| bits.set(c, true));
-        let record = ContentRecord {
-            dir: PathBuf::from("/srv/proofs"),
-            origin: ContentOrigin::Seeded,
-            state: RecordState::Complete,
-            error: None,
-            added_at: Timestamp(1_700_000_100),
-            file_stamps: vec![],
-        };
-        let state = FileState {
-            bitfield: bits,
-            leaves: Some(leaves.to_vec()),
-        };
-        store.content_put(&manifest, &record, &[state]).unwrap();
-        (dir, store, manifest.id())
+        let id = test_support::put_complete_file(&store, leaves).id();
+        (dir, store, id)
     }
 
     /// Every audit path equals the whole tree's, at sizes around the block size and the powers

@@ -145,15 +145,10 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
-    use licet_proto::{Timestamp, manifest::MIN_CHUNK_SIZE, merkle::leaf_hash, wire::Bitfield};
+    use licet_proto::merkle::leaf_hash;
 
     use super::*;
-    use crate::{
-        store::{ContentOrigin, ContentRecord, FileState, RecordState},
-        test_support,
-    };
+    use crate::test_support;
 
     /// A file completed before `leaf_blocks` existed (its leaf list only) gets its blocks when
     /// the store is opened; they are its leaves, cut, and removing the item removes them.
@@ -163,27 +158,10 @@ mod tests {
         let leaves: Vec<MerkleHash> = (0..n).map(|i| leaf_hash(&i.to_le_bytes())).collect();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.redb");
-        let manifest = test_support::manifest_body("old", &[n * u64::from(MIN_CHUNK_SIZE)])
-            .sign(&test_support::publisher(), None)
-            .unwrap();
-        let id = manifest.id();
+        let id;
         {
             let store = Store::open(&path).unwrap();
-            let mut bits = Bitfield::new(n);
-            (0..n).for_each(|c| bits.set(c, true));
-            let record = ContentRecord {
-                dir: PathBuf::from("/srv/old"),
-                origin: ContentOrigin::Seeded,
-                state: RecordState::Complete,
-                error: None,
-                added_at: Timestamp(1_700_000_100),
-                file_stamps: vec![],
-            };
-            let state = FileState {
-                bitfield: bits,
-                leaves: Some(leaves.clone()),
-            };
-            store.content_put(&manifest, &record, &[state]).unwrap();
+            id = test_support::put_complete_file(&store, &leaves).id();
             assert!(store.leaf_block(&id, 0, 2).unwrap().is_some());
             // What an older build left: no blocks.
             let txn = store.write().unwrap();
