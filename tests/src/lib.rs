@@ -742,6 +742,16 @@ impl TestNode {
     }
 
     /// Runs `licet-node --data-dir <its dir> args… --json`, which must succeed, and returns
+    /// This node's entry for `peer` in `peers --json`, if any.
+    pub fn peer_entry(&self, peer: &str) -> Option<serde_json::Value> {
+        self.client_json(&["peers"])["peers"]
+            .as_array()
+            .expect("peers --json lists peers")
+            .iter()
+            .find(|p| p["peer_id"] == peer)
+            .cloned()
+    }
+
     /// its output as JSON.
     #[track_caller]
     pub fn client_json(&self, args: &[&str]) -> serde_json::Value {

@@ -83,16 +83,6 @@ fn with_hints(link: &str, addrs: &[String]) -> String {
     out
 }
 
-/// The entry of `peers --json` for `peer`, if any.
-fn peer_entry(node: &TestNode, peer: &str) -> Option<Value> {
-    node.client_json(&["peers"])["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["peer_id"] == peer)
-        .cloned()
-}
-
 /// Waits until `node` lists `peer` as banned in `peers --json`; returns its entry.
 #[track_caller]
 fn wait_banned(node: &TestNode, peer: &str) -> Value {
@@ -100,13 +90,13 @@ fn wait_banned(node: &TestNode, peer: &str) -> Value {
         &format!("{} to ban {peer}", node.name()),
         BAN_TIMEOUT,
         Duration::from_millis(100),
-        || peer_entry(node, peer).filter(|p| p["banned"] == true),
+        || node.peer_entry(peer).filter(|p| p["banned"] == true),
     )
 }
 
 /// Bytes `node` accepted in verified chunks from `peer` (0 if it is not listed).
 fn bytes_in(node: &TestNode, peer: &str) -> u64 {
-    peer_entry(node, peer).map_or(0, |p| count(&p["bytes_in"]))
+    node.peer_entry(peer).map_or(0, |p| count(&p["bytes_in"]))
 }
 
 /// A number in `/proc/<pid>/status`: `VmHWM`, `VmPeak`, `VmRSS` in KiB, or `Threads`.
@@ -1390,7 +1380,7 @@ fn a_catalog_from_a_peer_that_does_not_hash_to_the_signed_head_is_refused_and_th
         BAN_TIMEOUT,
         Duration::from_millis(100),
         || {
-            peer_entry(&b, &hostile.peer_id())
+            b.peer_entry(&hostile.peer_id())
                 .is_some_and(|p| p["banned"] == true)
                 .then_some(())
         },

@@ -45,16 +45,6 @@ fn hinted(link: &str, node: &TestNode) -> String {
     format!("{link}?peer={}", node.addr())
 }
 
-/// B's entry for `peer` in `peers --json`, if any.
-fn peer_entry(node: &TestNode, peer: &str) -> Option<Value> {
-    node.client_json(&["peers"])["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["peer_id"] == peer)
-        .cloned()
-}
-
 #[test]
 fn a_seeded_file_changed_in_place_with_the_same_size_and_mtime_is_not_served_and_check_restores_it()
 {
@@ -107,7 +97,7 @@ fn a_seeded_file_changed_in_place_with_the_same_size_and_mtime_is_not_served_and
     assert_eq!(a.client_json(&["status"])["content"]["changed"], 1);
 
     // B never got a bad chunk from A: A is not banned, nothing bad counted.
-    let entry = peer_entry(&b, a.peer_id()).expect("B lists A");
+    let entry = &b.peer_entry(a.peer_id()).expect("B lists A");
     assert_eq!(entry["banned"], false, "{entry}");
     assert_eq!(b.metric("licet_bad_chunks_total"), 0.0);
     assert_eq!(b.metric("licet_peers_banned_total"), 0.0);
