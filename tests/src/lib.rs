@@ -10,6 +10,7 @@
 pub mod hostile;
 pub mod peer_flood;
 pub mod socket_flood;
+pub mod tmpfs;
 
 use std::{
     io::{Read as _, Write as _},

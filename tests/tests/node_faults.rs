@@ -8,16 +8,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::time::Duration;
 
 use licet_proto::{ManifestId, policy::RefusalReason, wire::Response};
 use licet_tests::{
     TestNet, TestNode, count, create,
     hostile::{Answer, HostileContent, HostilePeer},
-    text, wait_for, write_pseudo_random_file,
+    text,
+    tmpfs::Tmpfs,
+    wait_for, write_pseudo_random_file,
 };
 use serde_json::Value;
 
@@ -111,54 +110,6 @@ fn a_catalog_issued_ahead_of_a_slow_clock_ends_a_window_that_the_clock_keeps_ope
 }
 
 // ----- item 1: a full disk under the node's database -----
-
-/// A small tmpfs mounted for one test; unmounted when dropped (also on panic).
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (mount's syntax, e.g. `8m`) on `dir`, or says why it cannot.
-    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
-        }
-        Ok(Tmpfs {
-            dir: dir.to_owned(),
-        })
-    }
-
-    /// Fills it: a file of zeros grows until the disk is full.
-    fn fill(&self) {
-        use std::io::Write as _;
-        let mut file = std::fs::File::create(self.dir.join("filler")).unwrap();
-        let block = vec![0u8; 64 * 1024];
-        while file.write_all(&block).is_ok() {}
-        // The last partial block, byte by byte.
-        while file.write_all(&[0]).is_ok() {}
-        let _ = file.sync_all();
-    }
-
-    /// Frees the space the filler took.
-    fn free(&self) {
-        std::fs::remove_file(self.dir.join("filler")).unwrap();
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.dir)
-            .status();
-    }
-}
 
 fn health(node: &TestNode) -> Value {
     node.client_json(&["status"])["health"].clone()
