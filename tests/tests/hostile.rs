@@ -21,7 +21,9 @@ use licet_proto::{
 use licet_tests::{
     Running, TestNet, TestNode, assert_same_file, bin, count, create,
     hostile::{self, Answer, HostileContent, HostilePeer, HostileStats},
-    pseudo_random_bytes, text, wait_for, write_pseudo_random_file,
+    pseudo_random_bytes, text,
+    tmpfs::Tmpfs,
+    wait_for, write_pseudo_random_file,
 };
 use serde_json::Value;
 
@@ -991,52 +993,6 @@ fn kill_9_of_a_seeder_mid_serving_the_downloader_switches_to_the_other_provider(
 }
 
 // ----- 5. a full disk -----
-
-/// A small tmpfs mounted for one test; unmounted when dropped (also on panic).
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (mount's syntax, e.g. `3m`) on `dir`, or says why it cannot.
-    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
-        }
-        Ok(Tmpfs {
-            dir: dir.to_owned(),
-        })
-    }
-
-    /// Gives it a new size (frees space).
-    fn resize(&self, size: &str) {
-        let out = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.dir)
-            .status();
-    }
-}
 
 #[test]
 fn a_full_disk_stops_the_download_cleanly_and_it_resumes_once_space_is_freed() {
