@@ -1010,7 +1010,14 @@ async fn run_swarm(
                             continue;
                         }
                     }
-                    let opts = DialOpts::from(addr);
+                    // From a fresh port, not the listening one: a port-reusing dial can meet a
+                    // clash of its four-tuple ("Address already in use", seen when many nodes
+                    // and peers dial each other on one loopback), and a test client gains
+                    // nothing from reuse.
+                    let opts = DialOpts::unknown_peer_id()
+                        .address(addr)
+                        .allocate_new_port()
+                        .build();
                     let id = opts.connection_id();
                     match swarm.dial(opts) {
                         Ok(()) => {
