@@ -16,11 +16,17 @@
 //!   in one manifest costs a publisher a rename, accepting a real collision lets one file
 //!   overwrite another on a user's disk).
 //!
-//! Case folding is upper case then lower case with the standard library's full mappings, then NFC
-//! again (case mapping can leave text unnormalised). That joins every pair Unicode's full case
-//! folding joins (`ß`/`SS`, `ς`/`σ`/`Σ`, `ﬁ`/`FI`, `K`/`K` Kelvin sign) and also what NTFS's upper-case
-//! table joins but folding does not (dotless `ı` and `i`). Compatibility forms (NFKC: `x²` and
-//! `x2`, full-width `Ａ` and `A`) are not joined: no file system treats them as one name.
+//! The key is the NFD form, case-mapped (upper case then lower case with the standard library's
+//! full mappings), with every `ι` written as the combining ypogegrammeni U+0345, in NFD again
+//! (case mapping can leave text unnormalised). That joins every pair Unicode's full case folding
+//! joins (`ß`/`SS`, `ς`/`σ`/`Σ`, `ﬁ`/`FI`, `K`/`K` Kelvin sign) and also what NTFS's upper-case
+//! table joins but folding does not (dotless `ı` and `i`). The `ι` step is there because U+0345 is
+//! the one combining mark with a case mapping: canonical reordering moves it among the other
+//! marks (macOS joins `\u{35d}\u{345}\u{35d}\u{345}` and `\u{35d}\u{35d}\u{345}\u{345}`), while
+//! its upper case `Ι` is a base letter that stays where it is (NTFS, which compares upper cases
+//! and does not normalise, joins the first with `\u{35d}Ι\u{35d}Ι`); written as the mark and
+//! reordered, all three get one key. Compatibility forms (NFKC: `x²` and `x2`, full-width `Ａ` and
+//! `A`) are not joined: no file system treats them as one name.
 //!
 //! The case and normalisation tables are those of the standard library and of
 //! `unicode-normalization` in this build; a character that a later Unicode version assigns may
@@ -96,8 +102,14 @@ pub fn folded(component: &str) -> String {
     if component.is_ascii() {
         return component.to_ascii_lowercase();
     }
-    let normalised: String = component.nfc().collect();
-    normalised.to_uppercase().to_lowercase().nfc().collect()
+    let decomposed: String = component.nfd().collect();
+    decomposed
+        .to_uppercase()
+        .to_lowercase()
+        .chars()
+        .map(|c| if c == 'ι' { '\u{345}' } else { c })
+        .nfd()
+        .collect()
 }
 
 #[cfg(test)]
@@ -176,6 +188,13 @@ mod tests {
             ("\u{212a}elvin", "kelvin"),
             ("\u{fb01}le", "FILE"),
             ("d\u{131}r", "DIR"),
+            ("\u{1fb3}", "\u{1fbc}"),
+            ("\u{1fb3}", "\u{3b1}\u{345}"),
+            // U+0345 reordered by normalisation, and its upper case pinned in place (found by the
+            // path_rules fuzz target).
+            ("\u{35d}\u{345}\u{35d}\u{345}21", "\u{35d}\u{35d}\u{345}\u{345}21"),
+            ("\u{35d}\u{345}\u{35d}\u{345}21", "\u{35d}\u{399}\u{35d}\u{399}21"),
+            ("\u{35d}\u{35d}\u{399}\u{399}21", "\u{35d}\u{399}\u{35d}\u{399}21"),
         ];
         for (a, b) in same {
             assert_eq!(folded(a), folded(b), "{a:?} and {b:?}");
