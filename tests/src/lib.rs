@@ -9,6 +9,7 @@
 
 pub mod hostile;
 pub mod peer_flood;
+pub mod required;
 pub mod socket_flood;
 pub mod tmpfs;
 

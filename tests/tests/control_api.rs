@@ -8,7 +8,9 @@
 
 use std::{net::TcpStream, path::Path, time::Duration};
 
-use licet_tests::{TestNet, TestNode, assert_same_file, create, pseudo_random_bytes, run, text};
+use licet_tests::{
+    TestNet, TestNode, assert_same_file, create, pseudo_random_bytes, required, run, text,
+};
 use serde_json::Value;
 
 /// The daemon's hard open-file limit in the descriptor test: far below what the idle sockets
@@ -155,16 +157,6 @@ fn the_data_directory_is_private_whatever_the_umask() {
     assert!(stray.is_empty(), "files others can read: {stray:?}");
 }
 
-/// Whether `promtool` runs here.
-fn promtool_available() -> bool {
-    std::process::Command::new("promtool")
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// The value of header `name` in an HTTP reply head.
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().skip(1).find_map(|line| {
@@ -179,12 +171,8 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 /// version=0.0.4`, which `promtool check metrics` rejects.
 #[test]
 fn metrics_pass_promtool_and_say_what_format_they_are() {
-    if !promtool_available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is missing under CI (.ci/run installs Debian's `prometheus` package)"
-        );
-        eprintln!("skipped: promtool is not installed (Debian: apt-get install prometheus)");
+    if !required::command_runs("promtool", &["--version"]) {
+        required::cannot_run_here("promtool is not installed (Debian: apt-get install prometheus)");
         return;
     }
     let net = TestNet::new();

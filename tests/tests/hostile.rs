@@ -21,7 +21,7 @@ use licet_proto::{
 use licet_tests::{
     Running, TestNet, TestNode, assert_same_file, bin, count, create,
     hostile::{self, Answer, HostileContent, HostilePeer, HostileStats},
-    pseudo_random_bytes, text,
+    pseudo_random_bytes, required, text,
     tmpfs::Tmpfs,
     wait_for, write_pseudo_random_file,
 };
@@ -1005,7 +1005,9 @@ fn a_full_disk_stops_the_download_cleanly_and_it_resumes_once_space_is_freed() {
     let disk = match Tmpfs::mount(&w.join("downloads"), "3m") {
         Ok(disk) => disk,
         Err(why) => {
-            eprintln!("SKIPPED: no small filesystem can be mounted here to fill ({why})");
+            required::cannot_run_here(&format!(
+                "no small filesystem can be mounted to fill: {why}"
+            ));
             return;
         }
     };

@@ -14,7 +14,7 @@ use licet_proto::{ManifestId, policy::RefusalReason, wire::Response};
 use licet_tests::{
     TestNet, TestNode, count, create,
     hostile::{Answer, HostileContent, HostilePeer},
-    text,
+    required, text,
     tmpfs::Tmpfs,
     wait_for, write_pseudo_random_file,
 };
@@ -147,7 +147,9 @@ fn a_full_disk_under_the_database_keeps_takedowns_in_force_and_the_node_recovers
     let disk = match Tmpfs::mount(&w.join("nodes/a"), "16m") {
         Ok(disk) => disk,
         Err(why) => {
-            eprintln!("SKIPPED: no small filesystem can be mounted here to fill ({why})");
+            required::cannot_run_here(&format!(
+                "no small filesystem can be mounted to fill: {why}"
+            ));
             return;
         }
     };
