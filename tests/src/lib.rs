@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod hostile;
+pub mod lab;
 pub mod peer_flood;
 pub mod required;
 pub mod socket_flood;
@@ -97,14 +98,19 @@ pub struct Running {
 impl Running {
     /// Starts `program args…` in `dir` with no stdin and both outputs piped.
     pub fn spawn(program: &Path, dir: &Path, args: &[&str]) -> Running {
-        let mut child = Command::new(program)
-            .args(args)
-            .current_dir(dir)
+        let mut command = Command::new(program);
+        command.args(args).current_dir(dir);
+        Running::start(command, format!("{} {args:?}", program.display()))
+    }
+
+    /// Starts `command` (named `what` in messages) with no stdin and both outputs piped.
+    pub fn start(mut command: Command, what: String) -> Running {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
         // Drain both pipes on threads so a chatty child cannot block on a full pipe.
         let mut out = child.stdout.take().unwrap();
         let mut err = child.stderr.take().unwrap();
@@ -120,7 +126,7 @@ impl Running {
         });
         Running {
             child,
-            what: format!("{} {args:?}", program.display()),
+            what,
             out_reader: Some(out_reader),
             err_reader: Some(err_reader),
             finished: false,
@@ -469,6 +475,25 @@ impl TestNet {
     /// which exists (empty) when `setup` runs. Restarts run `setup` again.
     #[track_caller]
     pub fn start_in_shell(&self, name: &str, setup: Option<&str>, extra: &[&str]) -> TestNode {
+        self.start_node(name, setup, None, extra)
+    }
+
+    /// Like [`TestNet::start`], but inside `host`'s network namespace of a [`lab::Lab`],
+    /// listening on the host's address (`--listen /ip4/<host ip>/tcp/0`); its clients and API
+    /// calls run inside the namespace too.
+    #[track_caller]
+    pub fn start_on(&self, host: &lab::Host, name: &str, extra: &[&str]) -> TestNode {
+        self.start_node(name, None, Some(host), extra)
+    }
+
+    #[track_caller]
+    fn start_node(
+        &self,
+        name: &str,
+        setup: Option<&str>,
+        host: Option<&lab::Host>,
+        extra: &[&str],
+    ) -> TestNode {
         let log = self.work.join(&format!("logs/{name}.log"));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         self.logs.borrow_mut().push((name.to_owned(), log.clone()));
@@ -480,6 +505,7 @@ impl TestNet {
             log,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             shell_setup: setup.map(str::to_owned),
+            host: host.cloned(),
             child: None,
             starts: 0,
             peer_id: String::new(),
@@ -548,6 +574,8 @@ pub struct TestNode {
     log: PathBuf,
     extra: Vec<String>,
     shell_setup: Option<String>,
+    /// The lab host it runs in; `None`: on this machine's loopback.
+    host: Option<lab::Host>,
     child: Option<Child>,
     starts: u32,
     peer_id: String,
@@ -653,9 +681,9 @@ impl TestNode {
         )
         .unwrap();
         let mut command = match &self.shell_setup {
-            None => Command::new(&self.node_bin),
+            None => self.command(&self.node_bin),
             Some(setup) => {
-                let mut shell = Command::new("sh");
+                let mut shell = self.command("sh");
                 shell
                     .arg("-c")
                     .arg(format!("{setup} && exec \"$0\" \"$@\""))
@@ -668,7 +696,7 @@ impl TestNode {
             .arg("run")
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(["--listen", &format!("/ip4/{}/tcp/0", self.ip())])
             .args(&self.extra)
             .current_dir(&self.work_dir)
             .env("RUST_LOG", "info")
@@ -728,22 +756,45 @@ impl TestNode {
                 self.name
             );
         }
+        let prefix = format!("/ip4/{}/tcp/", self.ip());
         self.addr = addrs
             .iter()
-            .find(|a| a.starts_with("/ip4/127.0.0.1/tcp/"))
-            .unwrap_or_else(|| panic!("{}: no TCP address on 127.0.0.1 in {addrs:?}", self.name))
+            .find(|a| a.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("{}: no address {prefix}… in {addrs:?}", self.name))
             .to_string();
+    }
+
+    /// The address it listens on: its lab host's, or 127.0.0.1.
+    fn ip(&self) -> std::net::Ipv4Addr {
+        self.host
+            .as_ref()
+            .map_or(std::net::Ipv4Addr::LOCALHOST, lab::Host::ip)
+    }
+
+    /// A command that runs `program` where the node runs (inside its lab host, if any).
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.host {
+            Some(host) => host.command(program),
+            None => Command::new(program),
+        }
+    }
+
+    /// `licet-node --data-dir <its dir> args…`, started where the node runs, in the background.
+    fn start_client(&self, args: &[&str]) -> Running {
+        let mut command = self.command(&self.node_bin);
+        command
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .current_dir(&self.work_dir);
+        Running::start(command, format!("licet-node {args:?}"))
     }
 
     /// Runs `licet-node --data-dir <its dir> args…` (a client of its API).
     pub fn client(&self, args: &[&str]) -> Outcome {
-        let data_dir = self.data_dir.to_str().unwrap();
-        let mut all = vec!["--data-dir", data_dir];
-        all.extend_from_slice(args);
-        run(&self.node_bin, &self.work_dir, &all)
+        self.start_client(args).wait(COMMAND_TIMEOUT)
     }
 
-    /// Runs `licet-node --data-dir <its dir> args… --json`, which must succeed, and returns
     /// This node's entry for `peer` in `peers --json`, if any.
     pub fn peer_entry(&self, peer: &str) -> Option<serde_json::Value> {
         self.client_json(&["peers"])["peers"]
@@ -754,6 +805,7 @@ impl TestNode {
             .cloned()
     }
 
+    /// Runs `licet-node --data-dir <its dir> args… --json`, which must succeed, and returns
     /// its output as JSON.
     #[track_caller]
     pub fn client_json(&self, args: &[&str]) -> serde_json::Value {
@@ -774,10 +826,7 @@ impl TestNode {
     /// Starts `licet-node --data-dir <its dir> args…` in the background (e.g. a `get` that
     /// watches a download).
     pub fn spawn_client(&self, args: &[&str]) -> Running {
-        let data_dir = self.data_dir.to_str().unwrap();
-        let mut all = vec!["--data-dir", data_dir];
-        all.extend_from_slice(args);
-        Running::spawn(&self.node_bin, &self.work_dir, &all)
+        self.start_client(args)
     }
 
     /// `licet-node trust add PUBKEY`, which must succeed.
@@ -875,14 +924,26 @@ impl TestNode {
         addr_text.trim().parse().unwrap()
     }
 
+    /// A TCP connection to `addr` from where the node runs (its lab host's namespace, if any).
+    #[track_caller]
+    pub fn connect(&self, addr: std::net::SocketAddr) -> std::net::TcpStream {
+        let connect = || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("{}: cannot connect to {addr}: {e}", self.name))
+        };
+        match &self.host {
+            Some(host) => host.run_inside(connect),
+            None => connect(),
+        }
+    }
+
     /// `GET path` on its API address over HTTP/1.0 with `headers` (no token unless given);
     /// the reply's head (status line and headers) and body.
     #[track_caller]
     pub fn http_get(&self, path: &str, headers: &[(&str, &str)]) -> (String, String) {
         use std::io::Read as _;
         let addr = self.api_addr();
-        let mut stream =
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        let mut stream = self.connect(addr);
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
