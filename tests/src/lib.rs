@@ -22,7 +22,9 @@ use std::{
 /// How long any one command may run before the test fails.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The path of a workspace binary built for this test run.
+/// The path of a workspace binary built for this test run. Panics, saying the command that
+/// builds it, if it is missing or older than any source it is built from: `cargo test -p
+/// licet-tests` builds no binary, and a stale one would be tested silently.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/<name>
@@ -33,10 +35,108 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` so cargo builds it",
+        "{} is missing: build it with `{}`, or run `cargo test --workspace`, which builds it",
+        path.display(),
+        build_command(dir)
+    );
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("cannot read the time of {}: {e}", path.display()));
+    let (changed, source) = newest_source(name);
+    assert!(
+        built >= changed,
+        "{} is older than {}, which changed {:.1?} after it was built: the tests would run stale \
+         code. Build it with `{}` (or run `cargo test --workspace`, which builds it). If cargo \
+         finds nothing to rebuild (a change that does not reach the binary, such as another \
+         crate's entry in Cargo.lock), `touch {}`.",
+        path.display(),
+        source.display(),
+        changed.duration_since(built).unwrap_or_default(),
+        build_command(dir),
         path.display()
     );
     path
+}
+
+/// The command that builds the binaries into `dir` (`<target dir>/<profile>`).
+fn build_command(dir: &Path) -> String {
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => String::new(),
+        Some("release") => " --release".to_owned(),
+        Some(other) => format!(" --profile {other}"),
+    };
+    let target_dir = dir.parent().unwrap_or(dir);
+    let default_target_dir = workspace_root().join("target");
+    let env = if target_dir == default_target_dir {
+        String::new()
+    } else {
+        format!("CARGO_TARGET_DIR={} ", target_dir.display())
+    };
+    format!("{env}cargo build -p licet-node -p licet-manifest{profile}")
+}
+
+/// The workspace's root folder.
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate is in the workspace")
+}
+
+/// The newest file the binary `name` is built from (the `src/` trees and `Cargo.toml`s of its
+/// crates, the workspace's `Cargo.toml` and `Cargo.lock`): its modification time and path.
+/// The folders are walked once per test process.
+fn newest_source(name: &str) -> (std::time::SystemTime, PathBuf) {
+    use std::{collections::HashMap, sync::OnceLock, time::SystemTime};
+    type Newest = (SystemTime, PathBuf);
+    const CRATES: [&str; 3] = ["proto", "node", "manifest-tool"];
+
+    fn newest_in(path: &Path, newest: &mut Option<Newest>) {
+        let metadata = std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        if metadata.is_dir() {
+            let entries = std::fs::read_dir(path)
+                .unwrap_or_else(|e| panic!("cannot list {}: {e}", path.display()));
+            for entry in entries {
+                let entry = entry.unwrap();
+                // Editors' swap and backup files are not sources.
+                if !entry.file_name().to_string_lossy().starts_with('.') {
+                    newest_in(&entry.path(), newest);
+                }
+            }
+        } else {
+            let modified = metadata.modified().unwrap();
+            if newest.as_ref().is_none_or(|(time, _)| modified > *time) {
+                *newest = Some((modified, path.to_owned()));
+            }
+        }
+    }
+
+    static NEWEST: OnceLock<HashMap<&'static str, Newest>> = OnceLock::new();
+    let newest = NEWEST.get_or_init(|| {
+        let root = workspace_root();
+        let mut by_part = HashMap::new();
+        for part in CRATES {
+            let mut newest = None;
+            newest_in(&root.join(part).join("src"), &mut newest);
+            newest_in(&root.join(part).join("Cargo.toml"), &mut newest);
+            by_part.insert(part, newest.unwrap());
+        }
+        let mut shared = None;
+        newest_in(&root.join("Cargo.toml"), &mut shared);
+        newest_in(&root.join("Cargo.lock"), &mut shared);
+        by_part.insert("workspace", shared.unwrap());
+        by_part
+    });
+    let parts: &[&str] = match name {
+        "licet-node" => &["workspace", "proto", "node"],
+        "licet-manifest" => &["workspace", "proto", "manifest-tool"],
+        other => panic!("bin({other:?}): name the crates it is built from in `newest_source`"),
+    };
+    parts
+        .iter()
+        .map(|part| newest[part].clone())
+        .max_by_key(|(time, _)| *time)
+        .unwrap()
 }
 
 /// What a finished command did.
