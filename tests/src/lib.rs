@@ -23,7 +23,7 @@ use std::{
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The path of a workspace binary built for this test run. Panics, saying the command that
-/// builds it, if it is missing or older than any source it is built from: `cargo test -p
+/// builds it, if it is missing or older than a source file it is built from: `cargo test -p
 /// licet-tests` builds no binary, and a stale one would be tested silently.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -42,18 +42,15 @@ pub fn bin(name: &str) -> PathBuf {
     let built = std::fs::metadata(&path)
         .and_then(|m| m.modified())
         .unwrap_or_else(|e| panic!("cannot read the time of {}: {e}", path.display()));
-    let (changed, source) = newest_source(name);
+    let (changed, source) = newest_source(dir, name);
     assert!(
         built >= changed,
-        "{} is older than {}, which changed {:.1?} after it was built: the tests would run stale \
-         code. Build it with `{}` (or run `cargo test --workspace`, which builds it). If cargo \
-         finds nothing to rebuild (a change that does not reach the binary, such as another \
-         crate's entry in Cargo.lock), `touch {}`.",
+        "{} is older than {}, which changed {:.1?} after it was built: the tests would run \
+         stale code. Build it with `{}`, or run `cargo test --workspace`, which builds it.",
         path.display(),
         source.display(),
         changed.duration_since(built).unwrap_or_default(),
         build_command(dir),
-        path.display()
     );
     path
 }
@@ -82,61 +79,96 @@ fn workspace_root() -> &'static Path {
         .expect("the tests crate is in the workspace")
 }
 
-/// The newest file the binary `name` is built from (the `src/` trees and `Cargo.toml`s of its
-/// crates, the workspace's `Cargo.toml` and `Cargo.lock`): its modification time and path.
-/// The folders are walked once per test process.
-fn newest_source(name: &str) -> (std::time::SystemTime, PathBuf) {
-    use std::{collections::HashMap, sync::OnceLock, time::SystemTime};
-    type Newest = (SystemTime, PathBuf);
-    const CRATES: [&str; 3] = ["proto", "node", "manifest-tool"];
+/// The newest source file of the binary `name` in `dir`, with its modification time; read once
+/// per test process.
+///
+/// The sources are those cargo names in the binary's dep-info file (`dir/<name>.d`, written with
+/// each build): every file compiled into it from the workspace's crates, and no other (a
+/// `#[cfg(test)]` module or a file no `mod` names does not make the binary stale, as cargo does
+/// not rebuild it for them). Without that file, every file of the `src/` folders of its crates.
+/// Manifests (`Cargo.toml`, `Cargo.lock`) are not compared: cargo rebuilds for the changes in
+/// them that reach the binary only, so their time says nothing about it.
+fn newest_source(dir: &Path, name: &str) -> (std::time::SystemTime, PathBuf) {
+    use std::{collections::HashMap, sync::Mutex, time::SystemTime};
+    static NEWEST: Mutex<Option<HashMap<String, (SystemTime, PathBuf)>>> = Mutex::new(None);
 
-    fn newest_in(path: &Path, newest: &mut Option<Newest>) {
-        let metadata = std::fs::metadata(path)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        if metadata.is_dir() {
-            let entries = std::fs::read_dir(path)
-                .unwrap_or_else(|e| panic!("cannot list {}: {e}", path.display()));
-            for entry in entries {
-                let entry = entry.unwrap();
-                // Editors' swap and backup files are not sources.
-                if !entry.file_name().to_string_lossy().starts_with('.') {
-                    newest_in(&entry.path(), newest);
-                }
-            }
-        } else {
-            let modified = metadata.modified().unwrap();
-            if newest.as_ref().is_none_or(|(time, _)| modified > *time) {
-                *newest = Some((modified, path.to_owned()));
+    fn newest_of(files: impl IntoIterator<Item = PathBuf>) -> Option<(SystemTime, PathBuf)> {
+        files
+            .into_iter()
+            .map(|file| {
+                // A source that is gone changed after the build, as far as the binary goes.
+                let modified = std::fs::metadata(&file)
+                    .and_then(|m| m.modified())
+                    .unwrap_or_else(|_| SystemTime::now());
+                (modified, file)
+            })
+            .max_by_key(|(time, _)| *time)
+    }
+
+    fn files_under(folder: &Path, files: &mut Vec<PathBuf>) {
+        let entries = std::fs::read_dir(folder)
+            .unwrap_or_else(|e| panic!("cannot list {}: {e}", folder.display()));
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files_under(&path, files);
+            } else {
+                files.push(path);
             }
         }
     }
 
-    static NEWEST: OnceLock<HashMap<&'static str, Newest>> = OnceLock::new();
-    let newest = NEWEST.get_or_init(|| {
-        let root = workspace_root();
-        let mut by_part = HashMap::new();
-        for part in CRATES {
-            let mut newest = None;
-            newest_in(&root.join(part).join("src"), &mut newest);
-            newest_in(&root.join(part).join("Cargo.toml"), &mut newest);
-            by_part.insert(part, newest.unwrap());
+    let mut cache = NEWEST.lock().unwrap_or_else(|p| p.into_inner());
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some(newest) = cache.get(name) {
+        return newest.clone();
+    }
+    let dep_info = dir.join(format!("{name}.d"));
+    let files = match std::fs::read_to_string(&dep_info) {
+        Ok(text) => dep_info_sources(&text),
+        Err(_) => {
+            let crates: &[&str] = match name {
+                "licet-node" => &["proto", "node"],
+                "licet-manifest" => &["proto", "manifest-tool"],
+                other => panic!("bin({other:?}): name the crates it is built from"),
+            };
+            let mut files = Vec::new();
+            for part in crates {
+                files_under(&workspace_root().join(part).join("src"), &mut files);
+            }
+            files
         }
-        let mut shared = None;
-        newest_in(&root.join("Cargo.toml"), &mut shared);
-        newest_in(&root.join("Cargo.lock"), &mut shared);
-        by_part.insert("workspace", shared.unwrap());
-        by_part
-    });
-    let parts: &[&str] = match name {
-        "licet-node" => &["workspace", "proto", "node"],
-        "licet-manifest" => &["workspace", "proto", "manifest-tool"],
-        other => panic!("bin({other:?}): name the crates it is built from in `newest_source`"),
     };
-    parts
-        .iter()
-        .map(|part| newest[part].clone())
-        .max_by_key(|(time, _)| *time)
-        .unwrap()
+    let newest =
+        newest_of(files).unwrap_or_else(|| panic!("{} names no source file", dep_info.display()));
+    cache.insert(name.to_owned(), newest.clone());
+    newest
+}
+
+/// The files a cargo dep-info file names after its target (`target: a.rs b.rs…`, spaces in a
+/// path escaped as `\ `); relative paths are taken from the workspace's root.
+fn dep_info_sources(text: &str) -> Vec<PathBuf> {
+    let line = text.lines().next().unwrap_or_default();
+    // The target's own path may hold ": " only escaped; the first unescaped ": " ends it.
+    let deps = line.split_once(": ").map_or("", |(_, deps)| deps);
+    let mut files = Vec::new();
+    let mut current = String::new();
+    let mut chars = deps.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.extend(chars.next()),
+            ' ' => {
+                if !current.is_empty() {
+                    files.push(workspace_root().join(std::mem::take(&mut current)));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        files.push(workspace_root().join(current));
+    }
+    files
 }
 
 /// What a finished command did.
