@@ -5,6 +5,8 @@
 //! type fails here rather than reaching users (and tests that read a field by name, where a
 //! renamed one would read as null).
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 
 use licet_node::api_types::{
