@@ -42,7 +42,7 @@ pub fn bin(name: &str) -> PathBuf {
     let built = std::fs::metadata(&path)
         .and_then(|m| m.modified())
         .unwrap_or_else(|e| panic!("cannot read the time of {}: {e}", path.display()));
-    let (changed, source) = newest_source(dir, name);
+    let (changed, source) = newest_source(name);
     assert!(
         built >= changed,
         "{} is older than {}, which changed {:.1?} after it was built: the tests would run \
@@ -79,96 +79,90 @@ fn workspace_root() -> &'static Path {
         .expect("the tests crate is in the workspace")
 }
 
-/// The newest source file of the binary `name` in `dir`, with its modification time; read once
-/// per test process.
+/// The newest source file of the binary `name`, with its modification time: of the Rust files
+/// in the `src/` folders of the crates it is built from, those cargo compiles into it. Walked
+/// once per test process.
 ///
-/// The sources are those cargo names in the binary's dep-info file (`dir/<name>.d`, written with
-/// each build): every file compiled into it from the workspace's crates, and no other (a
-/// `#[cfg(test)]` module or a file no `mod` names does not make the binary stale, as cargo does
-/// not rebuild it for them). Without that file, every file of the `src/` folders of its crates.
-/// Manifests (`Cargo.toml`, `Cargo.lock`) are not compared: cargo rebuilds for the changes in
-/// them that reach the binary only, so their time says nothing about it.
-fn newest_source(dir: &Path, name: &str) -> (std::time::SystemTime, PathBuf) {
-    use std::{collections::HashMap, sync::Mutex, time::SystemTime};
-    static NEWEST: Mutex<Option<HashMap<String, (SystemTime, PathBuf)>>> = Mutex::new(None);
+/// A module declared only under `#[cfg(test)]` is left out: it is not in the binary, and cargo
+/// does not rebuild the binary when it changes. So are manifests (`Cargo.toml`, `Cargo.lock`):
+/// cargo rebuilds only for the changes in them that reach the binary, so their time says
+/// nothing about it (a dependency added to another crate changes `Cargo.lock` and rebuilds
+/// nothing here).
+fn newest_source(name: &str) -> (std::time::SystemTime, PathBuf) {
+    use std::{collections::HashMap, sync::OnceLock, time::SystemTime};
+    type Newest = (SystemTime, PathBuf);
+    const CRATES: [&str; 3] = ["proto", "node", "manifest-tool"];
 
-    fn newest_of(files: impl IntoIterator<Item = PathBuf>) -> Option<(SystemTime, PathBuf)> {
-        files
-            .into_iter()
-            .map(|file| {
-                // A source that is gone changed after the build, as far as the binary goes.
-                let modified = std::fs::metadata(&file)
-                    .and_then(|m| m.modified())
-                    .unwrap_or_else(|_| SystemTime::now());
-                (modified, file)
-            })
-            .max_by_key(|(time, _)| *time)
-    }
-
-    fn files_under(folder: &Path, files: &mut Vec<PathBuf>) {
+    /// The `.rs` files under `folder`, and the files and folders of modules declared there
+    /// only for tests (`#[cfg(test)]` on the line before `mod NAME;`).
+    fn rust_files(folder: &Path, files: &mut Vec<PathBuf>, test_only: &mut Vec<PathBuf>) {
         let entries = std::fs::read_dir(folder)
             .unwrap_or_else(|e| panic!("cannot list {}: {e}", folder.display()));
         for entry in entries {
             let path = entry.unwrap().path();
             if path.is_dir() {
-                files_under(&path, files);
-            } else {
+                rust_files(&path, files, test_only);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                // `lib.rs`, `main.rs` and `mod.rs` declare modules beside them; `a.rs` in `a/`.
+                let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+                let modules = match stem.as_str() {
+                    "lib" | "main" | "mod" => folder.to_owned(),
+                    _ => folder.join(&stem),
+                };
+                let mut lines = text.lines().map(str::trim);
+                while let Some(line) = lines.next() {
+                    if line != "#[cfg(test)]" {
+                        continue;
+                    }
+                    let declared = lines.next().unwrap_or_default();
+                    let declared = declared
+                        .strip_prefix("pub(crate) ")
+                        .or_else(|| declared.strip_prefix("pub "))
+                        .unwrap_or(declared);
+                    if let Some(module) = declared
+                        .strip_prefix("mod ")
+                        .and_then(|rest| rest.strip_suffix(';'))
+                    {
+                        test_only.push(modules.join(format!("{module}.rs")));
+                        test_only.push(modules.join(module));
+                    }
+                }
                 files.push(path);
             }
         }
     }
 
-    let mut cache = NEWEST.lock().unwrap_or_else(|p| p.into_inner());
-    let cache = cache.get_or_insert_with(HashMap::new);
-    if let Some(newest) = cache.get(name) {
-        return newest.clone();
-    }
-    let dep_info = dir.join(format!("{name}.d"));
-    let files = match std::fs::read_to_string(&dep_info) {
-        Ok(text) => dep_info_sources(&text),
-        Err(_) => {
-            let crates: &[&str] = match name {
-                "licet-node" => &["proto", "node"],
-                "licet-manifest" => &["proto", "manifest-tool"],
-                other => panic!("bin({other:?}): name the crates it is built from"),
-            };
-            let mut files = Vec::new();
-            for part in crates {
-                files_under(&workspace_root().join(part).join("src"), &mut files);
-            }
-            files
+    static NEWEST: OnceLock<HashMap<&'static str, Newest>> = OnceLock::new();
+    let newest = NEWEST.get_or_init(|| {
+        let mut by_crate = HashMap::new();
+        for part in CRATES {
+            let (mut files, mut test_only) = (Vec::new(), Vec::new());
+            rust_files(
+                &workspace_root().join(part).join("src"),
+                &mut files,
+                &mut test_only,
+            );
+            let newest = files
+                .into_iter()
+                .filter(|file| !test_only.iter().any(|t| file.starts_with(t)))
+                .map(|file| (std::fs::metadata(&file).unwrap().modified().unwrap(), file))
+                .max_by_key(|(time, _)| *time)
+                .unwrap_or_else(|| panic!("no Rust file in {part}/src"));
+            by_crate.insert(part, newest);
         }
+        by_crate
+    });
+    let crates: &[&str] = match name {
+        "licet-node" => &["proto", "node"],
+        "licet-manifest" => &["proto", "manifest-tool"],
+        other => panic!("bin({other:?}): name the crates it is built from in `newest_source`"),
     };
-    let newest =
-        newest_of(files).unwrap_or_else(|| panic!("{} names no source file", dep_info.display()));
-    cache.insert(name.to_owned(), newest.clone());
-    newest
-}
-
-/// The files a cargo dep-info file names after its target (`target: a.rs b.rs…`, spaces in a
-/// path escaped as `\ `); relative paths are taken from the workspace's root.
-fn dep_info_sources(text: &str) -> Vec<PathBuf> {
-    let line = text.lines().next().unwrap_or_default();
-    // The target's own path may hold ": " only escaped; the first unescaped ": " ends it.
-    let deps = line.split_once(": ").map_or("", |(_, deps)| deps);
-    let mut files = Vec::new();
-    let mut current = String::new();
-    let mut chars = deps.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => current.extend(chars.next()),
-            ' ' => {
-                if !current.is_empty() {
-                    files.push(workspace_root().join(std::mem::take(&mut current)));
-                }
-            }
-            c => current.push(c),
-        }
-    }
-    if !current.is_empty() {
-        files.push(workspace_root().join(current));
-    }
-    files
+    crates
+        .iter()
+        .map(|part| newest[part].clone())
+        .max_by_key(|(time, _)| *time)
+        .unwrap()
 }
 
 /// What a finished command did.
