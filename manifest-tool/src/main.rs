@@ -70,7 +70,10 @@ enum Command {
     Verify(verify::VerifyArgs),
     Inspect(inspect::InspectArgs),
     Delegate(keys::DelegateArgs),
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  licet-manifest catalog new --key publisher.pem -o publisher.draft.json\n  licet-manifest catalog add publisher.draft.json ep1.manifest\n  licet-manifest catalog sign publisher.draft.json --key publisher.pem --expires +7d -o publisher.catalog"
+    )]
     Catalog(catalog::CatalogCommand),
 }
 

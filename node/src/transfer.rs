@@ -348,8 +348,12 @@ pub struct StreamSlots {
     max: usize,
     per_peer: usize,
     min_wait: Duration,
+    now: Clock,
     state: Mutex<Places>,
 }
+
+/// Where [`StreamSlots`] reads the time: the monotonic clock (a unit test moves its own).
+type Clock = Box<dyn Fn() -> Instant + Send + Sync>;
 
 #[derive(Default)]
 struct Places {
@@ -373,14 +377,20 @@ pub struct Slot {
 impl StreamSlots {
     /// Places for at most `max` streams, `per_peer` of them for one peer.
     pub fn new(max: usize, per_peer: usize) -> Arc<StreamSlots> {
-        StreamSlots::with_min_wait(max, per_peer, MIN_WAIT_BEFORE_EVICTION)
+        StreamSlots::with_clock(
+            max,
+            per_peer,
+            MIN_WAIT_BEFORE_EVICTION,
+            Box::new(Instant::now),
+        )
     }
 
-    fn with_min_wait(max: usize, per_peer: usize, min_wait: Duration) -> Arc<StreamSlots> {
+    fn with_clock(max: usize, per_peer: usize, min_wait: Duration, now: Clock) -> Arc<StreamSlots> {
         Arc::new(StreamSlots {
             max,
             per_peer,
             min_wait,
+            now,
             state: Mutex::new(Places::default()),
         })
     }
@@ -397,7 +407,7 @@ impl StreamSlots {
             return None;
         }
         if places.taken.len() >= self.max {
-            let now = Instant::now();
+            let now = (self.now)();
             let (_, victim) = places
                 .taken
                 .iter()
@@ -417,7 +427,7 @@ impl StreamSlots {
             Place {
                 peer,
                 // A new stream waits for its first request.
-                waiting_since: Some(Instant::now()),
+                waiting_since: Some((self.now)()),
                 evict: evict.clone(),
             },
         );
@@ -448,8 +458,8 @@ impl Slot {
     /// after anything else the stream is waiting since `waiting_since` still, so that cheap
     /// requests (refusals, availability) cannot keep a place that honest transfers need.
     fn end_answer(&self, served_content: bool, waiting_since: Option<Instant>) {
+        let now = (self.slots.now)();
         if let Some(place) = self.slots.places().taken.get_mut(&self.id) {
-            let now = Instant::now();
             place.waiting_since = Some(if served_content {
                 now
             } else {
@@ -765,9 +775,42 @@ mod tests {
         read_frame(&mut reader, buffer, Duration::from_secs(5), max).await
     }
 
+    /// A clock that moves only when the test moves it, so a wait is exactly what the test says
+    /// however slowly it runs.
+    #[derive(Clone)]
+    struct TestClock {
+        start: Instant,
+        elapsed: Arc<Mutex<Duration>>,
+    }
+
+    impl TestClock {
+        fn new() -> TestClock {
+            TestClock {
+                start: Instant::now(),
+                elapsed: Arc::default(),
+            }
+        }
+
+        fn advance(&self, by: Duration) {
+            *self.elapsed.lock().unwrap() += by;
+        }
+
+        /// [`StreamSlots`] that read this clock.
+        fn slots(&self, max: usize, per_peer: usize, min_wait: Duration) -> Arc<StreamSlots> {
+            let clock = self.clone();
+            StreamSlots::with_clock(
+                max,
+                per_peer,
+                min_wait,
+                Box::new(move || clock.start + *clock.elapsed.lock().unwrap()),
+            )
+        }
+    }
+
     #[tokio::test]
     async fn slots_bound_streams_per_peer_and_in_all() {
-        let slots = StreamSlots::new(3, 2);
+        let clock = TestClock::new();
+        let slots = clock.slots(3, 2, MIN_WAIT_BEFORE_EVICTION);
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
         let a1 = slots.admit(a).unwrap();
         let _a2 = slots.admit(a).unwrap();
@@ -776,6 +819,8 @@ mod tests {
         // Full, and nobody has waited long enough: refused.
         // (a1 waits for its first request, but not for long enough.)
         assert!(slots.admit(c).is_none());
+        clock.advance(MIN_WAIT_BEFORE_EVICTION - Duration::from_nanos(1));
+        assert!(slots.admit(c).is_none(), "a moment short of the wait");
         assert_eq!(slots.taken(), 3);
         drop(a1);
         assert_eq!(slots.taken(), 2);
@@ -784,25 +829,40 @@ mod tests {
 
     #[test]
     fn only_content_served_counts_as_work_for_a_place() {
-        let slots = StreamSlots::with_min_wait(1, 1, Duration::from_millis(50));
+        let wait = MIN_WAIT_BEFORE_EVICTION;
+        let clock = TestClock::new();
+        let slots = clock.slots(1, 1, wait);
         let (asker, newcomer) = (PeerId::random(), PeerId::random());
         let slot = slots.admit(asker).unwrap();
-        std::thread::sleep(Duration::from_millis(60));
+        clock.advance(wait);
         // A refusal answered keeps the old wait: the place can still go.
         let since = slot.start_answer();
+        clock.advance(Duration::from_millis(1));
         slot.end_answer(false, since);
         let taken = slots
             .admit(newcomer)
             .expect("cheap answers do not hold a place");
-        // A chunk served restarts the wait: the place is kept for now.
+        // A chunk served restarts the wait when it is sent (however long it took to prepare,
+        // the stream was working meanwhile): the place is kept until it has waited again.
         let since = taken.start_answer();
+        clock.advance(wait);
         taken.end_answer(true, since);
-        assert!(slots.admit(PeerId::random()).is_none());
+        assert!(slots.admit(PeerId::random()).is_none(), "just served");
+        clock.advance(wait - Duration::from_nanos(1));
+        assert!(
+            slots.admit(PeerId::random()).is_none(),
+            "a moment short of the wait"
+        );
+        clock.advance(Duration::from_nanos(1));
+        assert!(
+            slots.admit(PeerId::random()).is_some(),
+            "once it has waited as long again, its place may go"
+        );
     }
 
     #[tokio::test]
     async fn a_newcomer_takes_the_place_of_the_stream_waiting_longest() {
-        let slots = StreamSlots::with_min_wait(2, 2, Duration::ZERO);
+        let slots = TestClock::new().slots(2, 2, Duration::ZERO);
         let (idle, busy, newcomer) = (PeerId::random(), PeerId::random(), PeerId::random());
         let idle_slot = slots.admit(idle).unwrap();
         let busy_slot = slots.admit(busy).unwrap();

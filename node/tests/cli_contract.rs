@@ -1,22 +1,33 @@
-//! The CLI contract of `licet-node`: every subcommand has `--help` with an example, usage
-//! errors exit 2, and a client command with no daemon running says so and exits 2. (Also makes
-//! `cargo test --workspace` build the binary that the end-to-end tests in `tests/` run.)
+//! The CLI contract of `licet-node`: every subcommand has `--help` with an example (and every
+//! client subcommand `--json`), usage errors exit 2, and a client command with no daemon running
+//! says so and exits 2. (Also makes `cargo test --workspace` build the binary that the
+//! end-to-end tests in `tests/` run.)
+//!
+//! The subcommands are those the binary's own `--help` lists (clap renders its command tree
+//! there), walked down every level, so a new subcommand is checked without being named here.
+
+#![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 
-const SUBCOMMANDS: &[&[&str]] = &[
-    &["run"],
-    &["trust"],
-    &["trust", "add"],
-    &["trust", "ls"],
-    &["trust", "rm"],
-    &["add"],
-    &["get"],
-    &["ls"],
-    &["status"],
-    &["peers"],
-    &["check"],
-    &["rm"],
+/// Subcommands that exist today: the walk must find at least these, so a change in how clap
+/// lays out `--help` cannot make it find nothing and pass.
+const KNOWN: &[&str] = &[
+    "run",
+    "trust",
+    "trust add",
+    "trust ls",
+    "trust rm",
+    "add",
+    "get",
+    "ls",
+    "status",
+    "peers",
+    "check",
+    "rm",
+    "catalog",
+    "catalog publish",
+    "catalog ls",
 ];
 
 fn node() -> Command {
@@ -32,20 +43,69 @@ fn node() -> Command {
     command
 }
 
+/// `licet-node PATH… --help`, which must succeed.
+fn help(path: &[String]) -> String {
+    let out = node().args(path).arg("--help").output().unwrap();
+    assert!(out.status.success(), "{path:?} --help failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The names under `Commands:` in a `--help` text (not `help`): the lines indented by two
+/// spaces exactly (a description that wraps is indented further).
+fn listed_subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|line| *line != "Commands:")
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        .filter(|line| line.starts_with("  ") && !line.starts_with("   "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every subcommand path under `path` (groups before their members) with its `--help`, and
+/// whether it has subcommands of its own.
+fn walk(path: &[String], found: &mut Vec<(Vec<String>, String, bool)>) {
+    for name in listed_subcommands(&help(path)) {
+        let mut sub = path.to_vec();
+        sub.push(name);
+        let text = help(&sub);
+        let group = !listed_subcommands(&text).is_empty();
+        found.push((sub.clone(), text, group));
+        walk(&sub, found);
+    }
+}
+
 #[test]
-fn every_subcommand_has_help_with_an_example() {
-    for sub in SUBCOMMANDS {
-        let out = node().args(*sub).arg("--help").output().unwrap();
-        assert!(out.status.success(), "{sub:?}");
-        let text = String::from_utf8(out.stdout).unwrap();
+fn every_subcommand_has_help_with_an_example_and_every_client_subcommand_json() {
+    let mut found = Vec::new();
+    walk(&[], &mut found);
+    let names: Vec<String> = found.iter().map(|(path, ..)| path.join(" ")).collect();
+    for known in KNOWN {
         assert!(
-            text.contains("Example"),
-            "{sub:?} --help has no example:\n{text}"
+            names.iter().any(|n| n == known),
+            "`licet-node --help` and below do not list {known:?}; found {names:?}"
         );
+    }
+    for (path, text, group) in &found {
+        let name = path.join(" ");
+        let example = text
+            .split_once("\nExample")
+            .unwrap_or_else(|| panic!("`licet-node {name} --help` has no example:\n{text}"))
+            .1;
         assert!(
-            text.contains("licet-node "),
-            "{sub:?} --help example does not show the command"
+            example.contains(&format!("licet-node {name}")),
+            "the example of `licet-node {name} --help` does not show the command:\n{text}"
         );
+        // Every client subcommand (all but the daemon and the groups) has --json.
+        if !group && name != "run" {
+            assert!(
+                text.lines()
+                    .any(|line| line.trim_start().starts_with("--json ")),
+                "`licet-node {name}` has no --json:\n{text}"
+            );
+        }
     }
 }
 

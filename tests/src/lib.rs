@@ -24,7 +24,9 @@ use std::{
 /// How long any one command may run before the test fails.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The path of a workspace binary built for this test run.
+/// The path of a workspace binary built for this test run. Panics, saying the command that
+/// builds it, if it is missing or older than a source file it is built from: `cargo test -p
+/// licet-tests` builds no binary, and a stale one would be tested silently.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/<name>
@@ -35,10 +37,134 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` so cargo builds it",
-        path.display()
+        "{} is missing: build it with `{}`, or run `cargo test --workspace`, which builds it",
+        path.display(),
+        build_command(dir)
+    );
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("cannot read the time of {}: {e}", path.display()));
+    let (changed, source) = newest_source(name);
+    assert!(
+        built >= changed,
+        "{} is older than {}, which changed {:.1?} after it was built: the tests would run \
+         stale code. Build it with `{}`, or run `cargo test --workspace`, which builds it.",
+        path.display(),
+        source.display(),
+        changed.duration_since(built).unwrap_or_default(),
+        build_command(dir),
     );
     path
+}
+
+/// The command that builds the binaries into `dir` (`<target dir>/<profile>`).
+fn build_command(dir: &Path) -> String {
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => String::new(),
+        Some("release") => " --release".to_owned(),
+        Some(other) => format!(" --profile {other}"),
+    };
+    let target_dir = dir.parent().unwrap_or(dir);
+    let default_target_dir = workspace_root().join("target");
+    let env = if target_dir == default_target_dir {
+        String::new()
+    } else {
+        format!("CARGO_TARGET_DIR={} ", target_dir.display())
+    };
+    format!("{env}cargo build -p licet-node -p licet-manifest{profile}")
+}
+
+/// The workspace's root folder.
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate is in the workspace")
+}
+
+/// The newest source file of the binary `name`, with its modification time: of the Rust files
+/// in the `src/` folders of the crates it is built from, those cargo compiles into it. Walked
+/// once per test process.
+///
+/// A module declared only under `#[cfg(test)]` is left out: it is not in the binary, and cargo
+/// does not rebuild the binary when it changes. So are manifests (`Cargo.toml`, `Cargo.lock`):
+/// cargo rebuilds only for the changes in them that reach the binary, so their time says
+/// nothing about it (a dependency added to another crate changes `Cargo.lock` and rebuilds
+/// nothing here).
+fn newest_source(name: &str) -> (std::time::SystemTime, PathBuf) {
+    use std::{collections::HashMap, sync::OnceLock, time::SystemTime};
+    type Newest = (SystemTime, PathBuf);
+    const CRATES: [&str; 3] = ["proto", "node", "manifest-tool"];
+
+    /// The `.rs` files under `folder`, and the files and folders of modules declared there
+    /// only for tests (`#[cfg(test)]` on the line before `mod NAME;`).
+    fn rust_files(folder: &Path, files: &mut Vec<PathBuf>, test_only: &mut Vec<PathBuf>) {
+        let entries = std::fs::read_dir(folder)
+            .unwrap_or_else(|e| panic!("cannot list {}: {e}", folder.display()));
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, files, test_only);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                // `lib.rs`, `main.rs` and `mod.rs` declare modules beside them; `a.rs` in `a/`.
+                let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+                let modules = match stem.as_str() {
+                    "lib" | "main" | "mod" => folder.to_owned(),
+                    _ => folder.join(&stem),
+                };
+                let mut lines = text.lines().map(str::trim);
+                while let Some(line) = lines.next() {
+                    if line != "#[cfg(test)]" {
+                        continue;
+                    }
+                    let declared = lines.next().unwrap_or_default();
+                    let declared = declared
+                        .strip_prefix("pub(crate) ")
+                        .or_else(|| declared.strip_prefix("pub "))
+                        .unwrap_or(declared);
+                    if let Some(module) = declared
+                        .strip_prefix("mod ")
+                        .and_then(|rest| rest.strip_suffix(';'))
+                    {
+                        test_only.push(modules.join(format!("{module}.rs")));
+                        test_only.push(modules.join(module));
+                    }
+                }
+                files.push(path);
+            }
+        }
+    }
+
+    static NEWEST: OnceLock<HashMap<&'static str, Newest>> = OnceLock::new();
+    let newest = NEWEST.get_or_init(|| {
+        let mut by_crate = HashMap::new();
+        for part in CRATES {
+            let (mut files, mut test_only) = (Vec::new(), Vec::new());
+            rust_files(
+                &workspace_root().join(part).join("src"),
+                &mut files,
+                &mut test_only,
+            );
+            let newest = files
+                .into_iter()
+                .filter(|file| !test_only.iter().any(|t| file.starts_with(t)))
+                .map(|file| (std::fs::metadata(&file).unwrap().modified().unwrap(), file))
+                .max_by_key(|(time, _)| *time)
+                .unwrap_or_else(|| panic!("no Rust file in {part}/src"));
+            by_crate.insert(part, newest);
+        }
+        by_crate
+    });
+    let crates: &[&str] = match name {
+        "licet-node" => &["proto", "node"],
+        "licet-manifest" => &["proto", "manifest-tool"],
+        other => panic!("bin({other:?}): name the crates it is built from in `newest_source`"),
+    };
+    crates
+        .iter()
+        .map(|part| newest[part].clone())
+        .max_by_key(|(time, _)| *time)
+        .unwrap()
 }
 
 /// What a finished command did.

@@ -11,7 +11,8 @@ use std::{path::Path, time::Duration};
 
 use licet_proto::{ManifestId, SecretKey, policy::RefusalReason, signed::Signed, wire::Response};
 use licet_tests::{
-    Running, TestNet, TestNode, assert_same_file, count, create, hostile::HostilePeer,
+    Running, TestNet, TestNode, assert_same_file, count, create,
+    hostile::{Answer, HostileContent, HostilePeer, HostileStats},
     pseudo_random_bytes, text, wait_for, write_pseudo_random_file,
 };
 use serde_json::Value;
@@ -258,17 +259,59 @@ fn a_seeder_that_stops_trusting_the_publisher_refuses_on_the_wire() {
     assert!(b.content(id).is_none());
 }
 
+/// The publisher's key and node "a" seeding a [`small_release`] whose licence window ends a few
+/// seconds after it is signed; returns (publisher, `create --json`, A, the window's length).
+///
+/// However slowly the machine runs, `add` must finish inside the window: when the window ended
+/// first, `add` refuses the release (exit 1) and it is signed again with a window four times as
+/// long (another manifest of the same content), so no margin can be eaten.
+fn seeded_release_ending_soon(net: &TestNet) -> (String, Value, TestNode, Duration) {
+    let publisher = net.work().keygen("publisher.pem");
+    let a = net.start("a", &[]).trusting(&publisher);
+    let mut seconds = 6;
+    loop {
+        let manifest = format!("short-{seconds}s.manifest");
+        let window = format!("+{seconds}s");
+        let created = small_release(net, "release", &manifest, &["--not-after", &window]);
+        let out = a.client(&["add", &manifest, "--content", "release", "--json"]);
+        if out.code == Some(0) {
+            let added = out.json();
+            if added["refused"] == Value::Null {
+                assert_eq!(added["state"], "complete", "{added}");
+                return (publisher, created, a, Duration::from_secs(seconds));
+            }
+            // The window ended while the content was hashed.
+            assert_eq!(added["refused"]["reason"], "Expired", "{added}");
+            a.client_json(&["rm", text(&created["manifest_id"])]);
+        } else {
+            out.expect_code(1);
+            assert!(
+                out.stderr.contains("licence window has ended"),
+                "{}",
+                out.stderr
+            );
+        }
+        assert!(
+            seconds < 1000,
+            "`add` did not finish within a window of {seconds} s"
+        );
+        seconds *= 4;
+    }
+}
+
 #[test]
 fn an_ended_licence_is_refused_on_the_wire() {
     let net = TestNet::new();
-    let (publisher, created, a) =
-        seeded_small_release(&net, "short.manifest", &["--not-after", "+6s"]);
+    let (publisher, created, a, window) = seeded_release_ending_soon(&net);
     let id = text(&created["manifest_id"]);
     let b = net.start_joined("b", &a, &[]).trusting(&publisher);
 
-    let ended = a.wait_for_content(id, "refused as expired", Duration::from_secs(60), |item| {
-        item["refused"]["reason"] == "Expired"
-    });
+    let ended = a.wait_for_content(
+        id,
+        "refused as expired",
+        window + Duration::from_secs(60),
+        |item| item["refused"]["reason"] == "Expired",
+    );
     assert!(
         text(&ended["refused"]["detail"]).contains("licence ended at"),
         "{ended}"
@@ -300,6 +343,50 @@ fn a_licence_that_has_not_started_cannot_be_added() {
         out.stderr
     );
     assert!(a.content(text(&created["manifest_id"])).is_none());
+}
+
+#[test]
+fn a_licence_that_has_not_started_is_refused_in_gets_error_before_a_chunk_is_asked_for() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    let created = small_release(&net, "release", "later.manifest", &["--not-before", "+1d"]);
+    let id = text(&created["manifest_id"]);
+    // No node can seed it (`add` refuses it, above): a provider that holds it anyway (a peer of
+    // the tests, in this process) hands B the manifest and would send every chunk.
+    let provider = HostilePeer::provider(
+        HostileContent::load(&w.join("later.manifest"), &w.join("release")),
+        Answer::Honest,
+    );
+    let b = net.start("b", &[]).trusting(&publisher);
+
+    let link = format!("{}?peer={}", text(&created["link"]), provider.addr());
+    let out = b.client(&["get", &link, "-o", "downloads/film"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("licence window has not started") && out.stderr.contains(id),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        HostileStats::get(&provider.stats.manifest_requests) >= 1,
+        "B had the manifest from the provider"
+    );
+    assert_eq!(
+        HostileStats::get(&provider.stats.chunk_requests)
+            + HostileStats::get(&provider.stats.availability_requests),
+        0,
+        "B refused it before asking for a chunk"
+    );
+    assert!(b.content(id).is_none(), "B keeps nothing of a refused item");
+    assert_eq!(entries(&w.join("downloads/film")), 0);
+    assert_eq!(b.metric("licet_chunks_fetched_total"), 0.0);
+    // The provider did nothing wrong by B's rules: it is not banned.
+    let entry = b.peer_entry(&provider.peer_id());
+    assert!(
+        entry.as_ref().is_none_or(|e| e["banned"] == false),
+        "{entry:?}"
+    );
 }
 
 #[test]
@@ -456,6 +543,51 @@ fn tampered_unsigned_and_foreign_signed_manifests_cannot_be_added() {
     // The genuine manifest with the same content is accepted: the bytes were the problem.
     let added = a.add("film.manifest", "release");
     assert_eq!(added["manifest_id"], created["manifest_id"]);
+}
+
+#[test]
+fn a_tampered_manifest_from_a_provider_is_refused_in_gets_error_and_the_provider_banned() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    let created = small_release(&net, "release", "film.manifest", &[]);
+    let id = text(&created["manifest_id"]);
+    let genuine = std::fs::read(w.join("film.manifest")).unwrap();
+    // The title changed inside the signed body; the signature no longer covers it.
+    let mut tampered = genuine.clone();
+    let at = tampered
+        .windows(10)
+        .position(|win| win == b"Small film")
+        .unwrap();
+    tampered[at] = b'T';
+    let provider = HostilePeer::provider(
+        HostileContent::load(&w.join("film.manifest"), &w.join("release")),
+        Answer::Honest,
+    );
+    provider.replay_manifest(tampered);
+    let b = net.start("b", &[]).trusting(&publisher);
+
+    let link = format!("{}?peer={}", text(&created["link"]), provider.addr());
+    let out = b.client(&["get", &link, "-o", "downloads/film"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("signature is not valid")
+            && out.stderr.contains("does not verify")
+            && out.stderr.contains(&provider.peer_id())
+            && out.stderr.contains(id),
+        "B's refusal of what the provider sent, naming it: {}",
+        out.stderr
+    );
+    assert!(HostileStats::get(&provider.stats.manifest_requests) >= 1);
+    assert_eq!(HostileStats::get(&provider.stats.chunk_requests), 0);
+    let entry = b
+        .peer_entry(&provider.peer_id())
+        .expect("B lists the provider it banned");
+    assert_eq!(entry["banned"], true, "{entry}");
+    assert!(text(&entry["ban_reason"]).contains("manifest"), "{entry}");
+    assert_eq!(b.metric("licet_peers_banned_total"), 1.0);
+    assert!(b.content(id).is_none(), "B keeps nothing of a refused item");
+    assert_eq!(entries(&w.join("downloads/film")), 0);
 }
 
 /// Starts B fetching a big release from A and returns once B holds some but not all of it, with
