@@ -135,6 +135,36 @@ fn assert_shut_out(node: &TestNode, hostile: &HostilePeer, id: &str, what: &str)
 
 // ----- 1. lying providers -----
 
+/// How long a download faces only hostile providers, at least, before honest seeders join:
+/// long enough for a node that asked a peer refusing what it claims in a loop (once a second,
+/// as discovery offers it) to show it.
+const HOSTILE_ONLY: Duration = Duration::from_secs(8);
+
+/// Starts node `name` joined to `downloader`, trusts `publisher` there, and seeds `manifest`
+/// from `content`: an honest seeder that the downloader finds among its connected peers.
+fn joining_seeder(
+    net: &TestNet,
+    name: &str,
+    downloader: &TestNode,
+    publisher: &str,
+    (manifest, content): (&str, &str),
+) -> TestNode {
+    let node = net
+        .start_joined(name, downloader, &[])
+        .trusting(publisher);
+    let added = node.add(manifest, content);
+    assert_eq!(added["state"], "complete", "{added}");
+    node
+}
+
+/// Most times a download may have started a worker on a peer that refuses chunks it claims,
+/// `elapsed` after it started: the peer rests 1 s after its first refusal, twice as long after
+/// each further one (README, "What Licet refuses"), so `n` workers take at least 2^(n-1) - 1
+/// seconds; one more for the worker that may be running at the end.
+fn refusing_peer_rounds(elapsed: Duration) -> u64 {
+    2 + (1.0 + elapsed.as_secs_f64()).log2().floor() as u64
+}
+
 #[test]
 fn a_downloader_facing_honest_and_hostile_providers_completes_and_bans_every_liar() {
     let net = TestNet::new();
@@ -142,8 +172,6 @@ fn a_downloader_facing_honest_and_hostile_providers_completes_and_bans_every_lia
     let r = release(&net, 8 * MIB, &["--chunk-size", "64KiB"]);
     let total_chunks = r.size / (64 * KIB);
     let content = HostileContent::load(&r.manifest, &r.content);
-    let a = seeder(&net, "a", &r.publisher, "film.manifest", "release");
-    let c = seeder(&net, "c", &r.publisher, "film.manifest", "release");
     let liars: Vec<(&str, HostilePeer)> = [
         ("wrong bytes", Answer::WrongBytes),
         ("wrong audit path", Answer::WrongProof),
@@ -162,15 +190,53 @@ fn a_downloader_facing_honest_and_hostile_providers_completes_and_bans_every_lia
     .collect();
     let b = net.start("b", &[]).trusting(&r.publisher);
 
-    // Hostile providers first, so they are asked before the honest ones answer everything.
-    let mut hints: Vec<String> = liars
+    // First the hostile providers alone (they also hand B the genuine manifest): every one of
+    // them is asked for chunks before an honest peer could have sent everything.
+    let hints: Vec<String> = liars
         .iter()
         .chain(&stallers)
         .map(|(_, h)| h.addr())
         .collect();
-    hints.push(a.addr().to_owned());
-    hints.push(c.addr().to_owned());
-    let got = b.client_json(&["get", &with_hints(&r.link, &hints), "-o", "downloads/film"]);
+    let started = std::time::Instant::now();
+    let get = b.spawn_client(&[
+        "get",
+        &with_hints(&r.link, &hints),
+        "-o",
+        "downloads/film",
+        "--json",
+    ]);
+    for (what, liar) in &liars {
+        let entry = wait_banned(&b, &liar.peer_id());
+        assert!(
+            HostileStats::get(&liar.stats.chunk_requests) > 0,
+            "{what}: the liar was banned without being asked for a chunk"
+        );
+        assert!(
+            HostileStats::get(&liar.stats.bad_answers_sent) > 0,
+            "{what}"
+        );
+        let reason = text(&entry["ban_reason"]);
+        assert!(
+            reason.contains("chunk") || reason.contains("bytes"),
+            "{what}: ban reason {reason:?}"
+        );
+    }
+    for (what, staller) in &stallers {
+        wait_for(
+            &format!("the {what} provider to be asked for a chunk"),
+            BAN_TIMEOUT,
+            Duration::from_millis(100),
+            || (HostileStats::get(&staller.stats.chunk_requests) > 0).then_some(()),
+        );
+    }
+    std::thread::sleep(HOSTILE_ONLY.saturating_sub(started.elapsed()));
+    // Then honest seeders join B, which finds them among its connected peers.
+    let a = joining_seeder(&net, "a", &b, &r.publisher, ("film.manifest", "release"));
+    let c = joining_seeder(&net, "c", &b, &r.publisher, ("film.manifest", "release"));
+    let out = get.wait(DOWNLOAD_TIMEOUT);
+    let elapsed = started.elapsed();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let got = out.json();
 
     assert_eq!(got["state"], "complete", "{got}");
     assert_eq!(got["error"], Value::Null, "{got}");
@@ -184,20 +250,7 @@ fn a_downloader_facing_honest_and_hostile_providers_completes_and_bans_every_lia
     assert_same_file(&r.film, &w.join("downloads/film/film.bin"));
 
     for (what, liar) in &liars {
-        assert!(
-            HostileStats::get(&liar.stats.chunk_requests) > 0,
-            "{what}: the liar was never asked for a chunk, so this test proved nothing"
-        );
-        assert!(
-            HostileStats::get(&liar.stats.bad_answers_sent) > 0,
-            "{what}"
-        );
         let entry = wait_banned(&b, &liar.peer_id());
-        let reason = text(&entry["ban_reason"]);
-        assert!(
-            reason.contains("chunk") || reason.contains("bytes"),
-            "{what}: ban reason {reason:?}"
-        );
         assert_eq!(
             count(&entry["bytes_in"]),
             0,
@@ -213,17 +266,33 @@ fn a_downloader_facing_honest_and_hostile_providers_completes_and_bans_every_lia
         );
         assert_shut_out(&b, liar, &r.id, what);
     }
+    let rounds = refusing_peer_rounds(elapsed);
     for (what, staller) in &stallers {
+        let chunks = HostileStats::get(&staller.stats.chunk_requests);
+        let availability = HostileStats::get(&staller.stats.availability_requests);
         eprintln!(
-            "{what}: asked for {} chunks, {} availability",
-            HostileStats::get(&staller.stats.chunk_requests),
-            HostileStats::get(&staller.stats.availability_requests)
+            "{what}: asked for {chunks} chunks, {availability} availability in {elapsed:?}"
         );
         assert_eq!(
             bytes_in(&b, &staller.peer_id()),
             0,
             "{what}: B accepted bytes it never fully received"
         );
+        assert!(chunks > 0, "{what}: never asked for a chunk");
+        if *what == "claims every chunk, refuses each" {
+            // Each worker asks what it has (once when it starts, once after the refusal) and
+            // for at most a pipeline of chunks; it is not asked in a loop.
+            assert!(
+                availability <= 2 * rounds,
+                "{what}: asked {availability} times what it has in {elapsed:?} (at most \
+                 {rounds} workers of 2 questions each): asked in a loop"
+            );
+            assert!(
+                chunks <= PIPELINE_PER_PEER * rounds,
+                "{what}: asked for {chunks} chunks in {elapsed:?} (at most {rounds} workers \
+                 of {PIPELINE_PER_PEER}): asked in a loop"
+            );
+        }
     }
     assert!(b.metric("licet_peers_banned_total") >= liars.len() as f64);
     // The chunks came from the honest seeders.
@@ -235,6 +304,9 @@ fn a_downloader_facing_honest_and_hostile_providers_completes_and_bans_every_lia
     );
     assert!(a.metric("licet_chunks_served_total") + c.metric("licet_chunks_served_total") > 0.0);
 }
+
+/// Chunk requests a download keeps in flight per peer (`fetch::PIPELINE_PER_PEER`).
+const PIPELINE_PER_PEER: u64 = 16;
 
 #[test]
 fn providers_that_replay_manifests_signed_for_something_else_are_banned() {
@@ -1160,11 +1232,16 @@ fn junk_forged_expired_and_older_catalog_heads_are_not_stored_in_the_dht() {
 
     let hostile = HostilePeer::requester();
     hostile.dial(a.addr()).unwrap();
+    let held = |key| {
+        hostile
+            .records_held_by(a.peer_id(), key)
+            .expect("the node answers a DHT lookup")
+    };
     wait_for(
         "the node to hold the head it published",
         BAN_TIMEOUT,
         Duration::from_millis(100),
-        || (hostile.records_held_by(a.peer_id(), key) == vec![genuine.clone()]).then_some(()),
+        || (held(key) == vec![genuine.clone()]).then_some(()),
     );
 
     let mut forged = Signed::decode(&genuine).unwrap();
@@ -1190,26 +1267,42 @@ fn junk_forged_expired_and_older_catalog_heads_are_not_stored_in_the_dht() {
         ("an expired head", expired),
         ("an older head", older),
     ];
+    // Each put returns once the node has acknowledged it, which it does after judging it.
     for (what, value) in attempts {
-        hostile.put_record_to(a.peer_id(), key, value).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        hostile
+            .put_record_to(a.peer_id(), key, value)
+            .unwrap_or_else(|e| panic!("{what}: the node did not take the put: {e}"));
         assert_eq!(
-            hostile.records_held_by(a.peer_id(), key),
+            held(key),
             vec![genuine.clone()],
             "after {what}, the node holds only the genuine newest head"
         );
     }
-    // A valid head put under another key than its publisher's is not stored either.
+    // A valid head put under another key than its publisher's is not stored either (the node
+    // answers the lookup, holding nothing).
     let other_key = [0x42; 32];
     hostile
         .put_record_to(a.peer_id(), other_key, genuine.clone())
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(hostile.records_held_by(a.peer_id(), other_key).is_empty());
+    assert_eq!(held(other_key), Vec::<Vec<u8>>::new());
     assert_eq!(sequence(&a, &film.publisher), Some(2));
     assert!(
         a.content(&film.id).unwrap()["refused"]["reason"] == "Revoked",
         "the takedown still holds"
+    );
+
+    // The control: a valid newer head put the same way by the same peer is stored, so the
+    // refusals above are the node's judgement, not puts that never arrived.
+    w.catalog_sign("draft.json", "publisher.pem", "catalog.3", &["--expires", "+1d"])
+        .ok();
+    let newer = read(&net, "catalog.3.head");
+    hostile
+        .put_record_to(a.peer_id(), key, newer.clone())
+        .unwrap();
+    assert_eq!(
+        held(key),
+        vec![newer],
+        "the node stores a valid newer head put by a peer"
     );
 }
 
