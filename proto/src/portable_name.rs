@@ -192,9 +192,18 @@ mod tests {
             ("\u{1fb3}", "\u{3b1}\u{345}"),
             // U+0345 reordered by normalisation, and its upper case pinned in place (found by the
             // path_rules fuzz target).
-            ("\u{35d}\u{345}\u{35d}\u{345}21", "\u{35d}\u{35d}\u{345}\u{345}21"),
-            ("\u{35d}\u{345}\u{35d}\u{345}21", "\u{35d}\u{399}\u{35d}\u{399}21"),
-            ("\u{35d}\u{35d}\u{399}\u{399}21", "\u{35d}\u{399}\u{35d}\u{399}21"),
+            (
+                "\u{35d}\u{345}\u{35d}\u{345}21",
+                "\u{35d}\u{35d}\u{345}\u{345}21",
+            ),
+            (
+                "\u{35d}\u{345}\u{35d}\u{345}21",
+                "\u{35d}\u{399}\u{35d}\u{399}21",
+            ),
+            (
+                "\u{35d}\u{35d}\u{399}\u{399}21",
+                "\u{35d}\u{399}\u{35d}\u{399}21",
+            ),
         ];
         for (a, b) in same {
             assert_eq!(folded(a), folded(b), "{a:?} and {b:?}");

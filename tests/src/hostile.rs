@@ -215,19 +215,24 @@ pub struct FloodReport {
     pub streams_answered: u64,
     /// Streams that read and that the node closed or reset before any answer (refused).
     pub streams_refused: u64,
-    /// Streams that never read, read at last by [`HostilePeer::drain_flood`]: the node had
-    /// ended them (their answers, then the end of the stream).
-    pub stuck_streams_ended: u64,
-    /// Streams that never read that were still open when read at last (no end of stream within
-    /// [`DRAIN_IDLE`] of their last answer).
-    pub stuck_streams_open: u64,
+    /// Streams that never read, read at last by [`HostilePeer::drain_flood`], that the node
+    /// had given up: it ended them, or sent nothing more for [`DRAIN_IDLE`] (a node that gave up
+    /// a write may drop the stream without a word), with fewer than [`DRAIN_SERVED`] answers.
+    pub stuck_streams_given_up: u64,
+    /// Streams that never read that the node still served when they were read at last: they
+    /// delivered [`DRAIN_SERVED`] answers.
+    pub stuck_streams_served: u64,
     /// Answers read from streams that never read, once [`HostilePeer::drain_flood`] read them.
     pub drained_responses: u64,
 }
 
 /// How long [`HostilePeer::drain_flood`] waits for more of a stream before it counts the
-/// stream as still open.
+/// stream as given up.
 pub const DRAIN_IDLE: Duration = Duration::from_secs(10);
+/// Answers a drained stream delivers that show the node still serves it: the most a node asks
+/// a requester to keep in flight (`MAX_REQUESTS_IN_FLIGHT`), more than any window of a stream
+/// that was not read holds.
+pub const DRAIN_SERVED: u64 = wire::MAX_REQUESTS_IN_FLIGHT as u64;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -681,6 +686,37 @@ impl HostilePeer {
         })
     }
 
+    /// Opens `streams` transfer streams to the node at `addr` one after another, each kept open,
+    /// and asks on each what the node holds of `manifest`; whether each got an answer (a stream
+    /// the node refuses is closed without one). One at a time, so that none is lost to a burst.
+    pub fn open_streams_one_by_one(
+        &self,
+        addr: &str,
+        manifest: licet_proto::ManifestId,
+        streams: usize,
+    ) -> Vec<bool> {
+        let peer = self.dial_node(addr);
+        let runtime = self.runtime.as_ref().unwrap();
+        let mut answered = Vec::new();
+        for _ in 0..streams {
+            let mut control = self.control.clone();
+            let got = runtime.block_on(async move {
+                let mut stream = open_transfer(&mut control, peer).await;
+                let got = ask(&mut stream, Request::Availability { manifest })
+                    .await
+                    .is_some();
+                // Kept open until the peer is dropped.
+                tokio::spawn(async move {
+                    let _stream = stream;
+                    std::future::pending::<()>().await;
+                });
+                got
+            });
+            answered.push(got);
+        }
+        answered
+    }
+
     /// Asks the node at `addr` which chunks of `content` it holds, then fetches every one of
     /// them and checks it against the manifest's root, as a downloader would. Returns
     /// `(held, verified, failed)`: a chunk the node says it holds but answers wrongly (or not
@@ -848,24 +884,25 @@ impl HostilePeer {
                             std::future::pending::<()>().await;
                         }
                         let mut body = Vec::new();
-                        let ended = loop {
+                        let mut answers = 0;
+                        while answers < DRAIN_SERVED {
                             match tokio::time::timeout(
                                 DRAIN_IDLE,
                                 read_frame(&mut reader, &mut body),
                             )
                             .await
                             {
-                                Ok(Ok(())) => report.lock().unwrap().drained_responses += 1,
-                                Ok(Err(_)) => break true,
-                                Err(_) => break false,
+                                Ok(Ok(())) => answers += 1,
+                                Ok(Err(_)) | Err(_) => break,
                             }
-                        };
+                        }
                         {
                             let mut report = report.lock().unwrap();
-                            if ended {
-                                report.stuck_streams_ended += 1;
+                            report.drained_responses += answers;
+                            if answers < DRAIN_SERVED {
+                                report.stuck_streams_given_up += 1;
                             } else {
-                                report.stuck_streams_open += 1;
+                                report.stuck_streams_served += 1;
                             }
                         }
                         // Kept: a stream still open stays open.
@@ -922,16 +959,16 @@ impl HostilePeer {
         *self.flood_report.lock().unwrap()
     }
 
-    /// Starts reading the flood's streams that never read, each until the node ends it or it
-    /// idles for [`DRAIN_IDLE`], and waits (at most `timeout`) until every one is counted as
-    /// ended or still open; returns the report then.
+    /// Starts reading the flood's streams that never read, each until the node ends it, it
+    /// idles for [`DRAIN_IDLE`] or it has delivered [`DRAIN_SERVED`] answers, and waits (at most
+    /// `timeout`) until every one is counted as given up or served; returns the report then.
     pub fn drain_flood(&self, timeout: Duration) -> FloodReport {
         self.drain.send_replace(true);
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let report = self.flood_report();
             let unread = report.streams_opened - report.streams_answered - report.streams_refused;
-            if report.stuck_streams_ended + report.stuck_streams_open >= unread
+            if report.stuck_streams_given_up + report.stuck_streams_served >= unread
                 || std::time::Instant::now() > deadline
             {
                 return report;
@@ -1427,8 +1464,7 @@ async fn serve(
                         stats.bad_answers_sent.fetch_add(1, Ordering::Relaxed);
                         let mut begun = (MAX_FRAME_BYTES as u32).to_le_bytes().to_vec();
                         begun.push(0);
-                        if stream.write_all(&begun).await.is_err()
-                            || stream.flush().await.is_err()
+                        if stream.write_all(&begun).await.is_err() || stream.flush().await.is_err()
                         {
                             return;
                         }
@@ -1455,32 +1491,30 @@ async fn serve(
             },
             Request::CatalogPart { offset, .. } => {
                 stats.catalog_part_requests.fetch_add(1, Ordering::Relaxed);
-                let _ = tokio::time::timeout(
-                    HOSTILE_TIMEOUT,
-                    catalog_hold.wait_for(|hold| !*hold),
-                )
-                .await;
+                let _ = tokio::time::timeout(HOSTILE_TIMEOUT, catalog_hold.wait_for(|hold| !*hold))
+                    .await;
                 match catalog.lock().unwrap().clone() {
-                Some(lie) => {
-                    let total = lie.catalog.len() as u64;
-                    let start = offset.min(total) as usize;
-                    let end = (offset + u64::from(wire::CATALOG_PART_BYTES)).min(total) as usize;
-                    let part = &lie.catalog[start..end];
-                    (
-                        response(
-                            id,
-                            Response::CatalogPart {
-                                total_len: total,
-                                offset,
-                                len: part.len() as u32,
-                            },
-                            part,
-                        ),
-                        None,
-                    )
+                    Some(lie) => {
+                        let total = lie.catalog.len() as u64;
+                        let start = offset.min(total) as usize;
+                        let end =
+                            (offset + u64::from(wire::CATALOG_PART_BYTES)).min(total) as usize;
+                        let part = &lie.catalog[start..end];
+                        (
+                            response(
+                                id,
+                                Response::CatalogPart {
+                                    total_len: total,
+                                    offset,
+                                    len: part.len() as u32,
+                                },
+                                part,
+                            ),
+                            None,
+                        )
+                    }
+                    None => (refused(id, "no catalogs"), None),
                 }
-                None => (refused(id, "no catalogs"), None),
-            }
             }
         };
         let sent = match slow {
