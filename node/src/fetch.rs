@@ -15,6 +15,8 @@
 //! Invariants:
 //! - the trust policy is checked before the first byte is fetched and again every
 //!   [`POLICY_RECHECK`]; a refusal stops the download;
+//! - a peer that refuses a chunk its availability still claims rests before the download asks
+//!   it again ([`REFUSAL_REST`], doubling up to [`MAX_REFUSAL_REST`]): it is never asked in a loop;
 //! - nothing is written that did not verify against the manifest's root; a peer that sends a
 //!   bad chunk or breaks the protocol (a malformed answer frame to any request: manifest,
 //!   availability or chunk) is banned and its chunks go back to the scheduler;
@@ -76,6 +78,12 @@ const IDLE_LIMIT: Duration = Duration::from_secs(30);
 const POLICY_RECHECK: Duration = Duration::from_secs(1);
 /// Most peers asked for a manifest.
 const MAX_MANIFEST_CANDIDATES: usize = 32;
+/// How long a download leaves a peer alone after it refused a chunk its availability still
+/// claims (asking again at once would only get the same refusal); each time it does so again,
+/// twice as long, up to [`MAX_REFUSAL_REST`].
+const REFUSAL_REST: Duration = Duration::from_secs(1);
+/// The longest rest of a peer that keeps refusing what it claims.
+const MAX_REFUSAL_REST: Duration = Duration::from_secs(60);
 
 /// Peers worth asking about `id`: hints first, then DHT providers, then connected peers.
 async fn candidates(node: &Node, id: ManifestId, hints: &[PeerId]) -> Vec<PeerId> {
@@ -185,6 +193,31 @@ enum WorkerEnd {
     Done,
     /// The peer failed, refused, or was banned.
     Gone(String),
+    /// The peer refused a chunk its availability still claims: it rests (see [`Rests`]).
+    Refusing(String),
+}
+
+/// Peers a download leaves alone for a while because they refused a chunk they claim: each
+/// refusal doubles the rest, from [`REFUSAL_REST`] up to [`MAX_REFUSAL_REST`]. One entry per
+/// peer that ever had a worker in this download.
+#[derive(Default)]
+struct Rests(std::collections::HashMap<PeerId, (u32, Instant)>);
+
+impl Rests {
+    /// `peer` refused what it claims, at `now`.
+    fn refused(&mut self, peer: PeerId, now: Instant) {
+        let (refusals, until) = self.0.entry(peer).or_insert((0, now));
+        let rest = REFUSAL_REST
+            .saturating_mul(1 << (*refusals).min(16))
+            .min(MAX_REFUSAL_REST);
+        *refusals += 1;
+        *until = now + rest;
+    }
+
+    /// Whether `peer` rests at `now`.
+    fn resting(&self, peer: &PeerId, now: Instant) -> bool {
+        self.0.get(peer).is_some_and(|(_, until)| now < *until)
+    }
 }
 
 /// State shared by a download's workers.
@@ -257,6 +290,7 @@ async fn run(
     let discovery = tokio::spawn(discover(node.clone(), id, hints, found));
     let mut workers: JoinSet<(PeerId, WorkerEnd)> = JoinSet::new();
     let mut active: HashSet<PeerId> = HashSet::new();
+    let mut rests = Rests::default();
     let mut recheck = tokio::time::interval(POLICY_RECHECK);
     let mut last_problem: Option<String> = None;
 
@@ -274,7 +308,10 @@ async fn run(
                 }
             }
             Some(peer) = discovered.recv() => {
-                if !node.is_banned(&peer) && active.insert(peer) {
+                if !node.is_banned(&peer)
+                    && !rests.resting(&peer, Instant::now())
+                    && active.insert(peer)
+                {
                     let download = download.clone();
                     workers.spawn(async move {
                         let end = match start_worker(&download, peer).await {
@@ -291,9 +328,17 @@ async fn run(
                     active.remove(&peer);
                     download.scheduler().remove_peer(&peer);
                     item.sending.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer);
-                    if let WorkerEnd::Gone(problem) = end {
-                        debug!(%peer, "worker ended: {problem}");
-                        last_problem = Some(problem);
+                    match end {
+                        WorkerEnd::Done => {}
+                        WorkerEnd::Gone(problem) => {
+                            debug!(%peer, "worker ended: {problem}");
+                            last_problem = Some(problem);
+                        }
+                        WorkerEnd::Refusing(problem) => {
+                            debug!(%peer, "worker ended, the peer rests: {problem}");
+                            rests.refused(peer, Instant::now());
+                            last_problem = Some(problem);
+                        }
                     }
                 }
             }
@@ -665,9 +710,9 @@ async fn keep_busy(
                 match ask_availability(download, session).await {
                     Err(problem) => return WorkerEnd::Gone(problem),
                     // Still claimed: asking again would only get the same refusal, as fast as
-                    // the peer answers. Leave it until discovery offers it again.
+                    // the peer answers. It rests before discovery may offer it again.
                     Ok(true) if download.scheduler().claims(&peer, chunk) => {
-                        return WorkerEnd::Gone(format!(
+                        return WorkerEnd::Refusing(format!(
                             "peer {peer} claims chunk {} of file {} but refuses it",
                             chunk.1, chunk.0
                         ));

@@ -105,6 +105,10 @@ pub enum Answer {
     UnrequestedId,
     /// Answers availability with bitfields that do not fit the manifest (one bit too many).
     MisfitAvailability,
+    /// Answers a chunk request with the length prefix of the largest frame a reader accepts
+    /// (`MAX_FRAME_BYTES`, a legal size for an answer), then trickles its bytes, one every this
+    /// delay, until the node closes the stream.
+    TrickleLargest(Duration),
 }
 
 /// What a hostile provider pretends to hold: the genuine signed manifest and the real content,
@@ -175,6 +179,10 @@ pub struct HostileStats {
     pub inbound_streams: AtomicU64,
     /// Connections that closed.
     pub connections_closed: AtomicU64,
+    /// `CatalogPart` requests received.
+    pub catalog_part_requests: AtomicU64,
+    /// Largest-frame answers begun (prefix and first byte sent) by [`Answer::TrickleLargest`].
+    pub trickles_started: AtomicU64,
 }
 
 impl HostileStats {
@@ -193,16 +201,38 @@ pub struct RawOutcome {
     pub closed_by_node: bool,
 }
 
-/// What a flood achieved.
+/// What a flood achieved (see [`HostilePeer::flood`] and [`HostilePeer::drain_flood`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FloodReport {
     /// Request frames written.
     pub requests_sent: u64,
-    /// Response frames read (0 for streams that never read).
+    /// Response frames read (on streams that read; those that never read count theirs in
+    /// `drained_responses`).
     pub responses_read: u64,
     /// Streams that were opened.
     pub streams_opened: u64,
+    /// Streams that read and got at least one answer.
+    pub streams_answered: u64,
+    /// Streams that read and that the node closed or reset before any answer (refused).
+    pub streams_refused: u64,
+    /// Streams that never read, read at last by [`HostilePeer::drain_flood`], that the node
+    /// had given up: it ended them, or sent nothing more for [`DRAIN_IDLE`] (a node that gave up
+    /// a write may drop the stream without a word), with fewer than [`DRAIN_SERVED`] answers.
+    pub stuck_streams_given_up: u64,
+    /// Streams that never read that the node still served when they were read at last: they
+    /// delivered [`DRAIN_SERVED`] answers.
+    pub stuck_streams_served: u64,
+    /// Answers read from streams that never read, once [`HostilePeer::drain_flood`] read them.
+    pub drained_responses: u64,
 }
+
+/// How long [`HostilePeer::drain_flood`] waits for more of a stream before it counts the
+/// stream as given up.
+pub const DRAIN_IDLE: Duration = Duration::from_secs(10);
+/// Answers a drained stream delivers that show the node still serves it: the most a node asks
+/// a requester to keep in flight (`MAX_REQUESTS_IN_FLIGHT`), more than any window of a stream
+/// that was not read holds.
+pub const DRAIN_SERVED: u64 = wire::MAX_REQUESTS_IN_FLIGHT as u64;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -218,12 +248,12 @@ enum Command {
         peer: PeerId,
         key: [u8; 32],
         value: Vec<u8>,
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<Result<(), String>>,
     },
     GetRecord {
         peer: PeerId,
         key: [u8; 32],
-        reply: oneshot::Sender<Vec<Vec<u8>>>,
+        reply: oneshot::Sender<Result<Vec<Vec<u8>>, String>>,
     },
     Gossip {
         topic: String,
@@ -252,6 +282,12 @@ pub struct HostilePeer {
     pub stats: Arc<HostileStats>,
     replay: Arc<Mutex<Option<Vec<u8>>>>,
     catalog: Arc<Mutex<Option<CatalogLie>>>,
+    /// `true` while `CatalogPart` answers are held back ([`HostilePeer::hold_catalog_parts`]).
+    catalog_hold: tokio::sync::watch::Sender<bool>,
+    /// What [`HostilePeer::flood`] achieved so far.
+    flood_report: Arc<Mutex<FloodReport>>,
+    /// Set by [`HostilePeer::drain_flood`]: streams that never read read at last.
+    drain: tokio::sync::watch::Sender<bool>,
 }
 
 impl HostilePeer {
@@ -286,6 +322,7 @@ impl HostilePeer {
         let connected = Arc::new(Mutex::new(HashSet::new()));
         let replay = Arc::new(Mutex::new(None));
         let catalog = Arc::new(Mutex::new(None));
+        let (catalog_hold, held) = tokio::sync::watch::channel(false);
         let (commands, receiver) = mpsc::channel(16);
         let (control, incoming) = runtime.block_on(async {
             let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.clone())
@@ -354,6 +391,7 @@ impl HostilePeer {
             stats.clone(),
             replay.clone(),
             catalog.clone(),
+            held,
         ));
         let mut peer = HostilePeer {
             runtime: Some(runtime),
@@ -366,6 +404,9 @@ impl HostilePeer {
             stats,
             replay,
             catalog,
+            catalog_hold,
+            flood_report: Arc::default(),
+            drain: tokio::sync::watch::channel(false).0,
         };
         let listen = peer.block_on(async {
             let (reply, answer) = oneshot::channel();
@@ -417,8 +458,18 @@ impl HostilePeer {
         });
     }
 
+    /// While `hold` is true, every `CatalogPart` request is counted
+    /// ([`HostileStats::catalog_part_requests`]) and its answer held back until `hold` is set
+    /// false again (or [`HOSTILE_TIMEOUT`] passes): a source that is slow to send a catalog.
+    pub fn hold_catalog_parts(&self, hold: bool) {
+        self.catalog_hold.send_replace(hold);
+    }
+
     /// Asks the node `peer` (dialled already) to store `key` → `value` in its DHT store, as any
-    /// DHT node may ask another; whether the request went out.
+    /// DHT node may ask another, and waits for its acknowledgement. A node acknowledges a put
+    /// whether it stores the record or not, and only after it has judged it (libp2p's Kademlia
+    /// answers once the node has taken the record from it), so a lookup sent after this
+    /// returns sees the outcome. `Err` if the node did not acknowledge it.
     pub fn put_record_to(&self, peer: &str, key: [u8; 32], value: Vec<u8>) -> Result<(), String> {
         let peer: PeerId = peer.parse().unwrap();
         self.ask(|reply| Command::PutRecordTo {
@@ -426,15 +477,15 @@ impl HostilePeer {
             key,
             value,
             reply,
-        })
+        })?
     }
 
     /// The values the node `peer` (dialled already) answers a DHT lookup of `key` with: what it
-    /// stored under `key`.
-    pub fn records_held_by(&self, peer: &str, key: [u8; 32]) -> Vec<Vec<u8>> {
+    /// stored under `key`. `Err` if the node did not answer the lookup (an empty list means it
+    /// answered, holding nothing).
+    pub fn records_held_by(&self, peer: &str, key: [u8; 32]) -> Result<Vec<Vec<u8>>, String> {
         let peer: PeerId = peer.parse().unwrap();
-        self.ask(|reply| Command::GetRecord { peer, key, reply })
-            .unwrap_or_default()
+        self.ask(|reply| Command::GetRecord { peer, key, reply })?
     }
 
     /// Joins `topic` and publishes `data` on it once a connected peer has joined it too.
@@ -635,6 +686,37 @@ impl HostilePeer {
         })
     }
 
+    /// Opens `streams` transfer streams to the node at `addr` one after another, each kept open,
+    /// and asks on each what the node holds of `manifest`; whether each got an answer (a stream
+    /// the node refuses is closed without one). One at a time, so that none is lost to a burst.
+    pub fn open_streams_one_by_one(
+        &self,
+        addr: &str,
+        manifest: licet_proto::ManifestId,
+        streams: usize,
+    ) -> Vec<bool> {
+        let peer = self.dial_node(addr);
+        let runtime = self.runtime.as_ref().unwrap();
+        let mut answered = Vec::new();
+        for _ in 0..streams {
+            let mut control = self.control.clone();
+            let got = runtime.block_on(async move {
+                let mut stream = open_transfer(&mut control, peer).await;
+                let got = ask(&mut stream, Request::Availability { manifest })
+                    .await
+                    .is_some();
+                // Kept open until the peer is dropped.
+                tokio::spawn(async move {
+                    let _stream = stream;
+                    std::future::pending::<()>().await;
+                });
+                got
+            });
+            answered.push(got);
+        }
+        answered
+    }
+
     /// Asks the node at `addr` which chunks of `content` it holds, then fetches every one of
     /// them and checks it against the manifest's root, as a downloader would. Returns
     /// `(held, verified, failed)`: a chunk the node says it holds but answers wrongly (or not
@@ -738,8 +820,9 @@ impl HostilePeer {
     /// Floods the node at `addr`: opens `streams` transfer streams and writes `requests` chunk
     /// requests (cycling through every chunk of `content`) on each without waiting for answers.
     /// If `read` the answers are read and thrown away as fast as they come; otherwise they are
-    /// never read. Returns after every request is written (or the node stops taking them) and,
-    /// if reading, after `hold`; the streams stay open until the peer is dropped.
+    /// not read until [`HostilePeer::drain_flood`]. Returns after every request is written (or
+    /// the node stops taking them) and, if reading, after `hold`; the streams stay open until
+    /// the peer is dropped. What the streams saw after it returns: [`HostilePeer::flood_report`].
     pub fn flood(
         &self,
         addr: &str,
@@ -757,13 +840,14 @@ impl HostilePeer {
             .enumerate()
             .flat_map(|(f, c)| (0..c.len() as u64).map(move |i| (f as u32, i)))
             .collect();
-        let report = Arc::new(Mutex::new(FloodReport::default()));
+        let report = self.flood_report.clone();
         let runtime = self.runtime.as_ref().unwrap();
         let mut tasks = Vec::new();
         for s in 0..streams {
             let mut control = self.control.clone();
             let chunks = chunks.clone();
             let report = report.clone();
+            let mut drain = self.drain.subscribe();
             tasks.push(runtime.spawn(async move {
                 let Ok(Ok(stream)) =
                     tokio::time::timeout(HOSTILE_TIMEOUT, control.open_stream(peer, TRANSFER))
@@ -777,13 +861,51 @@ impl HostilePeer {
                     let report = report.clone();
                     tokio::spawn(async move {
                         let mut body = Vec::new();
+                        let mut answers = 0u64;
                         while read_frame(&mut reader, &mut body).await.is_ok() {
-                            report.lock().unwrap().responses_read += 1;
+                            answers += 1;
+                            let mut report = report.lock().unwrap();
+                            report.responses_read += 1;
+                            if answers == 1 {
+                                report.streams_answered += 1;
+                            }
+                        }
+                        if answers == 0 {
+                            report.lock().unwrap().streams_refused += 1;
                         }
                     });
                 } else {
-                    // Never read: keep the read half alive so the stream stays open.
+                    // Not read (the read half kept alive so the stream stays open) until
+                    // `drain_flood`; then read to its end, if it has one.
+                    let report = report.clone();
                     tokio::spawn(async move {
+                        let draining = drain.wait_for(|drain| *drain).await.is_ok();
+                        if !draining {
+                            std::future::pending::<()>().await;
+                        }
+                        let mut body = Vec::new();
+                        let mut answers = 0;
+                        while answers < DRAIN_SERVED {
+                            match tokio::time::timeout(
+                                DRAIN_IDLE,
+                                read_frame(&mut reader, &mut body),
+                            )
+                            .await
+                            {
+                                Ok(Ok(())) => answers += 1,
+                                Ok(Err(_)) | Err(_) => break,
+                            }
+                        }
+                        {
+                            let mut report = report.lock().unwrap();
+                            report.drained_responses += answers;
+                            if answers < DRAIN_SERVED {
+                                report.stuck_streams_given_up += 1;
+                            } else {
+                                report.stuck_streams_served += 1;
+                            }
+                        }
+                        // Kept: a stream still open stays open.
                         let _reader = reader;
                         std::future::pending::<()>().await;
                     });
@@ -829,6 +951,30 @@ impl HostilePeer {
             }
         });
         *report.lock().unwrap()
+    }
+
+    /// What [`HostilePeer::flood`] achieved so far (its streams go on being counted after it
+    /// returns).
+    pub fn flood_report(&self) -> FloodReport {
+        *self.flood_report.lock().unwrap()
+    }
+
+    /// Starts reading the flood's streams that never read, each until the node ends it, it
+    /// idles for [`DRAIN_IDLE`] or it has delivered [`DRAIN_SERVED`] answers, and waits (at most
+    /// `timeout`) until every one is counted as given up or served; returns the report then.
+    pub fn drain_flood(&self, timeout: Duration) -> FloodReport {
+        self.drain.send_replace(true);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let report = self.flood_report();
+            let unread = report.streams_opened - report.streams_answered - report.streams_refused;
+            if report.stuck_streams_given_up + report.stuck_streams_served >= unread
+                || std::time::Instant::now() > deadline
+            {
+                return report;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -919,7 +1065,11 @@ async fn read_frame<R: futures::AsyncRead + Unpin>(
 }
 
 /// A DHT lookup of one node's records: the node, the values it answered with, the reply.
-type Lookup = (PeerId, Vec<Vec<u8>>, oneshot::Sender<Vec<Vec<u8>>>);
+type Lookup = (
+    PeerId,
+    Vec<Vec<u8>>,
+    oneshot::Sender<Result<Vec<Vec<u8>>, String>>,
+);
 /// Gossip waiting for a peer on its topic: topic, bytes, since when, the reply.
 type PendingGossip = (
     gossipsub::IdentTopic,
@@ -940,6 +1090,8 @@ async fn run_swarm(
     let mut listen_waiters: Vec<oneshot::Sender<Multiaddr>> = Vec::new();
     // Lookups of one node's records: the values that node answered with.
     let mut lookups: HashMap<kad::QueryId, Lookup> = HashMap::new();
+    // Puts waiting for the node's acknowledgement.
+    let mut puts: HashMap<kad::QueryId, oneshot::Sender<Result<(), String>>> = HashMap::new();
     // Gossip waiting for a peer on its topic: retried on every tick until sent or given up.
     let mut gossip: Vec<PendingGossip> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -972,11 +1124,11 @@ async fn run_swarm(
                 None => return,
                 Some(Command::PutRecordTo { peer, key, value, reply }) => {
                     let record = kad::Record::new(kad::RecordKey::new(&key), value);
-                    swarm
+                    let id = swarm
                         .behaviour_mut()
                         .kad
                         .put_record_to(record, std::iter::once(peer), kad::Quorum::One);
-                    let _ = reply.send(());
+                    puts.insert(id, reply);
                 }
                 Some(Command::GetRecord { peer, key, reply }) => {
                     let id = swarm.behaviour_mut().kad.get_record(kad::RecordKey::new(&key));
@@ -1061,9 +1213,21 @@ async fn run_swarm(
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                     id,
-                    result: kad::QueryResult::GetRecord(result),
+                    result: kad::QueryResult::PutRecord(result),
                     step,
                     ..
+                })) => {
+                    if step.last
+                        && let Some(reply) = puts.remove(&id)
+                    {
+                        let _ = reply.send(result.map(|_| ()).map_err(|e| e.to_string()));
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                    id,
+                    result: kad::QueryResult::GetRecord(result),
+                    step,
+                    stats,
                 })) => {
                     if let Some((peer, values, _)) = lookups.get_mut(&id)
                         && let Ok(kad::GetRecordOk::FoundRecord(found)) = result
@@ -1072,9 +1236,16 @@ async fn run_swarm(
                         values.push(found.record.value);
                     }
                     if step.last
-                        && let Some((_, values, reply)) = lookups.remove(&id)
+                        && let Some((peer, values, reply)) = lookups.remove(&id)
                     {
-                        let _ = reply.send(values);
+                        // The node is the only peer this one knows: a lookup it answered has a
+                        // success, one that timed out or failed has none.
+                        let answered = stats.num_successes() > 0;
+                        let _ = reply.send(if answered {
+                            Ok(values)
+                        } else {
+                            Err(format!("{peer} did not answer the lookup"))
+                        });
                     }
                 }
                 _ => {}
@@ -1090,6 +1261,7 @@ async fn accept_streams(
     stats: Arc<HostileStats>,
     replay: Arc<Mutex<Option<Vec<u8>>>>,
     catalog: Arc<Mutex<Option<CatalogLie>>>,
+    catalog_hold: tokio::sync::watch::Receiver<bool>,
 ) {
     while let Some((_peer, stream)) = incoming.next().await {
         stats.inbound_streams.fetch_add(1, Ordering::Relaxed);
@@ -1100,6 +1272,7 @@ async fn accept_streams(
             stats.clone(),
             replay.clone(),
             catalog.clone(),
+            catalog_hold.clone(),
         ));
     }
 }
@@ -1134,6 +1307,7 @@ async fn serve(
     stats: Arc<HostileStats>,
     replay: Arc<Mutex<Option<Vec<u8>>>>,
     catalog: Arc<Mutex<Option<CatalogLie>>>,
+    mut catalog_hold: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut body = Vec::new();
     while read_frame(&mut stream, &mut body).await.is_ok() {
@@ -1231,6 +1405,7 @@ async fn serve(
                         | Answer::Throttled(_)
                         | Answer::NotHeld
                         | Answer::MisfitAvailability
+                        | Answer::TrickleLargest(_)
                 );
                 if bad {
                     stats.bad_answers_sent.fetch_add(1, Ordering::Relaxed);
@@ -1285,6 +1460,26 @@ async fn serve(
                         None,
                     ),
                     Answer::MisfitAvailability => (good(proof, chunk), None),
+                    Answer::TrickleLargest(delay) => {
+                        stats.bad_answers_sent.fetch_add(1, Ordering::Relaxed);
+                        let mut begun = (MAX_FRAME_BYTES as u32).to_le_bytes().to_vec();
+                        begun.push(0);
+                        if stream.write_all(&begun).await.is_err() || stream.flush().await.is_err()
+                        {
+                            return;
+                        }
+                        stats.trickles_started.fetch_add(1, Ordering::Relaxed);
+                        let deadline = tokio::time::Instant::now() + HOSTILE_TIMEOUT * 4;
+                        while tokio::time::Instant::now() < deadline {
+                            tokio::time::sleep(*delay).await;
+                            if stream.write_all(&[0]).await.is_err()
+                                || stream.flush().await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                        return;
+                    }
                 }
             }
             Request::CatalogHead { .. } => match catalog.lock().unwrap().clone() {
@@ -1294,27 +1489,33 @@ async fn serve(
                 }) => (response(id, Response::CatalogHead { envelope }, &[]), None),
                 _ => (refused(id, "no catalog heads"), None),
             },
-            Request::CatalogPart { offset, .. } => match catalog.lock().unwrap().clone() {
-                Some(lie) => {
-                    let total = lie.catalog.len() as u64;
-                    let start = offset.min(total) as usize;
-                    let end = (offset + u64::from(wire::CATALOG_PART_BYTES)).min(total) as usize;
-                    let part = &lie.catalog[start..end];
-                    (
-                        response(
-                            id,
-                            Response::CatalogPart {
-                                total_len: total,
-                                offset,
-                                len: part.len() as u32,
-                            },
-                            part,
-                        ),
-                        None,
-                    )
+            Request::CatalogPart { offset, .. } => {
+                stats.catalog_part_requests.fetch_add(1, Ordering::Relaxed);
+                let _ = tokio::time::timeout(HOSTILE_TIMEOUT, catalog_hold.wait_for(|hold| !*hold))
+                    .await;
+                match catalog.lock().unwrap().clone() {
+                    Some(lie) => {
+                        let total = lie.catalog.len() as u64;
+                        let start = offset.min(total) as usize;
+                        let end =
+                            (offset + u64::from(wire::CATALOG_PART_BYTES)).min(total) as usize;
+                        let part = &lie.catalog[start..end];
+                        (
+                            response(
+                                id,
+                                Response::CatalogPart {
+                                    total_len: total,
+                                    offset,
+                                    len: part.len() as u32,
+                                },
+                                part,
+                            ),
+                            None,
+                        )
+                    }
+                    None => (refused(id, "no catalogs"), None),
                 }
-                None => (refused(id, "no catalogs"), None),
-            },
+            }
         };
         let sent = match slow {
             None => stream.write_all(&bytes).await,
