@@ -1537,3 +1537,45 @@ async fn serve(
         }
     }
 }
+
+/// A transfer stream to a node that stays open between requests, as a downloader's session
+/// does ([`HostilePeer::open_session`]): what the node answers on it after an event shows
+/// whether it asks again on every request or trusts an approval it gave earlier.
+pub struct OpenSession<'a> {
+    peer: &'a HostilePeer,
+    stream: Stream,
+}
+
+impl HostilePeer {
+    /// Connects to the node at `addr` and opens a transfer stream that stays open.
+    pub fn open_session(&self, addr: &str) -> OpenSession<'_> {
+        let peer = self.dial_node(addr);
+        let mut control = self.control.clone();
+        let stream = self.block_on(async move { open_transfer(&mut control, peer).await });
+        OpenSession { peer: self, stream }
+    }
+}
+
+impl OpenSession<'_> {
+    /// Asks for chunk `index` of file `file` of `manifest` (stating no region) on this stream;
+    /// the answer's header (`None` if none came within [`HOSTILE_TIMEOUT`]).
+    pub fn ask_chunk(
+        &mut self,
+        manifest: licet_proto::ManifestId,
+        (file, index): (u32, u64),
+    ) -> Option<Response> {
+        let stream = &mut self.stream;
+        self.peer.block_on(async move {
+            ask(
+                stream,
+                Request::Chunk {
+                    manifest,
+                    file,
+                    index,
+                },
+            )
+            .await
+            .map(|(response, _)| response)
+        })
+    }
+}

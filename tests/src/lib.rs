@@ -1195,3 +1195,26 @@ fn wait_or_none<T>(
         std::thread::sleep(interval);
     }
 }
+
+impl TestNode {
+    /// Stops the daemon with SIGSTOP: it keeps its connections and its state and does nothing
+    /// (its API does not answer) until [`TestNode::resume`]. A download caught this way stays
+    /// in flight for as long as the test needs. Dropping a paused node still kills it.
+    #[track_caller]
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a daemon stopped by [`TestNode::pause`] run again (SIGCONT).
+    #[track_caller]
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    #[track_caller]
+    fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("the node is not running").to_string();
+        let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(sent.success(), "kill {signal} {pid} failed");
+    }
+}

@@ -11,10 +11,16 @@
 
 use std::time::{Duration, Instant};
 
-use licet_tests::{TestNet, TestNode, assert_same_file, pseudo_random_bytes, text, wait_for};
+use licet_proto::{ManifestId, policy::RefusalReason, wire::Response};
+use licet_tests::{
+    TestNet, TestNode, assert_same_file,
+    hostile::{HostilePeer, OpenSession},
+    pseudo_random_bytes, text, wait_for,
+};
 use serde_json::Value;
 
-/// How long a catalog may take to reach a node (gossip brings it in well under a second).
+/// How long a catalog may take to reach a node (gossip pushes it at once; see the README for
+/// what was measured).
 const SPREAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a download may take.
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -133,6 +139,62 @@ fn publish(node: &TestNode, catalog: &str) -> Value {
     node.client_json(&["catalog", "publish", catalog])
 }
 
+/// A test peer's transfer session with each of `nodes`, kept open, on which each served chunk 0
+/// of `id` (the control: these streams get chunks while the policy allows them).
+fn served_sessions<'a>(
+    hostile: &'a HostilePeer,
+    nodes: &[&TestNode],
+    id: &str,
+) -> Vec<OpenSession<'a>> {
+    let id: ManifestId = id.parse().unwrap();
+    nodes
+        .iter()
+        .map(|node| {
+            let mut session = hostile.open_session(node.addr());
+            let answer = session.ask_chunk(id, (0, 0));
+            assert!(
+                matches!(answer, Some(Response::Chunk { .. })),
+                "{}: chunk 0 is not served before the end: {answer:?}",
+                node.name()
+            );
+            session
+        })
+        .collect()
+}
+
+/// Each of `nodes`, asked for chunk 0 of `id` again on its open session, refuses it on the wire
+/// for `reason` and counts the refusal in `/metrics`: what a downloader in flight meets, judged
+/// by the serving path itself rather than by `ls`.
+#[track_caller]
+fn assert_refused_on_the_wire(
+    sessions: &mut [OpenSession],
+    nodes: &[&TestNode],
+    id: &str,
+    reason: RefusalReason,
+) {
+    let id: ManifestId = id.parse().unwrap();
+    for (session, node) in sessions.iter_mut().zip(nodes) {
+        match session.ask_chunk(id, (0, 0)) {
+            Some(Response::Refused { reason: got, .. }) => {
+                assert_eq!(got, reason, "{}: refused for another reason", node.name());
+            }
+            other => panic!("{}: a chunk is still served: {other:?}", node.name()),
+        }
+        assert!(
+            node.metric(&format!("licet_refusals_total{{reason=\"{reason:?}\"}}")) >= 1.0,
+            "{}: the refusal is not counted in /metrics",
+            node.name()
+        );
+    }
+}
+
+/// How many heads and catalogs `node` refused for `reason` (`licet_catalog_refusals_total`).
+fn catalog_refusals(node: &TestNode, reason: &str) -> f64 {
+    node.metric(&format!(
+        "licet_catalog_refusals_total{{reason=\"{reason}\"}}"
+    ))
+}
+
 #[test]
 fn a_release_window_ends_on_every_node_of_a_five_node_swarm_within_a_second() {
     let net = TestNet::new();
@@ -180,9 +242,15 @@ fn a_release_window_ends_on_every_node_of_a_five_node_swarm_within_a_second() {
         );
     }
 
+    let hostile = HostilePeer::requester();
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    let mut sessions = served_sessions(&hostile, &all, id);
+
     // One second after the end, no node serves it: every one refuses it, with no restart and
-    // no operator action, and a newcomer's fetch is refused on the wire.
+    // no operator action, on the sessions that were served before the end too, and a
+    // newcomer's fetch is refused on the wire.
     std::thread::sleep(ends - Instant::now() + Duration::from_secs(1));
+    assert_refused_on_the_wire(&mut sessions, &all, id, RefusalReason::Expired);
     for node in &nodes {
         assert_eq!(
             refusal_of(node, id).as_deref(),
@@ -229,6 +297,9 @@ fn a_takedown_reaches_ten_online_nodes_and_an_offline_node_as_soon_as_it_sees_th
         assert_eq!(refusal_of(node, id), None);
     }
     offline.terminate();
+    let hostile = HostilePeer::requester();
+    let all: Vec<&TestNode> = online.iter().collect();
+    let mut sessions = served_sessions(&hostile, &all, id);
 
     // The takedown: catalog 2 revokes the episode.
     revoke_episode_one(&net, "catalog.2");
@@ -247,6 +318,7 @@ fn a_takedown_reaches_ten_online_nodes_and_an_offline_node_as_soon_as_it_sees_th
     eprintln!(
         "takedown: every one of 10 online nodes refused the episode {slowest:?} after publish"
     );
+    assert_refused_on_the_wire(&mut sessions, &all, id, RefusalReason::Revoked);
     let seq = online[5].metric(&format!(
         "licet_catalog_sequence{{publisher=\"{publisher}\"}}"
     ));
@@ -268,6 +340,12 @@ fn a_takedown_reaches_ten_online_nodes_and_an_offline_node_as_soon_as_it_sees_th
     eprintln!(
         "takedown: the node that was offline refused it {:?} after restarting",
         restarted.elapsed()
+    );
+    assert_refused_on_the_wire(
+        &mut [hostile.open_session(offline.addr())],
+        &[&offline],
+        id,
+        RefusalReason::Revoked,
     );
     let newcomer = net
         .start_joined("newcomer", &online[0], &[])
@@ -314,8 +392,16 @@ fn an_older_catalog_never_rolls_a_node_back_also_after_restarts() {
     assert_eq!(catalog_of(&r, &publisher)["sequence"], 1);
     r.terminate();
     r.restart_with(&["--bootstrap", a.addr(), "--bootstrap", b.addr()]);
+    // The replay reached A and B, and each refused it as a rollback.
+    for node in [&a, &b] {
+        wait_for(
+            &format!("{} to refuse the replayed catalog 1", node.name()),
+            SPREAD_TIMEOUT,
+            Duration::from_millis(50),
+            || (catalog_refusals(node, "rollback") >= 1.0).then_some(()),
+        );
+    }
     wait_for_sequence(&r, &publisher, 2);
-    std::thread::sleep(Duration::from_secs(3));
     for node in [&a, &b] {
         assert_eq!(
             catalog_of(node, &publisher)["sequence"],
@@ -577,4 +663,144 @@ fn a_catalog_of_100000_entries_travels_between_nodes_and_its_revocation_bites() 
         || (refusal_of(&b, id).as_deref() == Some("Revoked")).then_some(()),
     );
     assert_eq!(catalog_of(&b, &publisher)["entries"], 99_999);
+}
+
+#[test]
+fn an_older_catalog_gossiped_to_a_node_is_not_forwarded_and_a_newer_one_is() {
+    let net = TestNet::new();
+    let w = net.work();
+    let (publisher, _) = episode_one_in_catalog_one(&net);
+    revoke_episode_one(&net, "catalog.2");
+    sign_catalog(&net, "draft.json", "+1d", "catalog.3");
+    let read = |name: &str| std::fs::read(w.join(name)).unwrap();
+    let topic = format!("licet/catalog/{publisher}");
+
+    // B holds catalog 2; C is connected to B alone and takes catalog 2 from it. The default
+    // poll (60 s) is left alone: what reaches C within the test comes by gossip through B.
+    let b = net.start("b", &[]).trusting(&publisher);
+    publish(&b, "catalog.2");
+    let c = net.start_joined("c", &b, &[]).trusting(&publisher);
+    wait_for_sequence(&c, &publisher, 2);
+
+    // A, a peer that sends gossip to B alone (it has no gossipsub of its own and writes the
+    // frames by hand), gossips the older head 1 (validly signed, never gossiped before): B
+    // refuses it as a rollback and does not pass it on.
+    let a = HostilePeer::raw_gossiper();
+    a.serve_catalog_parts(read("catalog.3"));
+    a.dial(b.addr()).unwrap();
+    let replay = a.gossip_message(&topic, &read("catalog.1.head"), 1);
+    a.gossip_frame(b.peer_id(), &[replay]);
+    wait_for(
+        "B to refuse the gossiped head 1",
+        SPREAD_TIMEOUT,
+        Duration::from_millis(50),
+        || (catalog_refusals(&b, "rollback") >= 1.0).then_some(()),
+    );
+
+    // The positive control: then A gossips the newer head 3 on the same path, and B passes it
+    // on to C, which takes it (fetching catalog 3 from B) or, if it asked B before B held the
+    // catalog, counts it unavailable until its next poll. Either way head 3 reached C, after
+    // head 1 would have.
+    let newer = a.gossip_message(&topic, &read("catalog.3.head"), 2);
+    a.gossip_frame(b.peer_id(), &[newer]);
+    wait_for(
+        "head 3 to reach C through B",
+        SPREAD_TIMEOUT,
+        Duration::from_millis(50),
+        || {
+            let taken = catalog_of(&c, &publisher)["sequence"] == 3;
+            (taken || catalog_refusals(&c, "unavailable") >= 1.0).then_some(())
+        },
+    );
+    assert_eq!(catalog_of(&b, &publisher)["sequence"], 3);
+    assert_eq!(
+        catalog_refusals(&c, "rollback"),
+        0.0,
+        "B passed the older head 1 on to C"
+    );
+}
+
+/// How long a node may take to stop announcing after an event: far less than a catalog poll
+/// (60 s), whose sweep would stop it too, so only the event itself can pass this.
+const STOP_ANNOUNCING_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[test]
+fn a_node_stops_announcing_at_once_on_a_takedown_trust_rm_and_rm() {
+    let net = TestNet::new();
+    let w = net.work();
+    let (publisher, ep1) = episode_one(&net);
+    new_draft(&net, &["ep1.manifest"]);
+    revoke_episode_one(&net, "catalog.1");
+    let ep3 = release(
+        &net,
+        "publisher.pem",
+        "third",
+        "Episode 3",
+        "ep3.manifest",
+        &[],
+    );
+    let other = w.keygen("other.pem");
+    let theirs = release(
+        &net,
+        "other.pem",
+        "theirs",
+        "Another film",
+        "other.manifest",
+        &[],
+    );
+    let ids = [&ep1, &ep3, &theirs].map(|created| text(&created["manifest_id"]).to_owned());
+
+    let started = Instant::now();
+    let s = net
+        .start("seeder", &[])
+        .trusting(&publisher)
+        .trusting(&other);
+    s.add("ep1.manifest", "release");
+    s.add("ep3.manifest", "third");
+    s.add("other.manifest", "theirs");
+    // What any DHT node that asks the seeder for providers of an id is told.
+    let asker = HostilePeer::requester();
+    asker.dial(s.addr()).unwrap();
+    let names_itself = |id: &str| {
+        let key = id.parse::<ManifestId>().unwrap().0;
+        asker
+            .providers_held_by(s.peer_id(), &key)
+            .iter()
+            .any(|p| p.to_string() == s.peer_id())
+    };
+    for id in &ids {
+        wait_for(
+            &format!("the seeder to announce {id}"),
+            SPREAD_TIMEOUT,
+            Duration::from_millis(100),
+            || names_itself(id).then_some(()),
+        );
+    }
+    // The seeder's first catalog poll, 2 s after its start, sweeps refused items too: the
+    // events come after it, so only the events themselves can stop the announcements in time.
+    std::thread::sleep(
+        (started + Duration::from_secs(3)).saturating_duration_since(Instant::now()),
+    );
+    let stops = |what: &str, id: &str| {
+        wait_for(
+            &format!("the seeder to stop announcing {id} after {what}"),
+            STOP_ANNOUNCING_TIMEOUT,
+            Duration::from_millis(100),
+            || (!names_itself(id)).then_some(()),
+        );
+    };
+
+    // A takedown: catalog 1 revokes Episode 1; the rest is still announced.
+    publish(&s, "catalog.1");
+    stops("a takedown", &ids[0]);
+    assert!(names_itself(&ids[1]) && names_itself(&ids[2]));
+
+    // `trust rm` of the other publisher.
+    s.client_json(&["trust", "rm", &other]);
+    stops("trust rm", &ids[2]);
+    assert!(names_itself(&ids[1]));
+
+    // `rm` of Episode 3.
+    s.client_json(&["rm", &ids[1]]);
+    stops("rm", &ids[1]);
 }
