@@ -144,13 +144,17 @@ class Licet:
     def __init__(self, node_bin, manifest_bin, work):
         self.node_bin, self.manifest_bin, self.work = node_bin, manifest_bin, work
         self.procs = []
+        # On loopback: no LAN discovery, no router port mapping (a baseline build older than
+        # those flags has neither).
+        run_help = subprocess.run([node_bin, "run", "--help"], capture_output=True, text=True).stdout
+        self.loopback_flags = ["--no-mdns", "--no-upnp"] if "--no-mdns" in run_help else []
 
     def start(self, name, *extra):
         data = os.path.join(self.work, name)
         shutil.rmtree(data, ignore_errors=True)
         log = open(os.path.join(self.work, f"{name}.log"), "w")
         proc = subprocess.Popen([self.node_bin, "run", "--data-dir", data, "--listen",
-                                 "/ip4/127.0.0.1/tcp/0", *extra],
+                                 "/ip4/127.0.0.1/tcp/0", *self.loopback_flags, *extra],
                                 stdout=log, stderr=log, env=dict(os.environ, RUST_LOG="warn"))
         self.procs.append(proc)
         for _ in range(300):

@@ -85,7 +85,8 @@ say "part 2: a swarm of three nodes on 127.0.0.1"
 start_node() {
   # start_node NAME [flags...]: runs a daemon with its own data directory, waits for its API.
   local name=$1; shift
-  RUST_LOG=warn "$licet_node" run --data-dir "$name" --listen /ip4/127.0.0.1/tcp/0 "$@" > "$name.log" 2>&1 &
+  # A demo on loopback: no LAN discovery, no router port mapping.
+  RUST_LOG=warn "$licet_node" run --data-dir "$name" --listen /ip4/127.0.0.1/tcp/0 --no-mdns --no-upnp "$@" > "$name.log" 2>&1 &
   pids+=("$!")
   for _ in $(seq 100); do [ -f "$name/api-addr" ] && return 0; sleep 0.1; done
   echo "node $name did not start:" >&2; cat "$name.log" >&2; exit 1

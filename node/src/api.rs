@@ -776,6 +776,7 @@ pub(crate) mod fake {
                 uptime_seconds: 3725,
                 catalogs: vec![catalog_info()],
                 health: Default::default(),
+                network: Default::default(),
             })
         }
 
@@ -785,6 +786,7 @@ pub(crate) mod fake {
                 peers: vec![PeerInfo {
                     peer_id: "12D3KooWPeer".to_owned(),
                     addrs: vec!["/ip4/10.0.0.2/tcp/4001".to_owned()],
+                    relayed: false,
                     bytes_in: 2048,
                     bytes_out: 0,
                     banned: false,

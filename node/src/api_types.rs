@@ -34,6 +34,27 @@ pub struct StatusReply {
     /// The node's own faults: its database and its clock.
     #[serde(default)]
     pub health: NodeHealth,
+    /// Whether other nodes can dial it, and how they reach it if not.
+    #[serde(default)]
+    pub network: NetworkInfo,
+}
+
+/// How other nodes reach this one, in `status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    /// `public` (a peer dialled a public address of it back), `private` (none could: behind a
+    /// NAT or a firewall) or `unknown` (not tested yet).
+    pub reachability: crate::network::reachability::Reachability,
+    /// Its public addresses that peers dialled back.
+    pub public_addrs: Vec<String>,
+    /// Addresses through relays that hold a reservation for it (while it is private).
+    pub relayed_addrs: Vec<String>,
+    /// Whether it relays for nodes that cannot be dialled (while it is public).
+    pub relay_service: bool,
+    /// Whether it looks for peers on the LAN (mDNS).
+    pub mdns: bool,
+    /// Whether it asks the router for a port mapping (UPnP).
+    pub upnp: bool,
 }
 
 /// The node's own faults, in `status`.
@@ -84,6 +105,10 @@ pub struct PeerInfo {
     pub peer_id: String,
     /// Addresses it is connected on.
     pub addrs: Vec<String>,
+    /// Whether every connection to it goes through a relay (no direct one yet): only small
+    /// answers cross a relay, never chunks.
+    #[serde(default)]
+    pub relayed: bool,
     /// Bytes received from it in chunks.
     pub bytes_in: u64,
     /// Bytes sent to it in chunks.

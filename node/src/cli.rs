@@ -41,9 +41,10 @@ use crate::{
     api::{API_ADDR_FILE, API_TOKEN_FILE},
     api_types::{
         ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo, ContentListReply,
-        ContentState, ErrorReply, GetRequest, NodeHealth, PeersReply, StatusReply, TrustAddRequest,
-        TrustEntry, TrustReply,
+        ContentState, ErrorReply, GetRequest, NetworkInfo, NodeHealth, PeersReply, StatusReply,
+        TrustAddRequest, TrustEntry, TrustReply,
     },
+    network::reachability::Reachability,
 };
 
 /// Connecting to the daemon on loopback.
@@ -1405,6 +1406,7 @@ fn format_status(status: &StatusReply) -> String {
         );
     }
     format_health(&mut out, &status.health);
+    format_network(&mut out, &status.network);
     if status.listen_addrs.is_empty() {
         let _ = writeln!(out, "listening on     (nothing yet)");
     }
@@ -1458,6 +1460,44 @@ fn format_health(out: &mut String, health: &NodeHealth) {
     }
 }
 
+/// The `reachable` and `lan` lines of `status`.
+fn format_network(out: &mut String, network: &NetworkInfo) {
+    let reachable = match network.reachability {
+        Reachability::Public => format!(
+            "yes, at {}",
+            network
+                .public_addrs
+                .iter()
+                .map(|a| clean(a))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Reachability::Private if network.relayed_addrs.is_empty() => {
+            "NO (behind a NAT or firewall), no relay reservation yet".to_owned()
+        }
+        Reachability::Private => format!(
+            "NO (behind a NAT or firewall); through {} relay(s): {}",
+            network.relayed_addrs.len(),
+            network
+                .relayed_addrs
+                .iter()
+                .map(|a| clean(a))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Reachability::Unknown => "not known yet (no peer has tested a public address)".to_owned(),
+    };
+    let _ = writeln!(out, "reachable        {reachable}");
+    let on = |flag: bool| if flag { "on" } else { "off" };
+    let _ = writeln!(
+        out,
+        "network          relay service {}, mDNS {}, UPnP {}",
+        on(network.relay_service),
+        on(network.mdns),
+        on(network.upnp)
+    );
+}
+
 /// `peers`: a table of peers.
 fn format_peers(reply: &PeersReply) -> String {
     if reply.peers.is_empty() {
@@ -1471,6 +1511,11 @@ fn format_peers(reply: &PeersReply) -> String {
                 [] => "-".to_owned(),
                 [one] => clean(one),
                 [first, rest @ ..] => format!("{} (+{})", clean(first), rest.len()),
+            };
+            let addr = if peer.relayed {
+                format!("{addr} (relayed)")
+            } else {
+                addr
             };
             let state = if peer.banned {
                 let until = peer
@@ -1821,6 +1866,7 @@ mod tests {
             peers: vec![crate::api_types::PeerInfo {
                 peer_id: "12D3KooWLiar".to_owned(),
                 addrs: Vec::new(),
+                relayed: false,
                 bytes_in: 0,
                 bytes_out: 0,
                 banned: true,

@@ -8,6 +8,10 @@
 //! | bootstrap peers | `bootstrap = [...]` | `LICET_BOOTSTRAP` | `--bootstrap` | none |
 //! | region | `region = "FR"` | `LICET_REGION` | `--region` | none |
 //! | control API address | `api_listen = "127.0.0.1:0"` | `LICET_API_LISTEN` | `--api-listen` | `127.0.0.1:0` (a free port, written to `api-addr`) |
+//! | address ranges counted as public (beyond globally routable ones) | `public_ranges = ["10.0.0.0/8"]` | `LICET_PUBLIC_RANGES` | `--public-range` (repeat) | none |
+//! | relay for nodes that cannot be dialled | `relay_service = false` | `LICET_RELAY_SERVICE` (`true`/`false`) | `--no-relay-service` | on (used only while the node is public) |
+//! | find peers on the LAN (mDNS) | `mdns = false` | `LICET_MDNS` | `--no-mdns` | on |
+//! | ask the router for a port mapping (UPnP) | `upnp = false` | `LICET_UPNP` | `--no-upnp` | on |
 //! | catalog poll interval, seconds | `catalog_poll_secs = 60` | `LICET_CATALOG_POLL` | `--catalog-poll` | 60 (at least 1); gossip brings new catalogs at once, the poll is the fallback |
 
 use std::{
@@ -18,6 +22,8 @@ use std::{
 
 use libp2p::Multiaddr;
 use licet_proto::manifest::Region;
+
+use crate::network::reachability::AddressRange;
 use serde::Deserialize;
 
 /// Largest config file read.
@@ -65,6 +71,10 @@ struct FileConfig {
     region: Option<String>,
     api_listen: Option<String>,
     catalog_poll_secs: Option<u64>,
+    public_ranges: Option<Vec<String>>,
+    relay_service: Option<bool>,
+    mdns: Option<bool>,
+    upnp: Option<bool>,
 }
 
 /// Settings given as flags (each `None`/empty when not given).
@@ -80,6 +90,14 @@ pub struct Overrides {
     pub api_listen: Option<SocketAddr>,
     /// `--catalog-poll`, seconds.
     pub catalog_poll_secs: Option<u64>,
+    /// `--public-range`.
+    pub public_ranges: Vec<AddressRange>,
+    /// `--no-relay-service`.
+    pub no_relay_service: bool,
+    /// `--no-mdns`.
+    pub no_mdns: bool,
+    /// `--no-upnp`.
+    pub no_upnp: bool,
 }
 
 /// The daemon's settings.
@@ -97,6 +115,14 @@ pub struct Config {
     pub api_listen: SocketAddr,
     /// How often catalog heads are polled.
     pub catalog_poll: Duration,
+    /// Address ranges that count as public beyond globally routable ones.
+    pub public_ranges: Vec<AddressRange>,
+    /// Relay for nodes that cannot be dialled (while this one is public).
+    pub relay_service: bool,
+    /// Find peers on the LAN with mDNS.
+    pub mdns: bool,
+    /// Ask the router for a port mapping with UPnP.
+    pub upnp: bool,
 }
 
 /// The default catalog poll interval.
@@ -136,6 +162,22 @@ fn env_list(name: &'static str) -> Option<(String, Vec<String>)> {
             .collect();
         (value, items)
     })
+}
+
+/// The variable `name` as `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`), if set.
+fn env_bool(name: &'static str) -> Result<Option<bool>, ConfigError> {
+    let Ok(value) = std::env::var(name) else {
+        return Ok(None);
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(Some(true)),
+        "false" | "0" | "no" | "off" => Ok(Some(false)),
+        _ => Err(ConfigError::Env {
+            name,
+            value,
+            reason: "not true or false".to_owned(),
+        }),
+    }
 }
 
 impl Config {
@@ -185,6 +227,10 @@ impl Config {
             region: None,
             api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             catalog_poll: DEFAULT_CATALOG_POLL,
+            public_ranges: Vec::new(),
+            relay_service: true,
+            mdns: true,
+            upnp: true,
         };
         let mut poll_secs = file.catalog_poll_secs;
         if let Some(listen) = &file.listen {
@@ -201,6 +247,12 @@ impl Config {
                 .parse()
                 .map_err(|e| file_err(format!("api_listen {api:?}: {e}")))?;
         }
+        if let Some(ranges) = &file.public_ranges {
+            config.public_ranges = parse_list(ranges, "public range").map_err(file_err)?;
+        }
+        config.relay_service = file.relay_service.unwrap_or(config.relay_service);
+        config.mdns = file.mdns.unwrap_or(config.mdns);
+        config.upnp = file.upnp.unwrap_or(config.upnp);
 
         if let Some((value, items)) = env_list("LICET_LISTEN") {
             config.listen =
@@ -217,6 +269,23 @@ impl Config {
                     value,
                     reason,
                 })?;
+        }
+        if let Some((value, items)) = env_list("LICET_PUBLIC_RANGES") {
+            config.public_ranges =
+                parse_list(&items, "public range").map_err(|reason| ConfigError::Env {
+                    name: "LICET_PUBLIC_RANGES",
+                    value,
+                    reason,
+                })?;
+        }
+        for (name, setting) in [
+            ("LICET_RELAY_SERVICE", &mut config.relay_service),
+            ("LICET_MDNS", &mut config.mdns),
+            ("LICET_UPNP", &mut config.upnp),
+        ] {
+            if let Some(value) = env_bool(name)? {
+                *setting = value;
+            }
         }
         if let Ok(value) = std::env::var("LICET_REGION") {
             config.region = Some(value.parse().map_err(
@@ -256,6 +325,12 @@ impl Config {
         if flags.region.is_some() {
             config.region = flags.region;
         }
+        if !flags.public_ranges.is_empty() {
+            config.public_ranges = flags.public_ranges;
+        }
+        config.relay_service &= !flags.no_relay_service;
+        config.mdns &= !flags.no_mdns;
+        config.upnp &= !flags.no_upnp;
         if let Some(api) = flags.api_listen {
             config.api_listen = api;
         }
@@ -320,6 +395,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn reachability_settings_from_the_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::load(dir.path(), Overrides::default()).unwrap();
+        assert!(config.public_ranges.is_empty());
+        assert!(config.relay_service && config.mdns && config.upnp);
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "public_ranges = [\"10.20.0.0/16\"]\nmdns = false\n",
+        )
+        .unwrap();
+        let config = Config::load(dir.path(), Overrides::default()).unwrap();
+        assert_eq!(config.public_ranges, ["10.20.0.0/16".parse().unwrap()]);
+        assert!(!config.mdns && config.relay_service && config.upnp);
+        let config = Config::load(
+            dir.path(),
+            Overrides {
+                public_ranges: vec!["172.31.0.0/16".parse().unwrap()],
+                no_relay_service: true,
+                no_upnp: true,
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.public_ranges, ["172.31.0.0/16".parse().unwrap()]);
+        assert!(!config.mdns && !config.relay_service && !config.upnp);
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "public_ranges = [\"10.20.0.1/16\"]\n",
+        )
+        .unwrap();
+        let err = Config::load(dir.path(), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("config.toml")
+                && err.contains("10.20.0.1/16")
+                && err.contains("past the prefix"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
+use licet_node::network::reachability::AddressRange;
 use licet_node::{
     api,
     cli::{self, ClientCommand},
@@ -68,6 +69,21 @@ struct RunArgs {
     /// in seconds (default 60; new catalogs also arrive at once by gossip).
     #[arg(long, value_name = "SECS")]
     catalog_poll: Option<u64>,
+    /// An address range that counts as public, beyond globally routable addresses (repeat for
+    /// several), such as a partner's enterprise network: only public addresses are tested for
+    /// reachability, given out as this node's, or used as relays.
+    #[arg(long = "public-range", value_name = "CIDR")]
+    public_ranges: Vec<AddressRange>,
+    /// Do not relay for nodes that cannot be dialled (a public node relays small answers for
+    /// them by default; bulk chunks never go through a relay).
+    #[arg(long)]
+    no_relay_service: bool,
+    /// Do not look for peers on the LAN with mDNS.
+    #[arg(long)]
+    no_mdns: bool,
+    /// Do not ask the router for a port mapping with UPnP.
+    #[arg(long)]
+    no_upnp: bool,
 }
 
 fn main() -> ExitCode {
@@ -139,6 +155,10 @@ async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
             region: args.region,
             api_listen: args.api_listen,
             catalog_poll_secs: args.catalog_poll,
+            public_ranges: args.public_ranges,
+            no_relay_service: args.no_relay_service,
+            no_mdns: args.no_mdns,
+            no_upnp: args.no_upnp,
         },
     )?;
     let node = Node::start(NodeConfig {
@@ -147,6 +167,10 @@ async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
         listen: config.listen.clone(),
         bootstrap: config.bootstrap.clone(),
         catalog_poll: config.catalog_poll,
+        public_ranges: config.public_ranges.clone(),
+        relay_service: config.relay_service,
+        mdns: config.mdns,
+        upnp: config.upnp,
     })
     .await
     .with_context(|| format!("cannot start the node in {}", data_dir.display()))?;

@@ -130,6 +130,8 @@ pub struct Metrics {
     pub gossip_messages_refused: Family<LimitLabel, Counter>,
     /// The node's own faults (database closed, clock behind), set when scraped (`health.rs`).
     pub health: HealthGauges,
+    /// Reachability, relays, hole punches and the LAN, kept by the network event loop.
+    pub reachability: crate::network::ReachabilityMetrics,
 }
 
 /// The node's own faults, set when scraped.
@@ -186,6 +188,7 @@ impl Metrics {
             provider_records_refused: Family::default(),
             gossip_messages_refused: Family::default(),
             health: HealthGauges::default(),
+            reachability: crate::network::ReachabilityMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -295,6 +298,41 @@ impl Metrics {
             "Gossip messages refused before the node looked at them, by bound",
             metrics.gossip_messages_refused.clone(),
         );
+        let reachability = &metrics.reachability;
+        registry.register(
+            "publicly_reachable",
+            "1 while a peer has dialled one of this node's public addresses back (AutoNAT), else 0",
+            reachability.publicly_reachable.clone(),
+        );
+        registry.register(
+            "relay_reservations",
+            "Relays holding a reservation for this node (it cannot be dialled directly)",
+            reachability.relay_reservations.clone(),
+        );
+        registry.register(
+            "relayed_connections",
+            "Connections made through a relay",
+            reachability.relayed_connections.clone(),
+        );
+        registry.register(
+            "hole_punches",
+            "Hole punches (DCUtR) that ended, by result",
+            reachability.hole_punches.clone(),
+        );
+        registry.register(
+            "mdns_peers_found",
+            "Peers found on the LAN by mDNS and dialled",
+            reachability.mdns_discovered.clone(),
+        );
+        for result in ["success", "failure"] {
+            drop(
+                reachability
+                    .hole_punches
+                    .get_or_create(&crate::network::ResultLabel {
+                        result: result.to_owned(),
+                    }),
+            );
+        }
         let health = &metrics.health;
         for (name, help, gauge) in [
             (
@@ -382,6 +420,7 @@ impl Metrics {
                     limit: "message_bytes".to_owned(),
                 })
                 .clone(),
+            reachability: self.reachability.clone(),
         }
     }
 

@@ -45,8 +45,8 @@ use tracing::{debug, info, warn};
 use crate::{
     api_types::{
         self, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentCounts, ContentInfo,
-        ContentListReply, ContentState, GetRequest, NodeApi, PeerInfo, PeersReply, StatusReply,
-        TrustAddRequest, TrustEntry, TrustReply,
+        ContentListReply, ContentState, GetRequest, NetworkInfo, NodeApi, PeerInfo, PeersReply,
+        StatusReply, TrustAddRequest, TrustEntry, TrustReply,
     },
     catalogs::HeldCatalog,
     content,
@@ -63,6 +63,9 @@ use crate::{
 
 /// Most inbound transfer streams served at once, from all peers.
 const MAX_INBOUND_STREAMS: usize = 256;
+/// How long a session waits for a direct connection to a peer reached through a relay (the
+/// hole punch takes a round trip or two, and a retry).
+const DIRECT_CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 /// Most inbound transfer streams served at once for one peer.
 const MAX_INBOUND_STREAMS_PER_PEER: usize = 4;
 
@@ -78,6 +81,14 @@ pub struct NodeConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// How often each trusted publisher's catalog head is looked up in the DHT and at peers.
     pub catalog_poll: Duration,
+    /// Address ranges that count as public beyond globally routable ones.
+    pub public_ranges: Vec<crate::network::reachability::AddressRange>,
+    /// Relay for nodes that cannot be dialled.
+    pub relay_service: bool,
+    /// Find peers on the LAN with mDNS.
+    pub mdns: bool,
+    /// Ask the router for a port mapping with UPnP.
+    pub upnp: bool,
 }
 
 /// Why the node could not start.
@@ -329,6 +340,10 @@ impl Node {
             keypair,
             listen: config.listen,
             bootstrap: config.bootstrap,
+            public_ranges: network::reachability::PublicRanges::new(config.public_ranges),
+            relay_service: config.relay_service,
+            mdns: config.mdns,
+            upnp: config.upnp,
             counters: metrics.network_counters(),
         })?;
         let node = Node {
@@ -591,6 +606,19 @@ impl Node {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(SessionError::Open(e)),
             Err(e) => return Err(SessionError::Open(e.to_string())),
+        }
+        // Transfer streams never cross a relay: a peer reached through one gets a moment for
+        // the hole punch that follows.
+        if !self
+            .inner
+            .network
+            .wait_direct(peer, DIRECT_CONNECTION_WAIT)
+            .await
+        {
+            return Err(SessionError::Open(
+                "reachable only through a relay (no direct connection: the hole punch failed)"
+                    .to_owned(),
+            ));
         }
         let mut control = self.inner.network.stream_control();
         let session = Arc::new(Session::open(&mut control, peer, self.inner.frames.clone()).await?);
@@ -910,6 +938,7 @@ fn peer_info(
     PeerInfo {
         peer_id: peer.to_string(),
         addrs: addrs.iter().map(ToString::to_string).collect(),
+        relayed: !addrs.is_empty() && addrs.iter().all(crate::network::reachability::is_relayed),
         bytes_in: view.map_or(0, |v| v.bytes_in),
         bytes_out: view.map_or(0, |v| v.bytes_out),
         banned: view.is_some_and(|v| v.ban_reason.is_some()),
@@ -928,6 +957,7 @@ impl NodeApi for Node {
     async fn status(&self) -> Result<StatusReply, ApiError> {
         let addrs = self.inner.network.listen_addrs().await.unwrap_or_default();
         let connected = self.inner.network.connected().await.unwrap_or_default();
+        let report = self.inner.network.report().await.unwrap_or_default();
         let mut counts = ContentCounts::default();
         for item in self.lock_items().values() {
             let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
@@ -963,6 +993,22 @@ impl NodeApi for Node {
             uptime_seconds: self.inner.started.elapsed().as_secs(),
             catalogs: self.catalog_infos(),
             health: self.health(),
+            network: NetworkInfo {
+                reachability: report.reachability,
+                public_addrs: report
+                    .public_addrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                relayed_addrs: report
+                    .relayed_addrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                relay_service: report.relay_service,
+                mdns: report.mdns,
+                upnp: report.upnp,
+            },
         })
     }
 

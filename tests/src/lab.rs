@@ -30,6 +30,10 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
+/// The lab's internet, to give nodes as `--public-range` (it is a private range: no other may
+/// be used, even inside the lab's namespaces).
+pub const INTERNET: &str = "172.31.0.0/16";
+
 /// Labs made by this process so far (for unique names).
 static LABS: AtomicU32 = AtomicU32::new(0);
 

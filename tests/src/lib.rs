@@ -823,6 +823,13 @@ impl TestNode {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--listen", &format!("/ip4/{}/tcp/0", self.ip())])
+            // On this machine's loopback, no multicast may leave for its LAN (mDNS, UPnP);
+            // inside a lab namespace it stays in the lab.
+            .args(if self.host.is_none() {
+                &["--no-mdns", "--no-upnp"][..]
+            } else {
+                &[]
+            })
             .args(&self.extra)
             .current_dir(&self.work_dir)
             .env("RUST_LOG", "info")

@@ -4,7 +4,9 @@
 //! [`crate::secure`], and QUIC; Yamux; Identify, Ping, Kademlia under
 //! `/licet/kad/1.0.0`, a block list, connection limits in all, inbound in all (slots kept for
 //! this node's own dials), per remote address and per subnet (see [`crate::address_limits`]),
-//! and `libp2p-stream` for the transfer protocol) and returns a cloneable [`Network`] handle.
+//! and `libp2p-stream` for the transfer protocol; AutoNAT, relay v2 server and client, DCUtR,
+//! mDNS and UPnP for reachability, see [`reachability`] and `nat.rs`) and returns a cloneable
+//! [`Network`] handle.
 //! A connection's handshake (TCP connect or accept, security, multiplexer) must finish within
 //! [`HANDSHAKE_TIMEOUT`]. The event loop task alone owns the
 //! `Swarm`; everything else sends it [`Command`]s over a bounded channel, each carrying a
@@ -14,8 +16,9 @@
 //! Streams of `/licet/transfer/1` do not go through the loop: `libp2p-stream`'s `Control` opens
 //! and accepts them directly (see `transfer.rs`).
 //!
-//! Kademlia: server mode always (on loopback no external address is ever confirmed, so a node
-//! would otherwise stay a client and answer nobody); provider records per manifest id and per
+//! Kademlia: server mode unless AutoNAT finds the node private (on loopback no external address
+//! is ever confirmed, so kad's automatic mode would leave a node a client answering nobody);
+//! provider records per manifest id and per
 //! publisher catalog (under the catalog head key); inbound records are filtered
 //! (`StoreInserts::FilterBoth`): provider records are kept (the provider is always the peer
 //! that sent them, and [`crate::provider_store`] bounds their number in all and per peer while
@@ -41,19 +44,29 @@ use std::{
 
 use futures::StreamExt as _;
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, gossipsub,
-    identify, identity,
+    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, autonat, connection_limits, dcutr,
+    gossipsub, identify, identity,
     kad::{self, store::RecordStore as _},
+    mdns,
     multiaddr::Protocol,
-    noise, ping,
-    swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts},
-    tcp, yamux,
+    noise, ping, relay,
+    swarm::{
+        ConnectionId, NetworkBehaviour, SwarmEvent,
+        behaviour::toggle::Toggle,
+        dial_opts::{DialOpts, PeerCondition},
+    },
+    tcp, upnp, yamux,
 };
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::{address_limits, provider_store::ProviderStore};
+
+mod nat;
+pub mod reachability;
+
+use reachability::{PublicRanges, Reachability, ReachabilityState, is_relayed};
 
 /// The Kademlia protocol name: Licet's own DHT, never the IPFS one.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/licet/kad/1.0.0");
@@ -68,8 +81,9 @@ const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most established connections in all (inbound ones at most
 /// `address_limits::MAX_INBOUND_CONNECTIONS`, so the rest is kept for this node's own dials).
 const MAX_CONNECTIONS: u32 = 512;
-/// Most established connections with one peer.
-const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+/// Most established connections with one peer: one each way (both dialled at once), and
+/// AutoNAT's dial-back, which needs a connection of its own.
+const MAX_CONNECTIONS_PER_PEER: u32 = 3;
 /// Most connections being set up at once, each way (one remote address may hold only
 /// `address_limits::MAX_PENDING_INBOUND_PER_IP` of them).
 const MAX_PENDING_CONNECTIONS: u32 = 128;
@@ -99,6 +113,11 @@ const GOSSIP_QUEUE: usize = 256;
 /// Gossipsub's protocol prefix: Licet's own mesh, never another application's.
 const GOSSIP_PROTOCOL_PREFIX: &str = "/licet/meshsub";
 
+/// Most relays that hold a reservation for a node that cannot be dialled.
+const MAX_RELAY_RESERVATIONS: usize = 2;
+/// The relay protocol a relay server speaks (Identify lists it).
+const RELAY_HOP_PROTOCOL: StreamProtocol = StreamProtocol::new("/libp2p/circuit/relay/0.2.0/hop");
+
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
@@ -110,6 +129,12 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
+    autonat: Toggle<autonat::v1::Behaviour>,
+    relay: Toggle<relay::Behaviour>,
+    relay_client: relay::client::Behaviour,
+    dcutr: dcutr::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    upnp: Toggle<upnp::tokio::Behaviour>,
 }
 
 /// What the rest of the node asks of the event loop.
@@ -137,6 +162,13 @@ enum Command {
     },
     ListenAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Reachability {
+        reply: oneshot::Sender<NetworkReport>,
+    },
+    WaitDirect {
+        peer: PeerId,
+        reply: oneshot::Sender<()>,
     },
     Ban {
         peer: PeerId,
@@ -184,6 +216,23 @@ pub enum NetworkEvent {
         /// Its gossipsub id.
         message_id: gossipsub::MessageId,
     },
+}
+
+/// What the node knows of its place in the network, for `status`.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkReport {
+    /// Whether other nodes can dial it.
+    pub reachability: Reachability,
+    /// Its public addresses that peers dialled back.
+    pub public_addrs: Vec<Multiaddr>,
+    /// The relayed addresses it holds a reservation for.
+    pub relayed_addrs: Vec<Multiaddr>,
+    /// Whether it relays for others (when it is public).
+    pub relay_service: bool,
+    /// Whether it looks for peers on the LAN with mDNS.
+    pub mdns: bool,
+    /// Whether it asks the router for a port mapping (UPnP).
+    pub upnp: bool,
 }
 
 /// The gossip topic on which `publisher`'s catalog heads travel.
@@ -286,6 +335,26 @@ impl Network {
         self.ask(|reply| Command::ListenAddrs { reply }).await
     }
 
+    /// Whether other nodes can reach this one, and how.
+    pub async fn report(&self) -> Result<NetworkReport, NetworkStopped> {
+        self.ask(|reply| Command::Reachability { reply }).await
+    }
+
+    /// Waits (at most `timeout`) until this node has a direct connection to `peer`, not only one
+    /// through a relay (a hole punch follows a relayed connection); `false` if none came.
+    pub async fn wait_direct(&self, peer: PeerId, timeout: Duration) -> bool {
+        let (reply, receive) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::WaitDirect { peer, reply })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        matches!(tokio::time::timeout(timeout, receive).await, Ok(Ok(())))
+    }
+
     /// Disconnects `peer` and refuses its connections until [`Network::unban`].
     pub async fn ban(&self, peer: PeerId) -> Result<(), NetworkStopped> {
         self.tell(Command::Ban { peer }).await
@@ -355,6 +424,14 @@ pub struct NetworkConfig {
     pub listen: Vec<Multiaddr>,
     /// Peers to join the DHT through (each with `/p2p/<peer id>`).
     pub bootstrap: Vec<Multiaddr>,
+    /// Which addresses count as public (see [`reachability`]).
+    pub public_ranges: PublicRanges,
+    /// Relay for nodes that cannot be dialled.
+    pub relay_service: bool,
+    /// Find peers on the LAN with mDNS.
+    pub mdns: bool,
+    /// Ask the router for a port mapping with UPnP.
+    pub upnp: bool,
     /// Where the event loop counts what it refuses.
     pub counters: NetworkCounters,
 }
@@ -368,6 +445,46 @@ pub struct NetworkCounters {
     pub provider_records_refused: crate::provider_store::Refused,
     /// Gossip messages refused for being over [`MAX_GOSSIP_BYTES`].
     pub gossip_messages_refused: Counter,
+    /// Reachability, relays, hole punches, the LAN.
+    pub reachability: ReachabilityMetrics,
+}
+
+/// What `/metrics` shows of reachability (clones share their values).
+#[derive(Debug, Clone, Default)]
+pub struct ReachabilityMetrics {
+    /// 1 while a public address of this node is confirmed, else 0.
+    pub publicly_reachable: Gauge,
+    /// Relays holding a reservation for this node.
+    pub relay_reservations: Gauge,
+    /// Connections made through a relay.
+    pub relayed_connections: Counter,
+    /// Hole punches (DCUtR) that ended, by result (`success`, `failure`).
+    pub hole_punches: Family<ResultLabel, Counter>,
+    /// Peers found on the LAN by mDNS.
+    pub mdns_discovered: Counter,
+}
+
+/// The `result` label of [`NetworkCounters::hole_punches`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `success` or `failure`.
+    pub result: String,
+}
+
+/// AutoNAT's settings: a first probe 2 s after start, then every 10 s until three probes agree,
+/// then every 5 minutes; one server is asked again after 15 s at the soonest. Peers at
+/// private addresses may serve and be served (a LAN, a lab, a partner's enterprise network):
+/// which verdicts count is decided by [`PublicRanges`], not by AutoNAT.
+fn autonat_config() -> autonat::v1::Config {
+    autonat::v1::Config {
+        timeout: Duration::from_secs(15),
+        boot_delay: Duration::from_secs(2),
+        retry_interval: Duration::from_secs(10),
+        refresh_interval: Duration::from_secs(5 * 60),
+        throttle_server_period: Duration::from_secs(15),
+        only_global_ips: false,
+        ..autonat::v1::Config::default()
+    }
 }
 
 /// Builds the swarm, starts listening, and spawns the event loop. The loop ends when every
@@ -377,6 +494,11 @@ pub fn spawn(
 ) -> Result<(Network, mpsc::Receiver<NetworkEvent>), NetworkError> {
     let build = |e: &dyn std::fmt::Display| NetworkError::Build(e.to_string());
     let local_peer_id = config.keypair.public().to_peer_id();
+    // A node that listens only on loopback cannot be dialled from elsewhere: it does not probe.
+    let dialable = config
+        .listen
+        .iter()
+        .any(|addr| reachability::ip_of(addr).is_some_and(|ip| !ip.is_loopback()));
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair)
         .with_tokio()
         .with_tcp(
@@ -388,7 +510,10 @@ pub fn spawn(
         )
         .map_err(|e| build(&e))?
         .with_quic()
-        .with_behaviour(|key| {
+        // Relayed connections (rare, small answers only) are secured with Noise.
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| build(&e))?
+        .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
             kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
@@ -444,6 +569,30 @@ pub fn spawn(
                 )),
                 ping: ping::Behaviour::default(),
                 stream: libp2p_stream::Behaviour::new(),
+                // AutoNAT v1: v2's client asks only peers it dialled itself, so a public seed
+                // that others dial (and that dials no one) would never learn it is public.
+                autonat: Toggle::from(
+                    dialable.then(|| autonat::v1::Behaviour::new(peer_id, autonat_config())),
+                ),
+                // Relay v2's defaults bound what a relay gives: 128 reservations (4 per peer),
+                // 16 circuits (4 per peer), each for 2 minutes and 128 KiB: room for
+                // manifests, availability and catalogs, never for bulk chunks.
+                relay: Toggle::from(
+                    config
+                        .relay_service
+                        .then(|| relay::Behaviour::new(peer_id, relay::Config::default())),
+                ),
+                relay_client,
+                dcutr: dcutr::Behaviour::new(peer_id),
+                mdns: Toggle::from(if config.mdns {
+                    Some(mdns::tokio::Behaviour::new(
+                        mdns::Config::default(),
+                        peer_id,
+                    )?)
+                } else {
+                    None
+                }),
+                upnp: Toggle::from(config.upnp.then(upnp::tokio::Behaviour::default)),
             })
         })
         .map_err(|e| build(&e))?
@@ -484,6 +633,14 @@ pub fn spawn(
         has_bootstrap: !config.bootstrap.is_empty(),
         reannounce_at: 1,
         gossip_refused: config.counters.gossip_messages_refused.clone(),
+        connections: HashMap::new(),
+        public_ranges: config.public_ranges,
+        reachability: ReachabilityState::default(),
+        relays: HashMap::new(),
+        requested_reservations: HashMap::new(),
+        direct_waiters: HashMap::new(),
+        report_flags: (config.relay_service, config.mdns, config.upnp),
+        counters: config.counters,
     };
     tokio::spawn(event_loop.run());
     Ok((
@@ -530,6 +687,19 @@ struct EventLoop {
     reannounce_at: usize,
     /// Gossip messages refused for their size.
     gossip_refused: Counter,
+    /// Every open connection, by peer, with the address at the other end.
+    connections: HashMap<PeerId, HashMap<ConnectionId, Multiaddr>>,
+    public_ranges: PublicRanges,
+    reachability: ReachabilityState,
+    /// Connected peers that offer a relay, at a public address of theirs.
+    relays: HashMap<PeerId, Multiaddr>,
+    /// Relayed listen addresses asked of each relay, until it accepts or the listener fails.
+    requested_reservations: HashMap<PeerId, (libp2p::core::transport::ListenerId, Multiaddr)>,
+    /// Callers waiting for a direct connection to a peer ([`Network::wait_direct`]).
+    direct_waiters: HashMap<PeerId, Vec<oneshot::Sender<()>>>,
+    /// (relay service, mDNS, UPnP) as configured, for the report.
+    report_flags: (bool, bool, bool),
+    counters: NetworkCounters,
 }
 
 impl EventLoop {
@@ -626,11 +796,37 @@ impl EventLoop {
                     .push(reply);
             }
             Command::Connected { reply } => {
-                let mut peers: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
-                for peer in self.swarm.connected_peers() {
-                    peers.entry(*peer).or_default();
+                let peers = self
+                    .connections
+                    .iter()
+                    .map(|(peer, connections)| {
+                        let mut addrs: Vec<Multiaddr> = connections.values().cloned().collect();
+                        addrs.sort();
+                        addrs.dedup();
+                        (*peer, addrs)
+                    })
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            Command::WaitDirect { peer, reply } => {
+                if self.is_direct(&peer) {
+                    let _ = reply.send(());
+                } else {
+                    let waiters = self.direct_waiters.entry(peer).or_default();
+                    waiters.retain(|w| !w.is_closed());
+                    waiters.push(reply);
                 }
-                let _ = reply.send(peers.into_iter().collect());
+            }
+            Command::Reachability { reply } => {
+                let (relay_service, mdns, upnp) = self.report_flags;
+                let _ = reply.send(NetworkReport {
+                    reachability: self.reachability.reachability(),
+                    public_addrs: self.reachability.public_addrs().cloned().collect(),
+                    relayed_addrs: self.reachability.relayed_addrs().cloned().collect(),
+                    relay_service,
+                    mdns,
+                    upnp,
+                });
             }
             Command::ListenAddrs { reply } => {
                 let local = *self.swarm.local_peer_id();
@@ -749,10 +945,27 @@ impl EventLoop {
                 endpoint,
                 ..
             } => {
-                debug!(%peer_id, addr = %endpoint.get_remote_address(), "connected");
+                let addr = endpoint.get_remote_address().clone();
+                debug!(%peer_id, %addr, "connected");
+                self.on_connection(peer_id, connection_id, addr);
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            } => self.on_connection_closed(peer_id, connection_id),
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                if !self.public_ranges.is_public(&address) {
+                    // AutoNAT confirms loopback and private addresses too (one machine, one
+                    // LAN): they are no address to give the internet.
+                    self.swarm.remove_external_address(&address);
+                }
+            }
+            SwarmEvent::ListenerClosed { listener_id, .. } => {
+                self.on_listener_gone(listener_id);
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
@@ -769,11 +982,44 @@ impl EventLoop {
                 info,
                 ..
             })) => {
+                if info.protocols.contains(&RELAY_HOP_PROTOCOL) {
+                    self.on_relay_found(peer_id);
+                }
                 if info.protocols.contains(&KAD_PROTOCOL) {
                     for addr in info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER) {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
                 }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::v1::Event::StatusChanged {
+                new,
+                ..
+            })) => self.on_nat_status(new),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
+                relay::client::Event::ReservationReqAccepted { relay_peer_id, .. },
+            )) => self.on_reservation(relay_peer_id),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => {
+                let outcome = if result.is_ok() { "success" } else { "failure" };
+                info!(peer = %remote_peer_id, "hole punch: {outcome}");
+                self.counters
+                    .reachability
+                    .hole_punches
+                    .get_or_create(&ResultLabel {
+                        result: outcome.to_owned(),
+                    })
+                    .inc();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                self.on_mdns(found);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Upnp(upnp::Event::NewExternalAddr {
+                external_addr,
+                ..
+            })) => {
+                info!(addr = %external_addr, "the router maps a port to this node (UPnP)");
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
@@ -835,14 +1081,17 @@ impl EventLoop {
         while self.reannounce_at <= peers {
             self.reannounce_at *= 2;
         }
+        debug!(peers, "routing table grew: announcing again");
+        self.announce_all_again();
+    }
+
+    /// Announces every provided key again (the table grew, or this node's addresses changed:
+    /// a provider record carries the addresses to dial it at).
+    fn announce_all_again(&mut self) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
         let keys: Vec<kad::RecordKey> = kad::store::RecordStore::provided(kad.store_mut())
             .map(|record| record.key.clone())
             .collect();
-        debug!(
-            peers,
-            keys = keys.len(),
-            "routing table grew: announcing again"
-        );
         for key in keys {
             if let Err(e) = kad.start_providing(key) {
                 debug!("not announced again: {e}");
@@ -865,6 +1114,21 @@ impl EventLoop {
                 if let Some(pending) = self.pending_providers.get_mut(&id) {
                     match result {
                         Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                            // Kademlia knows a provider's addresses (its record's) only while
+                            // the lookup runs, and a provider behind a NAT is in no routing
+                            // table: dial it now, through the relay it named if need be.
+                            for provider in &providers {
+                                if !self.swarm.is_connected(provider)
+                                    && provider != self.swarm.local_peer_id()
+                                {
+                                    let opts = DialOpts::peer_id(*provider)
+                                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                                        .build();
+                                    if let Err(e) = self.swarm.dial(opts) {
+                                        debug!(%provider, "cannot dial a provider: {e}");
+                                    }
+                                }
+                            }
                             pending.providers.extend(providers);
                         }
                         Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {}
