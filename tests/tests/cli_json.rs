@@ -28,6 +28,7 @@ const STATUS: &[&str] = &[
     "uptime_seconds",
     "catalogs",
     "health",
+    "network",
 ];
 const CONTENT_COUNTS: &[&str] = &["complete", "downloading", "failed", "changed"];
 const HEALTH: &[&str] = &[
@@ -36,9 +37,18 @@ const HEALTH: &[&str] = &[
     "time_floor",
     "clock_behind_seconds",
 ];
+const NETWORK: &[&str] = &[
+    "reachability",
+    "public_addrs",
+    "relayed_addrs",
+    "relay_service",
+    "mdns",
+    "upnp",
+];
 const PEER: &[&str] = &[
     "peer_id",
     "addrs",
+    "relayed",
     "bytes_in",
     "bytes_out",
     "banned",
@@ -220,6 +230,7 @@ fn every_json_reply_is_the_api_type_with_the_documented_fields() {
     fields("status", &status, STATUS);
     fields("status .content", &status["content"], CONTENT_COUNTS);
     fields("status .health", &status["health"], HEALTH);
+    fields("status .network", &status["network"], NETWORK);
     catalog_fields("status .catalogs[]", &status["catalogs"]);
 
     let checked = json(&a, &["check", id]);
