@@ -37,24 +37,15 @@
 //! bounded channel (dropped, and ignored by gossipsub, when the channel is full), and the node
 //! reports back with [`Network::report_gossip`].
 
-use std::{
-    collections::{HashMap, HashSet},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use futures::StreamExt as _;
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, autonat, connection_limits, dcutr,
-    gossipsub, identify, identity,
-    kad::{self, store::RecordStore as _},
-    mdns,
+    gossipsub, identify, identity, kad, mdns,
     multiaddr::Protocol,
     noise, ping, relay,
-    swarm::{
-        ConnectionId, NetworkBehaviour, SwarmEvent,
-        behaviour::toggle::Toggle,
-        dial_opts::{DialOpts, PeerCondition},
-    },
+    swarm::{ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle},
     tcp, upnp, yamux,
 };
 use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
@@ -63,8 +54,14 @@ use tracing::{debug, info, warn};
 
 use crate::{address_limits, provider_store::ProviderStore};
 
+mod dht;
+mod handle;
 mod nat;
 pub mod reachability;
+
+use dht::{PendingProviders, PendingRecords};
+use handle::Command;
+pub use handle::{Network, NetworkStopped};
 
 use reachability::{PublicRanges, Reachability, ReachabilityState, is_relayed};
 
@@ -137,71 +134,6 @@ struct Behaviour {
     upnp: Toggle<upnp::tokio::Behaviour>,
 }
 
-/// What the rest of the node asks of the event loop.
-enum Command {
-    Dial {
-        addr: Multiaddr,
-        reply: oneshot::Sender<Result<PeerId, String>>,
-    },
-    DialPeer {
-        peer: PeerId,
-        reply: oneshot::Sender<Result<PeerId, String>>,
-    },
-    StartProviding {
-        key: [u8; 32],
-    },
-    StopProviding {
-        key: [u8; 32],
-    },
-    GetProviders {
-        key: [u8; 32],
-        reply: oneshot::Sender<HashSet<PeerId>>,
-    },
-    Connected {
-        reply: oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>,
-    },
-    ListenAddrs {
-        reply: oneshot::Sender<Vec<Multiaddr>>,
-    },
-    Reachability {
-        reply: oneshot::Sender<NetworkReport>,
-    },
-    WaitDirect {
-        peer: PeerId,
-        reply: oneshot::Sender<()>,
-    },
-    Ban {
-        peer: PeerId,
-    },
-    Unban {
-        peer: PeerId,
-    },
-    Bootstrap,
-    PutRecord {
-        key: [u8; 32],
-        value: Vec<u8>,
-    },
-    GetRecords {
-        key: [u8; 32],
-        reply: oneshot::Sender<Vec<Vec<u8>>>,
-    },
-    Subscribe {
-        topic: gossipsub::IdentTopic,
-    },
-    Unsubscribe {
-        topic: gossipsub::IdentTopic,
-    },
-    Publish {
-        topic: gossipsub::IdentTopic,
-        data: Vec<u8>,
-    },
-    ReportGossip {
-        message_id: gossipsub::MessageId,
-        source: PeerId,
-        acceptance: gossipsub::MessageAcceptance,
-    },
-}
-
 /// What the event loop tells the node.
 pub enum NetworkEvent {
     /// A gossip message on a catalog topic, not forwarded until the node reports on it with
@@ -240,19 +172,6 @@ pub fn catalog_topic(publisher: &licet_proto::PublicKey) -> gossipsub::IdentTopi
     gossipsub::IdentTopic::new(format!("licet/catalog/{publisher}"))
 }
 
-/// A cloneable handle to the event loop.
-#[derive(Clone)]
-pub struct Network {
-    commands: mpsc::Sender<Command>,
-    control: libp2p_stream::Control,
-    local_peer_id: PeerId,
-}
-
-/// The event loop has stopped (the daemon is shutting down).
-#[derive(Debug, thiserror::Error)]
-#[error("the network event loop has stopped")]
-pub struct NetworkStopped;
-
 /// Why the swarm could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -268,152 +187,6 @@ pub enum NetworkError {
         /// Why.
         reason: String,
     },
-}
-
-impl Network {
-    /// This node's peer id.
-    pub fn local_peer_id(&self) -> PeerId {
-        self.local_peer_id
-    }
-
-    /// A handle for opening transfer streams.
-    pub fn stream_control(&self) -> libp2p_stream::Control {
-        self.control.clone()
-    }
-
-    async fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, NetworkStopped> {
-        let (reply, receive) = oneshot::channel();
-        self.commands
-            .send(make(reply))
-            .await
-            .map_err(|_| NetworkStopped)?;
-        receive.await.map_err(|_| NetworkStopped)
-    }
-
-    async fn tell(&self, command: Command) -> Result<(), NetworkStopped> {
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| NetworkStopped)
-    }
-
-    /// Dials `addr` (which should end in `/p2p/<peer id>`); returns the peer once connected.
-    pub async fn dial(&self, addr: Multiaddr) -> Result<Result<PeerId, String>, NetworkStopped> {
-        self.ask(|reply| Command::Dial { addr, reply }).await
-    }
-
-    /// Connects to `peer` at the addresses the DHT knows for it (no-op if connected).
-    pub async fn dial_peer(&self, peer: PeerId) -> Result<Result<PeerId, String>, NetworkStopped> {
-        self.ask(|reply| Command::DialPeer { peer, reply }).await
-    }
-
-    /// Announces in the DHT that this node provides `key`.
-    pub async fn start_providing(&self, key: [u8; 32]) -> Result<(), NetworkStopped> {
-        self.tell(Command::StartProviding { key }).await
-    }
-
-    /// Stops announcing `key`.
-    pub async fn stop_providing(&self, key: [u8; 32]) -> Result<(), NetworkStopped> {
-        self.tell(Command::StopProviding { key }).await
-    }
-
-    /// The peers the DHT says provide `key` (waits for the lookup, at most 10 s).
-    pub async fn providers(&self, key: [u8; 32]) -> Result<HashSet<PeerId>, NetworkStopped> {
-        self.ask(|reply| Command::GetProviders { key, reply }).await
-    }
-
-    /// Connected peers and their addresses.
-    pub async fn connected(&self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, NetworkStopped> {
-        self.ask(|reply| Command::Connected { reply }).await
-    }
-
-    /// The addresses this node listens on, each with `/p2p/<peer id>`.
-    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetworkStopped> {
-        self.ask(|reply| Command::ListenAddrs { reply }).await
-    }
-
-    /// Whether other nodes can reach this one, and how.
-    pub async fn report(&self) -> Result<NetworkReport, NetworkStopped> {
-        self.ask(|reply| Command::Reachability { reply }).await
-    }
-
-    /// Waits (at most `timeout`) until this node has a direct connection to `peer`, not only one
-    /// through a relay (a hole punch follows a relayed connection); `false` if none came.
-    pub async fn wait_direct(&self, peer: PeerId, timeout: Duration) -> bool {
-        let (reply, receive) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::WaitDirect { peer, reply })
-            .await
-            .is_err()
-        {
-            return false;
-        }
-        matches!(tokio::time::timeout(timeout, receive).await, Ok(Ok(())))
-    }
-
-    /// Disconnects `peer` and refuses its connections until [`Network::unban`].
-    pub async fn ban(&self, peer: PeerId) -> Result<(), NetworkStopped> {
-        self.tell(Command::Ban { peer }).await
-    }
-
-    /// Accepts `peer`'s connections again (its ban ended).
-    pub async fn unban(&self, peer: PeerId) -> Result<(), NetworkStopped> {
-        self.tell(Command::Unban { peer }).await
-    }
-
-    /// Refreshes the routing table.
-    pub async fn bootstrap(&self) -> Result<(), NetworkStopped> {
-        self.tell(Command::Bootstrap).await
-    }
-
-    /// Stores `value` under `key` here (if it passes the record check) and in the DHT.
-    pub async fn put_record(&self, key: [u8; 32], value: Vec<u8>) -> Result<(), NetworkStopped> {
-        self.tell(Command::PutRecord { key, value }).await
-    }
-
-    /// Every value the DHT (this node's store included) holds under `key`, unchecked.
-    pub async fn get_records(&self, key: [u8; 32]) -> Result<Vec<Vec<u8>>, NetworkStopped> {
-        self.ask(|reply| Command::GetRecords { key, reply }).await
-    }
-
-    /// Joins a gossip topic.
-    pub async fn subscribe(&self, topic: gossipsub::IdentTopic) -> Result<(), NetworkStopped> {
-        self.tell(Command::Subscribe { topic }).await
-    }
-
-    /// Leaves a gossip topic.
-    pub async fn unsubscribe(&self, topic: gossipsub::IdentTopic) -> Result<(), NetworkStopped> {
-        self.tell(Command::Unsubscribe { topic }).await
-    }
-
-    /// Publishes `data` on a gossip topic.
-    pub async fn publish(
-        &self,
-        topic: gossipsub::IdentTopic,
-        data: Vec<u8>,
-    ) -> Result<(), NetworkStopped> {
-        self.tell(Command::Publish { topic, data }).await
-    }
-
-    /// Tells gossipsub what the node made of a message: forward it, drop it, or drop it and
-    /// penalise the peer that sent it.
-    pub async fn report_gossip(
-        &self,
-        message_id: gossipsub::MessageId,
-        source: PeerId,
-        acceptance: gossipsub::MessageAcceptance,
-    ) -> Result<(), NetworkStopped> {
-        self.tell(Command::ReportGossip {
-            message_id,
-            source,
-            acceptance,
-        })
-        .await
-    }
 }
 
 /// Where and how the swarm runs.
@@ -661,19 +434,6 @@ pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     })
 }
 
-struct PendingProviders {
-    providers: HashSet<PeerId>,
-    replies: Vec<oneshot::Sender<HashSet<PeerId>>>,
-}
-
-struct PendingRecords {
-    values: Vec<Vec<u8>>,
-    reply: oneshot::Sender<Vec<Vec<u8>>>,
-}
-
-/// Most values kept from one record lookup (honest nodes hold one head per key).
-const MAX_VALUES_PER_LOOKUP: usize = 32;
-
 struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
@@ -722,216 +482,6 @@ impl EventLoop {
                 }
             }
         }
-    }
-
-    fn on_command(&mut self, command: Command) {
-        match command {
-            Command::Dial { addr, reply } => {
-                let opts = DialOpts::from(addr.clone());
-                let id = opts.connection_id();
-                if let Some(peer) = peer_of(&addr) {
-                    if self.swarm.is_connected(&peer) {
-                        let _ = reply.send(Ok(peer));
-                        return;
-                    }
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer, addr.clone());
-                }
-                match self.swarm.dial(opts) {
-                    Ok(()) => {
-                        self.pending_dials.insert(id, reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(format!("cannot dial {addr}: {e}")));
-                    }
-                }
-            }
-            Command::DialPeer { peer, reply } => {
-                if self.swarm.is_connected(&peer) {
-                    let _ = reply.send(Ok(peer));
-                    return;
-                }
-                let opts = DialOpts::peer_id(peer).build();
-                let id = opts.connection_id();
-                match self.swarm.dial(opts) {
-                    Ok(()) => {
-                        self.pending_dials.insert(id, reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(format!("cannot dial {peer}: {e}")));
-                    }
-                }
-            }
-            Command::StartProviding { key } => {
-                if let Err(e) = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .start_providing(kad::RecordKey::new(&key))
-                {
-                    warn!("cannot announce {}: {e}", hex::encode(key));
-                }
-            }
-            Command::StopProviding { key } => {
-                self.swarm
-                    .behaviour_mut()
-                    .kad
-                    .stop_providing(&kad::RecordKey::new(&key));
-            }
-            Command::GetProviders { key, reply } => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .get_providers(kad::RecordKey::new(&key));
-                self.pending_providers
-                    .entry(id)
-                    .or_insert_with(|| PendingProviders {
-                        providers: HashSet::new(),
-                        replies: Vec::new(),
-                    })
-                    .replies
-                    .push(reply);
-            }
-            Command::Connected { reply } => {
-                let peers = self
-                    .connections
-                    .iter()
-                    .map(|(peer, connections)| {
-                        let mut addrs: Vec<Multiaddr> = connections.values().cloned().collect();
-                        addrs.sort();
-                        addrs.dedup();
-                        (*peer, addrs)
-                    })
-                    .collect();
-                let _ = reply.send(peers);
-            }
-            Command::WaitDirect { peer, reply } => {
-                if self.is_direct(&peer) {
-                    let _ = reply.send(());
-                } else {
-                    let waiters = self.direct_waiters.entry(peer).or_default();
-                    waiters.retain(|w| !w.is_closed());
-                    waiters.push(reply);
-                }
-            }
-            Command::Reachability { reply } => {
-                let (relay_service, mdns, upnp) = self.report_flags;
-                let _ = reply.send(NetworkReport {
-                    reachability: self.reachability.reachability(),
-                    public_addrs: self.reachability.public_addrs().cloned().collect(),
-                    relayed_addrs: self.reachability.relayed_addrs().cloned().collect(),
-                    relay_service,
-                    mdns,
-                    upnp,
-                });
-            }
-            Command::ListenAddrs { reply } => {
-                let local = *self.swarm.local_peer_id();
-                let addrs = self
-                    .swarm
-                    .listeners()
-                    .map(|a| a.clone().with(Protocol::P2p(local)))
-                    .collect();
-                let _ = reply.send(addrs);
-            }
-            Command::Ban { peer } => {
-                self.swarm.behaviour_mut().blocked.block_peer(peer);
-                self.swarm.behaviour_mut().kad.remove_peer(&peer);
-            }
-            Command::Unban { peer } => {
-                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
-            }
-            Command::Bootstrap => {
-                if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
-                    debug!("bootstrap skipped: {e}");
-                }
-            }
-            Command::PutRecord { key, value } => {
-                let record = kad::Record::new(kad::RecordKey::new(&key), value);
-                if let Err(reason) = self.check_record(&record) {
-                    debug!("own record not put: {reason}");
-                    return;
-                }
-                if let Err(e) = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .put_record(record, kad::Quorum::One)
-                {
-                    warn!("cannot put record {}: {e}", hex::encode(key));
-                }
-            }
-            Command::GetRecords { key, reply } => {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .get_record(kad::RecordKey::new(&key));
-                self.pending_records.insert(
-                    id,
-                    PendingRecords {
-                        values: Vec::new(),
-                        reply,
-                    },
-                );
-            }
-            Command::Subscribe { topic } => {
-                if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
-                    warn!(%topic, "cannot subscribe: {e}");
-                }
-            }
-            Command::Unsubscribe { topic } => {
-                self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
-            }
-            Command::Publish { topic, data } => {
-                if data.len() > MAX_GOSSIP_BYTES {
-                    warn!(%topic, "not published: {} bytes, over {MAX_GOSSIP_BYTES}", data.len());
-                    return;
-                }
-                match self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(topic.clone(), data)
-                {
-                    Ok(_) => {}
-                    // Nobody else subscribes yet, or the same bytes went out a moment ago: the
-                    // DHT record and direct requests still carry the head.
-                    Err(
-                        gossipsub::PublishError::NoPeersSubscribedToTopic
-                        | gossipsub::PublishError::Duplicate,
-                    ) => {}
-                    Err(e) => warn!(%topic, "cannot publish: {e}"),
-                }
-            }
-            Command::ReportGossip {
-                message_id,
-                source,
-                acceptance,
-            } => {
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&message_id, &source, acceptance);
-            }
-        }
-    }
-
-    /// The check every value record passes before this node stores it (see the module docs).
-    fn check_record(&mut self, record: &kad::Record) -> Result<(), String> {
-        let store = self.swarm.behaviour_mut().kad.store_mut();
-        let stored = store.get(&record.key).map(|r| r.value.clone());
-        licet_proto::catalog::check_head_record(
-            record.key.as_ref(),
-            &record.value,
-            stored.as_deref(),
-            licet_proto::Timestamp::now(),
-        )
-        .map(|_| ())
-        .map_err(|e| e.to_string())
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -1064,137 +614,6 @@ impl EventLoop {
                 }
             }
             other => debug!(?other, "swarm event"),
-        }
-    }
-
-    /// A provider record goes to the peers closest to its key that the node knows when it
-    /// announces, and kad announces again only every 12 hours: content added while the node
-    /// had few peers (a seed that starts first, a swarm that grows) would stay findable at
-    /// those few. So each time the routing table reaches 1, 2, 4, 8, … peers, every provided
-    /// key is announced again: a handful of times in a node's life, logarithmic in the swarm.
-    fn reannounce_as_the_table_grows(&mut self) {
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        let peers: usize = kad.kbuckets().map(|bucket| bucket.num_entries()).sum();
-        if peers < self.reannounce_at {
-            return;
-        }
-        while self.reannounce_at <= peers {
-            self.reannounce_at *= 2;
-        }
-        debug!(peers, "routing table grew: announcing again");
-        self.announce_all_again();
-    }
-
-    /// Announces every provided key again (the table grew, or this node's addresses changed:
-    /// a provider record carries the addresses to dial it at).
-    fn announce_all_again(&mut self) {
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        let keys: Vec<kad::RecordKey> = kad::store::RecordStore::provided(kad.store_mut())
-            .map(|record| record.key.clone())
-            .collect();
-        for key in keys {
-            if let Err(e) = kad.start_providing(key) {
-                debug!("not announced again: {e}");
-            }
-        }
-    }
-
-    fn on_kad_event(&mut self, event: kad::Event) {
-        match event {
-            kad::Event::RoutingUpdated {
-                is_new_peer: true, ..
-            } => self.reannounce_as_the_table_grows(),
-            kad::Event::OutboundQueryProgressed {
-                id,
-                result: kad::QueryResult::GetProviders(result),
-                step,
-                ..
-            } => {
-                let finished = step.last;
-                if let Some(pending) = self.pending_providers.get_mut(&id) {
-                    match result {
-                        Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
-                            // Kademlia knows a provider's addresses (its record's) only while
-                            // the lookup runs, and a provider behind a NAT is in no routing
-                            // table: dial it now, through the relay it named if need be.
-                            for provider in &providers {
-                                if !self.swarm.is_connected(provider)
-                                    && provider != self.swarm.local_peer_id()
-                                {
-                                    let opts = DialOpts::peer_id(*provider)
-                                        .condition(PeerCondition::DisconnectedAndNotDialing)
-                                        .build();
-                                    if let Err(e) = self.swarm.dial(opts) {
-                                        debug!(%provider, "cannot dial a provider: {e}");
-                                    }
-                                }
-                            }
-                            pending.providers.extend(providers);
-                        }
-                        Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {}
-                        Err(e) => debug!("provider lookup ended: {e}"),
-                    }
-                }
-                if finished && let Some(pending) = self.pending_providers.remove(&id) {
-                    for reply in pending.replies {
-                        let _ = reply.send(pending.providers.clone());
-                    }
-                }
-            }
-            kad::Event::InboundRequest {
-                request:
-                    kad::InboundRequest::AddProvider {
-                        record: Some(record),
-                    },
-            } => {
-                // The store bounds other peers' records in all, per peer and per key.
-                let store = self.swarm.behaviour_mut().kad.store_mut();
-                if let Err(e) = store.add_remote_provider(record) {
-                    debug!("provider record not stored: {e}");
-                }
-            }
-            kad::Event::InboundRequest {
-                request:
-                    kad::InboundRequest::PutRecord {
-                        source,
-                        record: Some(record),
-                        ..
-                    },
-            } => match self.check_record(&record) {
-                Ok(()) => {
-                    let store = self.swarm.behaviour_mut().kad.store_mut();
-                    if let Err(e) = store.put(record) {
-                        debug!(%source, "record not stored: {e}");
-                    }
-                }
-                Err(reason) => debug!(%source, "record refused: {reason}"),
-            },
-            kad::Event::OutboundQueryProgressed {
-                id,
-                result: kad::QueryResult::GetRecord(result),
-                step,
-                ..
-            } => {
-                if let Some(pending) = self.pending_records.get_mut(&id) {
-                    match result {
-                        Ok(kad::GetRecordOk::FoundRecord(found)) => {
-                            if pending.values.len() < MAX_VALUES_PER_LOOKUP
-                                && !pending.values.contains(&found.record.value)
-                            {
-                                pending.values.push(found.record.value);
-                            }
-                        }
-                        Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => {}
-                        Err(e) => debug!("record lookup ended: {e}"),
-                    }
-                }
-                if step.last
-                    && let Some(pending) = self.pending_records.remove(&id)
-                {
-                    let _ = pending.reply.send(pending.values);
-                }
-            }
-            other => debug!(?other, "kademlia event"),
         }
     }
 }

@@ -1,0 +1,177 @@
+//! The event loop's side of the DHT: provider lookups and announcements, and the check every
+//! value record (a catalog head) passes before this node stores it (see the parent module's
+//! docs for the rules).
+
+use std::collections::HashSet;
+
+use libp2p::{
+    PeerId, kad,
+    kad::store::RecordStore as _,
+    swarm::dial_opts::{DialOpts, PeerCondition},
+};
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use super::EventLoop;
+
+/// A provider lookup and the callers waiting for its answer.
+pub(super) struct PendingProviders {
+    pub(super) providers: HashSet<PeerId>,
+    pub(super) replies: Vec<oneshot::Sender<HashSet<PeerId>>>,
+}
+
+/// A record lookup and the caller waiting for its values.
+pub(super) struct PendingRecords {
+    pub(super) values: Vec<Vec<u8>>,
+    pub(super) reply: oneshot::Sender<Vec<Vec<u8>>>,
+}
+
+/// Most values kept from one record lookup (honest nodes hold one head per key).
+const MAX_VALUES_PER_LOOKUP: usize = 32;
+
+impl EventLoop {
+    /// The check every value record passes before this node stores it (see the module docs).
+    pub(super) fn check_record(&mut self, record: &kad::Record) -> Result<(), String> {
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let stored = store.get(&record.key).map(|r| r.value.clone());
+        licet_proto::catalog::check_head_record(
+            record.key.as_ref(),
+            &record.value,
+            stored.as_deref(),
+            licet_proto::Timestamp::now(),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+
+    /// A provider record goes to the peers closest to its key that the node knows when it
+    /// announces, and kad announces again only every 12 hours: content added while the node
+    /// had few peers (a seed that starts first, a swarm that grows) would stay findable at
+    /// those few. So each time the routing table reaches 1, 2, 4, 8, … peers, every provided
+    /// key is announced again: a handful of times in a node's life, logarithmic in the swarm.
+    fn reannounce_as_the_table_grows(&mut self) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let peers: usize = kad.kbuckets().map(|bucket| bucket.num_entries()).sum();
+        if peers < self.reannounce_at {
+            return;
+        }
+        while self.reannounce_at <= peers {
+            self.reannounce_at *= 2;
+        }
+        debug!(peers, "routing table grew: announcing again");
+        self.announce_all_again();
+    }
+
+    /// Announces every provided key again (the table grew, or this node's addresses changed:
+    /// a provider record carries the addresses to dial it at).
+    pub(super) fn announce_all_again(&mut self) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let keys: Vec<kad::RecordKey> = kad::store::RecordStore::provided(kad.store_mut())
+            .map(|record| record.key.clone())
+            .collect();
+        for key in keys {
+            if let Err(e) = kad.start_providing(key) {
+                debug!("not announced again: {e}");
+            }
+        }
+    }
+
+    pub(super) fn on_kad_event(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::RoutingUpdated {
+                is_new_peer: true, ..
+            } => self.reannounce_as_the_table_grows(),
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(result),
+                step,
+                ..
+            } => {
+                let finished = step.last;
+                if let Some(pending) = self.pending_providers.get_mut(&id) {
+                    match result {
+                        Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                            // Kademlia knows a provider's addresses (its record's) only while
+                            // the lookup runs, and a provider behind a NAT is in no routing
+                            // table: dial it now, through the relay it named if need be.
+                            for provider in &providers {
+                                if !self.swarm.is_connected(provider)
+                                    && provider != self.swarm.local_peer_id()
+                                {
+                                    let opts = DialOpts::peer_id(*provider)
+                                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                                        .build();
+                                    if let Err(e) = self.swarm.dial(opts) {
+                                        debug!(%provider, "cannot dial a provider: {e}");
+                                    }
+                                }
+                            }
+                            pending.providers.extend(providers);
+                        }
+                        Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {}
+                        Err(e) => debug!("provider lookup ended: {e}"),
+                    }
+                }
+                if finished && let Some(pending) = self.pending_providers.remove(&id) {
+                    for reply in pending.replies {
+                        let _ = reply.send(pending.providers.clone());
+                    }
+                }
+            }
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::AddProvider {
+                        record: Some(record),
+                    },
+            } => {
+                // The store bounds other peers' records in all, per peer and per key.
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                if let Err(e) = store.add_remote_provider(record) {
+                    debug!("provider record not stored: {e}");
+                }
+            }
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            } => match self.check_record(&record) {
+                Ok(()) => {
+                    let store = self.swarm.behaviour_mut().kad.store_mut();
+                    if let Err(e) = store.put(record) {
+                        debug!(%source, "record not stored: {e}");
+                    }
+                }
+                Err(reason) => debug!(%source, "record refused: {reason}"),
+            },
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetRecord(result),
+                step,
+                ..
+            } => {
+                if let Some(pending) = self.pending_records.get_mut(&id) {
+                    match result {
+                        Ok(kad::GetRecordOk::FoundRecord(found)) => {
+                            if pending.values.len() < MAX_VALUES_PER_LOOKUP
+                                && !pending.values.contains(&found.record.value)
+                            {
+                                pending.values.push(found.record.value);
+                            }
+                        }
+                        Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => {}
+                        Err(e) => debug!("record lookup ended: {e}"),
+                    }
+                }
+                if step.last
+                    && let Some(pending) = self.pending_records.remove(&id)
+                {
+                    let _ = pending.reply.send(pending.values);
+                }
+            }
+            other => debug!(?other, "kademlia event"),
+        }
+    }
+}
