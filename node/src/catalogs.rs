@@ -106,6 +106,53 @@ pub(crate) enum HeadOutcome {
     BeingFetched,
 }
 
+/// A catalog envelope put together from one peer's `CatalogPart` answers, asked for in order.
+///
+/// Each answer must be the part asked for (at [`CatalogParts::next_offset`]), of the same
+/// `total_len` as the first, and move on (`len > 0`) unless the envelope is whole. Every part
+/// reaches it through `wire::decode_response`, which bounds `total_len` by the catalog envelope
+/// limit and `offset + len` by `total_len`: the envelope never grows past that limit.
+#[derive(Debug, Default)]
+pub struct CatalogParts {
+    envelope: Vec<u8>,
+    total: Option<u64>,
+}
+
+impl CatalogParts {
+    /// The offset to ask for next: the bytes held so far.
+    pub fn next_offset(&self) -> u64 {
+        self.envelope.len() as u64
+    }
+
+    /// Takes one answer's part (`payload` is its `len` bytes). `Ok(true)` once the envelope is
+    /// whole; `Err` with the reason to ban the peer for if the part is not the one asked for.
+    pub fn add(
+        &mut self,
+        total_len: u64,
+        part_offset: u64,
+        len: u32,
+        payload: &[u8],
+    ) -> Result<bool, String> {
+        let offset = self.next_offset();
+        let consistent = part_offset == offset
+            && self.total.is_none_or(|t| t == total_len)
+            && (len > 0 || offset == total_len);
+        if !consistent {
+            return Err(format!(
+                "catalog part at {part_offset} of {total_len} bytes when {offset} was asked"
+            ));
+        }
+        self.total = Some(total_len);
+        self.envelope.extend_from_slice(payload);
+        Ok(self.envelope.len() as u64 >= total_len)
+    }
+
+    /// The envelope's bytes (whole once [`CatalogParts::add`] said so).
+    pub fn into_envelope(self) -> Vec<u8> {
+        self.envelope
+    }
+}
+
 /// A catalog being fetched, in `Inner::fetching_catalogs` while this lives.
 struct FetchClaim<'a> {
     set: &'a std::sync::Mutex<HashSet<(PublicKey, CatalogHash)>>,
@@ -505,10 +552,9 @@ impl Node {
     ) -> Result<VerifiedCatalog, String> {
         let h = head.head();
         let session = self.session(peer).await.map_err(|e| e.to_string())?;
-        let mut envelope = Vec::new();
-        let mut total = None;
+        let mut parts = CatalogParts::default();
         loop {
-            let offset = envelope.len() as u64;
+            let offset = parts.next_offset();
             let reply = match session
                 .request(Request::CatalogPart {
                     publisher: h.publisher,
@@ -528,23 +574,14 @@ impl Node {
                     total_len,
                     offset: part_offset,
                     len,
-                } => {
-                    let consistent = part_offset == offset
-                        && total.is_none_or(|t| t == total_len)
-                        && (len > 0 || offset == total_len);
-                    if !consistent {
-                        let reason = format!(
-                            "catalog part at {part_offset} of {total_len} bytes when {offset} was asked"
-                        );
+                } => match parts.add(total_len, part_offset, len, reply.payload()) {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(reason) => {
                         self.ban(peer, &reason).await;
                         return Err(reason);
                     }
-                    total = Some(total_len);
-                    envelope.extend_from_slice(reply.payload());
-                    if envelope.len() as u64 >= total_len {
-                        break;
-                    }
-                }
+                },
                 Response::Refused { reason, detail } => {
                     return Err(format!("refused: {}: {detail}", reason.describe()));
                 }
@@ -556,6 +593,7 @@ impl Node {
                 }
             }
         }
+        let envelope = parts.into_envelope();
         if catalog_hash(&envelope) != h.catalog_hash {
             let reason = format!(
                 "sent a catalog that is not catalog {} of {} (its hash differs from the signed head's)",

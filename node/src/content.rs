@@ -194,7 +194,15 @@ pub struct ChunkFiles {
     staging: Vec<u8>,
     /// Cleared when the filesystem refuses a direct write, so later writes go buffered at once.
     direct_allowed: bool,
+    /// Called with each file's index before its `sync_data`; its error fails the sync as the
+    /// file system's would (tests: a sync that fails, and the order of syncs and commits).
+    #[cfg(test)]
+    before_sync: Option<SyncHook>,
 }
+
+/// See `ChunkFiles::before_sync`.
+#[cfg(test)]
+pub(crate) type SyncHook = Box<dyn FnMut(usize) -> io::Result<()> + Send>;
 
 impl ChunkFiles {
     /// Writes chunks of the download in `dir`.
@@ -206,7 +214,15 @@ impl ChunkFiles {
             dirty: Vec::new(),
             staging: Vec::new(),
             direct_allowed: cfg!(target_os = "linux"),
+            #[cfg(test)]
+            before_sync: None,
         }
+    }
+
+    /// Runs `hook` before each file's `sync_data` from now on.
+    #[cfg(test)]
+    pub(crate) fn before_sync(&mut self, hook: SyncHook) {
+        self.before_sync = Some(hook);
     }
 
     /// How many files are open now.
@@ -289,6 +305,10 @@ impl ChunkFiles {
     pub fn sync(&mut self) -> io::Result<()> {
         for index in self.dirty.drain(..) {
             if let Some(file) = self.open.get(&index) {
+                #[cfg(test)]
+                if let Some(hook) = &mut self.before_sync {
+                    hook(index)?;
+                }
                 file.buffered.sync_data()?;
             }
         }

@@ -26,6 +26,7 @@
 
 use std::{
     collections::HashSet,
+    path::Path,
     sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -48,7 +49,7 @@ use crate::{
     node::{Item, Node, blocking},
     proof_tree::ProofTree,
     schedule::{ChunkRef, Scheduler},
-    store::{CommittedChunk, Compaction, RecordState},
+    store::{CommittedChunk, Compaction, RecordState, Store},
     transfer::{Reply, Session, SessionError},
 };
 
@@ -759,7 +760,6 @@ async fn write_chunks(
     requested: Instant,
 ) -> Result<(), String> {
     let mut first_batch = Some(requested);
-    let id = item.id();
     let mut files = Some(ChunkFiles::new(item.dir.clone()));
     while let Some(first) = verified.recv().await {
         let mut batch = vec![first];
@@ -775,38 +775,25 @@ async fn write_chunks(
         let store = node.inner.store.clone();
         let writing = item.clone();
         let (chunk_files, batch, result) = blocking(move || {
-            let manifest = writing.manifest.manifest();
-            let result = (|| {
-                for chunk in &batch {
-                    let (file, index) = chunk.chunk;
-                    chunk_files
-                        .write(manifest, file as usize, index, chunk.reply.payload())
-                        .map_err(|e| {
-                            format!(
-                                "cannot write {}: {e}",
-                                content::file_path(&writing.dir, manifest, file as usize).display()
-                            )
-                        })?;
-                }
-                // Durable first, then the bits: a crash in between re-fetches, never lies.
-                chunk_files
-                    .sync()
-                    .map_err(|e| format!("cannot flush {}: {e}", writing.dir.display()))?;
-                // The proofs move to the store; what is used of the batch after this is the
-                // chunks and their peers.
-                let committed: Vec<CommittedChunk> = batch
-                    .iter_mut()
-                    .map(|c| CommittedChunk {
-                        file: c.chunk.0,
-                        chunk: c.chunk.1,
-                        proof: AuditPath(std::mem::take(&mut c.proof.0)),
-                        leaf: c.leaf,
-                    })
-                    .collect();
-                store
-                    .commit_chunks(&id, &committed)
-                    .map_err(|e| format!("node database: {e}"))
-            })();
+            // The proofs move to the store; what is used of the batch after this is the chunks
+            // and their peers.
+            let committed: Vec<CommittedChunk> = batch
+                .iter_mut()
+                .map(|c| CommittedChunk {
+                    file: c.chunk.0,
+                    chunk: c.chunk.1,
+                    proof: AuditPath(std::mem::take(&mut c.proof.0)),
+                    leaf: c.leaf,
+                })
+                .collect();
+            let result = write_batch(
+                &mut chunk_files,
+                &store,
+                &writing.manifest,
+                &writing.dir,
+                batch.iter().map(|c| (c.chunk, c.reply.payload())),
+                &committed,
+            );
             (chunk_files, batch, result)
         })
         .await
@@ -836,6 +823,38 @@ async fn write_chunks(
         }
     }
     Ok(())
+}
+
+/// Writes a batch of verified chunks (each with its bytes), makes the writes durable, and only
+/// then commits their bits (`committed`) to the store: a crash or a failed flush in between
+/// leaves the bits unset, so the chunks are fetched again; a bit is never set for bytes that may
+/// not be on disk.
+fn write_batch<'a>(
+    files: &mut ChunkFiles,
+    store: &Store,
+    verified: &VerifiedManifest,
+    dir: &Path,
+    writes: impl IntoIterator<Item = (ChunkRef, &'a [u8])>,
+    committed: &[CommittedChunk],
+) -> Result<(), String> {
+    let manifest = verified.manifest();
+    for ((file, index), bytes) in writes {
+        files
+            .write(manifest, file as usize, index, bytes)
+            .map_err(|e| {
+                format!(
+                    "cannot write {}: {e}",
+                    content::file_path(dir, manifest, file as usize).display()
+                )
+            })?;
+    }
+    // Durable first, then the bits: a crash in between re-fetches, never lies.
+    files
+        .sync()
+        .map_err(|e| format!("cannot flush {}: {e}", dir.display()))?;
+    store
+        .commit_chunks(&verified.id(), committed)
+        .map_err(|e| format!("node database: {e}"))
 }
 
 /// Completes every file of a finished download: its leaves (those of its verified chunks, or,
@@ -933,5 +952,164 @@ async fn compact_store(node: Node) {
         Ok(Ok(other)) => debug!("node database not compacted: {other:?}"),
         Ok(Err(e)) => warn!("cannot compact the node database: {e}"),
         Err(e) => warn!("cannot compact the node database: {}", e.message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io, path::PathBuf};
+
+    use licet_proto::{MerkleHash, Timestamp, manifest::MIN_CHUNK_SIZE, wire::Bitfield};
+
+    use super::*;
+    use crate::{
+        store::{ContentOrigin, ContentRecord, FileState},
+        test_support,
+    };
+
+    const CHUNKS: u64 = 3;
+
+    /// A download of two files of three chunks: its files created in `dir`/content, its record
+    /// (no chunk held) in a new store.
+    fn download(dir: &Path) -> (Arc<Store>, VerifiedManifest, PathBuf) {
+        let size = CHUNKS * u64::from(MIN_CHUNK_SIZE);
+        let manifest = test_support::manifest_body("durable", &[size, size])
+            .sign(&test_support::publisher(), None)
+            .unwrap();
+        let content = dir.join("content");
+        std::fs::create_dir(&content).unwrap();
+        crate::output_folder::create_all(&content, manifest.manifest());
+        let store = Arc::new(Store::open(&dir.join("state.redb")).unwrap());
+        let record = ContentRecord {
+            dir: content.clone(),
+            origin: ContentOrigin::Downloaded,
+            state: RecordState::Downloading,
+            error: None,
+            added_at: Timestamp(1_700_000_100),
+            file_stamps: vec![],
+        };
+        let files = vec![
+            FileState {
+                bitfield: Bitfield::new(CHUNKS),
+                leaves: None,
+            };
+            2
+        ];
+        store.content_put(&manifest, &record, &files).unwrap();
+        (store, manifest, content)
+    }
+
+    /// Chunk 0 of file 0 and chunk 2 of file 1: their bytes and what is committed for them.
+    fn batch() -> (Vec<(ChunkRef, Vec<u8>)>, Vec<CommittedChunk>) {
+        let refs: [ChunkRef; 2] = [(0, 0), (1, 2)];
+        let writes = refs
+            .iter()
+            .map(|&(file, chunk)| ((file, chunk), vec![file as u8 + 1; MIN_CHUNK_SIZE as usize]))
+            .collect();
+        let committed = refs
+            .iter()
+            .map(|&(file, chunk)| CommittedChunk {
+                file,
+                chunk,
+                proof: AuditPath(vec![MerkleHash([7; 32]); 2]),
+                leaf: MerkleHash([file as u8; 32]),
+            })
+            .collect();
+        (writes, committed)
+    }
+
+    /// The chunks `store` holds of each file of `manifest`.
+    fn held(store: &Store, manifest: &VerifiedManifest) -> Vec<u64> {
+        (0..2)
+            .map(|file| {
+                store
+                    .bitfield(&manifest.id(), file)
+                    .unwrap()
+                    .expect("the file is recorded")
+                    .count_ones()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_flush_commits_no_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, manifest, content) = download(dir.path());
+        let mut files = ChunkFiles::new(content.clone());
+        files.before_sync(Box::new(|_| Err(io::Error::other("the disk went away"))));
+        let (writes, committed) = batch();
+        let result = write_batch(
+            &mut files,
+            &store,
+            &manifest,
+            &content,
+            writes
+                .iter()
+                .map(|(chunk, bytes)| (*chunk, bytes.as_slice())),
+            &committed,
+        );
+        let error = result.expect_err("a failed flush fails the batch");
+        assert!(
+            error.contains("cannot flush") && error.contains("the disk went away"),
+            "{error}"
+        );
+        assert_eq!(
+            held(&store, &manifest),
+            [0, 0],
+            "a bit was committed for bytes that were not made durable"
+        );
+    }
+
+    #[test]
+    fn bits_are_committed_only_after_the_bytes_are_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, manifest, content) = download(dir.path());
+        let mut files = ChunkFiles::new(content.clone());
+        // At each file's sync: which file, and how many chunks the store holds at that moment.
+        let syncs = Arc::new(Mutex::new(Vec::new()));
+        let (seen, watched, id) = (syncs.clone(), store.clone(), manifest.id());
+        files.before_sync(Box::new(move |file| {
+            let held: u64 = (0..2)
+                .map(|f| {
+                    watched
+                        .bitfield(&id, f)
+                        .ok()
+                        .flatten()
+                        .map_or(0, |b| b.count_ones())
+                })
+                .sum();
+            seen.lock().unwrap().push((file, held));
+            Ok(())
+        }));
+        let (writes, committed) = batch();
+        write_batch(
+            &mut files,
+            &store,
+            &manifest,
+            &content,
+            writes
+                .iter()
+                .map(|(chunk, bytes)| (*chunk, bytes.as_slice())),
+            &committed,
+        )
+        .expect("the batch is written");
+        let mut syncs = syncs.lock().unwrap().clone();
+        syncs.sort();
+        assert_eq!(
+            syncs,
+            [(0, 0), (1, 0)],
+            "each written file is synced, and before any bit is committed"
+        );
+        assert_eq!(held(&store, &manifest), [1, 1], "the bits are committed");
+        for ((file, chunk), bytes) in &writes {
+            let on_disk = std::fs::read(content::file_path(
+                &content,
+                manifest.manifest(),
+                *file as usize,
+            ))
+            .unwrap();
+            let at = *chunk as usize * MIN_CHUNK_SIZE as usize;
+            assert!(on_disk[at..at + bytes.len()] == bytes[..]);
+        }
     }
 }

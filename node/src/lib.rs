@@ -55,3 +55,20 @@ pub mod store;
 #[cfg(test)]
 mod test_support;
 pub mod transfer;
+
+/// Entry points for the fuzz targets in `fuzz/` (not an API: they may change at any time).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::{
+        catalogs::CatalogParts,
+        transfer::{FRAME_READ_STEP, FrameError, read_frame},
+    };
+
+    /// What `get` makes of a share link: the manifest id and each peer hint as a dialable
+    /// multiaddr (written back as text), or the error message the control API answers.
+    pub fn parse_share_link(link: &str) -> Result<(licet_proto::ManifestId, Vec<String>), String> {
+        crate::node::parse_link(link)
+            .map(|(id, addrs)| (id, addrs.iter().map(ToString::to_string).collect()))
+            .map_err(|e| e.message)
+    }
+}

@@ -902,7 +902,7 @@ impl Responder for Node {
     }
 }
 
-fn parse_link(link: &str) -> Result<(ManifestId, Vec<Multiaddr>), ApiError> {
+pub(crate) fn parse_link(link: &str) -> Result<(ManifestId, Vec<Multiaddr>), ApiError> {
     let link: ShareLink = link
         .parse()
         .map_err(|e: licet_proto::manifest::ShareLinkError| {
@@ -910,16 +910,21 @@ fn parse_link(link: &str) -> Result<(ManifestId, Vec<Multiaddr>), ApiError> {
         })?;
     let mut addrs = Vec::new();
     for peer in &link.peers {
-        let addr: Multiaddr = peer.parse().map_err(|e| {
+        // The hint is text from whoever wrote the link, and the parser's error repeats it:
+        // both are escaped, as the message is logged and shown.
+        let addr: Multiaddr = peer.parse().map_err(|e: libp2p::multiaddr::Error| {
             ApiError::new(
                 ApiErrorKind::BadRequest,
-                format!("peer hint {peer:?} is not a multiaddr: {e}"),
+                format!(
+                    "peer hint {peer:?} is not a multiaddr: {}",
+                    licet_proto::text::escape_for_terminal(&e.to_string())
+                ),
             )
         })?;
         if network::peer_of(&addr).is_none() {
             return Err(ApiError::new(
                 ApiErrorKind::BadRequest,
-                format!("peer hint {peer} has no /p2p/<peer id>"),
+                format!("peer hint {peer:?} has no /p2p/<peer id>"),
             ));
         }
         addrs.push(addr);
@@ -1495,5 +1500,33 @@ impl Node {
             return Err(e);
         }
         Ok(item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use licet_proto::text::is_unsafe_to_show;
+
+    use super::*;
+
+    /// Found by the `share_link` fuzz target: a hint that is not a multiaddr had the parser's
+    /// error, which repeats it raw, in the message the daemon logs and answers.
+    #[test]
+    fn a_refused_share_link_never_carries_a_character_unsafe_to_show() {
+        let id = "ab".repeat(32);
+        for hint in [
+            "/\u{8a}\u{dd75b}' EE",
+            "/\u{1b}[2J\nfake log line",
+            "/dns4/a\u{1b}[2J\n/tcp/1",
+            "/dns4/evil\u{202e}gpj.exe/tcp/1",
+        ] {
+            let error = parse_link(&format!("licet:{id}?peer={hint}")).unwrap_err();
+            assert!(
+                !error.message.chars().any(is_unsafe_to_show),
+                "{:?}",
+                error.message
+            );
+            assert!(error.message.contains("peer hint"), "{}", error.message);
+        }
     }
 }

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+use std::{io::Write as _, time::Duration};
 
 use licet_tests::{
     TestNet, TestNode, assert_same_file, count, create, overwrite_keeping_mtime, text,
@@ -163,4 +163,113 @@ fn a_read_error_that_proves_no_change_is_answered_busy_and_changes_nothing() {
     assert_same_file(&net.work().join("release/film.bin"), &out.join("film.bin"));
     assert_eq!(b.metric("licet_bad_chunks_total"), 0.0);
     drop(get);
+}
+
+#[test]
+fn a_seeded_file_that_grows_is_touched_or_is_deleted_is_not_served_and_the_rest_is() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    let names = ["kept.bin", "grown.bin", "touched.bin", "gone.bin"];
+    for (seed, name) in names.iter().enumerate() {
+        write_pseudo_random_file(
+            &w.join(&format!("release/{name}")),
+            64 * KIB,
+            10 + seed as u64,
+        );
+    }
+    let created = create(
+        &net,
+        "release",
+        "Four",
+        "four.manifest",
+        &["--chunk-size", "16KiB"],
+    );
+    let id = text(&created["manifest_id"]).to_owned();
+    let a = net.start("a", &[]).trusting(&publisher);
+    let added = a.add("four.manifest", "release");
+    assert_eq!(added["state"], "complete", "{added}");
+    assert_eq!(count(&added["have_chunks"]), 16, "{added}");
+    let b = net.start_joined("b", &a, &[]).trusting(&publisher);
+
+    // Bytes appended (every chunk the manifest names still verifies); the same bytes with a
+    // later modification time (`touch`); the file removed.
+    let grown = w.join("release/grown.bin");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&grown)
+        .unwrap()
+        .write_all(b"appended")
+        .unwrap();
+    let touched = w.join("release/touched.bin");
+    let modified = std::fs::metadata(&touched).unwrap().modified().unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&touched)
+        .unwrap();
+    file.set_modified(modified + Duration::from_secs(7))
+        .unwrap();
+    drop(file);
+    std::fs::remove_file(w.join("release/gone.bin")).unwrap();
+
+    let out = w.join("out");
+    let get = b.spawn_client(&[
+        "get",
+        &hinted(text(&created["link"]), &a),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    // B asks for every chunk; A notices each changed file when it is asked for one of its
+    // chunks, and takes that file alone out of service.
+    let changed = serde_json::json!(["gone.bin", "grown.bin", "touched.bin"]);
+    let sorted = |item: &Value| {
+        let mut files: Vec<String> = item["changed_files"]
+            .as_array()
+            .map(|f| f.iter().map(|v| text(v).to_owned()).collect())
+            .unwrap_or_default();
+        files.sort();
+        serde_json::json!(files)
+    };
+    let item = a.wait_for_content(
+        &id,
+        "out of service: three files changed",
+        TIMEOUT,
+        |item| sorted(item) == changed,
+    );
+    assert_eq!(item["state"], "failed", "{item}");
+    assert_eq!(
+        count(&item["have_chunks"]),
+        4,
+        "only kept.bin is served: {item}"
+    );
+    assert_eq!(a.metric("licet_files_changed_total"), 3.0);
+    let ls = a.client(&["ls"]);
+    assert!(
+        ls.stdout.contains("changed on disk, not served"),
+        "{}",
+        ls.stdout
+    );
+
+    // B got kept.bin whole, and never a chunk it rejected.
+    let file = out.join("kept.bin");
+    let on_b = b.wait_for_content(&id, "holding kept.bin", TIMEOUT, |item| {
+        count(&item["have_chunks"]) == 4
+    });
+    assert_ne!(on_b["state"], "complete", "{on_b}");
+    assert_same_file(&w.join("release/kept.bin"), &file);
+    let entry = &b.peer_entry(a.peer_id()).expect("B lists A");
+    assert_eq!(entry["banned"], false, "{entry}");
+    assert_eq!(b.metric("licet_bad_chunks_total"), 0.0);
+    drop(get);
+
+    // `check` finds the touched file whole and serves it again; the other two stay out.
+    let checked = a.client(&["check", &id]);
+    assert_eq!(checked.code, Some(1), "{}", checked.stderr);
+    let item = a.content(&id).unwrap();
+    assert_eq!(
+        sorted(&item),
+        serde_json::json!(["gone.bin", "grown.bin"]),
+        "{item}"
+    );
+    assert_eq!(count(&item["have_chunks"]), 8, "{item}");
 }
