@@ -410,7 +410,7 @@ pub fn spawn(
         public_ranges: config.public_ranges,
         reachability: ReachabilityState::default(),
         relays: HashMap::new(),
-        requested_reservations: HashMap::new(),
+        relay_listeners: HashMap::new(),
         direct_waiters: HashMap::new(),
         report_flags: (config.relay_service, config.mdns, config.upnp),
         counters: config.counters,
@@ -453,8 +453,9 @@ struct EventLoop {
     reachability: ReachabilityState,
     /// Connected peers that offer a relay, at a public address of theirs.
     relays: HashMap<PeerId, Multiaddr>,
-    /// Relayed listen addresses asked of each relay, until it accepts or the listener fails.
-    requested_reservations: HashMap<PeerId, (libp2p::core::transport::ListenerId, Multiaddr)>,
+    /// Each relay asked for a reservation (pending or accepted), with the listener and the
+    /// circuit address, until the listener closes or the relay's connection does.
+    relay_listeners: HashMap<PeerId, (libp2p::core::transport::ListenerId, Multiaddr)>,
     /// Callers waiting for a direct connection to a peer ([`Network::wait_direct`]).
     direct_waiters: HashMap<PeerId, Vec<oneshot::Sender<()>>>,
     /// (relay service, mDNS, UPnP) as configured, for the report.

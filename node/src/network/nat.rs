@@ -13,8 +13,8 @@
 //!   bounded by the relay itself (a circuit carries 128 KiB at most);
 //! - a node asks for relay reservations only while it is [`Reachability::Private`], only of
 //!   connected peers that offer a relay at a public address, and at most
-//!   [`super::MAX_RELAY_RESERVATIONS`] at a time; a relay whose connection closes is forgotten
-//!   and another is asked;
+//!   [`super::MAX_RELAY_RESERVATIONS`] at a time (pending or accepted); a relay whose listener or
+//!   connection closes is forgotten, its relayed address given out no more, and another is asked;
 //! - Kademlia serves the DHT (server mode) unless the node is found private: peers could not
 //!   dial it back to ask.
 
@@ -64,10 +64,9 @@ impl EventLoop {
                 self.connections.remove(&peer);
                 self.direct_waiters.remove(&peer);
                 self.relays.remove(&peer);
-                if self.reachability.reservation_lost(&peer) {
-                    info!(relay = %peer, "relay reservation lost");
-                    self.update_reservation_gauge();
-                    self.seek_relays();
+                if self.relay_listeners.contains_key(&peer) {
+                    info!(relay = %peer, "connection to the relay lost");
+                    self.forget_relay(peer);
                 }
             }
         }
@@ -131,16 +130,11 @@ impl EventLoop {
         if self.reachability.reachability() != Reachability::Private {
             return;
         }
-        let wanted = MAX_RELAY_RESERVATIONS
-            .saturating_sub(self.reachability.reservation_count())
-            .saturating_sub(self.requested_reservations.len());
+        let wanted = MAX_RELAY_RESERVATIONS.saturating_sub(self.relay_listeners.len());
         let candidates: Vec<(PeerId, Multiaddr)> = self
             .relays
             .iter()
-            .filter(|(peer, _)| {
-                !self.reachability.has_reservation(peer)
-                    && !self.requested_reservations.contains_key(peer)
-            })
+            .filter(|(peer, _)| !self.relay_listeners.contains_key(peer))
             .map(|(peer, addr)| (*peer, addr.clone()))
             .take(wanted)
             .collect();
@@ -149,8 +143,7 @@ impl EventLoop {
             match self.swarm.listen_on(circuit.clone()) {
                 Ok(listener) => {
                     debug!(%relay, "asking for a relay reservation");
-                    self.requested_reservations
-                        .insert(relay, (listener, circuit));
+                    self.relay_listeners.insert(relay, (listener, circuit));
                 }
                 Err(e) => warn!(%relay, %circuit, "cannot ask for a relay reservation: {e:?}"),
             }
@@ -159,11 +152,14 @@ impl EventLoop {
 
     /// `relay` accepted (or renewed) this node's reservation.
     pub(super) fn on_reservation(&mut self, relay: PeerId) {
-        let Some((_, circuit)) = self.requested_reservations.remove(&relay) else {
+        let Some((_, circuit)) = self.relay_listeners.get(&relay) else {
             return;
         };
+        if self.reachability.has_reservation(&relay) {
+            return; // a renewal
+        }
         let own = *self.swarm.local_peer_id();
-        let addr = circuit.with(Protocol::P2p(own));
+        let addr = circuit.clone().with(Protocol::P2p(own));
         info!(%relay, %addr, "relay reservation accepted: reachable through the relay");
         self.swarm.add_external_address(addr.clone());
         self.reachability.reserved(relay, addr);
@@ -172,29 +168,37 @@ impl EventLoop {
         self.announce_all_again();
     }
 
-    /// A listener closed: if it was a relay reservation, the relay is asked no more.
+    /// A listener closed: if it was a relay's, that relay is asked no more.
     pub(super) fn on_listener_gone(&mut self, listener: libp2p::core::transport::ListenerId) {
         let relay = self
-            .requested_reservations
+            .relay_listeners
             .iter()
             .find(|(_, (id, _))| *id == listener)
             .map(|(relay, _)| *relay);
         if let Some(relay) = relay {
             debug!(%relay, "relay reservation refused or ended");
-            self.requested_reservations.remove(&relay);
             self.relays.remove(&relay);
-            if let Some(addr) = self
-                .reachability
-                .relayed_addrs()
-                .find(|a| a.iter().any(|p| p == Protocol::P2p(relay)))
-            {
-                let addr = addr.clone();
-                self.swarm.remove_external_address(&addr);
-            }
-            self.reachability.reservation_lost(&relay);
-            self.update_reservation_gauge();
-            self.seek_relays();
+            self.forget_relay(relay);
         }
+    }
+
+    /// Drops everything about `relay`'s reservation (its address is given out no more) and asks
+    /// another relay.
+    fn forget_relay(&mut self, relay: PeerId) {
+        if let Some((listener, _)) = self.relay_listeners.remove(&relay) {
+            self.swarm.remove_listener(listener);
+        }
+        if let Some(addr) = self
+            .reachability
+            .relayed_addrs()
+            .find(|a| a.iter().any(|p| p == Protocol::P2p(relay)))
+            .cloned()
+        {
+            self.swarm.remove_external_address(&addr);
+        }
+        self.reachability.reservation_lost(&relay);
+        self.update_reservation_gauge();
+        self.seek_relays();
     }
 
     /// mDNS found peers on the LAN: they join the routing table and are dialled.
