@@ -198,6 +198,19 @@ fn two_nodes_behind_cone_nats_exchange_chunks_over_a_hole_punched_connection() {
         b.metric("licet_relayed_connections_total") + a.metric("licet_relayed_connections_total")
             >= 1.0
     );
+    // Once directly connected, neither home takes the other for a relay: their reservations
+    // stay on the public relay.
+    std::thread::sleep(Duration::from_secs(3));
+    for home in [&a, &b] {
+        let network = network(home);
+        for relayed in network["relayed_addrs"].as_array().unwrap() {
+            assert!(
+                text(relayed).contains(&format!("/p2p/{}/p2p-circuit", relay.peer_id())),
+                "{}: {network}",
+                home.name()
+            );
+        }
+    }
 }
 
 #[test]

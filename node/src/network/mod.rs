@@ -534,7 +534,7 @@ impl EventLoop {
                 ..
             })) => {
                 if info.protocols.contains(&RELAY_HOP_PROTOCOL) {
-                    self.on_relay_found(peer_id);
+                    self.on_relay_found(peer_id, &info.listen_addrs);
                 }
                 if info.protocols.contains(&KAD_PROTOCOL) {
                     for addr in info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER) {

@@ -12,7 +12,8 @@
 //!   whose hole punch fails is skipped. A peer that asks this node for chunks over a relay is
 //!   bounded by the relay itself (a circuit carries 128 KiB at most);
 //! - a node asks for relay reservations only while it is [`Reachability::Private`], only of
-//!   connected peers that offer a relay at a public address, and at most
+//!   connected peers that offer a relay at a public address and listen through no relay
+//!   themselves, and at most
 //!   [`super::MAX_RELAY_RESERVATIONS`] at a time (pending or accepted); a relay whose listener or
 //!   connection closes is forgotten, its relayed address given out no more, and another is asked;
 //! - Kademlia serves the DHT (server mode) unless the node is found private: peers could not
@@ -72,8 +73,14 @@ impl EventLoop {
         }
     }
 
-    /// Identify says `peer` offers a relay.
-    pub(super) fn on_relay_found(&mut self, peer: PeerId) {
+    /// Identify says `peer` offers a relay and listens on `listen_addrs`. A peer that listens
+    /// through a relay itself is behind a NAT (libp2p's relay server advertises itself as soon
+    /// as the node has any external address, a relayed one too): it is no relay for this node.
+    pub(super) fn on_relay_found(&mut self, peer: PeerId, listen_addrs: &[Multiaddr]) {
+        if listen_addrs.iter().any(is_relayed) {
+            self.relays.remove(&peer);
+            return;
+        }
         let Some(mut addr) = self.connections.get(&peer).and_then(|connections| {
             connections
                 .values()
