@@ -187,6 +187,19 @@ impl Lab {
         Ok(lab)
     }
 
+    /// A lab for a test, or `None` when none can be built here: the test then returns, having
+    /// said why (and under CI it fails instead, see [`crate::required`]).
+    #[track_caller]
+    pub fn for_test() -> Option<Lab> {
+        match Lab::new() {
+            Ok(lab) => Some(lab),
+            Err(why) => {
+                crate::required::cannot_run_here(&why);
+                None
+            }
+        }
+    }
+
     /// A host on the internet (a public address).
     pub fn public_host(&self, name: &str) -> Host {
         let address = self.next_public_ip();

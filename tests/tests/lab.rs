@@ -15,20 +15,9 @@ use std::{
 use licet_tests::{
     TestNet, count, create,
     lab::{Caps, Host, Lab, Nat},
-    pseudo_random_bytes, required, text,
+    pseudo_random_bytes, text,
 };
 use serde_json::Value;
-
-/// A lab, or `None` (and the test skips, or fails under CI) when none can be built here.
-fn lab() -> Option<Lab> {
-    match Lab::new() {
-        Ok(lab) => Some(lab),
-        Err(why) => {
-            required::cannot_run_here(&why);
-            None
-        }
-    }
-}
 
 /// The address (as the far end sees it) from which `from` reaches a TCP listener on `to`.
 fn tcp_source_seen(from: &Host, to: &Host) -> SocketAddr {
@@ -71,7 +60,9 @@ fn udp_ports_seen(from: &Host, public_ip: Ipv4Addr, targets: &[&Host]) -> Vec<u1
 
 #[test]
 fn a_home_router_translates_outgoing_connections_and_refuses_incoming_ones() {
-    let Some(lab) = lab() else { return };
+    let Some(lab) = Lab::for_test() else {
+        return;
+    };
     let server = lab.public_host("server");
     let other = lab.public_host("other");
     let home = lab.home("home", Nat::Cone);
@@ -111,7 +102,9 @@ fn a_home_router_translates_outgoing_connections_and_refuses_incoming_ones() {
 
 #[test]
 fn a_cone_nat_keeps_one_public_port_per_socket_and_a_symmetric_one_does_not() {
-    let Some(lab) = lab() else { return };
+    let Some(lab) = Lab::for_test() else {
+        return;
+    };
     let one = lab.public_host("one");
     let two = lab.public_host("two");
     let cone = lab.home("cone", Nat::Cone);
@@ -137,7 +130,9 @@ fn a_cone_nat_keeps_one_public_port_per_socket_and_a_symmetric_one_does_not() {
 
 #[test]
 fn a_node_behind_a_home_router_fetches_from_a_public_seed_through_a_capped_link() {
-    let Some(lab) = lab() else { return };
+    let Some(lab) = Lab::for_test() else {
+        return;
+    };
     let net = TestNet::new();
     let w = net.work();
     let public = lab.public_host("seed");
@@ -175,7 +170,9 @@ fn a_node_behind_a_home_router_fetches_from_a_public_seed_through_a_capped_link(
 
 #[test]
 fn a_dropped_lab_leaves_no_namespace_behind() {
-    let Some(lab) = lab() else { return };
+    let Some(lab) = Lab::for_test() else {
+        return;
+    };
     let home = lab.home("home", Nat::Cone);
     let host = lab.home_host(&home, "laptop");
     let public = lab.public_host("server");

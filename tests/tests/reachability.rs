@@ -13,23 +13,12 @@ use std::time::Duration;
 use licet_tests::{
     TestNet, TestNode, assert_same_file, count, create,
     lab::{self, Lab, Nat},
-    pseudo_random_bytes, required, text, wait_for,
+    pseudo_random_bytes, text, wait_for,
 };
 use serde_json::Value;
 
 /// How long AutoNAT, relays and hole punches may take (each takes seconds here).
 const SETTLE: Duration = Duration::from_secs(90);
-
-/// A lab, or `None` (and the test skips, or fails under CI) when none can be built here.
-fn lab() -> Option<Lab> {
-    match Lab::new() {
-        Ok(lab) => Some(lab),
-        Err(why) => {
-            required::cannot_run_here(&why);
-            None
-        }
-    }
-}
 
 /// `--public-range <the lab's internet>` and `extra`.
 fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
@@ -71,7 +60,9 @@ fn wait_for_entry(node: &TestNode, peer: &TestNode) -> Value {
 
 #[test]
 fn a_public_node_finds_itself_reachable_and_a_node_behind_a_nat_holds_a_relay_reservation() {
-    let Some(lab) = lab() else { return };
+    let Some(lab) = Lab::for_test() else {
+        return;
+    };
     let net = TestNet::new();
     let a_host = lab.public_host("a");
     let b_host = lab.public_host("b");
@@ -131,7 +122,9 @@ fn a_public_node_finds_itself_reachable_and_a_node_behind_a_nat_holds_a_relay_re
 
 #[test]
 fn two_nodes_behind_cone_nats_exchange_chunks_over_a_hole_punched_connection() {
-    let Some(lab) = lab() else { return };
+    let Some(lab) = Lab::for_test() else {
+        return;
+    };
     let net = TestNet::new();
     let w = net.work();
     let relay_host = lab.public_host("relay");
@@ -215,7 +208,9 @@ fn two_nodes_behind_cone_nats_exchange_chunks_over_a_hole_punched_connection() {
 
 #[test]
 fn behind_symmetric_nats_no_chunk_crosses_the_relay_and_the_download_comes_from_a_public_seed() {
-    let Some(lab) = lab() else { return };
+    let Some(lab) = Lab::for_test() else {
+        return;
+    };
     let net = TestNet::new();
     let w = net.work();
     let seed_host = lab.public_host("seed");
@@ -284,7 +279,9 @@ fn behind_symmetric_nats_no_chunk_crosses_the_relay_and_the_download_comes_from_
 
 #[test]
 fn two_nodes_in_one_home_find_each_other_on_the_lan_unless_mdns_is_off() {
-    let Some(lab) = lab() else { return };
+    let Some(lab) = Lab::for_test() else {
+        return;
+    };
     let net = TestNet::new();
     let w = net.work();
     let home = lab.home("home", Nat::Cone);
