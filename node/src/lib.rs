@@ -6,7 +6,7 @@
 //! | [`catalogs`] | catalogs on the network: heads by gossip, DHT and peers; fetch, accept, apply, mirror |
 //! | [`peers`] | what the node remembers of other peers: bytes each way, bans that end, offences |
 //! | [`check`] | re-verifying an item's files on disk at the operator's request |
-//! | [`network`] | the libp2p swarm and its event loop (the only owner of the `Swarm`) |
+//! | [`network`] | the libp2p swarm and its event loop (the only owner of the `Swarm`); reachability: AutoNAT, relays, hole punching, mDNS |
 //! | [`address_limits`] | bounds on inbound connections per IP address, per subnet and in all |
 //! | [`provider_store`] | the DHT record store: the node's own provider records apart from peers' |
 //! | [`secure`] | the TCP security upgrade: libp2p's TLS handshake with AES-GCM first |
