@@ -874,7 +874,10 @@ impl Node {
                     payload.clear();
                     return refuse(refusal.reason, refusal.detail);
                 }
+                // Counted only now, past the second policy check: a chunk refused there is
+                // not served.
                 if let Response::Chunk { len, .. } = &response {
+                    self.inner.metrics.chunks_served.inc();
                     self.inner.metrics.bytes_out.inc_by(u64::from(*len));
                     self.lock_peers()
                         .sent(peer, u64::from(*len), Instant::now());

@@ -211,7 +211,6 @@ impl Node {
             Ok((buffer, Ok(proof))) => {
                 *payload = buffer;
                 let len = payload.len() as u32;
-                self.inner.metrics.chunks_served.inc();
                 Response::Chunk { proof, len }
             }
             Ok((buffer, Err(failure))) => {
