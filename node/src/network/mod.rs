@@ -272,6 +272,15 @@ pub fn spawn(
         .listen
         .iter()
         .any(|addr| reachability::ip_of(addr).is_some_and(|ip| !ip.is_loopback()));
+    // A LAN feature that cannot start (no interface watcher here) does not keep the node down.
+    let mdns = if config.mdns {
+        mdns::tokio::Behaviour::new(mdns::Config::default(), local_peer_id)
+            .inspect_err(|e| warn!("mDNS is off: it cannot start: {e}"))
+            .ok()
+    } else {
+        None
+    };
+    let mdns_on = mdns.is_some();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair)
         .with_tokio()
         .with_tcp(
@@ -357,14 +366,7 @@ pub fn spawn(
                 ),
                 relay_client,
                 dcutr: dcutr::Behaviour::new(peer_id),
-                mdns: Toggle::from(if config.mdns {
-                    Some(mdns::tokio::Behaviour::new(
-                        mdns::Config::default(),
-                        peer_id,
-                    )?)
-                } else {
-                    None
-                }),
+                mdns: Toggle::from(mdns),
                 upnp: Toggle::from(config.upnp.then(upnp::tokio::Behaviour::default)),
             })
         })
@@ -412,7 +414,7 @@ pub fn spawn(
         relays: HashMap::new(),
         relay_listeners: HashMap::new(),
         direct_waiters: HashMap::new(),
-        report_flags: (config.relay_service, config.mdns, config.upnp),
+        report_flags: (config.relay_service, mdns_on, config.upnp),
         counters: config.counters,
     };
     tokio::spawn(event_loop.run());
