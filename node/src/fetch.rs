@@ -999,8 +999,11 @@ mod tests {
         (store, manifest, content)
     }
 
+    /// Chunks and their bytes.
+    type Writes = Vec<(ChunkRef, Vec<u8>)>;
+
     /// Chunk 0 of file 0 and chunk 2 of file 1: their bytes and what is committed for them.
-    fn batch() -> (Vec<(ChunkRef, Vec<u8>)>, Vec<CommittedChunk>) {
+    fn batch() -> (Writes, Vec<CommittedChunk>) {
         let refs: [ChunkRef; 2] = [(0, 0), (1, 2)];
         let writes = refs
             .iter()
@@ -1016,6 +1019,27 @@ mod tests {
             })
             .collect();
         (writes, committed)
+    }
+
+    /// Writes [`batch`] through `files` with [`write_batch`]; its result, and the bytes written.
+    fn write_the_batch(
+        files: &mut ChunkFiles,
+        store: &Store,
+        manifest: &VerifiedManifest,
+        content: &Path,
+    ) -> (Result<(), String>, Writes) {
+        let (writes, committed) = batch();
+        let result = write_batch(
+            files,
+            store,
+            manifest,
+            content,
+            writes
+                .iter()
+                .map(|(chunk, bytes)| (*chunk, bytes.as_slice())),
+            &committed,
+        );
+        (result, writes)
     }
 
     /// The chunks `store` holds of each file of `manifest`.
@@ -1037,17 +1061,7 @@ mod tests {
         let (store, manifest, content) = download(dir.path());
         let mut files = ChunkFiles::new(content.clone());
         files.before_sync(Box::new(|_| Err(io::Error::other("the disk went away"))));
-        let (writes, committed) = batch();
-        let result = write_batch(
-            &mut files,
-            &store,
-            &manifest,
-            &content,
-            writes
-                .iter()
-                .map(|(chunk, bytes)| (*chunk, bytes.as_slice())),
-            &committed,
-        );
+        let (result, _) = write_the_batch(&mut files, &store, &manifest, &content);
         let error = result.expect_err("a failed flush fails the batch");
         assert!(
             error.contains("cannot flush") && error.contains("the disk went away"),
@@ -1081,18 +1095,8 @@ mod tests {
             seen.lock().unwrap().push((file, held));
             Ok(())
         }));
-        let (writes, committed) = batch();
-        write_batch(
-            &mut files,
-            &store,
-            &manifest,
-            &content,
-            writes
-                .iter()
-                .map(|(chunk, bytes)| (*chunk, bytes.as_slice())),
-            &committed,
-        )
-        .expect("the batch is written");
+        let (result, writes) = write_the_batch(&mut files, &store, &manifest, &content);
+        result.expect("the batch is written");
         let mut syncs = syncs.lock().unwrap().clone();
         syncs.sort();
         assert_eq!(
