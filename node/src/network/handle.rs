@@ -425,11 +425,22 @@ impl EventLoop {
                 source,
                 acceptance,
             } => {
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&message_id, &source, acceptance);
+                self.report_gossip(&message_id, &source, acceptance);
             }
         }
+    }
+
+    /// Tells gossipsub what became of a message: forward it, drop it, or drop it and lower its
+    /// sender's score.
+    pub(super) fn report_gossip(
+        &mut self,
+        message_id: &gossipsub::MessageId,
+        source: &PeerId,
+        acceptance: gossipsub::MessageAcceptance,
+    ) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(message_id, source, acceptance);
     }
 }

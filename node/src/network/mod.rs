@@ -588,14 +588,11 @@ impl EventLoop {
                         "gossip message of {} bytes refused: over {MAX_GOSSIP_BYTES} bytes",
                         message.data.len()
                     );
-                    self.swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .report_message_validation_result(
-                            &message_id,
-                            &propagation_source,
-                            gossipsub::MessageAcceptance::Reject,
-                        );
+                    self.report_gossip(
+                        &message_id,
+                        &propagation_source,
+                        gossipsub::MessageAcceptance::Reject,
+                    );
                     return;
                 }
                 let event = NetworkEvent::CatalogHead {
@@ -606,14 +603,11 @@ impl EventLoop {
                 };
                 if self.events.try_send(event).is_err() {
                     debug!("gossip queue full; a catalog head message is dropped");
-                    self.swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .report_message_validation_result(
-                            &message_id,
-                            &propagation_source,
-                            gossipsub::MessageAcceptance::Ignore,
-                        );
+                    self.report_gossip(
+                        &message_id,
+                        &propagation_source,
+                        gossipsub::MessageAcceptance::Ignore,
+                    );
                 }
             }
             other => debug!(?other, "swarm event"),
