@@ -1,56 +1,34 @@
 //! `licet-node`: the Licet node as a library (the `licet-node` binary is a thin layer over it).
 //!
-//! | module | job |
-//! |---|---|
-//! | [`node`] | the node: content items, trust policy state, serving, the control API's methods |
-//! | [`catalogs`] | catalogs on the network: heads by gossip, DHT and peers; fetch, accept, apply, mirror |
-//! | [`peers`] | what the node remembers of other peers: bytes each way, bans that end, offences |
-//! | [`check`] | re-verifying an item's files on disk at the operator's request |
-//! | [`network`] | the libp2p swarm and its event loop (the only owner of the `Swarm`); reachability: AutoNAT, relays, hole punching, mDNS |
-//! | [`address_limits`] | bounds on inbound connections per IP address, per subnet and in all |
-//! | [`provider_store`] | the DHT record store: the node's own provider records apart from peers' |
-//! | [`secure`] | the TCP security upgrade: libp2p's TLS handshake with AES-GCM first |
-//! | [`serving`] | chunks read from disk and verified before they are sent; what takes a file out of service |
-//! | [`transfer`] | `/licet/transfer/1` streams: framing, the serving loop, pipelined sessions |
-//! | [`fetch`] | finding manifests and fetching chunks from many peers |
-//! | [`schedule`] | rarest-first chunk scheduling with an endgame |
-//! | [`store`] | the redb database: trust, manifests, items, bitfields, proofs, leaves, catalogs |
-//! | [`content`] | the content files: verify, prepare, read and write chunks |
-//! | [`api`], [`api_types`] | the HTTP + JSON control API on 127.0.0.1 |
-//! | [`api_conns`] | the control API's connections: a cap, a header timeout, shutdown |
-//! | [`cli`] | the client subcommands |
-//! | [`config`] | configuration: TOML file, `LICET_*` environment, flags |
-//! | [`data_dir`] | the data directory: created 0700, tightened if others can use it |
-//! | [`limits`] | process limits set at start: the open-file limit |
-//! | [`metrics`] | Prometheus metrics |
-//! | [`metrics_format`] | `/metrics` as OpenMetrics or Prometheus text 0.0.4, by `Accept` |
+//! `node/src` is in folders by layer. A module imports only from its own layer or the layers
+//! below it, never from a layer above (the test `layers::imports_go_down` fails otherwise):
+//!
+//! | layer | modules | job |
+//! |---|---|---|
+//! | edge | [`daemon`], [`cli`] | the `run` daemon (config, data directory, process limits); the client subcommands |
+//! | API | [`api`] | the HTTP + JSON control API on 127.0.0.1: server, connections, typed client |
+//! | node | [`node`] | the parts tied together: the control API's methods, health, re-checking files |
+//! | work | [`catalogs`], [`serve`] | catalogs on the network (heads, fetch, accept, mirror); answering peers under the policy |
+//! | | [`fetch`] | finding manifests and fetching chunks from many peers; rarest-first scheduling |
+//! | parts | [`peers`], [`transfer`], [`content`] | the peer book (bytes, bans); `/licet/transfer/1` streams; content files and output folders |
+//! | | [`metrics`] | Prometheus metrics and their text formats |
+//! | contract | [`contract`] | the control API's types, shared by the server and the client |
+//! | ground | [`net`], [`store`] | the libp2p swarm (the only owner of the `Swarm`), reachability, connection bounds; the redb database |
 
-pub mod address_limits;
 pub mod api;
-pub mod api_conns;
-pub mod api_types;
-pub mod beneath;
 pub mod catalogs;
-pub mod check;
 pub mod cli;
-pub mod config;
 pub mod content;
-pub mod data_dir;
+pub mod contract;
+pub mod daemon;
 pub mod fetch;
-pub mod health;
-pub mod limits;
+#[cfg(test)]
+mod layers;
 pub mod metrics;
-pub mod metrics_format;
-pub mod network;
+pub mod net;
 pub mod node;
-pub mod output_folder;
 pub mod peers;
-pub mod proof_tree;
-pub mod provider_store;
-pub mod reopening_db;
-pub mod schedule;
-pub mod secure;
-pub mod serving;
+pub mod serve;
 pub mod store;
 #[cfg(test)]
 mod test_support;

@@ -8,13 +8,15 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
-use licet_node::network::reachability::AddressRange;
+use licet_node::net::reachability::AddressRange;
 use licet_node::{
-    api,
+    api::server,
     cli::{self, ClientCommand},
-    config::{self, Config, Overrides},
-    data_dir, limits,
-    node::{Node, NodeConfig},
+    daemon::{
+        config::{self, Config, Overrides},
+        limits,
+    },
+    node::{Node, NodeConfig, data_dir},
 };
 use licet_proto::manifest::Region;
 use tracing::{info, warn};
@@ -178,9 +180,9 @@ async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen for the control API on {}", config.api_listen))?;
     let api_addr = listener.local_addr()?;
-    let token = api::create_token(&data_dir)
+    let token = server::create_token(&data_dir)
         .with_context(|| format!("cannot write the API token in {}", data_dir.display()))?;
-    api::write_api_addr(&data_dir, api_addr)
+    server::write_api_addr(&data_dir, api_addr)
         .with_context(|| format!("cannot write the API address in {}", data_dir.display()))?;
     info!(peer_id = %node.peer_id(), api = %api_addr, data_dir = %data_dir.display(), "licet-node running");
 
@@ -206,10 +208,10 @@ async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
             let _ = ctrl_c.await;
         }
     };
-    let served = api::serve(Arc::new(node.clone()), listener, token, shutdown).await;
+    let served = server::serve(Arc::new(node.clone()), listener, token, shutdown).await;
     info!("shutting down");
     node.stop_all();
-    api::remove_api_files(&data_dir);
+    server::remove_api_files(&data_dir);
     // Let download tasks see the stop and finish the batch they are writing.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     served.context("the control API failed")

@@ -47,7 +47,7 @@ use licet_proto::wire::{
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tracing::debug;
 
-use crate::network::TRANSFER_PROTOCOL;
+use crate::net::TRANSFER_PROTOCOL;
 
 /// Longest wait for the rest of a frame once its length has arrived.
 pub const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(20);

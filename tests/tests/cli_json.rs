@@ -1,5 +1,5 @@
 //! What `licet-node … --json` prints, from real daemons, for every client subcommand: each
-//! reply parses into the control API's own type (`licet_node::api_types`) and that type writes
+//! reply parses into the control API's own type (`licet_node::contract`) and that type writes
 //! it back exactly (no field it lacks, none it would add, every value in its own form); and each
 //! object has exactly the field names below, the names scripts read, so a field renamed in the
 //! type fails here rather than reaching users (and tests that read a field by name, where a
@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use licet_node::api_types::{
+use licet_node::contract::{
     CatalogInfo, CatalogListReply, ContentInfo, ContentListReply, PeersReply, StatusReply,
     TrustEntry, TrustReply,
 };

@@ -19,6 +19,10 @@
 //!   disconnected, refused until its ban ends (longer for repeat offenders, see `peers.rs`), and
 //!   listed as banned, with the end of its ban, in `peers`; the per-peer state is bounded.
 
+pub mod check;
+pub mod data_dir;
+pub mod health;
+
 use std::{
     collections::{HashMap, HashSet},
     path::{Path, PathBuf},
@@ -43,20 +47,20 @@ use licet_proto::{
 use tracing::{debug, info, warn};
 
 use crate::{
-    api_types::{
+    catalogs::HeldCatalog,
+    content,
+    content::output_folder,
+    contract::{
         self, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentCounts, ContentInfo,
         ContentListReply, ContentState, GetRequest, NetworkInfo, NodeApi, PeerInfo, PeersReply,
         StatusReply, TrustAddRequest, TrustEntry, TrustReply,
     },
-    catalogs::HeldCatalog,
-    content,
-    data_dir::DataDirError,
     fetch,
     metrics::Metrics,
-    network::{self, Network, NetworkConfig, TRANSFER_PROTOCOL},
-    output_folder,
+    net::{self, Network, NetworkConfig, TRANSFER_PROTOCOL},
+    node::data_dir::DataDirError,
     peers::{PEER_SWEEP_INTERVAL, PeerBook},
-    proof_tree::ProofTree,
+    store::proof_tree::ProofTree,
     store::{ContentOrigin, ContentRecord, FileStamp, FileState, RecordState, Store, StoreError},
     transfer::{self, FramePool, Responder, Session, SessionError},
 };
@@ -82,7 +86,7 @@ pub struct NodeConfig {
     /// How often each trusted publisher's catalog head is looked up in the DHT and at peers.
     pub catalog_poll: Duration,
     /// Address ranges that count as public beyond globally routable ones.
-    pub public_ranges: Vec<crate::network::reachability::AddressRange>,
+    pub public_ranges: Vec<crate::net::reachability::AddressRange>,
     /// Relay for nodes that cannot be dialled.
     pub relay_service: bool,
     /// Find peers on the LAN with mDNS.
@@ -116,7 +120,7 @@ pub enum StartError {
     },
     /// The swarm could not start.
     #[error(transparent)]
-    Network(#[from] network::NetworkError),
+    Network(#[from] net::NetworkError),
 }
 
 /// The live state of one content item.
@@ -240,8 +244,8 @@ fn store_error(e: StoreError) -> ApiError {
     }
 }
 
-fn to_api_refusal(refusal: policy::Refusal) -> api_types::Refusal {
-    api_types::Refusal {
+fn to_api_refusal(refusal: policy::Refusal) -> contract::Refusal {
+    contract::Refusal {
         reason: refusal.reason,
         detail: refusal.detail,
     }
@@ -282,7 +286,7 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl Node {
     /// Opens the data directory, starts the swarm, and resumes serving and fetching.
     pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
-        let private = crate::data_dir::create_private(&config.data_dir).map_err(|e| {
+        let private = crate::node::data_dir::create_private(&config.data_dir).map_err(|e| {
             let reason = match e {
                 DataDirError::Create { source, .. } => format!("cannot create it: {source}"),
                 DataDirError::Permissions { source, .. } => {
@@ -336,11 +340,11 @@ impl Node {
         let mirrors: HashSet<PublicKey> = store.mirrors()?.into_iter().collect();
 
         let metrics = Metrics::new();
-        let (network, network_events) = network::spawn(NetworkConfig {
+        let (network, network_events) = net::spawn(NetworkConfig {
             keypair,
             listen: config.listen,
             bootstrap: config.bootstrap,
-            public_ranges: network::reachability::PublicRanges::new(config.public_ranges),
+            public_ranges: net::reachability::PublicRanges::new(config.public_ranges),
             relay_service: config.relay_service,
             mdns: config.mdns,
             upnp: config.upnp,
@@ -924,7 +928,7 @@ pub(crate) fn parse_link(link: &str) -> Result<(ManifestId, Vec<Multiaddr>), Api
                 ),
             )
         })?;
-        if network::peer_of(&addr).is_none() {
+        if net::peer_of(&addr).is_none() {
             return Err(ApiError::new(
                 ApiErrorKind::BadRequest,
                 format!("peer hint {peer:?} has no /p2p/<peer id>"),
@@ -946,7 +950,7 @@ fn peer_info(
     PeerInfo {
         peer_id: peer.to_string(),
         addrs: addrs.iter().map(ToString::to_string).collect(),
-        relayed: !addrs.is_empty() && addrs.iter().all(crate::network::reachability::is_relayed),
+        relayed: !addrs.is_empty() && addrs.iter().all(crate::net::reachability::is_relayed),
         bytes_in: view.map_or(0, |v| v.bytes_in),
         bytes_out: view.map_or(0, |v| v.bytes_out),
         banned: view.is_some_and(|v| v.ban_reason.is_some()),
@@ -1086,7 +1090,7 @@ impl NodeApi for Node {
         let _ = self
             .inner
             .network
-            .subscribe(network::catalog_topic(&publisher))
+            .subscribe(net::catalog_topic(&publisher))
             .await;
         // Look for the publisher's catalog now rather than at the next poll.
         let node = self.clone();
@@ -1122,7 +1126,7 @@ impl NodeApi for Node {
         let _ = self
             .inner
             .network
-            .unsubscribe(network::catalog_topic(&publisher))
+            .unsubscribe(net::catalog_topic(&publisher))
             .await;
         self.stop_announcing_refused(Some(&publisher)).await;
         if removed {
@@ -1144,7 +1148,7 @@ impl NodeApi for Node {
             ApiError::refused(
                 ApiErrorKind::Refused,
                 format!("the manifest is not valid: {e}"),
-                api_types::Refusal {
+                contract::Refusal {
                     reason: e.refusal_reason(),
                     detail: e.to_string(),
                 },

@@ -283,7 +283,7 @@ mod tests {
     };
 
     use super::ConnectionLimits;
-    use crate::api::fake::{FakeNode, TestServer, within};
+    use crate::api::server::fake::{FakeNode, TestServer, within};
 
     const TOKEN: &str = "7a11000000000000000000000000000000000000000000000000000000000001";
     /// Long enough that only the cap closes connections in a test that uses it.

@@ -1,9 +1,9 @@
 //! The libp2p swarm and its event loop.
 //!
 //! [`spawn`] builds the swarm (TCP with TLS preferred and Noise as the fallback, see
-//! [`crate::secure`], and QUIC; Yamux; Identify, Ping, Kademlia under
+//! [`crate::net::secure`], and QUIC; Yamux; Identify, Ping, Kademlia under
 //! `/licet/kad/1.0.0`, a block list, connection limits in all, inbound in all (slots kept for
-//! this node's own dials), per remote address and per subnet (see [`crate::address_limits`]),
+//! this node's own dials), per remote address and per subnet (see [`crate::net::address_limits`]),
 //! and `libp2p-stream` for the transfer protocol; AutoNAT, relay v2 server and client, DCUtR,
 //! mDNS and UPnP for reachability, see [`reachability`] and `nat.rs`) and returns a cloneable
 //! [`Network`] handle.
@@ -21,7 +21,7 @@
 //! provider records per manifest id and per
 //! publisher catalog (under the catalog head key); inbound records are filtered
 //! (`StoreInserts::FilterBoth`): provider records are kept (the provider is always the peer
-//! that sent them, and [`crate::provider_store`] bounds their number in all and per peer while
+//! that sent them, and [`crate::net::provider_store`] bounds their number in all and per peer while
 //! the node's own provider records are never refused for space); the only value records are
 //! catalog heads, stored only if `licet_proto::catalog::check_head_record` passes them (a valid
 //! head of its publisher under that publisher's key, unexpired, and not below or beside the head
@@ -36,6 +36,10 @@
 //! at them: the loop hands each one to the node as a [`NetworkEvent::CatalogHead`] over a
 //! bounded channel (dropped, and ignored by gossipsub, when the channel is full), and the node
 //! reports back with [`Network::report_gossip`].
+
+pub mod address_limits;
+pub mod provider_store;
+pub mod secure;
 
 use std::{collections::HashMap, time::Duration};
 
@@ -52,7 +56,7 @@ use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge}
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::{address_limits, provider_store::ProviderStore};
+use provider_store::ProviderStore;
 
 mod dht;
 mod handle;
@@ -215,7 +219,7 @@ pub struct NetworkCounters {
     /// Inbound connections denied by the per-address, per-subnet and inbound bounds.
     pub connections_refused: address_limits::Refused,
     /// Other peers' provider records not stored.
-    pub provider_records_refused: crate::provider_store::Refused,
+    pub provider_records_refused: crate::net::provider_store::Refused,
     /// Gossip messages refused for being over [`MAX_GOSSIP_BYTES`].
     pub gossip_messages_refused: Counter,
     /// Reachability, relays, hole punches, the LAN.
@@ -287,7 +291,7 @@ pub fn spawn(
             tcp::Config::default().nodelay(true),
             // Offered in this order: TLS with AES-GCM is the faster cipher here (see
             // `secure`); Noise for peers that do not speak it.
-            (crate::secure::Config::new, noise::Config::new),
+            (crate::net::secure::Config::new, noise::Config::new),
             yamux::Config::default,
         )
         .map_err(|e| build(&e))?
@@ -305,7 +309,7 @@ pub fn spawn(
             kad_config.set_periodic_bootstrap_interval(None);
             let store = ProviderStore::new(
                 peer_id,
-                crate::provider_store::ProviderLimits::default(),
+                crate::net::provider_store::ProviderLimits::default(),
                 config.counters.provider_records_refused.clone(),
             );
             let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);

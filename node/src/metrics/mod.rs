@@ -2,6 +2,8 @@
 //!
 //! Counters only grow for the life of the daemon process; gauges are set when scraped.
 
+pub mod format;
+
 use licet_proto::policy::RefusalReason;
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -131,7 +133,7 @@ pub struct Metrics {
     /// The node's own faults (database closed, clock behind), set when scraped (`health.rs`).
     pub health: HealthGauges,
     /// Reachability, relays, hole punches and the LAN, kept by the network event loop.
-    pub reachability: crate::network::ReachabilityMetrics,
+    pub reachability: crate::net::ReachabilityMetrics,
 }
 
 /// The node's own faults, set when scraped.
@@ -188,7 +190,7 @@ impl Metrics {
             provider_records_refused: Family::default(),
             gossip_messages_refused: Family::default(),
             health: HealthGauges::default(),
-            reachability: crate::network::ReachabilityMetrics::default(),
+            reachability: crate::net::ReachabilityMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -328,7 +330,7 @@ impl Metrics {
             drop(
                 reachability
                     .hole_punches
-                    .get_or_create(&crate::network::ResultLabel {
+                    .get_or_create(&crate::net::ResultLabel {
                         result: result.to_owned(),
                     }),
             );
@@ -386,7 +388,7 @@ impl Metrics {
 
     /// The counters the network event loop keeps, shared with these metrics (every label
     /// shown from the start, at zero).
-    pub fn network_counters(&self) -> crate::network::NetworkCounters {
+    pub fn network_counters(&self) -> crate::net::NetworkCounters {
         let connections = |limit: &str| {
             self.connections_refused
                 .get_or_create(&LimitLabel {
@@ -401,15 +403,15 @@ impl Metrics {
                 })
                 .clone()
         };
-        crate::network::NetworkCounters {
-            connections_refused: crate::address_limits::Refused {
+        crate::net::NetworkCounters {
+            connections_refused: crate::net::address_limits::Refused {
                 pending: connections("pending_per_address"),
                 established: connections("established_per_address"),
                 pending_subnet: connections("pending_per_subnet"),
                 established_subnet: connections("established_per_subnet"),
                 inbound: connections("inbound_total"),
             },
-            provider_records_refused: crate::provider_store::Refused {
+            provider_records_refused: crate::net::provider_store::Refused {
                 per_peer: records("per_peer"),
                 total: records("total"),
                 per_key: records("per_key"),
@@ -444,7 +446,7 @@ impl Metrics {
 
     /// Sets the per-publisher catalog gauges to `catalogs` (publishers no longer trusted, or
     /// without a catalog, are left out).
-    pub fn set_catalogs(&self, catalogs: &[crate::api_types::CatalogInfo]) {
+    pub fn set_catalogs(&self, catalogs: &[crate::contract::CatalogInfo]) {
         for family in [
             &self.catalog_sequence,
             &self.catalog_expires_at,

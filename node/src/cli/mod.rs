@@ -1,6 +1,6 @@
 //! The client subcommands (`trust`, `add`, `get`, `ls`, `status`, `peers`, `check`, `rm`, `catalog`): each is one or
 //! a few calls to the control API of the daemon that `licet-node run` started for the same data
-//! directory (routes in [`crate::api`]).
+//! directory (routes in [`crate::api::server`]).
 //!
 //! Exit codes: 0 ok; 1 refused by the trust policy or a verification failure (a bad manifest,
 //! content that does not match it); 2 usage, I/O, no daemon running, or any other error. Errors
@@ -38,13 +38,13 @@ use reqwest::{Method, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    api::{API_ADDR_FILE, API_TOKEN_FILE},
-    api_types::{
+    api::server::{API_ADDR_FILE, API_TOKEN_FILE},
+    contract::{
         ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo, ContentListReply,
         ContentState, ErrorReply, GetRequest, NetworkInfo, NodeHealth, PeersReply, StatusReply,
         TrustAddRequest, TrustEntry, TrustReply,
     },
-    network::reachability::Reachability,
+    net::reachability::Reachability,
 };
 
 /// Connecting to the daemon on loopback.
@@ -814,7 +814,7 @@ fn download_bar(info: &ContentInfo, show: bool) -> ProgressBar {
 /// Makes `output` absolute against the current directory and resolves its links, `.` and `..`
 /// (it need not exist: the daemon creates it; if it exists it must be a directory).
 fn prepare_output_dir(output: &Path) -> Result<PathBuf, Failure> {
-    let resolved = crate::output_folder::resolve(output)
+    let resolved = crate::content::output_folder::resolve(output)
         .with_context(|| format!("cannot resolve the output directory {}", output.display()))
         .map_err(Failure::other)?;
     if resolved.exists() && !resolved.is_dir() {
@@ -1615,12 +1615,12 @@ mod tests {
 
     use super::*;
     use crate::{
-        api::{
+        api::server::{
             create_token,
             fake::{Call, FakeNode, TestServer, content, within},
             write_api_addr,
         },
-        api_types::Refusal,
+        contract::Refusal,
     };
 
     #[derive(Parser)]
@@ -1720,7 +1720,7 @@ mod tests {
         assert!(
             matches!(cli.command, ClientCommand::Get { ref output, json: false, .. } if output == Path::new("."))
         );
-        let key = crate::api::fake::publisher().to_hex();
+        let key = crate::api::server::fake::publisher().to_hex();
         let cli = TestCli::try_parse_from([
             "licet-node",
             "trust",
@@ -1863,7 +1863,7 @@ mod tests {
     #[test]
     fn a_banned_peer_shows_when_its_ban_ends() {
         let reply = PeersReply {
-            peers: vec![crate::api_types::PeerInfo {
+            peers: vec![crate::contract::PeerInfo {
                 peer_id: "12D3KooWLiar".to_owned(),
                 addrs: Vec::new(),
                 relayed: false,
@@ -1962,7 +1962,7 @@ mod tests {
     async fn check_exits_1_while_content_still_does_not_match() {
         let (dir, server) = daemon_dir().await;
         let id = ManifestId([7; 32]);
-        let mut info = crate::api::fake::content(id, ContentState::Failed, 3072);
+        let mut info = crate::api::server::fake::content(id, ContentState::Failed, 3072);
         info.changed_files = vec!["ep1.mkv".to_owned()];
         info.error = Some(
             "checked: /srv/episode-1/ep1.mkv: 1 of its 4 chunks do not match the manifest"
@@ -1985,7 +1985,7 @@ mod tests {
     #[tokio::test]
     async fn simple_commands_call_their_routes() {
         let (dir, server) = daemon_dir().await;
-        let key = crate::api::fake::publisher().to_hex();
+        let key = crate::api::server::fake::publisher().to_hex();
         let id = ManifestId([7; 32]).to_hex();
         for args in [
             vec!["status"],
@@ -2164,7 +2164,7 @@ mod tests {
     #[tokio::test]
     async fn catalog_ls_shows_sequence_expiry_and_revocations() {
         let (dir, _server) = daemon_dir().await;
-        let text = format_catalogs(&[crate::api::fake::catalog_info()]);
+        let text = format_catalogs(&[crate::api::server::fake::catalog_info()]);
         assert!(
             text.contains("CATALOG") && text.contains("EXPIRES"),
             "{text}"
@@ -2178,7 +2178,7 @@ mod tests {
             .await
             .unwrap();
         let status = format_status(&StatusReply {
-            catalogs: vec![crate::api::fake::catalog_info()],
+            catalogs: vec![crate::api::server::fake::catalog_info()],
             ..serde_json::from_value(serde_json::json!({
                 "peer_id": "p", "listen_addrs": [], "version": "0", "region": null,
                 "connected_peers": 0, "trusted_publishers": 1,

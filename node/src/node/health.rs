@@ -28,10 +28,10 @@ use licet_proto::{
 use tracing::{info, warn};
 
 use crate::{
-    api_types::NodeHealth,
     catalogs::{CatalogFailure, HeldCatalog},
+    contract::NodeHealth,
     node::{Node, blocking},
-    reopening_db::Health,
+    store::reopening_db::Health,
 };
 
 /// How often the node tries to reopen a closed database and to save the catalogs it could not

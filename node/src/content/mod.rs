@@ -2,8 +2,8 @@
 //!
 //! Content stays ordinary files where the user keeps them (seeded in place) or asked for them
 //! (downloads). Every path is a `SafePath` joined onto the item's directory, so nothing is read
-//! or written outside it; a download's files are created by [`crate::output_folder`] and written
-//! here without following a link beneath its folder ([`crate::beneath`]). These functions
+//! or written outside it; a download's files are created by [`crate::content::output_folder`] and written
+//! here without following a link beneath its folder ([`crate::content::beneath`]). These functions
 //! block; callers run them on blocking threads.
 //!
 //! Invariants:
@@ -12,6 +12,9 @@
 //! - [`ChunkFiles::sync`] makes every write before it durable (direct writes included); the
 //!   store's bit for a chunk is committed only after that returns;
 //! - a download holds at most [`MAX_OPEN_FILES`] files open, whatever its manifest lists.
+
+pub mod beneath;
+pub mod output_folder;
 
 use std::{
     collections::HashMap,
@@ -26,7 +29,7 @@ use std::os::unix::fs::FileExt as _;
 
 use licet_proto::{MerkleHash, manifest::Manifest, merkle};
 
-use crate::{beneath::Folder, store::FileStamp};
+use crate::{content::beneath::Folder, store::FileStamp};
 
 /// The path of file `index` of `manifest` under `dir`.
 pub fn file_path(dir: &Path, manifest: &Manifest, index: usize) -> PathBuf {
@@ -366,7 +369,7 @@ mod tests {
         ];
         let manifest = manifest(&sizes);
         let dir = tempfile::tempdir().unwrap();
-        crate::output_folder::create_all(dir.path(), &manifest);
+        crate::content::output_folder::create_all(dir.path(), &manifest);
         let mut files = ChunkFiles::new(dir.path().to_path_buf());
         let contents: Vec<Vec<u8>> = sizes
             .iter()
@@ -396,7 +399,7 @@ mod tests {
         let sizes = vec![100; MAX_OPEN_FILES * 3];
         let manifest = manifest(&sizes);
         let dir = tempfile::tempdir().unwrap();
-        crate::output_folder::create_all(dir.path(), &manifest);
+        crate::content::output_folder::create_all(dir.path(), &manifest);
         let mut files = ChunkFiles::new(dir.path().to_path_buf());
         for index in 0..sizes.len() {
             files

@@ -8,7 +8,7 @@
 //! # Routes
 //!
 //! Every `/v1/` route needs `Authorization: Bearer <token>`, the 64 hex characters in
-//! `DATA_DIR/api-token`. Request and reply types are in [`crate::api_types`]; ids and keys are
+//! `DATA_DIR/api-token`. Request and reply types are in [`crate::contract`]; ids and keys are
 //! lowercase hex.
 //!
 //! | method | path | body | reply | errors |
@@ -26,7 +26,7 @@
 //! | `POST` | `/v1/downloads` | JSON [`GetRequest`] (`output_dir` absolute) | 200 [`ContentInfo`] once the manifest is accepted; the fetch goes on (poll `GET /v1/content/{id}`) | 400 bad link, relative dir, or a dir that is, holds or is inside the data directory; 401; 403 refused; 409 already held elsewhere, a file of another held item at one of its paths, or a link, a folder, or (without `replace`) a file that is not the manifest's at one of its paths; 502 no peer had it or every peer refused; 500 |
 //! | `POST` | `/v1/catalogs?head=HEX` | the signed catalog's bytes (`application/octet-stream`, at most [`max_catalog_request_bytes`]); `HEX` its signed head | 200 [`CatalogInfo`] once the catalog is the publisher's newest here; it goes on to the swarm | 400 bad catalog or head, or a head of another catalog, 401, 403 untrusted publisher, expired, or older than the catalog held (rollback), 500 |
 //! | `GET` | `/v1/catalogs` | — | 200 [`CatalogListReply`]: each trusted publisher's catalog | 401, 500 |
-//! | `GET` | `/metrics` | — (no token) | 200 OpenMetrics 1.0 text if `Accept` asks for `application/openmetrics-text`, else Prometheus text 0.0.4 (`crate::metrics_format`) | — |
+//! | `GET` | `/metrics` | — (no token) | 200 OpenMetrics 1.0 text if `Accept` asks for `application/openmetrics-text`, else Prometheus text 0.0.4 (`crate::metrics::format`) | — |
 //!
 //! Every error reply, including a missing token, a malformed JSON body, a bad path parameter,
 //! an unknown path and a wrong method, is [`ErrorReply`] JSON:
@@ -44,7 +44,7 @@
 //!   127.0.0.1 sends its own name, so it cannot read the API. No CORS headers are sent.
 //! - No `/v1/` handler runs unless the request carried the token; the token is compared in
 //!   constant time for its length, and the token is never logged or echoed.
-//! - Connections are bounded in number and in idle time ([`crate::api_conns`]).
+//! - Connections are bounded in number and in idle time ([`crate::api::conns`]).
 //! - Request bodies are bounded before they are buffered: JSON bodies at [`MAX_JSON_BODY_BYTES`],
 //!   manifests at [`max_manifest_request_bytes`], catalogs at [`max_catalog_request_bytes`].
 //! - Paths the daemon acts on (`content_dir`, `output_dir`) must be absolute: the daemon's working
@@ -75,13 +75,13 @@ use licet_proto::{ManifestId, PublicKey, signed::SignedKind};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    api_conns::{self, ConnectionLimits},
-    api_types::{
+    api::conns::{self, ConnectionLimits},
+    contract::{
         AddQuery, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo,
         ContentListReply, ErrorReply, GetRequest, NodeApi, PeersReply, PublishQuery, StatusReply,
         TrustAddRequest, TrustEntry, TrustReply,
     },
-    metrics_format,
+    metrics::format,
 };
 
 /// The token file's name in the data directory.
@@ -141,7 +141,7 @@ fn bad_request(message: impl Into<String>) -> ApiError {
 /// in flight and returns.
 ///
 /// `token` is the bearer token every `/v1/` request must carry (from [`create_token`]). The
-/// caller binds `listener` to 127.0.0.1. Connections are bounded as [`crate::api_conns`] says.
+/// caller binds `listener` to 127.0.0.1. Connections are bounded as [`crate::api::conns`] says.
 pub async fn serve<N: NodeApi>(
     node: Arc<N>,
     listener: tokio::net::TcpListener,
@@ -150,7 +150,7 @@ pub async fn serve<N: NodeApi>(
 ) -> io::Result<()> {
     let port = listener.local_addr()?.port();
     let routes = router(node, token, port);
-    api_conns::serve_connections(listener, routes, ConnectionLimits::default(), shutdown).await
+    conns::serve_connections(listener, routes, ConnectionLimits::default(), shutdown).await
 }
 
 /// The control API's routes (see the module docs), for [`serve`] or for embedding; `port` is
@@ -525,20 +525,20 @@ async fn download_start<N: NodeApi>(
     node.download_start(request).await.map(Json)
 }
 
-/// The metrics in the format the scraper asks for (see [`crate::metrics_format`]).
+/// The metrics in the format the scraper asks for (see [`crate::metrics::format`]).
 async fn metrics<N: NodeApi>(State(node): State<Arc<N>>, headers: HeaderMap) -> Response {
     let openmetrics = node.metrics_text().await;
     let wants_openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .any(metrics_format::accepts_openmetrics);
+        .any(format::accepts_openmetrics);
     let (content_type, body) = if wants_openmetrics {
-        (metrics_format::OPENMETRICS_CONTENT_TYPE, openmetrics)
+        (format::OPENMETRICS_CONTENT_TYPE, openmetrics)
     } else {
         (
-            metrics_format::PROMETHEUS_TEXT_CONTENT_TYPE,
-            metrics_format::to_prometheus_text(&openmetrics),
+            format::PROMETHEUS_TEXT_CONTENT_TYPE,
+            format::to_prometheus_text(&openmetrics),
         )
     };
     (
@@ -645,7 +645,7 @@ pub(crate) mod fake {
 
     use licet_proto::{ManifestId, PublicKey, SecretKey};
 
-    use crate::api_types::{
+    use crate::contract::{
         ApiError, CatalogInfo, CatalogListReply, ContentCounts, ContentInfo, ContentListReply,
         ContentState, GetRequest, NodeApi, PeerInfo, PeersReply, StatusReply, TrustAddRequest,
         TrustEntry, TrustReply,
@@ -911,7 +911,7 @@ pub(crate) mod fake {
         pub(crate) async fn start_with(
             node: Arc<FakeNode>,
             token: String,
-            limits: Option<crate::api_conns::ConnectionLimits>,
+            limits: Option<crate::api::conns::ConnectionLimits>,
         ) -> TestServer {
             let listener = within(tokio::net::TcpListener::bind("127.0.0.1:0"))
                 .await
@@ -923,7 +923,7 @@ pub(crate) mod fake {
             };
             let task = match limits {
                 None => tokio::spawn(super::serve(node.clone(), listener, token.clone(), stop)),
-                Some(limits) => tokio::spawn(crate::api_conns::serve_connections(
+                Some(limits) => tokio::spawn(crate::api::conns::serve_connections(
                     listener,
                     super::router(node.clone(), token.clone(), addr.port()),
                     limits,
@@ -970,7 +970,7 @@ mod tests {
         fake::{Call, FakeNode, TestServer, publisher, within},
         *,
     };
-    use crate::api_types::{ContentState, Refusal};
+    use crate::contract::{ContentState, Refusal};
 
     const TOKEN: &str = "5e3f0000000000000000000000000000000000000000000000000000000000aa";
 

@@ -3,7 +3,7 @@
 //!
 //! A head reaches the node in one of four ways, and every one goes through [`Node::consider_head`]:
 //! - `catalog publish` on this node (the API), with the catalog itself;
-//! - gossip on the publisher's topic (`network::catalog_topic`), pushed the moment it is
+//! - gossip on the publisher's topic (`net::catalog_topic`), pushed the moment it is
 //!   published;
 //! - the DHT record under the publisher's catalog head key, polled every `catalog_poll`;
 //! - a direct `CatalogHead` request to connected peers, in the same poll.
@@ -59,9 +59,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::{
-    api_types::{ApiError, ApiErrorKind, CatalogInfo},
+    contract::{ApiError, ApiErrorKind, CatalogInfo},
     fetch,
-    network::{self, NetworkEvent},
+    net::{self, NetworkEvent},
     node::{Node, blocking, internal, refuse},
     store::{ContentOrigin, RecordState},
 };
@@ -244,7 +244,7 @@ impl Node {
             let _ = self
                 .inner
                 .network
-                .subscribe(network::catalog_topic(publisher))
+                .subscribe(net::catalog_topic(publisher))
                 .await;
         }
         let held: Vec<HeldCatalog> = self.lock_held().values().cloned().collect();
@@ -481,7 +481,7 @@ impl Node {
         if origin != HeadOrigin::Gossip {
             let _ = network
                 .publish(
-                    network::catalog_topic(&publisher),
+                    net::catalog_topic(&publisher),
                     head.envelope_bytes().to_vec(),
                 )
                 .await;
@@ -708,11 +708,7 @@ impl Node {
                 return (MessageAcceptance::Reject, None);
             }
         };
-        if network::catalog_topic(&head.head().publisher)
-            .hash()
-            .as_str()
-            != topic
-        {
+        if net::catalog_topic(&head.head().publisher).hash().as_str() != topic {
             self.inner.metrics.catalog_refused("invalid");
             return (MessageAcceptance::Reject, None);
         }

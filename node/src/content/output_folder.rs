@@ -12,7 +12,7 @@
 //! - a file is written only if this download created it, or the user asked to replace it
 //!   (`--replace`) and it is a regular file; a file that already holds exactly the manifest's
 //!   bytes (same size and merkle root) is adopted as complete and never written;
-//! - nothing is reached through a symbolic link beneath the folder ([`crate::beneath`]); the
+//! - nothing is reached through a symbolic link beneath the folder ([`crate::content::beneath`]); the
 //!   folder itself may be a link;
 //! - [`check_data_dir`] keeps user downloads out of the node's data directory, and
 //!   [`find_overlap`] keeps a download off the files of every other item the node holds
@@ -30,7 +30,7 @@ use std::{
 use licet_proto::{ManifestId, manifest::Manifest, merkle};
 
 use crate::{
-    beneath::{BeneathError, Folder, Found},
+    content::beneath::{BeneathError, Folder, Found},
     content::{VerifiedFile, stamp_of},
 };
 

@@ -23,7 +23,7 @@ use std::{
 use libp2p::Multiaddr;
 use licet_proto::manifest::Region;
 
-use crate::network::reachability::AddressRange;
+use crate::net::reachability::AddressRange;
 use serde::Deserialize;
 
 /// Largest config file read.

@@ -22,8 +22,8 @@ use licet_proto::{
 use tracing::info;
 
 use crate::{
-    api_types::{ApiError, ApiErrorKind, ContentInfo},
     content,
+    contract::{ApiError, ApiErrorKind, ContentInfo},
     node::{Node, blocking, internal},
     store::{FileStamp, RecordState},
 };

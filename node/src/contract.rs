@@ -44,7 +44,7 @@ pub struct StatusReply {
 pub struct NetworkInfo {
     /// `public` (a peer dialled a public address of it back), `private` (none could: behind a
     /// NAT or a firewall) or `unknown` (not tested yet).
-    pub reachability: crate::network::reachability::Reachability,
+    pub reachability: crate::net::reachability::Reachability,
     /// Its public addresses that peers dialled back.
     pub public_addrs: Vec<String>,
     /// Addresses through relays that hold a reservation for it (while it is private).

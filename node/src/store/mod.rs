@@ -84,6 +84,9 @@
 //!    append-only: never reorder or remove a variant. Any other change to a stored layout bumps
 //!    [`STATE_FORMAT_VERSION`]; a file of a newer version is refused, never misread.
 
+pub mod proof_tree;
+pub mod reopening_db;
+
 use std::{
     collections::{BTreeMap, btree_map::Entry},
     fmt,
@@ -113,7 +116,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::reopening_db::{Health, REOPEN_RETRY_INTERVAL, ReopeningDb, Unavailable};
+use crate::store::reopening_db::{Health, REOPEN_RETRY_INTERVAL, ReopeningDb, Unavailable};
 mod compaction;
 pub use compaction::{COMPACT_ATTEMPTS, Compaction, MIN_RECLAIM_BYTES};
 mod held_chunks;
@@ -459,7 +462,7 @@ impl Store {
     }
 
     /// Tries to reopen the database if an I/O error closed it (at most every
-    /// [`crate::reopening_db::REOPEN_RETRY_INTERVAL`]); returns whether it is open.
+    /// [`crate::store::reopening_db::REOPEN_RETRY_INTERVAL`]); returns whether it is open.
     pub fn recover(&self) -> bool {
         self.db.recover()
     }

@@ -24,6 +24,8 @@
 //!   plus [`WRITE_QUEUE`] verified chunks waiting for the writer and [`WRITE_BATCH`] being
 //!   written.
 
+pub mod schedule;
+
 use std::{
     collections::HashSet,
     path::Path,
@@ -44,11 +46,11 @@ use tokio::{sync::mpsc, task::JoinSet};
 use tracing::{debug, info, warn};
 
 use crate::{
-    api_types::{self, ApiError, ApiErrorKind},
     content::{self, ChunkFiles},
+    contract::{self, ApiError, ApiErrorKind},
+    fetch::schedule::{ChunkRef, Scheduler},
     node::{Item, Node, blocking},
-    proof_tree::ProofTree,
-    schedule::{ChunkRef, Scheduler},
+    store::proof_tree::ProofTree,
     store::{CommittedChunk, Compaction, RecordState, Store},
     transfer::{Reply, Session, SessionError},
 };
@@ -112,7 +114,7 @@ pub(crate) async fn find_manifest(
     id: ManifestId,
     hints: &[PeerId],
 ) -> Result<VerifiedManifest, ApiError> {
-    let mut refusals: Vec<api_types::Refusal> = Vec::new();
+    let mut refusals: Vec<contract::Refusal> = Vec::new();
     let mut asked = 0;
     for peer in candidates(node, id, hints)
         .await
@@ -142,7 +144,7 @@ pub(crate) async fn find_manifest(
                     .await;
                 }
                 Err(e) => {
-                    refusals.push(api_types::Refusal {
+                    refusals.push(contract::Refusal {
                         reason: e.refusal_reason(),
                         detail: format!("peer {peer} sent a manifest that does not verify: {e}"),
                     });
@@ -150,7 +152,7 @@ pub(crate) async fn find_manifest(
                 }
             },
             Response::Refused { reason, detail } if reason != RefusalReason::NotHeld => {
-                refusals.push(api_types::Refusal {
+                refusals.push(contract::Refusal {
                     reason,
                     detail: format!("peer {peer}: {detail}"),
                 });
@@ -978,7 +980,7 @@ mod tests {
             .unwrap();
         let content = dir.join("content");
         std::fs::create_dir(&content).unwrap();
-        crate::output_folder::create_all(&content, manifest.manifest());
+        crate::content::output_folder::create_all(&content, manifest.manifest());
         let store = Arc::new(Store::open(&dir.join("state.redb")).unwrap());
         let record = ContentRecord {
             dir: content.clone(),
