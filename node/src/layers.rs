@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("serve", 3),
     ("fetch", 4),
     ("peers", 5),
+    ("policy_state", 5),
     ("transfer", 5),
     ("content", 5),
     ("metrics", 6),

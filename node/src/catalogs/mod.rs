@@ -259,7 +259,7 @@ impl Node {
 
     /// The trusted publishers, by key.
     fn trusted_publishers(&self) -> Vec<PublicKey> {
-        let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
+        let guard = self.inner.policy.read();
         guard.0.iter().map(|(p, _)| *p).collect()
     }
 
@@ -363,7 +363,7 @@ impl Node {
         head: &VerifiedCatalogHead,
         now: Timestamp,
     ) -> Result<bool, CatalogFailure> {
-        let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
+        let guard = self.inner.policy.read();
         let (trust, catalogs) = &*guard;
         Ok(catalogs.head_is_newer(trust, now, head)?)
     }
@@ -402,7 +402,7 @@ impl Node {
         // Saved, or (database closed) kept to save later and applied all the same.
         self.save_catalog(publisher, &held).await?;
         let acceptance = {
-            let mut guard = self.inner.policy.write().unwrap_or_else(|p| p.into_inner());
+            let mut guard = self.inner.policy.write();
             let (trust, catalogs) = &mut *guard;
             catalogs.accept(trust, now, catalog)?
         };
@@ -838,7 +838,7 @@ impl Node {
             return;
         };
         let listed: Vec<ManifestId> = {
-            let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
+            let guard = self.inner.policy.read();
             match guard.1.newest(&publisher) {
                 Some(catalog) => catalog
                     .catalog()
@@ -919,7 +919,7 @@ impl Node {
 
     /// The catalog state of trusted `publisher`, for the API (`None` if it is not trusted).
     pub(crate) fn catalog_info(&self, publisher: &PublicKey) -> Option<CatalogInfo> {
-        let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
+        let guard = self.inner.policy.read();
         let (trust, catalogs) = &*guard;
         let settings = trust.get(publisher)?;
         let newest = catalogs.newest(publisher);

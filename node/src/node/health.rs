@@ -50,8 +50,7 @@ pub(crate) enum Saved {
 impl Node {
     /// The time to judge windows at: the clock, raised to the time floor (module docs).
     pub(crate) fn judged_now(&self) -> Timestamp {
-        let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
-        policy::judged_now(Timestamp::now(), guard.1.time_floor())
+        self.inner.policy.judged_now()
     }
 
     /// Saves an accepted catalog and its head. If the database is closed, keeps it to save
@@ -152,7 +151,7 @@ impl Node {
     }
 
     fn time_floor(&self) -> Option<Timestamp> {
-        let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
+        let guard = self.inner.policy.read();
         guard.1.time_floor()
     }
 
@@ -190,7 +189,7 @@ impl Node {
 
     /// The `issued_at` of `publisher`'s accepted catalog.
     pub(crate) fn newest_issued_at(&self, publisher: &PublicKey) -> Option<Timestamp> {
-        let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
+        let guard = self.inner.policy.read();
         guard.1.newest(publisher).map(|c| c.catalog().issued_at)
     }
 

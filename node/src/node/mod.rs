@@ -27,7 +27,7 @@ use std::{
     collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex, RwLock,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -39,9 +39,7 @@ use licet_proto::{
     ManifestId, PublicKey, Timestamp,
     manifest::{Region, ShareLink, VerifiedManifest},
     merkle,
-    policy::{
-        self, CatalogSet, PolicyInputs, RefusalReason, Territory, TrustStore, TrustedPublisher,
-    },
+    policy::{self, CatalogSet, RefusalReason, Territory, TrustStore, TrustedPublisher},
     wire::{self, Bitfield, Request, Response},
 };
 use tracing::{debug, info, warn};
@@ -60,6 +58,7 @@ use crate::{
     net::{self, Network, NetworkConfig, TRANSFER_PROTOCOL},
     node::data_dir::DataDirError,
     peers::{PEER_SWEEP_INTERVAL, PeerBook},
+    policy_state::PolicyState,
     store::proof_tree::ProofTree,
     store::{ContentOrigin, ContentRecord, FileStamp, FileState, RecordState, Store, StoreError},
     transfer::{self, FramePool, Responder, Session, SessionError},
@@ -188,9 +187,8 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<Store>,
     pub(crate) network: Network,
     pub(crate) data_dir: PathBuf,
-    region: Option<Region>,
     started: Instant,
-    pub(crate) policy: RwLock<(TrustStore, CatalogSet)>,
+    pub(crate) policy: PolicyState,
     /// Each trusted publisher's newest accepted catalog, with its head, as served to peers.
     pub(crate) held_catalogs: Mutex<HashMap<PublicKey, HeldCatalog>>,
     /// Publishers whose catalogs this node mirrors.
@@ -355,9 +353,8 @@ impl Node {
                 store,
                 network,
                 data_dir,
-                region: config.region,
                 started: Instant::now(),
-                policy: RwLock::new((trust, catalogs)),
+                policy: PolicyState::new(trust, catalogs, config.region),
                 held_catalogs: Mutex::new(held_catalogs),
                 mirrors: Mutex::new(mirrors),
                 mirror_cursors: tokio::sync::Mutex::new(HashMap::new()),
@@ -511,27 +508,17 @@ impl Node {
         manifest: &VerifiedManifest,
         territory: Territory,
     ) -> Result<(), policy::Refusal> {
-        let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
-        let (trust, catalogs) = &*guard;
-        policy::evaluate(
-            &PolicyInputs {
-                trust,
-                catalogs,
-                now: policy::judged_now(Timestamp::now(), catalogs.time_floor()),
-                territory,
-            },
-            manifest,
-        )
+        self.inner.policy.check(manifest, territory)
     }
 
     /// The node's configured region, if any.
     pub(crate) fn region(&self) -> Option<Region> {
-        self.inner.region
+        self.inner.policy.region()
     }
 
     /// The territory of a fetch for this node's user: the node's own region.
     pub(crate) fn as_fetcher(&self) -> Territory {
-        Territory::Fetcher(self.region())
+        self.inner.policy.as_fetcher()
     }
 
     /// Whether `peer` is banned.
@@ -988,17 +975,12 @@ impl NodeApi for Node {
                 counts.changed += 1;
             }
         }
-        let trusted = self
-            .inner
-            .policy
-            .read()
-            .map(|p| p.0.iter().count())
-            .unwrap_or(0);
+        let trusted = self.inner.policy.read().0.iter().count();
         Ok(StatusReply {
             peer_id: self.inner.network.local_peer_id().to_string(),
             listen_addrs: addrs.iter().map(ToString::to_string).collect(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            region: self.inner.region.map(|r| r.to_string()),
+            region: self.region().map(|r| r.to_string()),
             connected_peers: connected.len(),
             trusted_publishers: trusted,
             content: counts,
@@ -1043,7 +1025,7 @@ impl NodeApi for Node {
     }
 
     async fn trust_list(&self) -> Result<TrustReply, ApiError> {
-        let guard = self.inner.policy.read().unwrap_or_else(|p| p.into_inner());
+        let guard = self.inner.policy.read();
         Ok(TrustReply {
             publishers: guard
                 .0
@@ -1075,7 +1057,6 @@ impl NodeApi for Node {
         self.inner
             .policy
             .write()
-            .unwrap_or_else(|p| p.into_inner())
             .0
             .insert(request.publisher, settings);
         {
@@ -1112,12 +1093,7 @@ impl NodeApi for Node {
         let removed = blocking(move || store.trust_remove(&publisher))
             .await?
             .map_err(store_error)?;
-        self.inner
-            .policy
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .remove(&publisher);
+        self.inner.policy.write().0.remove(&publisher);
         self.inner
             .mirrors
             .lock()
