@@ -24,8 +24,9 @@ median time from `get` to the first verified chunk on disk
 (`licet_download_first_chunk_seconds`) with a warm DHT. `--only PART` runs one part.
 
 `--baseline DIR` adds another build of licet (a `licet-node` in DIR, e.g. one built from the
-commit before a change) to the single download: its own seeder and downloaders, timed in the
-same rounds, so that a change is measured side by side with what it replaced.
+commit before a change) to the single download and the swarm: its own seeder and downloaders,
+timed in the same (alternating) rounds, so that a change is measured side by side with what it
+replaced.
 
 It installs what it needs (nginx-light and mktorrent with apt-get, rqbit with cargo install) and
 skips a tool it cannot get, saying so.
@@ -272,7 +273,7 @@ def main():
     parser.add_argument("--lookup-nodes", type=int, default=50)
     parser.add_argument("--baseline", default=None, metavar="DIR",
                         help="a folder with another build's licet-node, timed beside this one "
-                             "in the single download")
+                             "in the single download and the swarm")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the benchmark makes a network namespace of its own")
@@ -315,7 +316,7 @@ def run_all(args, have, licet, work, baseline):
             if part == "single":
                 single_rss = single(args, have, licet, work, key, publisher, baseline)
             elif part == "swarm":
-                swarm(args, licet, work, key, publisher)
+                swarm(args, licet, work, key, publisher, baseline)
             elif part == "memory":
                 memory(args, licet, work, key, publisher, single_rss)
             else:
@@ -403,33 +404,58 @@ def single(args, have, licet, work, key, publisher, baseline=None):
     return max(r for _, r in results["licet"])
 
 
-def swarm(args, licet, work, key, publisher):
-    """One seeder, five downloaders started together, against one lone download."""
-    swarm_link, _, seed_data, swarm_seed, _ = licet.seed_new_file("swarm", args.swarm_mib, key,
-                                                                  publisher)
-    lone, _ = licet.download("lone", swarm_seed, publisher, swarm_link,
-                            os.path.join(work, "lone-out"))
+def swarm(args, licet, work, key, publisher, baseline=None):
+    """One seeder, five downloaders started together, against one lone download; with a
+    baseline build, both builds in alternating rounds (`--runs`), each with its own nodes."""
+    builds = [("licet", licet)] + ([("licet (baseline build)", baseline)] if baseline else [])
+    runs = args.runs if baseline else 1
+    results = {name: [] for name, _ in builds}
+    for round_ in range(runs):
+        order = builds if round_ % 2 == 0 else list(reversed(builds))
+        for name, build in order:
+            tag = f"{'b' if build is baseline else 'n'}{round_}"
+            together, lone, uploaded = swarm_once(args, build, work, key, publisher, tag)
+            results[name].append((together, lone, uploaded))
+            print(f"{name}, round {round_ + 1}: all 5 done in {together:.2f} s against "
+                  f"{lone:.2f} s for one lone download ({together / lone:.2f}x); the seeder "
+                  f"uploaded {uploaded:.2f}x the file", flush=True)
+    print(f"\nswarm of 6 ({args.swarm_mib} MiB), medians of {runs} round(s):")
+    for name, rows in results.items():
+        together = statistics.median(r[0] for r in rows)
+        lone = statistics.median(r[1] for r in rows)
+        uploaded = statistics.median(r[2] for r in rows)
+        print(f"  {name}: all 5 done in {together:.2f} s against {lone:.2f} s for one lone "
+              f"download ({together / lone:.2f}x); the seeder uploaded {uploaded:.2f}x the file")
+
+
+def swarm_once(args, licet, work, key, publisher, tag):
+    """One swarm run: (seconds until all 5 are done, seconds of one lone download, what the
+    seeder uploaded to the five as a multiple of the file)."""
+    swarm_link, seed_proc, seed_data, swarm_seed, _ = licet.seed_new_file(
+        f"swarm-{tag}", args.swarm_mib, key, publisher)
+    lone, _ = licet.download(f"lone-{tag}", swarm_seed, publisher, swarm_link,
+                             os.path.join(work, f"lone-out-{tag}"))
     uploaded_before = licet.metric(seed_data, "licet_bytes_out_total")
     nodes = []
     for i in range(5):
-        proc, d = licet.start(f"swarm{i}", "--bootstrap", swarm_seed)
+        proc, d = licet.start(f"swarm{i}-{tag}", "--bootstrap", swarm_seed)
         licet.client(d, "trust", "add", publisher)
         nodes.append((proc, d))
     start = time.perf_counter()
     gets = [subprocess.Popen([licet.node_bin, "--data-dir", d, "get", swarm_link, "-o",
-                              os.path.join(work, f"swarm-out{i}")], stdout=subprocess.DEVNULL)
+                              os.path.join(work, f"swarm-out{i}-{tag}")], stdout=subprocess.DEVNULL)
             for i, (_, d) in enumerate(nodes)]
     for g in gets:
         if g.wait(600) != 0:
             raise RuntimeError("a swarm download failed")
     together = time.perf_counter() - start
     uploaded = licet.metric(seed_data, "licet_bytes_out_total") - uploaded_before
-    swarm_bytes = args.swarm_mib * MIB
-    print(f"\nswarm of 6 ({args.swarm_mib} MiB): all 5 done in {together:.2f} s against "
-          f"{lone:.2f} s for one lone download ({together / lone:.2f}x); the seeder uploaded "
-          f"{uploaded / swarm_bytes:.2f}x the file")
-    for proc, _ in nodes:
+    for proc, _ in nodes + [(seed_proc, None)]:
         licet.stop(proc)
+    # Each round writes seven copies of the file: give the disk back before the next.
+    for name in [f"swarm-{tag}", f"lone-out-{tag}"] + [f"swarm-out{i}-{tag}" for i in range(5)]:
+        shutil.rmtree(os.path.join(work, name), ignore_errors=True)
+    return together, lone, uploaded / (args.swarm_mib * MIB)
 
 
 def memory(args, licet, work, key, publisher, single_rss):
