@@ -34,7 +34,8 @@ use tracing::{debug, warn};
 
 use crate::{
     content,
-    node::{Item, Node, blocking, refuse},
+    items::Item,
+    node::{Node, blocking, refuse},
     store::{FileStamp, RecordState},
 };
 
@@ -143,7 +144,7 @@ impl Node {
         index: u64,
         payload: &mut Vec<u8>,
     ) -> Response {
-        let manifest = item.manifest.manifest();
+        let manifest = item.manifest().manifest();
         let Some(entry) = manifest.files.get(file as usize) else {
             return refuse(
                 RefusalReason::BadRequest,
@@ -157,7 +158,7 @@ impl Node {
             );
         }
         let (tree, stamp) = {
-            let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            let live = item.live();
             if !live.have[file as usize].get(index) {
                 return refuse(RefusalReason::NotHeld, "chunk not held here");
             }
@@ -196,8 +197,8 @@ impl Node {
         let read = blocking(move || {
             let mut buffer = buffer;
             let result = read_verified_chunk(
-                &reading.dir,
-                reading.manifest.manifest(),
+                reading.dir(),
+                reading.manifest().manifest(),
                 file as usize,
                 index,
                 stamp.as_ref(),
@@ -251,7 +252,7 @@ impl Node {
     ) {
         let id = item.id();
         let cleared = {
-            let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            let mut live = item.live();
             let Some(bits) = live.have.get_mut(file as usize) else {
                 return;
             };

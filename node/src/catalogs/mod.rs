@@ -440,13 +440,13 @@ impl Node {
     /// window, or of a publisher no longer trusted.
     pub(crate) async fn stop_announcing_refused(&self, publisher: Option<&PublicKey>) {
         let items: Vec<_> = self
-            .lock_items()
-            .values()
-            .filter(|item| publisher.is_none_or(|p| item.manifest.manifest().publisher == *p))
+            .items()
+            .iter()
+            .filter(|item| publisher.is_none_or(|p| item.manifest().manifest().publisher == *p))
             .cloned()
             .collect();
         for item in items {
-            if let Err(refusal) = self.policy_check(&item.manifest, Territory::Holder) {
+            if let Err(refusal) = self.policy_check(item.manifest(), Territory::Holder) {
                 // The periodic sweep meets the same refused items every time: not worth a line.
                 if publisher.is_some() {
                     info!(id = %item.id(), "no longer served: {refusal}");
@@ -851,23 +851,23 @@ impl Node {
         };
         // Drop what was mirrored and is withdrawn now.
         let mirrored: Vec<_> = self
-            .lock_items()
-            .values()
+            .items()
+            .iter()
             .filter(|item| {
-                item.manifest.manifest().publisher == publisher
+                item.manifest().manifest().publisher == publisher
                     && item.origin() == ContentOrigin::Downloaded
-                    && item.dir == self.mirror_dir(&item.id())
+                    && item.dir() == self.mirror_dir(&item.id())
             })
             .cloned()
             .collect();
         let mut active = 0;
         for item in mirrored {
-            if self.withdrawal(&item.manifest).is_some() {
+            if self.withdrawal(item.manifest()).is_some() {
                 info!(id = %item.id(), "mirror drops withdrawn content");
                 if let Err(e) = self.remove_item(item.id()).await {
                     warn!(id = %item.id(), "cannot drop withdrawn content: {e}");
                 }
-                let dir = item.dir.clone();
+                let dir = item.dir().to_path_buf();
                 let _ = blocking(move || std::fs::remove_dir_all(dir)).await;
             } else if item.state() == RecordState::Downloading {
                 active += 1;

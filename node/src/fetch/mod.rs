@@ -29,7 +29,7 @@ pub mod schedule;
 use std::{
     collections::HashSet,
     path::Path,
-    sync::{Arc, Mutex, atomic::Ordering},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -49,7 +49,8 @@ use crate::{
     content::{self, ChunkFiles},
     contract::{self, ApiError, ApiErrorKind},
     fetch::schedule::{ChunkRef, Scheduler},
-    node::{Item, Node, blocking},
+    items::Item,
+    node::{Node, blocking},
     store::proof_tree::ProofTree,
     store::{CommittedChunk, Compaction, RecordState, Store},
     transfer::{Reply, Session, SessionError},
@@ -237,7 +238,7 @@ impl Download {
     }
 
     fn stopped(&self) -> bool {
-        self.item.stop.load(Ordering::Relaxed) || self.scheduler().is_done()
+        self.item.is_stopped() || self.scheduler().is_done()
     }
 }
 
@@ -248,7 +249,7 @@ pub(crate) async fn download(node: Node, item: Arc<Item>, hints: Vec<PeerId>, re
     if let Err(problem) = result {
         warn!(id = %item.id(), "download stopped: {problem}");
         {
-            let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            let mut live = item.live();
             live.state = RecordState::Failed;
             live.error = Some(problem);
         }
@@ -263,12 +264,7 @@ async fn run(
     requested: Instant,
 ) -> Result<(), String> {
     let id = item.id();
-    let held = item
-        .live
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .have
-        .clone();
+    let held = item.live().have.clone();
     let (written, receiver) = mpsc::channel(WRITE_QUEUE);
     let download = Arc::new(Download {
         node: node.clone(),
@@ -298,7 +294,7 @@ async fn run(
     let mut last_problem: Option<String> = None;
 
     let outcome = loop {
-        if item.stop.load(Ordering::Relaxed) {
+        if item.is_stopped() {
             break Ok(false);
         }
         if download.scheduler().is_done() {
@@ -306,7 +302,7 @@ async fn run(
         }
         tokio::select! {
             _ = recheck.tick() => {
-                if let Err(refusal) = node.policy_check(&item.manifest, node.as_fetcher()) {
+                if let Err(refusal) = node.policy_check(item.manifest(), node.as_fetcher()) {
                     break Err(format!("stopped by the trust policy: {refusal}"));
                 }
             }
@@ -330,7 +326,7 @@ async fn run(
                 if let Ok((peer, end)) = joined {
                     active.remove(&peer);
                     download.scheduler().remove_peer(&peer);
-                    item.sending.lock().unwrap_or_else(|p| p.into_inner()).remove(&peer);
+                    item.sending_stopped(Some(&peer));
                     match end {
                         WorkerEnd::Done => {}
                         WorkerEnd::Gone(problem) => {
@@ -356,10 +352,7 @@ async fn run(
     };
     discovery.abort();
     workers.shutdown().await;
-    item.sending
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clear();
+    item.sending_stopped(None);
     drop(download);
     let finished = match outcome {
         Ok(finished) => finished,
@@ -512,7 +505,7 @@ async fn fetch_chunk(
     chunk: ChunkRef,
 ) -> (ChunkRef, ChunkOutcome) {
     let (file, index) = chunk;
-    let manifest = download.item.manifest.manifest();
+    let manifest = download.item.manifest().manifest();
     let entry = &manifest.files[file as usize];
     let expected_len = merkle::chunk_range(index, entry.size, manifest.chunk_size)
         .map_or(0, |r| (r.end - r.start) as usize);
@@ -645,7 +638,7 @@ async fn keep_busy(
         if download.stopped() && in_flight.is_empty() {
             return WorkerEnd::Done;
         }
-        while !download.item.stop.load(Ordering::Relaxed) {
+        while !download.item.is_stopped() {
             let mut scheduler = download.scheduler();
             let pipeline = if scheduler.is_seed(&peer) && scheduler.partial_peers_help() {
                 PIPELINE_PER_SEED_IN_SWARM
@@ -688,13 +681,9 @@ async fn keep_busy(
         };
         match outcome {
             ChunkOutcome::Verified(verified) => {
-                node.received(peer, verified.reply.payload().len() as u64);
-                download
-                    .item
-                    .sending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(peer);
+                node.peers()
+                    .received(peer, verified.reply.payload().len() as u64);
+                download.item.sending_started(peer);
                 // A place in the writer's queue first, then the chunk is marked complete and
                 // queued with no await in between: once the scheduler counts the last chunk the
                 // download stops its workers, and a worker stopped between the two would leave a
@@ -736,7 +725,7 @@ async fn keep_busy(
             }
             ChunkOutcome::Bad(what) => {
                 download.scheduler().release(&peer, chunk);
-                node.bad_chunk(peer, &what).await;
+                node.peers().bad_chunk(peer, &what).await;
                 return WorkerEnd::Gone(format!("peer {peer} banned: {what}"));
             }
             ChunkOutcome::Session(error) => {
@@ -762,7 +751,7 @@ async fn write_chunks(
     requested: Instant,
 ) -> Result<(), String> {
     let mut first_batch = Some(requested);
-    let mut files = Some(ChunkFiles::new(item.dir.clone()));
+    let mut files = Some(ChunkFiles::new(item.dir().to_path_buf()));
     while let Some(first) = verified.recv().await {
         let mut batch = vec![first];
         while batch.len() < WRITE_BATCH {
@@ -791,8 +780,8 @@ async fn write_chunks(
             let result = write_batch(
                 &mut chunk_files,
                 &store,
-                &writing.manifest,
-                &writing.dir,
+                writing.manifest(),
+                writing.dir(),
                 batch.iter().map(|c| (c.chunk, c.reply.payload())),
                 &committed,
             );
@@ -803,7 +792,7 @@ async fn write_chunks(
         files = Some(chunk_files);
         result?;
         {
-            let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            let mut live = item.live();
             for chunk in &batch {
                 live.have[chunk.chunk.0 as usize].set(chunk.chunk.1, true);
             }
@@ -815,14 +804,9 @@ async fn write_chunks(
                 .observe(requested.elapsed().as_secs_f64());
         }
         let count = batch.len() as u64;
-        item.fetched_chunks.fetch_add(count, Ordering::Relaxed);
+        item.count_fetched(count);
         node.inner.metrics.chunks_fetched.inc_by(count);
-        {
-            let mut sources = item.sources.lock().unwrap_or_else(|p| p.into_inner());
-            for chunk in &batch {
-                sources.insert(chunk.peer);
-            }
-        }
+        item.add_sources(batch.iter().map(|chunk| chunk.peer));
     }
     Ok(())
 }
@@ -863,10 +847,10 @@ fn write_batch<'a>(
 /// for chunks committed without one, hashed from disk once more) must make the manifest's
 /// root; they are stored, and the item is marked complete.
 async fn finish(node: &Node, item: &Arc<Item>) -> Result<(), String> {
-    let manifest = item.manifest.manifest();
+    let manifest = item.manifest().manifest();
     let id = item.id();
     for (index, entry) in manifest.files.iter().enumerate() {
-        let path = content::file_path(&item.dir, manifest, index);
+        let path = content::file_path(item.dir(), manifest, index);
         let chunk_size = manifest.chunk_size;
         let chunks = entry.chunk_count(chunk_size);
         let root = entry.root;
@@ -920,7 +904,7 @@ async fn finish(node: &Node, item: &Arc<Item>) -> Result<(), String> {
             // The tree serves proofs from now on; set before the per-chunk proofs are dropped,
             // so no chunk request in between finds neither (until `complete_file` has stored
             // the tree's leaf blocks, serving falls back to the chunk's stored proof).
-            let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            let mut live = item.live();
             live.trees[index] = Some(Arc::new(tree));
             live.stamps[index] = Some(stamp);
         }
@@ -931,12 +915,12 @@ async fn finish(node: &Node, item: &Arc<Item>) -> Result<(), String> {
             .map_err(|e| format!("node database: {e}"))?;
     }
     {
-        let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = item.live();
         live.state = RecordState::Complete;
         live.error = None;
     }
     node.save_record(item).await.map_err(|e| e.message)?;
-    info!(id = %item.id(), "download complete: {}", item.dir.display());
+    info!(id = %item.id(), "download complete: {}", item.dir().display());
     // In the background: the download is complete now, whatever the compaction takes.
     tokio::spawn(compact_store(node.clone()));
     Ok(())

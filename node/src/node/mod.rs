@@ -28,7 +28,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -54,21 +54,19 @@ use crate::{
         StatusReply, TrustAddRequest, TrustEntry, TrustReply,
     },
     fetch,
+    items::{Item, Items, Live},
     metrics::Metrics,
     net::{self, Network, NetworkConfig, TRANSFER_PROTOCOL},
     node::data_dir::DataDirError,
-    peers::{PEER_SWEEP_INTERVAL, PeerBook},
+    peers::{PEER_SWEEP_INTERVAL, Peers},
     policy_state::PolicyState,
     store::proof_tree::ProofTree,
-    store::{ContentOrigin, ContentRecord, FileStamp, FileState, RecordState, Store, StoreError},
-    transfer::{self, FramePool, Responder, Session, SessionError},
+    store::{ContentOrigin, FileState, RecordState, Store, StoreError},
+    transfer::{self, Responder, Session, SessionError},
 };
 
 /// Most inbound transfer streams served at once, from all peers.
 const MAX_INBOUND_STREAMS: usize = 256;
-/// How long a session waits for a direct connection to a peer reached through a relay (the
-/// hole punch takes a round trip or two, and a retry).
-const DIRECT_CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 /// Most inbound transfer streams served at once for one peer.
 const MAX_INBOUND_STREAMS_PER_PEER: usize = 4;
 
@@ -122,73 +120,12 @@ pub enum StartError {
     Network(#[from] net::NetworkError),
 }
 
-/// The live state of one content item.
-pub(crate) struct Item {
-    pub(crate) manifest: VerifiedManifest,
-    pub(crate) dir: PathBuf,
-    origin: ContentOrigin,
-    added_at: Timestamp,
-    pub(crate) live: Mutex<Live>,
-    pub(crate) fetched_chunks: AtomicU64,
-    pub(crate) sending: Mutex<HashSet<PeerId>>,
-    pub(crate) sources: Mutex<HashSet<PeerId>>,
-    /// Set when the item is removed or the daemon stops: its download task ends.
-    pub(crate) stop: AtomicBool,
-}
-
-/// The mutable part of an item.
-pub(crate) struct Live {
-    pub(crate) state: RecordState,
-    pub(crate) error: Option<String>,
-    /// Verified chunks held, per file.
-    pub(crate) have: Vec<Bitfield>,
-    /// Proof trees of complete files (their upper levels; see `proof_tree.rs`); `None` while
-    /// a file is partial.
-    pub(crate) trees: Vec<Option<Arc<ProofTree>>>,
-    /// Size and modification time of each complete file when verified.
-    pub(crate) stamps: Vec<Option<FileStamp>>,
-    /// Whether a download task is running for it.
-    pub(crate) downloading: bool,
-}
-
-impl Item {
-    pub(crate) fn id(&self) -> ManifestId {
-        self.manifest.id()
-    }
-
-    pub(crate) fn origin(&self) -> ContentOrigin {
-        self.origin
-    }
-
-    pub(crate) fn state(&self) -> RecordState {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).state
-    }
-
-    pub(crate) fn record(&self, live: &Live) -> ContentRecord {
-        ContentRecord {
-            dir: self.dir.clone(),
-            origin: self.origin,
-            state: live.state,
-            error: live.error.clone(),
-            added_at: self.added_at,
-            // The store keeps stamps for all files or none: they are known together once the
-            // item is complete (seeded, or a download's final check).
-            file_stamps: live
-                .stamps
-                .iter()
-                .cloned()
-                .collect::<Option<Vec<_>>>()
-                .unwrap_or_default(),
-        }
-    }
-}
-
 pub(crate) struct Inner {
     pub(crate) store: Arc<Store>,
     pub(crate) network: Network,
     pub(crate) data_dir: PathBuf,
     started: Instant,
-    pub(crate) policy: PolicyState,
+    pub(crate) policy: Arc<PolicyState>,
     /// Each trusted publisher's newest accepted catalog, with its head, as served to peers.
     pub(crate) held_catalogs: Mutex<HashMap<PublicKey, HeldCatalog>>,
     /// Publishers whose catalogs this node mirrors.
@@ -207,12 +144,9 @@ pub(crate) struct Inner {
     pub(crate) catalog_poll: Duration,
     /// Set when the daemon stops.
     pub(crate) stopping: AtomicBool,
-    items: Mutex<HashMap<ManifestId, Arc<Item>>>,
-    peers: Mutex<PeerBook>,
-    sessions: tokio::sync::Mutex<HashMap<PeerId, Arc<Session>>>,
-    /// Buffers the sessions read answers into, reused across chunks.
-    frames: FramePool,
-    pub(crate) metrics: Metrics,
+    items: Items,
+    peers: Peers,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// The node. Cheap to clone; every clone is the same node.
@@ -337,7 +271,7 @@ impl Node {
         }
         let mirrors: HashSet<PublicKey> = store.mirrors()?.into_iter().collect();
 
-        let metrics = Metrics::new();
+        let metrics = Arc::new(Metrics::new());
         let (network, network_events) = net::spawn(NetworkConfig {
             keypair,
             listen: config.listen,
@@ -351,10 +285,10 @@ impl Node {
         let node = Node {
             inner: Arc::new(Inner {
                 store,
-                network,
+                network: network.clone(),
                 data_dir,
                 started: Instant::now(),
-                policy: PolicyState::new(trust, catalogs, config.region),
+                policy: Arc::new(PolicyState::new(trust, catalogs, config.region)),
                 held_catalogs: Mutex::new(held_catalogs),
                 mirrors: Mutex::new(mirrors),
                 mirror_cursors: tokio::sync::Mutex::new(HashMap::new()),
@@ -363,10 +297,8 @@ impl Node {
                 unsaved_catalogs: Mutex::new(HashMap::new()),
                 catalog_poll: config.catalog_poll,
                 stopping: AtomicBool::new(false),
-                items: Mutex::new(HashMap::new()),
-                peers: Mutex::new(PeerBook::new()),
-                sessions: tokio::sync::Mutex::new(HashMap::new()),
-                frames: FramePool::default(),
+                items: Items::new(),
+                peers: Peers::new(network.clone(), metrics.clone()),
                 metrics,
             }),
         };
@@ -423,25 +355,21 @@ impl Node {
                 .collect();
             let held_any = have.iter().any(|b| b.count_ones() > 0);
             let resume = record.state == RecordState::Downloading;
-            let item = Arc::new(Item {
+            let item = Arc::new(Item::new(
                 manifest,
-                dir: record.dir,
-                origin: record.origin,
-                added_at: record.added_at,
-                live: Mutex::new(Live {
+                record.dir,
+                record.origin,
+                record.added_at,
+                Live {
                     state: record.state,
                     error: record.error,
                     have,
                     trees,
                     stamps,
                     downloading: false,
-                }),
-                fetched_chunks: AtomicU64::new(0),
-                sending: Mutex::new(HashSet::new()),
-                sources: Mutex::new(HashSet::new()),
-                stop: AtomicBool::new(false),
-            });
-            self.lock_items().insert(id, item.clone());
+                },
+            ));
+            self.inner.items.replace(item.clone());
             // A resumed download announces itself when it starts.
             if held_any && !resume {
                 self.announce(&item).await;
@@ -454,23 +382,20 @@ impl Node {
         Ok(())
     }
 
-    pub(crate) fn lock_items(&self) -> std::sync::MutexGuard<'_, HashMap<ManifestId, Arc<Item>>> {
-        self.inner.items.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock_peers(&self) -> std::sync::MutexGuard<'_, PeerBook> {
-        self.inner.peers.lock().unwrap_or_else(|p| p.into_inner())
+    /// Every item held, in no order.
+    pub(crate) fn items(&self) -> Vec<Arc<Item>> {
+        self.inner.items.all()
     }
 
     pub(crate) fn item(&self, id: &ManifestId) -> Option<Arc<Item>> {
-        self.lock_items().get(id).cloned()
+        self.inner.items.get(id)
     }
 
     /// Announces `item` in the DHT, if the trust policy allows serving it now (so a takedown
     /// or an ended window also holds across a restart). [`Node::stop_announcing_refused`] is the
     /// other half.
     pub(crate) async fn announce(&self, item: &Item) {
-        if let Err(refusal) = self.policy_check(&item.manifest, Territory::Holder) {
+        if let Err(refusal) = self.policy_check(item.manifest(), Territory::Holder) {
             debug!(id = %item.id(), "not announced: {refusal}");
             return;
         }
@@ -521,41 +446,19 @@ impl Node {
         self.inner.policy.as_fetcher()
     }
 
+    /// The peers part.
+    pub(crate) fn peers(&self) -> &Peers {
+        &self.inner.peers
+    }
+
     /// Whether `peer` is banned.
     pub(crate) fn is_banned(&self, peer: &PeerId) -> bool {
-        self.lock_peers().is_banned(peer, Instant::now())
+        self.inner.peers.is_banned(peer)
     }
 
-    /// Bans `peer`: disconnects it, refuses it until the ban ends, and records why.
+    /// Bans `peer` (see [`Peers::ban`]).
     pub(crate) async fn ban(&self, peer: PeerId, reason: &str) {
-        let Some(ban) = self.lock_peers().ban(peer, reason, Instant::now()) else {
-            return;
-        };
-        warn!(
-            %peer,
-            "banned for {} s (offence {}): {reason}",
-            ban.duration.as_secs(),
-            ban.offence
-        );
-        self.inner.metrics.peers_banned.inc();
-        self.inner.sessions.lock().await.remove(&peer);
-        let _ = self.inner.network.ban(peer).await;
-        if let Some(released) = ban.released {
-            let _ = self.inner.network.unban(released).await;
-        }
-    }
-
-    /// Counts a chunk that failed verification and bans its sender (`peers` says who: the
-    /// metric has no per-peer label, so it does not grow with every peer id).
-    pub(crate) async fn bad_chunk(&self, peer: PeerId, what: &str) {
-        self.inner.metrics.bad_chunks.inc();
-        self.ban(peer, what).await;
-    }
-
-    /// Counts payload bytes received from `peer`.
-    pub(crate) fn received(&self, peer: PeerId, bytes: u64) {
-        self.inner.metrics.bytes_in.inc_by(bytes);
-        self.lock_peers().received(peer, bytes, Instant::now());
+        self.inner.peers.ban(peer, reason).await;
     }
 
     /// Every [`PEER_SWEEP_INTERVAL`]: unblocks peers whose ban ended and forgets idle peers.
@@ -566,71 +469,21 @@ impl Node {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !node.inner.stopping.load(Ordering::Relaxed) {
                 ticks.tick().await;
-                let Ok(connected) = node.inner.network.connected().await else {
+                if !node.inner.peers.sweep().await {
                     return;
-                };
-                let connected: HashSet<PeerId> = connected.into_iter().map(|(p, _)| p).collect();
-                let ended = node.lock_peers().sweep(Instant::now(), &connected);
-                // A peer banned again since the sweep stays blocked.
-                for peer in ended.into_iter().filter(|p| !node.is_banned(p)) {
-                    info!(%peer, "ban ended");
-                    let _ = node.inner.network.unban(peer).await;
                 }
             }
         });
     }
 
-    /// The transfer session with `peer`, opening (and dialing) if needed.
+    /// The transfer session with `peer` (see [`Peers::session`]).
     pub(crate) async fn session(&self, peer: PeerId) -> Result<Arc<Session>, SessionError> {
-        if self.is_banned(&peer) {
-            return Err(SessionError::Open("peer is banned".to_owned()));
-        }
-        let mut sessions = self.inner.sessions.lock().await;
-        if let Some(session) = sessions.get(&peer) {
-            if session.failure().is_none() {
-                return Ok(session.clone());
-            }
-            sessions.remove(&peer);
-        }
-        drop(sessions);
-        match self.inner.network.dial_peer(peer).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(SessionError::Open(e)),
-            Err(e) => return Err(SessionError::Open(e.to_string())),
-        }
-        // Transfer streams never cross a relay: a peer reached through one gets a moment for
-        // the hole punch that follows.
-        if !self
-            .inner
-            .network
-            .wait_direct(peer, DIRECT_CONNECTION_WAIT)
-            .await
-        {
-            return Err(SessionError::Open(
-                "reachable only through a relay (no direct connection: the hole punch failed)"
-                    .to_owned(),
-            ));
-        }
-        let mut control = self.inner.network.stream_control();
-        let session = Arc::new(Session::open(&mut control, peer, self.inner.frames.clone()).await?);
-        let mut sessions = self.inner.sessions.lock().await;
-        // Another task may have opened one meanwhile; keep the first.
-        Ok(sessions.entry(peer).or_insert(session).clone())
+        self.inner.peers.session(peer).await
     }
 
-    /// Drops the session with `peer` (it failed).
-    pub(crate) async fn drop_session(&self, peer: &PeerId) {
-        self.inner.sessions.lock().await.remove(peer);
-    }
-
-    /// A request to `peer` failed with `error`: the session is dropped, and a peer that broke
-    /// the protocol (an oversize, truncated or undecodable answer) is banned too.
+    /// A request to `peer` failed (see [`Peers::request_failed`]).
     pub(crate) async fn request_failed(&self, peer: PeerId, error: &SessionError) {
-        if let SessionError::Protocol(reason) = error {
-            self.ban(peer, &format!("protocol violation: {reason}"))
-                .await;
-        }
-        self.drop_session(&peer).await;
+        self.inner.peers.request_failed(peer, error).await;
     }
 
     fn accept_streams(&self) {
@@ -668,7 +521,7 @@ impl Node {
     /// (its time to a first chunk is counted from there).
     pub(crate) fn spawn_download(&self, item: Arc<Item>, hints: Vec<PeerId>, requested: Instant) {
         {
-            let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            let mut live = item.live();
             if live.downloading || live.state == RecordState::Complete {
                 return;
             }
@@ -679,10 +532,7 @@ impl Node {
         let node = self.clone();
         tokio::spawn(async move {
             fetch::download(node, item.clone(), hints, requested).await;
-            item.live
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .downloading = false;
+            item.live().downloading = false;
         });
     }
 
@@ -694,27 +544,21 @@ impl Node {
     /// Stops every download task and the catalog poll (daemon shutdown).
     pub fn stop_all(&self) {
         self.inner.stopping.store(true, Ordering::Relaxed);
-        for item in self.lock_items().values() {
-            item.stop.store(true, Ordering::Relaxed);
-        }
+        self.inner.items.stop_all();
     }
 
     /// Persists an item's record (state, error, stamps).
     pub(crate) async fn save_record(&self, item: &Arc<Item>) -> Result<(), ApiError> {
-        let record = {
-            let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
-            item.record(&live)
-        };
         let store = self.inner.store.clone();
-        let id = item.id();
-        blocking(move || store.content_set_record(&id, &record))
+        let item = item.clone();
+        blocking(move || item.save(&store))
             .await?
             .map_err(store_error)
     }
 
     pub(crate) fn info(&self, item: &Item) -> ContentInfo {
-        let manifest = item.manifest.manifest();
-        let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+        let manifest = item.manifest().manifest();
+        let live = item.live();
         let mut have_chunks = 0;
         let mut have_bytes = 0;
         let mut total_chunks = 0;
@@ -739,7 +583,7 @@ impl Node {
             .to_string(),
             title: manifest.title.clone(),
             publisher: manifest.publisher,
-            dir: item.dir.clone(),
+            dir: item.dir().to_path_buf(),
             state: match live.state {
                 RecordState::Downloading => ContentState::Downloading,
                 RecordState::Complete => ContentState::Complete,
@@ -748,7 +592,7 @@ impl Node {
             // A download is judged as a fetch for this node's user, held content as a holder's.
             refused: self
                 .policy_check(
-                    &item.manifest,
+                    item.manifest(),
                     match live.state {
                         RecordState::Downloading => self.as_fetcher(),
                         RecordState::Complete | RecordState::Failed => Territory::Holder,
@@ -760,9 +604,9 @@ impl Node {
             have_bytes,
             total_chunks,
             have_chunks,
-            fetched_chunks: item.fetched_chunks.load(Ordering::Relaxed),
-            sending_peers: item.sending.lock().map(|s| s.len()).unwrap_or(0),
-            source_peers: item.sources.lock().map(|s| s.len()).unwrap_or(0),
+            fetched_chunks: item.fetched_chunks(),
+            sending_peers: item.sending_peers(),
+            source_peers: item.source_peers(),
             error: live.error.clone(),
             // Out of service: verified once (its leaves are known), not every chunk held now.
             changed_files: manifest
@@ -842,15 +686,15 @@ impl Node {
             ContentRequest::Chunk { region, .. } => Territory::Requester(region),
             ContentRequest::Manifest | ContentRequest::Availability => Territory::Holder,
         };
-        if let Err(refusal) = self.policy_check(&item.manifest, territory) {
+        if let Err(refusal) = self.policy_check(item.manifest(), territory) {
             return refuse(refusal.reason, refusal.detail);
         }
         match wanted {
             ContentRequest::Manifest => Response::Manifest {
-                envelope: item.manifest.envelope().encode(),
+                envelope: item.manifest().envelope().encode(),
             },
             ContentRequest::Availability => {
-                let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+                let live = item.live();
                 Response::Availability {
                     files: live.have.clone(),
                 }
@@ -860,7 +704,7 @@ impl Node {
                 // Asked again once the chunk is read: a revocation or the end of the licence
                 // window that came while it was read stops it from leaving.
                 if let Response::Chunk { .. } = &response
-                    && let Err(refusal) = self.policy_check(&item.manifest, territory)
+                    && let Err(refusal) = self.policy_check(item.manifest(), territory)
                 {
                     payload.clear();
                     return refuse(refusal.reason, refusal.detail);
@@ -868,10 +712,7 @@ impl Node {
                 // Counted only now, past the second policy check: a chunk refused there is
                 // not served.
                 if let Response::Chunk { len, .. } = &response {
-                    self.inner.metrics.chunks_served.inc();
-                    self.inner.metrics.bytes_out.inc_by(u64::from(*len));
-                    self.lock_peers()
-                        .sent(peer, u64::from(*len), Instant::now());
+                    self.inner.peers.served(peer, u64::from(*len));
                 }
                 response
             }
@@ -958,8 +799,8 @@ impl NodeApi for Node {
         let connected = self.inner.network.connected().await.unwrap_or_default();
         let report = self.inner.network.report().await.unwrap_or_default();
         let mut counts = ContentCounts::default();
-        for item in self.lock_items().values() {
-            let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+        for item in self.inner.items.all() {
+            let live = item.live();
             match live.state {
                 RecordState::Complete => counts.complete += 1,
                 RecordState::Downloading => counts.downloading += 1,
@@ -1009,18 +850,20 @@ impl NodeApi for Node {
     async fn peers(&self) -> Result<PeersReply, ApiError> {
         let connected = self.inner.network.connected().await.unwrap_or_default();
         let (now, wall) = (Instant::now(), Timestamp::now());
-        let peers = self.lock_peers();
-        let mut reply = Vec::new();
-        let mut seen = HashSet::new();
-        for (peer, addrs) in &connected {
-            seen.insert(*peer);
-            reply.push(peer_info(peer, addrs, peers.view(peer, now), wall));
-        }
-        for (peer, view) in peers.banned(now) {
-            if !seen.contains(&peer) {
-                reply.push(peer_info(&peer, &[], Some(view), wall));
+        let reply = self.inner.peers.with_book(|peers| {
+            let mut reply = Vec::new();
+            let mut seen = HashSet::new();
+            for (peer, addrs) in &connected {
+                seen.insert(*peer);
+                reply.push(peer_info(peer, addrs, peers.view(peer, now), wall));
             }
-        }
+            for (peer, view) in peers.banned(now) {
+                if !seen.contains(&peer) {
+                    reply.push(peer_info(&peer, &[], Some(view), wall));
+                }
+            }
+            reply
+        });
         Ok(PeersReply { peers: reply })
     }
 
@@ -1139,13 +982,13 @@ impl NodeApi for Node {
             ));
         }
         if let Some(existing) = self.item(&id)
-            && existing.dir != content_dir
+            && existing.dir() != content_dir
         {
             return Err(ApiError::new(
                 ApiErrorKind::Conflict,
                 format!(
                     "manifest {id} is already held in {}; remove it first to use {}",
-                    existing.dir.display(),
+                    existing.dir().display(),
                     content_dir.display()
                 ),
             ));
@@ -1176,43 +1019,34 @@ impl NodeApi for Node {
                 leaves: Some(file.leaves),
             });
         }
-        let item = Arc::new(Item {
+        let item = Arc::new(Item::new(
             manifest,
-            dir: content_dir,
-            origin: ContentOrigin::Seeded,
-            added_at: Timestamp::now(),
-            live: Mutex::new(Live {
+            content_dir,
+            ContentOrigin::Seeded,
+            Timestamp::now(),
+            Live {
                 state: RecordState::Complete,
                 error: None,
                 have,
                 trees,
                 stamps,
                 downloading: false,
-            }),
-            fetched_chunks: AtomicU64::new(0),
-            sending: Mutex::new(HashSet::new()),
-            sources: Mutex::new(HashSet::new()),
-            stop: AtomicBool::new(false),
-        });
-        let record = {
-            let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
-            item.record(&live)
-        };
+            },
+        ));
+        let record = item.record(&item.live());
         let store = self.inner.store.clone();
-        let stored = item.manifest.clone();
+        let stored = item.manifest().clone();
         blocking(move || store.content_put(&stored, &record, &files))
             .await?
             .map_err(store_error)?;
-        if let Some(old) = self.lock_items().insert(id, item.clone()) {
-            old.stop.store(true, Ordering::Relaxed);
-        }
+        self.inner.items.replace(item.clone());
         self.announce(&item).await;
-        info!(%id, "seeding {}", item.dir.display());
+        info!(%id, "seeding {}", item.dir().display());
         Ok(self.info(&item))
     }
 
     async fn content_list(&self) -> Result<ContentListReply, ApiError> {
-        let items: Vec<Arc<Item>> = self.lock_items().values().cloned().collect();
+        let items = self.inner.items.all();
         let mut content: Vec<ContentInfo> = items.iter().map(|i| self.info(i)).collect();
         content.sort_by(|a, b| a.title.cmp(&b.title));
         Ok(ContentListReply {
@@ -1257,17 +1091,17 @@ impl NodeApi for Node {
         let (id, hints) = parse_link(&request.link)?;
         let output_dir = self.user_output_dir(&request.output_dir).await?;
         if let Some(item) = self.item(&id) {
-            if item.dir != output_dir {
+            if item.dir() != output_dir {
                 return Err(ApiError::new(
                     ApiErrorKind::Conflict,
                     format!(
                         "manifest {id} is already held in {}; remove it first to fetch it into {}",
-                        item.dir.display(),
+                        item.dir().display(),
                         output_dir.display()
                     ),
                 ));
             }
-            if let Err(refusal) = self.policy_check(&item.manifest, self.as_fetcher()) {
+            if let Err(refusal) = self.policy_check(item.manifest(), self.as_fetcher()) {
                 return Err(ApiError::refused(
                     ApiErrorKind::Refused,
                     format!("manifest {id} is refused: {refusal}"),
@@ -1312,13 +1146,12 @@ impl NodeApi for Node {
 impl Node {
     /// Stops serving and fetching `id` and forgets it (its files stay).
     pub(crate) async fn remove_item(&self, id: ManifestId) -> Result<(), ApiError> {
-        let Some(item) = self.lock_items().remove(&id) else {
+        if self.inner.items.remove(&id).is_none() {
             return Err(ApiError::new(
                 ApiErrorKind::NotFound,
                 format!("manifest {id} is not held here"),
             ));
-        };
-        item.stop.store(true, Ordering::Relaxed);
+        }
         let _ = self.inner.network.stop_providing(id.0).await;
         let store = self.inner.store.clone();
         blocking(move || store.content_remove(&id))
@@ -1383,47 +1216,40 @@ impl Node {
             })
             .collect();
         let count = files.len();
-        let item = Arc::new(Item {
+        let item = Arc::new(Item::new(
             manifest,
-            dir: dir.clone(),
-            origin: ContentOrigin::Downloaded,
-            added_at: Timestamp::now(),
-            live: Mutex::new(Live {
+            dir.clone(),
+            ContentOrigin::Downloaded,
+            Timestamp::now(),
+            Live {
                 state: RecordState::Downloading,
                 error: None,
                 have: files.iter().map(|f| f.bitfield.clone()).collect(),
                 trees: vec![None; count],
                 stamps: vec![None; count],
                 downloading: false,
-            }),
-            fetched_chunks: AtomicU64::new(0),
-            sending: Mutex::new(HashSet::new()),
-            sources: Mutex::new(HashSet::new()),
-            stop: AtomicBool::new(false),
-        });
+            },
+        ));
         let id = item.id();
-        {
-            let mut items = self.lock_items();
+        self.inner.items.claim(&item, |items| {
             if let Some(existing) = items.get(&id) {
                 return Err(ApiError::new(
                     ApiErrorKind::Conflict,
                     format!(
                         "manifest {id} is already held in {}",
-                        existing.dir.display()
+                        existing.dir().display()
                     ),
                 ));
             }
             let others = items
                 .values()
-                .map(|other| (other.id(), other.dir.as_path(), other.manifest.manifest()));
-            if let Some(overlap) =
-                output_folder::find_overlap(&dir, item.manifest.manifest(), others)
-            {
-                return Err(ApiError::new(ApiErrorKind::Conflict, overlap.to_string()));
+                .map(|other| (other.id(), other.dir(), other.manifest().manifest()));
+            match output_folder::find_overlap(&dir, item.manifest().manifest(), others) {
+                Some(overlap) => Err(ApiError::new(ApiErrorKind::Conflict, overlap.to_string())),
+                None => Ok(()),
             }
-            items.insert(id, item.clone());
-        }
-        let body = item.manifest.manifest().clone();
+        })?;
+        let body = item.manifest().manifest().clone();
         let creating = dir.clone();
         let prepared = blocking(move || {
             output_folder::plan(&creating, &body, replace)
@@ -1445,7 +1271,7 @@ impl Node {
             Ok(adopted) => {
                 // Files already identical to the manifest's are complete: no chunk is fetched.
                 let record = {
-                    let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut live = item.live();
                     for (index, verified) in adopted.into_iter().enumerate() {
                         let Some(verified) = verified else { continue };
                         let state = &mut files[index];
@@ -1464,7 +1290,7 @@ impl Node {
                     item.record(&live)
                 };
                 let store = self.inner.store.clone();
-                let stored = item.manifest.clone();
+                let stored = item.manifest().clone();
                 blocking(move || {
                     store
                         .content_put(&stored, &record, &files)
@@ -1476,10 +1302,7 @@ impl Node {
             Err(e) => Err(e),
         };
         if let Err(e) = prepared {
-            let mut items = self.lock_items();
-            if items.get(&id).is_some_and(|held| Arc::ptr_eq(held, &item)) {
-                items.remove(&id);
-            }
+            self.inner.items.unclaim(&item);
             return Err(e);
         }
         Ok(item)
