@@ -30,7 +30,6 @@ const LAYERS: &[(&str, u8)] = &[
 const KNOWN_BREAKS: &[(&str, &str)] = &[
     ("serve", "node"),
     ("catalogs", "node"),
-    ("fetch", "node"),
     ("cli", "api::server"),
 ];
 

@@ -888,7 +888,7 @@ impl Node {
                 continue;
             }
             lookups += 1;
-            let manifest = match fetch::find_manifest(self, id, &[]).await {
+            let manifest = match fetch::find_manifest(&self.fetching(), id, &[]).await {
                 Ok(manifest) => manifest,
                 Err(e) => {
                     debug!(%id, "mirror: manifest not found yet: {e}");

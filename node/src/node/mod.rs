@@ -19,6 +19,7 @@
 //!   disconnected, refused until its ban ends (longer for repeat offenders, see `peers.rs`), and
 //!   listed as banned, with the end of its ban, in `peers`; the per-peer state is bounded.
 
+mod api_errors;
 pub mod check;
 pub mod data_dir;
 pub mod health;
@@ -42,7 +43,10 @@ use licet_proto::{
     policy::{self, CatalogSet, RefusalReason, Territory, TrustStore, TrustedPublisher},
     wire::{self, Bitfield, Request, Response},
 };
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
+
+pub(crate) use api_errors::internal;
+use api_errors::{store_error, to_api_refusal};
 
 use crate::{
     catalogs::HeldCatalog,
@@ -53,7 +57,7 @@ use crate::{
         ContentListReply, ContentState, GetRequest, NetworkInfo, NodeApi, PeerInfo, PeersReply,
         StatusReply, TrustAddRequest, TrustEntry, TrustReply,
     },
-    fetch,
+    fetch::{self, FetchContext, LiveNet},
     items::{Item, Items, Live},
     metrics::Metrics,
     net::{self, Network, NetworkConfig, TRANSFER_PROTOCOL},
@@ -162,25 +166,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| internal(format!("background task failed: {e}")))
-}
-
-pub(crate) fn internal(message: impl Into<String>) -> ApiError {
-    ApiError::new(ApiErrorKind::Internal, message)
-}
-
-fn store_error(e: StoreError) -> ApiError {
-    match e {
-        // Names the database itself, and says it recovers.
-        StoreError::Unavailable(_) => internal(e.to_string()),
-        e => internal(format!("node database: {e}")),
-    }
-}
-
-fn to_api_refusal(refusal: policy::Refusal) -> contract::Refusal {
-    contract::Refusal {
-        reason: refusal.reason,
-        detail: refusal.detail,
-    }
 }
 
 fn load_identity(data_dir: &Path) -> Result<identity::Keypair, StartError> {
@@ -395,36 +380,23 @@ impl Node {
     /// or an ended window also holds across a restart). [`Node::stop_announcing_refused`] is the
     /// other half.
     pub(crate) async fn announce(&self, item: &Item) {
-        if let Err(refusal) = self.policy_check(item.manifest(), Territory::Holder) {
-            debug!(id = %item.id(), "not announced: {refusal}");
-            return;
-        }
-        self.inner
-            .metrics
-            .dht_queries
-            .get_or_create(&crate::metrics::QueryLabel {
-                kind: "start_providing".into(),
-            })
-            .inc();
-        let _ = self.inner.network.start_providing(item.id().0).await;
+        self.fetching().announce(item).await;
     }
 
-    /// Peers the DHT says provide `id`.
-    pub(crate) async fn providers(&self, id: ManifestId) -> HashSet<PeerId> {
-        self.inner
-            .metrics
-            .dht_queries
-            .get_or_create(&crate::metrics::QueryLabel {
-                kind: "get_providers".into(),
-            })
-            .inc();
-        let started = Instant::now();
-        let providers = self.inner.network.providers(id.0).await.unwrap_or_default();
-        self.inner
-            .metrics
-            .provider_lookup
-            .observe(started.elapsed().as_secs_f64());
-        providers
+    /// The parts fetching uses, as its context.
+    pub(crate) fn fetching(&self) -> Arc<FetchContext> {
+        let inner = &self.inner;
+        Arc::new(FetchContext::new(
+            inner.store.clone(),
+            inner.metrics.clone(),
+            inner.policy.clone(),
+            inner.peers.clone(),
+            LiveNet::new(
+                inner.network.clone(),
+                inner.peers.clone(),
+                inner.metrics.clone(),
+            ),
+        ))
     }
 
     /// Asks the trust policy about `manifest` now, for what `territory` says is done with it.
@@ -444,11 +416,6 @@ impl Node {
     /// The territory of a fetch for this node's user: the node's own region.
     pub(crate) fn as_fetcher(&self) -> Territory {
         self.inner.policy.as_fetcher()
-    }
-
-    /// The peers part.
-    pub(crate) fn peers(&self) -> &Peers {
-        &self.inner.peers
     }
 
     /// Whether `peer` is banned.
@@ -529,9 +496,9 @@ impl Node {
             live.state = RecordState::Downloading;
             live.error = None;
         }
-        let node = self.clone();
+        let fetching = self.fetching();
         tokio::spawn(async move {
-            fetch::download(node, item.clone(), hints, requested).await;
+            fetch::download(fetching, item.clone(), hints, requested).await;
             item.live().downloading = false;
         });
     }
@@ -1113,7 +1080,9 @@ impl NodeApi for Node {
             return Ok(self.info(&item));
         }
         let hint_peers = self.dial_hints(&hints).await;
-        let manifest = fetch::find_manifest(self, id, &hint_peers).await?;
+        let manifest = fetch::find_manifest(&self.fetching(), id, &hint_peers)
+            .await
+            .map_err(api_errors::fetch_error)?;
         if let Err(refusal) = self.policy_check(&manifest, self.as_fetcher()) {
             return Err(ApiError::refused(
                 ApiErrorKind::Refused,
