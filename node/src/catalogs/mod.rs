@@ -53,7 +53,7 @@ use licet_proto::{
     catalog::{VerifiedCatalog, VerifiedCatalogHead, catalog_hash, catalog_head_key},
     manifest::VerifiedManifest,
     policy::{CatalogAcceptance, CatalogRejection, Refusal, RefusalReason, Territory},
-    wire::{CATALOG_PART_BYTES, Request, Response},
+    wire::{Request, Response},
 };
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -62,7 +62,7 @@ use crate::{
     contract::{ApiError, ApiErrorKind, CatalogInfo},
     fetch,
     net::{self, NetworkEvent},
-    node::{Node, blocking, internal, refuse},
+    node::{Node, blocking, internal},
     store::{ContentOrigin, RecordState},
 };
 
@@ -608,60 +608,6 @@ impl Node {
             return Err("the catalog does not match its head".to_owned());
         }
         Ok(catalog)
-    }
-
-    /// Answers `CatalogHead` and `CatalogPart` requests from the catalogs this node accepted.
-    pub(crate) fn serve_catalog(&self, request: &Request, payload: &mut Vec<u8>) -> Response {
-        match *request {
-            Request::CatalogHead { publisher } => match self.lock_held().get(&publisher) {
-                Some(held) => Response::CatalogHead {
-                    envelope: held.head.envelope_bytes().to_vec(),
-                },
-                None => refuse(
-                    RefusalReason::NotHeld,
-                    format!("no catalog of publisher {publisher} is held here"),
-                ),
-            },
-            Request::CatalogPart {
-                publisher,
-                catalog_hash,
-                offset,
-            } => {
-                let Some(held) = self.lock_held().get(&publisher).cloned() else {
-                    return refuse(
-                        RefusalReason::NotHeld,
-                        format!("no catalog of publisher {publisher} is held here"),
-                    );
-                };
-                if held.head.head().catalog_hash != catalog_hash {
-                    return refuse(
-                        RefusalReason::NotHeld,
-                        format!(
-                            "catalog {catalog_hash} of {publisher} is not held here (the newest held is {})",
-                            held.head.head().sequence
-                        ),
-                    );
-                }
-                let total = held.envelope.len() as u64;
-                if offset % u64::from(CATALOG_PART_BYTES) != 0 || offset > total {
-                    return refuse(
-                        RefusalReason::BadRequest,
-                        format!(
-                            "catalog offset {offset} is not a part boundary within {total} bytes"
-                        ),
-                    );
-                }
-                let end = total.min(offset + u64::from(CATALOG_PART_BYTES));
-                payload.clear();
-                payload.extend_from_slice(&held.envelope[offset as usize..end as usize]);
-                Response::CatalogPart {
-                    total_len: total,
-                    offset,
-                    len: (end - offset) as u32,
-                }
-            }
-            _ => refuse(RefusalReason::BadRequest, "not a catalog request"),
-        }
     }
 
     /// Takes gossip messages from the network until it stops.

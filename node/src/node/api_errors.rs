@@ -10,6 +10,15 @@ use crate::{
     store::StoreError,
 };
 
+/// Runs a blocking closure on a blocking thread, mapping a panic or cancellation to an error.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| internal(format!("background task failed: {e}")))
+}
+
 /// An internal failure, with its message.
 pub(crate) fn internal(message: impl Into<String>) -> ApiError {
     ApiError::new(ApiErrorKind::Internal, message)
