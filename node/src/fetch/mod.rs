@@ -34,6 +34,8 @@
 mod download;
 mod manifest;
 pub mod schedule;
+#[cfg(test)]
+mod tests;
 mod worker;
 mod write;
 
