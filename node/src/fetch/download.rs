@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use super::{
     FIRST_PEER_REFRESH, FetchContext, FetchNet, MAX_REFUSAL_REST, PEER_REFRESH, POLICY_RECHECK,
     REFUSAL_REST, WRITE_QUEUE, blocking, database_problem,
-    manifest::candidates,
+    manifest::{ProviderLookup, usable},
     schedule::{ChunkRef, Scheduler},
     worker::{start_worker, work},
     write::{finish, write_chunks},
@@ -88,9 +88,10 @@ pub(crate) async fn download<N: FetchNet>(
     ctx: Arc<FetchContext<N>>,
     item: Arc<Item>,
     hints: Vec<PeerId>,
+    lookup: Option<ProviderLookup>,
     requested: Instant,
 ) {
-    let result = run(&ctx, &item, hints, requested).await;
+    let result = run(&ctx, &item, hints, lookup, requested).await;
     if let Err(problem) = result {
         warn!(id = %item.id(), "download stopped: {problem}");
         {
@@ -112,6 +113,7 @@ async fn run<N: FetchNet>(
     ctx: &Arc<FetchContext<N>>,
     item: &Arc<Item>,
     hints: Vec<PeerId>,
+    lookup: Option<ProviderLookup>,
     requested: Instant,
 ) -> Result<(), String> {
     let id = item.id();
@@ -132,7 +134,7 @@ async fn run<N: FetchNet>(
     // Peer discovery runs on its own task so a slow DHT lookup never delays the policy
     // re-check or the handling of finished workers.
     let (found, mut discovered) = mpsc::channel::<PeerId>(64);
-    let discovery = tokio::spawn(discover(ctx.clone(), id, hints, found));
+    let discovery = tokio::spawn(discover(ctx.clone(), id, hints, lookup, found));
     let mut workers: JoinSet<(PeerId, WorkerEnd)> = JoinSet::new();
     let mut active: HashSet<PeerId> = HashSet::new();
     let mut rests = Rests::default();
@@ -231,16 +233,31 @@ fn random_start() -> u64 {
 /// Sends every candidate peer for `id` to `found`, at once and then again after each wait, from
 /// [`FIRST_PEER_REFRESH`] doubling up to [`PEER_REFRESH`] (the download ignores peers it already
 /// works with). A wait starts when a lookup ends, so a slow lookup is not followed at once.
+///
+/// Each round sends the peers known at once (`hints`, then the peers connected) before it waits
+/// for the provider lookup, whose answer comes after; the first round's lookup is `lookup` when
+/// the manifest's search started one.
 async fn discover<N: FetchNet>(
     ctx: Arc<FetchContext<N>>,
     id: ManifestId,
     hints: Vec<PeerId>,
+    mut lookup: Option<ProviderLookup>,
     found: mpsc::Sender<PeerId>,
 ) {
     let mut wait = FIRST_PEER_REFRESH;
     loop {
-        for peer in candidates(&ctx, id, &hints).await {
-            if found.send(peer).await.is_err() {
+        let connected = ctx.net.connected().await;
+        for peer in hints.iter().copied().chain(connected) {
+            if usable(&ctx, &peer) && found.send(peer).await.is_err() {
+                return;
+            }
+        }
+        let providers = match lookup.take() {
+            Some(lookup) => lookup.providers().await,
+            None => ctx.net.providers(id).await,
+        };
+        for peer in providers {
+            if usable(&ctx, &peer) && found.send(peer).await.is_err() {
                 return;
             }
         }

@@ -1,8 +1,9 @@
 //! Fetching content: find the manifest, then fetch chunks from every peer that has them,
 //! verify each against the signed root, and write it.
 //!
-//! Peers come from link hints, the DHT's provider records and the connections the node already
-//! has. Each peer that has the content gets a worker that keeps up to [`PIPELINE_PER_PEER`]
+//! Peers come from link hints and the connections the node already has, asked at once, and from
+//! the DHT's provider records, looked up beside them (one lookup, shared by the manifest's
+//! search and the download, whose first source is the peer that sent the manifest). Each peer that has the content gets a worker that keeps up to [`PIPELINE_PER_PEER`]
 //! chunk requests in flight on the peer's session ([`PIPELINE_PER_SEED_IN_SWARM`] from a seed
 //! while peers still downloading have chunks this download needs); a peer still downloading
 //! with nothing needed yet keeps its worker, which waits for it to gain chunks. The
@@ -50,7 +51,7 @@ use licet_proto::{
 use tracing::debug;
 
 pub(crate) use download::download;
-pub(crate) use manifest::find_manifest;
+pub(crate) use manifest::{ProviderLookup, find, find_manifest};
 
 use crate::{
     items::Item,

@@ -6,7 +6,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -41,6 +41,8 @@ const STALL: Duration = Duration::from_millis(300);
 const HONEST_DELAY: Duration = Duration::from_millis(20);
 /// Longest a test download may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(60);
+/// Longest a manifest's search may take in a test where the provider lookup never answers.
+const LOOKUP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The content every fake peer holds: a signed manifest of two files and their bytes.
 struct Content {
@@ -192,13 +194,15 @@ impl ChunkSource for FakePeer {
 enum Lookup {
     /// No provider record.
     Empty,
+    /// No answer, ever.
+    Never,
 }
 
 /// The network of fake peers: every peer is connected (unless `connected` is false) and opens
 /// at once; the DHT answers as `lookup` says.
 struct FakeNet {
     peers: HashMap<PeerId, Arc<FakePeer>>,
-    connected: bool,
+    connected: AtomicBool,
     lookup: Lookup,
     lookups: AtomicUsize,
 }
@@ -218,7 +222,7 @@ impl FetchNet for FakeNet {
     }
 
     async fn connected(&self) -> Vec<PeerId> {
-        if self.connected {
+        if self.connected.load(Ordering::Relaxed) {
             self.peers.keys().copied().collect()
         } else {
             Vec::new()
@@ -229,6 +233,7 @@ impl FetchNet for FakeNet {
         self.lookups.fetch_add(1, Ordering::Relaxed);
         match self.lookup {
             Lookup::Empty => HashSet::new(),
+            Lookup::Never => std::future::pending().await,
         }
     }
 
@@ -299,7 +304,7 @@ impl Harness {
             .collect();
         let net = FakeNet {
             peers: peers.iter().map(|p| (p.peer, p.clone())).collect(),
-            connected,
+            connected: AtomicBool::new(connected),
             lookup,
             lookups: AtomicUsize::new(0),
         };
@@ -332,12 +337,41 @@ impl Harness {
     /// Runs the download (peers named as hints: `hints`) to its end, within [`DEADLINE`].
     async fn download(&self, hints: &[usize]) {
         let hints = hints.iter().map(|&i| self.peers[i].peer).collect();
+        self.download_from(hints, None).await;
+    }
+
+    /// Runs the download from `sources`, its first look for providers `lookup`.
+    async fn download_from(&self, sources: Vec<PeerId>, lookup: Option<ProviderLookup>) {
         tokio::time::timeout(
             DEADLINE,
-            download(self.ctx.clone(), self.item.clone(), hints, Instant::now()),
+            download(
+                self.ctx.clone(),
+                self.item.clone(),
+                sources,
+                lookup,
+                Instant::now(),
+            ),
         )
         .await
         .expect("the download ends");
+    }
+
+    /// What `get` does: finds the manifest (peers named as hints: `hints`), then downloads from
+    /// the peer that sent it, the hints, and the lookup the search started.
+    async fn get(&self, hints: &[usize]) {
+        let hints: Vec<PeerId> = hints.iter().map(|&i| self.peers[i].peer).collect();
+        let found =
+            tokio::time::timeout(LOOKUP_DEADLINE, find(&self.ctx, self.content.id(), &hints))
+                .await
+                .expect("the manifest is found without waiting for the provider lookup")
+                .expect("the manifest is found");
+        assert_eq!(found.manifest.id(), self.content.id());
+        let sources = std::iter::once(found.peer).chain(hints).collect();
+        self.download_from(sources, Some(found.lookup)).await;
+    }
+
+    fn lookups(&self) -> usize {
+        self.ctx.net.lookups.load(Ordering::Relaxed)
     }
 
     /// Asserts the download completed and the files hold the content's bytes.
@@ -411,4 +445,42 @@ async fn peers_that_are_busy_or_refuse_leave_the_download_to_the_others() {
         "the refusing peer was asked"
     );
     assert!((0..3).all(|p| !h.banned(p)), "refusing is not an offence");
+}
+
+#[tokio::test]
+async fn get_with_a_link_peer_completes_while_the_dht_never_answers() {
+    let h = Harness::new(&[Manner::Honest], false, Lookup::Never);
+    h.get(&[0]).await;
+    h.assert_complete();
+    assert_eq!(
+        h.lookups(),
+        1,
+        "one provider lookup, shared by the search and the download"
+    );
+}
+
+#[tokio::test]
+async fn get_from_connected_peers_completes_while_the_dht_never_answers() {
+    let h = Harness::new(&[Manner::Honest, Manner::Honest], true, Lookup::Never);
+    h.get(&[]).await;
+    h.assert_complete();
+    assert_eq!(
+        h.lookups(),
+        1,
+        "one provider lookup, shared by the search and the download"
+    );
+}
+
+#[tokio::test]
+async fn the_peer_that_sent_the_manifest_is_the_downloads_first_source() {
+    // Found among the connected peers; then gone from the connections, named nowhere else.
+    let h = Harness::new(&[Manner::Honest], true, Lookup::Never);
+    let found = tokio::time::timeout(LOOKUP_DEADLINE, find(&h.ctx, h.content.id(), &[]))
+        .await
+        .expect("the manifest is found without waiting for the provider lookup")
+        .expect("the manifest is found");
+    assert_eq!(found.peer, h.peers[0].peer);
+    h.ctx.net.connected.store(false, Ordering::Relaxed);
+    h.download_from(vec![found.peer], Some(found.lookup)).await;
+    h.assert_complete();
 }

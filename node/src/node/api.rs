@@ -410,9 +410,12 @@ impl NodeApi for Node {
             return Ok(self.info(&item));
         }
         let hint_peers = self.dial_hints(&hints).await;
-        let manifest = fetch::find_manifest(&self.fetching(), id, &hint_peers)
+        // The link's peers and the connected ones are asked at once, beside the provider
+        // lookup; the download goes on with that lookup and starts with the manifest's sender.
+        let found = fetch::find(&self.fetching(), id, &hint_peers)
             .await
             .map_err(fetch_error)?;
+        let manifest = found.manifest;
         if let Err(refusal) = self.policy_check(&manifest, self.as_fetcher()) {
             return Err(ApiError::refused(
                 ApiErrorKind::Refused,
@@ -426,7 +429,8 @@ impl NodeApi for Node {
         let item = self
             .create_download(manifest, output_dir, request.replace)
             .await?;
-        self.spawn_download(item.clone(), hint_peers, requested);
+        let sources = std::iter::once(found.peer).chain(hint_peers).collect();
+        self.start_download(item.clone(), sources, Some(found.lookup), requested);
         Ok(self.info(&item))
     }
 

@@ -49,7 +49,7 @@ use api_errors::{store_error, to_api_refusal};
 use crate::{
     catalogs::HeldCatalog,
     contract::{ApiError, ContentInfo, ContentState},
-    fetch::{self, FetchContext, LiveNet},
+    fetch::{self, FetchContext, LiveNet, ProviderLookup},
     items::{Item, Items, Live},
     metrics::Metrics,
     net::{self, Network, NetworkConfig, TRANSFER_PROTOCOL},
@@ -480,6 +480,17 @@ impl Node {
     /// Starts the download task of `item` unless one runs; `requested` is when it was asked for
     /// (its time to a first chunk is counted from there).
     pub(crate) fn spawn_download(&self, item: Arc<Item>, hints: Vec<PeerId>, requested: Instant) {
+        self.start_download(item, hints, None, requested);
+    }
+
+    /// [`Node::spawn_download`], whose first look for peers is `lookup` (already running).
+    fn start_download(
+        &self,
+        item: Arc<Item>,
+        hints: Vec<PeerId>,
+        lookup: Option<ProviderLookup>,
+        requested: Instant,
+    ) {
         {
             let mut live = item.live();
             if live.downloading || live.state == RecordState::Complete {
@@ -491,7 +502,7 @@ impl Node {
         }
         let fetching = self.fetching();
         tokio::spawn(async move {
-            fetch::download(fetching, item.clone(), hints, requested).await;
+            fetch::download(fetching, item.clone(), hints, lookup, requested).await;
             item.live().downloading = false;
         });
     }
