@@ -7,9 +7,9 @@
 //! |---|---|---|
 //! | edge | [`daemon`], [`cli`] | the `run` daemon (config, data directory, process limits); the client subcommands |
 //! | API | [`api`] | the HTTP + JSON control API on 127.0.0.1: server, connections, typed client |
-//! | node | [`node`] | the parts tied together: the control API's methods, health, re-checking files |
-//! | work | [`catalogs`], [`serve`] | catalogs on the network (heads, fetch, accept, mirror); answering peers under the policy |
-//! | | [`fetch`] | finding manifests and fetching chunks from many peers; rarest-first scheduling |
+//! | node | [`node`] | the parts tied together: the control API's methods and the one mapping of errors to `ApiError`, health, re-checking files |
+//! | work | [`catalogs`], [`serve`] | catalogs on the network (heads, fetch, accept, mirror); answering every peer request under the policy, from a context of parts |
+//! | | [`fetch`] | finding manifests and fetching chunks from many peers, from a context of parts; rarest-first scheduling |
 //! | peers | [`peers`] | the peers part: the peer book (bytes, bans) and the pool of transfer sessions |
 //! | parts | [`items`], [`policy_state`], [`transfer`], [`content`] | the item registry (content held, its live state); the trust store and catalogs in force; `/licet/transfer/1` streams; content files and output folders |
 //! | | [`metrics`] | Prometheus metrics and their text formats |
