@@ -7,10 +7,11 @@
 //! |---|---|---|
 //! | edge | [`daemon`], [`cli`] | the `run` daemon (config, data directory, process limits); the client subcommands |
 //! | API | [`api`] | the HTTP + JSON control API on 127.0.0.1: server, connections, typed client |
-//! | node | [`node`] | the parts tied together: the control API's methods, health, re-checking files |
-//! | work | [`catalogs`], [`serve`] | catalogs on the network (heads, fetch, accept, mirror); answering peers under the policy |
-//! | | [`fetch`] | finding manifests and fetching chunks from many peers; rarest-first scheduling |
-//! | parts | [`peers`], [`policy_state`], [`transfer`], [`content`] | the peer book (bytes, bans); the trust store and catalogs in force; `/licet/transfer/1` streams; content files and output folders |
+//! | node | [`node`] | the parts tied together: the control API's methods and the one mapping of errors to `ApiError`, health, re-checking files |
+//! | work | [`catalogs`], [`serve`] | catalogs on the network (heads, fetch, accept, mirror); answering every peer request under the policy, from a context of parts |
+//! | | [`fetch`] | finding manifests and fetching chunks from many peers, from a context of parts; rarest-first scheduling |
+//! | peers | [`peers`] | the peers part: the peer book (bytes, bans) and the pool of transfer sessions |
+//! | parts | [`items`], [`policy_state`], [`transfer`], [`content`] | the item registry (content held, its live state); the trust store and catalogs in force; `/licet/transfer/1` streams; content files and output folders |
 //! | | [`metrics`] | Prometheus metrics and their text formats |
 //! | contract | [`contract`] | the control API's types, shared by the server and the client |
 //! | ground | [`net`], [`store`] | the libp2p swarm (the only owner of the `Swarm`), reachability, connection bounds; the redb database |
@@ -22,6 +23,7 @@ pub mod content;
 pub mod contract;
 pub mod daemon;
 pub mod fetch;
+pub mod items;
 #[cfg(test)]
 mod layers;
 pub mod metrics;

@@ -1,7 +1,16 @@
-//! Serving chunks from disk: no chunk leaves that does not match what the node verified, and
-//! only proof that content changed takes it out of service.
+//! Serving peers: the answer to every request a peer sends on a transfer stream (a manifest,
+//! availability, a chunk, a catalog head or part), under the trust policy. [`Server`] holds the
+//! parts it uses as handles (items, policy, peers, store, metrics, and the catalogs held) and is
+//! the node's [`Responder`].
 //!
 //! Invariants:
+//! - the trust policy is asked on every request served (manifest, availability, each chunk: once
+//!   before the chunk is read and again before it leaves), so a revocation or the end of a
+//!   licence window bites on the next request; a chunk goes to a user, so the requester's stated
+//!   region counts;
+//! - the node serves catalog parts only of the catalog it accepted, and only by its hash;
+//! - every refusal is counted once (`respond`), whatever refused it; a chunk is counted served
+//!   only once it passed the second policy check;
 //! - a chunk is sent only if its bit is set, its file's stamp (size and modification time) is
 //!   the one it had when verified, and the bytes just read verify against the file's signed root
 //!   with the audit path sent beside them: the check its receiver makes. A file changed in place
@@ -24,18 +33,25 @@ use std::{
     time::{Duration, Instant},
 };
 
+use libp2p::PeerId;
 use licet_proto::{
-    manifest::Manifest,
+    PublicKey,
+    catalog::VerifiedCatalogHead,
+    manifest::{Manifest, Region},
     merkle::{self, AuditPath},
-    policy::RefusalReason,
-    wire::{Bitfield, Response},
+    policy::{RefusalReason, Territory},
+    wire::{self, Bitfield, CATALOG_PART_BYTES, Request, Response},
 };
 use tracing::{debug, warn};
 
 use crate::{
     content,
-    node::{Item, Node, blocking, refuse},
-    store::{FileStamp, RecordState},
+    items::{Item, Items},
+    metrics::Metrics,
+    peers::Peers,
+    policy_state::PolicyState,
+    store::{FileStamp, RecordState, Store},
+    transfer::Responder,
 };
 
 /// What a requester is told to wait after a read failed for a reason that may pass.
@@ -45,6 +61,60 @@ pub const IO_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// When a failed read was last logged, in this process.
 static LAST_IO_ERROR_LOG: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// A catalog this node accepted, as it serves it to peers.
+#[derive(Clone)]
+pub struct ServedCatalog {
+    /// Its signed head.
+    pub head: VerifiedCatalogHead,
+    /// The catalog envelope, exactly as verified.
+    pub envelope: Arc<[u8]>,
+}
+
+/// The catalogs this node holds, one per trusted publisher: its newest accepted.
+pub trait HeldCatalogs: Send + Sync + 'static {
+    /// The catalog of `publisher` held now, if any.
+    fn held(&self, publisher: &PublicKey) -> Option<ServedCatalog>;
+}
+
+/// The parts serving uses, as handles. Cheap to share; the node's [`Responder`].
+pub struct Server {
+    items: Arc<Items>,
+    policy: Arc<PolicyState>,
+    peers: Peers,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    catalogs: Arc<dyn HeldCatalogs>,
+}
+
+impl Server {
+    /// The server of the given parts.
+    pub fn new(
+        items: Arc<Items>,
+        policy: Arc<PolicyState>,
+        peers: Peers,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        catalogs: Arc<dyn HeldCatalogs>,
+    ) -> Server {
+        Server {
+            items,
+            policy,
+            peers,
+            store,
+            metrics,
+            catalogs,
+        }
+    }
+}
+
+/// A refusal, its detail bounded as the wire allows.
+pub fn refuse(reason: RefusalReason, detail: impl Into<String>) -> Response {
+    Response::Refused {
+        reason,
+        detail: wire::bounded_detail(&detail.into()),
+    }
+}
 
 /// Why a chunk that was read is not sent.
 #[derive(Debug, thiserror::Error)]
@@ -133,17 +203,181 @@ pub fn read_verified_chunk(
     Ok(())
 }
 
-impl Node {
+/// What a content request asks for, once its manifest id is known.
+enum ContentRequest {
+    Manifest,
+    Availability,
+    /// A chunk, for a requester in `region` (`None`: it stated no region).
+    Chunk {
+        file: u32,
+        index: u64,
+        region: Option<Region>,
+    },
+}
+
+impl Server {
+    /// The answer to one request, before it is counted.
+    async fn answer(&self, peer: PeerId, request: Request, payload: &mut Vec<u8>) -> Response {
+        let (id, wanted) = match request {
+            Request::CatalogHead { .. } | Request::CatalogPart { .. } => {
+                return self.serve_catalog(&request, payload);
+            }
+            Request::Manifest { id } => (id, ContentRequest::Manifest),
+            Request::Availability { manifest } => (manifest, ContentRequest::Availability),
+            Request::Chunk {
+                manifest,
+                file,
+                index,
+            } => (
+                manifest,
+                ContentRequest::Chunk {
+                    file,
+                    index,
+                    region: None,
+                },
+            ),
+            Request::ChunkForRegion {
+                manifest,
+                file,
+                index,
+                region,
+            } => (
+                manifest,
+                ContentRequest::Chunk {
+                    file,
+                    index,
+                    region: Some(region),
+                },
+            ),
+        };
+        let Some(item) = self.items.get(&id) else {
+            return refuse(
+                RefusalReason::NotHeld,
+                format!("manifest {id} is not held here"),
+            );
+        };
+        // Asked on every request, chunks included: revocation and expiry bite at once. A chunk
+        // goes to a user, so the requester's stated region counts; the rest hands no content.
+        let territory = match wanted {
+            ContentRequest::Chunk { region, .. } => Territory::Requester(region),
+            ContentRequest::Manifest | ContentRequest::Availability => Territory::Holder,
+        };
+        if let Err(refusal) = self.policy.check(item.manifest(), territory) {
+            return refuse(refusal.reason, refusal.detail);
+        }
+        match wanted {
+            ContentRequest::Manifest => Response::Manifest {
+                envelope: item.manifest().envelope().encode(),
+            },
+            ContentRequest::Availability => {
+                let live = item.live();
+                Response::Availability {
+                    files: live.have.clone(),
+                }
+            }
+            ContentRequest::Chunk { file, index, .. } => {
+                let response = self.serve_chunk(item.clone(), file, index, payload).await;
+                // Asked again once the chunk is read: a revocation or the end of the licence
+                // window that came while it was read stops it from leaving.
+                if let Response::Chunk { .. } = &response
+                    && let Err(refusal) = self.policy.check(item.manifest(), territory)
+                {
+                    payload.clear();
+                    return refuse(refusal.reason, refusal.detail);
+                }
+                // Counted only now, past the second policy check: a chunk refused there is
+                // not served.
+                if let Response::Chunk { len, .. } = &response {
+                    self.peers.served(peer, u64::from(*len));
+                }
+                response
+            }
+        }
+    }
+
+    /// Answers `CatalogHead` and `CatalogPart` requests from the catalogs this node accepted.
+    pub(crate) fn serve_catalog(&self, request: &Request, payload: &mut Vec<u8>) -> Response {
+        match *request {
+            Request::CatalogHead { publisher } => match self.catalogs.held(&publisher) {
+                Some(held) => Response::CatalogHead {
+                    envelope: held.head.envelope_bytes().to_vec(),
+                },
+                None => refuse(
+                    RefusalReason::NotHeld,
+                    format!("no catalog of publisher {publisher} is held here"),
+                ),
+            },
+            Request::CatalogPart {
+                publisher,
+                catalog_hash,
+                offset,
+            } => {
+                let Some(held) = self.catalogs.held(&publisher) else {
+                    return refuse(
+                        RefusalReason::NotHeld,
+                        format!("no catalog of publisher {publisher} is held here"),
+                    );
+                };
+                if held.head.head().catalog_hash != catalog_hash {
+                    return refuse(
+                        RefusalReason::NotHeld,
+                        format!(
+                            "catalog {catalog_hash} of {publisher} is not held here (the newest held is {})",
+                            held.head.head().sequence
+                        ),
+                    );
+                }
+                let total = held.envelope.len() as u64;
+                if offset % u64::from(CATALOG_PART_BYTES) != 0 || offset > total {
+                    return refuse(
+                        RefusalReason::BadRequest,
+                        format!(
+                            "catalog offset {offset} is not a part boundary within {total} bytes"
+                        ),
+                    );
+                }
+                let end = total.min(offset + u64::from(CATALOG_PART_BYTES));
+                payload.clear();
+                payload.extend_from_slice(&held.envelope[offset as usize..end as usize]);
+                Response::CatalogPart {
+                    total_len: total,
+                    offset,
+                    len: (end - offset) as u32,
+                }
+            }
+            _ => refuse(RefusalReason::BadRequest, "not a catalog request"),
+        }
+    }
+}
+
+impl Responder for Server {
+    async fn respond(&self, peer: PeerId, request: Request, payload: &mut Vec<u8>) -> Response {
+        let response = self.answer(peer, request, payload).await;
+        // Every refusal is counted here, once, whatever refused it.
+        if let Response::Refused { reason, .. } = &response {
+            self.metrics.refused(*reason);
+        }
+        response
+    }
+
+    fn protocol_violation(&self, peer: PeerId, reason: &str) {
+        let peers = self.peers.clone();
+        let reason = format!("protocol violation: {reason}");
+        tokio::spawn(async move { peers.ban(peer, &reason).await });
+    }
+}
+
+impl Server {
     /// Answers a chunk request (after the policy said yes): reads the chunk and checks it
     /// before it is sent (see the module docs).
-    pub(crate) async fn serve_chunk(
+    async fn serve_chunk(
         &self,
         item: Arc<Item>,
         file: u32,
         index: u64,
         payload: &mut Vec<u8>,
     ) -> Response {
-        let manifest = item.manifest.manifest();
+        let manifest = item.manifest().manifest();
         let Some(entry) = manifest.files.get(file as usize) else {
             return refuse(
                 RefusalReason::BadRequest,
@@ -157,7 +391,7 @@ impl Node {
             );
         }
         let (tree, stamp) = {
-            let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            let live = item.live();
             if !live.have[file as usize].get(index) {
                 return refuse(RefusalReason::NotHeld, "chunk not held here");
             }
@@ -169,9 +403,9 @@ impl Node {
         let proof = match tree.as_ref().and_then(|t| t.cached_audit_path(index)) {
             Some(proof) => Some(proof),
             None => {
-                let store = self.inner.store.clone();
+                let store = self.store.clone();
                 let id = item.id();
-                blocking(move || {
+                tokio::task::spawn_blocking(move || {
                     // A complete file's proof from its proof tree (its block read from the
                     // store); a partial file's, or one whose blocks are not stored yet (the
                     // moment its download completes), the proof stored with the chunk.
@@ -193,11 +427,11 @@ impl Node {
         };
         let buffer = std::mem::take(payload);
         let reading = item.clone();
-        let read = blocking(move || {
+        let read = tokio::task::spawn_blocking(move || {
             let mut buffer = buffer;
             let result = read_verified_chunk(
-                &reading.dir,
-                reading.manifest.manifest(),
+                reading.dir(),
+                reading.manifest().manifest(),
                 file as usize,
                 index,
                 stamp.as_ref(),
@@ -226,7 +460,7 @@ impl Node {
                         )
                     }
                     ServeFailure::Unreadable { .. } => {
-                        self.inner.metrics.serve_io_errors.inc();
+                        self.metrics.serve_io_errors.inc();
                         log_read_error(&item, &failure);
                         Response::Busy {
                             retry_after_ms: BUSY_RETRY_MS,
@@ -243,15 +477,10 @@ impl Node {
     /// Takes file `file` of `item` out of service because `problem` shows it changed on disk:
     /// clears its bits (memory and store), marks the item failed with the reason, counts it.
     /// A no-op for a file already out of service.
-    pub(crate) async fn take_file_out_of_service(
-        &self,
-        item: &Arc<Item>,
-        file: u32,
-        problem: &str,
-    ) {
+    async fn take_file_out_of_service(&self, item: &Arc<Item>, file: u32, problem: &str) {
         let id = item.id();
         let cleared = {
-            let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            let mut live = item.live();
             let Some(bits) = live.have.get_mut(file as usize) else {
                 return;
             };
@@ -269,16 +498,20 @@ impl Node {
             ));
             cleared
         };
-        self.inner.metrics.files_changed.inc();
+        self.metrics.files_changed.inc();
         warn!(%id, "stops serving a file: {problem}");
-        let store = self.inner.store.clone();
-        match blocking(move || store.replace_bitfield(&id, file, &cleared)).await {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.replace_bitfield(&id, file, &cleared)).await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(%id, "cannot record that file {file} changed: {e}"),
             Err(e) => warn!(%id, "cannot record that file {file} changed: {e}"),
         }
-        if let Err(e) = self.save_record(item).await {
-            warn!(%id, "cannot save its state: {e}");
+        let (store, saving) = (self.store.clone(), item.clone());
+        match tokio::task::spawn_blocking(move || saving.save(&store)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(%id, "cannot save its state: {e}"),
+            Err(e) => warn!(%id, "cannot save its state: {e}"),
         }
     }
 }

@@ -561,6 +561,19 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// An answer made up, with `payload` as its payload (a fake peer's, in unit tests).
+    #[cfg(test)]
+    pub(crate) fn made_up(response: Response, payload: Vec<u8>) -> Reply {
+        Reply {
+            response,
+            frame: PooledFrame {
+                bytes: payload,
+                pool: FramePool::default(),
+            },
+            payload_start: 0,
+        }
+    }
+
     /// The payload bytes (a chunk or catalog part); empty for other responses.
     pub fn payload(&self) -> &[u8] {
         &self.frame.bytes[self.payload_start..]

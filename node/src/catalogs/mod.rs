@@ -53,7 +53,7 @@ use licet_proto::{
     catalog::{VerifiedCatalog, VerifiedCatalogHead, catalog_hash, catalog_head_key},
     manifest::VerifiedManifest,
     policy::{CatalogAcceptance, CatalogRejection, Refusal, RefusalReason, Territory},
-    wire::{CATALOG_PART_BYTES, Request, Response},
+    wire::{Request, Response},
 };
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -62,7 +62,7 @@ use crate::{
     contract::{ApiError, ApiErrorKind, CatalogInfo},
     fetch,
     net::{self, NetworkEvent},
-    node::{Node, blocking, internal, refuse},
+    node::{Node, blocking, internal},
     store::{ContentOrigin, RecordState},
 };
 
@@ -440,13 +440,13 @@ impl Node {
     /// window, or of a publisher no longer trusted.
     pub(crate) async fn stop_announcing_refused(&self, publisher: Option<&PublicKey>) {
         let items: Vec<_> = self
-            .lock_items()
-            .values()
-            .filter(|item| publisher.is_none_or(|p| item.manifest.manifest().publisher == *p))
+            .items()
+            .iter()
+            .filter(|item| publisher.is_none_or(|p| item.manifest().manifest().publisher == *p))
             .cloned()
             .collect();
         for item in items {
-            if let Err(refusal) = self.policy_check(&item.manifest, Territory::Holder) {
+            if let Err(refusal) = self.policy_check(item.manifest(), Territory::Holder) {
                 // The periodic sweep meets the same refused items every time: not worth a line.
                 if publisher.is_some() {
                     info!(id = %item.id(), "no longer served: {refusal}");
@@ -608,60 +608,6 @@ impl Node {
             return Err("the catalog does not match its head".to_owned());
         }
         Ok(catalog)
-    }
-
-    /// Answers `CatalogHead` and `CatalogPart` requests from the catalogs this node accepted.
-    pub(crate) fn serve_catalog(&self, request: &Request, payload: &mut Vec<u8>) -> Response {
-        match *request {
-            Request::CatalogHead { publisher } => match self.lock_held().get(&publisher) {
-                Some(held) => Response::CatalogHead {
-                    envelope: held.head.envelope_bytes().to_vec(),
-                },
-                None => refuse(
-                    RefusalReason::NotHeld,
-                    format!("no catalog of publisher {publisher} is held here"),
-                ),
-            },
-            Request::CatalogPart {
-                publisher,
-                catalog_hash,
-                offset,
-            } => {
-                let Some(held) = self.lock_held().get(&publisher).cloned() else {
-                    return refuse(
-                        RefusalReason::NotHeld,
-                        format!("no catalog of publisher {publisher} is held here"),
-                    );
-                };
-                if held.head.head().catalog_hash != catalog_hash {
-                    return refuse(
-                        RefusalReason::NotHeld,
-                        format!(
-                            "catalog {catalog_hash} of {publisher} is not held here (the newest held is {})",
-                            held.head.head().sequence
-                        ),
-                    );
-                }
-                let total = held.envelope.len() as u64;
-                if offset % u64::from(CATALOG_PART_BYTES) != 0 || offset > total {
-                    return refuse(
-                        RefusalReason::BadRequest,
-                        format!(
-                            "catalog offset {offset} is not a part boundary within {total} bytes"
-                        ),
-                    );
-                }
-                let end = total.min(offset + u64::from(CATALOG_PART_BYTES));
-                payload.clear();
-                payload.extend_from_slice(&held.envelope[offset as usize..end as usize]);
-                Response::CatalogPart {
-                    total_len: total,
-                    offset,
-                    len: (end - offset) as u32,
-                }
-            }
-            _ => refuse(RefusalReason::BadRequest, "not a catalog request"),
-        }
     }
 
     /// Takes gossip messages from the network until it stops.
@@ -851,23 +797,23 @@ impl Node {
         };
         // Drop what was mirrored and is withdrawn now.
         let mirrored: Vec<_> = self
-            .lock_items()
-            .values()
+            .items()
+            .iter()
             .filter(|item| {
-                item.manifest.manifest().publisher == publisher
+                item.manifest().manifest().publisher == publisher
                     && item.origin() == ContentOrigin::Downloaded
-                    && item.dir == self.mirror_dir(&item.id())
+                    && item.dir() == self.mirror_dir(&item.id())
             })
             .cloned()
             .collect();
         let mut active = 0;
         for item in mirrored {
-            if self.withdrawal(&item.manifest).is_some() {
+            if self.withdrawal(item.manifest()).is_some() {
                 info!(id = %item.id(), "mirror drops withdrawn content");
                 if let Err(e) = self.remove_item(item.id()).await {
                     warn!(id = %item.id(), "cannot drop withdrawn content: {e}");
                 }
-                let dir = item.dir.clone();
+                let dir = item.dir().to_path_buf();
                 let _ = blocking(move || std::fs::remove_dir_all(dir)).await;
             } else if item.state() == RecordState::Downloading {
                 active += 1;
@@ -888,7 +834,7 @@ impl Node {
                 continue;
             }
             lookups += 1;
-            let manifest = match fetch::find_manifest(self, id, &[]).await {
+            let manifest = match fetch::find_manifest(&self.fetching(), id, &[]).await {
                 Ok(manifest) => manifest,
                 Err(e) => {
                     debug!(%id, "mirror: manifest not found yet: {e}");

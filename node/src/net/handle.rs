@@ -90,6 +90,18 @@ pub struct Network {
 pub struct NetworkStopped;
 
 impl Network {
+    /// A handle to no event loop, for unit tests of the parts above the network: every request
+    /// answers [`NetworkStopped`].
+    #[cfg(test)]
+    pub(crate) fn detached() -> Network {
+        let (commands, _) = mpsc::channel(1);
+        Network {
+            commands,
+            control: libp2p_stream::Behaviour::new().new_control(),
+            local_peer_id: PeerId::random(),
+        }
+    }
+
     /// This node's peer id.
     pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id

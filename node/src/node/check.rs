@@ -135,7 +135,7 @@ impl Node {
             ));
         };
         let (trees, held) = {
-            let live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            let live = item.live();
             if live.downloading {
                 return Err(ApiError::new(
                     ApiErrorKind::Conflict,
@@ -147,7 +147,7 @@ impl Node {
         let store = self.inner.store.clone();
         let checking = item.clone();
         let found = blocking(move || {
-            let manifest = checking.manifest.manifest();
+            let manifest = checking.manifest().manifest();
             let mut found = Vec::with_capacity(held.len());
             for (file, (tree, bits)) in trees.iter().zip(&held).enumerate() {
                 // A file verified once (it has a proof tree) is checked against its stored leaves.
@@ -156,7 +156,7 @@ impl Node {
                     None => None,
                 };
                 let check = check_file(
-                    &checking.dir,
+                    checking.dir(),
                     manifest,
                     file,
                     leaves.as_deref(),
@@ -175,7 +175,7 @@ impl Node {
 
         let problems: Vec<String> = found.iter().filter_map(|f| f.problem.clone()).collect();
         {
-            let mut live = item.live.lock().unwrap_or_else(|p| p.into_inner());
+            let mut live = item.live();
             for (file, check) in found.into_iter().enumerate() {
                 live.have[file] = check.bits;
                 if check.stamp.is_some() {

@@ -1,7 +1,7 @@
-//! What the node remembers about other peers: bytes each way, bans and past offences.
+//! What the node remembers about other peers: bytes each way, bans and past offences (the book).
 //!
-//! [`PeerBook`] is plain data behind the node's lock; it never talks to the network. The node
-//! blocks a banned peer in the swarm and unblocks the peers [`PeerBook::sweep`] returns. Every
+//! [`PeerBook`] is plain data behind the lock of [`super::Peers`]; it never talks to the network.
+//! `Peers` blocks a banned peer in the swarm and unblocks the peers [`PeerBook::sweep`] returns. Every
 //! method takes the time (`now`) from its caller, so tests drive the clock.
 //!
 //! Invariants:

@@ -1,0 +1,55 @@
+//! The one mapping of the node's domain errors to the control API's [`ApiError`] (and so to
+//! HTTP statuses): the parts below the API edge return their own errors; the control API's
+//! methods turn them into `ApiError` here.
+
+use licet_proto::policy;
+
+use crate::{
+    contract::{self, ApiError, ApiErrorKind},
+    fetch::FetchError,
+    store::StoreError,
+};
+
+/// Runs a blocking closure on a blocking thread, mapping a panic or cancellation to an error.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| internal(format!("background task failed: {e}")))
+}
+
+/// An internal failure, with its message.
+pub(crate) fn internal(message: impl Into<String>) -> ApiError {
+    ApiError::new(ApiErrorKind::Internal, message)
+}
+
+/// A store failure: internal, naming the database.
+pub(crate) fn store_error(e: StoreError) -> ApiError {
+    match e {
+        // Names the database itself, and says it recovers.
+        StoreError::Unavailable(_) => internal(e.to_string()),
+        e => internal(format!("node database: {e}")),
+    }
+}
+
+/// A policy refusal as the API states it.
+pub(crate) fn to_api_refusal(refusal: policy::Refusal) -> contract::Refusal {
+    contract::Refusal {
+        reason: refusal.reason,
+        detail: refusal.detail,
+    }
+}
+
+/// A manifest that could not be had: refused by the peers that have it, or found nowhere.
+pub(crate) fn fetch_error(e: FetchError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        FetchError::Refused { reason, detail, .. } => ApiError::refused(
+            ApiErrorKind::Refused,
+            message,
+            contract::Refusal { reason, detail },
+        ),
+        FetchError::Unavailable { .. } => ApiError::new(ApiErrorKind::Unavailable, message),
+    }
+}

@@ -1,0 +1,180 @@
+//! The peers part: what the node knows of other peers and how it talks to them. It owns the
+//! peer book ([`book`]: bytes each way, bans, past offences), the pool of transfer sessions
+//! (one long-lived [`Session`] per peer) and the frame buffers those sessions read answers into.
+//! Fetching, catalog fetches and serving reach peers only through [`Peers`].
+//!
+//! Invariants:
+//! - a banned peer gets no session and is blocked in the swarm (disconnected, refused) until its
+//!   ban ends (see [`book`] for how long); its session, if any, is dropped when it is banned;
+//! - a request that broke the protocol (an oversize, truncated or undecodable answer) bans its
+//!   peer; any failed request drops the session, so the next one opens a new stream;
+//! - at most one session per peer is kept: two tasks that open one at once keep the first;
+//! - transfer streams never cross a relay: a session waits up to [`DIRECT_CONNECTION_WAIT`] for
+//!   a direct connection (a hole punch) to a peer reached through one.
+
+pub mod book;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use libp2p::PeerId;
+use tracing::{info, warn};
+
+pub use book::{PEER_SWEEP_INTERVAL, PeerBook, PeerView};
+
+use crate::{
+    metrics::Metrics,
+    net::Network,
+    transfer::{FramePool, Session, SessionError},
+};
+
+/// How long a session waits for a direct connection to a peer reached through a relay (the
+/// hole punch takes a round trip or two, and a retry).
+pub const DIRECT_CONNECTION_WAIT: Duration = Duration::from_secs(15);
+
+/// The handle to the peers part. Cheap to clone; every clone is the same part.
+#[derive(Clone)]
+pub struct Peers(Arc<PeersInner>);
+
+struct PeersInner {
+    book: Mutex<PeerBook>,
+    sessions: tokio::sync::Mutex<HashMap<PeerId, Arc<Session>>>,
+    /// Buffers the sessions read answers into, reused across chunks.
+    frames: FramePool,
+    network: Network,
+    metrics: Arc<Metrics>,
+}
+
+impl Peers {
+    /// An empty book and no session; bans are carried out on `network`.
+    pub fn new(network: Network, metrics: Arc<Metrics>) -> Peers {
+        Peers(Arc::new(PeersInner {
+            book: Mutex::new(PeerBook::new()),
+            sessions: tokio::sync::Mutex::new(HashMap::new()),
+            frames: FramePool::default(),
+            network,
+            metrics,
+        }))
+    }
+
+    fn book(&self) -> MutexGuard<'_, PeerBook> {
+        self.0.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the book (for the `peers` listing).
+    pub fn with_book<R>(&self, read: impl FnOnce(&PeerBook) -> R) -> R {
+        read(&self.book())
+    }
+
+    /// Whether `peer` is banned.
+    pub fn is_banned(&self, peer: &PeerId) -> bool {
+        self.book().is_banned(peer, Instant::now())
+    }
+
+    /// Bans `peer`: disconnects it, refuses it until the ban ends, and records why.
+    pub async fn ban(&self, peer: PeerId, reason: &str) {
+        let Some(ban) = self.book().ban(peer, reason, Instant::now()) else {
+            return;
+        };
+        warn!(
+            %peer,
+            "banned for {} s (offence {}): {reason}",
+            ban.duration.as_secs(),
+            ban.offence
+        );
+        self.0.metrics.peers_banned.inc();
+        self.0.sessions.lock().await.remove(&peer);
+        let _ = self.0.network.ban(peer).await;
+        if let Some(released) = ban.released {
+            let _ = self.0.network.unban(released).await;
+        }
+    }
+
+    /// Counts a chunk that failed verification and bans its sender (`peers` says who: the
+    /// metric has no per-peer label, so it does not grow with every peer id).
+    pub async fn bad_chunk(&self, peer: PeerId, what: &str) {
+        self.0.metrics.bad_chunks.inc();
+        self.ban(peer, what).await;
+    }
+
+    /// Counts payload bytes received from `peer`.
+    pub fn received(&self, peer: PeerId, bytes: u64) {
+        self.0.metrics.bytes_in.inc_by(bytes);
+        self.book().received(peer, bytes, Instant::now());
+    }
+
+    /// Counts a chunk of `bytes` served to `peer`.
+    pub fn served(&self, peer: PeerId, bytes: u64) {
+        self.0.metrics.chunks_served.inc();
+        self.0.metrics.bytes_out.inc_by(bytes);
+        self.book().sent(peer, bytes, Instant::now());
+    }
+
+    /// One sweep (every [`PEER_SWEEP_INTERVAL`]): unblocks peers whose ban ended and forgets
+    /// idle peers. `false` once the network has stopped.
+    pub async fn sweep(&self) -> bool {
+        let Ok(connected) = self.0.network.connected().await else {
+            return false;
+        };
+        let connected: HashSet<PeerId> = connected.into_iter().map(|(p, _)| p).collect();
+        let ended = self.book().sweep(Instant::now(), &connected);
+        // A peer banned again since the sweep stays blocked.
+        for peer in ended.into_iter().filter(|p| !self.is_banned(p)) {
+            info!(%peer, "ban ended");
+            let _ = self.0.network.unban(peer).await;
+        }
+        true
+    }
+
+    /// The transfer session with `peer`, opening (and dialing) if needed.
+    pub async fn session(&self, peer: PeerId) -> Result<Arc<Session>, SessionError> {
+        if self.is_banned(&peer) {
+            return Err(SessionError::Open("peer is banned".to_owned()));
+        }
+        let mut sessions = self.0.sessions.lock().await;
+        if let Some(session) = sessions.get(&peer) {
+            if session.failure().is_none() {
+                return Ok(session.clone());
+            }
+            sessions.remove(&peer);
+        }
+        drop(sessions);
+        let network = &self.0.network;
+        match network.dial_peer(peer).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(SessionError::Open(e)),
+            Err(e) => return Err(SessionError::Open(e.to_string())),
+        }
+        // Transfer streams never cross a relay: a peer reached through one gets a moment for
+        // the hole punch that follows.
+        if !network.wait_direct(peer, DIRECT_CONNECTION_WAIT).await {
+            return Err(SessionError::Open(
+                "reachable only through a relay (no direct connection: the hole punch failed)"
+                    .to_owned(),
+            ));
+        }
+        let mut control = network.stream_control();
+        let session = Arc::new(Session::open(&mut control, peer, self.0.frames.clone()).await?);
+        let mut sessions = self.0.sessions.lock().await;
+        // Another task may have opened one meanwhile; keep the first.
+        Ok(sessions.entry(peer).or_insert(session).clone())
+    }
+
+    /// Drops the session with `peer` (it failed).
+    pub async fn drop_session(&self, peer: &PeerId) {
+        self.0.sessions.lock().await.remove(peer);
+    }
+
+    /// A request to `peer` failed with `error`: the session is dropped, and a peer that broke
+    /// the protocol (an oversize, truncated or undecodable answer) is banned too.
+    pub async fn request_failed(&self, peer: PeerId, error: &SessionError) {
+        if let SessionError::Protocol(reason) = error {
+            self.ban(peer, &format!("protocol violation: {reason}"))
+                .await;
+        }
+        self.drop_session(&peer).await;
+    }
+}
