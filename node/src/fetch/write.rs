@@ -69,19 +69,21 @@ pub(super) async fn write_chunks<N: FetchNet>(
         .await?;
         files = Some(chunk_files);
         result?;
+        let count = batch.len() as u64;
         {
+            // The bits and the count change under one lock, so that a reader of both (`ls`)
+            // never sees a chunk held that is not counted as fetched.
             let mut live = item.live();
             for chunk in &batch {
                 live.have[chunk.chunk.0 as usize].set(chunk.chunk.1, true);
             }
+            item.count_fetched(count);
         }
         if let Some(requested) = first_batch.take() {
             ctx.metrics
                 .first_chunk
                 .observe(requested.elapsed().as_secs_f64());
         }
-        let count = batch.len() as u64;
-        item.count_fetched(count);
         ctx.metrics.chunks_fetched.inc_by(count);
         item.add_sources(batch.iter().map(|chunk| chunk.peer));
     }
