@@ -32,8 +32,10 @@ use licet_proto::{ManifestId, wire::Bitfield};
 use redb::ReadableTable;
 
 use super::{
-    BITFIELDS_NAME, CHUNK_LEAVES_NAME, ChunkKey, MAX_STORED_CHUNKS_PER_FILE, Store, StoreError,
-    chunk_key, file_key_name,
+    MAX_STORED_CHUNKS_PER_FILE, Store, StoreError,
+    schema::{
+        BITFIELDS_NAME, CHUNK_LEAVES_NAME, ChunkKey, chunk_key, chunk_key_name, file_key_name,
+    },
 };
 
 /// Longest LEB128 varint of a `u64` (postcard's length prefix).
@@ -61,7 +63,7 @@ impl Store {
             if chunk >= base.len() {
                 return Err(StoreError::Corrupt {
                     table: CHUNK_LEAVES_NAME,
-                    key: super::chunk_key_name(id, file, chunk),
+                    key: chunk_key_name(id, file, chunk),
                     reason: format!("a chunk past the end of a file of {} chunks", base.len()),
                 });
             }
@@ -111,8 +113,8 @@ mod tests {
     use super::*;
     use crate::{
         store::{
-            BITFIELDS, CHUNK_LEAVES, CommittedChunk, ContentOrigin, ContentRecord, FileState,
-            RecordState, file_key,
+            CommittedChunk, ContentOrigin, ContentRecord, FileState, RecordState,
+            schema::{BITFIELDS, CHUNK_LEAVES, file_key},
         },
         test_support,
     };
