@@ -17,6 +17,7 @@
 //! | `mod.rs` | [`Store`]: opening it, its health, the transactions every other file uses |
 //! | `schema.rs` | the tables, their keys, the stored forms of values and their size limits |
 //! | `opening.rs`, `probe_backend.rs` | whether a file is ours (without writing to it); creating a new one |
+//! | `atomic_file.rs` | writing a file that appears whole or not at all (also the node's key and API files) |
 //! | `trust.rs` | the trust store and the mirrored publishers |
 //! | `items.rs` | manifests and content items |
 //! | `chunks.rs`, `held_chunks.rs`, `leaf_blocks.rs`, `proof_tree.rs` | per-file chunk state: held chunks, proofs, leaves |
@@ -55,8 +56,9 @@
 //!    memory whatever redb writes while opening (the repair of a file that was not shut down
 //!    cleanly, header flags). Only a file found to be ours is then opened for writing.
 //! 2. **A new file appears complete.** A new state file is created under a temporary name in the
-//!    same directory, given its tables and `meta`, and only then linked into place, so a crash
-//!    during creation never leaves a file at the path that the next start would refuse.
+//!    same directory, given its tables and `meta`, and only then linked into place
+//!    ([`atomic_file`]), so a crash during creation never leaves a file at the path that the
+//!    next start would refuse.
 //! 3. **Bounded decoding; damage is an error, not a panic.** Every value is written with
 //!    [`licet_proto::encoding::encode`] and read with [`licet_proto::encoding::decode`] under an
 //!    explicit limit. Writes check the same limits (and the shapes below), so a value that does
@@ -98,6 +100,7 @@
 //!    append-only: never reorder or remove a variant. Any other change to a stored layout bumps
 //!    [`STATE_FORMAT_VERSION`]; a file of a newer version is refused, never misread.
 
+pub mod atomic_file;
 mod catalogs;
 mod chunks;
 mod compaction;

@@ -4,11 +4,10 @@
 
 use std::{
     fmt,
-    fs::{File, OpenOptions},
+    fs::File,
     io::{self, Read as _},
     panic::{self, AssertUnwindSafe},
     path::Path,
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use licet_proto::encoding;
@@ -19,6 +18,7 @@ use redb::{
 
 use super::{
     STATE_FORMAT_VERSION, STATE_MAGIC, StoreError,
+    atomic_file::{self, IfExists},
     probe_backend::ProbeBackend,
     schema::{MAX_META_VALUE_BYTES, META, META_MAGIC, META_NAME, META_VERSION, create_tables},
 };
@@ -242,39 +242,19 @@ fn check_meta(db: &impl ReadableDatabase, path: &Path) -> Result<(), StoreError>
     }
 }
 
-/// Creates a new state file at `path` (invariant 2). If another process creates it first, leaves
-/// theirs in place.
+/// Creates a new state file at `path` (invariant 2), through [`atomic_file`]. If another
+/// process creates it first, leaves theirs in place: it is probed like any existing file.
 pub(super) fn create_state_file(path: &Path) -> Result<(), StoreError> {
-    let Some(name) = path.file_name() else {
-        return Err(open_error(path, "the path does not name a file"));
-    };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let temp = dir.join(format!(
-        ".{}.{}.{nanos}.creating",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = initialize(&temp).and_then(|()| link_into_place(&temp, path));
-    // The temporary name is gone either way (after a link, the file lives on at `path`).
-    let _ = std::fs::remove_file(&temp);
-    result.map_err(|e| open_error(path, format!("cannot create it: {e}")))?;
-    sync_dir(dir).map_err(|e| open_error(path, format!("cannot sync its directory: {e}")))
+    // Mode 0600 whatever the umask: the file holds the trust store and every content path.
+    atomic_file::write_atomic_with(path, 0o600, IfExists::Keep, |file| {
+        initialize(file).map_err(io::Error::other)
+    })
+    .map(drop)
+    .map_err(|e| open_error(path, format!("cannot create it: {e}")))
 }
 
-/// Writes a complete, empty state database to the new file `temp`.
-fn initialize(temp: &Path) -> Result<(), String> {
-    let mut options = OpenOptions::new();
-    options.read(true).write(true).create_new(true);
-    // Mode 0600 whatever the umask: the file holds the trust store and every content path.
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options.open(temp).map_err(|e| e.to_string())?;
+/// Writes a complete, empty state database to the new, empty `file`.
+fn initialize(file: File) -> Result<(), String> {
     let backend = FileBackend::new(file).map_err(|e| e.to_string())?;
     let db = Builder::new()
         .set_cache_size(PROBE_CACHE_BYTES)
@@ -295,30 +275,6 @@ fn initialize(temp: &Path) -> Result<(), String> {
     // Durability::Immediate (the default): the commit is fsynced.
     txn.commit().map_err(|e| e.to_string())?;
     db.close().map_err(|e| e.to_string())
-}
-
-/// Gives the finished `temp` the name `path` unless something already has it.
-fn link_into_place(temp: &Path, path: &Path) -> Result<(), String> {
-    match std::fs::hard_link(temp, path) {
-        Ok(()) => Ok(()),
-        // Another process created it meanwhile: theirs is probed like any existing file.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        // A filesystem without hard links (FAT): rename, which replaces, so check first.
-        Err(_) if !path.exists() => std::fs::rename(temp, path).map_err(|e| e.to_string()),
-        Err(_) => Ok(()),
-    }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
