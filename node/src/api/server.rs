@@ -52,15 +52,7 @@
 //! - This module only translates HTTP to [`NodeApi`] calls and back; it holds no node state.
 //! - Binding is the caller's job, and the caller binds 127.0.0.1 only.
 
-use std::{
-    fmt::Display,
-    future::Future,
-    io::{self, Write as _},
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    str::FromStr,
-    sync::Arc,
-};
+use std::{fmt::Display, future::Future, io, net::SocketAddr, path::Path, str::FromStr, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -82,6 +74,7 @@ use crate::{
         TrustAddRequest, TrustEntry, TrustReply,
     },
     metrics::format,
+    store::atomic_file::write_atomic,
 };
 
 /// The token file's name in the data directory.
@@ -585,51 +578,6 @@ pub fn remove_api_files(data_dir: &Path) {
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove API file"),
         }
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory (created with `mode`
-/// on Unix, synced, then renamed over `path`), so readers see the old file or the whole new one.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut nonce = [0u8; 8];
-    getrandom::fill(&mut nonce)
-        .map_err(|e| io::Error::other(format!("the system random source failed: {e}")))?;
-    let tmp = dir.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        hex::encode(nonce)
-    ));
-    let context = |what: &str, e: io::Error| {
-        io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()))
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let result = options
-        .open(&tmp)
-        .and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
-        })
-        .map_err(|e| context("write", e))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| context("replace", e)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// A fake [`NodeApi`] and a server on loopback, shared by this module's tests and the CLI's.

@@ -487,3 +487,33 @@ impl Metrics {
         text
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use libp2p::PeerId;
+
+    use super::*;
+
+    /// Regression (issue 13: "`licet_bad_chunks_total` is labelled per peer id"): however many
+    /// peers send bad chunks, `/metrics` has one `licet_bad_chunks_total` series, without a
+    /// label, and names none of them.
+    #[test]
+    fn bad_chunks_are_one_series_whatever_peers_send_them() {
+        let metrics = Metrics::new();
+        let liars: Vec<PeerId> = (0..1000).map(|_| PeerId::random()).collect();
+        for _liar in &liars {
+            // What the node does for each chunk that fails verification, whoever sent it.
+            metrics.bad_chunks.inc();
+        }
+        let text = metrics.render();
+        let samples: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with("licet_bad_chunks_total"))
+            .collect();
+        assert_eq!(samples, ["licet_bad_chunks_total 1000"], "{text}");
+        assert!(
+            liars.iter().all(|liar| !text.contains(&liar.to_string())),
+            "a peer id is in the metrics"
+        );
+    }
+}

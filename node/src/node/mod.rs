@@ -166,22 +166,12 @@ fn load_identity(data_dir: &Path) -> Result<identity::Keypair, StartError> {
             let bytes = keypair
                 .to_protobuf_encoding()
                 .map_err(|e| err(e.to_string()))?;
-            write_private(&path, &bytes).map_err(|e| err(e.to_string()))?;
+            crate::store::atomic_file::write_atomic(&path, &bytes, 0o600)
+                .map_err(|e| err(e.to_string()))?;
             Ok(keypair)
         }
         Err(e) => Err(err(e.to_string())),
     }
-}
-
-/// Writes `bytes` to `path` atomically with mode 0600.
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 impl Node {

@@ -367,6 +367,35 @@ mod tests {
         assert_eq!(book.view(&busy, later).unwrap().bytes_out, 50);
     }
 
+    /// Regression (issue 13: "the peers map is never pruned"): liars that take a new peer id
+    /// for every bad chunk, round after round as their bans run out, and thousands of peers
+    /// fed or served once, never take the book past its bound, even before a sweep.
+    #[test]
+    fn liars_changing_ids_round_after_round_keep_the_book_bounded() {
+        let mut book = PeerBook::new();
+        let mut now = Instant::now();
+        let bound = MAX_TRACKED_PEERS + MAX_BANNED_PEERS;
+        for _round in 0..2 {
+            for i in 0..MAX_BANNED_PEERS + 100 {
+                now += Duration::from_millis(1);
+                // A bad chunk bans its sender (`Node::bad_chunk`); others are fed or served.
+                book.ban(peer(), "bad chunk", now);
+                book.received(peer(), 1, now);
+                book.sent(peer(), 1, now);
+                if i % 512 == 0 {
+                    assert!(book.len() <= bound, "{} peers", book.len());
+                }
+            }
+            assert!(book.len() <= bound, "{} peers", book.len());
+            assert_eq!(book.banned(now).len(), MAX_BANNED_PEERS);
+            // Every ban runs out; the offences are still remembered.
+            now += BAN_MAX;
+            assert!(book.banned(now).is_empty());
+        }
+        book.sweep(now, &HashSet::new());
+        assert!(book.len() <= bound, "{} peers", book.len());
+    }
+
     #[test]
     fn the_book_stays_bounded_whatever_peers_do() {
         let mut book = PeerBook::new();

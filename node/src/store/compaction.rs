@@ -186,13 +186,13 @@ mod tests {
         // Free space to compact: a value written and deleted.
         let big = vec![7u8; 2 * MIN_RECLAIM_BYTES as usize];
         let txn = store.write().unwrap();
-        txn.open_table(super::super::MIRRORS)
+        txn.open_table(crate::store::schema::MIRRORS)
             .unwrap()
             .insert(&[1; 32], big.as_slice())
             .unwrap();
         txn.commit().unwrap();
         let txn = store.write().unwrap();
-        txn.open_table(super::super::MIRRORS)
+        txn.open_table(crate::store::schema::MIRRORS)
             .unwrap()
             .remove(&[1; 32])
             .unwrap();

@@ -32,8 +32,10 @@ use licet_proto::{ManifestId, wire::Bitfield};
 use redb::ReadableTable;
 
 use super::{
-    BITFIELDS_NAME, CHUNK_LEAVES_NAME, ChunkKey, MAX_STORED_CHUNKS_PER_FILE, Store, StoreError,
-    chunk_key, file_key_name,
+    MAX_STORED_CHUNKS_PER_FILE, Store, StoreError,
+    schema::{
+        BITFIELDS_NAME, CHUNK_LEAVES_NAME, ChunkKey, chunk_key, chunk_key_name, file_key_name,
+    },
 };
 
 /// Longest LEB128 varint of a `u64` (postcard's length prefix).
@@ -61,7 +63,7 @@ impl Store {
             if chunk >= base.len() {
                 return Err(StoreError::Corrupt {
                     table: CHUNK_LEAVES_NAME,
-                    key: super::chunk_key_name(id, file, chunk),
+                    key: chunk_key_name(id, file, chunk),
                     reason: format!("a chunk past the end of a file of {} chunks", base.len()),
                 });
             }
@@ -111,8 +113,8 @@ mod tests {
     use super::*;
     use crate::{
         store::{
-            BITFIELDS, CHUNK_LEAVES, CommittedChunk, ContentOrigin, ContentRecord, FileState,
-            RecordState, file_key,
+            CommittedChunk, ContentOrigin, ContentRecord, FileState, RecordState,
+            schema::{BITFIELDS, CHUNK_LEAVES, file_key},
         },
         test_support,
     };
@@ -201,6 +203,121 @@ mod tests {
         assert_eq!(store.bitfield(&id, 0).unwrap().unwrap(), expected);
         for &c in &order[..64 * 8] {
             assert_eq!(store.proof(&id, 0, c).unwrap(), Some(committed(c).proof));
+        }
+    }
+
+    /// A file backend that counts the bytes redb writes through it.
+    #[derive(Debug)]
+    struct CountingBackend {
+        file: redb::backends::FileBackend,
+        written: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    impl redb::StorageBackend for CountingBackend {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+            self.file.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.file.set_len(len)
+        }
+        fn sync_data(&self) -> Result<(), std::io::Error> {
+            self.file.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            self.written
+                .fetch_add(data.len() as u64, std::sync::atomic::Ordering::SeqCst);
+            self.file.write(offset, data)
+        }
+    }
+
+    /// The store at `path` (made by `Store::open`), opened through a [`CountingBackend`]; the
+    /// counter it adds to.
+    fn counting_store(
+        path: &std::path::Path,
+    ) -> (Store, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        let written = std::sync::Arc::<std::sync::atomic::AtomicU64>::default();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let backend = CountingBackend {
+            file: redb::backends::FileBackend::new(file).unwrap(),
+            written: written.clone(),
+        };
+        let db = redb::Builder::new().create_with_backend(backend).unwrap();
+        let store = Store {
+            db: super::super::reopening_db::ReopeningDb::new(
+                path,
+                db,
+                Box::new(|| Err("not reopened in this test".to_owned())),
+                std::time::Duration::from_secs(3600),
+            ),
+            path: path.to_owned(),
+        };
+        (store, written)
+    }
+
+    /// Regression (issue 13: "every batch of 8 chunks reads and rewrites the file's whole
+    /// bitfield"): the bytes a commit of 8 chunks writes to the file do not grow with the
+    /// file's chunk count. A file of 4,194,304 chunks (a 512 KiB bitfield) costs a commit what
+    /// one of 4,096 chunks (512 bytes) costs, within a few pages, and far less than its
+    /// bitfield.
+    #[test]
+    fn the_bytes_a_commit_writes_do_not_grow_with_the_files_chunk_count() {
+        const SMALL: u64 = 1 << 12;
+        const LARGE: u64 = 1 << 22;
+        const COMMITS: u64 = 8;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let (small, large) = {
+            let (store, small) = download(&dir, SMALL);
+            let size = LARGE * u64::from(MIN_CHUNK_SIZE);
+            let large = test_support::manifest_body("large", &[size])
+                .sign(&test_support::publisher(), None)
+                .unwrap();
+            let state = FileState {
+                bitfield: Bitfield::new(LARGE),
+                leaves: None,
+            };
+            let record = store.content_get(&small.id()).unwrap().unwrap().1;
+            store.content_put(&large, &record, &[state]).unwrap();
+            (small, large)
+        };
+        let (store, written) = counting_store(&path);
+        // Bytes written per commit, averaged over COMMITS batches of 8 chunks spread over the
+        // file, after one batch that settles the tables' first pages.
+        let per_commit = |id: &ManifestId, chunks: u64| {
+            let batch = |n: u64| -> Vec<CommittedChunk> {
+                (0..8)
+                    .map(|i| committed((n * 8 + i) * (chunks / 128) % chunks))
+                    .collect()
+            };
+            store.commit_chunks(id, &batch(0)).unwrap();
+            let before = written.load(std::sync::atomic::Ordering::SeqCst);
+            for n in 1..=COMMITS {
+                store.commit_chunks(id, &batch(n)).unwrap();
+            }
+            (written.load(std::sync::atomic::Ordering::SeqCst) - before) / COMMITS
+        };
+        let small_cost = per_commit(&small.id(), SMALL);
+        let large_cost = per_commit(&large.id(), LARGE);
+        let large_bitfield = LARGE / 8;
+        assert!(
+            large_cost < large_bitfield / 4,
+            "a commit into a file of {LARGE} chunks wrote {large_cost} bytes, a sizeable part of its {large_bitfield}-byte bitfield"
+        );
+        assert!(
+            large_cost <= 2 * small_cost + 16 * 1024,
+            "a commit wrote {large_cost} bytes into a file of {LARGE} chunks, {small_cost} into one of {SMALL}"
+        );
+        // The commits counted are the commits made: every chunk of every batch is held.
+        for (id, _) in [(small.id(), SMALL), (large.id(), LARGE)] {
+            let held = store.bitfield(&id, 0).unwrap().unwrap().count_ones();
+            assert_eq!(held, 8 * (COMMITS + 1));
         }
     }
 

@@ -23,8 +23,11 @@ use licet_proto::{ManifestId, MerkleHash};
 use redb::{ReadableTable, Table};
 
 use super::{
-    ChunkKey, FileKey, LEAF_BLOCKS, LEAF_BLOCKS_NAME, LEAVES, LEAVES_NAME, MAX_LEAVES_BYTES, Store,
-    StoreError, chunk_key, chunk_key_name, decode_value, file_key_name,
+    Store, StoreError,
+    schema::{
+        ChunkKey, FileKey, LEAF_BLOCKS, LEAF_BLOCKS_NAME, LEAVES, LEAVES_NAME, MAX_LEAVES_BYTES,
+        chunk_key, chunk_key_name, decode_value, file_key_name,
+    },
 };
 
 /// Leaves per stored block: a subtree of 2^10 chunks (32 KiB of hashes). A seeder recomputes a
