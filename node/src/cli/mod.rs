@@ -38,7 +38,7 @@ use reqwest::{Method, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    api::server::{API_ADDR_FILE, API_TOKEN_FILE},
+    contract::files::{API_ADDR_FILE, API_TOKEN_FILE},
     contract::{
         ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo, ContentListReply,
         ContentState, ErrorReply, GetRequest, NetworkInfo, NodeHealth, PeersReply, StatusReply,
