@@ -24,9 +24,9 @@ use reqwest::{Method, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::contract::{
-    AddQuery, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo,
-    ContentListReply, ErrorReply, GetRequest, PeersReply, PublishQuery, StatusReply,
-    TrustAddRequest, TrustEntry, TrustReply,
+    AddQuery, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo, ContentListReply,
+    ErrorReply, GetRequest, PeersReply, PublishQuery, StatusReply, TrustAddRequest, TrustEntry,
+    TrustReply,
     files::{API_ADDR_FILE, API_TOKEN_FILE},
     routes,
 };
@@ -367,7 +367,10 @@ impl ApiClient {
         body: &B,
         timeout: Duration,
     ) -> Result<R, ClientError> {
-        let request = self.http.request(method.clone(), self.url(path)?).json(body);
+        let request = self
+            .http
+            .request(method.clone(), self.url(path)?)
+            .json(body);
         let (status, bytes) = self.exchange(request, timeout).await?;
         decode_reply(status, &bytes, &format!("{method} {path}"))
     }
@@ -412,13 +415,11 @@ impl ApiClient {
 
 /// The query string's name and value pairs of a contract query type (a struct of text fields).
 fn query_pairs<Q: Serialize>(query: &Q) -> Result<Vec<(String, String)>, ClientError> {
-    let not_text = |cause: Option<Box<dyn std::error::Error + Send + Sync>>| {
-        ClientError::Transport {
-            message: "cannot write the query string (the control API carries text only)"
-                .to_owned(),
+    let not_text =
+        |cause: Option<Box<dyn std::error::Error + Send + Sync>>| ClientError::Transport {
+            message: "cannot write the query string (the control API carries text only)".to_owned(),
             cause,
-        }
-    };
+        };
     let value = serde_json::to_value(query).map_err(|e| not_text(Some(Box::new(e))))?;
     let serde_json::Value::Object(fields) = value else {
         return Err(not_text(None));
@@ -435,10 +436,8 @@ fn query_pairs<Q: Serialize>(query: &Q) -> Result<Vec<(String, String)>, ClientE
 /// Reads one API file of `data_dir`, size-checked, as trimmed text.
 fn read_api_file(data_dir: &Path, name: &str) -> Result<String, ClientError> {
     let path = data_dir.join(name);
-    let bad = |message: String, cause: Option<std::io::Error>| ClientError::BadApiFile {
-        message,
-        cause,
-    };
+    let bad =
+        |message: String, cause: Option<std::io::Error>| ClientError::BadApiFile { message, cause };
     let read = || -> std::io::Result<Result<Vec<u8>, u64>> {
         let file = std::fs::File::open(&path)?;
         let len = file.metadata()?.len();
@@ -583,7 +582,13 @@ mod tests {
             let published = client.catalog_publish(b"c".to_vec(), &[0xab, 0x01]);
             assert_eq!(published.await.unwrap().sequence, Some(7));
             assert_eq!(client.catalog_list().await.unwrap().catalogs.len(), 1);
-            assert!(client.metrics().await.unwrap().contains("licet_chunks_served"));
+            assert!(
+                client
+                    .metrics()
+                    .await
+                    .unwrap()
+                    .contains("licet_chunks_served")
+            );
         })
         .await;
         let calls = server.node.calls();

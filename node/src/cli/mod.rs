@@ -1,6 +1,6 @@
-//! The client subcommands (`trust`, `add`, `get`, `ls`, `status`, `peers`, `check`, `rm`, `catalog`): each is one or
-//! a few calls to the control API of the daemon that `licet-node run` started for the same data
-//! directory (routes in [`crate::api::server`]).
+//! The client subcommands (`trust`, `add`, `get`, `ls`, `status`, `peers`, `check`, `rm`,
+//! `catalog`): each is one or a few calls, through the typed client [`crate::api::client`], to
+//! the control API of the daemon that `licet-node run` started for the same data directory.
 //!
 //! Exit codes: 0 ok; 1 refused by the trust policy or a verification failure (a bad manifest,
 //! content that does not match it); 2 usage, I/O, no daemon running, or any other error. Errors
@@ -14,9 +14,9 @@
 //! - Paths sent to the daemon are absolute (its working directory is not ours): `--content` is
 //!   canonicalized, `-o` is made absolute against the current directory and resolved (the
 //!   daemon creates it once it has accepted the download, so a refused `get` creates nothing).
-//! - Every wait is bounded: each call has a timeout, replies are read up to [`MAX_REPLY_BYTES`],
-//!   and `get` stops watching a download that makes no progress for [`STALL_LIMIT`] (the daemon
-//!   goes on with it).
+//! - Every wait is bounded: each call has a timeout, replies are read up to
+//!   [`crate::api::client::MAX_REPLY_BYTES`], and `get` stops watching a download that makes no
+//!   progress for [`STALL_LIMIT`] (the daemon goes on with it).
 //! - Text from the daemon that came from publishers or peers (titles, names, errors) is shown with
 //!   control, bidirectional and invisible characters escaped (`\u{202e}`), so it cannot drive or
 //!   disguise the terminal.
@@ -24,7 +24,6 @@
 use std::{
     fmt::Write as _,
     io::Read as _,
-    net::SocketAddr,
     path::{Path, PathBuf},
     process::ExitCode,
     time::{Duration, Instant},
@@ -34,37 +33,22 @@ use anyhow::{Context as _, anyhow};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use licet_proto::{ManifestId, PublicKey, manifest::ShareLink, signed::SignedKind};
-use reqwest::{Method, StatusCode};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::Serialize;
 
 use crate::{
-    contract::files::{API_ADDR_FILE, API_TOKEN_FILE},
+    api::client::{ApiClient, ClientError},
     contract::{
-        ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo, ContentListReply,
-        ContentState, ErrorReply, GetRequest, NetworkInfo, NodeHealth, PeersReply, StatusReply,
-        TrustAddRequest, TrustEntry, TrustReply,
+        AddQuery, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo,
+        ContentListReply, ContentState, GetRequest, NetworkInfo, NodeHealth, PeersReply,
+        StatusReply, TrustAddRequest, TrustEntry, TrustReply,
     },
     net::reachability::Reachability,
 };
 
-/// Connecting to the daemon on loopback.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest wait for a quick call (status, lists, trust, rm, one poll of a download).
-const QUICK_CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// The longest wait for `POST /v1/downloads`: the daemon finds the manifest in the DHT and
-/// checks it before it answers.
-const START_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-/// The longest wait for `POST /v1/content`: the daemon hashes all the content before it answers
-/// (a terabyte at 200 MB/s takes under 2 hours).
-const ADD_TIMEOUT: Duration = Duration::from_secs(6 * 60 * 60);
 /// How often `get` asks how the download is going.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// `get` stops watching a download that makes no progress for this long.
 pub const STALL_LIMIT: Duration = Duration::from_secs(10 * 60);
-/// The largest reply read from the daemon (a list of many thousand items is a few MiB).
-pub const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
-/// The largest `api-addr` or `api-token` file read.
-const MAX_API_FILE_BYTES: u64 = 4096;
 /// Hex characters of a manifest id shown in tables.
 const ID_PREFIX_CHARS: usize = 16;
 /// Characters of a title shown in tables.
@@ -326,17 +310,17 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
             mirror,
             json,
         }) => {
-            let daemon = Daemon::connect(data_dir)?;
+            let client = connect(data_dir)?;
             let request = TrustAddRequest {
                 publisher,
                 name,
                 require_catalog,
                 mirror,
             };
-            let entry: TrustEntry = daemon
-                .call_json(Method::POST, "/v1/trust", &request, QUICK_CALL_TIMEOUT)
+            let entry: TrustEntry = client
+                .trust_add(&request)
                 .await
-                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+                .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
             if json {
                 print_json(&entry)
             } else {
@@ -360,11 +344,11 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
             }
         }
         ClientCommand::Trust(TrustCommand::Ls { json }) => {
-            let daemon = Daemon::connect(data_dir)?;
-            let reply: TrustReply = daemon
-                .get_json("/v1/trust")
+            let client = connect(data_dir)?;
+            let reply: TrustReply = client
+                .trust_list()
                 .await
-                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+                .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
             if json {
                 print_json(&reply)
             } else {
@@ -373,11 +357,11 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
             }
         }
         ClientCommand::Trust(TrustCommand::Rm { publisher, json }) => {
-            let daemon = Daemon::connect(data_dir)?;
-            daemon
-                .call_empty(Method::DELETE, &format!("/v1/trust/{publisher}"))
+            let client = connect(data_dir)?;
+            client
+                .trust_remove(&publisher)
                 .await
-                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+                .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
             if json {
                 print_json(&serde_json::json!({ "removed": publisher }))
             } else {
@@ -397,11 +381,11 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
             json,
         } => get(data_dir, &link, &output, replace, json, watch).await,
         ClientCommand::Ls { json } => {
-            let daemon = Daemon::connect(data_dir)?;
-            let reply: ContentListReply = daemon
-                .get_json("/v1/content")
+            let client = connect(data_dir)?;
+            let reply: ContentListReply = client
+                .content_list()
                 .await
-                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+                .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
             if json {
                 print_json(&reply)
             } else {
@@ -414,11 +398,11 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
             }
         }
         ClientCommand::Status { json } => {
-            let daemon = Daemon::connect(data_dir)?;
-            let reply: StatusReply = daemon
-                .get_json("/v1/status")
+            let client = connect(data_dir)?;
+            let reply: StatusReply = client
+                .status()
                 .await
-                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+                .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
             if json {
                 print_json(&reply)
             } else {
@@ -427,11 +411,11 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
             }
         }
         ClientCommand::Peers { json } => {
-            let daemon = Daemon::connect(data_dir)?;
-            let reply: PeersReply = daemon
-                .get_json("/v1/peers")
+            let client = connect(data_dir)?;
+            let reply: PeersReply = client
+                .peers()
                 .await
-                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+                .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
             if json {
                 print_json(&reply)
             } else {
@@ -441,16 +425,15 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
         }
         ClientCommand::Check { id, json } => check(data_dir, id, json).await,
         ClientCommand::Rm { id, json } => {
-            let daemon = Daemon::connect(data_dir)?;
-            let path = format!("/v1/content/{id}");
-            let info: ContentInfo = daemon
-                .get_json(&path)
+            let client = connect(data_dir)?;
+            let info: ContentInfo = client
+                .content_get(&id)
                 .await
-                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
-            daemon
-                .call_empty(Method::DELETE, &path)
+                .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
+            client
+                .content_remove(&id)
                 .await
-                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+                .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
             if json {
                 print_json(&serde_json::json!({ "removed": id }))
             } else {
@@ -468,11 +451,11 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
             json,
         }) => publish_catalog(data_dir, &catalog, head.as_deref(), json).await,
         ClientCommand::Catalog(CatalogCommand::Ls { json }) => {
-            let daemon = Daemon::connect(data_dir)?;
-            let reply: CatalogListReply = daemon
-                .get_json("/v1/catalogs")
+            let client = connect(data_dir)?;
+            let reply: CatalogListReply = client
+                .catalog_list()
                 .await
-                .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+                .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
             if json {
                 print_json(&reply)
             } else {
@@ -511,17 +494,10 @@ async fn publish_catalog(
     });
     let catalog_bytes = read_signed_file(catalog, SignedKind::Catalog, "catalog")?;
     let head_bytes = read_signed_file(&head_path, SignedKind::CatalogHead, "catalog head")?;
-    let daemon = Daemon::connect(data_dir)?;
-    let reply = daemon
-        .post_bytes::<CatalogInfo>(
-            "/v1/catalogs",
-            ("head", &hex::encode(&head_bytes)),
-            catalog_bytes,
-            QUICK_CALL_TIMEOUT,
-        )
-        .await;
+    let client = connect(data_dir)?;
+    let reply = client.catalog_publish(catalog_bytes, &head_bytes).await;
     // A catalog or head that does not verify, or that does not belong together, is invalid.
-    let info = reply.map_err(|e| e.into_failure(&daemon, Verdict::BadRequestIsInvalid))?;
+    let info = reply.map_err(|e| call_failure(e, &client, Verdict::BadRequestIsInvalid))?;
     if json {
         return print_json(&info);
     }
@@ -549,7 +525,7 @@ async fn add(data_dir: &Path, manifest: &Path, content: &Path, json: bool) -> Re
         .map_err(Failure::other)?;
     let content_text = utf8_path("the content directory", &content_dir)?;
     let bytes = read_signed_file(manifest, SignedKind::Manifest, "manifest")?;
-    let daemon = Daemon::connect(data_dir)?;
+    let client = connect(data_dir)?;
 
     let spinner = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let spinner = ProgressBar::new_spinner();
@@ -563,17 +539,17 @@ async fn add(data_dir: &Path, manifest: &Path, content: &Path, json: bool) -> Re
     } else {
         ProgressBar::hidden()
     };
-    let reply = daemon
-        .post_bytes::<ContentInfo>(
-            "/v1/content",
-            ("content_dir", content_text),
+    let reply = client
+        .content_add(
             bytes,
-            ADD_TIMEOUT,
+            &AddQuery {
+                content_dir: PathBuf::from(content_text),
+            },
         )
         .await;
     spinner.finish_and_clear();
     // The manifest or the content is what the daemon found wrong: a verification failure.
-    let info = reply.map_err(|e| e.into_failure(&daemon, Verdict::BadRequestIsInvalid))?;
+    let info = reply.map_err(|e| call_failure(e, &client, Verdict::BadRequestIsInvalid))?;
     if json {
         return print_json(&info);
     }
@@ -597,16 +573,11 @@ async fn add(data_dir: &Path, manifest: &Path, content: &Path, json: bool) -> Re
 
 /// `check`: re-verifies content on disk; exit 1 if some chunks still do not match.
 async fn check(data_dir: &Path, id: ManifestId, json: bool) -> Result<(), Failure> {
-    let daemon = Daemon::connect(data_dir)?;
-    let info: ContentInfo = daemon
-        .call_json(
-            Method::POST,
-            &format!("/v1/content/{id}/check"),
-            &serde_json::json!({}),
-            ADD_TIMEOUT,
-        )
+    let client = connect(data_dir)?;
+    let info: ContentInfo = client
+        .content_check(&id)
         .await
-        .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
+        .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
     let whole = info.state == ContentState::Complete;
     if json {
         print_json(&info)?;
@@ -646,7 +617,7 @@ async fn get(
 ) -> Result<(), Failure> {
     // Check the link here, so a typo is an error even without a daemon.
     link.parse::<ShareLink>().map_err(Failure::other)?;
-    let daemon = Daemon::connect(data_dir)?;
+    let client = connect(data_dir)?;
     let output_dir = prepare_output_dir(output)?;
     let output_text = utf8_path("the output directory", &output_dir)?;
     let request = GetRequest {
@@ -654,16 +625,11 @@ async fn get(
         output_dir: PathBuf::from(output_text),
         replace,
     };
-    let started: ContentInfo = daemon
-        .call_json(
-            Method::POST,
-            "/v1/downloads",
-            &request,
-            START_DOWNLOAD_TIMEOUT,
-        )
+    let started: ContentInfo = client
+        .download_start(&request)
         .await
-        .map_err(|e| e.into_failure(&daemon, Verdict::UsageError))?;
-    let outcome = watch_download(&daemon, started, watch).await;
+        .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
+    let outcome = watch_download(&client, started, watch).await;
     match outcome {
         Ok(info) => {
             if json {
@@ -694,13 +660,12 @@ enum WatchEnd {
 /// Polls `GET /v1/content/{id}` until the content is complete, failed, refused, or makes no
 /// progress for `watch.stall_limit`; shows a progress bar meanwhile.
 async fn watch_download(
-    daemon: &Daemon,
+    client: &ApiClient,
     first: ContentInfo,
     watch: &Watch,
 ) -> Result<ContentInfo, WatchEnd> {
     let bar = download_bar(&first, watch.progress);
     let id = first.manifest_id;
-    let path = format!("/v1/content/{id}");
     let mut info = first;
     let mut last_seen = progress_mark(&info);
     let mut last_change = Instant::now();
@@ -747,11 +712,11 @@ async fn watch_download(
             ))));
         }
         tokio::time::sleep(watch.poll_interval).await;
-        info = match daemon.get_json(&path).await {
+        info = match client.content_get(&id).await {
             Ok(info) => info,
             Err(e) => {
                 bar.abandon();
-                let cause = match e.into_failure(daemon, Verdict::UsageError) {
+                let cause = match call_failure(e, client, Verdict::UsageError) {
                     Failure::Invalid(e) | Failure::Other(e) => e,
                 };
                 return Err(WatchEnd::Stopped(Failure::Other(
@@ -863,29 +828,9 @@ fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ReadLimitedError> {
     Ok(bytes)
 }
 
-/// The message when no daemon answers for `data_dir`.
-fn no_daemon_message(data_dir: &Path) -> String {
-    format!(
-        "no daemon is running for data directory {dir} (start one with: licet-node run --data-dir {dir})",
-        dir = data_dir.display()
-    )
-}
-
-/// A connection to the daemon of one data directory.
-struct Daemon {
-    http: reqwest::Client,
-    addr: SocketAddr,
-    token: String,
-    data_dir: PathBuf,
-}
-
-/// Why a call failed.
-#[derive(Debug)]
-enum CallError {
-    /// The daemon answered with an error.
-    Api(ApiError),
-    /// No answer, or an answer this client cannot read; already classified.
-    Transport(Failure),
+/// Reads the API files of `data_dir` (does not contact the daemon yet).
+fn connect(data_dir: &Path) -> Result<ApiClient, Failure> {
+    ApiClient::connect(data_dir).map_err(|e| Failure::Other(anyhow::Error::new(e)))
 }
 
 /// How a command classifies a `bad_request` from the daemon.
@@ -897,17 +842,25 @@ enum Verdict {
     BadRequestIsInvalid,
 }
 
-impl CallError {
-    fn into_failure(self, daemon: &Daemon, verdict: Verdict) -> Failure {
-        match self {
-            CallError::Transport(failure) => failure,
-            CallError::Api(error) => api_failure(&error, daemon, verdict),
-        }
+/// The failure for a call that failed: see [`api_failure`] for the daemon's error replies;
+/// anything else exits 2.
+fn call_failure(error: ClientError, client: &ApiClient, verdict: Verdict) -> Failure {
+    match error {
+        ClientError::Api(error) => api_failure(&error, client, verdict),
+        ClientError::TimedOut {
+            addr,
+            timeout,
+            cause,
+        } => Failure::Other(anyhow::Error::new(cause).context(format!(
+            "the daemon at {addr} did not answer within {}",
+            human_duration(timeout)
+        ))),
+        other => Failure::Other(anyhow::Error::new(other)),
     }
 }
 
 /// The failure for an error reply: refusals (and, for `add`, bad manifests and content) exit 1.
-fn api_failure(error: &ApiError, daemon: &Daemon, verdict: Verdict) -> Failure {
+fn api_failure(error: &ApiError, client: &ApiClient, verdict: Verdict) -> Failure {
     let message = describe_api_error(error);
     match error.kind {
         ApiErrorKind::Refused => Failure::Invalid(anyhow!(message)),
@@ -918,8 +871,8 @@ fn api_failure(error: &ApiError, daemon: &Daemon, verdict: Verdict) -> Failure {
         ApiErrorKind::Unauthorized => Failure::Other(anyhow!(message).context(format!(
             "the daemon at {} did not accept the token in {} (is another program listening \
              there, or is it a daemon of another data directory?)",
-            daemon.addr,
-            daemon.data_dir.join(API_TOKEN_FILE).display()
+            client.addr(),
+            client.token_file().display()
         ))),
         _ => Failure::Other(anyhow!(message)),
     }
@@ -938,228 +891,6 @@ fn describe_api_error(error: &ApiError) -> String {
         }
     }
     clean(&text)
-}
-
-impl Daemon {
-    /// Reads `api-addr` and `api-token` of `data_dir`; does not contact the daemon yet.
-    fn connect(data_dir: &Path) -> Result<Daemon, Failure> {
-        let read = |name: &str| -> Result<String, Failure> {
-            let path = data_dir.join(name);
-            match read_limited(&path, MAX_API_FILE_BYTES) {
-                Ok(bytes) => String::from_utf8(bytes)
-                    .map(|text| text.trim().to_owned())
-                    .map_err(|_| Failure::Other(anyhow!("{} is not UTF-8 text", path.display()))),
-                Err(ReadLimitedError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err(Failure::Other(anyhow!(no_daemon_message(data_dir))))
-                }
-                Err(ReadLimitedError::Io(e)) => Err(Failure::Other(
-                    anyhow::Error::new(e).context(format!("cannot read {}", path.display())),
-                )),
-                Err(ReadLimitedError::TooLarge { len }) => Err(Failure::Other(anyhow!(
-                    "{} is {len} bytes, not what `licet-node run` writes",
-                    path.display()
-                ))),
-            }
-        };
-        let addr_text = read(API_ADDR_FILE)?;
-        let token = read(API_TOKEN_FILE)?;
-        let addr_path = data_dir.join(API_ADDR_FILE);
-        let addr: SocketAddr = addr_text.parse().map_err(|_| {
-            Failure::Other(anyhow!(
-                "{} does not hold an address (it holds {:?})",
-                addr_path.display(),
-                truncate(&addr_text, 80)
-            ))
-        })?;
-        if !addr.ip().is_loopback() {
-            return Err(Failure::Other(anyhow!(
-                "{} names {addr}, which is not a loopback address; the control API listens on \
-                 127.0.0.1 only, and the token is not sent elsewhere",
-                addr_path.display()
-            )));
-        }
-        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Failure::Other(anyhow!(
-                "{} does not hold an API token",
-                data_dir.join(API_TOKEN_FILE).display()
-            )));
-        }
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .context("cannot set up an HTTP client")
-            .map_err(Failure::other)?;
-        Ok(Daemon {
-            http,
-            addr,
-            token,
-            data_dir: data_dir.to_owned(),
-        })
-    }
-
-    fn url(&self, path: &str) -> Result<reqwest::Url, Failure> {
-        reqwest::Url::parse(&format!("http://{}{path}", self.addr))
-            .with_context(|| format!("cannot make a URL of {path}"))
-            .map_err(Failure::other)
-    }
-
-    /// Sends `request` with the token; returns the status and the body (bounded).
-    async fn exchange(
-        &self,
-        request: reqwest::RequestBuilder,
-        timeout: Duration,
-    ) -> Result<(StatusCode, Vec<u8>), CallError> {
-        let mut response = request
-            .bearer_auth(&self.token)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e, timeout))?;
-        let status = response.status();
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_REPLY_BYTES as u64)
-        {
-            return Err(self.reply_too_large());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| self.transport_error(e, timeout))?
-        {
-            if body.len() + chunk.len() > MAX_REPLY_BYTES {
-                return Err(self.reply_too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((status, body))
-    }
-
-    fn reply_too_large(&self) -> CallError {
-        CallError::Transport(Failure::Other(anyhow!(
-            "the daemon at {} sent a reply larger than {MAX_REPLY_BYTES} bytes",
-            self.addr
-        )))
-    }
-
-    fn transport_error(&self, error: reqwest::Error, timeout: Duration) -> CallError {
-        let failure = if error.is_connect() {
-            let cause = anyhow::Error::new(error).context(format!(
-                "nothing answers at {} (from {}; a daemon that stopped without cleaning up \
-                 leaves it behind)",
-                self.addr,
-                self.data_dir.join(API_ADDR_FILE).display()
-            ));
-            Failure::Other(cause.context(no_daemon_message(&self.data_dir)))
-        } else if error.is_timeout() {
-            Failure::Other(anyhow::Error::new(error).context(format!(
-                "the daemon at {} did not answer within {}",
-                self.addr,
-                human_duration(timeout)
-            )))
-        } else {
-            Failure::Other(
-                anyhow::Error::new(error)
-                    .context(format!("cannot talk to the daemon at {}", self.addr)),
-            )
-        };
-        CallError::Transport(failure)
-    }
-
-    async fn call_json<R: DeserializeOwned, B: Serialize>(
-        &self,
-        method: Method,
-        path: &str,
-        body: &B,
-        timeout: Duration,
-    ) -> Result<R, CallError> {
-        let url = self.url(path).map_err(CallError::Transport)?;
-        let request = self.http.request(method.clone(), url).json(body);
-        let (status, bytes) = self.exchange(request, timeout).await?;
-        decode_reply(status, &bytes, &format!("{method} {path}"))
-    }
-
-    /// POSTs `body` (a signed file's bytes) to `path` with one query parameter.
-    async fn post_bytes<R: DeserializeOwned>(
-        &self,
-        path: &str,
-        (name, value): (&str, &str),
-        body: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<R, CallError> {
-        let mut url = self.url(path).map_err(CallError::Transport)?;
-        url.query_pairs_mut().append_pair(name, value);
-        let request = self
-            .http
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(body);
-        let (status, bytes) = self.exchange(request, timeout).await?;
-        decode_reply(status, &bytes, &format!("POST {path}"))
-    }
-
-    async fn get_json<R: DeserializeOwned>(&self, path: &str) -> Result<R, CallError> {
-        let url = self.url(path).map_err(CallError::Transport)?;
-        let (status, bytes) = self
-            .exchange(self.http.get(url), QUICK_CALL_TIMEOUT)
-            .await?;
-        decode_reply(status, &bytes, &format!("GET {path}"))
-    }
-
-    async fn call_empty(&self, method: Method, path: &str) -> Result<(), CallError> {
-        let url = self.url(path).map_err(CallError::Transport)?;
-        let (status, bytes) = self
-            .exchange(self.http.request(method, url), QUICK_CALL_TIMEOUT)
-            .await?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(CallError::Api(error_reply(status, &bytes)))
-        }
-    }
-}
-
-/// Decodes a reply: the value on success, the [`ApiError`] otherwise.
-fn decode_reply<R: DeserializeOwned>(
-    status: StatusCode,
-    body: &[u8],
-    what: &str,
-) -> Result<R, CallError> {
-    if !status.is_success() {
-        return Err(CallError::Api(error_reply(status, body)));
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        CallError::Transport(Failure::Other(anyhow::Error::new(e).context(format!(
-            "the daemon's reply to {what} is not what this client expects (is the daemon \
-             another version of licet-node?)"
-        ))))
-    })
-}
-
-/// The error of a non-success reply: its [`ErrorReply`], or one made from the status.
-fn error_reply(status: StatusCode, body: &[u8]) -> ApiError {
-    if let Ok(reply) = serde_json::from_slice::<ErrorReply>(body) {
-        return reply.error;
-    }
-    let kind = match status.as_u16() {
-        400 => ApiErrorKind::BadRequest,
-        401 => ApiErrorKind::Unauthorized,
-        403 => ApiErrorKind::Refused,
-        404 => ApiErrorKind::NotFound,
-        409 => ApiErrorKind::Conflict,
-        502 => ApiErrorKind::Unavailable,
-        _ => ApiErrorKind::Internal,
-    };
-    let text = String::from_utf8_lossy(body);
-    ApiError::new(
-        kind,
-        format!(
-            "the daemon answered {status}: {}",
-            truncate(text.trim(), 200)
-        ),
-    )
 }
 
 fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
@@ -1620,7 +1351,7 @@ mod tests {
             fake::{Call, FakeNode, TestServer, content, within},
             write_api_addr,
         },
-        contract::Refusal,
+        contract::{Refusal, files::API_TOKEN_FILE},
     };
 
     #[derive(Parser)]
@@ -1836,7 +1567,7 @@ mod tests {
     #[tokio::test]
     async fn status_peers_and_trust_read_as_tables() {
         let (dir, server) = daemon_dir().await;
-        let status: StatusReply = server_call(&dir, "/v1/status").await;
+        let status = within(client_of(&dir).status()).await.unwrap();
         let text = format_status(&status);
         assert!(text.contains("peer id          12D3KooWFake"), "{text}");
         assert!(text.contains("uptime           1h 2m 5s"), "{text}");
@@ -1848,13 +1579,13 @@ mod tests {
             text.contains("listening on     /ip4/127.0.0.1/tcp/4001"),
             "{text}"
         );
-        let peers: PeersReply = server_call(&dir, "/v1/peers").await;
+        let peers = within(client_of(&dir).peers()).await.unwrap();
         let text = format_peers(&peers);
         assert!(
             text.contains("12D3KooWPeer  2.0 KiB   0 B   /ip4/10.0.0.2/tcp/4001  ok"),
             "{text}"
         );
-        let trust: TrustReply = server_call(&dir, "/v1/trust").await;
+        let trust = within(client_of(&dir).trust_list()).await.unwrap();
         let text = format_trust(&trust);
         assert!(text.contains("required  Acme"), "{text}");
         drop(server);
@@ -1882,9 +1613,8 @@ mod tests {
         );
     }
 
-    async fn server_call<T: DeserializeOwned>(dir: &tempfile::TempDir, path: &str) -> T {
-        let daemon = Daemon::connect(dir.path()).unwrap();
-        within(daemon.get_json(path)).await.unwrap()
+    fn client_of(dir: &tempfile::TempDir) -> ApiClient {
+        ApiClient::connect(dir.path()).unwrap()
     }
 
     #[test]
