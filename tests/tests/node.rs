@@ -673,15 +673,27 @@ fn kill_9_mid_fetch_then_restart_completes_without_refetching_verified_chunks() 
 }
 
 #[test]
-fn sigterm_stops_the_daemon_cleanly_even_mid_fetch() {
+fn sigterm_stops_the_daemon_cleanly_even_mid_fetch_and_mid_request() {
     let net = TestNet::new();
     let w = net.work();
     let (mut a, publisher, id, link) = big_release(&net);
     let mut b = net.start_joined("b", &a, &[]).trusting(&publisher);
 
     let (watching, had, total) = fetch_until_partial(&b, &link, &id);
+    // A client whose request never ends does not keep the daemon from stopping.
+    let mut in_flight = b.hold_request_in_flight();
     let exit = b.terminate();
-    assert_eq!(exit.code(), Some(0), "SIGTERM mid-fetch: {exit}");
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "SIGTERM mid-fetch and mid-request: {exit}"
+    );
+    let mut rest = Vec::new();
+    let ended = std::io::Read::read_to_end(&mut in_flight, &mut rest);
+    assert!(
+        !matches!(&ended, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "the request in flight is still open after the daemon stopped: {ended:?}"
+    );
     for file in ["api-addr", "api-token"] {
         assert!(
             !b.data_dir().join(file).exists(),

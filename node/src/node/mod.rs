@@ -699,6 +699,29 @@ impl Node {
         }
     }
 
+    /// Stops every download task and the catalog poll, then waits at most `limit` for the
+    /// download tasks to end (each finishes and commits the batch it is writing). Whether they
+    /// all ended in time.
+    pub async fn stop(&self, limit: Duration) -> bool {
+        self.stop_all();
+        let deadline = Instant::now() + limit;
+        loop {
+            let running = self.lock_items().values().any(|item| {
+                item.live
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .downloading
+            });
+            if !running {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Persists an item's record (state, error, stamps).
     pub(crate) async fn save_record(&self, item: &Arc<Item>) -> Result<(), ApiError> {
         let record = {
