@@ -726,3 +726,41 @@ fn sigterm_stops_the_daemon_cleanly_even_mid_fetch_and_mid_request() {
     let exit = b.terminate();
     assert_eq!(exit.code(), Some(0));
 }
+
+#[test]
+fn regression_peers_shows_the_address_each_peer_is_connected_on() {
+    let net = TestNet::new();
+    let a = net.start("a", &[]);
+    let b = net.start_joined("b", &a, &[]);
+    b.wait_for_peer(&a);
+    a.wait_for_peer(&b);
+    let addrs = |entry: &Value| -> Vec<String> {
+        entry["addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|addr| text(addr).to_owned())
+            .collect()
+    };
+
+    // B dialled A at A's listen address: `peers` on B lists A there.
+    let a_listen = a.addr().split("/p2p/").next().unwrap();
+    let entry = b.peer_entry(a.peer_id()).expect("B lists A");
+    assert!(
+        addrs(&entry)
+            .iter()
+            .any(|addr| addr == a_listen || addr.starts_with(&format!("{a_listen}/"))),
+        "B lists A without its listen address {a_listen}: {entry}"
+    );
+    // A lists B at the connection's remote address, on loopback.
+    let entry = a.peer_entry(b.peer_id()).expect("A lists B");
+    assert!(
+        addrs(&entry)
+            .iter()
+            .any(|addr| addr.starts_with("/ip4/127.0.0.1/tcp/")),
+        "A lists B without the address it is connected on: {entry}"
+    );
+    // The table shows the address too.
+    let table = b.client(&["peers"]);
+    assert!(table.ok().stdout.contains(a_listen), "{}", table.stdout);
+}
