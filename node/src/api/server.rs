@@ -322,7 +322,7 @@ async fn no_route(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         ApiErrorKind::NotFound,
         format!(
-            "no route {method} {} (see the API table in node/src/api.rs)",
+            "no route {method} {} (see the API table in node/src/api/server.rs)",
             uri.path()
         ),
     )
