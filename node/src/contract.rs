@@ -1,14 +1,69 @@
-//! The control API's contract: request and reply bodies, errors, and the [`NodeApi`] the HTTP
-//! server calls. Shared by the daemon (`api.rs`, the server) and the CLI (`cli.rs`, the client),
-//! so the two cannot disagree.
+//! The control API's contract: where the daemon's API is found (the [`files`] in its data
+//! directory), its [`routes`], request and reply bodies, errors, and the [`NodeApi`] the HTTP
+//! server calls. Shared by the server (`api::server`) and the typed client (`api::client`, used
+//! by the CLI), so the two cannot disagree.
 //!
 //! The API is HTTP + JSON on 127.0.0.1 with a bearer token kept in the data directory (see
-//! `api.rs` for the routes). Ids and keys are lowercase hex; times are RFC 3339 strings.
+//! `api::server` for the table of routes). Ids and keys are lowercase hex; times are RFC 3339
+//! strings.
+//!
+//! Invariant: each route's path and each file name is written once, here.
 
 use std::{future::Future, path::PathBuf};
 
 use licet_proto::{ManifestId, PublicKey, policy::RefusalReason};
 use serde::{Deserialize, Serialize};
+
+/// The files through which clients find the daemon of a data directory. The daemon writes both
+/// at start (new ones each start) and removes them on a clean shutdown.
+pub mod files {
+    /// The bearer token's file: 64 lowercase hex characters, mode 0600.
+    pub const API_TOKEN_FILE: &str = "api-token";
+    /// The API address's file: `127.0.0.1:PORT` and a newline, mode 0600.
+    pub const API_ADDR_FILE: &str = "api-addr";
+}
+
+/// The control API's paths. A path with a parameter is a pattern (`{id}`), as the server's
+/// router takes it; the function of the same name fills it in, for the client.
+pub mod routes {
+    use licet_proto::{ManifestId, PublicKey};
+
+    /// `GET`: [`super::StatusReply`].
+    pub const STATUS: &str = "/v1/status";
+    /// `GET`: [`super::PeersReply`].
+    pub const PEERS: &str = "/v1/peers";
+    /// `GET` [`super::TrustReply`]; `POST` [`super::TrustAddRequest`].
+    pub const TRUST: &str = "/v1/trust";
+    /// `DELETE`: one trusted publisher.
+    pub const TRUST_PUBLISHER: &str = "/v1/trust/{publisher}";
+    /// `GET` [`super::ContentListReply`]; `POST` a signed manifest with [`super::AddQuery`].
+    pub const CONTENT: &str = "/v1/content";
+    /// `GET` or `DELETE`: one content item.
+    pub const CONTENT_ITEM: &str = "/v1/content/{id}";
+    /// `POST`: re-verify one content item's files.
+    pub const CONTENT_CHECK: &str = "/v1/content/{id}/check";
+    /// `POST`: [`super::GetRequest`].
+    pub const DOWNLOADS: &str = "/v1/downloads";
+    /// `GET` [`super::CatalogListReply`]; `POST` a signed catalog with [`super::PublishQuery`].
+    pub const CATALOGS: &str = "/v1/catalogs";
+    /// `GET`, without a token: the metrics as text.
+    pub const METRICS: &str = "/metrics";
+
+    /// [`TRUST_PUBLISHER`] for `publisher`.
+    pub fn trust_publisher(publisher: &PublicKey) -> String {
+        TRUST_PUBLISHER.replace("{publisher}", &publisher.to_hex())
+    }
+
+    /// [`CONTENT_ITEM`] for `id`.
+    pub fn content_item(id: &ManifestId) -> String {
+        CONTENT_ITEM.replace("{id}", &id.to_hex())
+    }
+
+    /// [`CONTENT_CHECK`] for `id`.
+    pub fn content_check(id: &ManifestId) -> String {
+        CONTENT_CHECK.replace("{id}", &id.to_hex())
+    }
+}
 
 /// `GET /v1/status`.
 #[derive(Clone, Debug, Serialize, Deserialize)]

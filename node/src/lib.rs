@@ -5,7 +5,7 @@
 //!
 //! | layer | modules | job |
 //! |---|---|---|
-//! | edge | [`daemon`], [`cli`] | the `run` daemon (config, data directory, process limits); the client subcommands |
+//! | edge | [`daemon`], [`cli`] | the `run` daemon (config, data directory, process limits, start and bounded stop); the client subcommands, one file per group |
 //! | API | [`api`] | the HTTP + JSON control API on 127.0.0.1: server, connections, typed client |
 //! | node | [`node`] | the parts tied together: the control API's methods and the one mapping of errors to `ApiError`, health, re-checking files |
 //! | work | [`catalogs`], [`serve`] | catalogs on the network (heads, fetch, accept, mirror); answering every peer request under the policy, from a context of parts |
@@ -13,7 +13,7 @@
 //! | peers | [`peers`] | the peers part: the peer book (bytes, bans) and the pool of transfer sessions |
 //! | parts | [`items`], [`policy_state`], [`transfer`], [`content`] | the item registry (content held, its live state); the trust store and catalogs in force; `/licet/transfer/1` streams; content files and output folders |
 //! | | [`metrics`] | Prometheus metrics and their text formats |
-//! | contract | [`contract`] | the control API's types, shared by the server and the client |
+//! | contract | [`contract`] | the control API's types, route paths and API file names, shared by the server and the client |
 //! | ground | [`net`], [`store`] | the libp2p swarm (the only owner of the `Swarm`), reachability, connection bounds; the redb database |
 
 pub mod api;

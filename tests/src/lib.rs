@@ -1098,6 +1098,42 @@ impl TestNode {
         (head.to_owned(), body.to_owned())
     }
 
+    /// Opens a control API request that stays in flight: a `POST /v1/content` with the token
+    /// whose body never arrives in full. Returns once the daemon's handler is reading the body
+    /// (it asked for it with `100 Continue`), with the connection still open.
+    #[track_caller]
+    pub fn hold_request_in_flight(&self) -> std::net::TcpStream {
+        let addr = self.api_addr();
+        let token = std::fs::read_to_string(self.data_dir.join("api-token")).unwrap();
+        let mut stream = self.connect(addr);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let request = format!(
+            "POST /v1/content?content_dir=/in-flight HTTP/1.1\r\nHost: {addr}\r\n\
+             Authorization: Bearer {}\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: 4096\r\nExpect: 100-continue\r\n\r\n",
+            token.trim()
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while !reply.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => reply.push(byte[0]),
+                other => panic!("{}: no 100 Continue ({other:?}), got {reply:?}", self.name),
+            }
+        }
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(
+            reply.starts_with("HTTP/1.1 100"),
+            "{}: the daemon answered before reading the body: {reply}",
+            self.name
+        );
+        stream.write_all(b"the first bytes of a manifest").unwrap();
+        stream
+    }
+
     /// The value of the sample `name` (with its labels, exactly as exposed, e.g.
     /// `licet_refusals_total{reason="Expired"}`) in its `/metrics`; 0 if the sample is absent but
     /// its metric is declared (a labelled counter not yet counted). Panics if the metric itself

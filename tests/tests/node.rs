@@ -673,15 +673,27 @@ fn kill_9_mid_fetch_then_restart_completes_without_refetching_verified_chunks() 
 }
 
 #[test]
-fn sigterm_stops_the_daemon_cleanly_even_mid_fetch() {
+fn sigterm_stops_the_daemon_cleanly_even_mid_fetch_and_mid_request() {
     let net = TestNet::new();
     let w = net.work();
     let (mut a, publisher, id, link) = big_release(&net);
     let mut b = net.start_joined("b", &a, &[]).trusting(&publisher);
 
     let (watching, had, total) = fetch_until_partial(&b, &link, &id);
+    // A client whose request never ends does not keep the daemon from stopping.
+    let mut in_flight = b.hold_request_in_flight();
     let exit = b.terminate();
-    assert_eq!(exit.code(), Some(0), "SIGTERM mid-fetch: {exit}");
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "SIGTERM mid-fetch and mid-request: {exit}"
+    );
+    let mut rest = Vec::new();
+    let ended = std::io::Read::read_to_end(&mut in_flight, &mut rest);
+    assert!(
+        !matches!(&ended, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "the request in flight is still open after the daemon stopped: {ended:?}"
+    );
     for file in ["api-addr", "api-token"] {
         assert!(
             !b.data_dir().join(file).exists(),
@@ -713,4 +725,42 @@ fn sigterm_stops_the_daemon_cleanly_even_mid_fetch() {
     assert!(!a.data_dir().join("api-addr").exists());
     let exit = b.terminate();
     assert_eq!(exit.code(), Some(0));
+}
+
+#[test]
+fn regression_peers_shows_the_address_each_peer_is_connected_on() {
+    let net = TestNet::new();
+    let a = net.start("a", &[]);
+    let b = net.start_joined("b", &a, &[]);
+    b.wait_for_peer(&a);
+    a.wait_for_peer(&b);
+    let addrs = |entry: &Value| -> Vec<String> {
+        entry["addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|addr| text(addr).to_owned())
+            .collect()
+    };
+
+    // B dialled A at A's listen address: `peers` on B lists A there.
+    let a_listen = a.addr().split("/p2p/").next().unwrap();
+    let entry = b.peer_entry(a.peer_id()).expect("B lists A");
+    assert!(
+        addrs(&entry)
+            .iter()
+            .any(|addr| addr == a_listen || addr.starts_with(&format!("{a_listen}/"))),
+        "B lists A without its listen address {a_listen}: {entry}"
+    );
+    // A lists B at the connection's remote address, on loopback.
+    let entry = a.peer_entry(b.peer_id()).expect("A lists B");
+    assert!(
+        addrs(&entry)
+            .iter()
+            .any(|addr| addr.starts_with("/ip4/127.0.0.1/tcp/")),
+        "A lists B without the address it is connected on: {entry}"
+    );
+    // The table shows the address too.
+    let table = b.client(&["peers"]);
+    assert!(table.ok().stdout.contains(a_listen), "{}", table.stdout);
 }

@@ -1,5 +1,7 @@
-//! The control API on 127.0.0.1: the HTTP server ([`server`]) and its connection bounds
-//! ([`conns`]). Its types are the [`crate::contract`].
+//! The control API on 127.0.0.1: the HTTP server ([`server`]), its connection bounds
+//! ([`conns`]), and the typed client the CLI uses ([`client`]). Its types, paths and file names
+//! are the [`crate::contract`].
 
+pub mod client;
 pub mod conns;
 pub mod server;

@@ -2,12 +2,12 @@
 //!
 //! `licet-node run` binds a loopback listener, writes a fresh bearer token to
 //! `DATA_DIR/api-token` ([`create_token`]) and the listener's address to `DATA_DIR/api-addr`
-//! ([`write_api_addr`]), then calls [`serve`]. The CLI's other subcommands (`cli.rs`) read both
-//! files and call the routes below. On a clean shutdown the daemon calls [`remove_api_files`].
+//! ([`write_api_addr`]), then calls [`serve`]. The typed client (`api::client`, used by the CLI's
+//! other subcommands) reads both files and calls the routes below. On a clean shutdown the daemon calls [`remove_api_files`].
 //!
 //! # Routes
 //!
-//! Every `/v1/` route needs `Authorization: Bearer <token>`, the 64 hex characters in
+//! The paths and file names are written once, in [`crate::contract`]. Every `/v1/` route needs `Authorization: Bearer <token>`, the 64 hex characters in
 //! `DATA_DIR/api-token`. Request and reply types are in [`crate::contract`]; ids and keys are
 //! lowercase hex.
 //!
@@ -72,15 +72,13 @@ use crate::{
         AddQuery, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo,
         ContentListReply, ErrorReply, GetRequest, NodeApi, PeersReply, PublishQuery, StatusReply,
         TrustAddRequest, TrustEntry, TrustReply,
+        files::{API_ADDR_FILE, API_TOKEN_FILE},
+        routes,
     },
     metrics::format,
     store::atomic_file::write_atomic,
 };
 
-/// The token file's name in the data directory.
-pub const API_TOKEN_FILE: &str = "api-token";
-/// The address file's name in the data directory (`127.0.0.1:PORT` and a newline).
-pub const API_ADDR_FILE: &str = "api-addr";
 /// Largest JSON request body: the requests are a key, a name, a link (at most 16 peer hints of
 /// 512 bytes) and a path, far below this.
 pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
@@ -151,27 +149,27 @@ pub async fn serve<N: NodeApi>(
 pub fn router<N: NodeApi>(node: Arc<N>, token: String, port: u16) -> Router {
     let token: Arc<str> = Arc::from(token);
     let v1 = Router::new()
-        .route("/v1/status", get(status::<N>))
-        .route("/v1/peers", get(peers::<N>))
-        .route("/v1/trust", get(trust_list::<N>).post(trust_add::<N>))
-        .route("/v1/trust/{publisher}", delete(trust_remove::<N>))
+        .route(routes::STATUS, get(status::<N>))
+        .route(routes::PEERS, get(peers::<N>))
+        .route(routes::TRUST, get(trust_list::<N>).post(trust_add::<N>))
+        .route(routes::TRUST_PUBLISHER, delete(trust_remove::<N>))
         .route(
-            "/v1/content",
+            routes::CONTENT,
             get(content_list::<N>)
                 .post(content_add::<N>)
                 .layer(DefaultBodyLimit::max(max_manifest_request_bytes())),
         )
         .route(
-            "/v1/content/{id}",
+            routes::CONTENT_ITEM,
             get(content_get::<N>).delete(content_remove::<N>),
         )
         .route(
-            "/v1/content/{id}/check",
+            routes::CONTENT_CHECK,
             axum::routing::post(content_check::<N>),
         )
-        .route("/v1/downloads", axum::routing::post(download_start::<N>))
+        .route(routes::DOWNLOADS, axum::routing::post(download_start::<N>))
         .route(
-            "/v1/catalogs",
+            routes::CATALOGS,
             get(catalog_list::<N>)
                 .post(catalog_publish::<N>)
                 .layer(DefaultBodyLimit::max(max_catalog_request_bytes())),
@@ -179,7 +177,7 @@ pub fn router<N: NodeApi>(node: Arc<N>, token: String, port: u16) -> Router {
         .route_layer(middleware::from_fn_with_state(token, require_token));
     Router::new()
         .merge(v1)
-        .route("/metrics", get(metrics::<N>))
+        .route(routes::METRICS, get(metrics::<N>))
         .method_not_allowed_fallback(wrong_method)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
@@ -317,7 +315,7 @@ async fn no_route(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         ApiErrorKind::NotFound,
         format!(
-            "no route {method} {} (see the API table in node/src/api.rs)",
+            "no route {method} {} (see the API table in node/src/api/server.rs)",
             uri.path()
         ),
     )
@@ -386,7 +384,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let (what, limit) = if request.uri().path().starts_with("/v1/catalogs") {
+        let (what, limit) = if request.uri().path().starts_with(routes::CATALOGS) {
             ("catalog", max_catalog_request_bytes())
         } else {
             ("manifest", max_manifest_request_bytes())

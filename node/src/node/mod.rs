@@ -41,6 +41,7 @@ use licet_proto::{
     policy::{self, CatalogSet, Territory, TrustStore},
     wire::Bitfield,
 };
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub(crate) use api_errors::{blocking, internal};
@@ -141,6 +142,8 @@ pub(crate) struct Inner {
     pub(crate) catalog_poll: Duration,
     /// Set when the daemon stops.
     pub(crate) stopping: AtomicBool,
+    /// The download tasks, joined at shutdown.
+    downloads: TaskTracker,
     items: Arc<Items>,
     peers: Peers,
     pub(crate) metrics: Arc<Metrics>,
@@ -256,6 +259,7 @@ impl Node {
                 unsaved_catalogs: Mutex::new(HashMap::new()),
                 catalog_poll: config.catalog_poll,
                 stopping: AtomicBool::new(false),
+                downloads: TaskTracker::new(),
                 items: Arc::new(Items::new()),
                 peers: Peers::new(network.clone(), metrics.clone()),
                 metrics,
@@ -491,7 +495,7 @@ impl Node {
             live.error = None;
         }
         let fetching = self.fetching();
-        tokio::spawn(async move {
+        self.inner.downloads.spawn(async move {
             fetch::download(fetching, item.clone(), hints, lookup, requested).await;
             item.live().downloading = false;
         });
@@ -506,6 +510,17 @@ impl Node {
     pub fn stop_all(&self) {
         self.inner.stopping.store(true, Ordering::Relaxed);
         self.inner.items.stop_all();
+    }
+
+    /// Stops every download task and the catalog poll, then waits at most `limit` for the
+    /// download tasks to end (each finishes and commits the batch it is writing). Whether they
+    /// all ended in time.
+    pub async fn stop(&self, limit: Duration) -> bool {
+        self.stop_all();
+        self.inner.downloads.close();
+        tokio::time::timeout(limit, self.inner.downloads.wait())
+            .await
+            .is_ok()
     }
 
     /// Persists an item's record (state, error, stamps).

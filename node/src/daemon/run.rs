@@ -1,0 +1,192 @@
+//! `licet-node run`: starts the node and its control API, and stops both on SIGINT or SIGTERM.
+//!
+//! Start: logging, the open-file limit, the private data directory, the configuration, the node,
+//! then the API on loopback; its token and address go to the data directory's API files only once
+//! it listens.
+//!
+//! Stop, in order: the API stops accepting and lets the requests in flight finish, at most
+//! [`API_DRAIN_LIMIT`] (then they are cut); the API files are removed, so clients see at once
+//! that no daemon runs; the node stops its download tasks and waits at most [`NODE_STOP_LIMIT`]
+//! for them to commit what they are writing. Each wait is bounded, so a stuck request or task
+//! cannot keep the process alive; the exit code says only whether the API failed.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::Args;
+use libp2p::Multiaddr;
+use licet_proto::manifest::Region;
+use tracing::{info, warn};
+
+use crate::{
+    api::server,
+    daemon::{
+        config::{Config, Overrides},
+        limits,
+    },
+    net::reachability::AddressRange,
+    node::{Node, NodeConfig, data_dir},
+};
+
+/// How long requests in flight may take to finish once the daemon stops.
+pub const API_DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// How long download tasks may take to end once the daemon stops.
+pub const NODE_STOP_LIMIT: Duration = Duration::from_secs(10);
+
+/// `licet-node run`'s options.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Address to listen on (repeat for several); TCP and QUIC multiaddrs.
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<Multiaddr>,
+    /// A peer to join the swarm through, with /p2p/<peer id> (repeat for several).
+    #[arg(long, value_name = "MULTIADDR")]
+    bootstrap: Vec<Multiaddr>,
+    /// This node's region (ISO 3166 alpha-2). A release whose licence lists regions is fetched
+    /// only by a node in a listed region (none set: refused); the region is stated to the peers
+    /// it fetches from.
+    #[arg(long, value_name = "CC")]
+    region: Option<Region>,
+    /// Where the control API listens (loopback only; default a free port).
+    #[arg(long, value_name = "ADDR")]
+    api_listen: Option<SocketAddr>,
+    /// How often to look up each trusted publisher's newest catalog in the DHT and at peers,
+    /// in seconds (default 60; new catalogs also arrive at once by gossip).
+    #[arg(long, value_name = "SECS")]
+    catalog_poll: Option<u64>,
+    /// An address range that counts as public, beyond globally routable addresses (repeat for
+    /// several), such as a partner's enterprise network: only public addresses are tested for
+    /// reachability, given out as this node's, or used as relays.
+    #[arg(long = "public-range", value_name = "CIDR")]
+    public_ranges: Vec<AddressRange>,
+    /// Do not relay for nodes that cannot be dialled (a public node relays small answers for
+    /// them by default; bulk chunks never go through a relay).
+    #[arg(long)]
+    no_relay_service: bool,
+    /// Do not look for peers on the LAN with mDNS.
+    #[arg(long)]
+    no_mdns: bool,
+    /// Do not ask the router for a port mapping with UPnP.
+    #[arg(long)]
+    no_upnp: bool,
+}
+
+/// Runs the daemon of `data_dir` until SIGINT or SIGTERM, then stops it (see the module docs).
+pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match limits::raise_open_file_limit() {
+        Ok(Some(limit)) if limit.was != limit.now => info!(
+            from = %limits::show(limit.was),
+            to = %limits::show(limit.now),
+            "raised the open-file limit to the hard limit"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!("{e}; connections and content files share what is left"),
+    }
+    if let Some(was) = data_dir::create_private(&data_dir)? {
+        warn!(
+            data_dir = %data_dir.display(),
+            "the data directory was mode {was:04o}, open to other users; made it 0700"
+        );
+    }
+    let config = Config::load(
+        &data_dir,
+        Overrides {
+            listen: args.listen,
+            bootstrap: args.bootstrap,
+            region: args.region,
+            api_listen: args.api_listen,
+            catalog_poll_secs: args.catalog_poll,
+            public_ranges: args.public_ranges,
+            no_relay_service: args.no_relay_service,
+            no_mdns: args.no_mdns,
+            no_upnp: args.no_upnp,
+        },
+    )?;
+    let node = Node::start(NodeConfig {
+        data_dir: config.data_dir.clone(),
+        region: config.region,
+        listen: config.listen.clone(),
+        bootstrap: config.bootstrap.clone(),
+        catalog_poll: config.catalog_poll,
+        public_ranges: config.public_ranges.clone(),
+        relay_service: config.relay_service,
+        mdns: config.mdns,
+        upnp: config.upnp,
+    })
+    .await
+    .with_context(|| format!("cannot start the node in {}", data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(config.api_listen)
+        .await
+        .with_context(|| format!("cannot listen for the control API on {}", config.api_listen))?;
+    let api_addr = listener.local_addr()?;
+    let token = server::create_token(&data_dir)
+        .with_context(|| format!("cannot write the API token in {}", data_dir.display()))?;
+    server::write_api_addr(&data_dir, api_addr)
+        .with_context(|| format!("cannot write the API address in {}", data_dir.display()))?;
+    info!(peer_id = %node.peer_id(), api = %api_addr, data_dir = %data_dir.display(), "licet-node running");
+
+    let (stop_api, api_stopping) = tokio::sync::oneshot::channel::<()>();
+    let mut api = tokio::spawn(server::serve(
+        Arc::new(node.clone()),
+        listener,
+        token,
+        async move {
+            let _ = api_stopping.await;
+        },
+    ));
+    let ended_early = tokio::select! {
+        () = stop_signal() => None,
+        ended = &mut api => Some(ended),
+    };
+    info!("shutting down");
+    let _ = stop_api.send(());
+    let served = match ended_early {
+        Some(ended) => ended,
+        None => match tokio::time::timeout(API_DRAIN_LIMIT, &mut api).await {
+            Ok(ended) => ended,
+            Err(_) => {
+                warn!("control API requests still in flight after {API_DRAIN_LIMIT:?}; cut them");
+                api.abort();
+                Ok(Ok(()))
+            }
+        },
+    };
+    server::remove_api_files(&data_dir);
+    if !node.stop(NODE_STOP_LIMIT).await {
+        warn!("download tasks still running after {NODE_STOP_LIMIT:?}; stopping without them");
+    }
+    served
+        .context("the control API task failed")?
+        .context("the control API failed")
+}
+
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
