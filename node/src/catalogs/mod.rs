@@ -40,19 +40,14 @@
 //!   the topic's publisher that is newer than what the node holds, so stale or forged heads are
 //!   not forwarded (a forgery also costs its sender gossipsub score).
 
-use std::{
-    collections::HashSet,
-    path::PathBuf,
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
-};
+use std::{collections::HashSet, path::PathBuf, sync::atomic::Ordering, time::Duration};
 
 use libp2p::{PeerId, gossipsub::MessageAcceptance};
 use licet_proto::{
     CatalogHash, ManifestId, PublicKey, Timestamp,
-    catalog::{VerifiedCatalog, VerifiedCatalogHead, catalog_hash, catalog_head_key},
+    catalog::{VerifiedCatalogHead, catalog_head_key},
     manifest::VerifiedManifest,
-    policy::{CatalogAcceptance, CatalogRejection, Refusal, RefusalReason, Territory},
+    policy::{Refusal, RefusalReason, Territory},
     wire::{CATALOG_PART_BYTES, Request, Response},
 };
 use tokio::sync::mpsc;
@@ -63,6 +58,7 @@ use crate::{
     fetch,
     net::{self, NetworkEvent},
     node::{Node, blocking, internal, refuse},
+    policy_state::{CatalogOffer, CatalogOutcome, CatalogRefused, Updating},
     store::{ContentOrigin, RecordState},
 };
 
@@ -183,13 +179,10 @@ impl Drop for FetchClaim<'_> {
 /// Why a head or catalog was not taken.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CatalogFailure {
-    /// The catalog rules refuse it (untrusted, expired, rollback, equal sequence with other
-    /// bytes).
+    /// The policy state refuses it: forged, not the head's bytes, or refused by the catalog
+    /// rules (untrusted, expired, rollback, equal sequence with other bytes).
     #[error(transparent)]
-    Rejected(#[from] CatalogRejection),
-    /// The head or catalog does not verify, or they do not belong together.
-    #[error("{0}")]
-    Invalid(String),
+    Refused(#[from] CatalogRefused),
     /// No peer had the catalog.
     #[error("{0}")]
     Unavailable(String),
@@ -202,14 +195,7 @@ impl CatalogFailure {
     /// The metrics label of a refusal.
     fn label(&self) -> &'static str {
         match self {
-            CatalogFailure::Rejected(CatalogRejection::UntrustedPublisher(_)) => "untrusted",
-            CatalogFailure::Rejected(CatalogRejection::Expired { .. }) => "expired",
-            CatalogFailure::Rejected(CatalogRejection::Rollback { .. }) => "rollback",
-            CatalogFailure::Rejected(CatalogRejection::EqualSequenceDifferentBytes { .. }) => {
-                "equal_sequence_different_bytes"
-            }
-            CatalogFailure::Rejected(_) => "rejected",
-            CatalogFailure::Invalid(_) => "invalid",
+            CatalogFailure::Refused(refused) => refused.label(),
             CatalogFailure::Unavailable(_) => "unavailable",
             CatalogFailure::Internal(_) => "internal",
         }
@@ -217,8 +203,8 @@ impl CatalogFailure {
 
     fn into_api_error(self) -> ApiError {
         let kind = match &self {
-            CatalogFailure::Rejected(_) => ApiErrorKind::Refused,
-            CatalogFailure::Invalid(_) => ApiErrorKind::BadRequest,
+            CatalogFailure::Refused(CatalogRefused::Rules(_)) => ApiErrorKind::Refused,
+            CatalogFailure::Refused(_) => ApiErrorKind::BadRequest,
             CatalogFailure::Unavailable(_) => ApiErrorKind::Unavailable,
             CatalogFailure::Internal(_) => ApiErrorKind::Internal,
         };
@@ -226,20 +212,11 @@ impl CatalogFailure {
     }
 }
 
-/// A catalog this node accepted, as it serves it to peers.
-#[derive(Clone)]
-pub(crate) struct HeldCatalog {
-    /// Its signed head.
-    pub(crate) head: VerifiedCatalogHead,
-    /// The catalog envelope, exactly as verified.
-    pub(crate) envelope: Arc<[u8]>,
-}
-
 impl Node {
     /// Sets up catalogs at start: joins the gossip topic of every trusted publisher, passes on
     /// the heads it holds, and starts the gossip handler and the poll loop.
     pub(crate) async fn start_catalogs(&self, events: mpsc::Receiver<NetworkEvent>) {
-        let publishers: Vec<PublicKey> = self.trusted_publishers();
+        let publishers: Vec<PublicKey> = self.inner.policy.trusted_publishers();
         for publisher in &publishers {
             let _ = self
                 .inner
@@ -247,38 +224,13 @@ impl Node {
                 .subscribe(net::catalog_topic(publisher))
                 .await;
         }
-        let held: Vec<HeldCatalog> = self.lock_held().values().cloned().collect();
-        for catalog in held {
-            self.pass_on(&catalog.head, HeadOrigin::Poll).await;
+        for catalog in self.inner.policy.held_catalogs() {
+            self.pass_on(catalog.head(), HeadOrigin::Poll).await;
         }
         let node = self.clone();
         tokio::spawn(async move { node.handle_gossip(events).await });
         let node = self.clone();
         tokio::spawn(async move { node.poll_loop().await });
-    }
-
-    /// The trusted publishers, by key.
-    fn trusted_publishers(&self) -> Vec<PublicKey> {
-        let guard = self.inner.policy.read();
-        guard.0.iter().map(|(p, _)| *p).collect()
-    }
-
-    fn lock_held(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<PublicKey, HeldCatalog>> {
-        self.inner
-            .held_catalogs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether this node mirrors `publisher`'s catalog.
-    pub(crate) fn is_mirrored(&self, publisher: &PublicKey) -> bool {
-        self.inner
-            .mirrors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(publisher)
     }
 
     /// `catalog publish`: takes a catalog and its head from the operator.
@@ -287,29 +239,19 @@ impl Node {
         catalog: Vec<u8>,
         head: Vec<u8>,
     ) -> Result<CatalogInfo, ApiError> {
-        let catalog = VerifiedCatalog::from_bytes(&catalog).map_err(|e| {
-            ApiError::new(
-                ApiErrorKind::BadRequest,
-                format!("the catalog is not valid: {e}"),
-            )
-        })?;
-        let head = VerifiedCatalogHead::from_bytes(&head).map_err(|e| {
-            ApiError::new(
-                ApiErrorKind::BadRequest,
-                format!("the catalog head is not valid: {e}"),
-            )
-        })?;
-        let publisher = catalog.catalog().publisher;
-        let _updating = self.inner.catalog_updates.lock().await;
+        let offer = CatalogOffer::from_bytes(&head, &catalog)
+            .map_err(|refused| CatalogFailure::from(refused).into_api_error())?;
+        let publisher = offer.publisher();
+        let updating = self.inner.policy.updating().await;
         let outcome = self
-            .accept_catalog(head, catalog, HeadOrigin::Api)
+            .accept_catalog(&updating, offer, HeadOrigin::Api)
             .await
             .map_err(|failure| {
                 self.count_refused_head(&failure);
                 failure.into_api_error()
             })?;
         info!(%publisher, ?outcome, "catalog published");
-        if self.is_unsaved(&publisher) {
+        if self.inner.policy.is_unsaved(&publisher) {
             // In force, but the operator must know it is not saved (see `health.rs`).
             return Err(internal(format!(
                 "the catalog of publisher {publisher} is in force on this node but not saved: {}; \
@@ -321,7 +263,9 @@ impl Node {
                     .unwrap_or_else(|| "the node database is closed".to_owned())
             )));
         }
-        self.catalog_info(&publisher)
+        self.inner
+            .policy
+            .catalog_info(&publisher)
             .ok_or_else(|| internal(format!("publisher {publisher} is no longer trusted")))
     }
 
@@ -333,7 +277,7 @@ impl Node {
         hint: Option<PeerId>,
         origin: HeadOrigin,
     ) -> Result<HeadOutcome, CatalogFailure> {
-        if !self.head_is_newer(&head, self.judged_now())? {
+        if !self.inner.policy.admits(&head, self.judged_now())? {
             return Ok(HeadOutcome::AlreadyHeld);
         }
         // One fetch per catalog at a time, and outside `catalog_updates`: a slow or hostile
@@ -342,7 +286,7 @@ impl Node {
         let Some(_fetching) = FetchClaim::claim(&self.inner.fetching_catalogs, wanted) else {
             return Ok(HeadOutcome::BeingFetched);
         };
-        let catalog =
+        let offer =
             tokio::time::timeout(CATALOG_TOTAL_FETCH_TIMEOUT, self.fetch_catalog(&head, hint))
                 .await
                 .unwrap_or_else(|_| {
@@ -352,65 +296,34 @@ impl Node {
                         head.head().publisher
                     )))
                 })?;
-        let _updating = self.inner.catalog_updates.lock().await;
-        self.accept_catalog(head, catalog, origin).await
+        let updating = self.inner.policy.updating().await;
+        self.accept_catalog(&updating, offer, origin).await
     }
 
-    /// Whether `head` points at a catalog the node would accept at `now`
-    /// ([`CatalogSet::head_is_newer`]).
-    fn head_is_newer(
-        &self,
-        head: &VerifiedCatalogHead,
-        now: Timestamp,
-    ) -> Result<bool, CatalogFailure> {
-        let guard = self.inner.policy.read();
-        let (trust, catalogs) = &*guard;
-        Ok(catalogs.head_is_newer(trust, now, head)?)
-    }
-
-    /// Steps 4 and 5 of the module docs, for a head and catalog that belong together. The
-    /// caller holds `catalog_updates`.
+    /// Steps 4 and 5 of the module docs, for an offer under the update lock.
     async fn accept_catalog(
         &self,
-        head: VerifiedCatalogHead,
-        catalog: VerifiedCatalog,
+        updating: &Updating<'_>,
+        offer: CatalogOffer,
         origin: HeadOrigin,
     ) -> Result<HeadOutcome, CatalogFailure> {
-        if !head.matches(&catalog) {
-            return Err(CatalogFailure::Invalid(format!(
-                "the head (catalog {} of {}) is not the head of this catalog ({} of {})",
-                head.head().sequence,
-                head.head().publisher,
-                catalog.catalog().sequence,
-                catalog.catalog().publisher
-            )));
-        }
-        let publisher = catalog.catalog().publisher;
+        let publisher = offer.publisher();
+        let head = offer.head().clone();
         // What waited for a closed database is saved first (`health.rs`).
-        self.save_unsaved_catalogs().await;
+        self.save_unsaved_catalogs(updating).await;
         // One clock reading for the check and the accept below, so the two cannot disagree
-        // about an expiry that falls between them (the caller holds `catalog_updates`, which
-        // trust changes take too).
+        // about an expiry that falls between them (under the update lock, which trust changes
+        // take too).
         let now = self.judged_now();
-        if !self.head_is_newer(&head, now)? {
+        if !self.inner.policy.admits(&head, now)? {
             return Ok(HeadOutcome::AlreadyHeld);
         }
-        let held = HeldCatalog {
-            head: head.clone(),
-            envelope: Arc::from(catalog.envelope_bytes()),
-        };
         // Saved, or (database closed) kept to save later and applied all the same.
-        self.save_catalog(publisher, &held).await?;
-        let acceptance = {
-            let mut guard = self.inner.policy.write();
-            let (trust, catalogs) = &mut *guard;
-            catalogs.accept(trust, now, catalog)?
+        self.save_catalog(updating, &offer.held()).await?;
+        let previous = match self.inner.policy.accept(updating, offer, now)? {
+            CatalogOutcome::Accepted { previous } => previous,
+            CatalogOutcome::AlreadyHeld => return Ok(HeadOutcome::AlreadyHeld),
         };
-        let previous = match acceptance {
-            CatalogAcceptance::Accepted { previous } => previous,
-            CatalogAcceptance::AlreadyHeld => return Ok(HeadOutcome::AlreadyHeld),
-        };
-        self.lock_held().insert(publisher, held);
         self.inner.metrics.catalogs_accepted.inc();
         info!(
             %publisher,
@@ -418,7 +331,7 @@ impl Node {
             ?previous,
             "catalog accepted"
         );
-        let issued_at = self.newest_issued_at(&publisher);
+        let issued_at = self.inner.policy.newest_issued_at(&publisher);
         if let Some(behind) = licet_proto::policy::clock_behind_floor(Timestamp::now(), issued_at) {
             warn!(
                 %publisher,
@@ -428,7 +341,7 @@ impl Node {
         }
         self.stop_announcing_refused(Some(&publisher)).await;
         self.pass_on(&head, origin).await;
-        if self.is_mirrored(&publisher) {
+        if self.inner.policy.is_mirrored(&publisher) {
             let node = self.clone();
             tokio::spawn(async move { node.mirror_sync(publisher).await });
         }
@@ -493,7 +406,7 @@ impl Node {
         &self,
         head: &VerifiedCatalogHead,
         hint: Option<PeerId>,
-    ) -> Result<VerifiedCatalog, CatalogFailure> {
+    ) -> Result<CatalogOffer, CatalogFailure> {
         let h = head.head();
         let local = self.inner.network.local_peer_id();
         let providers = self
@@ -549,7 +462,7 @@ impl Node {
         &self,
         peer: PeerId,
         head: &VerifiedCatalogHead,
-    ) -> Result<VerifiedCatalog, String> {
+    ) -> Result<CatalogOffer, String> {
         let h = head.head();
         let session = self.session(peer).await.map_err(|e| e.to_string())?;
         let mut parts = CatalogParts::default();
@@ -593,56 +506,53 @@ impl Node {
                 }
             }
         }
-        let envelope = parts.into_envelope();
-        if catalog_hash(&envelope) != h.catalog_hash {
-            let reason = format!(
-                "sent a catalog that is not catalog {} of {} (its hash differs from the signed head's)",
-                h.sequence, h.publisher
-            );
-            self.inner.metrics.catalog_refused("mismatch");
-            self.ban(peer, &reason).await;
-            return Err(reason);
+        match CatalogOffer::for_head(head.clone(), &parts.into_envelope()) {
+            Ok(offer) => Ok(offer),
+            Err(refused @ CatalogRefused::Mismatch { .. }) => {
+                let reason = refused.to_string();
+                self.inner.metrics.catalog_refused(refused.label());
+                self.ban(peer, &reason).await;
+                Err(reason)
+            }
+            Err(refused) => Err(refused.to_string()),
         }
-        let catalog = VerifiedCatalog::from_bytes(&envelope).map_err(|e| e.to_string())?;
-        if !head.matches(&catalog) {
-            return Err("the catalog does not match its head".to_owned());
-        }
-        Ok(catalog)
     }
 
     /// Answers `CatalogHead` and `CatalogPart` requests from the catalogs this node accepted.
     pub(crate) fn serve_catalog(&self, request: &Request, payload: &mut Vec<u8>) -> Response {
         match *request {
-            Request::CatalogHead { publisher } => match self.lock_held().get(&publisher) {
-                Some(held) => Response::CatalogHead {
-                    envelope: held.head.envelope_bytes().to_vec(),
-                },
-                None => refuse(
-                    RefusalReason::NotHeld,
-                    format!("no catalog of publisher {publisher} is held here"),
-                ),
-            },
+            Request::CatalogHead { publisher } => {
+                match self.inner.policy.held_catalog(&publisher) {
+                    Some(held) => Response::CatalogHead {
+                        envelope: held.head().envelope_bytes().to_vec(),
+                    },
+                    None => refuse(
+                        RefusalReason::NotHeld,
+                        format!("no catalog of publisher {publisher} is held here"),
+                    ),
+                }
+            }
             Request::CatalogPart {
                 publisher,
                 catalog_hash,
                 offset,
             } => {
-                let Some(held) = self.lock_held().get(&publisher).cloned() else {
+                let Some(held) = self.inner.policy.held_catalog(&publisher) else {
                     return refuse(
                         RefusalReason::NotHeld,
                         format!("no catalog of publisher {publisher} is held here"),
                     );
                 };
-                if held.head.head().catalog_hash != catalog_hash {
+                if held.head().head().catalog_hash != catalog_hash {
                     return refuse(
                         RefusalReason::NotHeld,
                         format!(
                             "catalog {catalog_hash} of {publisher} is not held here (the newest held is {})",
-                            held.head.head().sequence
+                            held.head().head().sequence
                         ),
                     );
                 }
-                let total = held.envelope.len() as u64;
+                let total = held.envelope().len() as u64;
                 if offset % u64::from(CATALOG_PART_BYTES) != 0 || offset > total {
                     return refuse(
                         RefusalReason::BadRequest,
@@ -653,7 +563,7 @@ impl Node {
                 }
                 let end = total.min(offset + u64::from(CATALOG_PART_BYTES));
                 payload.clear();
-                payload.extend_from_slice(&held.envelope[offset as usize..end as usize]);
+                payload.extend_from_slice(&held.envelope()[offset as usize..end as usize]);
                 Response::CatalogPart {
                     total_len: total,
                     offset,
@@ -712,11 +622,11 @@ impl Node {
             self.inner.metrics.catalog_refused("invalid");
             return (MessageAcceptance::Reject, None);
         }
-        match self.head_is_newer(&head, self.judged_now()) {
+        match self.inner.policy.admits(&head, self.judged_now()) {
             Ok(true) => (MessageAcceptance::Accept, Some(head)),
             Ok(false) => (MessageAcceptance::Ignore, None),
             Err(failure) => {
-                self.count_refused_head(&failure);
+                self.inner.metrics.catalog_refused(failure.label());
                 debug!(%topic, "gossiped catalog head refused: {failure}");
                 (MessageAcceptance::Ignore, None)
             }
@@ -740,9 +650,9 @@ impl Node {
             if self.inner.stopping.load(Ordering::Relaxed) {
                 return;
             }
-            for publisher in self.trusted_publishers() {
+            for publisher in self.inner.policy.trusted_publishers() {
                 self.poll_publisher(publisher).await;
-                if self.is_mirrored(&publisher) {
+                if self.inner.policy.is_mirrored(&publisher) {
                     let node = self.clone();
                     tokio::spawn(async move { node.mirror_sync(publisher).await });
                 }
@@ -801,11 +711,11 @@ impl Node {
         let now = self.judged_now();
         let mut newer = Vec::new();
         for (head, peer) in offered {
-            match self.head_is_newer(&head, now) {
+            match self.inner.policy.admits(&head, now) {
                 Ok(true) => newer.push((head, peer)),
                 Ok(false) => {}
                 Err(failure) => {
-                    self.count_refused_head(&failure);
+                    self.inner.metrics.catalog_refused(failure.label());
                     debug!(%publisher, ?peer, "polled catalog head refused: {failure}");
                 }
             }
@@ -831,23 +741,14 @@ impl Node {
     /// not hold (a few at a time), and drops mirrored content the catalog withdrew. One sync
     /// runs at a time: while one runs, another returns at once (the next poll catches up).
     pub(crate) async fn mirror_sync(&self, publisher: PublicKey) {
-        if !self.is_mirrored(&publisher) {
+        if !self.inner.policy.is_mirrored(&publisher) {
             return;
         }
         let Ok(mut cursors) = self.inner.mirror_cursors.try_lock() else {
             return;
         };
-        let listed: Vec<ManifestId> = {
-            let guard = self.inner.policy.read();
-            match guard.1.newest(&publisher) {
-                Some(catalog) => catalog
-                    .catalog()
-                    .entries
-                    .iter()
-                    .map(|e| e.manifest_id)
-                    .collect(),
-                None => return,
-            }
+        let Some(listed) = self.inner.policy.listed(&publisher) else {
+            return;
         };
         // Drop what was mirrored and is withdrawn now.
         let mirrored: Vec<_> = self
@@ -915,41 +816,6 @@ impl Node {
             }
         }
         cursors.insert(publisher, next);
-    }
-
-    /// The catalog state of trusted `publisher`, for the API (`None` if it is not trusted).
-    pub(crate) fn catalog_info(&self, publisher: &PublicKey) -> Option<CatalogInfo> {
-        let guard = self.inner.policy.read();
-        let (trust, catalogs) = &*guard;
-        let settings = trust.get(publisher)?;
-        let newest = catalogs.newest(publisher);
-        let catalog = newest.map(VerifiedCatalog::catalog);
-        let now = licet_proto::policy::judged_now(Timestamp::now(), catalogs.time_floor());
-        Some(CatalogInfo {
-            publisher: *publisher,
-            name: settings.name.clone(),
-            require_catalog: settings.require_catalog,
-            mirror: self.is_mirrored(publisher),
-            sequence: catalog.map(|c| c.sequence),
-            issued_at: catalog.map(|c| c.issued_at.to_string()),
-            expires_at: catalog.map(|c| c.expires_at.to_string()),
-            expires_at_unix: catalog.map(|c| c.expires_at.0),
-            expired: catalog.is_some_and(|c| now >= c.expires_at),
-            catalog_hash: newest.map(|c| c.hash().to_string()),
-            entries: catalog.map_or(0, |c| c.entries.len() as u64),
-            revoked_manifests: catalog.map_or(0, |c| c.revoked_manifests.len() as u64),
-            revoked_delegates: catalog.map_or(0, |c| c.revoked_delegates.len() as u64),
-        })
-    }
-
-    /// The catalog state of every trusted publisher, by key.
-    pub(crate) fn catalog_infos(&self) -> Vec<CatalogInfo> {
-        let mut publishers = self.trusted_publishers();
-        publishers.sort();
-        publishers
-            .iter()
-            .filter_map(|p| self.catalog_info(p))
-            .collect()
     }
 }
 

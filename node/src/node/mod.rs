@@ -39,13 +39,12 @@ use licet_proto::{
     ManifestId, PublicKey, Timestamp,
     manifest::{Region, ShareLink, VerifiedManifest},
     merkle,
-    policy::{self, CatalogSet, RefusalReason, Territory, TrustStore, TrustedPublisher},
+    policy::{self, RefusalReason, Territory, TrustedPublisher},
     wire::{self, Bitfield, Request, Response},
 };
 use tracing::{debug, info, warn};
 
 use crate::{
-    catalogs::HeldCatalog,
     content,
     content::output_folder,
     contract::{
@@ -189,18 +188,9 @@ pub(crate) struct Inner {
     pub(crate) data_dir: PathBuf,
     started: Instant,
     pub(crate) policy: PolicyState,
-    /// Each trusted publisher's newest accepted catalog, with its head, as served to peers.
-    pub(crate) held_catalogs: Mutex<HashMap<PublicKey, HeldCatalog>>,
-    /// Publishers whose catalogs this node mirrors.
-    pub(crate) mirrors: Mutex<HashSet<PublicKey>>,
     /// Held while a mirror syncs (one at a time): where each publisher's next sync goes on in
     /// its catalog's list.
     pub(crate) mirror_cursors: tokio::sync::Mutex<HashMap<PublicKey, usize>>,
-    /// Held while a catalog is accepted and while the trust store changes (see `catalogs.rs`).
-    pub(crate) catalog_updates: tokio::sync::Mutex<()>,
-    /// Accepted catalogs in force but not saved yet, by publisher (the database was closed; see
-    /// `health.rs`).
-    pub(crate) unsaved_catalogs: Mutex<HashMap<PublicKey, HeldCatalog>>,
     /// Catalogs being fetched, by publisher and hash: one fetch each at a time.
     pub(crate) fetching_catalogs: Mutex<HashSet<(PublicKey, licet_proto::CatalogHash)>>,
     /// How often catalogs are polled.
@@ -308,34 +298,7 @@ impl Node {
         let store = Arc::new(Store::open(&data_dir.join("state.redb"))?);
         let keypair = load_identity(&config.data_dir)?;
 
-        let mut trust = TrustStore::new();
-        for (publisher, settings) in store.trust_list()? {
-            trust.insert(publisher, settings);
-        }
-        let mut catalogs = CatalogSet::new();
-        for (publisher, envelope) in store.catalogs()? {
-            match licet_proto::catalog::VerifiedCatalog::from_bytes(&envelope) {
-                Ok(catalog) => catalogs.restore(catalog),
-                Err(e) => warn!(%publisher, "stored catalog no longer verifies: {e}"),
-            }
-        }
-        // The head of each restored catalog, to serve and pass on (a head that is not the
-        // restored catalog's is left out: the catalog is still enforced).
-        let mut held_catalogs = HashMap::new();
-        for (publisher, head) in store.catalog_heads()? {
-            if let Some(catalog) = catalogs.newest(&publisher)
-                && head.matches(catalog)
-            {
-                held_catalogs.insert(
-                    publisher,
-                    HeldCatalog {
-                        head,
-                        envelope: Arc::from(catalog.envelope_bytes()),
-                    },
-                );
-            }
-        }
-        let mirrors: HashSet<PublicKey> = store.mirrors()?.into_iter().collect();
+        let policy = PolicyState::load(&store, config.region)?;
 
         let metrics = Metrics::new();
         let (network, network_events) = net::spawn(NetworkConfig {
@@ -354,13 +317,9 @@ impl Node {
                 network,
                 data_dir,
                 started: Instant::now(),
-                policy: PolicyState::new(trust, catalogs, config.region),
-                held_catalogs: Mutex::new(held_catalogs),
-                mirrors: Mutex::new(mirrors),
+                policy,
                 mirror_cursors: tokio::sync::Mutex::new(HashMap::new()),
-                catalog_updates: tokio::sync::Mutex::new(()),
                 fetching_catalogs: Mutex::new(HashSet::new()),
-                unsaved_catalogs: Mutex::new(HashMap::new()),
                 catalog_poll: config.catalog_poll,
                 stopping: AtomicBool::new(false),
                 items: Mutex::new(HashMap::new()),
@@ -975,7 +934,7 @@ impl NodeApi for Node {
                 counts.changed += 1;
             }
         }
-        let trusted = self.inner.policy.read().0.iter().count();
+        let trusted = self.inner.policy.trusted_count();
         Ok(StatusReply {
             peer_id: self.inner.network.local_peer_id().to_string(),
             listen_addrs: addrs.iter().map(ToString::to_string).collect(),
@@ -985,7 +944,7 @@ impl NodeApi for Node {
             trusted_publishers: trusted,
             content: counts,
             uptime_seconds: self.inner.started.elapsed().as_secs(),
-            catalogs: self.catalog_infos(),
+            catalogs: self.inner.policy.catalog_infos(),
             health: self.health(),
             network: NetworkInfo {
                 reachability: report.reachability,
@@ -1025,18 +984,8 @@ impl NodeApi for Node {
     }
 
     async fn trust_list(&self) -> Result<TrustReply, ApiError> {
-        let guard = self.inner.policy.read();
         Ok(TrustReply {
-            publishers: guard
-                .0
-                .iter()
-                .map(|(publisher, settings)| TrustEntry {
-                    publisher: *publisher,
-                    name: settings.name.clone(),
-                    require_catalog: settings.require_catalog,
-                    mirror: self.is_mirrored(publisher),
-                })
-                .collect(),
+            publishers: self.inner.policy.trust_entries(),
         })
     }
 
@@ -1045,7 +994,7 @@ impl NodeApi for Node {
             name: request.name.clone(),
             require_catalog: request.require_catalog,
         };
-        let updating = self.inner.catalog_updates.lock().await;
+        let updating = self.inner.policy.updating().await;
         let store = self.inner.store.clone();
         let (publisher, stored, mirror) = (request.publisher, settings.clone(), request.mirror);
         blocking(move || {
@@ -1056,17 +1005,7 @@ impl NodeApi for Node {
         .map_err(store_error)?;
         self.inner
             .policy
-            .write()
-            .0
-            .insert(request.publisher, settings);
-        {
-            let mut mirrors = self.inner.mirrors.lock().unwrap_or_else(|p| p.into_inner());
-            if mirror {
-                mirrors.insert(publisher);
-            } else {
-                mirrors.remove(&publisher);
-            }
-        }
+            .trust(&updating, publisher, settings, mirror);
         drop(updating);
         let _ = self
             .inner
@@ -1088,17 +1027,12 @@ impl NodeApi for Node {
     }
 
     async fn trust_remove(&self, publisher: PublicKey) -> Result<(), ApiError> {
-        let _updating = self.inner.catalog_updates.lock().await;
+        let updating = self.inner.policy.updating().await;
         let store = self.inner.store.clone();
         let removed = blocking(move || store.trust_remove(&publisher))
             .await?
             .map_err(store_error)?;
-        self.inner.policy.write().0.remove(&publisher);
-        self.inner
-            .mirrors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&publisher);
+        self.inner.policy.distrust(&updating, &publisher);
         let _ = self
             .inner
             .network
@@ -1217,7 +1151,7 @@ impl NodeApi for Node {
         content.sort_by(|a, b| a.title.cmp(&b.title));
         Ok(ContentListReply {
             content,
-            catalogs: self.catalog_infos(),
+            catalogs: self.inner.policy.catalog_infos(),
         })
     }
 
@@ -1248,7 +1182,7 @@ impl NodeApi for Node {
 
     async fn catalog_list(&self) -> Result<CatalogListReply, ApiError> {
         Ok(CatalogListReply {
-            catalogs: self.catalog_infos(),
+            catalogs: self.inner.policy.catalog_infos(),
         })
     }
 
@@ -1303,7 +1237,9 @@ impl NodeApi for Node {
             .metrics
             .peers_connected
             .set(connected.len() as i64);
-        self.inner.metrics.set_catalogs(&self.catalog_infos());
+        self.inner
+            .metrics
+            .set_catalogs(&self.inner.policy.catalog_infos());
         self.health();
         self.inner.metrics.render()
     }
