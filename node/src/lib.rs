@@ -10,7 +10,7 @@
 //! | node | [`node`] | the parts tied together: the control API's methods, health, re-checking files |
 //! | work | [`catalogs`], [`serve`] | catalogs on the network (heads, fetch, accept, mirror); answering peers under the policy |
 //! | | [`fetch`] | finding manifests and fetching chunks from many peers; rarest-first scheduling |
-//! | parts | [`peers`], [`policy_state`], [`transfer`], [`content`] | the peer book (bytes, bans); the trust store and catalogs in force; `/licet/transfer/1` streams; content files and output folders |
+//! | parts | [`peers`], [`policy_state`], [`transfer`], [`content`] | the peer book (bytes, bans); the trust policy state (trust store, catalogs in force and held, mirrors, unsaved catalogs) and catalog acceptance; `/licet/transfer/1` streams; content files and output folders |
 //! | | [`metrics`] | Prometheus metrics and their text formats |
 //! | contract | [`contract`] | the control API's types, shared by the server and the client |
 //! | ground | [`net`], [`store`] | the libp2p swarm (the only owner of the `Swarm`), reachability, connection bounds; the redb database |

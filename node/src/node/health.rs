@@ -21,94 +21,19 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use licet_proto::{Timestamp, policy::CLOCK_SKEW_SECONDS};
-use tracing::{info, warn};
+use licet_proto::policy::CLOCK_SKEW_SECONDS;
+use tracing::warn;
 
 use crate::{
-    catalogs::CatalogFailure,
     contract::NodeHealth,
     node::{Node, blocking},
-    policy_state::{HeldCatalog, Updating},
-    store::reopening_db::Health,
 };
 
 /// How often the node tries to reopen a closed database and to save the catalogs it could not
 /// save, and looks at its clock.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Whether a catalog was saved, or is in force unsaved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Saved {
-    /// Written to the database.
-    Yes,
-    /// The database is closed: kept in memory until it reopens.
-    Later,
-}
-
 impl Node {
-    /// The time to judge windows at: the clock, raised to the time floor (module docs).
-    pub(crate) fn judged_now(&self) -> Timestamp {
-        self.inner.policy.judged_now()
-    }
-
-    /// Saves an accepted catalog and its head. If the database is closed, keeps it to save
-    /// later and returns [`Saved::Later`]; any other failure is an error and nothing is kept.
-    pub(crate) async fn save_catalog(
-        &self,
-        updating: &Updating<'_>,
-        held: &HeldCatalog,
-    ) -> Result<Saved, CatalogFailure> {
-        let store = self.inner.store.clone();
-        let publisher = held.publisher();
-        let (envelope, head) = (
-            held.envelope().clone(),
-            held.head().envelope_bytes().to_vec(),
-        );
-        let result = blocking(move || {
-            let result = store.catalog_put_with_head(&publisher, &envelope, &head);
-            (result, store.health())
-        })
-        .await
-        .map_err(|e| CatalogFailure::Internal(e.message))?;
-        match result {
-            (Ok(()), _) => {
-                self.inner.policy.mark_saved(updating, &publisher);
-                Ok(Saved::Yes)
-            }
-            (Err(e), Health::Closed(_)) => {
-                warn!(
-                    %publisher,
-                    sequence = held.head().head().sequence,
-                    "catalog in force but not saved (it is saved once the database reopens): {e}"
-                );
-                self.inner.policy.mark_unsaved(updating, held);
-                Ok(Saved::Later)
-            }
-            (Err(e), Health::Ok) => Err(CatalogFailure::Internal(format!("node database: {e}"))),
-        }
-    }
-
-    /// Saves the catalogs kept in memory while the database was closed (module docs).
-    pub(crate) async fn save_unsaved_catalogs(&self, updating: &Updating<'_>) {
-        for held in self.inner.policy.unsaved_catalogs() {
-            let publisher = held.publisher();
-            match self.save_catalog(updating, &held).await {
-                Ok(Saved::Yes) => info!(
-                    %publisher,
-                    sequence = held.head().head().sequence,
-                    "catalog saved after the database reopened"
-                ),
-                Ok(Saved::Later) => return,
-                Err(e) => {
-                    // Not ours to store (the database refuses it): the catalog stays in force
-                    // in memory; the log says why it is not saved.
-                    warn!(%publisher, "catalog in force cannot be saved: {e}");
-                    self.inner.policy.mark_saved(updating, &publisher);
-                }
-            }
-        }
-    }
-
     /// Every [`HEALTH_INTERVAL`]: reopens a closed database, saves what waited, and logs a clock
     /// that fell behind the time floor.
     pub(crate) fn start_health_watch(&self) {
@@ -123,7 +48,7 @@ impl Node {
                 let open = blocking(move || store.recover()).await.unwrap_or(false);
                 if open && !node.inner.policy.unsaved_publishers().is_empty() {
                     let updating = node.inner.policy.updating().await;
-                    node.save_unsaved_catalogs(&updating).await;
+                    node.catalogs().save_unsaved(&updating).await;
                 }
                 let behind = node.inner.policy.clock_behind();
                 if let Some(seconds) = behind

@@ -19,6 +19,7 @@
 //!   disconnected, refused until its ban ends (longer for repeat offenders, see `peers.rs`), and
 //!   listed as banned, with the end of its ban, in `peers`; the per-peer state is bounded.
 
+pub mod catalog_host;
 pub mod check;
 pub mod data_dir;
 pub mod health;
@@ -45,6 +46,7 @@ use licet_proto::{
 use tracing::{debug, info, warn};
 
 use crate::{
+    catalogs::{CatalogError, CatalogWork},
     content,
     content::output_folder,
     contract::{
@@ -57,7 +59,7 @@ use crate::{
     net::{self, Network, NetworkConfig, TRANSFER_PROTOCOL},
     node::data_dir::DataDirError,
     peers::{PEER_SWEEP_INTERVAL, PeerBook},
-    policy_state::PolicyState,
+    policy_state::{CatalogRefused, PolicyState},
     store::proof_tree::ProofTree,
     store::{ContentOrigin, ContentRecord, FileStamp, FileState, RecordState, Store, StoreError},
     transfer::{self, FramePool, Responder, Session, SessionError},
@@ -187,14 +189,9 @@ pub(crate) struct Inner {
     pub(crate) network: Network,
     pub(crate) data_dir: PathBuf,
     started: Instant,
-    pub(crate) policy: PolicyState,
-    /// Held while a mirror syncs (one at a time): where each publisher's next sync goes on in
-    /// its catalog's list.
-    pub(crate) mirror_cursors: tokio::sync::Mutex<HashMap<PublicKey, usize>>,
-    /// Catalogs being fetched, by publisher and hash: one fetch each at a time.
-    pub(crate) fetching_catalogs: Mutex<HashSet<(PublicKey, licet_proto::CatalogHash)>>,
-    /// How often catalogs are polled.
-    pub(crate) catalog_poll: Duration,
+    pub(crate) policy: Arc<PolicyState>,
+    /// What the catalog work keeps between calls (`catalogs/`).
+    pub(crate) catalog_work: Arc<CatalogWork>,
     /// Set when the daemon stops.
     pub(crate) stopping: AtomicBool,
     items: Mutex<HashMap<ManifestId, Arc<Item>>>,
@@ -230,6 +227,19 @@ fn store_error(e: StoreError) -> ApiError {
         StoreError::Unavailable(_) => internal(e.to_string()),
         e => internal(format!("node database: {e}")),
     }
+}
+
+/// The control API's answer to a catalog that was not taken.
+fn catalog_error(e: CatalogError) -> ApiError {
+    let kind = match &e {
+        CatalogError::Refused(CatalogRefused::Rules(_)) => ApiErrorKind::Refused,
+        CatalogError::Refused(_) => ApiErrorKind::BadRequest,
+        CatalogError::Unavailable(_) => ApiErrorKind::Unavailable,
+        CatalogError::Unsaved { .. }
+        | CatalogError::NoLongerTrusted(_)
+        | CatalogError::Internal(_) => ApiErrorKind::Internal,
+    };
+    ApiError::new(kind, e.to_string())
 }
 
 fn to_api_refusal(refusal: policy::Refusal) -> contract::Refusal {
@@ -298,7 +308,7 @@ impl Node {
         let store = Arc::new(Store::open(&data_dir.join("state.redb"))?);
         let keypair = load_identity(&config.data_dir)?;
 
-        let policy = PolicyState::load(&store, config.region)?;
+        let policy = Arc::new(PolicyState::load(&store, config.region)?);
 
         let metrics = Metrics::new();
         let (network, network_events) = net::spawn(NetworkConfig {
@@ -318,9 +328,7 @@ impl Node {
                 data_dir,
                 started: Instant::now(),
                 policy,
-                mirror_cursors: tokio::sync::Mutex::new(HashMap::new()),
-                fetching_catalogs: Mutex::new(HashSet::new()),
-                catalog_poll: config.catalog_poll,
+                catalog_work: Arc::new(CatalogWork::new(config.catalog_poll)),
                 stopping: AtomicBool::new(false),
                 items: Mutex::new(HashMap::new()),
                 peers: Mutex::new(PeerBook::new()),
@@ -333,7 +341,7 @@ impl Node {
         node.accept_streams();
         node.start_peer_sweep();
         node.start_health_watch();
-        node.start_catalogs(network_events).await;
+        node.catalogs().start(network_events).await;
         Ok(node)
     }
 
@@ -759,7 +767,7 @@ impl Node {
     async fn answer(&self, peer: PeerId, request: Request, payload: &mut Vec<u8>) -> Response {
         let (id, wanted) = match request {
             Request::CatalogHead { .. } | Request::CatalogPart { .. } => {
-                return self.serve_catalog(&request, payload);
+                return crate::catalogs::serve_catalog(&self.inner.policy, &request, payload);
             }
             Request::Manifest { id } => (id, ContentRequest::Manifest),
             Request::Availability { manifest } => (manifest, ContentRequest::Availability),
@@ -1007,17 +1015,7 @@ impl NodeApi for Node {
             .policy
             .trust(&updating, publisher, settings, mirror);
         drop(updating);
-        let _ = self
-            .inner
-            .network
-            .subscribe(net::catalog_topic(&publisher))
-            .await;
-        // Look for the publisher's catalog now rather than at the next poll.
-        let node = self.clone();
-        tokio::spawn(async move {
-            node.poll_publisher(publisher).await;
-            node.mirror_sync(publisher).await;
-        });
+        self.catalogs().follow(publisher).await;
         Ok(TrustEntry {
             publisher: request.publisher,
             name: request.name,
@@ -1033,12 +1031,8 @@ impl NodeApi for Node {
             .await?
             .map_err(store_error)?;
         self.inner.policy.distrust(&updating, &publisher);
-        let _ = self
-            .inner
-            .network
-            .unsubscribe(net::catalog_topic(&publisher))
-            .await;
-        self.stop_announcing_refused(Some(&publisher)).await;
+        self.catalogs().unfollow(publisher).await;
+        self.stop_announcing_refused(Some(publisher)).await;
         if removed {
             Ok(())
         } else {
@@ -1177,7 +1171,10 @@ impl NodeApi for Node {
         catalog: Vec<u8>,
         head: Vec<u8>,
     ) -> Result<CatalogInfo, ApiError> {
-        self.publish_catalog(catalog, head).await
+        self.catalogs()
+            .publish(&catalog, &head)
+            .await
+            .map_err(catalog_error)
     }
 
     async fn catalog_list(&self) -> Result<CatalogListReply, ApiError> {
