@@ -262,3 +262,63 @@ fn a_full_disk_under_the_database_keeps_takedowns_in_force_and_the_node_recovers
     drop(a);
     drop(disk);
 }
+
+#[test]
+fn a_trust_rm_on_a_full_disk_is_in_force_at_once_and_saved_once_space_is_freed() {
+    let net = TestNet::new();
+    let w = net.work();
+    let (publisher, film) = release(&net, &[]);
+    let disk = match Tmpfs::mount(&w.join("nodes/a"), "16m") {
+        Ok(disk) => disk,
+        Err(why) => {
+            required::cannot_run_here(&format!(
+                "no small filesystem can be mounted to fill: {why}"
+            ));
+            return;
+        }
+    };
+    let a = net.start("a", &[]).trusting(&publisher);
+    a.add("film.manifest", "release");
+    assert_eq!(chunk_answer(&a, &film), Ok(()));
+
+    disk.fill();
+    // The publisher is no longer trusted at once though it cannot be saved, and the operator
+    // is told (exit 2).
+    let removed = a.client(&["trust", "rm", &publisher]);
+    assert_eq!(removed.code, Some(2), "{}", removed.stderr);
+    assert!(
+        removed
+            .stderr
+            .contains("no longer trusted on this node, but this is not saved")
+            && removed.stderr.contains("No space left on device"),
+        "{}",
+        removed.stderr
+    );
+    assert_eq!(
+        chunk_answer(&a, &film),
+        Err(RefusalReason::UntrustedPublisher),
+        "a trust removal that could not be saved is not applied"
+    );
+
+    // Space freed: the node reopens its database by itself and saves the removal.
+    disk.free();
+    a.wait_for_log(
+        "trust removal saved after the database reopened",
+        RECOVERY_TIMEOUT,
+    );
+    assert_eq!(
+        chunk_answer(&a, &film),
+        Err(RefusalReason::UntrustedPublisher)
+    );
+    // Saved: it holds across a restart.
+    let mut a = a;
+    a.terminate();
+    a.restart();
+    assert_eq!(
+        chunk_answer(&a, &film),
+        Err(RefusalReason::UntrustedPublisher),
+        "the trust removal was not saved"
+    );
+    drop(a);
+    drop(disk);
+}

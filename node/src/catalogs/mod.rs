@@ -210,6 +210,21 @@ pub enum CatalogError {
         /// Why the database is closed.
         problem: String,
     },
+    /// The publisher's trust was removed, and this is not saved (the database is closed); it
+    /// is saved once the database reopens.
+    #[error(
+        "publisher {publisher} is no longer trusted on this node, but this is not saved: {problem}; \
+         the node saves it by itself once the database reopens"
+    )]
+    DistrustUnsaved {
+        /// The publisher.
+        publisher: PublicKey,
+        /// Why the database is closed.
+        problem: String,
+    },
+    /// The publisher is not trusted (`trust rm`).
+    #[error("publisher {0} is not trusted")]
+    NotTrusted(PublicKey),
     /// The publisher stopped being trusted while its catalog was published.
     #[error("publisher {0} is no longer trusted")]
     NoLongerTrusted(PublicKey),
@@ -225,6 +240,8 @@ impl CatalogError {
             CatalogError::Refused(refused) => refused.label(),
             CatalogError::Unavailable(_) => "unavailable",
             CatalogError::Unsaved { .. }
+            | CatalogError::DistrustUnsaved { .. }
+            | CatalogError::NotTrusted(_)
             | CatalogError::NoLongerTrusted(_)
             | CatalogError::Internal(_) => "internal",
         }

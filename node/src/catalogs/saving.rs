@@ -4,6 +4,7 @@
 //! database is closed (a full disk, see `reopening_db.rs`), it is applied all the same and kept
 //! in the policy state as unsaved (one per publisher, the newest) until it is saved: by the
 //! node's health watch once the database reopens, and before any other catalog is accepted.
+//! A trust removal (`trust rm`) is the same: in force at once, saved once the database reopens.
 
 use licet_proto::PublicKey;
 use tracing::{info, warn};
@@ -11,7 +12,7 @@ use tracing::{info, warn};
 use super::{CatalogError, CatalogHost, Catalogs};
 use crate::{
     policy_state::{HeldCatalog, Updating},
-    store::reopening_db::Health,
+    store::{StoreError, reopening_db::Health},
 };
 
 /// Whether a catalog was saved, or is in force unsaved.
@@ -61,8 +62,80 @@ impl<H: CatalogHost> Catalogs<H> {
         }
     }
 
-    /// Saves the catalogs kept in memory while the database was closed (module docs).
+    /// `trust rm`: stops trusting (and mirroring) `publisher`, leaves its gossip topic and
+    /// stops announcing its content. Saved, or (database closed) in force all the same and
+    /// saved once the database reopens: [`CatalogError::DistrustUnsaved`] says so.
+    pub async fn distrust(
+        &self,
+        updating: &Updating<'_>,
+        publisher: PublicKey,
+    ) -> Result<(), CatalogError> {
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let result = store.trust_remove(&publisher);
+            (result, store.health())
+        })
+        .await
+        .map_err(|e| CatalogError::Internal(format!("background task failed: {e}")))?;
+        let outcome = match result {
+            (Ok(removed), _) => {
+                self.policy.distrust(updating, &publisher);
+                self.policy.mark_distrust_saved(updating, &publisher);
+                if removed {
+                    Ok(())
+                } else {
+                    Err(CatalogError::NotTrusted(publisher))
+                }
+            }
+            (Err(e), health @ Health::Closed(_)) => {
+                if !self.policy.distrust(updating, &publisher) {
+                    return Err(CatalogError::NotTrusted(publisher));
+                }
+                warn!(
+                    %publisher,
+                    "trust removed but not saved (it is saved once the database reopens): {e}"
+                );
+                self.policy.mark_distrust_unsaved(updating, publisher);
+                Err(CatalogError::DistrustUnsaved {
+                    publisher,
+                    problem: health.problem().unwrap_or_else(|| e.to_string()),
+                })
+            }
+            (Err(e), Health::Ok) => {
+                return Err(CatalogError::Internal(match e {
+                    // Names the database itself, and says it recovers.
+                    StoreError::Unavailable(_) => e.to_string(),
+                    e => format!("node database: {e}"),
+                }));
+            }
+        };
+        self.unfollow(publisher).await;
+        self.host.stop_announcing_refused(Some(publisher)).await;
+        outcome
+    }
+
+    /// Saves what was kept in memory while the database was closed (module docs): trust
+    /// removals, then catalogs.
     pub async fn save_unsaved(&self, updating: &Updating<'_>) {
+        for publisher in self.policy.unsaved_distrusts() {
+            let store = self.store.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let result = store.trust_remove(&publisher);
+                (result, store.health())
+            })
+            .await;
+            match result {
+                Ok((Ok(_), _)) => {
+                    info!(%publisher, "trust removal saved after the database reopened");
+                    self.policy.mark_distrust_saved(updating, &publisher);
+                }
+                Ok((Err(_), Health::Closed(_))) | Err(_) => return,
+                Ok((Err(e), Health::Ok)) => {
+                    warn!(%publisher, "trust removal in force cannot be saved: {e}");
+                    self.policy.mark_distrust_saved(updating, &publisher);
+                }
+            }
+        }
         for held in self.policy.unsaved_catalogs() {
             let publisher = held.publisher();
             match self.save(updating, &held).await {

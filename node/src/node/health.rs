@@ -6,7 +6,8 @@
 //!   database is closed (a full disk, see `reopening_db.rs`), an accepted catalog is applied to
 //!   the in-memory policy all the same, so its revocations bite on the next request, and kept in
 //!   the policy state's unsaved catalogs (one per publisher, the newest) until it is saved: every
-//!   [`HEALTH_INTERVAL`], and before any other catalog is accepted. The node never serves under
+//!   [`HEALTH_INTERVAL`], and before any other catalog is accepted. A trust removal (`trust rm`)
+//!   is the same: in force at once, saved once the database reopens. The node never serves under
 //!   a policy it could not update. Until then a restart would go back to the saved catalog, and
 //!   then forward again as soon as the newer one is fetched from peers or the DHT.
 //! - **While the database is closed, it says so loudly:** `status` (`health`), `/metrics`
@@ -46,7 +47,7 @@ impl Node {
                 ticks.tick().await;
                 let store = node.inner.store.clone();
                 let open = blocking(move || store.recover()).await.unwrap_or(false);
-                if open && !node.inner.policy.unsaved_publishers().is_empty() {
+                if open && node.inner.policy.has_unsaved() {
                     let updating = node.inner.policy.updating().await;
                     node.catalogs().save_unsaved(&updating).await;
                 }

@@ -235,7 +235,9 @@ fn catalog_error(e: CatalogError) -> ApiError {
         CatalogError::Refused(CatalogRefused::Rules(_)) => ApiErrorKind::Refused,
         CatalogError::Refused(_) => ApiErrorKind::BadRequest,
         CatalogError::Unavailable(_) => ApiErrorKind::Unavailable,
+        CatalogError::NotTrusted(_) => ApiErrorKind::NotFound,
         CatalogError::Unsaved { .. }
+        | CatalogError::DistrustUnsaved { .. }
         | CatalogError::NoLongerTrusted(_)
         | CatalogError::Internal(_) => ApiErrorKind::Internal,
     };
@@ -1026,21 +1028,10 @@ impl NodeApi for Node {
 
     async fn trust_remove(&self, publisher: PublicKey) -> Result<(), ApiError> {
         let updating = self.inner.policy.updating().await;
-        let store = self.inner.store.clone();
-        let removed = blocking(move || store.trust_remove(&publisher))
-            .await?
-            .map_err(store_error)?;
-        self.inner.policy.distrust(&updating, &publisher);
-        self.catalogs().unfollow(publisher).await;
-        self.stop_announcing_refused(Some(publisher)).await;
-        if removed {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                ApiErrorKind::NotFound,
-                format!("publisher {publisher} is not trusted"),
-            ))
-        }
+        self.catalogs()
+            .distrust(&updating, publisher)
+            .await
+            .map_err(catalog_error)
     }
 
     async fn content_add(

@@ -9,6 +9,8 @@
 //!   (a revocation, a trust removal) bites on the next request;
 //! - windows are judged at [`policy::judged_now`]: the clock, raised to the time floor of the
 //!   accepted catalogs, so a clock set back cannot reopen an ended release;
+//! - what is in force is what the store says, except what waits to be saved while the
+//!   database is closed (catalogs accepted, trust removed): kept here until it is saved;
 //! - every change (accepting a catalog, marking it saved or not, changing the trust store or
 //!   the mirrors) takes an [`Updating`], the proof that the caller holds the update lock, so
 //!   the check before a store write and the change after it are never interleaved with another
@@ -89,6 +91,9 @@ pub struct PolicyState {
     mirrors: Mutex<HashSet<PublicKey>>,
     /// Accepted catalogs in force but not saved yet, by publisher.
     unsaved: Mutex<HashMap<PublicKey, HeldCatalog>>,
+    /// Publishers no longer trusted, though the store still says they are (the database was
+    /// closed when trust was removed).
+    unsaved_distrust: Mutex<HashSet<PublicKey>>,
     /// Held while a catalog is accepted and while the trust store changes.
     updates: tokio::sync::Mutex<()>,
 }
@@ -152,6 +157,12 @@ impl PolicyState {
 
     fn unsaved(&self) -> MutexGuard<'_, HashMap<PublicKey, HeldCatalog>> {
         self.unsaved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn unsaved_distrust(&self) -> MutexGuard<'_, HashSet<PublicKey>> {
+        self.unsaved_distrust
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes the update lock (module docs), waiting for the change under way.
@@ -231,7 +242,8 @@ impl PolicyState {
             .collect()
     }
 
-    /// Trusts `publisher` with `settings` (replacing what it had), mirrored or not.
+    /// Trusts `publisher` with `settings` (replacing what it had), mirrored or not, as saved
+    /// (an unsaved removal of its trust is void).
     pub fn trust(
         &self,
         _: &Updating<'_>,
@@ -240,6 +252,7 @@ impl PolicyState {
         mirror: bool,
     ) {
         self.rules_mut().trust.insert(publisher, settings);
+        self.unsaved_distrust().remove(&publisher);
         let mut mirrors = self.mirrors();
         if mirror {
             mirrors.insert(publisher);
@@ -253,6 +266,28 @@ impl PolicyState {
         let removed = self.rules_mut().trust.remove(publisher);
         self.mirrors().remove(publisher);
         removed
+    }
+
+    /// Keeps the removal of `publisher`'s trust (in force) as not saved: the database is closed.
+    pub fn mark_distrust_unsaved(&self, _: &Updating<'_>, publisher: PublicKey) {
+        self.unsaved_distrust().insert(publisher);
+    }
+
+    /// The removal of `publisher`'s trust no longer waits to be saved.
+    pub fn mark_distrust_saved(&self, _: &Updating<'_>, publisher: &PublicKey) {
+        self.unsaved_distrust().remove(publisher);
+    }
+
+    /// The publishers whose trust was removed but the store still trusts, by key.
+    pub fn unsaved_distrusts(&self) -> Vec<PublicKey> {
+        let mut publishers: Vec<PublicKey> = self.unsaved_distrust().iter().copied().collect();
+        publishers.sort();
+        publishers
+    }
+
+    /// Whether anything in force waits to be saved (a catalog, a trust removal).
+    pub fn has_unsaved(&self) -> bool {
+        !self.unsaved().is_empty() || !self.unsaved_distrust().is_empty()
     }
 
     /// Whether this node mirrors `publisher`'s catalog.
