@@ -322,6 +322,10 @@ impl Node {
             mdns: config.mdns,
             upnp: config.upnp,
             counters: metrics.network_counters(),
+            judged_now: {
+                let policy = policy.clone();
+                Arc::new(move || policy.judged_now())
+            },
         })?;
         let node = Node {
             inner: Arc::new(Inner {
