@@ -8,10 +8,10 @@
 //! | edge | [`daemon`], [`cli`] | the `run` daemon (config, data directory, process limits, start and bounded stop); the client subcommands, one file per group |
 //! | API | [`api`] | the HTTP + JSON control API on 127.0.0.1: server, connections, typed client |
 //! | node | [`node`] | the parts tied together: the control API's methods and the one mapping of errors to `ApiError`, health, re-checking files |
-//! | work | [`catalogs`], [`serve`] | catalogs on the network (heads, fetch, accept, mirror); answering every peer request under the policy, from a context of parts |
+//! | work | [`catalogs`], [`serve`] | catalogs on the network (heads, fetch, accept, mirror), from a context of parts; answering every peer request under the policy, from a context of parts |
 //! | | [`fetch`] | finding manifests and fetching chunks from many peers, from a context of parts; rarest-first scheduling |
 //! | peers | [`peers`] | the peers part: the peer book (bytes, bans) and the pool of transfer sessions |
-//! | parts | [`items`], [`policy_state`], [`transfer`], [`content`] | the item registry (content held, its live state); the trust store and catalogs in force; `/licet/transfer/1` streams; content files and output folders |
+//! | parts | [`items`], [`policy_state`], [`transfer`], [`content`] | the item registry (content held, its live state); the trust policy state (trust store, catalogs in force and held, mirrors, unsaved changes) and catalog acceptance; `/licet/transfer/1` streams; content files and output folders |
 //! | | [`metrics`] | Prometheus metrics and their text formats |
 //! | contract | [`contract`] | the control API's types, route paths and API file names, shared by the server and the client |
 //! | ground | [`net`], [`store`] | the libp2p swarm (the only owner of the `Swarm`), reachability, connection bounds; the redb database |

@@ -35,8 +35,6 @@ use std::{
 
 use libp2p::PeerId;
 use licet_proto::{
-    PublicKey,
-    catalog::VerifiedCatalogHead,
     manifest::{Manifest, Region},
     merkle::{self, AuditPath},
     policy::{RefusalReason, Territory},
@@ -62,21 +60,6 @@ pub const IO_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// When a failed read was last logged, in this process.
 static LAST_IO_ERROR_LOG: Mutex<Option<Instant>> = Mutex::new(None);
 
-/// A catalog this node accepted, as it serves it to peers.
-#[derive(Clone)]
-pub struct ServedCatalog {
-    /// Its signed head.
-    pub head: VerifiedCatalogHead,
-    /// The catalog envelope, exactly as verified.
-    pub envelope: Arc<[u8]>,
-}
-
-/// The catalogs this node holds, one per trusted publisher: its newest accepted.
-pub trait HeldCatalogs: Send + Sync + 'static {
-    /// The catalog of `publisher` held now, if any.
-    fn held(&self, publisher: &PublicKey) -> Option<ServedCatalog>;
-}
-
 /// The parts serving uses, as handles. Cheap to share; the node's [`Responder`].
 pub struct Server {
     items: Arc<Items>,
@@ -84,7 +67,6 @@ pub struct Server {
     peers: Peers,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
-    catalogs: Arc<dyn HeldCatalogs>,
 }
 
 impl Server {
@@ -95,7 +77,6 @@ impl Server {
         peers: Peers,
         store: Arc<Store>,
         metrics: Arc<Metrics>,
-        catalogs: Arc<dyn HeldCatalogs>,
     ) -> Server {
         Server {
             items,
@@ -103,7 +84,6 @@ impl Server {
             peers,
             store,
             metrics,
-            catalogs,
         }
     }
 }
@@ -298,9 +278,9 @@ impl Server {
     /// Answers `CatalogHead` and `CatalogPart` requests from the catalogs this node accepted.
     pub(crate) fn serve_catalog(&self, request: &Request, payload: &mut Vec<u8>) -> Response {
         match *request {
-            Request::CatalogHead { publisher } => match self.catalogs.held(&publisher) {
+            Request::CatalogHead { publisher } => match self.policy.held_catalog(&publisher) {
                 Some(held) => Response::CatalogHead {
-                    envelope: held.head.envelope_bytes().to_vec(),
+                    envelope: held.head().envelope_bytes().to_vec(),
                 },
                 None => refuse(
                     RefusalReason::NotHeld,
@@ -312,22 +292,22 @@ impl Server {
                 catalog_hash,
                 offset,
             } => {
-                let Some(held) = self.catalogs.held(&publisher) else {
+                let Some(held) = self.policy.held_catalog(&publisher) else {
                     return refuse(
                         RefusalReason::NotHeld,
                         format!("no catalog of publisher {publisher} is held here"),
                     );
                 };
-                if held.head.head().catalog_hash != catalog_hash {
+                if held.head().head().catalog_hash != catalog_hash {
                     return refuse(
                         RefusalReason::NotHeld,
                         format!(
                             "catalog {catalog_hash} of {publisher} is not held here (the newest held is {})",
-                            held.head.head().sequence
+                            held.head().head().sequence
                         ),
                     );
                 }
-                let total = held.envelope.len() as u64;
+                let total = held.envelope().len() as u64;
                 if offset % u64::from(CATALOG_PART_BYTES) != 0 || offset > total {
                     return refuse(
                         RefusalReason::BadRequest,
@@ -338,7 +318,7 @@ impl Server {
                 }
                 let end = total.min(offset + u64::from(CATALOG_PART_BYTES));
                 payload.clear();
-                payload.extend_from_slice(&held.envelope[offset as usize..end as usize]);
+                payload.extend_from_slice(&held.envelope()[offset as usize..end as usize]);
                 Response::CatalogPart {
                     total_len: total,
                     offset,

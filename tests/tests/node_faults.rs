@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use licet_proto::{ManifestId, policy::RefusalReason, wire::Response};
+use licet_proto::{ManifestId, catalog::catalog_head_key, policy::RefusalReason, wire::Response};
 use licet_tests::{
     TestNet, TestNode, count, create,
     hostile::{Answer, HostileContent, HostilePeer},
@@ -107,6 +107,68 @@ fn a_catalog_issued_ahead_of_a_slow_clock_ends_a_window_that_the_clock_keeps_ope
     a.terminate();
     a.restart();
     assert_eq!(chunk_answer(&a, &id), Err(RefusalReason::Expired));
+}
+
+/// Regression: a catalog head put to this node's DHT store was judged by the plain clock, so a
+/// slow clock kept storing (and serving) heads whose catalogs had expired by the time floor.
+#[test]
+fn a_slow_clock_does_not_store_a_catalog_head_in_the_dht_that_expired_by_the_time_floor() {
+    let net = TestNet::new();
+    let w = net.work();
+    let (publisher, _) = release(&net, &[]);
+    // The publisher's catalog, issued two days ahead of this node's clock: its time floor.
+    w.catalog_new("publisher.pem", "draft.json");
+    w.catalog_sign(
+        "draft.json",
+        "publisher.pem",
+        "ahead.catalog",
+        &["--issued-at", "+2d", "--expires", "+3d"],
+    )
+    .ok();
+    // Heads of two other publishers: one expires in a day (before the floor), one in four.
+    let head_of = |name: &str, expires: &str| {
+        let key = w.keygen(&format!("{name}.pem"));
+        w.catalog_new(&format!("{name}.pem"), &format!("{name}.json"));
+        w.catalog_sign(
+            &format!("{name}.json"),
+            &format!("{name}.pem"),
+            &format!("{name}.catalog"),
+            &["--expires", expires],
+        )
+        .ok();
+        let head = std::fs::read(w.join(&format!("{name}.catalog.head"))).unwrap();
+        (catalog_head_key(&key.trim().parse().unwrap()).0, head)
+    };
+    let (ended_key, ended) = head_of("ended", "+1d");
+    let (live_key, live) = head_of("live", "+4d");
+
+    let a = net.start("a", &[]).trusting(&publisher);
+    a.client_json(&["catalog", "publish", "ahead.catalog"]);
+    let hostile = HostilePeer::requester();
+    hostile.dial(a.addr()).unwrap();
+    let held = |key| {
+        hostile
+            .records_held_by(a.peer_id(), key)
+            .expect("the node answers a DHT lookup")
+    };
+    // Each put returns once the node has acknowledged it, which it does after judging it.
+    hostile
+        .put_record_to(a.peer_id(), live_key, live.clone())
+        .unwrap();
+    wait_for(
+        "the node to store a head live by its time floor",
+        RECOVERY_TIMEOUT,
+        Duration::from_millis(100),
+        || (held(live_key) == vec![live.clone()]).then_some(()),
+    );
+    hostile
+        .put_record_to(a.peer_id(), ended_key, ended)
+        .unwrap();
+    assert_eq!(
+        held(ended_key),
+        Vec::<Vec<u8>>::new(),
+        "a head whose catalog expired by the time floor is stored"
+    );
 }
 
 // ----- item 1: a full disk under the node's database -----
@@ -259,6 +321,66 @@ fn a_full_disk_under_the_database_keeps_takedowns_in_force_and_the_node_recovers
     a.terminate();
     a.restart();
     assert_eq!(chunk_answer(&a, &film), Err(RefusalReason::Revoked));
+    drop(a);
+    drop(disk);
+}
+
+#[test]
+fn a_trust_rm_on_a_full_disk_is_in_force_at_once_and_saved_once_space_is_freed() {
+    let net = TestNet::new();
+    let w = net.work();
+    let (publisher, film) = release(&net, &[]);
+    let disk = match Tmpfs::mount(&w.join("nodes/a"), "16m") {
+        Ok(disk) => disk,
+        Err(why) => {
+            required::cannot_run_here(&format!(
+                "no small filesystem can be mounted to fill: {why}"
+            ));
+            return;
+        }
+    };
+    let a = net.start("a", &[]).trusting(&publisher);
+    a.add("film.manifest", "release");
+    assert_eq!(chunk_answer(&a, &film), Ok(()));
+
+    disk.fill();
+    // The publisher is no longer trusted at once though it cannot be saved, and the operator
+    // is told (exit 2).
+    let removed = a.client(&["trust", "rm", &publisher]);
+    assert_eq!(removed.code, Some(2), "{}", removed.stderr);
+    assert!(
+        removed
+            .stderr
+            .contains("no longer trusted on this node, but this is not saved")
+            && removed.stderr.contains("No space left on device"),
+        "{}",
+        removed.stderr
+    );
+    assert_eq!(
+        chunk_answer(&a, &film),
+        Err(RefusalReason::UntrustedPublisher),
+        "a trust removal that could not be saved is not applied"
+    );
+
+    // Space freed: the node reopens its database by itself and saves the removal.
+    disk.free();
+    a.wait_for_log(
+        "trust removal saved after the database reopened",
+        RECOVERY_TIMEOUT,
+    );
+    assert_eq!(
+        chunk_answer(&a, &film),
+        Err(RefusalReason::UntrustedPublisher)
+    );
+    // Saved: it holds across a restart.
+    let mut a = a;
+    a.terminate();
+    a.restart();
+    assert_eq!(
+        chunk_answer(&a, &film),
+        Err(RefusalReason::UntrustedPublisher),
+        "the trust removal was not saved"
+    );
     drop(a);
     drop(disk);
 }

@@ -1,92 +1,254 @@
 //! Catalogs on the network: how a node learns, checks, keeps, applies and passes on each
 //! trusted publisher's newest catalog, and mirrors the publishers it was asked to mirror.
 //!
-//! A head reaches the node in one of four ways, and every one goes through [`Node::consider_head`]:
+//! The work runs on a [`Catalogs`] context: the parts it uses (the network, the store, the
+//! policy state, the catalog metrics, its own [`CatalogWork`]) and a [`CatalogHost`], the narrow
+//! handle to what the node does for it (transfer sessions and bans, the content it holds). It
+//! never sees the node itself.
+//!
+//! A head reaches the node in one of four ways, and every one goes through
+//! [`Catalogs::consider_head`] (or, with the catalog itself, [`Catalogs::publish`]):
 //! - `catalog publish` on this node (the API), with the catalog itself;
 //! - gossip on the publisher's topic (`net::catalog_topic`), pushed the moment it is
-//!   published;
+//!   published (`watch.rs`);
 //! - the DHT record under the publisher's catalog head key, polled every `catalog_poll`;
 //! - a direct `CatalogHead` request to connected peers, in the same poll.
 //!
 //! What happens to a head, in order:
 //! 1. its signature is checked: it must be signed by its publisher's own key;
-//! 2. [`CatalogSet::head_is_newer`]: the publisher is trusted, the catalog is not expired, and
-//!    its sequence is above the accepted one (equal: the same catalog, a no-op). A rollback or
-//!    a different catalog with the same sequence is refused and counted in the metrics;
-//! 3. the catalog is fetched from peers part by part (the peer the head came from first, then
-//!    connected peers, then the providers of the head key, which anyone can announce); its
-//!    bytes must hash to the head's `catalog_hash` before they are decoded (mix-and-match
-//!    defence) — a peer that sends other bytes is banned;
+//! 2. [`PolicyState::admits`]: the publisher is trusted, the catalog is not expired, and its
+//!    sequence is above the accepted one (equal: the same catalog, a no-op). A rollback or a
+//!    different catalog with the same sequence is refused and counted in the metrics;
+//! 3. the catalog is fetched from peers part by part (`fetching.rs`: the peer the head came
+//!    from first, then connected peers, then the providers of the head key, which anyone can
+//!    announce); its bytes must hash to the head's `catalog_hash` before they are decoded
+//!    ([`CatalogOffer::for_head`], mix-and-match defence) — a peer that sends other bytes is
+//!    banned;
 //! 4. the catalog and its head are written to the store in one transaction, *then* applied to
-//!    the in-memory policy state; since serving asks the policy on every request, revocations
-//!    and delegate revocations bite on the next chunk, and the persisted sequence means a
-//!    restart cannot roll them back. If the database is closed after an I/O error (a full
-//!    disk), the catalog is applied all the same and saved once the database reopens
-//!    (`health.rs`): a takedown never waits for a disk. Its `issued_at` raises the node's time
-//!    floor ([`licet_proto::policy::judged_now`]), which every window check here uses;
+//!    the in-memory policy state ([`PolicyState::accept`]); since serving asks the policy on
+//!    every request, revocations and delegate revocations bite on the next chunk, and the
+//!    persisted sequence means a restart cannot roll them back. If the database is closed after
+//!    an I/O error (a full disk), the catalog is applied all the same and saved once the
+//!    database reopens (`saving.rs`): a takedown never waits for a disk. Its `issued_at` raises
+//!    the node's time floor ([`licet_proto::policy::judged_now`]), which every window check
+//!    here uses;
 //! 5. the node passes it on: it puts the head in the DHT, provides the head key (so others can
 //!    fetch the catalog from it), gossips the head unless it came by gossip (gossipsub forwards
 //!    those itself once the node accepts the message), stops announcing revoked manifests, and
-//!    for a mirrored publisher fetches what is listed and drops what is withdrawn.
+//!    for a mirrored publisher fetches what is listed and drops what is withdrawn (`mirror.rs`).
 //!
 //! Invariants:
 //! - a catalog (at most the wire limit of a catalog envelope) is fetched once at a time
-//!   (`fetching_catalogs`), within [`CATALOG_TOTAL_FETCH_TIMEOUT`], and outside
-//!   `catalog_updates`, so a slow source holds up only that catalog;
-//! - accepting (check, store, apply) runs under `catalog_updates`, which trust changes take too,
-//!   with one clock reading, so the store and the in-memory state never disagree;
+//!   ([`CatalogWork`]), within [`CATALOG_TOTAL_FETCH_TIMEOUT`], and outside the policy
+//!   state's update lock, so a slow source holds up only that catalog;
+//! - accepting (check, store, apply) runs under the update lock ([`Updating`]), which trust
+//!   changes take too, with one clock reading, so the store and the in-memory state never
+//!   disagree;
 //! - the node serves catalog parts only of the catalog it accepted, and only by its hash;
 //! - gossip messages are reported to gossipsub as accepted only if they are a valid head of
 //!   the topic's publisher that is newer than what the node holds, so stale or forged heads are
 //!   not forwarded (a forgery also costs its sender gossipsub score).
 
+mod fetching;
+mod mirror;
+mod saving;
+mod watch;
+
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     path::PathBuf,
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
-use libp2p::{PeerId, gossipsub::MessageAcceptance};
+use libp2p::PeerId;
 use licet_proto::{
     CatalogHash, ManifestId, PublicKey, Timestamp,
-    catalog::{VerifiedCatalog, VerifiedCatalogHead, catalog_hash, catalog_head_key},
+    catalog::{VerifiedCatalogHead, catalog_head_key},
     manifest::VerifiedManifest,
-    policy::{CatalogAcceptance, CatalogRejection, Refusal, RefusalReason, Territory},
-    wire::{Request, Response},
 };
+use prometheus_client::metrics::{counter::Counter, family::Family};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::{
-    contract::{ApiError, ApiErrorKind, CatalogInfo},
-    fetch,
-    net::{self, NetworkEvent},
-    node::{Node, blocking, internal},
-    store::{ContentOrigin, RecordState},
+    contract::CatalogInfo,
+    metrics::{CatalogRefusalLabel, Metrics},
+    net::{self, Network, NetworkEvent},
+    policy_state::{CatalogOffer, CatalogOutcome, CatalogRefused, PolicyState, Updating},
+    store::Store,
+    transfer::{Session, SessionError},
 };
 
-/// Most peers asked for their head of one publisher in a poll.
-const MAX_POLL_PEERS: usize = 8;
-/// Most peers tried for one catalog.
-const MAX_CATALOG_SOURCES: usize = 8;
-/// The first poll runs this long after start (time to connect to bootstrap peers).
-const FIRST_POLL_DELAY: Duration = Duration::from_secs(2);
-/// Most mirror downloads running at once, per mirrored publisher.
-const MIRROR_DOWNLOADS_AT_ONCE: usize = 8;
-/// Most listed manifests a mirror looks up in one sync (each is a DHT lookup); the next sync
-/// goes on from where this one stopped, so a large catalog is covered in turn.
-const MIRROR_LOOKUPS_PER_SYNC: usize = 32;
-/// Longest one peer may take to send a whole catalog.
-const CATALOG_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+pub use fetching::CatalogParts;
+pub use saving::Saved;
+
 /// Longest a catalog may take to fetch, all its sources together.
-const CATALOG_TOTAL_FETCH_TIMEOUT: Duration = Duration::from_secs(180);
+pub const CATALOG_TOTAL_FETCH_TIMEOUT: Duration = Duration::from_secs(180);
 /// The folder of the data directory where mirrored content goes, one folder per manifest id.
 const MIRROR_DIR: &str = "mirror";
 
+/// What the node does for the catalog work: the handle [`Catalogs`] reaches it through.
+pub trait CatalogHost: Clone + Send + Sync + 'static {
+    /// The transfer session with `peer`, opening (and dialing) if needed.
+    fn session(
+        &self,
+        peer: PeerId,
+    ) -> impl Future<Output = Result<Arc<Session>, SessionError>> + Send;
+    /// A request to `peer` failed with `error` (its session is dropped; a protocol violation
+    /// bans it).
+    fn request_failed(&self, peer: PeerId, error: &SessionError)
+    -> impl Future<Output = ()> + Send;
+    /// Bans `peer` for `reason`.
+    fn ban(&self, peer: PeerId, reason: &str) -> impl Future<Output = ()> + Send;
+    /// Whether `peer` is banned.
+    fn is_banned(&self, peer: &PeerId) -> bool;
+    /// Whether the node is stopping (the poll loop ends).
+    fn stopping(&self) -> bool;
+    /// Stops announcing the held content (of `publisher`, or all of it) that the policy now
+    /// refuses.
+    fn stop_announcing_refused(
+        &self,
+        publisher: Option<PublicKey>,
+    ) -> impl Future<Output = ()> + Send;
+    /// The content of `publisher` this node downloaded, as the mirror sees it.
+    fn downloaded(&self, publisher: &PublicKey) -> Vec<DownloadedContent>;
+    /// Whether the node holds (or fetches) `id`.
+    fn holds(&self, id: &ManifestId) -> bool;
+    /// Stops serving and fetching `id` and forgets it (its files stay).
+    fn forget(&self, id: ManifestId) -> impl Future<Output = Result<(), String>> + Send;
+    /// Finds the manifest `id` (DHT providers, connected peers).
+    fn find_manifest(
+        &self,
+        id: ManifestId,
+    ) -> impl Future<Output = Result<VerifiedManifest, String>> + Send;
+    /// Starts fetching `manifest` into `dir`, which is the node's own (what is there may be
+    /// replaced).
+    fn start_download(
+        &self,
+        manifest: VerifiedManifest,
+        dir: PathBuf,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// One downloaded content item, as the mirror sees it.
+#[derive(Clone, Debug)]
+pub struct DownloadedContent {
+    /// Its manifest.
+    pub manifest: VerifiedManifest,
+    /// Its folder.
+    pub dir: PathBuf,
+    /// Whether it is still being fetched.
+    pub downloading: bool,
+}
+
+/// What the catalog work keeps between calls: the catalogs being fetched, where each mirror's
+/// next sync goes on, how often to poll. The node keeps one for its life.
+pub struct CatalogWork {
+    /// Catalogs being fetched, by publisher and hash: one fetch each at a time.
+    fetching: Mutex<HashSet<(PublicKey, CatalogHash)>>,
+    /// Held while a mirror syncs (one at a time): where each publisher's next sync goes on in
+    /// its catalog's list.
+    mirror_cursors: tokio::sync::Mutex<HashMap<PublicKey, usize>>,
+    /// How often catalogs are polled.
+    poll: Duration,
+}
+
+impl CatalogWork {
+    /// Nothing under way; heads polled every `poll`.
+    pub fn new(poll: Duration) -> CatalogWork {
+        CatalogWork {
+            fetching: Mutex::new(HashSet::new()),
+            mirror_cursors: tokio::sync::Mutex::new(HashMap::new()),
+            poll,
+        }
+    }
+}
+
+/// The catalog counters of `/metrics`.
+#[derive(Clone)]
+struct CatalogMetrics {
+    accepted: Counter,
+    refusals: Family<CatalogRefusalLabel, Counter>,
+}
+
+impl CatalogMetrics {
+    fn refused(&self, reason: &str) {
+        debug_assert!(
+            crate::metrics::CATALOG_REFUSAL_REASONS.contains(&reason),
+            "catalog refusal reason {reason:?} is not in CATALOG_REFUSAL_REASONS"
+        );
+        self.refusals
+            .get_or_create(&CatalogRefusalLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// Why a head or catalog was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The policy state refuses it: forged, not the head's bytes, or refused by the catalog
+    /// rules (untrusted, expired, rollback, equal sequence with other bytes).
+    #[error(transparent)]
+    Refused(#[from] CatalogRefused),
+    /// No peer had the catalog.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The catalog is in force but could not be saved (the database is closed); it is saved
+    /// once the database reopens.
+    #[error(
+        "the catalog of publisher {publisher} is in force on this node but not saved: {problem}; \
+         the node saves it by itself once the database reopens"
+    )]
+    Unsaved {
+        /// Its publisher.
+        publisher: PublicKey,
+        /// Why the database is closed.
+        problem: String,
+    },
+    /// The publisher's trust was removed, and this is not saved (the database is closed); it
+    /// is saved once the database reopens.
+    #[error(
+        "publisher {publisher} is no longer trusted on this node, but this is not saved: {problem}; \
+         the node saves it by itself once the database reopens"
+    )]
+    DistrustUnsaved {
+        /// The publisher.
+        publisher: PublicKey,
+        /// Why the database is closed.
+        problem: String,
+    },
+    /// The publisher is not trusted (`trust rm`).
+    #[error("publisher {0} is not trusted")]
+    NotTrusted(PublicKey),
+    /// The publisher stopped being trusted while its catalog was published.
+    #[error("publisher {0} is no longer trusted")]
+    NoLongerTrusted(PublicKey),
+    /// The node failed (database).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl CatalogError {
+    /// The metrics label of a refusal.
+    fn label(&self) -> &'static str {
+        match self {
+            CatalogError::Refused(refused) => refused.label(),
+            CatalogError::Unavailable(_) => "unavailable",
+            CatalogError::Unsaved { .. }
+            | CatalogError::DistrustUnsaved { .. }
+            | CatalogError::NotTrusted(_)
+            | CatalogError::NoLongerTrusted(_)
+            | CatalogError::Internal(_) => "internal",
+        }
+    }
+}
+
 /// How a head reached the node (decides whether the node gossips it on).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum HeadOrigin {
+pub enum HeadOrigin {
     /// `catalog publish` on this node.
     Api,
     /// Gossip: gossipsub forwards it itself.
@@ -95,9 +257,9 @@ pub(crate) enum HeadOrigin {
     Poll,
 }
 
-/// What [`Node::consider_head`] did.
+/// What [`Catalogs::consider_head`] did.
 #[derive(Debug)]
-pub(crate) enum HeadOutcome {
+pub enum HeadOutcome {
     /// The catalog is the publisher's newest now.
     Accepted,
     /// It is the catalog already held.
@@ -106,319 +268,167 @@ pub(crate) enum HeadOutcome {
     BeingFetched,
 }
 
-/// A catalog envelope put together from one peer's `CatalogPart` answers, asked for in order.
-///
-/// Each answer must be the part asked for (at [`CatalogParts::next_offset`]), of the same
-/// `total_len` as the first, and move on (`len > 0`) unless the envelope is whole. Every part
-/// reaches it through `wire::decode_response`, which bounds `total_len` by the catalog envelope
-/// limit and `offset + len` by `total_len`: the envelope never grows past that limit.
-#[derive(Debug, Default)]
-pub struct CatalogParts {
-    envelope: Vec<u8>,
-    total: Option<u64>,
-}
-
-impl CatalogParts {
-    /// The offset to ask for next: the bytes held so far.
-    pub fn next_offset(&self) -> u64 {
-        self.envelope.len() as u64
-    }
-
-    /// Takes one answer's part (`payload` is its `len` bytes). `Ok(true)` once the envelope is
-    /// whole; `Err` with the reason to ban the peer for if the part is not the one asked for.
-    pub fn add(
-        &mut self,
-        total_len: u64,
-        part_offset: u64,
-        len: u32,
-        payload: &[u8],
-    ) -> Result<bool, String> {
-        let offset = self.next_offset();
-        let consistent = part_offset == offset
-            && self.total.is_none_or(|t| t == total_len)
-            && (len > 0 || offset == total_len);
-        if !consistent {
-            return Err(format!(
-                "catalog part at {part_offset} of {total_len} bytes when {offset} was asked"
-            ));
-        }
-        self.total = Some(total_len);
-        self.envelope.extend_from_slice(payload);
-        Ok(self.envelope.len() as u64 >= total_len)
-    }
-
-    /// The envelope's bytes (whole once [`CatalogParts::add`] said so).
-    pub fn into_envelope(self) -> Vec<u8> {
-        self.envelope
-    }
-}
-
-/// A catalog being fetched, in `Inner::fetching_catalogs` while this lives.
-struct FetchClaim<'a> {
-    set: &'a std::sync::Mutex<HashSet<(PublicKey, CatalogHash)>>,
-    wanted: (PublicKey, CatalogHash),
-}
-
-impl<'a> FetchClaim<'a> {
-    /// Claims `wanted`, unless it is being fetched already.
-    fn claim(
-        set: &'a std::sync::Mutex<HashSet<(PublicKey, CatalogHash)>>,
-        wanted: (PublicKey, CatalogHash),
-    ) -> Option<FetchClaim<'a>> {
-        // The guard must be gone before a claim can exist: dropping a claim takes the lock.
-        let claimed = set.lock().unwrap_or_else(|p| p.into_inner()).insert(wanted);
-        claimed.then(|| FetchClaim { set, wanted })
-    }
-}
-
-impl Drop for FetchClaim<'_> {
-    fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.wanted);
-    }
-}
-
-/// Why a head or catalog was not taken.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum CatalogFailure {
-    /// The catalog rules refuse it (untrusted, expired, rollback, equal sequence with other
-    /// bytes).
-    #[error(transparent)]
-    Rejected(#[from] CatalogRejection),
-    /// The head or catalog does not verify, or they do not belong together.
-    #[error("{0}")]
-    Invalid(String),
-    /// No peer had the catalog.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The node failed (database).
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl CatalogFailure {
-    /// The metrics label of a refusal.
-    fn label(&self) -> &'static str {
-        match self {
-            CatalogFailure::Rejected(CatalogRejection::UntrustedPublisher(_)) => "untrusted",
-            CatalogFailure::Rejected(CatalogRejection::Expired { .. }) => "expired",
-            CatalogFailure::Rejected(CatalogRejection::Rollback { .. }) => "rollback",
-            CatalogFailure::Rejected(CatalogRejection::EqualSequenceDifferentBytes { .. }) => {
-                "equal_sequence_different_bytes"
-            }
-            CatalogFailure::Rejected(_) => "rejected",
-            CatalogFailure::Invalid(_) => "invalid",
-            CatalogFailure::Unavailable(_) => "unavailable",
-            CatalogFailure::Internal(_) => "internal",
-        }
-    }
-
-    fn into_api_error(self) -> ApiError {
-        let kind = match &self {
-            CatalogFailure::Rejected(_) => ApiErrorKind::Refused,
-            CatalogFailure::Invalid(_) => ApiErrorKind::BadRequest,
-            CatalogFailure::Unavailable(_) => ApiErrorKind::Unavailable,
-            CatalogFailure::Internal(_) => ApiErrorKind::Internal,
-        };
-        ApiError::new(kind, self.to_string())
-    }
-}
-
-/// A catalog this node accepted, as it serves it to peers.
+/// The catalog work's context (module docs). Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct HeldCatalog {
-    /// Its signed head.
-    pub(crate) head: VerifiedCatalogHead,
-    /// The catalog envelope, exactly as verified.
-    pub(crate) envelope: Arc<[u8]>,
+pub struct Catalogs<H> {
+    network: Network,
+    store: Arc<Store>,
+    policy: Arc<PolicyState>,
+    metrics: CatalogMetrics,
+    work: Arc<CatalogWork>,
+    /// Where mirrored content goes.
+    mirror_root: PathBuf,
+    host: H,
 }
 
-impl Node {
+impl<H: CatalogHost> Catalogs<H> {
+    /// The context of the catalog work of a node whose data directory is `data_dir`.
+    pub fn new(
+        network: Network,
+        store: Arc<Store>,
+        policy: Arc<PolicyState>,
+        metrics: &Metrics,
+        work: Arc<CatalogWork>,
+        data_dir: &std::path::Path,
+        host: H,
+    ) -> Catalogs<H> {
+        Catalogs {
+            network,
+            store,
+            policy,
+            metrics: CatalogMetrics {
+                accepted: metrics.catalogs_accepted.clone(),
+                refusals: metrics.catalog_refusals.clone(),
+            },
+            work,
+            mirror_root: data_dir.join(MIRROR_DIR),
+            host,
+        }
+    }
+
     /// Sets up catalogs at start: joins the gossip topic of every trusted publisher, passes on
     /// the heads it holds, and starts the gossip handler and the poll loop.
-    pub(crate) async fn start_catalogs(&self, events: mpsc::Receiver<NetworkEvent>) {
-        let publishers: Vec<PublicKey> = self.trusted_publishers();
-        for publisher in &publishers {
-            let _ = self
-                .inner
-                .network
-                .subscribe(net::catalog_topic(publisher))
-                .await;
+    pub async fn start(&self, events: mpsc::Receiver<NetworkEvent>) {
+        for publisher in &self.policy.trusted_publishers() {
+            let _ = self.network.subscribe(net::catalog_topic(publisher)).await;
         }
-        let held: Vec<HeldCatalog> = self.lock_held().values().cloned().collect();
-        for catalog in held {
-            self.pass_on(&catalog.head, HeadOrigin::Poll).await;
+        for catalog in self.policy.held_catalogs() {
+            self.pass_on(catalog.head(), HeadOrigin::Poll).await;
         }
-        let node = self.clone();
-        tokio::spawn(async move { node.handle_gossip(events).await });
-        let node = self.clone();
-        tokio::spawn(async move { node.poll_loop().await });
+        let catalogs = self.clone();
+        tokio::spawn(async move { catalogs.handle_gossip(events).await });
+        let catalogs = self.clone();
+        tokio::spawn(async move { catalogs.poll_loop().await });
     }
 
-    /// The trusted publishers, by key.
-    fn trusted_publishers(&self) -> Vec<PublicKey> {
-        let guard = self.inner.policy.read();
-        guard.0.iter().map(|(p, _)| *p).collect()
+    /// A publisher was trusted: joins its gossip topic and looks for its catalog now rather
+    /// than at the next poll (and mirrors it, if asked to).
+    pub async fn follow(&self, publisher: PublicKey) {
+        let _ = self.network.subscribe(net::catalog_topic(&publisher)).await;
+        let catalogs = self.clone();
+        tokio::spawn(async move {
+            catalogs.poll_publisher(publisher).await;
+            catalogs.mirror_sync(publisher).await;
+        });
     }
 
-    fn lock_held(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<PublicKey, HeldCatalog>> {
-        self.inner
-            .held_catalogs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether this node mirrors `publisher`'s catalog.
-    pub(crate) fn is_mirrored(&self, publisher: &PublicKey) -> bool {
-        self.inner
-            .mirrors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(publisher)
+    /// A publisher is no longer trusted: leaves its gossip topic.
+    pub async fn unfollow(&self, publisher: PublicKey) {
+        let _ = self
+            .network
+            .unsubscribe(net::catalog_topic(&publisher))
+            .await;
     }
 
     /// `catalog publish`: takes a catalog and its head from the operator.
-    pub(crate) async fn publish_catalog(
-        &self,
-        catalog: Vec<u8>,
-        head: Vec<u8>,
-    ) -> Result<CatalogInfo, ApiError> {
-        let catalog = VerifiedCatalog::from_bytes(&catalog).map_err(|e| {
-            ApiError::new(
-                ApiErrorKind::BadRequest,
-                format!("the catalog is not valid: {e}"),
-            )
-        })?;
-        let head = VerifiedCatalogHead::from_bytes(&head).map_err(|e| {
-            ApiError::new(
-                ApiErrorKind::BadRequest,
-                format!("the catalog head is not valid: {e}"),
-            )
-        })?;
-        let publisher = catalog.catalog().publisher;
-        let _updating = self.inner.catalog_updates.lock().await;
+    pub async fn publish(&self, catalog: &[u8], head: &[u8]) -> Result<CatalogInfo, CatalogError> {
+        let offer = CatalogOffer::from_bytes(head, catalog)?;
+        let publisher = offer.publisher();
+        let updating = self.policy.updating().await;
         let outcome = self
-            .accept_catalog(head, catalog, HeadOrigin::Api)
+            .accept(&updating, offer, HeadOrigin::Api)
             .await
-            .map_err(|failure| {
-                self.count_refused_head(&failure);
-                failure.into_api_error()
-            })?;
+            .inspect_err(|failure| self.metrics.refused(failure.label()))?;
         info!(%publisher, ?outcome, "catalog published");
-        if self.is_unsaved(&publisher) {
-            // In force, but the operator must know it is not saved (see `health.rs`).
-            return Err(internal(format!(
-                "the catalog of publisher {publisher} is in force on this node but not saved: {}; \
-                 the node saves it by itself once the database reopens",
-                self.inner
+        if self.policy.is_unsaved(&publisher) {
+            // In force, but the operator must know it is not saved (see `saving.rs`).
+            return Err(CatalogError::Unsaved {
+                publisher,
+                problem: self
                     .store
                     .health()
                     .problem()
-                    .unwrap_or_else(|| "the node database is closed".to_owned())
-            )));
+                    .unwrap_or_else(|| "the node database is closed".to_owned()),
+            });
         }
-        self.catalog_info(&publisher)
-            .ok_or_else(|| internal(format!("publisher {publisher} is no longer trusted")))
+        self.policy
+            .catalog_info(&publisher)
+            .ok_or(CatalogError::NoLongerTrusted(publisher))
     }
 
     /// Considers a head from a peer or the DHT: if it is newer than the catalog held, fetches
     /// that catalog (from `hint` first) and accepts it.
-    pub(crate) async fn consider_head(
+    pub async fn consider_head(
         &self,
         head: VerifiedCatalogHead,
         hint: Option<PeerId>,
         origin: HeadOrigin,
-    ) -> Result<HeadOutcome, CatalogFailure> {
-        if !self.head_is_newer(&head, self.judged_now())? {
+    ) -> Result<HeadOutcome, CatalogError> {
+        if !self.policy.admits(&head, self.policy.judged_now())? {
             return Ok(HeadOutcome::AlreadyHeld);
         }
-        // One fetch per catalog at a time, and outside `catalog_updates`: a slow or hostile
+        // One fetch per catalog at a time, and outside the update lock: a slow or hostile
         // source delays only this catalog, never other publishers' updates or `publish`.
         let wanted = (head.head().publisher, head.head().catalog_hash);
-        let Some(_fetching) = FetchClaim::claim(&self.inner.fetching_catalogs, wanted) else {
+        let Some(_fetching) = fetching::FetchClaim::claim(&self.work.fetching, wanted) else {
             return Ok(HeadOutcome::BeingFetched);
         };
-        let catalog =
+        let offer =
             tokio::time::timeout(CATALOG_TOTAL_FETCH_TIMEOUT, self.fetch_catalog(&head, hint))
                 .await
                 .unwrap_or_else(|_| {
-                    Err(CatalogFailure::Unavailable(format!(
+                    Err(CatalogError::Unavailable(format!(
                         "catalog {} of {} not fetched within {CATALOG_TOTAL_FETCH_TIMEOUT:?}",
                         head.head().sequence,
                         head.head().publisher
                     )))
                 })?;
-        let _updating = self.inner.catalog_updates.lock().await;
-        self.accept_catalog(head, catalog, origin).await
+        let updating = self.policy.updating().await;
+        self.accept(&updating, offer, origin).await
     }
 
-    /// Whether `head` points at a catalog the node would accept at `now`
-    /// ([`CatalogSet::head_is_newer`]).
-    fn head_is_newer(
+    /// Steps 4 and 5 of the module docs, for an offer under the update lock.
+    async fn accept(
         &self,
-        head: &VerifiedCatalogHead,
-        now: Timestamp,
-    ) -> Result<bool, CatalogFailure> {
-        let guard = self.inner.policy.read();
-        let (trust, catalogs) = &*guard;
-        Ok(catalogs.head_is_newer(trust, now, head)?)
-    }
-
-    /// Steps 4 and 5 of the module docs, for a head and catalog that belong together. The
-    /// caller holds `catalog_updates`.
-    async fn accept_catalog(
-        &self,
-        head: VerifiedCatalogHead,
-        catalog: VerifiedCatalog,
+        updating: &Updating<'_>,
+        offer: CatalogOffer,
         origin: HeadOrigin,
-    ) -> Result<HeadOutcome, CatalogFailure> {
-        if !head.matches(&catalog) {
-            return Err(CatalogFailure::Invalid(format!(
-                "the head (catalog {} of {}) is not the head of this catalog ({} of {})",
-                head.head().sequence,
-                head.head().publisher,
-                catalog.catalog().sequence,
-                catalog.catalog().publisher
-            )));
-        }
-        let publisher = catalog.catalog().publisher;
-        // What waited for a closed database is saved first (`health.rs`).
-        self.save_unsaved_catalogs().await;
+    ) -> Result<HeadOutcome, CatalogError> {
+        let publisher = offer.publisher();
+        let head = offer.head().clone();
+        // What waited for a closed database is saved first (`saving.rs`).
+        self.save_unsaved(updating).await;
         // One clock reading for the check and the accept below, so the two cannot disagree
-        // about an expiry that falls between them (the caller holds `catalog_updates`, which
-        // trust changes take too).
-        let now = self.judged_now();
-        if !self.head_is_newer(&head, now)? {
+        // about an expiry that falls between them (under the update lock, which trust changes
+        // take too).
+        let now = self.policy.judged_now();
+        if !self.policy.admits(&head, now)? {
             return Ok(HeadOutcome::AlreadyHeld);
         }
-        let held = HeldCatalog {
-            head: head.clone(),
-            envelope: Arc::from(catalog.envelope_bytes()),
-        };
         // Saved, or (database closed) kept to save later and applied all the same.
-        self.save_catalog(publisher, &held).await?;
-        let acceptance = {
-            let mut guard = self.inner.policy.write();
-            let (trust, catalogs) = &mut *guard;
-            catalogs.accept(trust, now, catalog)?
+        self.save(updating, &offer.held()).await?;
+        let previous = match self.policy.accept(updating, offer, now)? {
+            CatalogOutcome::Accepted { previous } => previous,
+            CatalogOutcome::AlreadyHeld => return Ok(HeadOutcome::AlreadyHeld),
         };
-        let previous = match acceptance {
-            CatalogAcceptance::Accepted { previous } => previous,
-            CatalogAcceptance::AlreadyHeld => return Ok(HeadOutcome::AlreadyHeld),
-        };
-        self.lock_held().insert(publisher, held);
-        self.inner.metrics.catalogs_accepted.inc();
+        self.metrics.accepted.inc();
         info!(
             %publisher,
             sequence = head.head().sequence,
             ?previous,
             "catalog accepted"
         );
-        let issued_at = self.newest_issued_at(&publisher);
+        let issued_at = self.policy.newest_issued_at(&publisher);
         if let Some(behind) = licet_proto::policy::clock_behind_floor(Timestamp::now(), issued_at) {
             warn!(
                 %publisher,
@@ -426,498 +436,32 @@ impl Node {
                  licence windows are judged by the catalog's issue time instead"
             );
         }
-        self.stop_announcing_refused(Some(&publisher)).await;
+        self.host.stop_announcing_refused(Some(publisher)).await;
         self.pass_on(&head, origin).await;
-        if self.is_mirrored(&publisher) {
-            let node = self.clone();
-            tokio::spawn(async move { node.mirror_sync(publisher).await });
+        if self.policy.is_mirrored(&publisher) {
+            let catalogs = self.clone();
+            tokio::spawn(async move { catalogs.mirror_sync(publisher).await });
         }
         Ok(HeadOutcome::Accepted)
-    }
-
-    /// Stops announcing the held content (of `publisher`, or of everyone) that the policy now
-    /// refuses: withdrawn by a catalog, not listed under `require_catalog`, out of its licence
-    /// window, or of a publisher no longer trusted.
-    pub(crate) async fn stop_announcing_refused(&self, publisher: Option<&PublicKey>) {
-        let items: Vec<_> = self
-            .items()
-            .iter()
-            .filter(|item| publisher.is_none_or(|p| item.manifest().manifest().publisher == *p))
-            .cloned()
-            .collect();
-        for item in items {
-            if let Err(refusal) = self.policy_check(item.manifest(), Territory::Holder) {
-                // The periodic sweep meets the same refused items every time: not worth a line.
-                if publisher.is_some() {
-                    info!(id = %item.id(), "no longer served: {refusal}");
-                }
-                let _ = self.inner.network.stop_providing(item.id().0).await;
-            }
-        }
-    }
-
-    /// The refusal of `manifest` if its publisher's catalog withdrew it (revoked it, or the
-    /// delegate that signed it).
-    fn withdrawal(&self, manifest: &VerifiedManifest) -> Option<Refusal> {
-        self.policy_check(manifest, Territory::Holder)
-            .err()
-            .filter(|refusal| {
-                matches!(
-                    refusal.reason,
-                    RefusalReason::Revoked | RefusalReason::DelegateRevoked
-                )
-            })
     }
 
     /// Step 5: the DHT record, the provider record, and gossip.
     async fn pass_on(&self, head: &VerifiedCatalogHead, origin: HeadOrigin) {
         let publisher = head.head().publisher;
         let key = catalog_head_key(&publisher).0;
-        let network = &self.inner.network;
-        let _ = network
+        let _ = self
+            .network
             .put_record(key, head.envelope_bytes().to_vec())
             .await;
-        let _ = network.start_providing(key).await;
+        let _ = self.network.start_providing(key).await;
         if origin != HeadOrigin::Gossip {
-            let _ = network
+            let _ = self
+                .network
                 .publish(
                     net::catalog_topic(&publisher),
                     head.envelope_bytes().to_vec(),
                 )
                 .await;
         }
-    }
-
-    /// Step 3: fetches the catalog `head` names from peers, `hint` first.
-    async fn fetch_catalog(
-        &self,
-        head: &VerifiedCatalogHead,
-        hint: Option<PeerId>,
-    ) -> Result<VerifiedCatalog, CatalogFailure> {
-        let h = head.head();
-        let local = self.inner.network.local_peer_id();
-        let providers = self
-            .inner
-            .network
-            .providers(catalog_head_key(&h.publisher).0)
-            .await
-            .unwrap_or_default();
-        let connected = self.inner.network.connected().await.unwrap_or_default();
-        let mut seen = HashSet::new();
-        // The peer the head came from, then connected peers, then providers (which anyone can
-        // announce, so they come last).
-        let candidates: Vec<PeerId> = hint
-            .into_iter()
-            .chain(connected.into_iter().map(|(peer, _)| peer))
-            .chain(providers)
-            .filter(|peer| *peer != local && !self.is_banned(peer) && seen.insert(*peer))
-            .take(MAX_CATALOG_SOURCES)
-            .collect();
-        let mut problems = Vec::new();
-        for peer in candidates {
-            let fetched =
-                tokio::time::timeout(CATALOG_FETCH_TIMEOUT, self.fetch_catalog_from(peer, head))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(format!(
-                            "did not send the catalog within {CATALOG_FETCH_TIMEOUT:?}"
-                        ))
-                    });
-            match fetched {
-                Ok(catalog) => return Ok(catalog),
-                Err(problem) => {
-                    debug!(%peer, "catalog {} of {} not fetched: {problem}", h.sequence, h.publisher);
-                    problems.push(format!("{peer}: {problem}"));
-                }
-            }
-        }
-        Err(CatalogFailure::Unavailable(format!(
-            "no peer sent catalog {} of {}{}",
-            h.sequence,
-            h.publisher,
-            if problems.is_empty() {
-                " (no peer to ask)".to_owned()
-            } else {
-                format!(" ({})", problems.join("; "))
-            }
-        )))
-    }
-
-    /// Fetches the catalog `head` names from `peer`, part by part, and checks it. A peer that
-    /// breaks the protocol or sends bytes that are not the named catalog is banned.
-    async fn fetch_catalog_from(
-        &self,
-        peer: PeerId,
-        head: &VerifiedCatalogHead,
-    ) -> Result<VerifiedCatalog, String> {
-        let h = head.head();
-        let session = self.session(peer).await.map_err(|e| e.to_string())?;
-        let mut parts = CatalogParts::default();
-        loop {
-            let offset = parts.next_offset();
-            let reply = match session
-                .request(Request::CatalogPart {
-                    publisher: h.publisher,
-                    catalog_hash: h.catalog_hash,
-                    offset,
-                })
-                .await
-            {
-                Ok(reply) => reply,
-                Err(e) => {
-                    self.request_failed(peer, &e).await;
-                    return Err(e.to_string());
-                }
-            };
-            match reply.response {
-                Response::CatalogPart {
-                    total_len,
-                    offset: part_offset,
-                    len,
-                } => match parts.add(total_len, part_offset, len, reply.payload()) {
-                    Ok(true) => break,
-                    Ok(false) => {}
-                    Err(reason) => {
-                        self.ban(peer, &reason).await;
-                        return Err(reason);
-                    }
-                },
-                Response::Refused { reason, detail } => {
-                    return Err(format!("refused: {}: {detail}", reason.describe()));
-                }
-                Response::Busy { .. } => return Err("busy".to_owned()),
-                other => {
-                    let reason = format!("answered a catalog request with {other:?}");
-                    self.ban(peer, &reason).await;
-                    return Err(reason);
-                }
-            }
-        }
-        let envelope = parts.into_envelope();
-        if catalog_hash(&envelope) != h.catalog_hash {
-            let reason = format!(
-                "sent a catalog that is not catalog {} of {} (its hash differs from the signed head's)",
-                h.sequence, h.publisher
-            );
-            self.inner.metrics.catalog_refused("mismatch");
-            self.ban(peer, &reason).await;
-            return Err(reason);
-        }
-        let catalog = VerifiedCatalog::from_bytes(&envelope).map_err(|e| e.to_string())?;
-        if !head.matches(&catalog) {
-            return Err("the catalog does not match its head".to_owned());
-        }
-        Ok(catalog)
-    }
-
-    /// Takes gossip messages from the network until it stops.
-    async fn handle_gossip(&self, mut events: mpsc::Receiver<NetworkEvent>) {
-        while let Some(event) = events.recv().await {
-            let NetworkEvent::CatalogHead {
-                topic,
-                data,
-                source,
-                message_id,
-            } = event;
-            let (acceptance, newer) = self.judge_gossip(&topic, &data);
-            let _ = self
-                .inner
-                .network
-                .report_gossip(message_id, source, acceptance)
-                .await;
-            if let Some(head) = newer {
-                let node = self.clone();
-                tokio::spawn(async move {
-                    if let Err(failure) = node
-                        .consider_head(head, Some(source), HeadOrigin::Gossip)
-                        .await
-                    {
-                        node.count_refused_head(&failure);
-                        debug!(%source, "gossiped catalog head not taken: {failure}");
-                    }
-                });
-            }
-        }
-    }
-
-    /// What gossipsub should do with a message, and the head to follow if it is newer.
-    fn judge_gossip(
-        &self,
-        topic: &str,
-        data: &[u8],
-    ) -> (MessageAcceptance, Option<VerifiedCatalogHead>) {
-        let head = match VerifiedCatalogHead::from_bytes(data) {
-            Ok(head) => head,
-            Err(e) => {
-                self.inner.metrics.catalog_refused("invalid");
-                debug!(%topic, "gossip message is not a valid catalog head: {e}");
-                return (MessageAcceptance::Reject, None);
-            }
-        };
-        if net::catalog_topic(&head.head().publisher).hash().as_str() != topic {
-            self.inner.metrics.catalog_refused("invalid");
-            return (MessageAcceptance::Reject, None);
-        }
-        match self.head_is_newer(&head, self.judged_now()) {
-            Ok(true) => (MessageAcceptance::Accept, Some(head)),
-            Ok(false) => (MessageAcceptance::Ignore, None),
-            Err(failure) => {
-                self.count_refused_head(&failure);
-                debug!(%topic, "gossiped catalog head refused: {failure}");
-                (MessageAcceptance::Ignore, None)
-            }
-        }
-    }
-
-    fn count_refused_head(&self, failure: &CatalogFailure) {
-        self.inner.metrics.catalog_refused(failure.label());
-    }
-
-    /// Polls the DHT and connected peers for every trusted publisher's head, every
-    /// `catalog_poll`, and keeps mirrors in step.
-    async fn poll_loop(&self) {
-        let mut tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + FIRST_POLL_DELAY,
-            self.inner.catalog_poll,
-        );
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if self.inner.stopping.load(Ordering::Relaxed) {
-                return;
-            }
-            for publisher in self.trusted_publishers() {
-                self.poll_publisher(publisher).await;
-                if self.is_mirrored(&publisher) {
-                    let node = self.clone();
-                    tokio::spawn(async move { node.mirror_sync(publisher).await });
-                }
-            }
-            // Licence windows end and catalogs expire with no event: swept here.
-            self.stop_announcing_refused(None).await;
-        }
-    }
-
-    /// Looks for a newer head of `publisher` in the DHT and at connected peers, and follows the
-    /// highest one.
-    pub(crate) async fn poll_publisher(&self, publisher: PublicKey) {
-        let mut offered: Vec<(VerifiedCatalogHead, Option<PeerId>)> = Vec::new();
-        let key = catalog_head_key(&publisher).0;
-        for value in self
-            .inner
-            .network
-            .get_records(key)
-            .await
-            .unwrap_or_default()
-        {
-            if let Ok(head) = VerifiedCatalogHead::from_bytes(&value)
-                && head.head().publisher == publisher
-            {
-                offered.push((head, None));
-            }
-        }
-        let connected = self.inner.network.connected().await.unwrap_or_default();
-        let askable = connected
-            .into_iter()
-            .map(|(peer, _)| peer)
-            .filter(|peer| !self.is_banned(peer))
-            .take(MAX_POLL_PEERS);
-        for peer in askable {
-            let Ok(session) = self.session(peer).await else {
-                continue;
-            };
-            match session.request(Request::CatalogHead { publisher }).await {
-                Ok(reply) => {
-                    if let Response::CatalogHead { envelope } = reply.response
-                        && let Ok(head) = VerifiedCatalogHead::from_bytes(&envelope)
-                        && head.head().publisher == publisher
-                    {
-                        offered.push((head, Some(peer)));
-                    }
-                }
-                Err(e) => {
-                    debug!(%peer, "catalog head request failed: {e}");
-                    self.request_failed(peer, &e).await;
-                }
-            }
-        }
-        // Every offer is judged against the catalog held now (each one the catalog rules
-        // refuse, such as a rollback from a peer or the DHT, is counted); then the highest newer
-        // one that can be fetched is followed.
-        let now = self.judged_now();
-        let mut newer = Vec::new();
-        for (head, peer) in offered {
-            match self.head_is_newer(&head, now) {
-                Ok(true) => newer.push((head, peer)),
-                Ok(false) => {}
-                Err(failure) => {
-                    self.count_refused_head(&failure);
-                    debug!(%publisher, ?peer, "polled catalog head refused: {failure}");
-                }
-            }
-        }
-        newer.sort_by_key(|(head, _)| std::cmp::Reverse(head.head().sequence));
-        for (head, peer) in newer {
-            match self.consider_head(head, peer, HeadOrigin::Poll).await {
-                Ok(_) => return,
-                Err(failure) => {
-                    self.count_refused_head(&failure);
-                    debug!(%publisher, "polled catalog head not taken: {failure}");
-                }
-            }
-        }
-    }
-
-    /// The folder a mirrored manifest's content goes in.
-    fn mirror_dir(&self, id: &ManifestId) -> PathBuf {
-        self.inner.data_dir.join(MIRROR_DIR).join(id.to_string())
-    }
-
-    /// Mirror mode: starts fetching what `publisher`'s newest catalog lists and this node does
-    /// not hold (a few at a time), and drops mirrored content the catalog withdrew. One sync
-    /// runs at a time: while one runs, another returns at once (the next poll catches up).
-    pub(crate) async fn mirror_sync(&self, publisher: PublicKey) {
-        if !self.is_mirrored(&publisher) {
-            return;
-        }
-        let Ok(mut cursors) = self.inner.mirror_cursors.try_lock() else {
-            return;
-        };
-        let listed: Vec<ManifestId> = {
-            let guard = self.inner.policy.read();
-            match guard.1.newest(&publisher) {
-                Some(catalog) => catalog
-                    .catalog()
-                    .entries
-                    .iter()
-                    .map(|e| e.manifest_id)
-                    .collect(),
-                None => return,
-            }
-        };
-        // Drop what was mirrored and is withdrawn now.
-        let mirrored: Vec<_> = self
-            .items()
-            .iter()
-            .filter(|item| {
-                item.manifest().manifest().publisher == publisher
-                    && item.origin() == ContentOrigin::Downloaded
-                    && item.dir() == self.mirror_dir(&item.id())
-            })
-            .cloned()
-            .collect();
-        let mut active = 0;
-        for item in mirrored {
-            if self.withdrawal(item.manifest()).is_some() {
-                info!(id = %item.id(), "mirror drops withdrawn content");
-                if let Err(e) = self.remove_item(item.id()).await {
-                    warn!(id = %item.id(), "cannot drop withdrawn content: {e}");
-                }
-                let dir = item.dir().to_path_buf();
-                let _ = blocking(move || std::fs::remove_dir_all(dir)).await;
-            } else if item.state() == RecordState::Downloading {
-                active += 1;
-            }
-        }
-        // Look up the listed manifests not held, going on from where the last sync stopped.
-        let start = cursors.get(&publisher).copied().unwrap_or(0) % listed.len().max(1);
-        let mut lookups = 0;
-        let mut next = start;
-        for offset in 0..listed.len() {
-            if active >= MIRROR_DOWNLOADS_AT_ONCE || lookups >= MIRROR_LOOKUPS_PER_SYNC {
-                break;
-            }
-            let at = (start + offset) % listed.len();
-            next = at + 1;
-            let id = listed[at];
-            if self.item(&id).is_some() {
-                continue;
-            }
-            lookups += 1;
-            let manifest = match fetch::find_manifest(&self.fetching(), id, &[]).await {
-                Ok(manifest) => manifest,
-                Err(e) => {
-                    debug!(%id, "mirror: manifest not found yet: {e}");
-                    continue;
-                }
-            };
-            // A mirror fetches like a user's download: its own region must be listed.
-            if let Err(refusal) = self.policy_check(&manifest, self.as_fetcher()) {
-                debug!(%id, "mirror: not fetched: {refusal}");
-                continue;
-            }
-            // The mirror folder is the node's own: what an earlier mirror left there may be
-            // replaced (identical files are still adopted, links still refused).
-            match self
-                .create_download(manifest, self.mirror_dir(&id), true)
-                .await
-            {
-                Ok(item) => {
-                    info!(%id, "mirror: fetching");
-                    self.spawn_download(item, Vec::new(), std::time::Instant::now());
-                    active += 1;
-                }
-                Err(e) => warn!(%id, "mirror: cannot start fetching: {e}"),
-            }
-        }
-        cursors.insert(publisher, next);
-    }
-
-    /// The catalog state of trusted `publisher`, for the API (`None` if it is not trusted).
-    pub(crate) fn catalog_info(&self, publisher: &PublicKey) -> Option<CatalogInfo> {
-        let guard = self.inner.policy.read();
-        let (trust, catalogs) = &*guard;
-        let settings = trust.get(publisher)?;
-        let newest = catalogs.newest(publisher);
-        let catalog = newest.map(VerifiedCatalog::catalog);
-        let now = licet_proto::policy::judged_now(Timestamp::now(), catalogs.time_floor());
-        Some(CatalogInfo {
-            publisher: *publisher,
-            name: settings.name.clone(),
-            require_catalog: settings.require_catalog,
-            mirror: self.is_mirrored(publisher),
-            sequence: catalog.map(|c| c.sequence),
-            issued_at: catalog.map(|c| c.issued_at.to_string()),
-            expires_at: catalog.map(|c| c.expires_at.to_string()),
-            expires_at_unix: catalog.map(|c| c.expires_at.0),
-            expired: catalog.is_some_and(|c| now >= c.expires_at),
-            catalog_hash: newest.map(|c| c.hash().to_string()),
-            entries: catalog.map_or(0, |c| c.entries.len() as u64),
-            revoked_manifests: catalog.map_or(0, |c| c.revoked_manifests.len() as u64),
-            revoked_delegates: catalog.map_or(0, |c| c.revoked_delegates.len() as u64),
-        })
-    }
-
-    /// The catalog state of every trusted publisher, by key.
-    pub(crate) fn catalog_infos(&self) -> Vec<CatalogInfo> {
-        let mut publishers = self.trusted_publishers();
-        publishers.sort();
-        publishers
-            .iter()
-            .filter_map(|p| self.catalog_info(p))
-            .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Regression: a second claim of the same catalog deadlocked (the claim it built and dropped
-    /// took the lock its own guard still held).
-    #[test]
-    fn a_catalog_is_claimed_once_until_its_claim_is_dropped() {
-        let set = std::sync::Mutex::new(HashSet::new());
-        let wanted = (PublicKey([1; 32]), CatalogHash([2; 32]));
-        let first = FetchClaim::claim(&set, wanted).expect("free");
-        assert!(FetchClaim::claim(&set, wanted).is_none(), "claimed already");
-        let other = (PublicKey([1; 32]), CatalogHash([3; 32]));
-        assert!(
-            FetchClaim::claim(&set, other).is_some(),
-            "another catalog is free"
-        );
-        drop(first);
-        assert!(FetchClaim::claim(&set, wanted).is_some(), "free again");
-        assert!(set.lock().unwrap().is_empty());
     }
 }

@@ -16,7 +16,7 @@ use licet_proto::{
     ManifestId, Timestamp,
     manifest::{MIN_CHUNK_SIZE, VerifiedManifest},
     merkle::{self, MerkleTree},
-    policy::{CatalogSet, RefusalReason, TrustStore, TrustedPublisher},
+    policy::{RefusalReason, TrustedPublisher},
     wire::{Bitfield, Request, Response},
 };
 
@@ -308,19 +308,21 @@ impl Harness {
             lookup,
             lookups: AtomicUsize::new(0),
         };
-        let mut trust = TrustStore::new();
-        trust.insert(
+        let policy = Arc::new(PolicyState::new(None));
+        policy.trust(
+            &futures::executor::block_on(policy.updating()),
             test_support::publisher().public_key(),
             TrustedPublisher {
                 name: None,
                 require_catalog: false,
             },
+            false,
         );
         let metrics = Arc::new(Metrics::new());
         let ctx = Arc::new(FetchContext::new(
             store,
             metrics.clone(),
-            Arc::new(PolicyState::new(trust, CatalogSet::new(), None)),
+            policy,
             Peers::new(Network::detached(), metrics),
             net,
         ));

@@ -38,7 +38,7 @@ impl EventLoop {
             record.key.as_ref(),
             &record.value,
             stored.as_deref(),
-            licet_proto::Timestamp::now(),
+            (self.judged_now)(),
         )
         .map(|_| ())
         .map_err(|e| e.to_string())

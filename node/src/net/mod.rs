@@ -24,7 +24,8 @@
 //! that sent them, and [`crate::net::provider_store`] bounds their number in all and per peer while
 //! the node's own provider records are never refused for space); the only value records are
 //! catalog heads, stored only if `licet_proto::catalog::check_head_record` passes them (a valid
-//! head of its publisher under that publisher's key, unexpired, and not below or beside the head
+//! head of its publisher under that publisher's key, unexpired at the node's judged time (its
+//! clock raised to its time floor), and not below or beside the head
 //! stored already). Records this node puts itself pass the same check first.
 //!
 //! Gossipsub (`/licet/meshsub/1.1.0`, Licet's own mesh, messages signed by their origin's peer
@@ -211,7 +212,13 @@ pub struct NetworkConfig {
     pub upnp: bool,
     /// Where the event loop counts what it refuses.
     pub counters: NetworkCounters,
+    /// The time catalog heads are judged at (expiry): the node's clock raised to its time
+    /// floor (`licet_proto::policy::judged_now`).
+    pub judged_now: JudgedNow,
 }
+
+/// The time a node judges windows and expiries at (see [`NetworkConfig::judged_now`]).
+pub type JudgedNow = std::sync::Arc<dyn Fn() -> licet_proto::Timestamp + Send + Sync>;
 
 /// What the event loop counts for `/metrics` (clones share their counts).
 #[derive(Debug, Clone, Default)]
@@ -420,6 +427,7 @@ pub fn spawn(
         direct_waiters: HashMap::new(),
         report_flags: (config.relay_service, mdns_on, config.upnp),
         counters: config.counters,
+        judged_now: config.judged_now,
     };
     tokio::spawn(event_loop.run());
     Ok((
@@ -467,6 +475,8 @@ struct EventLoop {
     /// (relay service, mDNS, UPnP) as configured, for the report.
     report_flags: (bool, bool, bool),
     counters: NetworkCounters,
+    /// The time catalog heads are judged at.
+    judged_now: JudgedNow,
 }
 
 impl EventLoop {

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::{
     Node,
-    api_errors::{blocking, fetch_error, store_error, to_api_refusal},
+    api_errors::{blocking, catalog_error, fetch_error, store_error, to_api_refusal},
 };
 use crate::{
     content::{self, output_folder},
@@ -113,7 +113,7 @@ impl NodeApi for Node {
                 counts.changed += 1;
             }
         }
-        let trusted = self.inner.policy.read().0.iter().count();
+        let trusted = self.inner.policy.trusted_count();
         Ok(StatusReply {
             peer_id: self.inner.network.local_peer_id().to_string(),
             listen_addrs: addrs.iter().map(ToString::to_string).collect(),
@@ -123,7 +123,7 @@ impl NodeApi for Node {
             trusted_publishers: trusted,
             content: counts,
             uptime_seconds: self.inner.started.elapsed().as_secs(),
-            catalogs: self.catalog_infos(),
+            catalogs: self.inner.policy.catalog_infos(),
             health: self.health(),
             network: NetworkInfo {
                 reachability: report.reachability,
@@ -165,18 +165,8 @@ impl NodeApi for Node {
     }
 
     async fn trust_list(&self) -> Result<TrustReply, ApiError> {
-        let guard = self.inner.policy.read();
         Ok(TrustReply {
-            publishers: guard
-                .0
-                .iter()
-                .map(|(publisher, settings)| TrustEntry {
-                    publisher: *publisher,
-                    name: settings.name.clone(),
-                    require_catalog: settings.require_catalog,
-                    mirror: self.is_mirrored(publisher),
-                })
-                .collect(),
+            publishers: self.inner.policy.trust_entries(),
         })
     }
 
@@ -185,7 +175,7 @@ impl NodeApi for Node {
             name: request.name.clone(),
             require_catalog: request.require_catalog,
         };
-        let updating = self.inner.catalog_updates.lock().await;
+        let updating = self.inner.policy.updating().await;
         let store = self.inner.store.clone();
         let (publisher, stored, mirror) = (request.publisher, settings.clone(), request.mirror);
         blocking(move || {
@@ -196,29 +186,9 @@ impl NodeApi for Node {
         .map_err(store_error)?;
         self.inner
             .policy
-            .write()
-            .0
-            .insert(request.publisher, settings);
-        {
-            let mut mirrors = self.inner.mirrors.lock().unwrap_or_else(|p| p.into_inner());
-            if mirror {
-                mirrors.insert(publisher);
-            } else {
-                mirrors.remove(&publisher);
-            }
-        }
+            .trust(&updating, publisher, settings, mirror);
         drop(updating);
-        let _ = self
-            .inner
-            .network
-            .subscribe(net::catalog_topic(&publisher))
-            .await;
-        // Look for the publisher's catalog now rather than at the next poll.
-        let node = self.clone();
-        tokio::spawn(async move {
-            node.poll_publisher(publisher).await;
-            node.mirror_sync(publisher).await;
-        });
+        self.catalogs().follow(publisher).await;
         Ok(TrustEntry {
             publisher: request.publisher,
             name: request.name,
@@ -228,31 +198,11 @@ impl NodeApi for Node {
     }
 
     async fn trust_remove(&self, publisher: PublicKey) -> Result<(), ApiError> {
-        let _updating = self.inner.catalog_updates.lock().await;
-        let store = self.inner.store.clone();
-        let removed = blocking(move || store.trust_remove(&publisher))
-            .await?
-            .map_err(store_error)?;
-        self.inner.policy.write().0.remove(&publisher);
-        self.inner
-            .mirrors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&publisher);
-        let _ = self
-            .inner
-            .network
-            .unsubscribe(net::catalog_topic(&publisher))
-            .await;
-        self.stop_announcing_refused(Some(&publisher)).await;
-        if removed {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                ApiErrorKind::NotFound,
-                format!("publisher {publisher} is not trusted"),
-            ))
-        }
+        let updating = self.inner.policy.updating().await;
+        self.catalogs()
+            .distrust(&updating, publisher)
+            .await
+            .map_err(catalog_error)
     }
 
     async fn content_add(
@@ -348,7 +298,7 @@ impl NodeApi for Node {
         content.sort_by(|a, b| a.title.cmp(&b.title));
         Ok(ContentListReply {
             content,
-            catalogs: self.catalog_infos(),
+            catalogs: self.inner.policy.catalog_infos(),
         })
     }
 
@@ -374,12 +324,15 @@ impl NodeApi for Node {
         catalog: Vec<u8>,
         head: Vec<u8>,
     ) -> Result<CatalogInfo, ApiError> {
-        self.publish_catalog(catalog, head).await
+        self.catalogs()
+            .publish(&catalog, &head)
+            .await
+            .map_err(catalog_error)
     }
 
     async fn catalog_list(&self) -> Result<CatalogListReply, ApiError> {
         Ok(CatalogListReply {
-            catalogs: self.catalog_infos(),
+            catalogs: self.inner.policy.catalog_infos(),
         })
     }
 
@@ -440,7 +393,9 @@ impl NodeApi for Node {
             .metrics
             .peers_connected
             .set(connected.len() as i64);
-        self.inner.metrics.set_catalogs(&self.catalog_infos());
+        self.inner
+            .metrics
+            .set_catalogs(&self.inner.policy.catalog_infos());
         self.health();
         self.inner.metrics.render()
     }

@@ -5,8 +5,10 @@
 use licet_proto::policy;
 
 use crate::{
+    catalogs::CatalogError,
     contract::{self, ApiError, ApiErrorKind},
     fetch::FetchError,
+    policy_state::CatalogRefused,
     store::StoreError,
 };
 
@@ -52,4 +54,19 @@ pub(crate) fn fetch_error(e: FetchError) -> ApiError {
         ),
         FetchError::Unavailable { .. } => ApiError::new(ApiErrorKind::Unavailable, message),
     }
+}
+
+/// The control API's answer to a catalog or trust change that was not taken.
+pub(crate) fn catalog_error(e: CatalogError) -> ApiError {
+    let kind = match &e {
+        CatalogError::Refused(CatalogRefused::Rules(_)) => ApiErrorKind::Refused,
+        CatalogError::Refused(_) => ApiErrorKind::BadRequest,
+        CatalogError::Unavailable(_) => ApiErrorKind::Unavailable,
+        CatalogError::NotTrusted(_) => ApiErrorKind::NotFound,
+        CatalogError::Unsaved { .. }
+        | CatalogError::DistrustUnsaved { .. }
+        | CatalogError::NoLongerTrusted(_)
+        | CatalogError::Internal(_) => ApiErrorKind::Internal,
+    };
+    ApiError::new(kind, e.to_string())
 }

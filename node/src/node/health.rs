@@ -5,8 +5,9 @@
 //! - **A catalog the node accepted is in force even if it could not be saved.** When the
 //!   database is closed (a full disk, see `reopening_db.rs`), an accepted catalog is applied to
 //!   the in-memory policy all the same, so its revocations bite on the next request, and kept in
-//!   `Inner::unsaved_catalogs` (one per publisher, the newest) until it is saved: every
-//!   [`HEALTH_INTERVAL`], and before any other catalog is accepted. The node never serves under
+//!   the policy state's unsaved catalogs (one per publisher, the newest) until it is saved: every
+//!   [`HEALTH_INTERVAL`], and before any other catalog is accepted. A trust removal (`trust rm`)
+//!   is the same: in force at once, saved once the database reopens. The node never serves under
 //!   a policy it could not update. Until then a restart would go back to the saved catalog, and
 //!   then forward again as soon as the newer one is fetched from peers or the DHT.
 //! - **While the database is closed, it says so loudly:** `status` (`health`), `/metrics`
@@ -21,98 +22,19 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use licet_proto::{
-    PublicKey, Timestamp,
-    policy::{self, CLOCK_SKEW_SECONDS},
-};
-use tracing::{info, warn};
+use licet_proto::policy::CLOCK_SKEW_SECONDS;
+use tracing::warn;
 
 use crate::{
-    catalogs::{CatalogFailure, HeldCatalog},
     contract::NodeHealth,
     node::{Node, blocking},
-    store::reopening_db::Health,
 };
 
 /// How often the node tries to reopen a closed database and to save the catalogs it could not
 /// save, and looks at its clock.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Whether a catalog was saved, or is in force unsaved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Saved {
-    /// Written to the database.
-    Yes,
-    /// The database is closed: kept in memory until it reopens.
-    Later,
-}
-
 impl Node {
-    /// The time to judge windows at: the clock, raised to the time floor (module docs).
-    pub(crate) fn judged_now(&self) -> Timestamp {
-        self.inner.policy.judged_now()
-    }
-
-    /// Saves an accepted catalog and its head. If the database is closed, keeps it to save
-    /// later and returns [`Saved::Later`]; any other failure is an error and nothing is kept.
-    /// The caller holds `catalog_updates`.
-    pub(crate) async fn save_catalog(
-        &self,
-        publisher: PublicKey,
-        held: &HeldCatalog,
-    ) -> Result<Saved, CatalogFailure> {
-        let store = self.inner.store.clone();
-        let (envelope, head) = (held.envelope.clone(), held.head.envelope_bytes().to_vec());
-        let result = blocking(move || {
-            let result = store.catalog_put_with_head(&publisher, &envelope, &head);
-            (result, store.health())
-        })
-        .await
-        .map_err(|e| CatalogFailure::Internal(e.message))?;
-        match result {
-            (Ok(()), _) => {
-                self.lock_unsaved().remove(&publisher);
-                Ok(Saved::Yes)
-            }
-            (Err(e), Health::Closed(_)) => {
-                warn!(
-                    %publisher,
-                    sequence = held.head.head().sequence,
-                    "catalog in force but not saved (it is saved once the database reopens): {e}"
-                );
-                self.lock_unsaved().insert(publisher, held.clone());
-                Ok(Saved::Later)
-            }
-            (Err(e), Health::Ok) => Err(CatalogFailure::Internal(format!("node database: {e}"))),
-        }
-    }
-
-    /// Saves the catalogs kept in memory while the database was closed (module docs). The
-    /// caller holds `catalog_updates`.
-    pub(crate) async fn save_unsaved_catalogs(&self) {
-        let unsaved: Vec<(PublicKey, HeldCatalog)> = self
-            .lock_unsaved()
-            .iter()
-            .map(|(p, h)| (*p, h.clone()))
-            .collect();
-        for (publisher, held) in unsaved {
-            match self.save_catalog(publisher, &held).await {
-                Ok(Saved::Yes) => info!(
-                    %publisher,
-                    sequence = held.head.head().sequence,
-                    "catalog saved after the database reopened"
-                ),
-                Ok(Saved::Later) => return,
-                Err(e) => {
-                    // Not ours to store (the database refuses it): the catalog stays in force
-                    // in memory; the log says why it is not saved.
-                    warn!(%publisher, "catalog in force cannot be saved: {e}");
-                    self.lock_unsaved().remove(&publisher);
-                }
-            }
-        }
-    }
-
     /// Every [`HEALTH_INTERVAL`]: reopens a closed database, saves what waited, and logs a clock
     /// that fell behind the time floor.
     pub(crate) fn start_health_watch(&self) {
@@ -125,11 +47,11 @@ impl Node {
                 ticks.tick().await;
                 let store = node.inner.store.clone();
                 let open = blocking(move || store.recover()).await.unwrap_or(false);
-                if open && !node.lock_unsaved().is_empty() {
-                    let _updating = node.inner.catalog_updates.lock().await;
-                    node.save_unsaved_catalogs().await;
+                if open && node.inner.policy.has_unsaved() {
+                    let updating = node.inner.policy.updating().await;
+                    node.catalogs().save_unsaved(&updating).await;
                 }
-                let behind = node.clock_behind();
+                let behind = node.inner.policy.clock_behind();
                 if let Some(seconds) = behind
                     && !clock_was_behind
                 {
@@ -144,24 +66,12 @@ impl Node {
         });
     }
 
-    /// How far the clock is behind the time floor beyond the allowed skew.
-    fn clock_behind(&self) -> Option<i64> {
-        let floor = self.time_floor();
-        policy::clock_behind_floor(Timestamp::now(), floor)
-    }
-
-    fn time_floor(&self) -> Option<Timestamp> {
-        let guard = self.inner.policy.read();
-        guard.1.time_floor()
-    }
-
     /// The node's faults, for `status`; also sets the health gauges of `/metrics`.
     pub(crate) fn health(&self) -> NodeHealth {
         let database_problem = self.inner.store.health().problem();
-        let mut unsaved_catalogs: Vec<PublicKey> = self.lock_unsaved().keys().copied().collect();
-        unsaved_catalogs.sort();
-        let floor = self.time_floor();
-        let behind = self.clock_behind();
+        let unsaved_catalogs = self.inner.policy.unsaved_publishers();
+        let floor = self.inner.policy.time_floor();
+        let behind = self.inner.policy.clock_behind();
         let gauges = &self.inner.metrics.health;
         gauges
             .store_closed
@@ -180,25 +90,5 @@ impl Node {
             time_floor: floor.map(|f| f.to_string()),
             clock_behind_seconds: behind,
         }
-    }
-
-    /// Whether `publisher`'s newest catalog is in force but not saved.
-    pub(crate) fn is_unsaved(&self, publisher: &PublicKey) -> bool {
-        self.lock_unsaved().contains_key(publisher)
-    }
-
-    /// The `issued_at` of `publisher`'s accepted catalog.
-    pub(crate) fn newest_issued_at(&self, publisher: &PublicKey) -> Option<Timestamp> {
-        let guard = self.inner.policy.read();
-        guard.1.newest(publisher).map(|c| c.catalog().issued_at)
-    }
-
-    fn lock_unsaved(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<PublicKey, HeldCatalog>> {
-        self.inner
-            .unsaved_catalogs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
     }
 }

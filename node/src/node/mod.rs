@@ -18,15 +18,15 @@
 
 mod api;
 mod api_errors;
+pub mod catalog_host;
 pub mod check;
 pub mod data_dir;
 pub mod health;
 
 use std::{
-    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -35,10 +35,10 @@ use std::{
 use futures::StreamExt as _;
 use libp2p::{Multiaddr, PeerId, identity};
 use licet_proto::{
-    ManifestId, PublicKey,
+    ManifestId,
     manifest::{Region, ShareLink, VerifiedManifest},
     merkle,
-    policy::{self, CatalogSet, Territory, TrustStore},
+    policy::{self, Territory},
     wire::Bitfield,
 };
 use tokio_util::task::TaskTracker;
@@ -48,7 +48,7 @@ pub(crate) use api_errors::{blocking, internal};
 use api_errors::{store_error, to_api_refusal};
 
 use crate::{
-    catalogs::HeldCatalog,
+    catalogs::CatalogWork,
     contract::{ApiError, ContentInfo, ContentState},
     fetch::{self, FetchContext, LiveNet, ProviderLookup},
     items::{Item, Items, Live},
@@ -57,7 +57,7 @@ use crate::{
     node::data_dir::DataDirError,
     peers::{PEER_SWEEP_INTERVAL, Peers},
     policy_state::PolicyState,
-    serve::{HeldCatalogs, ServedCatalog, Server},
+    serve::Server,
     store::proof_tree::ProofTree,
     store::{RecordState, Store, StoreError},
     transfer::{self, Session, SessionError},
@@ -124,22 +124,8 @@ pub(crate) struct Inner {
     pub(crate) data_dir: PathBuf,
     started: Instant,
     pub(crate) policy: Arc<PolicyState>,
-    /// Each trusted publisher's newest accepted catalog, with its head, as served to peers.
-    pub(crate) held_catalogs: Mutex<HashMap<PublicKey, HeldCatalog>>,
-    /// Publishers whose catalogs this node mirrors.
-    pub(crate) mirrors: Mutex<HashSet<PublicKey>>,
-    /// Held while a mirror syncs (one at a time): where each publisher's next sync goes on in
-    /// its catalog's list.
-    pub(crate) mirror_cursors: tokio::sync::Mutex<HashMap<PublicKey, usize>>,
-    /// Held while a catalog is accepted and while the trust store changes (see `catalogs.rs`).
-    pub(crate) catalog_updates: tokio::sync::Mutex<()>,
-    /// Accepted catalogs in force but not saved yet, by publisher (the database was closed; see
-    /// `health.rs`).
-    pub(crate) unsaved_catalogs: Mutex<HashMap<PublicKey, HeldCatalog>>,
-    /// Catalogs being fetched, by publisher and hash: one fetch each at a time.
-    pub(crate) fetching_catalogs: Mutex<HashSet<(PublicKey, licet_proto::CatalogHash)>>,
-    /// How often catalogs are polled.
-    pub(crate) catalog_poll: Duration,
+    /// What the catalog work keeps between calls (`catalogs/`).
+    pub(crate) catalog_work: Arc<CatalogWork>,
     /// Set when the daemon stops.
     pub(crate) stopping: AtomicBool,
     /// The download tasks, joined at shutdown.
@@ -204,34 +190,7 @@ impl Node {
         let store = Arc::new(Store::open(&data_dir.join("state.redb"))?);
         let keypair = load_identity(&config.data_dir)?;
 
-        let mut trust = TrustStore::new();
-        for (publisher, settings) in store.trust_list()? {
-            trust.insert(publisher, settings);
-        }
-        let mut catalogs = CatalogSet::new();
-        for (publisher, envelope) in store.catalogs()? {
-            match licet_proto::catalog::VerifiedCatalog::from_bytes(&envelope) {
-                Ok(catalog) => catalogs.restore(catalog),
-                Err(e) => warn!(%publisher, "stored catalog no longer verifies: {e}"),
-            }
-        }
-        // The head of each restored catalog, to serve and pass on (a head that is not the
-        // restored catalog's is left out: the catalog is still enforced).
-        let mut held_catalogs = HashMap::new();
-        for (publisher, head) in store.catalog_heads()? {
-            if let Some(catalog) = catalogs.newest(&publisher)
-                && head.matches(catalog)
-            {
-                held_catalogs.insert(
-                    publisher,
-                    HeldCatalog {
-                        head,
-                        envelope: Arc::from(catalog.envelope_bytes()),
-                    },
-                );
-            }
-        }
-        let mirrors: HashSet<PublicKey> = store.mirrors()?.into_iter().collect();
+        let policy = Arc::new(PolicyState::load(&store, config.region)?);
 
         let metrics = Arc::new(Metrics::new());
         let (network, network_events) = net::spawn(NetworkConfig {
@@ -243,6 +202,10 @@ impl Node {
             mdns: config.mdns,
             upnp: config.upnp,
             counters: metrics.network_counters(),
+            judged_now: {
+                let policy = policy.clone();
+                Arc::new(move || policy.judged_now())
+            },
         })?;
         let node = Node {
             inner: Arc::new(Inner {
@@ -250,14 +213,8 @@ impl Node {
                 network: network.clone(),
                 data_dir,
                 started: Instant::now(),
-                policy: Arc::new(PolicyState::new(trust, catalogs, config.region)),
-                held_catalogs: Mutex::new(held_catalogs),
-                mirrors: Mutex::new(mirrors),
-                mirror_cursors: tokio::sync::Mutex::new(HashMap::new()),
-                catalog_updates: tokio::sync::Mutex::new(()),
-                fetching_catalogs: Mutex::new(HashSet::new()),
-                unsaved_catalogs: Mutex::new(HashMap::new()),
-                catalog_poll: config.catalog_poll,
+                policy,
+                catalog_work: Arc::new(CatalogWork::new(config.catalog_poll)),
                 stopping: AtomicBool::new(false),
                 downloads: TaskTracker::new(),
                 items: Arc::new(Items::new()),
@@ -269,7 +226,7 @@ impl Node {
         node.accept_streams();
         node.start_peer_sweep();
         node.start_health_watch();
-        node.start_catalogs(network_events).await;
+        node.catalogs().start(network_events).await;
         Ok(node)
     }
 
@@ -447,7 +404,6 @@ impl Node {
             inner.peers.clone(),
             inner.store.clone(),
             inner.metrics.clone(),
-            Arc::new(self.clone()),
         ));
         let peers = inner.peers.clone();
         let slots = transfer::StreamSlots::new(MAX_INBOUND_STREAMS, MAX_INBOUND_STREAMS_PER_PEER);
@@ -593,20 +549,6 @@ impl Node {
                 .map(|(file, _)| file.path.to_string())
                 .collect(),
         }
-    }
-}
-
-impl HeldCatalogs for Node {
-    fn held(&self, publisher: &PublicKey) -> Option<ServedCatalog> {
-        let held = self
-            .inner
-            .held_catalogs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        held.get(publisher).map(|held| ServedCatalog {
-            head: held.head.clone(),
-            envelope: held.envelope.clone(),
-        })
     }
 }
 

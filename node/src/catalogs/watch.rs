@@ -1,0 +1,175 @@
+//! Heads from the network (steps 1 and 2 of `mod.rs`): gossip on each trusted publisher's
+//! topic, and the poll of the DHT and connected peers every `catalog_poll`, which also keeps
+//! mirrors in step and sweeps content whose window ended.
+//!
+//! Invariants: a gossip message is reported to gossipsub as accepted only if it is a valid,
+//! newer head of its topic's publisher; every offer a poll finds is judged against the catalog
+//! held now, and only the highest newer one that can be fetched is followed.
+
+use std::time::Duration;
+
+use libp2p::{PeerId, gossipsub::MessageAcceptance};
+use licet_proto::{
+    PublicKey,
+    catalog::{VerifiedCatalogHead, catalog_head_key},
+    wire::{Request, Response},
+};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::{CatalogHost, Catalogs, HeadOrigin};
+use crate::net::{self, NetworkEvent};
+
+/// Most peers asked for their head of one publisher in a poll.
+const MAX_POLL_PEERS: usize = 8;
+/// The first poll runs this long after start (time to connect to bootstrap peers).
+const FIRST_POLL_DELAY: Duration = Duration::from_secs(2);
+
+impl<H: CatalogHost> Catalogs<H> {
+    /// Takes gossip messages from the network until it stops.
+    pub(super) async fn handle_gossip(&self, mut events: mpsc::Receiver<NetworkEvent>) {
+        while let Some(event) = events.recv().await {
+            let NetworkEvent::CatalogHead {
+                topic,
+                data,
+                source,
+                message_id,
+            } = event;
+            let (acceptance, newer) = self.judge_gossip(&topic, &data);
+            let _ = self
+                .network
+                .report_gossip(message_id, source, acceptance)
+                .await;
+            if let Some(head) = newer {
+                let catalogs = self.clone();
+                tokio::spawn(async move {
+                    if let Err(failure) = catalogs
+                        .consider_head(head, Some(source), HeadOrigin::Gossip)
+                        .await
+                    {
+                        catalogs.metrics.refused(failure.label());
+                        debug!(%source, "gossiped catalog head not taken: {failure}");
+                    }
+                });
+            }
+        }
+    }
+
+    /// What gossipsub should do with a message, and the head to follow if it is newer.
+    fn judge_gossip(
+        &self,
+        topic: &str,
+        data: &[u8],
+    ) -> (MessageAcceptance, Option<VerifiedCatalogHead>) {
+        let head = match VerifiedCatalogHead::from_bytes(data) {
+            Ok(head) => head,
+            Err(e) => {
+                self.metrics.refused("invalid");
+                debug!(%topic, "gossip message is not a valid catalog head: {e}");
+                return (MessageAcceptance::Reject, None);
+            }
+        };
+        if net::catalog_topic(&head.head().publisher).hash().as_str() != topic {
+            self.metrics.refused("invalid");
+            return (MessageAcceptance::Reject, None);
+        }
+        match self.policy.admits(&head, self.policy.judged_now()) {
+            Ok(true) => (MessageAcceptance::Accept, Some(head)),
+            Ok(false) => (MessageAcceptance::Ignore, None),
+            Err(failure) => {
+                self.metrics.refused(failure.label());
+                debug!(%topic, "gossiped catalog head refused: {failure}");
+                (MessageAcceptance::Ignore, None)
+            }
+        }
+    }
+
+    /// Polls the DHT and connected peers for every trusted publisher's head, every
+    /// `catalog_poll`, and keeps mirrors in step.
+    pub(super) async fn poll_loop(&self) {
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + FIRST_POLL_DELAY,
+            self.work.poll,
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.host.stopping() {
+                return;
+            }
+            for publisher in self.policy.trusted_publishers() {
+                self.poll_publisher(publisher).await;
+                if self.policy.is_mirrored(&publisher) {
+                    let catalogs = self.clone();
+                    tokio::spawn(async move { catalogs.mirror_sync(publisher).await });
+                }
+            }
+            // Licence windows end and catalogs expire with no event: swept here.
+            self.host.stop_announcing_refused(None).await;
+        }
+    }
+
+    /// Looks for a newer head of `publisher` in the DHT and at connected peers, and follows the
+    /// highest one.
+    pub async fn poll_publisher(&self, publisher: PublicKey) {
+        let mut offered: Vec<(VerifiedCatalogHead, Option<PeerId>)> = Vec::new();
+        let key = catalog_head_key(&publisher).0;
+        for value in self.network.get_records(key).await.unwrap_or_default() {
+            if let Ok(head) = VerifiedCatalogHead::from_bytes(&value)
+                && head.head().publisher == publisher
+            {
+                offered.push((head, None));
+            }
+        }
+        let connected = self.network.connected().await.unwrap_or_default();
+        let askable = connected
+            .into_iter()
+            .map(|(peer, _)| peer)
+            .filter(|peer| !self.host.is_banned(peer))
+            .take(MAX_POLL_PEERS);
+        for peer in askable {
+            let Ok(session) = self.host.session(peer).await else {
+                continue;
+            };
+            match session.request(Request::CatalogHead { publisher }).await {
+                Ok(reply) => {
+                    if let Response::CatalogHead { envelope } = reply.response
+                        && let Ok(head) = VerifiedCatalogHead::from_bytes(&envelope)
+                        && head.head().publisher == publisher
+                    {
+                        offered.push((head, Some(peer)));
+                    }
+                }
+                Err(e) => {
+                    debug!(%peer, "catalog head request failed: {e}");
+                    self.host.request_failed(peer, &e).await;
+                }
+            }
+        }
+        // Every offer is judged against the catalog held now (each one the catalog rules
+        // refuse, such as a rollback from a peer or the DHT, is counted); then the highest newer
+        // one that can be fetched is followed.
+        let now = self.policy.judged_now();
+        let mut newer = Vec::new();
+        for (head, peer) in offered {
+            match self.policy.admits(&head, now) {
+                Ok(true) => newer.push((head, peer)),
+                Ok(false) => {}
+                Err(failure) => {
+                    self.metrics.refused(failure.label());
+                    debug!(%publisher, ?peer, "polled catalog head refused: {failure}");
+                }
+            }
+        }
+        newer.sort_by_key(|(head, _)| std::cmp::Reverse(head.head().sequence));
+        for (head, peer) in newer {
+            match self.consider_head(head, peer, HeadOrigin::Poll).await {
+                Ok(_) => return,
+                Err(failure) => {
+                    self.metrics.refused(failure.label());
+                    debug!(%publisher, "polled catalog head not taken: {failure}");
+                }
+            }
+        }
+    }
+}
