@@ -119,7 +119,7 @@ impl fmt::Debug for ReopeningDb {
 }
 
 /// Whether `error` latches a redb database (only a reopen clears it).
-pub(crate) fn is_io(error: &redb::Error) -> bool {
+fn is_io(error: &redb::Error) -> bool {
     matches!(
         error,
         redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed
