@@ -296,7 +296,7 @@ impl Server {
     }
 
     /// Answers `CatalogHead` and `CatalogPart` requests from the catalogs this node accepted.
-    pub(crate) fn serve_catalog(&self, request: &Request, payload: &mut Vec<u8>) -> Response {
+    fn serve_catalog(&self, request: &Request, payload: &mut Vec<u8>) -> Response {
         match *request {
             Request::CatalogHead { publisher } => match self.catalogs.held(&publisher) {
                 Some(held) => Response::CatalogHead {
