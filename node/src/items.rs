@@ -49,7 +49,7 @@ pub struct Live {
     pub error: Option<String>,
     /// Verified chunks held, per file.
     pub have: Vec<Bitfield>,
-    /// Proof trees of complete files (their upper levels; see `proof_tree.rs`); `None` while
+    /// Proof trees of complete files (their upper levels; see [`ProofTree`]); `None` while
     /// a file is partial.
     pub trees: Vec<Option<Arc<ProofTree>>>,
     /// Size and modification time of each complete file when verified.

@@ -167,7 +167,7 @@ pub fn read_verified_chunk(
             Err(e) => return Err(classify_read_error(&path, e)),
         }
     }
-    content::read_chunk(dir, manifest, file, index, buffer)
+    content::read_chunk_at(&path, manifest, file, index, buffer)
         .map_err(|e| classify_read_error(&path, e))?;
     let entry = &manifest.files[file];
     let chunks = entry.chunk_count(manifest.chunk_size);
@@ -276,7 +276,7 @@ impl Server {
     }
 
     /// Answers `CatalogHead` and `CatalogPart` requests from the catalogs this node accepted.
-    pub(crate) fn serve_catalog(&self, request: &Request, payload: &mut Vec<u8>) -> Response {
+    fn serve_catalog(&self, request: &Request, payload: &mut Vec<u8>) -> Response {
         match *request {
             Request::CatalogHead { publisher } => match self.policy.held_catalog(&publisher) {
                 Some(held) => Response::CatalogHead {
@@ -480,18 +480,18 @@ impl Server {
         };
         self.metrics.files_changed.inc();
         warn!(%id, "stops serving a file: {problem}");
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.replace_bitfield(&id, file, &cleared)).await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(%id, "cannot record that file {file} changed: {e}"),
-            Err(e) => warn!(%id, "cannot record that file {file} changed: {e}"),
-        }
         let (store, saving) = (self.store.clone(), item.clone());
-        match tokio::task::spawn_blocking(move || saving.save(&store)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(%id, "cannot save its state: {e}"),
-            Err(e) => warn!(%id, "cannot save its state: {e}"),
+        let recorded = tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.replace_bitfield(&id, file, &cleared) {
+                warn!(%id, "cannot record that file {file} changed: {e}");
+            }
+            if let Err(e) = saving.save(&store) {
+                warn!(%id, "cannot save its state: {e}");
+            }
+        })
+        .await;
+        if let Err(e) = recorded {
+            warn!(%id, "cannot record that file {file} changed: {e}");
         }
     }
 }

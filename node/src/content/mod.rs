@@ -136,6 +136,24 @@ pub fn read_chunk(
     chunk: u64,
     buffer: &mut Vec<u8>,
 ) -> io::Result<()> {
+    read_chunk_at(
+        &file_path(dir, manifest, index),
+        manifest,
+        index,
+        chunk,
+        buffer,
+    )
+}
+
+/// [`read_chunk`] from `path`, the file's path as [`file_path`] gives it (for a caller that has
+/// it already).
+pub fn read_chunk_at(
+    path: &Path,
+    manifest: &Manifest,
+    index: usize,
+    chunk: u64,
+    buffer: &mut Vec<u8>,
+) -> io::Result<()> {
     let entry = &manifest.files[index];
     let range = merkle::chunk_range(chunk, entry.size, manifest.chunk_size)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "chunk index out of range"))?;
@@ -143,7 +161,7 @@ pub fn read_chunk(
     let len = (range.end - range.start) as usize;
     buffer.truncate(len);
     buffer.resize(len, 0);
-    let file = File::open(file_path(dir, manifest, index))?;
+    let file = File::open(path)?;
     read_exact_at(&file, buffer, range.start)
 }
 

@@ -7,7 +7,7 @@
 //! chunk requests in flight on the peer's session ([`PIPELINE_PER_SEED_IN_SWARM`] from a seed
 //! while peers still downloading have chunks this download needs); a peer still downloading
 //! with nothing needed yet keeps its worker, which waits for it to gain chunks. The
-//! [`Scheduler`] hands out chunks rarest first, with an endgame. Verified chunks go through a
+//! [`Scheduler`](schedule::Scheduler) hands out chunks rarest first, with an endgame. Verified chunks go through a
 //! bounded queue to one writer, which writes a batch, makes it durable, and only then commits the
 //! chunks' bits (with each chunk's proof and leaf hash) to the store; a completed file's leaf list
 //! comes from those leaves, so completing it does not read it again. A download announces itself
@@ -18,18 +18,18 @@
 //! connected peers, provider lookups): [`LiveNet`] in the node, a fake in the unit tests. Its
 //! files: `manifest.rs` (finding the manifest), `download.rs` (one download's loop),
 //! `worker.rs` (a worker per peer), `write.rs` (committing chunks, completing files),
-//! `schedule.rs` (which chunk next).
+//! [`schedule`] (which chunk next).
 //!
 //! Invariants:
 //! - the trust policy is checked before the first byte is fetched and again every
-//!   [`POLICY_RECHECK`]; a refusal stops the download;
+//!   `POLICY_RECHECK`; a refusal stops the download;
 //! - a peer that refuses a chunk its availability still claims rests before the download asks
-//!   it again ([`REFUSAL_REST`], doubling up to [`MAX_REFUSAL_REST`]): it is never asked in a loop;
+//!   it again (`REFUSAL_REST`, doubling up to `MAX_REFUSAL_REST`): it is never asked in a loop;
 //! - nothing is written that did not verify against the manifest's root; a peer that sends a
 //!   bad chunk or breaks the protocol (a malformed answer frame to any request: manifest,
 //!   availability or chunk) is banned and its chunks go back to the scheduler;
 //! - memory is bounded, per download: at most [`PIPELINE_PER_PEER`] chunks in flight per peer,
-//!   plus [`WRITE_QUEUE`] verified chunks waiting for the writer and [`WRITE_BATCH`] being
+//!   plus [`WRITE_QUEUE`] verified chunks waiting for the writer and `WRITE_BATCH` being
 //!   written.
 
 mod download;

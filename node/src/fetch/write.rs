@@ -119,7 +119,7 @@ fn write_batch<'a>(
         .map_err(|e| format!("cannot flush {}: {e}", dir.display()))?;
     store
         .commit_chunks(&verified.id(), committed)
-        .map_err(|e| format!("node database: {e}"))
+        .map_err(database_problem)
 }
 
 /// Completes every file of a finished download: its leaves (those of its verified chunks, or,
@@ -143,7 +143,7 @@ pub(super) async fn finish<N: FetchNet>(
                 Ok(None) => store.chunk_leaves(&id, index as u32, chunks),
                 known => known,
             }
-            .map_err(|e| format!("node database: {e}"))?;
+            .map_err(database_problem)?;
             let from_disk = known.is_none();
             let leaves = match known {
                 Some(leaves) => leaves,
@@ -192,7 +192,7 @@ pub(super) async fn finish<N: FetchNet>(
         let store = ctx.store.clone();
         blocking(move || store.complete_file(&id, index as u32, &leaves))
             .await?
-            .map_err(|e| format!("node database: {e}"))?;
+            .map_err(database_problem)?;
     }
     {
         let mut live = item.live();

@@ -5,16 +5,16 @@
 //! `/licet/kad/1.0.0`, a block list, connection limits in all, inbound in all (slots kept for
 //! this node's own dials), per remote address and per subnet (see [`crate::net::address_limits`]),
 //! and `libp2p-stream` for the transfer protocol; AutoNAT, relay v2 server and client, DCUtR,
-//! mDNS and UPnP for reachability, see [`reachability`] and `nat.rs`) and returns a cloneable
+//! mDNS and UPnP for reachability, see [`reachability`] and `nat`) and returns a cloneable
 //! [`Network`] handle.
 //! A connection's handshake (TCP connect or accept, security, multiplexer) must finish within
 //! [`HANDSHAKE_TIMEOUT`]. The event loop task alone owns the
-//! `Swarm`; everything else sends it [`Command`]s over a bounded channel, each carrying a
+//! `Swarm`; everything else sends it `Command`s (`handle.rs`) over a bounded channel, each carrying a
 //! `oneshot` for its reply. Pending DHT queries and dials live in maps keyed by their ids.
 //! Unexpected events are logged at debug level, never panicked on.
 //!
 //! Streams of `/licet/transfer/1` do not go through the loop: `libp2p-stream`'s `Control` opens
-//! and accepts them directly (see `transfer.rs`).
+//! and accepts them directly (see the `transfer` module).
 //!
 //! Kademlia: server mode unless AutoNAT finds the node private (on loopback no external address
 //! is ever confirmed, so kad's automatic mode would leave a node a client answering nobody);
@@ -248,7 +248,7 @@ pub struct ReachabilityMetrics {
     pub mdns_discovered: Counter,
 }
 
-/// The `result` label of [`NetworkCounters::hole_punches`].
+/// The `result` label of [`NetworkCounters`]' `hole_punches`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub struct ResultLabel {
     /// `success` or `failure`.

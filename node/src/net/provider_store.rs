@@ -229,6 +229,7 @@ impl ProviderStore {
     }
 
     /// How many provider records of other peers are held.
+    #[cfg(test)]
     pub fn remote_records(&self) -> usize {
         self.remote_count
     }

@@ -378,7 +378,7 @@ mod tests {
         for _round in 0..2 {
             for i in 0..MAX_BANNED_PEERS + 100 {
                 now += Duration::from_millis(1);
-                // A bad chunk bans its sender (`Node::bad_chunk`); others are fed or served.
+                // A bad chunk bans its sender (`Peers::bad_chunk`); others are fed or served.
                 book.ban(peer(), "bad chunk", now);
                 book.received(peer(), 1, now);
                 book.sent(peer(), 1, now);

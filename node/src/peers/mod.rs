@@ -164,7 +164,7 @@ impl Peers {
     }
 
     /// Drops the session with `peer` (it failed).
-    pub async fn drop_session(&self, peer: &PeerId) {
+    async fn drop_session(&self, peer: &PeerId) {
         self.0.sessions.lock().await.remove(peer);
     }
 

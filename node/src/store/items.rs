@@ -87,7 +87,9 @@ pub type ContentList = (
 );
 
 impl Store {
-    /// The stored manifest with this id, verified again as it is read.
+    /// The stored manifest with this id, verified again as it is read (the tests' view: the
+    /// node reads manifests with their items, `content_list`).
+    #[cfg(test)]
     pub fn manifest_get(&self, id: &ManifestId) -> Result<Option<VerifiedManifest>, StoreError> {
         let txn = self.read()?;
         let manifests = self.open_read(&txn, MANIFESTS)?;

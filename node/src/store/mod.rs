@@ -34,13 +34,13 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `meta` | `"magic"`, `"format_version"` | postcard `"licet-node-state"`, postcard `u32` |
-//! | `trust` | publisher key (32 bytes) | postcard [`TrustedPublisher`] |
+//! | `trust` | publisher key (32 bytes) | postcard [`TrustedPublisher`](licet_proto::policy::TrustedPublisher) |
 //! | `manifests` | manifest id (32) | the signed envelope exactly as verified (`Signed::encode`) |
 //! | `content` | manifest id (32) | postcard record: the fields of [`ContentRecord`], `dir` as UTF-8 |
-//! | `bitfields` | id ‖ file `u32` BE (36) | postcard [`Bitfield`]: the base of the held chunks (see `held_chunks`) |
+//! | `bitfields` | id ‖ file `u32` BE (36) | postcard [`Bitfield`](licet_proto::wire::Bitfield): the base of the held chunks (see `held_chunks`) |
 //! | `leaves` | id ‖ file (36) | postcard `Vec<MerkleHash>` |
 //! | `leaf_blocks` | id ‖ file ‖ block `u64` BE (44) | the same leaves in blocks of [`LEAVES_PER_BLOCK`], 32 bytes each (see `leaf_blocks`) |
-//! | `proofs` | id ‖ file ‖ chunk `u64` BE (44) | postcard [`AuditPath`] |
+//! | `proofs` | id ‖ file ‖ chunk `u64` BE (44) | postcard [`AuditPath`](licet_proto::merkle::AuditPath) |
 //! | `chunk_leaves` | id ‖ file ‖ chunk `u64` BE (44) | the chunk's leaf hash (32 bytes) |
 //! | `catalogs` | publisher key (32) | postcard `{ sequence: u64, envelope: bytes }` |
 //! | `catalog_heads` | publisher key (32) | the signed head of the stored catalog, exactly as verified |
@@ -70,7 +70,7 @@
 //! 4. **A bit is committed only after its chunk's bytes are durable.** [`Store::commit_chunks`]
 //!    sets bits (writes the chunks' leaf rows, which are their bits while the file downloads:
 //!    a commit costs its own chunks, not the file's whole bitfield; module `held_chunks`) in one
-//!    transaction committed with [`Durability::Immediate`], and its caller must
+//!    transaction committed with [`Durability::Immediate`](redb::Durability::Immediate), and its caller must
 //!    have `fsync`ed the chunks' bytes before calling. So after a crash at any instant every set
 //!    bit names a verified chunk that is on disk; a chunk written but not yet committed is merely
 //!    fetched again.

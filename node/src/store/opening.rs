@@ -71,7 +71,7 @@ fn redb_open_error(path: &Path, error: DatabaseError) -> StoreError {
 }
 
 /// Opens the state file at `path` for use and checks it is ours (the second half of
-/// [`Store::open`], and every reopen after an I/O error).
+/// [`Store::open`](super::Store::open), and every reopen after an I/O error).
 pub(super) fn open_checked(path: &Path) -> Result<Database, StoreError> {
     guard_panics(path, || {
         let db = Builder::new()

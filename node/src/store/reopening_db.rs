@@ -3,17 +3,17 @@
 //! redb latches the first I/O error of a database (a full disk during a commit, a failed
 //! `fsync`): from then on every read and write of that `Database` fails with "previous I/O
 //! error", and the only way back is to drop it and open the file again, which lets redb repair
-//! it from its last committed state. [`ReopeningDb`] does that by itself, so one full disk does
+//! it from its last committed state. `ReopeningDb` does that by itself, so one full disk does
 //! not poison the node until a restart.
 //!
 //! Invariants:
-//! - **Only an I/O error closes the database.** [`ReopeningDb::failed`] is told of every redb
+//! - **Only an I/O error closes the database.** `ReopeningDb::failed` is told of every redb
 //!   error; it closes the database only for an I/O error (`Io`, `PreviousIo`,
 //!   `DatabaseClosed`). A corrupt value, a type mismatch or a full table leave it open.
 //! - **While it is closed, callers get one clear error** ([`Unavailable`]: the path, when it
 //!   failed and why), never redb's "previous I/O error" and never a stale handle.
 //! - **Reopening is tried at most every [`REOPEN_RETRY_INTERVAL`]**, by the next call that needs
-//!   the database or by [`ReopeningDb::recover`] (the node calls it on a timer), so a disk that
+//!   the database or by `ReopeningDb::recover` (the node calls it on a timer), so a disk that
 //!   stays full is not hammered with repairs. A reopen checks the file is still ours
 //!   (`opener`), exactly as at start.
 //! - **Reopening waits for no one and breaks nothing**: it takes the handle under a write lock;
@@ -119,7 +119,7 @@ impl fmt::Debug for ReopeningDb {
 }
 
 /// Whether `error` latches a redb database (only a reopen clears it).
-pub(crate) fn is_io(error: &redb::Error) -> bool {
+fn is_io(error: &redb::Error) -> bool {
     matches!(
         error,
         redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed

@@ -3,7 +3,7 @@
 //!
 //! The messages and their limits are specified in `licet_proto::wire`; this module moves them.
 //! A downloader opens one stream per peer and keeps requests outstanding on it (a [`Session`]
-//! allows [`MAX_REQUESTS_IN_FLIGHT`]; a download keeps `fetch::PIPELINE_PER_PEER`); the server
+//! allows [`MAX_REQUESTS_IN_FLIGHT`](licet_proto::wire::MAX_REQUESTS_IN_FLIGHT); a download keeps `fetch::PIPELINE_PER_PEER`); the server
 //! reads up to [`REQUESTS_READ_AHEAD`] of them and answers them in order on the same stream,
 //! except that questions without a payload (availability, manifest, catalog head) go first; it
 //! prepares an answer only when it has room to queue it, so further requests wait in the

@@ -55,7 +55,7 @@ fn answer_has_payload(request: &Request) -> bool {
     )
 }
 
-/// Serves one inbound stream, in a place taken with [`StreamSlots::admit`], until the peer
+/// Serves one inbound stream, in a place taken with [`StreamSlots::admit`](super::StreamSlots::admit), until the peer
 /// closes it, stalls, or breaks the protocol.
 ///
 /// The stream is served in three parts, so that requests are read ahead, and the next answer is

@@ -76,6 +76,7 @@ impl FramePool {
     }
 
     /// Bytes of buffers kept now.
+    #[cfg(test)]
     pub fn kept_bytes(&self) -> usize {
         self.frames().bytes
     }
