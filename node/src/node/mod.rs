@@ -44,7 +44,7 @@ use licet_proto::{
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-pub(crate) use api_errors::{blocking, internal};
+use api_errors::{blocking, internal};
 use api_errors::{store_error, to_api_refusal};
 
 use crate::{
@@ -118,27 +118,27 @@ pub enum StartError {
     Network(#[from] net::NetworkError),
 }
 
-pub(crate) struct Inner {
-    pub(crate) store: Arc<Store>,
-    pub(crate) network: Network,
-    pub(crate) data_dir: PathBuf,
+struct Inner {
+    store: Arc<Store>,
+    network: Network,
+    data_dir: PathBuf,
     started: Instant,
-    pub(crate) policy: Arc<PolicyState>,
+    policy: Arc<PolicyState>,
     /// What the catalog work keeps between calls (`catalogs/`).
-    pub(crate) catalog_work: Arc<CatalogWork>,
+    catalog_work: Arc<CatalogWork>,
     /// Set when the daemon stops.
-    pub(crate) stopping: AtomicBool,
+    stopping: AtomicBool,
     /// The download tasks, joined at shutdown.
     downloads: TaskTracker,
     items: Arc<Items>,
     peers: Peers,
-    pub(crate) metrics: Arc<Metrics>,
+    metrics: Arc<Metrics>,
 }
 
 /// The node. Cheap to clone; every clone is the same node.
 #[derive(Clone)]
 pub struct Node {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 fn load_identity(data_dir: &Path) -> Result<identity::Keypair, StartError> {
