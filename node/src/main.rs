@@ -50,6 +50,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    licet_proto::text::end_quietly_when_stdout_closes();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

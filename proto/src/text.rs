@@ -55,8 +55,47 @@ pub fn escape_for_terminal(text: &str) -> Cow<'_, str> {
     Cow::Owned(escaped)
 }
 
+/// Makes a closed standard output end the process quietly with exit status 0, as a
+/// command-line tool should (`licet-manifest inspect --json | head`): `println!` panics when
+/// the reader has gone, and this panic hook turns exactly that panic into `exit(0)`, with
+/// nothing printed. Any other panic goes to the hook that was installed before. Call it once,
+/// first thing in `main`.
+pub fn end_quietly_when_stdout_closes() {
+    let earlier = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied());
+        if message.is_some_and(is_closed_stdout_panic) {
+            std::process::exit(0);
+        }
+        earlier(info);
+    }));
+}
+
+/// Whether a panic message is the one `print!`/`println!` raise when standard output is a pipe
+/// whose reader has closed it (`EPIPE`, error 32 on Linux and macOS).
+fn is_closed_stdout_panic(message: &str) -> bool {
+    message.starts_with("failed printing to stdout") && message.contains("(os error 32)")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_a_closed_stdout_ends_the_process_quietly() {
+        assert!(super::is_closed_stdout_panic(
+            "failed printing to stdout: Broken pipe (os error 32)"
+        ));
+        assert!(!super::is_closed_stdout_panic(
+            "failed printing to stdout: No space left on device (os error 28)"
+        ));
+        assert!(!super::is_closed_stdout_panic(
+            "index out of bounds (os error 32)"
+        ));
+    }
+
     use super::*;
 
     #[test]

@@ -222,6 +222,34 @@ pub struct Running {
 }
 
 impl Running {
+    /// Runs `command` (named `what` in messages) with its standard output a pipe whose reader
+    /// is already closed, as `command | head` is once `head` has read its lines; waits at most
+    /// [`COMMAND_TIMEOUT`]. Its `stdout` is always empty.
+    pub fn with_stdout_closed(mut command: Command, what: &str) -> Outcome {
+        let (reader, writer) = std::io::pipe().expect("make a pipe");
+        drop(reader);
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        let mut running = Running {
+            child,
+            what: what.to_owned(),
+            out_reader: None,
+            err_reader: None,
+            finished: false,
+        };
+        let mut err = running.child.stderr.take().expect("stderr is piped");
+        running.err_reader = Some(std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        }));
+        running.wait(COMMAND_TIMEOUT)
+    }
+
     /// Starts `program args…` in `dir` with no stdin and both outputs piped.
     pub fn spawn(program: &Path, dir: &Path, args: &[&str]) -> Running {
         let mut command = Command::new(program);
@@ -277,7 +305,11 @@ impl Running {
         self.finished = true;
         Outcome {
             code: status.code(),
-            stdout: self.out_reader.take().unwrap().join().unwrap(),
+            stdout: self
+                .out_reader
+                .take()
+                .map(|reader| reader.join().unwrap())
+                .unwrap_or_default(),
             stderr: self.err_reader.take().unwrap().join().unwrap(),
         }
     }
@@ -326,6 +358,14 @@ impl Workdir {
     /// Runs `licet-manifest args…` in the directory.
     pub fn manifest(&self, args: &[&str]) -> Outcome {
         run(&self.manifest_tool, self.dir.path(), args)
+    }
+
+    /// Runs `licet-manifest args…` in the directory with its standard output already closed by
+    /// the reader (see [`Running::with_stdout_closed`]).
+    pub fn manifest_into_closed_pipe(&self, args: &[&str]) -> Outcome {
+        let mut command = Command::new(&self.manifest_tool);
+        command.args(args).current_dir(self.dir.path());
+        Running::with_stdout_closed(command, &format!("licet-manifest {args:?}"))
     }
 
     /// Writes `bytes` to `path` inside the directory, creating parent directories.
@@ -921,6 +961,18 @@ impl TestNode {
             .args(args)
             .current_dir(&self.work_dir);
         Running::start(command, format!("licet-node {args:?}"))
+    }
+
+    /// Runs `licet-node --data-dir <its dir> args…` with its standard output already closed
+    /// by the reader (see [`Running::with_stdout_closed`]).
+    pub fn client_into_closed_pipe(&self, args: &[&str]) -> Outcome {
+        let mut command = self.command(&self.node_bin);
+        command
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .current_dir(&self.work_dir);
+        Running::with_stdout_closed(command, &format!("licet-node {args:?}"))
     }
 
     /// Runs `licet-node --data-dir <its dir> args…` (a client of its API).

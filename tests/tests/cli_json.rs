@@ -259,3 +259,23 @@ fn every_json_reply_is_the_api_type_with_the_documented_fields() {
     let removed = json(&b, &["rm", id]);
     assert_eq!(removed, json!({ "removed": id }), "rm");
 }
+
+/// `licet-node ls --json | head`: a closed pipe is a normal end for a client command (exit 0,
+/// nothing on stderr), not a panic.
+#[test]
+fn a_closed_pipe_ends_a_client_command_quietly() {
+    let net = TestNet::new();
+    let a = net.start("a", &[]);
+    for args in [
+        &["status", "--json"][..],
+        &["status"],
+        &["trust", "ls", "--json"],
+    ] {
+        let out = a.client_into_closed_pipe(args);
+        assert_eq!(
+            (out.code, out.stderr.as_str()),
+            (Some(0), ""),
+            "licet-node {args:?} into a closed pipe"
+        );
+    }
+}

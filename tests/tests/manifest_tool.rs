@@ -746,3 +746,34 @@ fn openssl_public_key(pem: &std::path::Path) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// `licet-manifest inspect --json | head`: once the reader has what it wants and closes the
+/// pipe, the tool ends quietly with exit 0 (it used to panic, exit 101, "Broken pipe").
+#[test]
+fn a_closed_pipe_ends_the_tool_quietly() {
+    let w = Workdir::new();
+    w.keygen("publisher.pem");
+    edge_case_release(&w);
+    w.manifest(&[
+        "create",
+        "release",
+        "--key",
+        "publisher.pem",
+        "--title",
+        "Pipe",
+        "-o",
+        "pipe.manifest",
+    ])
+    .ok();
+    for args in [
+        &["inspect", "pipe.manifest", "--json"][..],
+        &["inspect", "pipe.manifest"],
+    ] {
+        let out = w.manifest_into_closed_pipe(args);
+        assert_eq!(
+            (out.code, out.stderr.as_str()),
+            (Some(0), ""),
+            "licet-manifest {args:?} into a closed pipe"
+        );
+    }
+}
