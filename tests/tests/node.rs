@@ -764,3 +764,35 @@ fn regression_peers_shows_the_address_each_peer_is_connected_on() {
     let table = b.client(&["peers"]);
     assert!(table.ok().stdout.contains(a_listen), "{}", table.stdout);
 }
+
+/// Ids round-trip: the id `ls` shows (16 hex characters), any unique start of it, the full id
+/// and the content's `licet:` link each name the content for `check` and `rm`; a start that
+/// names nothing held is refused, naming it (exit 2).
+#[test]
+fn content_is_named_by_the_id_ls_shows_a_start_of_it_or_its_link() {
+    let net = TestNet::new();
+    let publisher = net.work().keygen("publisher.pem");
+    let created = small_release(&net, "release", "film.manifest", &[]);
+    let a = seeder(&net, "a", &publisher, "film.manifest", "release");
+    let id = text(&created["manifest_id"]).to_owned();
+    let shown = &id[..16];
+    let listed = a.client(&["ls"]).expect_code(0).stdout.clone();
+    assert!(listed.contains(shown), "`ls` shows {shown}: {listed}");
+    for named in [shown, &id[..6], &id, &format!("licet:{id}")] {
+        let checked = a.client_json(&["check", named]);
+        assert_eq!(text(&checked["manifest_id"]), id, "check {named}");
+    }
+    let other = if id.starts_with('0') { "1" } else { "0" };
+    let out = a.client(&["rm", other]);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains(&format!(
+            "no content held here has an id starting with {other}"
+        )),
+        "{}",
+        out.stderr
+    );
+    let removed = a.client_json(&["rm", shown]);
+    assert_eq!(text(&removed["removed"]), id);
+    assert!(a.content(&id).is_none(), "rm {shown} removed the content");
+}

@@ -64,9 +64,77 @@ pub(super) async fn list(data_dir: &Path, json: bool) -> Result<(), Failure> {
     }
 }
 
+/// The content `named` names: a `licet:` link, a full id, or the start of one id held (as `ls`
+/// shows it); the daemon's list is asked only for a start.
+async fn resolve(client: &ApiClient, named: &str) -> Result<ManifestId, Failure> {
+    if let Some(id) = exact_content_id(named).map_err(Failure::Other)? {
+        return Ok(id);
+    }
+    let held: Vec<ManifestId> = client
+        .content_list()
+        .await
+        .map_err(|e| call_failure(e, client, Verdict::UsageError))?
+        .content
+        .iter()
+        .map(|c| c.manifest_id)
+        .collect();
+    pick_by_start(named, &held).map_err(Failure::Other)
+}
+
+/// The id `named` gives whole (a `licet:` link or 64 hex characters), `None` for the start of
+/// an id, or why it is neither.
+fn exact_content_id(named: &str) -> anyhow::Result<Option<ManifestId>> {
+    if named.starts_with("licet:") {
+        return named
+            .parse::<ShareLink>()
+            .map(|link| Some(link.id))
+            .map_err(|e| anyhow!("{named:?} is not a valid link: {e}"));
+    }
+    let hex =
+        named.len() <= 64 && !named.is_empty() && named.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex {
+        return Err(anyhow!(
+            "{named:?} is not a content id: give the id as `licet-node ls` shows it (or any \
+             start of it), the full id, or the content's licet: link"
+        ));
+    }
+    if named.len() == 64 {
+        return named
+            .parse::<ManifestId>()
+            .map(Some)
+            .map_err(|e| anyhow!("{named:?}: {e}"));
+    }
+    Ok(None)
+}
+
+/// The one id of `held` that starts with `start` (any case).
+fn pick_by_start(start: &str, held: &[ManifestId]) -> anyhow::Result<ManifestId> {
+    let start = start.to_ascii_lowercase();
+    let matches: Vec<&ManifestId> = held
+        .iter()
+        .filter(|id| id.to_hex().starts_with(&start))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(**one),
+        [] => Err(anyhow!(
+            "no content held here has an id starting with {start} (see `licet-node ls`)"
+        )),
+        several => Err(anyhow!(
+            "{} items have ids starting with {start}; give more of the id: {}",
+            several.len(),
+            several
+                .iter()
+                .map(|id| id.to_hex())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 /// `rm`: forgets the content; its files stay.
-pub(super) async fn remove(data_dir: &Path, id: ManifestId, json: bool) -> Result<(), Failure> {
+pub(super) async fn remove(data_dir: &Path, named: &str, json: bool) -> Result<(), Failure> {
     let client = connect(data_dir)?;
+    let id = resolve(&client, named).await?;
     let info: ContentInfo = client
         .content_get(&id)
         .await
@@ -147,8 +215,9 @@ pub(super) async fn add(
 }
 
 /// `check`: re-verifies content on disk; exit 1 if some chunks still do not match.
-pub(super) async fn check(data_dir: &Path, id: ManifestId, json: bool) -> Result<(), Failure> {
+pub(super) async fn check(data_dir: &Path, named: &str, json: bool) -> Result<(), Failure> {
     let client = connect(data_dir)?;
+    let id = resolve(&client, named).await?;
     let info: ContentInfo = client
         .content_check(&id)
         .await
@@ -470,6 +539,33 @@ fn format_download_summary(info: &ContentInfo) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn content_is_named_by_link_full_id_or_a_unique_start() {
+        let a = ManifestId([0xab; 32]);
+        let b = ManifestId([0xac; 32]);
+        let held = [a, b];
+        assert_eq!(exact_content_id(&a.to_hex()).unwrap(), Some(a));
+        assert_eq!(exact_content_id(&format!("licet:{a}")).unwrap(), Some(a));
+        assert_eq!(exact_content_id("abab").unwrap(), None);
+        assert_eq!(pick_by_start("ABAB", &held).unwrap(), a);
+        assert_eq!(pick_by_start(&b.to_hex()[..16], &held).unwrap(), b);
+        let ambiguous = pick_by_start("a", &held).unwrap_err().to_string();
+        assert!(
+            ambiguous.contains("2 items")
+                && ambiguous.contains(&a.to_hex())
+                && ambiguous.contains(&b.to_hex()),
+            "{ambiguous}"
+        );
+        let none = pick_by_start("ff", &held).unwrap_err().to_string();
+        assert!(
+            none.contains("no content held here has an id starting with ff"),
+            "{none}"
+        );
+        for bad in ["", "xyz", "licet:nothex", &"a".repeat(65)] {
+            assert!(exact_content_id(bad).is_err(), "{bad:?} is refused");
+        }
+    }
+
     use super::*;
     use crate::cli::test_support::*;
 

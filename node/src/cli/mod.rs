@@ -36,7 +36,7 @@ use std::{
 
 use anyhow::anyhow;
 use clap::Subcommand;
-use licet_proto::{ManifestId, signed::SignedKind};
+use licet_proto::signed::SignedKind;
 
 pub use self::{catalog::CatalogCommand, content::STALL_LIMIT, trust::TrustCommand};
 use self::{
@@ -132,26 +132,28 @@ pub enum ClientCommand {
     },
     /// Stop serving and fetching content and forget it; its files stay where they are.
     #[command(
-        after_help = "Example:\n  licet-node rm 9f2c…e1   # the full id, from `licet-node ls --json` or the link"
+        after_help = "Example:\n  licet-node rm 8cb9717a   # the id as `ls` shows it, or any unique start of it\n  licet-node rm licet:8cb9717a657dec36…   # or the content's link"
     )]
     Rm {
-        /// The manifest id (64 hex characters).
-        id: ManifestId,
+        /// The content: its id as `ls` shows it (any unique start of it), the full id, or its
+        /// `licet:` link.
+        id: String,
         /// Print `{"removed": "<id>"}` as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Re-verify content's files on disk and serve again every chunk that matches its manifest.
     #[command(
-        after_help = "Example:\n  licet-node check 9f2c…e1   # the full id, from `licet-node ls --json` or the link\n\n\
+        after_help = "Example:\n  licet-node check 8cb9717a   # the id as `ls` shows it, or any unique start of it\n\n\
         A file that changed on disk while it was served (other bytes, even with the same size\n\
         and modification time) is no longer served, and `ls` shows it as changed. Put the\n\
         right bytes back, then check: the daemon hashes every file, and the content is complete\n\
         again if all chunks match. Exits 1 if some still do not."
     )]
     Check {
-        /// The manifest id (64 hex characters).
-        id: ManifestId,
+        /// The content: its id as `ls` shows it (any unique start of it), the full id, or its
+        /// `licet:` link.
+        id: String,
         /// Print the content state after the check as JSON.
         #[arg(long)]
         json: bool,
@@ -226,8 +228,8 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
         ClientCommand::Ls { json } => content::list(data_dir, json).await,
         ClientCommand::Status { json } => status::status(data_dir, json).await,
         ClientCommand::Peers { json } => status::peers(data_dir, json).await,
-        ClientCommand::Check { id, json } => content::check(data_dir, id, json).await,
-        ClientCommand::Rm { id, json } => content::remove(data_dir, id, json).await,
+        ClientCommand::Check { id, json } => content::check(data_dir, &id, json).await,
+        ClientCommand::Rm { id, json } => content::remove(data_dir, &id, json).await,
         ClientCommand::Catalog(command) => catalog::run(command, data_dir).await,
     }
 }
@@ -413,7 +415,9 @@ mod tests {
                 ..
             })
         ));
-        assert!(TestCli::try_parse_from(["licet-node", "rm", "not-hex"]).is_err());
+        // `rm` takes a start of an id, an id or a link: what is none of them is refused when it
+        // runs (`content::tests::content_is_named_by_link_full_id_or_a_unique_start`).
+        assert!(TestCli::try_parse_from(["licet-node", "rm"]).is_err());
         assert!(TestCli::try_parse_from(["licet-node", "trust", "rm", "zz"]).is_err());
         assert!(TestCli::try_parse_from(["licet-node", "add", "m.manifest"]).is_err());
     }
@@ -471,7 +475,7 @@ mod tests {
     async fn simple_commands_call_their_routes() {
         let (dir, server) = daemon_dir().await;
         let key = crate::api::server::fake::publisher().to_hex();
-        let id = ManifestId([7; 32]).to_hex();
+        let id = licet_proto::ManifestId([7; 32]).to_hex();
         for args in [
             vec!["status"],
             vec!["status", "--json"],
