@@ -700,6 +700,17 @@ fn sigterm_stops_the_daemon_cleanly_even_mid_fetch_and_mid_request() {
             "{file} is left behind after a clean shutdown"
         );
     }
+    let log = b.log_tail(usize::MAX);
+    assert!(
+        log.lines()
+            .last()
+            .is_some_and(|l| l.contains("licet-node stopped")),
+        "the daemon's last log line says it stopped: {log}"
+    );
+    assert!(
+        !log.contains('\x1b'),
+        "a log written to a file has no terminal colour codes: {log}"
+    );
     let watching = watching.wait(Duration::from_secs(30));
     assert_ne!(watching.code, Some(0));
     let out = b.client(&["status"]);

@@ -10,7 +10,7 @@
 //! for them to commit what they are writing. Each wait is bounded, so a stuck request or task
 //! cannot keep the process alive; the exit code says only whether the API failed.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{io::IsTerminal as _, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -79,6 +79,8 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log written to a file or a journal stays plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match limits::raise_open_file_limit() {
         Ok(Some(limit)) if limit.was != limit.now => info!(
@@ -162,6 +164,7 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
     if !node.stop(NODE_STOP_LIMIT).await {
         warn!("download tasks still running after {NODE_STOP_LIMIT:?}; stopping without them");
     }
+    info!("licet-node stopped");
     served
         .context("the control API task failed")?
         .context("the control API failed")
