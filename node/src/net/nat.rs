@@ -118,7 +118,8 @@ impl EventLoop {
         }
     }
 
-    /// Acts on a new verdict: DHT mode, the gauge, relay reservations.
+    /// Acts on a new verdict: DHT mode, the gauge, relay reservations (sought while private,
+    /// given back once public).
     fn apply_reachability(&mut self, reachability: Reachability) {
         self.counters
             .reachability
@@ -129,6 +130,14 @@ impl EventLoop {
             Reachability::Public | Reachability::Unknown => kad::Mode::Server,
         };
         self.swarm.behaviour_mut().kad.set_mode(Some(mode));
+        if reachability == Reachability::Public {
+            // A node others can dial needs no relay (an earlier verdict may have been private):
+            // its reservations are given back and their addresses given out no more.
+            let relays: Vec<PeerId> = self.relay_listeners.keys().copied().collect();
+            for relay in relays {
+                self.forget_relay(relay);
+            }
+        }
         self.seek_relays();
     }
 
