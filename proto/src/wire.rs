@@ -27,6 +27,16 @@
 //! | `CatalogHead { publisher }` | `CatalogHead { envelope }`: the newest signed head the peer accepted |
 //! | `CatalogPart { publisher, catalog_hash, offset }` | `CatalogPart { total_len, offset, len }` + `len` bytes of the catalog envelope |
 //! | `ChunkForRegion { manifest, file, index, region }` | as `Chunk`, for a requester that states its region |
+//! | `Peers { manifest }` | `Peers { peers }`: other peers that asked this one what it has of the manifest lately, with the addresses they say they listen on |
+//!
+//! # Peer exchange
+//! A node answers `Peers` with at most [`MAX_EXCHANGED_PEERS`] [`PeerContact`]s, each a peer id
+//! and at most [`MAX_CONTACT_ADDRS`] addresses of at most [`MAX_CONTACT_BYTES`] bytes (as bytes:
+//! this crate knows no libp2p types; the receiver parses them and drops what does not parse).
+//! Downloaders that start together find each other through the peer they all fetch from, as
+//! soon as they ask it, without waiting for the DHT (whose servers may be that very peer, its
+//! uplink full of chunks). A contact is a hint: the receiver dials the peer id, and the
+//! connection's handshake proves who answers.
 //!
 //! # Regions
 //! A licence that lists regions binds where the user is (DESIGN.md "Trust policy", step 4). A
@@ -77,6 +87,12 @@ pub const MAX_REQUEST_FRAME_BYTES: usize = 4 * 1024;
 pub const MAX_REQUESTS_IN_FLIGHT: usize = 64;
 /// Longest refusal detail, in bytes.
 pub const MAX_DETAIL_BYTES: usize = 1024;
+/// Most peers in one [`Response::Peers`].
+pub const MAX_EXCHANGED_PEERS: usize = 32;
+/// Most addresses of one [`PeerContact`].
+pub const MAX_CONTACT_ADDRS: usize = 8;
+/// Longest peer id or address in a [`PeerContact`], in bytes.
+pub const MAX_CONTACT_BYTES: usize = 256;
 /// Size of a catalog part (the last part may be shorter).
 pub const CATALOG_PART_BYTES: u32 = 1024 * 1024;
 /// The bytes of the length prefix.
@@ -133,6 +149,20 @@ pub enum Request {
         /// Where the requester says its user is.
         region: Region,
     },
+    /// Other peers that asked for this manifest's availability lately (peer exchange).
+    Peers {
+        /// Which manifest.
+        manifest: ManifestId,
+    },
+}
+
+/// A peer another peer knows, as a hint for where to fetch from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerContact {
+    /// The peer id, in its binary form (a multihash).
+    pub peer: Vec<u8>,
+    /// Addresses the peer said it listens on, each in its binary multiaddr form.
+    pub addrs: Vec<Vec<u8>>,
 }
 
 /// A presence bitfield: bit *i* (least significant bit first in byte *i* / 8) set means
@@ -276,6 +306,11 @@ pub enum Response {
         /// A hint, in milliseconds.
         retry_after_ms: u32,
     },
+    /// Peers that asked for the manifest's availability lately.
+    Peers {
+        /// At most [`MAX_EXCHANGED_PEERS`].
+        peers: Vec<PeerContact>,
+    },
 }
 
 /// A request with its id.
@@ -390,6 +425,19 @@ pub fn decode_response(body: &[u8]) -> Result<(ResponseFrame, &[u8]), WireError>
         }
         Response::Refused { detail, .. } if detail.len() > MAX_DETAIL_BYTES => {
             return Err(WireError::OverLimit("refusal detail is too long"));
+        }
+        Response::Peers { peers } => {
+            if peers.len() > MAX_EXCHANGED_PEERS {
+                return Err(WireError::OverLimit("too many peers in a peer exchange"));
+            }
+            let too_long = |bytes: &Vec<u8>| bytes.len() > MAX_CONTACT_BYTES;
+            if peers.iter().any(|contact| {
+                contact.addrs.len() > MAX_CONTACT_ADDRS
+                    || too_long(&contact.peer)
+                    || contact.addrs.iter().any(too_long)
+            }) {
+                return Err(WireError::OverLimit("a peer contact is out of bounds"));
+            }
         }
         Response::CatalogPart {
             total_len,

@@ -834,6 +834,15 @@ fn request_frames() -> Vec<(RequestFrame, Vec<&'static str>)> {
             // id 7; variant 5; id; file 2; index; region "FR" as a string of 2 bytes
             vec!["07", "05", ID33, "02", "c0843d", "024652"],
         ),
+        (
+            frame(
+                8,
+                Request::Peers {
+                    manifest: ManifestId([0x22; 32]),
+                },
+            ),
+            vec!["08", "06", ID22], // id 8; variant 6; manifest id
+        ),
     ]
 }
 
@@ -907,6 +916,19 @@ fn response_frames() -> Vec<(ResponseFrame, Vec<&'static str>)> {
                 },
             ),
             vec!["ac02", "06", "dc0b"],
+        ),
+        (
+            frame(
+                9,
+                Response::Peers {
+                    peers: vec![wire::PeerContact {
+                        peer: vec![0xaa, 0xbb],
+                        addrs: vec![vec![0x04, 1, 2, 3, 4], vec![]],
+                    }],
+                },
+            ),
+            // id 9; variant 7; one contact: a 2-byte id, two addresses of 5 and 0 bytes
+            vec!["09", "07", "01", "02aabb", "02", "050401020304", "00"],
         ),
     ]
 }

@@ -29,7 +29,8 @@ use licet_proto::{
     },
     signed::{EnvelopeError, Signed, SignedDelegation, SignedKind},
     wire::{
-        self, Bitfield, MAX_DETAIL_BYTES, MAX_FRAME_BYTES, RequestId, Response, ResponseFrame,
+        self, Bitfield, MAX_CONTACT_ADDRS, MAX_CONTACT_BYTES, MAX_DETAIL_BYTES,
+        MAX_EXCHANGED_PEERS, MAX_FRAME_BYTES, PeerContact, RequestId, Response, ResponseFrame,
         WireError, decode_request, decode_response, encode_response_header,
     },
 };
@@ -2118,6 +2119,37 @@ fn response_fields_over_their_limits() {
         ),
         WireError::OverLimit("catalog part is out of bounds")
     );
+    let contact = |peer: usize, addrs: usize, addr: usize| PeerContact {
+        peer: vec![1; peer],
+        addrs: vec![vec![2; addr]; addrs],
+    };
+    let peers = |peers: Vec<PeerContact>| over(Response::Peers { peers }, 0);
+    assert_eq!(
+        peers(vec![contact(38, 1, 10); MAX_EXCHANGED_PEERS + 1]),
+        WireError::OverLimit("too many peers in a peer exchange")
+    );
+    for (peer, addrs, addr) in [
+        (38, MAX_CONTACT_ADDRS + 1, 10),
+        (MAX_CONTACT_BYTES + 1, 1, 10),
+        (38, 1, MAX_CONTACT_BYTES + 1),
+    ] {
+        assert_eq!(
+            peers(vec![contact(peer, addrs, addr)]),
+            WireError::OverLimit("a peer contact is out of bounds"),
+            "{peer}-byte id, {addrs} addresses of {addr} bytes"
+        );
+    }
+    // Everything exactly at the limits passes.
+    let full =
+        vec![contact(MAX_CONTACT_BYTES, MAX_CONTACT_ADDRS, MAX_CONTACT_BYTES); MAX_EXCHANGED_PEERS];
+    let (frame, _) = decode_response(&response_body(
+        Response::Peers {
+            peers: full.clone(),
+        },
+        0,
+    ))
+    .unwrap();
+    assert_eq!(frame.response, Response::Peers { peers: full });
     // A refusal detail exactly at the limit passes.
     let (frame, _) = decode_response(&response_body(
         Response::Refused {

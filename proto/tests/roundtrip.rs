@@ -26,9 +26,9 @@ use licet_proto::{
     portable_name::folded,
     signed::{Signed, SignedDelegation, SignedKind},
     wire::{
-        self, Bitfield, CATALOG_PART_BYTES, MAX_DETAIL_BYTES, Request, RequestFrame, RequestId,
-        Response, ResponseFrame, decode_request, decode_response, encode_request,
-        encode_response_header,
+        self, Bitfield, CATALOG_PART_BYTES, MAX_CONTACT_ADDRS, MAX_DETAIL_BYTES,
+        MAX_EXCHANGED_PEERS, PeerContact, Request, RequestFrame, RequestId, Response,
+        ResponseFrame, decode_request, decode_response, encode_request, encode_response_header,
     },
 };
 use proptest::{collection::vec, option, prelude::*, sample::Index};
@@ -288,6 +288,7 @@ fn request() -> impl Strategy<Value = Request> {
                 offset,
             }
         ),
+        manifest_id_value().prop_map(|manifest| Request::Peers { manifest }),
     ]
 }
 
@@ -315,7 +316,17 @@ fn response() -> impl Strategy<Value = Response> {
         (refusal_reason(), ".{0,40}")
             .prop_map(|(reason, detail)| Response::Refused { reason, detail }),
         any::<u32>().prop_map(|retry_after_ms| Response::Busy { retry_after_ms }),
+        vec(peer_contact(60, 12), 0..40).prop_map(|peers| Response::Peers { peers }),
     ]
+}
+
+/// A peer contact of ids and addresses up to `max_bytes` long, up to `max_addrs` of them.
+fn peer_contact(max_bytes: usize, max_addrs: usize) -> impl Strategy<Value = PeerContact> {
+    (
+        vec(any::<u8>(), 0..=max_bytes),
+        vec(vec(any::<u8>(), 0..=max_bytes), 0..=max_addrs),
+    )
+        .prop_map(|(peer, addrs)| PeerContact { peer, addrs })
 }
 
 fn response_frame() -> impl Strategy<Value = ResponseFrame> {
@@ -344,6 +355,8 @@ fn sendable_response() -> impl Strategy<Value = Response> {
         (refusal_reason(), ".{0,40}")
             .prop_map(|(reason, detail)| Response::Refused { reason, detail }),
         any::<u32>().prop_map(|retry_after_ms| Response::Busy { retry_after_ms }),
+        vec(peer_contact(40, MAX_CONTACT_ADDRS), 0..=MAX_EXCHANGED_PEERS)
+            .prop_map(|peers| Response::Peers { peers }),
     ]
 }
 

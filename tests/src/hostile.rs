@@ -591,8 +591,6 @@ impl HostilePeer {
         (file, index): (u32, u64),
         region: Option<&str>,
     ) -> Option<Response> {
-        let peer = self.dial_node(addr);
-        let mut control = self.control.clone();
         let request = match region {
             Some(region) => Request::ChunkForRegion {
                 manifest,
@@ -606,6 +604,14 @@ impl HostilePeer {
                 index,
             },
         };
+        self.ask_node(addr, request)
+    }
+
+    /// Sends `request` to the node at `addr` on a fresh transfer stream and returns the
+    /// answer's header (`None` if none came within [`HOSTILE_TIMEOUT`]).
+    pub fn ask_node(&self, addr: &str, request: Request) -> Option<Response> {
+        let peer = self.dial_node(addr);
+        let mut control = self.control.clone();
         self.block_on(async move {
             let mut stream = open_transfer(&mut control, peer).await;
             ask(&mut stream, request)
@@ -1361,6 +1367,11 @@ async fn serve(
                     None => (refused(id, "not held"), None),
                 }
             }
+            // A hostile provider knows of no other peer.
+            Request::Peers { .. } => (
+                response(id, Response::Peers { peers: Vec::new() }, &[]),
+                None,
+            ),
             Request::Chunk {
                 manifest,
                 file,

@@ -8,9 +8,15 @@
 
 use std::{io::Write as _, time::Duration};
 
+use libp2p::{Multiaddr, PeerId};
+use licet_proto::{
+    ManifestId,
+    policy::RefusalReason,
+    wire::{Request, Response},
+};
 use licet_tests::{
-    TestNet, TestNode, assert_same_file, count, create, overwrite_keeping_mtime, text,
-    write_pseudo_random_file,
+    TestNet, TestNode, assert_same_file, count, create, hostile::HostilePeer,
+    overwrite_keeping_mtime, text, write_pseudo_random_file,
 };
 use serde_json::Value;
 
@@ -272,4 +278,86 @@ fn a_seeded_file_that_grows_is_touched_or_is_deleted_is_not_served_and_the_rest_
         "{item}"
     );
     assert_eq!(count(&item["have_chunks"]), 8, "{item}");
+}
+
+/// The peers a node names when asked which peers fetch `manifest` (peer exchange), with the
+/// addresses it gives for each; `None` if it refused or did not answer.
+fn exchanged(
+    asker: &HostilePeer,
+    node: &TestNode,
+    manifest: ManifestId,
+) -> Option<Vec<(PeerId, Vec<Multiaddr>)>> {
+    match asker.ask_node(node.addr(), Request::Peers { manifest })? {
+        Response::Peers { peers } => Some(
+            peers
+                .into_iter()
+                .map(|contact| {
+                    let addrs = contact
+                        .addrs
+                        .into_iter()
+                        .map(|a| Multiaddr::try_from(a).unwrap());
+                    (PeerId::from_bytes(&contact.peer).unwrap(), addrs.collect())
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_seed_names_the_peers_fetching_a_release_to_each_other_and_nothing_of_what_it_does_not_hold() {
+    let net = TestNet::new();
+    let (id, _link, a, _b) = seeded(&net);
+    let id: ManifestId = id.parse().unwrap();
+    let (first, second, bystander) = (
+        HostilePeer::requester(),
+        HostilePeer::requester(),
+        HostilePeer::requester(),
+    );
+    for fetcher in [&first, &second] {
+        let answer = fetcher.ask_node(a.addr(), Request::Availability { manifest: id });
+        assert!(
+            matches!(answer, Some(Response::Availability { .. })),
+            "{answer:?}"
+        );
+    }
+    // The bystander connects but never asks about the release.
+    assert!(exchanged(&bystander, &a, ManifestId([7; 32])).is_none());
+
+    let named = |asker: &HostilePeer| -> Vec<PeerId> {
+        exchanged(asker, &a, id)
+            .expect("the seed answers")
+            .into_iter()
+            .map(|(peer, _)| peer)
+            .collect()
+    };
+    let peer = |hostile: &HostilePeer| hostile.peer_id().parse::<PeerId>().unwrap();
+    assert_eq!(
+        named(&second),
+        vec![peer(&first)],
+        "the other fetcher, not the asker"
+    );
+    assert_eq!(
+        named(&bystander),
+        vec![peer(&second), peer(&first)],
+        "the latest first"
+    );
+    // With the address the fetcher listens on (what its Identify said).
+    let listen: Multiaddr = first.addr().parse().unwrap();
+    let listen: Multiaddr = listen
+        .into_iter()
+        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        .collect();
+    let contacts = exchanged(&second, &a, id).unwrap();
+    assert!(
+        contacts[0].1.contains(&listen),
+        "{listen} among {:?}",
+        contacts[0].1
+    );
+    // Content it does not hold: refused, no peers named.
+    let other = ManifestId([9; 32]);
+    match second.ask_node(a.addr(), Request::Peers { manifest: other }) {
+        Some(Response::Refused { reason, .. }) => assert_eq!(reason, RefusalReason::NotHeld),
+        answer => panic!("not refused: {answer:?}"),
+    }
 }

@@ -70,6 +70,9 @@ pub(super) struct Download<N> {
     pub(super) item: Arc<Item>,
     scheduler: Mutex<Scheduler>,
     pub(super) written: mpsc::Sender<VerifiedChunk>,
+    /// Where peers found are sent (discovery, peer exchange); the download starts a worker for
+    /// each it does not work with yet.
+    pub(super) found: mpsc::Sender<PeerId>,
 }
 
 impl<N: FetchNet> Download<N> {
@@ -119,11 +122,13 @@ async fn run<N: FetchNet>(
     let id = item.id();
     let held = item.live().have.clone();
     let (written, receiver) = mpsc::channel(WRITE_QUEUE);
+    let (found, mut discovered) = mpsc::channel::<PeerId>(64);
     let download = Arc::new(Download {
         ctx: ctx.clone(),
         item: item.clone(),
         scheduler: Mutex::new(Scheduler::new(held, random_start())),
         written,
+        found: found.clone(),
     });
     // Announced at once, before a chunk is held: other downloaders find this node while they
     // are still downloading too, and ask it for chunks as it gains them (availability answers
@@ -133,7 +138,6 @@ async fn run<N: FetchNet>(
     let mut writer = tokio::spawn(write_chunks(ctx.clone(), item.clone(), receiver, requested));
     // Peer discovery runs on its own task so a slow DHT lookup never delays the policy
     // re-check or the handling of finished workers.
-    let (found, mut discovered) = mpsc::channel::<PeerId>(64);
     let discovery = tokio::spawn(discover(ctx.clone(), id, hints, lookup, found));
     let mut workers: JoinSet<(PeerId, WorkerEnd)> = JoinSet::new();
     let mut active: HashSet<PeerId> = HashSet::new();

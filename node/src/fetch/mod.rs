@@ -1,8 +1,9 @@
 //! Fetching content: find the manifest, then fetch chunks from every peer that has them,
 //! verify each against the signed root, and write it.
 //!
-//! Peers come from link hints and the connections the node already has, asked at once, and from
-//! the DHT's provider records, looked up beside them (one lookup, shared by the manifest's
+//! Peers come from link hints and the connections the node already has, asked at once, from
+//! the peers already fetched from (each is asked which other peers fetch the content: peer
+//! exchange, `worker.rs`), and from the DHT's provider records, looked up beside them (one lookup, shared by the manifest's
 //! search and the download, whose first source is the peer that sent the manifest). Each peer that has the content gets a worker that keeps up to [`PIPELINE_PER_PEER`]
 //! chunk requests in flight on the peer's session ([`PIPELINE_PER_SEED_IN_SWARM`] from a seed
 //! while peers still downloading have chunks this download needs); a peer still downloading
@@ -42,7 +43,7 @@ mod write;
 
 use std::{collections::HashSet, future::Future, sync::Arc, time::Duration};
 
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 use licet_proto::{
     ManifestId,
     policy::{RefusalReason, Territory},
@@ -80,6 +81,13 @@ const WRITE_BATCH: usize = 8;
 const PEER_REFRESH: Duration = Duration::from_secs(1);
 /// The wait before the second look for peers.
 const FIRST_PEER_REFRESH: Duration = Duration::from_millis(100);
+/// How often a worker asks its peer which other peers fetch the content lately (peer
+/// exchange): the first asks follow each other faster, from [`FIRST_PEER_EXCHANGE`] doubling up
+/// to this, so that downloaders that start together find each other through the peer they all
+/// fetch from, within a second, without waiting for the DHT.
+const PEER_EXCHANGE: Duration = Duration::from_secs(4);
+/// The wait before a worker's second peer exchange.
+const FIRST_PEER_EXCHANGE: Duration = Duration::from_millis(250);
 /// How often an idle worker asks its peer what it has now (a peer that is downloading too gains
 /// chunks all the time; an availability answer is a bitfield, one bit per chunk).
 const AVAILABILITY_REFRESH: Duration = Duration::from_millis(250);
@@ -159,6 +167,9 @@ pub trait FetchNet: Send + Sync + 'static {
     fn providers(&self, id: ManifestId) -> impl Future<Output = HashSet<PeerId>> + Send;
     /// Announces in the DHT that this node provides `id`.
     fn provide(&self, id: ManifestId) -> impl Future<Output = ()> + Send;
+    /// Another peer says `peer` listens on `addrs` (peer exchange): [`FetchNet::open`] may
+    /// dial them.
+    fn learn(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> impl Future<Output = ()> + Send;
 }
 
 /// The network as it is: sessions from the peers part, lookups on the swarm.
@@ -216,6 +227,10 @@ impl FetchNet for LiveNet {
     async fn provide(&self, id: ManifestId) {
         self.count_query("start_providing");
         let _ = self.network.start_providing(id.0).await;
+    }
+
+    async fn learn(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let _ = self.network.learn(peer, addrs).await;
     }
 }
 

@@ -11,13 +11,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 use licet_proto::{
     ManifestId, Timestamp,
     manifest::{MIN_CHUNK_SIZE, VerifiedManifest},
     merkle::{self, MerkleTree},
     policy::{RefusalReason, TrustedPublisher},
-    wire::{Bitfield, Request, Response},
+    wire::{self, Bitfield, Request, Response},
 };
 
 use super::*;
@@ -104,6 +104,8 @@ struct FakePeer {
     manner: Manner,
     content: Arc<Content>,
     chunk_requests: AtomicUsize,
+    /// The peers it names when asked which peers fetch the content (peer exchange).
+    exchanges: std::sync::Mutex<Vec<PeerId>>,
 }
 
 impl FakePeer {
@@ -132,6 +134,19 @@ impl FakePeer {
             }
             Request::Chunk { file, index, .. } | Request::ChunkForRegion { file, index, .. } => {
                 (file, index)
+            }
+            Request::Peers { manifest } if manifest == content.id() => {
+                let peers = self
+                    .exchanges
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|peer| wire::PeerContact {
+                        peer: peer.to_bytes(),
+                        addrs: vec![fake_addr(peer).to_vec(), b"not an address".to_vec()],
+                    })
+                    .collect();
+                return Ok(Reply::made_up(Response::Peers { peers }, Vec::new()));
             }
             _ => {
                 let refused = Response::Refused {
@@ -205,6 +220,15 @@ struct FakeNet {
     connected: AtomicBool,
     lookup: Lookup,
     lookups: AtomicUsize,
+    /// What peer exchange taught it: peers and the addresses given for them.
+    learned: std::sync::Mutex<HashMap<PeerId, Vec<Multiaddr>>>,
+}
+
+/// The address a fake peer is said to listen on.
+fn fake_addr(peer: &PeerId) -> Multiaddr {
+    format!("/ip4/127.0.0.1/tcp/4610/p2p/{peer}")
+        .parse()
+        .unwrap()
 }
 
 impl FetchNet for FakeNet {
@@ -238,6 +262,10 @@ impl FetchNet for FakeNet {
     }
 
     async fn provide(&self, _: ManifestId) {}
+
+    async fn learn(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        self.learned.lock().unwrap().insert(peer, addrs);
+    }
 }
 
 /// A download of [`Content`] into a temporary folder, from fake peers.
@@ -299,6 +327,7 @@ impl Harness {
                     manner,
                     content: content.clone(),
                     chunk_requests: AtomicUsize::new(0),
+                    exchanges: Default::default(),
                 })
             })
             .collect();
@@ -307,6 +336,7 @@ impl Harness {
             connected: AtomicBool::new(connected),
             lookup,
             lookups: AtomicUsize::new(0),
+            learned: Default::default(),
         };
         let policy = Arc::new(PolicyState::new(None));
         policy.trust(
@@ -485,4 +515,21 @@ async fn the_peer_that_sent_the_manifest_is_the_downloads_first_source() {
     h.ctx.net.connected.store(false, Ordering::Relaxed);
     h.download_from(vec![found.peer], Some(found.lookup)).await;
     h.assert_complete();
+}
+
+#[tokio::test]
+async fn peers_named_by_a_peer_fetched_from_are_fetched_from_too() {
+    // Not connected, no provider record: the honest peer is known only through the busy one,
+    // which names it when asked which peers fetch the content.
+    let h = Harness::new(&[Manner::Busy, Manner::Honest], false, Lookup::Empty);
+    *h.peers[0].exchanges.lock().unwrap() = vec![h.peers[1].peer];
+    h.download(&[0]).await;
+    h.assert_complete();
+    assert!(h.peers[1].chunk_requests() > 0, "the named peer was asked");
+    let learned = h.ctx.net.learned.lock().unwrap();
+    assert_eq!(
+        learned.get(&h.peers[1].peer),
+        Some(&vec![fake_addr(&h.peers[1].peer)]),
+        "its address was learned, what does not parse left out"
+    );
 }

@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt as _, stream::FuturesUnordered};
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 use licet_proto::{
     ManifestId,
     manifest::Region,
@@ -14,9 +14,10 @@ use licet_proto::{
 };
 
 use super::{
-    AVAILABILITY_REFRESH, ChunkSource, FetchNet, IDLE_LIMIT, PIPELINE_PER_PEER,
-    PIPELINE_PER_SEED_IN_SWARM, blocking,
+    AVAILABILITY_REFRESH, ChunkSource, FIRST_PEER_EXCHANGE, FetchNet, IDLE_LIMIT, PEER_EXCHANGE,
+    PIPELINE_PER_PEER, PIPELINE_PER_SEED_IN_SWARM, blocking,
     download::{Download, VerifiedChunk, WorkerEnd},
+    manifest::usable,
     schedule::ChunkRef,
 };
 use crate::transfer::SessionError;
@@ -214,6 +215,44 @@ async fn refresh_availability<N: FetchNet>(download: Arc<Download<N>>, session: 
     }
 }
 
+/// Asks `session`'s peer which other peers fetch this content (peer exchange) at once and then
+/// every [`FIRST_PEER_EXCHANGE`] doubling up to [`PEER_EXCHANGE`], and hands the usable ones,
+/// with the addresses given for them, to the download. Stops when the download does, or when
+/// the peer has none to give (it refused, is busy, failed, or does not know the request).
+async fn exchange_peers<N: FetchNet>(download: Arc<Download<N>>, session: Arc<N::Source>) {
+    let mut wait = FIRST_PEER_EXCHANGE;
+    while !download.stopped() {
+        let request = Request::Peers {
+            manifest: download.item.id(),
+        };
+        let Ok(reply) = session.request(request).await else {
+            return;
+        };
+        let Response::Peers { peers } = reply.response else {
+            return;
+        };
+        for contact in peers {
+            let Ok(peer) = PeerId::from_bytes(&contact.peer) else {
+                continue;
+            };
+            if !usable(&download.ctx, &peer) {
+                continue;
+            }
+            let addrs: Vec<Multiaddr> = contact
+                .addrs
+                .into_iter()
+                .filter_map(|bytes| Multiaddr::try_from(bytes).ok())
+                .collect();
+            download.ctx.net.learn(peer, addrs).await;
+            if download.found.send(peer).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(PEER_EXCHANGE);
+    }
+}
+
 /// Keeps `session`'s peer busy with chunk requests until the download needs nothing it has.
 pub(super) async fn work<N: FetchNet>(
     download: Arc<Download<N>>,
@@ -222,6 +261,10 @@ pub(super) async fn work<N: FetchNet>(
     let peer = session.peer();
     // Stopped with the worker, also when the worker's task is aborted.
     let refresher = AbortOnDrop(tokio::spawn(refresh_availability(
+        download.clone(),
+        session.clone(),
+    )));
+    let _exchanger = AbortOnDrop(tokio::spawn(exchange_peers(
         download.clone(),
         session.clone(),
     )));

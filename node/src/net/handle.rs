@@ -21,6 +21,14 @@ pub(super) enum Command {
         peer: PeerId,
         reply: oneshot::Sender<Result<PeerId, String>>,
     },
+    Contacts {
+        peers: Vec<PeerId>,
+        reply: oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>,
+    },
+    Learn {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    },
     StartProviding {
         key: [u8; 32],
     },
@@ -136,9 +144,24 @@ impl Network {
         self.ask(|reply| Command::Dial { addr, reply }).await
     }
 
-    /// Connects to `peer` at the addresses the DHT knows for it (no-op if connected).
+    /// Connects to `peer` at the addresses the DHT knows for it and those other peers gave
+    /// ([`Network::learn`]); a no-op if connected.
     pub async fn dial_peer(&self, peer: PeerId) -> Result<Result<PeerId, String>, NetworkStopped> {
         self.ask(|reply| Command::DialPeer { peer, reply }).await
+    }
+
+    /// Each of `peers` with the addresses it said it listens on (empty when it is not
+    /// connected or did not say).
+    pub async fn contacts(
+        &self,
+        peers: Vec<PeerId>,
+    ) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, NetworkStopped> {
+        self.ask(|reply| Command::Contacts { peers, reply }).await
+    }
+
+    /// Another peer says `peer` listens on `addrs`: [`Network::dial_peer`] tries them too.
+    pub async fn learn(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), NetworkStopped> {
+        self.tell(Command::Learn { peer, addrs }).await
     }
 
     /// Announces in the DHT that this node provides `key`.
@@ -278,7 +301,15 @@ impl EventLoop {
                     let _ = reply.send(Ok(peer));
                     return;
                 }
-                let opts = DialOpts::peer_id(peer).build();
+                let learned = self.contacts.learned(&peer);
+                let opts = if learned.is_empty() {
+                    DialOpts::peer_id(peer).build()
+                } else {
+                    DialOpts::peer_id(peer)
+                        .addresses(learned)
+                        .extend_addresses_through_behaviour()
+                        .build()
+                };
                 let id = opts.connection_id();
                 match self.swarm.dial(opts) {
                     Ok(()) => {
@@ -319,6 +350,18 @@ impl EventLoop {
                     })
                     .replies
                     .push(reply);
+            }
+            Command::Contacts { peers, reply } => {
+                let contacts = peers
+                    .into_iter()
+                    .map(|peer| (peer, self.contacts.listening(&peer)))
+                    .collect();
+                let _ = reply.send(contacts);
+            }
+            Command::Learn { peer, addrs } => {
+                if peer != *self.swarm.local_peer_id() {
+                    self.contacts.learn(peer, addrs, &self.public_ranges);
+                }
             }
             Command::Connected { reply } => {
                 let peers = self

@@ -59,6 +59,7 @@ use tracing::{debug, info, warn};
 
 use provider_store::ProviderStore;
 
+mod contacts;
 mod dht;
 mod handle;
 mod nat;
@@ -420,6 +421,7 @@ pub fn spawn(
         reannounce_at: 1,
         gossip_refused: config.counters.gossip_messages_refused.clone(),
         connections: HashMap::new(),
+        contacts: contacts::Contacts::default(),
         public_ranges: config.public_ranges,
         reachability: ReachabilityState::default(),
         relays: HashMap::new(),
@@ -463,6 +465,8 @@ struct EventLoop {
     gossip_refused: Counter,
     /// Every open connection, by peer, with the address at the other end.
     connections: HashMap<PeerId, HashMap<ConnectionId, Multiaddr>>,
+    /// Where connected peers listen, and where other peers said peers listen.
+    contacts: contacts::Contacts,
     public_ranges: PublicRanges,
     reachability: ReachabilityState,
     /// Connected peers that offer a relay, at a public address of theirs.
@@ -552,6 +556,8 @@ impl EventLoop {
                 if info.protocols.contains(&RELAY_HOP_PROTOCOL) {
                     self.on_relay_found(peer_id, &info.listen_addrs);
                 }
+                self.contacts
+                    .identified(peer_id, info.listen_addrs.clone(), &self.public_ranges);
                 if info.protocols.contains(&KAD_PROTOCOL) {
                     for addr in info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER) {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);

@@ -63,6 +63,7 @@ impl EventLoop {
             connections.remove(&id);
             if connections.is_empty() {
                 self.connections.remove(&peer);
+                self.contacts.disconnected(&peer);
                 self.direct_waiters.remove(&peer);
                 self.relays.remove(&peer);
                 if self.relay_listeners.contains_key(&peer) {

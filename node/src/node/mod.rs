@@ -5,12 +5,12 @@
 //! (reached through blocking calls on blocking threads); [`Items`] the content items and their
 //! live state; [`Peers`] the peer book (bytes each way, bans) and the pool of transfer
 //! sessions; [`PolicyState`] the trust store and catalogs in force; [`Metrics`] the counters.
-//! Fetching gets them as a [`FetchContext`], serving peers as a [`Server`] (`serve.rs`);
+//! Fetching gets them as a [`FetchContext`], serving peers as a [`Server`] (`serve/`);
 //! neither knows the node. The control API's methods are `api.rs`, the one mapping of the
 //! parts' errors to `ApiError` is `api_errors.rs`; re-checking files is `check.rs`.
 //!
 //! Invariants:
-//! - the trust policy is asked on every request served and before every fetch (`serve.rs`,
+//! - the trust policy is asked on every request served and before every fetch (`serve/`,
 //!   `fetch/`), so a revocation or the end of a licence window bites on the next request;
 //! - a peer that breaks the protocol or sends a chunk that fails verification is banned:
 //!   disconnected, refused until its ban ends (longer for repeat offenders, see `peers/`), and
@@ -404,6 +404,7 @@ impl Node {
             inner.peers.clone(),
             inner.store.clone(),
             inner.metrics.clone(),
+            inner.network.clone(),
         ));
         let peers = inner.peers.clone();
         let slots = transfer::StreamSlots::new(MAX_INBOUND_STREAMS, MAX_INBOUND_STREAMS_PER_PEER);

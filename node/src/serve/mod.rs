@@ -1,7 +1,8 @@
 //! Serving peers: the answer to every request a peer sends on a transfer stream (a manifest,
-//! availability, a chunk, a catalog head or part), under the trust policy. [`Server`] holds the
-//! parts it uses as handles (items, policy, peers, store, metrics, and the catalogs held) and is
-//! the node's [`Responder`].
+//! availability, a chunk, a catalog head or part, the other peers fetching a manifest), under the
+//! trust policy. [`Server`] holds the parts it uses as handles (items, policy, peers, store,
+//! metrics, the network, and the catalogs held) and is the node's [`Responder`]; `swarms.rs`
+//! remembers who asked about what, for peer exchange.
 //!
 //! Invariants:
 //! - the trust policy is asked on every request served (manifest, availability, each chunk: once
@@ -9,6 +10,8 @@
 //!   licence window bites on the next request; a chunk goes to a user, so the requester's stated
 //!   region counts;
 //! - the node serves catalog parts only of the catalog it accepted, and only by its hash;
+//! - peers are handed out only for content this node holds and the policy lets it hold, and
+//!   only peers that asked this node about that content lately (`swarms.rs`);
 //! - every refusal is counted once (`respond`), whatever refused it; a chunk is counted served
 //!   only once it passed the second policy check;
 //! - a chunk is sent only if its bit is set, its file's stamp (size and modification time) is
@@ -42,10 +45,15 @@ use licet_proto::{
 };
 use tracing::{debug, warn};
 
+mod swarms;
+
+use swarms::Swarms;
+
 use crate::{
     content,
     items::{Item, Items},
     metrics::Metrics,
+    net::Network,
     peers::Peers,
     policy_state::PolicyState,
     store::{FileStamp, RecordState, Store},
@@ -67,6 +75,8 @@ pub struct Server {
     peers: Peers,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
+    network: Network,
+    swarms: Mutex<Swarms>,
 }
 
 impl Server {
@@ -77,6 +87,7 @@ impl Server {
         peers: Peers,
         store: Arc<Store>,
         metrics: Arc<Metrics>,
+        network: Network,
     ) -> Server {
         Server {
             items,
@@ -84,7 +95,13 @@ impl Server {
             peers,
             store,
             metrics,
+            network,
+            swarms: Mutex::new(Swarms::default()),
         }
+    }
+
+    fn swarms(&self) -> std::sync::MutexGuard<'_, Swarms> {
+        self.swarms.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -187,6 +204,7 @@ pub fn read_verified_chunk(
 enum ContentRequest {
     Manifest,
     Availability,
+    Peers,
     /// A chunk, for a requester in `region` (`None`: it stated no region).
     Chunk {
         file: u32,
@@ -204,6 +222,7 @@ impl Server {
             }
             Request::Manifest { id } => (id, ContentRequest::Manifest),
             Request::Availability { manifest } => (manifest, ContentRequest::Availability),
+            Request::Peers { manifest } => (manifest, ContentRequest::Peers),
             Request::Chunk {
                 manifest,
                 file,
@@ -240,7 +259,9 @@ impl Server {
         // goes to a user, so the requester's stated region counts; the rest hands no content.
         let territory = match wanted {
             ContentRequest::Chunk { region, .. } => Territory::Requester(region),
-            ContentRequest::Manifest | ContentRequest::Availability => Territory::Holder,
+            ContentRequest::Manifest | ContentRequest::Availability | ContentRequest::Peers => {
+                Territory::Holder
+            }
         };
         if let Err(refusal) = self.policy.check(item.manifest(), territory) {
             return refuse(refusal.reason, refusal.detail);
@@ -250,11 +271,13 @@ impl Server {
                 envelope: item.manifest().envelope().encode(),
             },
             ContentRequest::Availability => {
+                self.swarms().asked(id, peer, Instant::now());
                 let live = item.live();
                 Response::Availability {
                     files: live.have.clone(),
                 }
             }
+            ContentRequest::Peers => self.fetching_peers(id, peer).await,
             ContentRequest::Chunk { file, index, .. } => {
                 let response = self.serve_chunk(item.clone(), file, index, payload).await;
                 // Asked again once the chunk is read: a revocation or the end of the licence
@@ -348,6 +371,37 @@ impl Responder for Server {
 }
 
 impl Server {
+    /// The peers that asked about `manifest` lately, `asker` left out, with the addresses they
+    /// said they listen on.
+    async fn fetching_peers(&self, manifest: licet_proto::ManifestId, asker: PeerId) -> Response {
+        let members =
+            self.swarms()
+                .members(&manifest, &asker, Instant::now(), wire::MAX_EXCHANGED_PEERS);
+        let contacts = if members.is_empty() {
+            Vec::new()
+        } else {
+            // The network stopping: the bare ids still help.
+            match self.network.contacts(members.clone()).await {
+                Ok(contacts) => contacts,
+                Err(_) => members.into_iter().map(|peer| (peer, Vec::new())).collect(),
+            }
+        };
+        Response::Peers {
+            peers: contacts
+                .into_iter()
+                .map(|(peer, addrs)| wire::PeerContact {
+                    peer: peer.to_bytes(),
+                    addrs: addrs
+                        .into_iter()
+                        .map(|addr| addr.to_vec())
+                        .filter(|bytes| bytes.len() <= wire::MAX_CONTACT_BYTES)
+                        .take(wire::MAX_CONTACT_ADDRS)
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
     /// Answers a chunk request (after the policy said yes): reads the chunk and checks it
     /// before it is sent (see the module docs).
     async fn serve_chunk(
