@@ -38,6 +38,7 @@ mod manifest;
 pub mod schedule;
 #[cfg(test)]
 mod tests;
+mod window;
 mod worker;
 mod write;
 
@@ -64,7 +65,8 @@ use crate::{
     transfer::{Reply, Session, SessionError},
 };
 
-/// Chunk requests kept in flight per peer.
+/// Most chunk requests kept in flight per peer (fewer while its answers are slow:
+/// `window.rs`).
 pub const PIPELINE_PER_PEER: usize = 16;
 /// Chunk requests kept in flight from a seed while peers still downloading have chunks this
 /// download needs: a seed's upload is shared by every downloader, and each chunk in flight from

@@ -1,7 +1,11 @@
 //! A download's workers: one per peer, each keeping up to [`PIPELINE_PER_PEER`] chunk requests in
-//! flight on its peer's source of chunks, verifying each answer before it goes to the writer.
+//! flight on its peer's source of chunks (fewer while the peer's answers are slow: [`Window`]),
+//! verifying each answer before it goes to the writer.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::{StreamExt as _, stream::FuturesUnordered};
 use libp2p::{Multiaddr, PeerId};
@@ -19,6 +23,7 @@ use super::{
     download::{Download, VerifiedChunk, WorkerEnd},
     manifest::usable,
     schedule::ChunkRef,
+    window::Window,
 };
 use crate::transfer::SessionError;
 
@@ -129,11 +134,14 @@ fn chunk_request(manifest: ManifestId, (file, index): ChunkRef, region: Option<R
     }
 }
 
+/// Fetches `chunk` from `session`'s peer; returns it with what became of it and how long the
+/// peer took to answer.
 async fn fetch_chunk<N: FetchNet>(
     download: Arc<Download<N>>,
     session: Arc<N::Source>,
     chunk: ChunkRef,
-) -> (ChunkRef, ChunkOutcome) {
+) -> (ChunkRef, ChunkOutcome, Duration) {
+    let asked = Instant::now();
     let (file, index) = chunk;
     let manifest = download.item.manifest().manifest();
     let entry = &manifest.files[file as usize];
@@ -148,8 +156,9 @@ async fn fetch_chunk<N: FetchNet>(
         .await
     {
         Ok(reply) => reply,
-        Err(e) => return (chunk, ChunkOutcome::Session(e)),
+        Err(e) => return (chunk, ChunkOutcome::Session(e), asked.elapsed()),
     };
+    let took = asked.elapsed();
     let outcome = match &reply.response {
         Response::Chunk { proof, .. } => {
             if reply.payload().len() != expected_len {
@@ -194,7 +203,7 @@ async fn fetch_chunk<N: FetchNet>(
         Response::Busy { retry_after_ms } => ChunkOutcome::Busy(*retry_after_ms),
         other => ChunkOutcome::Bad(format!("answered a chunk request with {other:?}")),
     };
-    (chunk, outcome)
+    (chunk, outcome, took)
 }
 
 /// While `session`'s peer is still downloading too, asks it what it has every
@@ -307,6 +316,7 @@ async fn keep_busy<N: FetchNet>(
 ) -> WorkerEnd {
     let peers = &download.ctx.peers;
     let mut in_flight = FuturesUnordered::new();
+    let mut window = Window::new(PIPELINE_PER_PEER);
     let mut idle_rounds = 0u32;
     loop {
         if download.stopped() && in_flight.is_empty() {
@@ -315,9 +325,9 @@ async fn keep_busy<N: FetchNet>(
         while !download.item.is_stopped() {
             let mut scheduler = download.scheduler();
             let pipeline = if scheduler.is_seed(&peer) && scheduler.partial_peers_help() {
-                PIPELINE_PER_SEED_IN_SWARM
+                window.size().min(PIPELINE_PER_SEED_IN_SWARM)
             } else {
-                PIPELINE_PER_PEER
+                window.size()
             };
             if in_flight.len() >= pipeline {
                 break;
@@ -350,9 +360,14 @@ async fn keep_busy<N: FetchNet>(
             }
         }
         idle_rounds = 0;
-        let Some((chunk, outcome)) = in_flight.next().await else {
+        let Some((chunk, outcome, took)) = in_flight.next().await else {
             continue;
         };
+        match &outcome {
+            ChunkOutcome::Busy(_) => window.busy(),
+            ChunkOutcome::Session(_) => {}
+            _ => window.answered(took),
+        }
         match outcome {
             ChunkOutcome::Verified(verified) => {
                 peers.received(peer, verified.reply.payload().len() as u64);
