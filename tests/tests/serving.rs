@@ -361,3 +361,40 @@ fn a_seed_names_the_peers_fetching_a_release_to_each_other_and_nothing_of_what_i
         answer => panic!("not refused: {answer:?}"),
     }
 }
+
+#[test]
+fn a_seed_among_several_downloaders_offers_the_chunks_it_sent_least_often_and_serves_any() {
+    let net = TestNet::new();
+    let (id, _link, a, _b) = seeded(&net);
+    let id: ManifestId = id.parse().unwrap();
+    let (first, second) = (HostilePeer::requester(), HostilePeer::requester());
+    let offered = |asker: &HostilePeer| -> Vec<Vec<bool>> {
+        match asker.ask_node(a.addr(), Request::Availability { manifest: id }) {
+            Some(Response::Availability { files }) => files
+                .iter()
+                .map(|bits| (0..bits.len()).map(|c| bits.get(c)).collect())
+                .collect(),
+            answer => panic!("no availability: {answer:?}"),
+        }
+    };
+    let all = |files: &[Vec<bool>]| files.iter().flatten().all(|&held| held);
+    assert!(
+        all(&offered(&first)),
+        "a lone downloader is offered everything"
+    );
+    assert!(all(&offered(&second)), "nothing sent yet: everything");
+    for chunk in [(0, 0), (0, 1), (1, 3)] {
+        let answer = first.ask_chunk(a.addr(), id, chunk, None);
+        assert!(matches!(answer, Some(Response::Chunk { .. })), "{answer:?}");
+    }
+    // The chunks sent to the first are left to it to pass on; the rest are offered.
+    let files = offered(&second);
+    assert!(!files[0][0] && !files[0][1] && !files[1][3], "{files:?}");
+    assert_eq!(
+        files.iter().flatten().filter(|&&held| held).count(),
+        16 + 4 - 3
+    );
+    // The offer is advice: a chunk not offered is still served.
+    let answer = second.ask_chunk(a.addr(), id, (0, 0), None);
+    assert!(matches!(answer, Some(Response::Chunk { .. })), "{answer:?}");
+}

@@ -2,7 +2,8 @@
 //! availability, a chunk, a catalog head or part, the other peers fetching a manifest), under the
 //! trust policy. [`Server`] holds the parts it uses as handles (items, policy, peers, store,
 //! metrics, the network, and the catalogs held) and is the node's [`Responder`]; `swarms.rs`
-//! remembers who asked about what, for peer exchange.
+//! remembers who asked about what, for peer exchange, and `spread.rs` which chunks a seed sent
+//! least often, to offer those first while several peers fetch (super-seeding).
 //!
 //! Invariants:
 //! - the trust policy is asked on every request served (manifest, availability, each chunk: once
@@ -45,8 +46,10 @@ use licet_proto::{
 };
 use tracing::{debug, warn};
 
+mod spread;
 mod swarms;
 
+use spread::Spread;
 use swarms::Swarms;
 
 use crate::{
@@ -77,6 +80,7 @@ pub struct Server {
     metrics: Arc<Metrics>,
     network: Network,
     swarms: Mutex<Swarms>,
+    spread: Mutex<Spread>,
 }
 
 impl Server {
@@ -97,11 +101,16 @@ impl Server {
             metrics,
             network,
             swarms: Mutex::new(Swarms::default()),
+            spread: Mutex::new(Spread::default()),
         }
     }
 
     fn swarms(&self) -> std::sync::MutexGuard<'_, Swarms> {
         self.swarms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn spread(&self) -> std::sync::MutexGuard<'_, Spread> {
+        self.spread.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -271,11 +280,20 @@ impl Server {
                 envelope: item.manifest().envelope().encode(),
             },
             ContentRequest::Availability => {
-                self.swarms().asked(id, peer, Instant::now());
+                let now = Instant::now();
+                let others_fetching = {
+                    let mut swarms = self.swarms();
+                    swarms.asked(id, peer, now);
+                    swarms.others_fetching(&id, &peer, now)
+                };
                 let live = item.live();
-                Response::Availability {
-                    files: live.have.clone(),
-                }
+                // A seed among several downloaders offers the chunks it sent least often.
+                let files = if others_fetching && live.state == RecordState::Complete {
+                    self.spread().offer(&id, &live.have, now)
+                } else {
+                    live.have.clone()
+                };
+                Response::Availability { files }
             }
             ContentRequest::Peers => self.fetching_peers(id, peer).await,
             ContentRequest::Chunk { file, index, .. } => {
@@ -292,6 +310,18 @@ impl Server {
                 // not served.
                 if let Response::Chunk { len, .. } = &response {
                     self.peers.served(peer, u64::from(*len));
+                    if item.live().state == RecordState::Complete {
+                        let manifest = item.manifest().manifest();
+                        let chunks = || {
+                            manifest
+                                .files
+                                .iter()
+                                .map(|f| f.chunk_count(manifest.chunk_size))
+                                .collect()
+                        };
+                        self.spread()
+                            .sent(id, chunks, (file, index), Instant::now());
+                    }
                 }
                 response
             }

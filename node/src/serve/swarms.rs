@@ -16,6 +16,9 @@ use std::{
 use libp2p::PeerId;
 use licet_proto::ManifestId;
 
+/// How recently another peer must have asked about a manifest for it to count as fetching it
+/// now (a downloader asks what a peer has every quarter second or so).
+pub const FETCHING_NOW: Duration = Duration::from_secs(10);
 /// How long a peer that asked about a manifest is handed out to others.
 pub const MEMBER_MEMORY: Duration = Duration::from_secs(10 * 60);
 /// Most peers remembered per manifest.
@@ -49,6 +52,16 @@ impl Swarms {
         while members.len() > MAX_MEMBERS {
             members.pop_front();
         }
+    }
+
+    /// Whether a peer other than `asker` asked about `manifest` within [`FETCHING_NOW`] of
+    /// `now`.
+    pub fn others_fetching(&self, manifest: &ManifestId, asker: &PeerId, now: Instant) -> bool {
+        self.swarms.get(manifest).is_some_and(|members| {
+            members.iter().rev().any(|(peer, at)| {
+                peer != asker && now.saturating_duration_since(*at) < FETCHING_NOW
+            })
+        })
     }
 
     /// Up to `max` peers that asked about `manifest` within [`MEMBER_MEMORY`] of `now`, the
@@ -99,6 +112,11 @@ mod tests {
         assert!(swarms.members(&ManifestId([2; 32]), &a, now, 10).is_empty());
         let later = start + Duration::from_secs(2) + MEMBER_MEMORY;
         assert_eq!(swarms.members(&manifest, &b, later, 10), vec![a]);
+        assert!(swarms.others_fetching(&manifest, &a, now));
+        assert!(!swarms.others_fetching(&manifest, &a, start + FETCHING_NOW * 2));
+        let alone = ManifestId([3; 32]);
+        swarms.asked(alone, a, now);
+        assert!(!swarms.others_fetching(&alone, &a, now), "only the asker");
     }
 
     #[test]
