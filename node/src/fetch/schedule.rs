@@ -21,10 +21,10 @@
 //!
 //! Pure bookkeeping, no I/O (it reads the clock, for the endgame's wait), so every rule is
 //! unit-tested. Invariants:
-//! - a chunk is handed out at most once at a time outside the endgame; in a peer's endgame
-//!   (every needed chunk it has is held or in flight elsewhere) a chunk in flight for at least
-//!   [`ENDGAME_WAIT`] may be handed to it as a second peer, but never twice to the same peer,
-//!   and a peer has at most [`ENDGAME_PER_PEER`] such duplicates in flight;
+//! - a chunk is handed out at most once at a time outside the endgame; in the endgame (every
+//!   chunk still needed is in flight) a chunk in flight for at least [`ENDGAME_WAIT`] may be
+//!   handed to a second peer that has it, but never twice to the same peer, and a peer has at
+//!   most [`ENDGAME_PER_PEER`] such duplicates in flight;
 //! - [`Scheduler::release`] puts a chunk back (its peer failed or sent garbage);
 //!   [`Scheduler::complete`] retires it for good;
 //! - each pick costs time linear in the chunks not yet complete (the order is kept compacted),
@@ -234,6 +234,11 @@ impl Scheduler {
         }
         let bits = self.availability.get(&peer)?;
         let held = &self.held;
+        // The download's end: every chunk still needed is in flight. Before it, a chunk is
+        // never asked of a second peer: a peer that offers only a few chunks (a seed spreading
+        // its upload, a peer just started) would otherwise get every one of them asked again
+        // while they are on their way from elsewhere.
+        let at_the_end = self.in_flight.len() as u64 >= self.remaining;
         let mut fresh = None;
         let mut deferred = None;
         let mut endgame = None;
@@ -257,7 +262,8 @@ impl Scheduler {
                     break;
                 }
                 Some(asked)
-                    if endgame.is_none()
+                    if at_the_end
+                        && endgame.is_none()
                         && !asked.peers.contains(&peer)
                         && now.duration_since(asked.since) >= self.endgame_wait =>
                 {
@@ -281,8 +287,8 @@ impl Scheduler {
             // a slow peer.
             return None;
         }
-        // Endgame: every needed chunk this peer has is already in flight elsewhere, one of them
-        // for a while; duplicate the rarest so a slow peer cannot hold up the end.
+        // Endgame: every needed chunk is already in flight, one this peer has for a while;
+        // duplicate the rarest so a slow peer cannot hold up the end.
         let chunk = fresh.or(deferred).or(endgame)?;
         self.mark_in_flight(chunk, peer, now);
         Some(chunk)
@@ -600,6 +606,15 @@ mod tests {
             assert_eq!(s.is_seed(&b), chunks == 4);
             for _ in 0..4 {
                 assert!(s.next_for(a).is_some());
+            }
+            if chunks == 5 {
+                assert_eq!(
+                    s.next_for(b),
+                    None,
+                    "not the end while chunk 4, which no peer has yet, is still to be asked"
+                );
+                s.set_availability(a, vec![bits(chunks, &[0, 1, 2, 3, 4])]);
+                assert_eq!(s.next_for(a), Some((0, 4)));
             }
             let duplicated: Vec<_> = (0..limit).map(|_| s.next_for(b)).collect();
             assert!(
