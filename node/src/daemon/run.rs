@@ -24,7 +24,7 @@ use crate::{
         config::{Config, Overrides},
         limits,
     },
-    net::reachability::AddressRange,
+    net::{bootstrap::BootstrapAddr, reachability::AddressRange},
     node::{Node, NodeConfig, data_dir},
 };
 
@@ -36,18 +36,22 @@ pub const NODE_STOP_LIMIT: Duration = Duration::from_secs(10);
 /// `licet-node run`'s options.
 #[derive(Args)]
 pub struct RunArgs {
-    /// Address to listen on (repeat for several); TCP and QUIC multiaddrs.
+    /// Address to listen on (repeat for several); TCP and QUIC multiaddrs [default: TCP and QUIC
+    /// on all interfaces, port 4610: /ip4/0.0.0.0/tcp/4610, /ip4/0.0.0.0/udp/4610/quic-v1]. A
+    /// second node on the same host needs ports of its own.
     #[arg(long, value_name = "MULTIADDR")]
     listen: Vec<Multiaddr>,
-    /// A peer to join the swarm through, with /p2p/<peer id> (repeat for several).
-    #[arg(long, value_name = "MULTIADDR")]
-    bootstrap: Vec<Multiaddr>,
+    /// A node to join the swarm through: HOST:PORT (TCP), or a multiaddr with or without
+    /// /p2p/<peer id> (the peer id is learned on connecting); repeat for several [default: none].
+    #[arg(long, value_name = "ADDR")]
+    bootstrap: Vec<BootstrapAddr>,
     /// This node's region (ISO 3166 alpha-2). A release whose licence lists regions is fetched
     /// only by a node in a listed region (none set: refused); the region is stated to the peers
     /// it fetches from.
     #[arg(long, value_name = "CC")]
     region: Option<Region>,
-    /// Where the control API listens (loopback only; default a free port).
+    /// Where the control API listens, on loopback [default: 127.0.0.1:0, a free port; clients
+    /// find it in the data directory].
     #[arg(long, value_name = "ADDR")]
     api_listen: Option<SocketAddr>,
     /// How often to look up each trusted publisher's newest catalog in the DHT and at peers,
@@ -101,7 +105,11 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
         &data_dir,
         Overrides {
             listen: args.listen,
-            bootstrap: args.bootstrap,
+            bootstrap: args
+                .bootstrap
+                .into_iter()
+                .map(BootstrapAddr::into_multiaddr)
+                .collect(),
             region: args.region,
             api_listen: args.api_listen,
             catalog_poll_secs: args.catalog_poll,

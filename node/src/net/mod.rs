@@ -39,6 +39,7 @@
 //! reports back with [`Network::report_gossip`].
 
 pub mod address_limits;
+pub mod bootstrap;
 pub mod provider_store;
 pub mod secure;
 
@@ -391,9 +392,10 @@ pub fn spawn(
             .listen_on(addr.clone())
             .map_err(|e| NetworkError::Listen {
                 addr: addr.clone(),
-                reason: e.to_string(),
+                reason: bootstrap::cause_chain(&e),
             })?;
     }
+    let mut without_peer = Vec::new();
     for addr in &config.bootstrap {
         match peer_of(addr) {
             Some(peer) => {
@@ -402,7 +404,8 @@ pub fn spawn(
                     warn!(%addr, "cannot dial bootstrap peer: {e}");
                 }
             }
-            None => warn!(%addr, "bootstrap address has no /p2p/<peer id>; ignored"),
+            // Dialled by the event loop, which learns the peer id on connecting.
+            None => without_peer.push(addr.clone()),
         }
     }
 
@@ -417,6 +420,7 @@ pub fn spawn(
         pending_providers: HashMap::new(),
         pending_records: HashMap::new(),
         has_bootstrap: !config.bootstrap.is_empty(),
+        bootstrap_dials: bootstrap::BootstrapDials::new(without_peer),
         reannounce_at: 1,
         gossip_refused: config.counters.gossip_messages_refused.clone(),
         connections: HashMap::new(),
@@ -456,6 +460,8 @@ struct EventLoop {
     pending_providers: HashMap<kad::QueryId, PendingProviders>,
     pending_records: HashMap<kad::QueryId, PendingRecords>,
     has_bootstrap: bool,
+    /// Bootstrap addresses given without a peer id, until a dial of each connects.
+    bootstrap_dials: bootstrap::BootstrapDials,
     /// The routing table size at which every provided key is announced again (see
     /// [`EventLoop::reannounce_as_the_table_grows`]).
     reannounce_at: usize,
@@ -482,6 +488,7 @@ struct EventLoop {
 impl EventLoop {
     async fn run(mut self) {
         let mut bootstrap_timer = tokio::time::interval(Duration::from_secs(300));
+        self.dial_bootstrap_addrs();
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
@@ -493,6 +500,7 @@ impl EventLoop {
                     }
                 },
                 _ = bootstrap_timer.tick() => {
+                    self.dial_bootstrap_addrs();
                     if self.has_bootstrap {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
@@ -518,6 +526,7 @@ impl EventLoop {
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
+                self.on_bootstrap_connected(connection_id, peer_id);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -540,6 +549,7 @@ impl EventLoop {
                 error,
             } => {
                 debug!(?peer_id, "outgoing connection failed: {error}");
+                self.on_bootstrap_failed(connection_id, &error);
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(error.to_string()));
                 }

@@ -1,0 +1,61 @@
+//! What a new user meets in the first hour, end to end with real daemons on 127.0.0.1: joining
+//! through a bootstrap node given by `HOST:PORT` or by a multiaddr without a peer id. Each test
+//! asserts what the user sees (peers, a fetch by link, the log line, messages and exit codes).
+
+use std::time::Duration;
+
+use licet_tests::{TestNet, TestNode, assert_same_file, create, pseudo_random_bytes, text};
+
+/// How long a log line or a download may take before the test gives up on it.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The TCP port of `node`'s loopback listen address.
+fn tcp_port(node: &TestNode) -> String {
+    let addr = node.addr();
+    let after = addr.split("/tcp/").nth(1).expect("a /tcp/ address");
+    after.split('/').next().unwrap().to_owned()
+}
+
+#[test]
+fn a_node_joins_through_host_and_port_or_a_multiaddr_without_a_peer_id() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    w.write("release/film.bin", &pseudo_random_bytes(300_000, 3));
+    let created = create(&net, "release", "Film", "film.manifest", &[]);
+    let a = net.start("a", &[]).trusting(&publisher);
+    a.add("film.manifest", "release");
+    let port = tcp_port(&a);
+
+    let b = net.start("b", &["--bootstrap", &format!("127.0.0.1:{port}")]);
+    b.wait_for_peer(&a);
+    b.wait_for_log(&format!("bootstrap peer {} found", a.peer_id()), TIMEOUT);
+    let c = net.start("c", &["--bootstrap", &format!("/ip4/127.0.0.1/tcp/{port}")]);
+    c.wait_for_peer(&a);
+
+    // The link names no peer: B finds A as a provider through the DHT it joined through A.
+    b.trust(&publisher);
+    let link = text(&created["link"]);
+    assert!(!link.contains("peer="), "{link}");
+    b.client(&["get", link, "-o", "downloads/film"]).ok();
+    assert_same_file(
+        &w.join("release/film.bin"),
+        &w.join("downloads/film/film.bin"),
+    );
+}
+
+#[test]
+fn a_bootstrap_address_that_is_neither_form_is_refused_naming_both() {
+    let net = TestNet::new();
+    let out = licet_tests::run(
+        &licet_tests::bin("licet-node"),
+        net.work().path(),
+        &["run", "--data-dir", "node", "--bootstrap", "192.0.2.7"],
+    );
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("192.0.2.7") && out.stderr.contains("HOST:PORT"),
+        "{}",
+        out.stderr
+    );
+}
