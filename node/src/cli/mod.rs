@@ -54,7 +54,7 @@ pub enum ClientCommand {
     /// Manage the publishers this node trusts: it serves and fetches only their content.
     #[command(
         subcommand,
-        after_help = "Example:\n  licet-node trust add 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29 --name Acme\n  licet-node trust ls"
+        after_help = "Example:\n  licet-node trust add --name Acme \\\n      3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29\n  licet-node trust ls"
     )]
     Trust(TrustCommand),
     /// Seed content you already have: verify it against its signed manifest, then serve it in
@@ -144,7 +144,7 @@ pub enum ClientCommand {
     },
     /// Re-verify content's files on disk and serve again every chunk that matches its manifest.
     #[command(
-        after_help = "Example:\n  licet-node check 8cb9717a   # the id as `ls` shows it, or any unique start of it\n\n\
+        after_help = "Example:\n  licet-node check 8cb9717a   # the id as `ls` shows it, or a unique start\n\n\
         A file that changed on disk while it was served (other bytes, even with the same size\n\
         and modification time) is no longer served, and `ls` shows it as changed. Put the\n\
         right bytes back, then check: the daemon hashes every file, and the content is complete\n\

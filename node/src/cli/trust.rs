@@ -16,7 +16,7 @@ use crate::contract::{TrustAddRequest, TrustEntry, TrustReply};
 pub enum TrustCommand {
     /// Trust a publisher: serve and fetch content it signed (or delegated).
     #[command(
-        after_help = "Example:\n  licet-node trust add $(licet-manifest pubkey publisher.pem) --name Acme --require-catalog\n\n\
+        after_help = "Example:\n  licet-node trust add --name Acme --require-catalog \\\n      3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29\n\n\
         With --require-catalog, only manifests listed in the publisher's unexpired catalog\n\
         are served and fetched. With --mirror, the node fetches and seeds everything the\n\
         publisher's catalog lists (into DATA_DIR/mirror/) and drops what it withdraws."
@@ -47,7 +47,7 @@ pub enum TrustCommand {
     },
     /// Stop trusting a publisher: its content is neither served nor fetched any more.
     #[command(
-        after_help = "Example:\n  licet-node trust rm 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"
+        after_help = "Example:\n  licet-node trust rm \\\n      3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"
     )]
     Rm {
         /// The publisher's public key (64 hex characters).
