@@ -2,6 +2,8 @@
 //! through a bootstrap node given by `HOST:PORT` or by a multiaddr without a peer id. Each test
 //! asserts what the user sees (peers, a fetch by link, the log line, messages and exit codes).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use licet_tests::{TestNet, TestNode, assert_same_file, create, pseudo_random_bytes, text};

@@ -5,6 +5,8 @@
 //! built binaries and real daemons (see `the_readme_sections_a_new_user_follows_run_as_written`
 //! for the one substitution it makes: ports).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 
 /// Every path in `text` that starts at one of the workspace's top folders and names a file

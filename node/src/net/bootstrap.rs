@@ -217,10 +217,7 @@ mod tests {
     fn host_and_port_become_a_tcp_multiaddr() {
         assert_eq!(parsed("192.0.2.7:4610").unwrap(), "/ip4/192.0.2.7/tcp/4610");
         assert_eq!(parsed("[::1]:4611").unwrap(), "/ip6/::1/tcp/4611");
-        assert_eq!(
-            parsed("localhost:4612").unwrap().ends_with("/tcp/4612"),
-            true
-        );
+        assert!(parsed("localhost:4612").unwrap().ends_with("/tcp/4612"));
     }
 
     #[test]
