@@ -61,3 +61,40 @@ fn a_bootstrap_address_that_is_neither_form_is_refused_naming_both() {
         out.stderr
     );
 }
+
+#[test]
+fn a_second_node_on_a_taken_port_is_told_the_os_reason() {
+    let net = TestNet::new();
+    // TCP listeners share a port (libp2p sets SO_REUSEPORT); QUIC's UDP socket does not.
+    let a = net.start("a", &["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"]);
+    let status = a.client_json(&["status"]);
+    let quic = status["listen_addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|addr| text(addr))
+        .find(|addr| addr.contains("/quic-v1"))
+        .expect("a QUIC listen address");
+    let taken = quic.split("/p2p/").next().unwrap().to_owned();
+    let out = licet_tests::run(
+        &licet_tests::bin("licet-node"),
+        net.work().path(),
+        &[
+            "run",
+            "--data-dir",
+            "second",
+            "--listen",
+            &taken,
+            "--no-mdns",
+            "--no-upnp",
+        ],
+    );
+    out.expect_code(2);
+    let last = out.stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!("cannot listen on {taken}: "))
+            && last.to_lowercase().contains("address already in use"),
+        "{}",
+        out.stderr
+    );
+}
