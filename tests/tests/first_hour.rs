@@ -98,3 +98,49 @@ fn a_second_node_on_a_taken_port_is_told_the_os_reason() {
         out.stderr
     );
 }
+
+#[test]
+fn counts_of_one_are_singular_and_table_columns_say_what_they_mean() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    w.write("one/tiny.txt", b"one chunk\n");
+    create(&net, "one", "Tiny", "tiny.manifest", &[]);
+    let a = net.start("a", &[]).trusting(&publisher);
+    let added = a.client(&["add", "tiny.manifest", "--content", "one"]);
+    added.ok();
+    assert!(
+        added.stdout.contains("in 1 chunk,"),
+        "`add` of one chunk: {}",
+        added.stdout
+    );
+    // `trust ls` says what its columns mean; `catalog ls` shows a sequence under SEQUENCE.
+    let trusted = a.client(&["trust", "ls"]);
+    let header = trusted.ok().stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("REQUIRES CATALOG") && header.contains("MIRROR"),
+        "{header}"
+    );
+    let catalogs = a.client(&["catalog", "ls"]);
+    let header = catalogs.ok().stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("SEQUENCE") && !header.contains("CATALOG"),
+        "{header}"
+    );
+}
+
+#[test]
+fn trusting_a_publisher_again_with_mirror_keeps_its_name() {
+    let net = TestNet::new();
+    let publisher = net.work().keygen("publisher.pem");
+    let a = net.start("a", &[]);
+    a.client(&["trust", "add", &publisher, "--name", "Example Films"])
+        .ok();
+    a.client(&["trust", "add", &publisher, "--mirror"]).ok();
+    let list = a.client_json(&["trust", "ls"]);
+    let entry = &list["publishers"][0];
+    assert_eq!(entry["name"], "Example Films", "{list}");
+    assert_eq!(entry["mirror"], true, "{list}");
+    let shown = a.client(&["trust", "ls"]);
+    assert!(shown.stdout.contains("Example Films"), "{}", shown.stdout);
+}

@@ -20,8 +20,8 @@ use super::{
     catalog::format_catalogs,
     connect,
     output::{
-        clean, download_bar, human_bytes, human_duration, id_prefix, peers_text, print_json, table,
-        truncate,
+        chunks_text, clean, download_bar, human_bytes, human_duration, id_prefix, peers_text,
+        print_json, table, truncate,
     },
     read_signed_file,
 };
@@ -197,10 +197,10 @@ pub(super) async fn add(
         return print_json(&info);
     }
     println!(
-        "added \"{}\": {} in {} chunks, verified in {}",
+        "added \"{}\": {} in {}, verified in {}",
         clean(&info.title),
         human_bytes(info.total_bytes),
-        info.total_chunks,
+        chunks_text(info.total_chunks),
         info.dir.display()
     );
     println!("share link: {}", info.link);
@@ -232,10 +232,10 @@ pub(super) async fn check(data_dir: &Path, named: &str, json: bool) -> Result<()
         );
     } else {
         println!(
-            "checked \"{}\": {} of {} chunks match and are served",
+            "checked \"{}\": {} of {} match and are served",
             clean(&info.title),
             info.have_chunks,
-            info.total_chunks
+            chunks_text(info.total_chunks)
         );
     }
     if whole {
@@ -503,25 +503,25 @@ fn format_download_summary(info: &ContentInfo) -> String {
     let _ = writeln!(out, "  id       {}", info.manifest_id);
     let _ = writeln!(
         out,
-        "  size     {} ({} bytes, {} chunks)",
+        "  size     {} ({} bytes, {})",
         human_bytes(info.total_bytes),
         info.total_bytes,
-        info.total_chunks
+        chunks_text(info.total_chunks)
     );
     let _ = writeln!(out, "  files in {}", info.dir.display());
     let fetched = if info.fetched_chunks == 0 {
         "none (all chunks were already here)".to_owned()
     } else if info.fetched_chunks < info.total_chunks {
         format!(
-            "{} of {} chunks from {} (the rest were already here)",
+            "{} of {} from {} (the rest were already here)",
             info.fetched_chunks,
-            info.total_chunks,
+            chunks_text(info.total_chunks),
             peers_text(info.source_peers)
         )
     } else {
         format!(
-            "{} chunks from {}",
-            info.fetched_chunks,
+            "{} from {}",
+            chunks_text(info.fetched_chunks),
             peers_text(info.source_peers)
         )
     };

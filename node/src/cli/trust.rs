@@ -25,7 +25,7 @@ pub enum TrustCommand {
         /// The publisher's public key (64 hex characters).
         #[arg(value_name = "PUBKEY")]
         publisher: PublicKey,
-        /// A name for people.
+        /// A name for people (trusting a publisher again without one keeps its name).
         #[arg(long)]
         name: Option<String>,
         /// Serve only what the publisher's unexpired catalog lists.
@@ -158,14 +158,11 @@ pub(super) fn format_trust(reply: &TrustReply) -> String {
         .map(|entry| {
             vec![
                 entry.publisher.to_hex(),
-                if entry.require_catalog {
-                    "required".to_owned()
-                } else {
-                    "-".to_owned()
-                },
+                if entry.require_catalog { "yes" } else { "no" }.to_owned(),
+                if entry.mirror { "yes" } else { "no" }.to_owned(),
                 entry.name.as_deref().map_or("-".to_owned(), clean),
             ]
         })
         .collect();
-    table(&["PUBLISHER", "CATALOG", "NAME"], &rows)
+    table(&["PUBLISHER", "REQUIRES CATALOG", "MIRROR", "NAME"], &rows)
 }

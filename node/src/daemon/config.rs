@@ -5,7 +5,7 @@
 //! |---|---|---|---|---|
 //! | data directory | – | `LICET_DATA_DIR` | `--data-dir` | the platform data dir (`$XDG_DATA_HOME/licet` on Linux) |
 //! | listen addresses | `listen = [...]` | `LICET_LISTEN` (comma-separated) | `--listen` (repeat) | TCP and QUIC on port 4610, all interfaces |
-//! | bootstrap peers | `bootstrap = [...]` | `LICET_BOOTSTRAP` | `--bootstrap` | none |
+//! | bootstrap peers (`HOST:PORT`, or a multiaddr with or without `/p2p/<id>`) | `bootstrap = [...]` | `LICET_BOOTSTRAP` | `--bootstrap` | none |
 //! | region | `region = "FR"` | `LICET_REGION` | `--region` | none |
 //! | control API address | `api_listen = "127.0.0.1:0"` | `LICET_API_LISTEN` | `--api-listen` | `127.0.0.1:0` (a free port, written to `api-addr`) |
 //! | address ranges counted as public (beyond globally routable ones) | `public_ranges = ["10.0.0.0/8"]` | `LICET_PUBLIC_RANGES` | `--public-range` (repeat) | none |

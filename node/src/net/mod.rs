@@ -173,6 +173,9 @@ pub struct NetworkReport {
     pub upnp: bool,
 }
 
+/// What Identify tells peers this node runs.
+pub const AGENT_VERSION: &str = concat!("licet-node/", env!("CARGO_PKG_VERSION"));
+
 /// The gossip topic on which `publisher`'s catalog heads travel.
 pub fn catalog_topic(publisher: &licet_proto::PublicKey) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("licet/catalog/{publisher}"))
@@ -357,10 +360,10 @@ pub fn spawn(
                 ),
                 kad,
                 gossipsub,
-                identify: identify::Behaviour::new(identify::Config::new(
-                    IDENTIFY_PROTOCOL.to_owned(),
-                    key.public(),
-                )),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                        .with_agent_version(AGENT_VERSION.to_owned()),
+                ),
                 ping: ping::Behaviour::default(),
                 stream: libp2p_stream::Behaviour::new(),
                 // AutoNAT v1: v2's client asks only peers it dialled itself, so a public seed

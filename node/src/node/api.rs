@@ -171,8 +171,17 @@ impl NodeApi for Node {
     }
 
     async fn trust_add(&self, request: TrustAddRequest) -> Result<TrustEntry, ApiError> {
+        // A publisher trusted again without a name keeps the name it has.
+        let name = request.name.clone().or_else(|| {
+            self.inner
+                .policy
+                .trust_entries()
+                .into_iter()
+                .find(|entry| entry.publisher == request.publisher)
+                .and_then(|entry| entry.name)
+        });
         let settings = TrustedPublisher {
-            name: request.name.clone(),
+            name: name.clone(),
             require_catalog: request.require_catalog,
         };
         let updating = self.inner.policy.updating().await;
@@ -191,7 +200,7 @@ impl NodeApi for Node {
         self.catalogs().follow(publisher).await;
         Ok(TrustEntry {
             publisher: request.publisher,
-            name: request.name,
+            name,
             require_catalog: request.require_catalog,
             mirror,
         })
