@@ -144,3 +144,18 @@ fn trusting_a_publisher_again_with_mirror_keeps_its_name() {
     let shown = a.client(&["trust", "ls"]);
     assert!(shown.stdout.contains("Example Films"), "{}", shown.stdout);
 }
+
+#[test]
+fn peers_see_the_node_as_licet_node_and_its_version() {
+    let net = TestNet::new();
+    let a = net.start("a", &[]);
+    let peer = licet_tests::hostile::HostilePeer::requester();
+    let node_id: libp2p::PeerId = peer.dial(a.addr()).expect("dial the node");
+    let agent = licet_tests::wait_for(
+        "the node's Identify answer",
+        TIMEOUT,
+        Duration::from_millis(50),
+        || peer.stats.agents.lock().unwrap().get(&node_id).cloned(),
+    );
+    assert_eq!(agent, format!("licet-node/{}", env!("CARGO_PKG_VERSION")));
+}
