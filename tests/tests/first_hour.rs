@@ -159,3 +159,63 @@ fn peers_see_the_node_as_licet_node_and_its_version() {
     );
     assert_eq!(agent, format!("licet-node/{}", env!("CARGO_PKG_VERSION")));
 }
+
+/// A release whose only provider is a test peer that serves the manifest and never a chunk,
+/// so a download of it stays in progress; returns (publisher, link with the peer as a hint,
+/// the peer).
+fn stalled_release(net: &TestNet) -> (String, String, licet_tests::hostile::HostilePeer) {
+    use licet_tests::hostile::{Answer, HostileContent, HostilePeer};
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    w.write("release/film.bin", &pseudo_random_bytes(200_000, 5));
+    let created = create(net, "release", "Film", "film.manifest", &[]);
+    let content = HostileContent::load(&w.join("film.manifest"), &w.join("release"));
+    let peer = HostilePeer::provider(content, Answer::Stall);
+    let link = format!("{}?peer={}", text(&created["link"]), peer.addr());
+    (publisher, link, peer)
+}
+
+#[test]
+fn get_detach_returns_at_once_and_says_how_to_follow_or_stop() {
+    let net = TestNet::new();
+    let (publisher, link, _peer) = stalled_release(&net);
+    let b = net.start("b", &[]).trusting(&publisher);
+    let out = b.client(&["get", &link, "-o", "downloads/film", "--detach"]);
+    out.ok();
+    for part in ["continues in the daemon", "licet-node get", "licet-node rm"] {
+        assert!(out.stdout.contains(part), "{part}: {}", out.stdout);
+    }
+    let listed = b.client_json(&["ls"]);
+    assert_eq!(listed["content"][0]["state"], "downloading", "{listed}");
+}
+
+#[test]
+fn ctrl_c_of_get_leaves_the_download_to_the_daemon_and_says_so() {
+    let net = TestNet::new();
+    let (publisher, link, _peer) = stalled_release(&net);
+    let b = net.start("b", &[]).trusting(&publisher);
+    // SIGINT, as Ctrl-C sends, after 3 s of following the stalled download.
+    let out = licet_tests::run(
+        std::path::Path::new("timeout"),
+        net.work().path(),
+        &[
+            "-s",
+            "INT",
+            "--preserve-status",
+            "3",
+            licet_tests::bin("licet-node").to_str().unwrap(),
+            "--data-dir",
+            b.data_dir().to_str().unwrap(),
+            "get",
+            &link,
+            "-o",
+            "downloads/film",
+        ],
+    );
+    out.ok();
+    for part in ["continues in the daemon", "licet-node get", "licet-node rm"] {
+        assert!(out.stderr.contains(part), "{part}: {}", out.stderr);
+    }
+    let listed = b.client_json(&["ls"]);
+    assert_eq!(listed["content"][0]["state"], "downloading", "{listed}");
+}

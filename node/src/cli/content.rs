@@ -256,6 +256,7 @@ pub(super) async fn get(
     link: &str,
     output: &Path,
     replace: bool,
+    follow: Follow,
     json: bool,
     watch: &Watch,
 ) -> Result<(), Failure> {
@@ -273,7 +274,22 @@ pub(super) async fn get(
         .download_start(&request)
         .await
         .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
-    let outcome = watch_download(&client, started, watch).await;
+    let continuing = continues_in_the_daemon(&started, &output_dir);
+    if follow == Follow::Detach {
+        return if json {
+            print_json(&started)
+        } else {
+            print!("{continuing}");
+            Ok(())
+        };
+    }
+    let outcome = tokio::select! {
+        outcome = watch_download(&client, started, watch) => outcome,
+        _ = tokio::signal::ctrl_c() => {
+            eprint!("\n{continuing}");
+            return Ok(());
+        }
+    };
     match outcome {
         Ok(info) => {
             if json {
@@ -291,6 +307,31 @@ pub(super) async fn get(
         }
         Err(WatchEnd::Stopped(failure)) => Err(failure),
     }
+}
+
+/// Whether `get` follows the download it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Follow {
+    /// Until it is complete, failed or stalled (Ctrl-C stops following, not the download).
+    UntilDone,
+    /// Not at all: `get --detach`.
+    Detach,
+}
+
+/// What `get` says when it leaves a download to the daemon: where it is and the commands to
+/// follow or stop it.
+fn continues_in_the_daemon(info: &ContentInfo, output_dir: &Path) -> String {
+    let id = id_prefix(&info.manifest_id);
+    format!(
+        "the download of \"{}\" continues in the daemon (id {id}, into {})\n  \
+         follow it:  licet-node get {} -o {}\n  \
+         see it:     licet-node ls\n  \
+         stop it:    licet-node rm {id}   (the files fetched so far stay)\n",
+        clean(&info.title),
+        output_dir.display(),
+        info.link,
+        output_dir.display(),
+    )
 }
 
 /// How watching a download ended, when not with the content complete.
