@@ -219,3 +219,37 @@ fn ctrl_c_of_get_leaves_the_download_to_the_daemon_and_says_so() {
     let listed = b.client_json(&["ls"]);
     assert_eq!(listed["content"][0]["state"], "downloading", "{listed}");
 }
+
+#[test]
+fn a_lone_node_logs_no_bootstrap_warning_and_says_when_it_stopped() {
+    let net = TestNet::new();
+    // Five seconds of a node alone (kad's own bootstrap fires half a second after it listens),
+    // then SIGTERM; its default log level (no RUST_LOG) is what a user sees.
+    let mut command = std::process::Command::new("timeout");
+    command
+        .args(["-s", "TERM", "--preserve-status", "5"])
+        .arg(licet_tests::bin("licet-node"))
+        .args([
+            "run",
+            "--data-dir",
+            "lone",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .args(["--no-mdns", "--no-upnp"])
+        .current_dir(net.work().path())
+        .env_remove("RUST_LOG")
+        .env_remove("LICET_LISTEN")
+        .env_remove("LICET_BOOTSTRAP");
+    let out = licet_tests::Running::start(command, "a lone node".to_owned())
+        .wait(Duration::from_secs(60));
+    out.ok();
+    assert!(out.stderr.contains("listening"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("Failed to trigger bootstrap") && !out.stderr.contains("WARN"),
+        "{}",
+        out.stderr
+    );
+    let last = out.stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(last.contains("licet-node stopped"), "{}", out.stderr);
+}

@@ -33,6 +33,12 @@ pub const API_DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// How long download tasks may take to end once the daemon stops.
 pub const NODE_STOP_LIMIT: Duration = Duration::from_secs(10);
 
+/// The log filter when `RUST_LOG` is not set: `info`, except libp2p-kad's behaviour, whose only
+/// warnings are its own automatic bootstrap failing on a node with no peer yet ("Failed to
+/// trigger bootstrap: No known peers", at every lone start) and replication lookups failing;
+/// the node bootstraps on its own schedule when it has bootstrap peers and says so itself.
+pub const DEFAULT_LOG_FILTER: &str = "info,libp2p_kad::behaviour=error";
+
 /// `licet-node run`'s options.
 #[derive(Args)]
 pub struct RunArgs {
@@ -80,7 +86,7 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         // Colours only on a terminal: a log written to a file or a journal stays plain text.
