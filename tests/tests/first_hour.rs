@@ -163,12 +163,15 @@ fn peers_see_the_node_as_licet_node_and_its_version() {
 /// A release whose only provider is a test peer that serves the manifest and never a chunk,
 /// so a download of it stays in progress; returns (publisher, link with the peer as a hint,
 /// the peer).
-fn stalled_release(net: &TestNet) -> (String, String, licet_tests::hostile::HostilePeer) {
+fn stalled_release(
+    net: &TestNet,
+    extra: &[&str],
+) -> (String, String, licet_tests::hostile::HostilePeer) {
     use licet_tests::hostile::{Answer, HostileContent, HostilePeer};
     let w = net.work();
     let publisher = w.keygen("publisher.pem");
     w.write("release/film.bin", &pseudo_random_bytes(200_000, 5));
-    let created = create(net, "release", "Film", "film.manifest", &[]);
+    let created = create(net, "release", "Film", "film.manifest", extra);
     let content = HostileContent::load(&w.join("film.manifest"), &w.join("release"));
     let peer = HostilePeer::provider(content, Answer::Stall);
     let link = format!("{}?peer={}", text(&created["link"]), peer.addr());
@@ -178,7 +181,7 @@ fn stalled_release(net: &TestNet) -> (String, String, licet_tests::hostile::Host
 #[test]
 fn get_detach_returns_at_once_and_says_how_to_follow_or_stop() {
     let net = TestNet::new();
-    let (publisher, link, _peer) = stalled_release(&net);
+    let (publisher, link, _peer) = stalled_release(&net, &[]);
     let b = net.start("b", &[]).trusting(&publisher);
     let out = b.client(&["get", &link, "-o", "downloads/film", "--detach"]);
     out.ok();
@@ -192,7 +195,7 @@ fn get_detach_returns_at_once_and_says_how_to_follow_or_stop() {
 #[test]
 fn ctrl_c_of_get_leaves_the_download_to_the_daemon_and_says_so() {
     let net = TestNet::new();
-    let (publisher, link, _peer) = stalled_release(&net);
+    let (publisher, link, _peer) = stalled_release(&net, &[]);
     let b = net.start("b", &[]).trusting(&publisher);
     // SIGINT, as Ctrl-C sends, after 3 s of following the stalled download.
     let out = licet_tests::run(
@@ -252,4 +255,29 @@ fn a_lone_node_logs_no_bootstrap_warning_and_says_when_it_stopped() {
     );
     let last = out.stderr.trim_end().lines().last().unwrap_or_default();
     assert!(last.contains("licet-node stopped"), "{}", out.stderr);
+}
+
+#[test]
+fn a_refusal_names_the_manifest_and_the_reason_once() {
+    let net = TestNet::new();
+    let (publisher, link, _peer) = stalled_release(&net, &["--regions", "FR"]);
+    let b = net.start("b", &["--region", "US"]).trusting(&publisher);
+    let out = b.client(&["get", &link, "-o", "downloads/film"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("(\"Film\") is refused: not licensed in this region: "),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("refused: refused"), "{}", out.stderr);
+    assert!(
+        !w_exists(&net, "downloads/film"),
+        "a refused get left its folder"
+    );
+}
+
+/// Whether `path` exists in the net's work directory.
+fn w_exists(net: &TestNet, path: &str) -> bool {
+    net.work().join(path).exists()
 }

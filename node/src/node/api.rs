@@ -233,7 +233,7 @@ impl NodeApi for Node {
         if let Err(refusal) = self.policy_check(&manifest, Territory::Holder) {
             return Err(ApiError::refused(
                 ApiErrorKind::Refused,
-                format!("manifest {id} is refused: {refusal}"),
+                format!("manifest {id} is refused: {}", refusal_text(&refusal)),
                 to_api_refusal(refusal),
             ));
         }
@@ -363,7 +363,7 @@ impl NodeApi for Node {
             if let Err(refusal) = self.policy_check(item.manifest(), self.as_fetcher()) {
                 return Err(ApiError::refused(
                     ApiErrorKind::Refused,
-                    format!("manifest {id} is refused: {refusal}"),
+                    format!("manifest {id} is refused: {}", refusal_text(&refusal)),
                     to_api_refusal(refusal),
                 ));
             }
@@ -382,8 +382,9 @@ impl NodeApi for Node {
             return Err(ApiError::refused(
                 ApiErrorKind::Refused,
                 format!(
-                    "manifest {id} ({:?}) is refused: {refusal}",
-                    manifest.manifest().title
+                    "manifest {id} ({:?}) is refused: {}",
+                    manifest.manifest().title,
+                    refusal_text(&refusal)
                 ),
                 to_api_refusal(refusal),
             ));
@@ -574,6 +575,12 @@ impl Node {
         }
         Ok(item)
     }
+}
+
+/// A refusal as the end of a message that already says "refused": its reason and particulars
+/// (the `Refusal`'s own text starts with "refused: " too).
+fn refusal_text(refusal: &licet_proto::policy::Refusal) -> String {
+    format!("{}: {}", refusal.reason.describe(), refusal.detail)
 }
 
 #[cfg(test)]
