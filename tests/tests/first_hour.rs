@@ -281,3 +281,42 @@ fn a_refusal_names_the_manifest_and_the_reason_once() {
 fn w_exists(net: &TestNet, path: &str) -> bool {
     net.work().join(path).exists()
 }
+
+#[test]
+fn a_region_code_that_is_not_assigned_is_refused_where_a_user_types_it() {
+    let net = TestNet::new();
+    let w = net.work();
+    w.keygen("publisher.pem");
+    w.write("release/a.txt", b"a\n");
+    let out = w.manifest(&[
+        "create",
+        "release",
+        "--key",
+        "publisher.pem",
+        "--title",
+        "A",
+        "--regions",
+        "FR,XX",
+        "-o",
+        "a.manifest",
+    ]);
+    out.expect_code(2);
+    assert!(
+        out.stderr
+            .contains("\"XX\" is not an assigned ISO 3166-1 alpha-2 region code"),
+        "{}",
+        out.stderr
+    );
+    assert!(!w.join("a.manifest").exists());
+    let run = licet_tests::run(
+        &licet_tests::bin("licet-node"),
+        w.path(),
+        &["run", "--data-dir", "node", "--region", "XX"],
+    );
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("\"XX\" is not an assigned"),
+        "{}",
+        run.stderr
+    );
+}
