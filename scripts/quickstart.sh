@@ -10,10 +10,14 @@
 #      signed catalog, A publishes the catalog, then the takedown, and B stops serving the
 #      withdrawn release at once.
 # Everything it starts is stopped and everything it creates is removed at the end.
+# LICET_BIN_DIR=DIR uses the binaries in DIR instead of building them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+say() {
+  # Bold on a terminal only: a log or a pipe gets plain text.
+  if [ -t 1 ]; then printf '\n\033[1m== %s\033[0m\n' "$*"; else printf '\n== %s\n' "$*"; fi
+}
 expect_refusal() {
   # Runs a command that must fail with exit 1 (a verification or policy refusal) and shows why.
   local out code=0
@@ -26,11 +30,18 @@ expect_refusal() {
   printf 'refused (exit 1): %s\n' "${out#licet-node: error: }"
 }
 
-say "building licet-manifest and licet-node (release; the first build takes several minutes)"
-cargo build --release -p licet-manifest -p licet-node --quiet
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-licet_manifest="$target_dir/release/licet-manifest"
-licet_node="$target_dir/release/licet-node"
+if [ -n "${LICET_BIN_DIR:-}" ]; then
+  # Binaries built already (the README test runs this script with the ones it tests).
+  bin_dir=$(cd "$LICET_BIN_DIR" && pwd)
+  say "using licet-manifest and licet-node in $bin_dir"
+else
+  say "building licet-manifest and licet-node (release; the first build takes about 10 minutes on 2 cores)"
+  cargo build --release -p licet-manifest -p licet-node
+  target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  bin_dir="$target_dir/release"
+fi
+licet_manifest="$bin_dir/licet-manifest"
+licet_node="$bin_dir/licet-node"
 
 work=$(mktemp -d)
 pids=()
@@ -164,3 +175,5 @@ say "what a catalog says"
 "$licet_manifest" inspect catalog.2
 
 say "done: every step above ran the real binaries; the temporary files are removed"
+echo "next: put licet-manifest and licet-node on your PATH ($bin_dir), then follow"
+echo "\"The rights holder's flow, by hand\" and \"Running a node\" in README.md."

@@ -37,22 +37,22 @@ pub enum CatalogCommand {
     New(NewArgs),
     /// List manifests in the draft.
     #[command(
-        after_help = "Examples:\n  licet-manifest catalog add publisher.draft.json ep1.manifest ep2.manifest\n  licet-manifest catalog add publisher.draft.json --id 9f2c…e1 --title \"Episode 3\"\n  licet-manifest catalog add publisher.draft.json --from-list ids.txt   # lines: <id> <title>"
+        after_help = "Examples:\n  licet-manifest catalog add publisher.draft.json ep1.manifest ep2.manifest\n  licet-manifest catalog add publisher.draft.json --title \"Episode 3\" \\\n      --id 9f2c41d0e8b3a7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3e1\n  licet-manifest catalog add publisher.draft.json --from-list ids.txt\n      # ids.txt: one <id> <title> a line"
     )]
     Add(AddArgs),
     /// Withdraw manifests: every node stops serving them once it sees the signed catalog.
     #[command(
-        after_help = "Example:\n  licet-manifest catalog revoke publisher.draft.json ep1.manifest\n  licet-manifest catalog sign publisher.draft.json --key publisher.pem -o publisher.catalog"
+        after_help = "Example:\n  licet-manifest catalog revoke publisher.draft.json ep1.manifest\n  licet-manifest catalog sign publisher.draft.json --key publisher.pem \\\n      -o publisher.catalog"
     )]
     Revoke(RevokeArgs),
     /// Withdraw delegate keys: manifests they signed stop being served.
     #[command(
-        after_help = "Example:\n  licet-manifest catalog revoke-delegate publisher.draft.json 5d1e…a0"
+        after_help = "Example:\n  licet-manifest catalog revoke-delegate publisher.draft.json \\\n      5d1e0c4f2b7a99e3c0d6a1f8e2b4c7d9a0e5f3b1c8d2e6f4a7b9c0d1e2f3a4a0"
     )]
     RevokeDelegate(RevokeDelegateArgs),
     /// Sign the draft as the next numbered catalog, and its head.
     #[command(
-        after_help = "Example:\n  licet-manifest catalog sign publisher.draft.json --key publisher.pem --expires +7d -o publisher.catalog\n\n\
+        after_help = "Example:\n  licet-manifest catalog sign publisher.draft.json --key publisher.pem \\\n      --expires +7d -o publisher.catalog\n\n\
         Writes the catalog to OUT and its signed head to OUT.head (or --head), and records the\n\
         sequence in the draft so the next catalog gets a higher one."
     )]

@@ -19,7 +19,7 @@ use crate::{CliError, CliResult, files, keys::read_key, parse_time};
 /// Sign a manifest for files or whole directories.
 #[derive(Args)]
 #[command(
-    after_help = "Examples:\n  licet-manifest create ./release --key publisher.pem --title \"Episode 1\" \\\n      --not-after +30d --regions FR,BE --terms \"Free to share until the end of the month\" -o ep1.manifest\n  licet-manifest create film.mkv film.srt --key partner.pem --delegation partner.delegation --title \"Film\" -o film.manifest\n\n\
+    after_help = "Examples:\n  licet-manifest create ./release --key publisher.pem --title \"Episode 1\" \\\n      --not-after +30d --regions FR,BE --terms \"Free to share for 30 days\" \\\n      -o ep1.manifest\n  licet-manifest create film.mkv film.srt --key partner.pem \\\n      --delegation partner.delegation --title \"Film\" -o film.manifest\n\n\
     A file argument is listed under its file name; a directory argument contributes its contents,\n\
     with their paths relative to it. So `create ./release` is verified with `--content ./release`."
 )]

@@ -37,7 +37,7 @@ pub struct PubkeyArgs {
 /// Let a partner's key sign manifests in the publisher's name.
 #[derive(Args)]
 #[command(
-    after_help = "Example:\n  licet-manifest delegate --key publisher.pem --to $(licet-manifest pubkey partner.pem) \\\n      --until +90d --scope title-prefix:\"Season 2\" -o partner.delegation\n\n\
+    after_help = "Example:\n  licet-manifest delegate --key publisher.pem --until +90d \\\n      --to 5d1e0c4f2b7a99e3c0d6a1f8e2b4c7d9a0e5f3b1c8d2e6f4a7b9c0d1e2f3a4a0 \\\n      --scope title-prefix:\"Season 2\" -o partner.delegation\n\n\
     The partner then signs with `create --key partner.pem --delegation partner.delegation`.\n\
     The publisher withdraws it with `catalog revoke-delegate`."
 )]

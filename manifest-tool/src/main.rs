@@ -55,7 +55,7 @@ pub type CliResult = Result<(), CliError>;
                   Keys are ed25519 PKCS#8 PEM files (the same as `openssl genpkey -algorithm ed25519`).\n\
                   Times are RFC 3339 (2027-01-15T08:00:00Z) or relative to now (+72h, -1d, +1w2d, now).\n\n\
                   Exit codes: 0 ok, 1 verification or policy failure, 2 usage or I/O error.",
-    after_help = "Example:\n  licet-manifest keygen -o publisher.pem\n  licet-manifest create ./release --key publisher.pem --title \"Episode 1\" --not-after +30d -o ep1.manifest\n  licet-manifest verify ep1.manifest --publisher $(licet-manifest pubkey publisher.pem) --content ./release"
+    after_help = "Example:\n  licet-manifest keygen -o publisher.pem\n  licet-manifest create ./release --key publisher.pem --title \"Episode 1\" \\\n      --not-after +30d -o ep1.manifest\n  licet-manifest verify ep1.manifest --content ./release --publisher \\\n      3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -72,7 +72,7 @@ enum Command {
     Delegate(keys::DelegateArgs),
     #[command(
         subcommand,
-        after_help = "Example:\n  licet-manifest catalog new --key publisher.pem -o publisher.draft.json\n  licet-manifest catalog add publisher.draft.json ep1.manifest\n  licet-manifest catalog sign publisher.draft.json --key publisher.pem --expires +7d -o publisher.catalog"
+        after_help = "Example:\n  licet-manifest catalog new --key publisher.pem -o publisher.draft.json\n  licet-manifest catalog add publisher.draft.json ep1.manifest\n  licet-manifest catalog sign publisher.draft.json --key publisher.pem \\\n      --expires +7d -o publisher.catalog"
     )]
     Catalog(catalog::CatalogCommand),
 }

@@ -22,7 +22,7 @@ use crate::{
 /// Verify a manifest's signature, delegation and licence window, and optionally its content.
 #[derive(Args)]
 #[command(
-    after_help = "Examples:\n  licet-manifest verify ep1.manifest --publisher 3b6a27bc…\n  licet-manifest verify ep1.manifest --publisher 3b6a27bc… --content ./release\n  licet-manifest verify ep1.manifest --catalog publisher.catalog --region FR\n\n\
+    after_help = "Examples:\n  licet-manifest verify ep1.manifest --publisher \\\n      3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29\n  licet-manifest verify ep1.manifest --content ./release --publisher \\\n      3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29\n  licet-manifest verify ep1.manifest --catalog publisher.catalog --region FR\n\n\
     Exit codes: 0 valid; 1 invalid, refused or content mismatch (the reason is printed); 2 usage or I/O error."
 )]
 pub struct VerifyArgs {

@@ -28,10 +28,13 @@ const RUNTIME_STOP_LIMIT: Duration = Duration::from_secs(5);
                   while a publisher it trusts has signed it, its licence window is open, and it is not\n\
                   revoked. `licet-node run` is the daemon; the other subcommands talk to it.\n\n\
                   Exit codes: 0 ok, 1 refused or verification failure, 2 usage, I/O or no daemon.",
-    after_help = "Example:\n  licet-node run --data-dir ~/.licet &\n  licet-node trust add 3b6a27bc… --name \"Example Films\"\n  licet-node get licet:9f2c…e1 -o ~/Videos"
+    after_help = "Example:\n  licet-node run &\n  licet-node status\n  licet-node get licet:9f2c41d0… -o ~/Videos\n\n\
+                  The daemon and every client command find the data directory the same way:\n\
+                  --data-dir, else LICET_DATA_DIR, else $XDG_DATA_HOME/licet (~/.local/share/licet)."
 )]
 struct Cli {
-    /// The node's data directory (database, identity, API token, config.toml).
+    /// The node's data directory (database, identity, API token, config.toml), the same for the
+    /// daemon and its clients [default: $XDG_DATA_HOME/licet, ~/.local/share/licet].
     #[arg(long, global = true, env = "LICET_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     #[command(subcommand)]
@@ -42,7 +45,11 @@ struct Cli {
 enum Command {
     /// Run the daemon in the foreground (logs to stderr; RUST_LOG sets the level).
     #[command(
-        after_help = "Example:\n  licet-node run --data-dir ./node-a --listen /ip4/0.0.0.0/tcp/4610\n  licet-node run --data-dir ./node-b --bootstrap /ip4/192.0.2.1/tcp/4610/p2p/12D3KooW… --region FR"
+        after_help = "Example:\n  licet-node run --region FR\n  licet-node run --data-dir ./node-b --listen /ip4/0.0.0.0/tcp/4611 \\\n      --bootstrap 192.0.2.1:4610 --region FR\n\n\
+                      The data directory is --data-dir, else LICET_DATA_DIR, else\n\
+                      $XDG_DATA_HOME/licet (~/.local/share/licet); clients find the daemon\n\
+                      through it, so give them the same one. Settings: config.toml in the\n\
+                      data directory, then LICET_* variables, then these flags."
     )]
     Run(RunArgs),
     #[command(flatten)]

@@ -55,17 +55,44 @@ pub const MAX_FILE_SIZE: u64 = 1 << 48;
 #[serde(try_from = "String", into = "String")]
 pub struct Region([u8; 2]);
 
-/// Text that is not a two-letter region code.
+/// Text that is not an assigned two-letter region code.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-#[error("{0:?} is not a two-letter ISO 3166 region code such as FR or DE")]
+#[error("{0:?} is not an assigned ISO 3166-1 alpha-2 region code such as FR or DE")]
 pub struct RegionError(String);
+
+/// The ISO 3166-1 alpha-2 codes a user may give (in either case): the 249 assigned ones and
+/// XK (Kosovo), which the EU and many registries use. A licence decoded from the wire is held to
+/// the format only (two upper-case letters), so a code assigned later still verifies.
+pub const ASSIGNED_REGIONS: [&str; 250] = [
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
+    "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
+    "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN",
+    "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE",
+    "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF",
+    "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM",
+    "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM",
+    "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC",
+    "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA",
+    "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG",
+    "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW",
+    "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS",
+    "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO",
+    "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI",
+    "VN", "VU", "WF", "WS", "XK", "YE", "YT", "ZA", "ZM", "ZW",
+];
 
 impl FromStr for Region {
     type Err = RegionError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.as_bytes() {
             [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
-                Ok(Region([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
+                let code = [a.to_ascii_uppercase(), b.to_ascii_uppercase()];
+                if ASSIGNED_REGIONS.iter().any(|r| r.as_bytes() == code) {
+                    Ok(Region(code))
+                } else {
+                    Err(RegionError(s.to_owned()))
+                }
             }
             _ => Err(RegionError(s.chars().take(20).collect())),
         }
@@ -527,6 +554,24 @@ impl fmt::Display for ShareLink {
 mod tests {
     use super::*;
     use crate::policy::RefusalReason;
+
+    #[test]
+    fn a_region_given_by_a_user_must_be_an_assigned_code() {
+        assert_eq!("fr".parse::<Region>().unwrap().to_string(), "FR");
+        assert!("XK".parse::<Region>().is_ok());
+        let error = "XX".parse::<Region>().unwrap_err().to_string();
+        assert!(error.contains("\"XX\" is not an assigned"), "{error}");
+        assert!("FRA".parse::<Region>().is_err());
+        // Decoding holds the format only: a code assigned after this release still decodes.
+        assert!(Region::try_from("XX".to_owned()).is_ok());
+        let mut sorted = ASSIGNED_REGIONS;
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted, ASSIGNED_REGIONS,
+            "the table is sorted and so has no duplicate"
+        );
+        assert!(sorted.windows(2).all(|w| w[0] != w[1]));
+    }
 
     #[test]
     fn verification_failures_map_to_wire_refusals() {

@@ -1764,7 +1764,8 @@ fn other_malformed_manifest_bodies() {
         err,
         ManifestError::Body(DecodeError::Malformed {
             what: "manifest body",
-            reason: "\"fr\" is not a two-letter ISO 3166 region code such as FR or DE".into(),
+            reason: "\"fr\" is not an assigned ISO 3166-1 alpha-2 region code such as FR or DE"
+                .into(),
         })
     );
 }

@@ -75,7 +75,8 @@ fn safe_path() -> impl Strategy<Value = SafePath> {
 }
 
 fn region() -> impl Strategy<Value = Region> {
-    "[A-Z]{2}".prop_map(|code| code.parse().unwrap())
+    // Any code of the format, as decoding takes it (a user's text must also be assigned).
+    "[A-Z]{2}".prop_map(|code| Region::try_from(code).unwrap())
 }
 
 fn file_entry() -> impl Strategy<Value = FileEntry> {

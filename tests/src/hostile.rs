@@ -165,6 +165,8 @@ impl HostileContent {
 /// What a hostile peer saw and did, for assertions.
 #[derive(Default)]
 pub struct HostileStats {
+    /// The agent version each peer's Identify announced.
+    pub agents: Mutex<HashMap<PeerId, String>>,
     /// Manifest requests received.
     pub manifest_requests: AtomicU64,
     /// Availability requests received.
@@ -1211,6 +1213,13 @@ async fn run_swarm(
                     if num_established == 0 {
                         connected.lock().unwrap().remove(&peer_id);
                     }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                    peer_id,
+                    info,
+                    ..
+                })) => {
+                    stats.agents.lock().unwrap().insert(peer_id, info.agent_version);
                 }
                 SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
                     if let Some(reply) = dials.remove(&connection_id) {

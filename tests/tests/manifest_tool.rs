@@ -362,7 +362,7 @@ fn usage_and_io_errors_exit_2_and_name_the_problem() {
                 "-o",
                 "m",
             ],
-            "not a two-letter",
+            "\"FRA\" is not an assigned ISO 3166-1 alpha-2 region code",
         ),
         (
             &["create", "f", "--key", "f", "--title", "T", "-o", "m"],

@@ -133,7 +133,7 @@ pub(super) fn format_catalogs(catalogs: &[CatalogInfo]) -> String {
     table(
         &[
             "PUBLISHER",
-            "CATALOG",
+            "SEQUENCE",
             "EXPIRES",
             "LISTED",
             "REVOKED (MANIFESTS/DELEGATES)",
@@ -218,7 +218,7 @@ mod tests {
         let (dir, _server) = daemon_dir().await;
         let text = format_catalogs(&[crate::api::server::fake::catalog_info()]);
         assert!(
-            text.contains("CATALOG") && text.contains("EXPIRES"),
+            text.contains("SEQUENCE") && text.contains("EXPIRES"),
             "{text}"
         );
         let row = text.lines().nth(1).unwrap();

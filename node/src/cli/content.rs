@@ -20,8 +20,8 @@ use super::{
     catalog::format_catalogs,
     connect,
     output::{
-        clean, download_bar, human_bytes, human_duration, id_prefix, peers_text, print_json, table,
-        truncate,
+        chunks_text, clean, download_bar, human_bytes, human_duration, id_prefix, peers_text,
+        print_json, table, truncate,
     },
     read_signed_file,
 };
@@ -197,10 +197,10 @@ pub(super) async fn add(
         return print_json(&info);
     }
     println!(
-        "added \"{}\": {} in {} chunks, verified in {}",
+        "added \"{}\": {} in {}, verified in {}",
         clean(&info.title),
         human_bytes(info.total_bytes),
-        info.total_chunks,
+        chunks_text(info.total_chunks),
         info.dir.display()
     );
     println!("share link: {}", info.link);
@@ -232,10 +232,10 @@ pub(super) async fn check(data_dir: &Path, named: &str, json: bool) -> Result<()
         );
     } else {
         println!(
-            "checked \"{}\": {} of {} chunks match and are served",
+            "checked \"{}\": {} of {} match and are served",
             clean(&info.title),
             info.have_chunks,
-            info.total_chunks
+            chunks_text(info.total_chunks)
         );
     }
     if whole {
@@ -256,6 +256,7 @@ pub(super) async fn get(
     link: &str,
     output: &Path,
     replace: bool,
+    follow: Follow,
     json: bool,
     watch: &Watch,
 ) -> Result<(), Failure> {
@@ -273,7 +274,22 @@ pub(super) async fn get(
         .download_start(&request)
         .await
         .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
-    let outcome = watch_download(&client, started, watch).await;
+    let continuing = continues_in_the_daemon(&started, &output_dir);
+    if follow == Follow::Detach {
+        return if json {
+            print_json(&started)
+        } else {
+            print!("{continuing}");
+            Ok(())
+        };
+    }
+    let outcome = tokio::select! {
+        outcome = watch_download(&client, started, watch) => outcome,
+        _ = tokio::signal::ctrl_c() => {
+            eprint!("\n{continuing}");
+            return Ok(());
+        }
+    };
     match outcome {
         Ok(info) => {
             if json {
@@ -291,6 +307,31 @@ pub(super) async fn get(
         }
         Err(WatchEnd::Stopped(failure)) => Err(failure),
     }
+}
+
+/// Whether `get` follows the download it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Follow {
+    /// Until it is complete, failed or stalled (Ctrl-C stops following, not the download).
+    UntilDone,
+    /// Not at all: `get --detach`.
+    Detach,
+}
+
+/// What `get` says when it leaves a download to the daemon: where it is and the commands to
+/// follow or stop it.
+fn continues_in_the_daemon(info: &ContentInfo, output_dir: &Path) -> String {
+    let id = id_prefix(&info.manifest_id);
+    format!(
+        "the download of \"{}\" continues in the daemon (id {id}, into {})\n  \
+         follow it:  licet-node get {} -o {}\n  \
+         see it:     licet-node ls\n  \
+         stop it:    licet-node rm {id}   (the files fetched so far stay)\n",
+        clean(&info.title),
+        output_dir.display(),
+        info.link,
+        output_dir.display(),
+    )
 }
 
 /// How watching a download ended, when not with the content complete.
@@ -503,25 +544,25 @@ fn format_download_summary(info: &ContentInfo) -> String {
     let _ = writeln!(out, "  id       {}", info.manifest_id);
     let _ = writeln!(
         out,
-        "  size     {} ({} bytes, {} chunks)",
+        "  size     {} ({} bytes, {})",
         human_bytes(info.total_bytes),
         info.total_bytes,
-        info.total_chunks
+        chunks_text(info.total_chunks)
     );
     let _ = writeln!(out, "  files in {}", info.dir.display());
     let fetched = if info.fetched_chunks == 0 {
         "none (all chunks were already here)".to_owned()
     } else if info.fetched_chunks < info.total_chunks {
         format!(
-            "{} of {} chunks from {} (the rest were already here)",
+            "{} of {} from {} (the rest were already here)",
             info.fetched_chunks,
-            info.total_chunks,
+            chunks_text(info.total_chunks),
             peers_text(info.source_peers)
         )
     } else {
         format!(
-            "{} chunks from {}",
-            info.fetched_chunks,
+            "{} from {}",
+            chunks_text(info.fetched_chunks),
             peers_text(info.source_peers)
         )
     };

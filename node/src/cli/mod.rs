@@ -54,7 +54,7 @@ pub enum ClientCommand {
     /// Manage the publishers this node trusts: it serves and fetches only their content.
     #[command(
         subcommand,
-        after_help = "Example:\n  licet-node trust add 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29 --name Acme\n  licet-node trust ls"
+        after_help = "Example:\n  licet-node trust add --name Acme \\\n      3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29\n  licet-node trust ls"
     )]
     Trust(TrustCommand),
     /// Seed content you already have: verify it against its signed manifest, then serve it in
@@ -79,8 +79,9 @@ pub enum ClientCommand {
     /// complete.
     #[command(
         after_help = "Example:\n  licet-node get licet:9f2c…e1 -o ~/Videos/episode-1\n\n\
-        The publisher must be trusted first (`licet-node trust add`). Interrupting `get` does not\n\
-        stop the download: the daemon goes on, and `get` again shows its progress. A link may\n\
+        The publisher must be trusted first (`licet-node trust add`). Ctrl-C stops following,\n\
+        not the download: the daemon goes on, `get` says how to follow or stop it, and exits 0;\n\
+        --detach returns as soon as the download has started. A link may\n\
         carry peer hints: licet:<id>?peer=/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…\n\n\
         Files are written only beneath DIR, never through a link inside it. A file already in\n\
         DIR that is identical to the release's is kept and not fetched again; any other file,\n\
@@ -98,6 +99,9 @@ pub enum ClientCommand {
         /// file identical to the manifest's is kept and not fetched again either way.
         #[arg(long)]
         replace: bool,
+        /// Return once the daemon has started the download, without following it.
+        #[arg(long)]
+        detach: bool,
         /// Print the final content state as JSON.
         #[arg(long)]
         json: bool,
@@ -144,7 +148,7 @@ pub enum ClientCommand {
     },
     /// Re-verify content's files on disk and serve again every chunk that matches its manifest.
     #[command(
-        after_help = "Example:\n  licet-node check 8cb9717a   # the id as `ls` shows it, or any unique start of it\n\n\
+        after_help = "Example:\n  licet-node check 8cb9717a   # the id as `ls` shows it, or a unique start\n\n\
         A file that changed on disk while it was served (other bytes, even with the same size\n\
         and modification time) is no longer served, and `ls` shows it as changed. Put the\n\
         right bytes back, then check: the daemon hashes every file, and the content is complete\n\
@@ -223,8 +227,16 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
             link,
             output,
             replace,
+            detach,
             json,
-        } => content::get(data_dir, &link, &output, replace, json, watch).await,
+        } => {
+            let follow = if detach {
+                content::Follow::Detach
+            } else {
+                content::Follow::UntilDone
+            };
+            content::get(data_dir, &link, &output, replace, follow, json, watch).await
+        }
         ClientCommand::Ls { json } => content::list(data_dir, json).await,
         ClientCommand::Status { json } => status::status(data_dir, json).await,
         ClientCommand::Peers { json } => status::peers(data_dir, json).await,

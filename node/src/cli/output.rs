@@ -86,6 +86,15 @@ pub(super) fn peers_text(n: usize) -> String {
     }
 }
 
+/// `n` chunks, in the singular for one.
+pub(super) fn chunks_text(n: u64) -> String {
+    if n == 1 {
+        "1 chunk".to_owned()
+    } else {
+        format!("{n} chunks")
+    }
+}
+
 /// The first hex characters of an id or key, as shown in tables.
 pub(super) fn id_prefix(id: &impl std::fmt::Display) -> String {
     id.to_string().chars().take(ID_PREFIX_CHARS).collect()

@@ -236,7 +236,7 @@ mod tests {
         );
         let trust = within(client_of(&dir).trust_list()).await.unwrap();
         let text = format_trust(&trust);
-        assert!(text.contains("required  Acme"), "{text}");
+        assert!(text.contains("yes               no      Acme"), "{text}");
         drop(server);
     }
 

@@ -16,7 +16,7 @@ use crate::contract::{TrustAddRequest, TrustEntry, TrustReply};
 pub enum TrustCommand {
     /// Trust a publisher: serve and fetch content it signed (or delegated).
     #[command(
-        after_help = "Example:\n  licet-node trust add $(licet-manifest pubkey publisher.pem) --name Acme --require-catalog\n\n\
+        after_help = "Example:\n  licet-node trust add --name Acme --require-catalog \\\n      3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29\n\n\
         With --require-catalog, only manifests listed in the publisher's unexpired catalog\n\
         are served and fetched. With --mirror, the node fetches and seeds everything the\n\
         publisher's catalog lists (into DATA_DIR/mirror/) and drops what it withdraws."
@@ -25,7 +25,7 @@ pub enum TrustCommand {
         /// The publisher's public key (64 hex characters).
         #[arg(value_name = "PUBKEY")]
         publisher: PublicKey,
-        /// A name for people.
+        /// A name for people (trusting a publisher again without one keeps its name).
         #[arg(long)]
         name: Option<String>,
         /// Serve only what the publisher's unexpired catalog lists.
@@ -47,7 +47,7 @@ pub enum TrustCommand {
     },
     /// Stop trusting a publisher: its content is neither served nor fetched any more.
     #[command(
-        after_help = "Example:\n  licet-node trust rm 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"
+        after_help = "Example:\n  licet-node trust rm \\\n      3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"
     )]
     Rm {
         /// The publisher's public key (64 hex characters).
@@ -158,14 +158,11 @@ pub(super) fn format_trust(reply: &TrustReply) -> String {
         .map(|entry| {
             vec![
                 entry.publisher.to_hex(),
-                if entry.require_catalog {
-                    "required".to_owned()
-                } else {
-                    "-".to_owned()
-                },
+                if entry.require_catalog { "yes" } else { "no" }.to_owned(),
+                if entry.mirror { "yes" } else { "no" }.to_owned(),
                 entry.name.as_deref().map_or("-".to_owned(), clean),
             ]
         })
         .collect();
-    table(&["PUBLISHER", "CATALOG", "NAME"], &rows)
+    table(&["PUBLISHER", "REQUIRES CATALOG", "MIRROR", "NAME"], &rows)
 }

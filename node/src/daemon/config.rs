@@ -5,7 +5,7 @@
 //! |---|---|---|---|---|
 //! | data directory | – | `LICET_DATA_DIR` | `--data-dir` | the platform data dir (`$XDG_DATA_HOME/licet` on Linux) |
 //! | listen addresses | `listen = [...]` | `LICET_LISTEN` (comma-separated) | `--listen` (repeat) | TCP and QUIC on port 4610, all interfaces |
-//! | bootstrap peers | `bootstrap = [...]` | `LICET_BOOTSTRAP` | `--bootstrap` | none |
+//! | bootstrap peers (`HOST:PORT`, or a multiaddr with or without `/p2p/<id>`) | `bootstrap = [...]` | `LICET_BOOTSTRAP` | `--bootstrap` | none |
 //! | region | `region = "FR"` | `LICET_REGION` | `--region` | none |
 //! | control API address | `api_listen = "127.0.0.1:0"` | `LICET_API_LISTEN` | `--api-listen` | `127.0.0.1:0` (a free port, written to `api-addr`) |
 //! | address ranges counted as public (beyond globally routable ones) | `public_ranges = ["10.0.0.0/8"]` | `LICET_PUBLIC_RANGES` | `--public-range` (repeat) | none |
@@ -23,7 +23,7 @@ use std::{
 use libp2p::Multiaddr;
 use licet_proto::manifest::Region;
 
-use crate::net::reachability::AddressRange;
+use crate::net::{bootstrap::BootstrapAddr, reachability::AddressRange};
 use serde::Deserialize;
 
 /// Largest config file read.
@@ -152,6 +152,16 @@ where
         .collect()
 }
 
+/// Bootstrap addresses: multiaddrs with or without `/p2p/<peer id>`, or `HOST:PORT`.
+fn bootstrap_list(values: &[String]) -> Result<Vec<Multiaddr>, String> {
+    parse_list::<BootstrapAddr>(values, "bootstrap address").map(|addrs| {
+        addrs
+            .into_iter()
+            .map(BootstrapAddr::into_multiaddr)
+            .collect()
+    })
+}
+
 fn env_list(name: &'static str) -> Option<(String, Vec<String>)> {
     std::env::var(name).ok().map(|value| {
         let items = value
@@ -237,7 +247,7 @@ impl Config {
             config.listen = parse_list(listen, "listen address").map_err(file_err)?;
         }
         if let Some(bootstrap) = &file.bootstrap {
-            config.bootstrap = parse_list(bootstrap, "bootstrap address").map_err(file_err)?;
+            config.bootstrap = bootstrap_list(bootstrap).map_err(file_err)?;
         }
         if let Some(region) = &file.region {
             config.region = Some(region.parse().map_err(|e| file_err(format!("{e}")))?);
@@ -263,12 +273,11 @@ impl Config {
                 })?;
         }
         if let Some((value, items)) = env_list("LICET_BOOTSTRAP") {
-            config.bootstrap =
-                parse_list(&items, "bootstrap address").map_err(|reason| ConfigError::Env {
-                    name: "LICET_BOOTSTRAP",
-                    value,
-                    reason,
-                })?;
+            config.bootstrap = bootstrap_list(&items).map_err(|reason| ConfigError::Env {
+                name: "LICET_BOOTSTRAP",
+                value,
+                reason,
+            })?;
         }
         if let Some((value, items)) = env_list("LICET_PUBLIC_RANGES") {
             config.public_ranges =

@@ -24,7 +24,7 @@ use crate::{
         config::{Config, Overrides},
         limits,
     },
-    net::reachability::AddressRange,
+    net::{bootstrap::BootstrapAddr, reachability::AddressRange},
     node::{Node, NodeConfig, data_dir},
 };
 
@@ -33,21 +33,31 @@ pub const API_DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// How long download tasks may take to end once the daemon stops.
 pub const NODE_STOP_LIMIT: Duration = Duration::from_secs(10);
 
+/// The log filter when `RUST_LOG` is not set: `info`, except libp2p-kad's behaviour, whose only
+/// warnings are its own automatic bootstrap failing on a node with no peer yet ("Failed to
+/// trigger bootstrap: No known peers", at every lone start) and replication lookups failing;
+/// the node bootstraps on its own schedule when it has bootstrap peers and says so itself.
+pub const DEFAULT_LOG_FILTER: &str = "info,libp2p_kad::behaviour=error";
+
 /// `licet-node run`'s options.
 #[derive(Args)]
 pub struct RunArgs {
-    /// Address to listen on (repeat for several); TCP and QUIC multiaddrs.
+    /// Address to listen on (repeat for several); TCP and QUIC multiaddrs [default: TCP and QUIC
+    /// on all interfaces, port 4610: /ip4/0.0.0.0/tcp/4610, /ip4/0.0.0.0/udp/4610/quic-v1]. A
+    /// second node on the same host needs ports of its own.
     #[arg(long, value_name = "MULTIADDR")]
     listen: Vec<Multiaddr>,
-    /// A peer to join the swarm through, with /p2p/<peer id> (repeat for several).
-    #[arg(long, value_name = "MULTIADDR")]
-    bootstrap: Vec<Multiaddr>,
+    /// A node to join the swarm through: HOST:PORT (TCP), or a multiaddr with or without
+    /// /p2p/<peer id> (the peer id is learned on connecting); repeat for several [default: none].
+    #[arg(long, value_name = "ADDR")]
+    bootstrap: Vec<BootstrapAddr>,
     /// This node's region (ISO 3166 alpha-2). A release whose licence lists regions is fetched
     /// only by a node in a listed region (none set: refused); the region is stated to the peers
     /// it fetches from.
     #[arg(long, value_name = "CC")]
     region: Option<Region>,
-    /// Where the control API listens (loopback only; default a free port).
+    /// Where the control API listens, on loopback [default: 127.0.0.1:0, a free port; clients
+    /// find it in the data directory].
     #[arg(long, value_name = "ADDR")]
     api_listen: Option<SocketAddr>,
     /// How often to look up each trusted publisher's newest catalog in the DHT and at peers,
@@ -76,7 +86,7 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         // Colours only on a terminal: a log written to a file or a journal stays plain text.
@@ -101,7 +111,11 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
         &data_dir,
         Overrides {
             listen: args.listen,
-            bootstrap: args.bootstrap,
+            bootstrap: args
+                .bootstrap
+                .into_iter()
+                .map(BootstrapAddr::into_multiaddr)
+                .collect(),
             region: args.region,
             api_listen: args.api_listen,
             catalog_poll_secs: args.catalog_poll,

@@ -39,6 +39,7 @@
 //! reports back with [`Network::report_gossip`].
 
 pub mod address_limits;
+pub mod bootstrap;
 pub mod provider_store;
 pub mod secure;
 
@@ -172,6 +173,9 @@ pub struct NetworkReport {
     /// Whether it asks the router for a port mapping (UPnP).
     pub upnp: bool,
 }
+
+/// What Identify tells peers this node runs.
+pub const AGENT_VERSION: &str = concat!("licet-node/", env!("CARGO_PKG_VERSION"));
 
 /// The gossip topic on which `publisher`'s catalog heads travel.
 pub fn catalog_topic(publisher: &licet_proto::PublicKey) -> gossipsub::IdentTopic {
@@ -357,10 +361,10 @@ pub fn spawn(
                 ),
                 kad,
                 gossipsub,
-                identify: identify::Behaviour::new(identify::Config::new(
-                    IDENTIFY_PROTOCOL.to_owned(),
-                    key.public(),
-                )),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                        .with_agent_version(AGENT_VERSION.to_owned()),
+                ),
                 ping: ping::Behaviour::default(),
                 stream: libp2p_stream::Behaviour::new(),
                 // AutoNAT v1: v2's client asks only peers it dialled itself, so a public seed
@@ -392,9 +396,10 @@ pub fn spawn(
             .listen_on(addr.clone())
             .map_err(|e| NetworkError::Listen {
                 addr: addr.clone(),
-                reason: e.to_string(),
+                reason: bootstrap::cause_chain(&e),
             })?;
     }
+    let mut without_peer = Vec::new();
     for addr in &config.bootstrap {
         match peer_of(addr) {
             Some(peer) => {
@@ -403,7 +408,8 @@ pub fn spawn(
                     warn!(%addr, "cannot dial bootstrap peer: {e}");
                 }
             }
-            None => warn!(%addr, "bootstrap address has no /p2p/<peer id>; ignored"),
+            // Dialled by the event loop, which learns the peer id on connecting.
+            None => without_peer.push(addr.clone()),
         }
     }
 
@@ -418,6 +424,7 @@ pub fn spawn(
         pending_providers: HashMap::new(),
         pending_records: HashMap::new(),
         has_bootstrap: !config.bootstrap.is_empty(),
+        bootstrap_dials: bootstrap::BootstrapDials::new(without_peer),
         reannounce_at: 1,
         gossip_refused: config.counters.gossip_messages_refused.clone(),
         connections: HashMap::new(),
@@ -458,6 +465,8 @@ struct EventLoop {
     pending_providers: HashMap<kad::QueryId, PendingProviders>,
     pending_records: HashMap<kad::QueryId, PendingRecords>,
     has_bootstrap: bool,
+    /// Bootstrap addresses given without a peer id, until a dial of each connects.
+    bootstrap_dials: bootstrap::BootstrapDials,
     /// The routing table size at which every provided key is announced again (see
     /// [`EventLoop::reannounce_as_the_table_grows`]).
     reannounce_at: usize,
@@ -486,6 +495,7 @@ struct EventLoop {
 impl EventLoop {
     async fn run(mut self) {
         let mut bootstrap_timer = tokio::time::interval(Duration::from_secs(300));
+        self.dial_bootstrap_addrs();
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
@@ -497,6 +507,7 @@ impl EventLoop {
                     }
                 },
                 _ = bootstrap_timer.tick() => {
+                    self.dial_bootstrap_addrs();
                     if self.has_bootstrap {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
@@ -522,6 +533,7 @@ impl EventLoop {
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
+                self.on_bootstrap_connected(connection_id, peer_id);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -544,6 +556,7 @@ impl EventLoop {
                 error,
             } => {
                 debug!(?peer_id, "outgoing connection failed: {error}");
+                self.on_bootstrap_failed(connection_id, &error);
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(error.to_string()));
                 }

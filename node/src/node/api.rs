@@ -171,8 +171,17 @@ impl NodeApi for Node {
     }
 
     async fn trust_add(&self, request: TrustAddRequest) -> Result<TrustEntry, ApiError> {
+        // A publisher trusted again without a name keeps the name it has.
+        let name = request.name.clone().or_else(|| {
+            self.inner
+                .policy
+                .trust_entries()
+                .into_iter()
+                .find(|entry| entry.publisher == request.publisher)
+                .and_then(|entry| entry.name)
+        });
         let settings = TrustedPublisher {
-            name: request.name.clone(),
+            name: name.clone(),
             require_catalog: request.require_catalog,
         };
         let updating = self.inner.policy.updating().await;
@@ -191,7 +200,7 @@ impl NodeApi for Node {
         self.catalogs().follow(publisher).await;
         Ok(TrustEntry {
             publisher: request.publisher,
-            name: request.name,
+            name,
             require_catalog: request.require_catalog,
             mirror,
         })
@@ -224,7 +233,7 @@ impl NodeApi for Node {
         if let Err(refusal) = self.policy_check(&manifest, Territory::Holder) {
             return Err(ApiError::refused(
                 ApiErrorKind::Refused,
-                format!("manifest {id} is refused: {refusal}"),
+                format!("manifest {id} is refused: {}", refusal_text(&refusal)),
                 to_api_refusal(refusal),
             ));
         }
@@ -354,7 +363,7 @@ impl NodeApi for Node {
             if let Err(refusal) = self.policy_check(item.manifest(), self.as_fetcher()) {
                 return Err(ApiError::refused(
                     ApiErrorKind::Refused,
-                    format!("manifest {id} is refused: {refusal}"),
+                    format!("manifest {id} is refused: {}", refusal_text(&refusal)),
                     to_api_refusal(refusal),
                 ));
             }
@@ -373,8 +382,9 @@ impl NodeApi for Node {
             return Err(ApiError::refused(
                 ApiErrorKind::Refused,
                 format!(
-                    "manifest {id} ({:?}) is refused: {refusal}",
-                    manifest.manifest().title
+                    "manifest {id} ({:?}) is refused: {}",
+                    manifest.manifest().title,
+                    refusal_text(&refusal)
                 ),
                 to_api_refusal(refusal),
             ));
@@ -565,6 +575,12 @@ impl Node {
         }
         Ok(item)
     }
+}
+
+/// A refusal as the end of a message that already says "refused": its reason and particulars
+/// (the `Refusal`'s own text starts with "refused: " too).
+fn refusal_text(refusal: &licet_proto::policy::Refusal) -> String {
+    format!("{}: {}", refusal.reason.describe(), refusal.detail)
 }
 
 #[cfg(test)]
