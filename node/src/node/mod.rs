@@ -22,6 +22,7 @@ pub mod catalog_host;
 pub mod check;
 pub mod data_dir;
 pub mod health;
+mod limits;
 
 use std::{
     path::{Path, PathBuf},
