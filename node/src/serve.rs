@@ -21,6 +21,9 @@
 //!   item) is taken out of service: its bits are cleared in memory and in the store, the item is
 //!   marked failed with the reason, and `licet_files_changed_total` counts it. It stays out of
 //!   service, also across restarts, until `licet-node check` finds it whole again (`check.rs`);
+//! - a chunk or catalog part goes out only once the upload limits allow it (`bandwidth`); one
+//!   they could not send within `bandwidth::UPLOAD_ANSWER_BUDGET` of its request's arrival is
+//!   answered `Busy`, before it is read, so a requester never times out on a throttled seeder;
 //! - any other failure to read (too many open files, no memory, an I/O error on one read…)
 //!   proves nothing about the content: it is answered `Busy`, counted in
 //!   `licet_serve_io_errors_total` and logged at most once per [`IO_ERROR_LOG_INTERVAL`]; the

@@ -213,7 +213,8 @@ struct Inner {
     settings: Mutex<Settings>,
     lan_peers: Mutex<HashSet<PeerId>>,
     clock: DefaultClock,
-    metrics: Arc<Metrics>,
+    /// Where the limits and waits are counted (`None`: nowhere, for a part that limits nothing).
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// The handle to the bandwidth part. Cheap to clone; every clone is the same part.
@@ -240,6 +241,15 @@ pub struct LimitsReport {
 impl Bandwidth {
     /// The part, with `config`'s limits in force as of `day` and `minute` (local time).
     pub fn new(config: LimitsConfig, metrics: Arc<Metrics>, day: Day, minute: Minute) -> Bandwidth {
+        Bandwidth::with_metrics(config, Some(metrics), day, minute)
+    }
+
+    fn with_metrics(
+        config: LimitsConfig,
+        metrics: Option<Arc<Metrics>>,
+        day: Day,
+        minute: Minute,
+    ) -> Bandwidth {
         let clock = DefaultClock::default();
         let (in_force, active_rule) = config.at(day, minute);
         let bandwidth = Bandwidth(Arc::new(Inner {
@@ -265,9 +275,9 @@ impl Bandwidth {
         bandwidth
     }
 
-    /// No limits at all (tests, and fetch contexts built without the node).
-    pub fn unlimited(metrics: Arc<Metrics>) -> Bandwidth {
-        Bandwidth::new(LimitsConfig::default(), metrics, Day::Mon, Minute::at(0, 0))
+    /// No limits at all, counted nowhere (fetch contexts built without the node's part).
+    pub fn unlimited() -> Bandwidth {
+        Bandwidth::with_metrics(LimitsConfig::default(), None, Day::Mon, Minute::at(0, 0))
     }
 
     fn settings(&self) -> MutexGuard<'_, Settings> {
@@ -311,7 +321,9 @@ impl Bandwidth {
 
     /// Sets the limits' gauges.
     fn publish(&self, limits: &LimitSet) {
-        let metrics = &self.0.metrics;
+        let Some(metrics) = &self.0.metrics else {
+            return;
+        };
         for (direction, scope, rate) in [
             ("upload", "global", limits.upload),
             ("download", "global", limits.download),
@@ -413,8 +425,10 @@ impl Bandwidth {
         let result = self
             .pace(Direction::Upload, peer, bytes, Some(deadline))
             .await;
-        if result.is_err() {
-            self.0.metrics.rate_limit_busy.inc();
+        if result.is_err()
+            && let Some(metrics) = &self.0.metrics
+        {
+            metrics.rate_limit_busy.inc();
         }
         result
     }
@@ -435,7 +449,7 @@ impl Bandwidth {
         if bytes == 0 || self.exempt(&peer) {
             return Ok(());
         }
-        let started = Instant::now();
+        let mut waited = Duration::ZERO;
         let mut left = bytes;
         let mut first = true;
         while left > 0 {
@@ -473,14 +487,16 @@ impl Bandwidth {
                     if let Some(late) = too_late(wait) {
                         return Err(late);
                     }
-                    tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+                    let wait = wait.max(Duration::from_millis(1));
+                    tokio::time::sleep(wait).await;
+                    waited += wait;
                 }
             }
         }
-        let waited = started.elapsed();
-        if !waited.is_zero() {
-            self.0
-                .metrics
+        if !waited.is_zero()
+            && let Some(metrics) = &self.0.metrics
+        {
+            metrics
                 .rate_limit_wait(direction.name())
                 .inc_by(waited.as_secs_f64());
         }

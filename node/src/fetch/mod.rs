@@ -243,7 +243,7 @@ impl<N: FetchNet> FetchContext<N> {
         net: N,
     ) -> FetchContext<N> {
         FetchContext {
-            bandwidth: Bandwidth::unlimited(metrics.clone()),
+            bandwidth: Bandwidth::unlimited(),
             store,
             metrics,
             policy,

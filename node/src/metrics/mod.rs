@@ -291,6 +291,10 @@ impl Metrics {
             "Time chunks waited on the rate limits, summed over chunks, by direction",
             metrics.rate_limit_waits.clone(),
         );
+        // Both directions from the start, so a scraper sees 0 before the first wait.
+        for direction in ["upload", "download"] {
+            drop(metrics.rate_limit_wait(direction));
+        }
         registry.register(
             "rate_limit_busy",
             "Chunk requests answered busy because the upload limit could not send them in time",
