@@ -27,7 +27,13 @@ fn release(net: &TestNet, len: u64, chunk: &str) -> (String, String, String) {
     let w = net.work();
     let publisher = w.keygen("publisher.pem");
     write_pseudo_random_file(&w.join("release/film.bin"), len, 7);
-    let created = create(net, "release", "Film", "film.manifest", &["--chunk-size", chunk]);
+    let created = create(
+        net,
+        "release",
+        "Film",
+        "film.manifest",
+        &["--chunk-size", chunk],
+    );
     (
         publisher,
         text(&created["manifest_id"]).to_owned(),
@@ -64,10 +70,7 @@ fn fetch_timed(
     downloader.client_json(&["get", &hinted(link, seeder), "-o", out.to_str().unwrap()]);
     downloader.wait_for_content(id, "complete", TIMEOUT, |c| c["state"] == "complete");
     let took = started.elapsed();
-    assert_same_file(
-        &net.work().join("release/film.bin"),
-        &out.join("film.bin"),
-    );
+    assert_same_file(&net.work().join("release/film.bin"), &out.join("film.bin"));
     took
 }
 
@@ -102,7 +105,11 @@ fn an_upload_limit_in_config_toml_holds_and_survives_a_restart() {
     a.terminate();
     a.restart();
     let status = a.client_json(&["status"]);
-    assert_eq!(count(&status["limits"]["in_force"]["upload"]), LIMIT, "{status}");
+    assert_eq!(
+        count(&status["limits"]["in_force"]["upload"]),
+        LIMIT,
+        "{status}"
+    );
     let c = net.start_joined("c", &a, &[]).trusting(&publisher);
     let took = fetch_timed(&net, &c, &a, &link, &id, "out-c");
     assert_at_most("c from a after its restart", len, took, LIMIT);
@@ -120,7 +127,10 @@ fn an_upload_limit_from_the_environment_holds() {
     let b = net.start_joined("b", &a, &[]).trusting(&publisher);
     let took = fetch_timed(&net, &b, &a, &link, &id, "out");
     assert_at_most("b from a", len, took, LIMIT);
-    assert_eq!(count(&a.client_json(&["limits"])["in_force"]["upload"]), LIMIT);
+    assert_eq!(
+        count(&a.client_json(&["limits"])["in_force"]["upload"]),
+        LIMIT
+    );
 }
 
 #[test]
@@ -136,7 +146,10 @@ fn a_download_limit_given_as_a_flag_holds_at_the_downloader() {
     let took = fetch_timed(&net, &b, &a, &link, &id, "out");
     assert_at_most("b from a", len, took, LIMIT);
     assert!(b.metric("licet_rate_limit_wait_seconds_total{direction=\"download\"}") > 0.0);
-    assert_eq!(a.metric("licet_rate_limit_wait_seconds_total{direction=\"upload\"}"), 0.0);
+    assert_eq!(
+        a.metric("licet_rate_limit_wait_seconds_total{direction=\"upload\"}"),
+        0.0
+    );
 }
 
 #[test]
@@ -150,26 +163,58 @@ fn a_limit_set_while_running_bites_mid_transfer_shows_in_status_and_reset_goes_b
     let b = net.start_joined("b", &a, &[]).trusting(&publisher);
     let out = net.work().join("out");
     b.client_json(&["get", &hinted(&link, &a), "-o", out.to_str().unwrap()]);
-    b.wait_for_content(&id, "started", TIMEOUT, |c| count(&c["have_bytes"]) >= 256 * KIB);
+    b.wait_for_content(&id, "started", TIMEOUT, |c| {
+        count(&c["have_bytes"]) >= 256 * KIB
+    });
 
     let set = a.client(&["limits", "set", "--upload", "256KiB/s"]);
     set.ok();
     let changed_at = Instant::now();
-    assert!(set.stdout.contains("256 KiB/s (set while running; configured 1 MiB/s)"), "{}", set.stdout);
+    assert!(
+        set.stdout
+            .contains("256 KiB/s (set while running; configured 1 MiB/s)"),
+        "{}",
+        set.stdout
+    );
     let had = count(&b.content(&id).unwrap()["have_bytes"]);
     let status = a.client_json(&["status"]);
-    assert_eq!(count(&status["limits"]["in_force"]["upload"]), LIMIT, "{status}");
-    assert_eq!(count(&status["limits"]["changed"]["upload"]), LIMIT, "{status}");
+    assert_eq!(
+        count(&status["limits"]["in_force"]["upload"]),
+        LIMIT,
+        "{status}"
+    );
+    assert_eq!(
+        count(&status["limits"]["changed"]["upload"]),
+        LIMIT,
+        "{status}"
+    );
     let shown = a.client(&["status"]);
-    assert!(shown.stdout.contains("limits           upload 256 KiB/s"), "{}", shown.stdout);
-    assert!(shown.stdout.contains("changed while running"), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains("limits           upload 256 KiB/s"),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        shown.stdout.contains("changed while running"),
+        "{}",
+        shown.stdout
+    );
 
     b.wait_for_content(&id, "complete", TIMEOUT, |c| c["state"] == "complete");
     let took = changed_at.elapsed();
     assert_same_file(&net.work().join("release/film.bin"), &out.join("film.bin"));
     // What was in flight when the limit changed (a pipeline of chunks) went out at the old one.
     let in_flight = 16 * 64 * KIB;
-    assert_at_most("after the change", (len - had).saturating_sub(in_flight), took, LIMIT);
+    assert!(
+        had + in_flight < len,
+        "the change came too late to measure: {had} of {len} bytes were already there"
+    );
+    assert_at_most(
+        "after the change",
+        (len - had).saturating_sub(in_flight),
+        took,
+        LIMIT,
+    );
 
     let reset = a.client_json(&["limits", "reset"]);
     assert_eq!(count(&reset["in_force"]["upload"]), 1024 * KIB, "{reset}");
@@ -210,7 +255,10 @@ fn a_per_peer_upload_limit_holds_for_each_downloader() {
         assert_at_most(&format!("a to {}", node.name()), sent, took, LIMIT);
         sent_total += sent;
     }
-    assert!(sent_total >= len, "a sent {sent_total} bytes in all: {peers}");
+    assert!(
+        sent_total >= len,
+        "a sent {sent_total} bytes in all: {peers}"
+    );
 }
 
 #[test]
@@ -224,12 +272,15 @@ fn a_seeder_throttled_past_its_requesters_deadline_answers_busy_and_is_not_banne
         .start("a", &["--upload-limit", "128KiB/s"])
         .trusting(&publisher);
     a.add("film.manifest", "release");
-    let b = net.start_in_shell("b", Some("export RUST_LOG=info,licet_node::fetch=debug,licet_node::transfer=debug"), &["--bootstrap", a.addr()]);
+    let b = net.start_in_shell(
+        "b",
+        Some("export RUST_LOG=info,licet_node::fetch=debug,licet_node::transfer=debug"),
+        &["--bootstrap", a.addr()],
+    );
     b.wait_for_peer(&a);
     b.trust(&publisher);
     let took = fetch_timed(&net, &b, &a, &link, &id, "out");
     assert_at_most("b from a", len, took, 128 * KIB);
-    assert!(a.metric("licet_rate_limit_busy_total") > 0.0, "a never answered busy");
     let entry = b
         .peer_entry(a.peer_id())
         .unwrap_or_else(|| panic!("a is not among b's peers"));
@@ -241,6 +292,10 @@ fn a_seeder_throttled_past_its_requesters_deadline_answers_busy_and_is_not_banne
         "b timed out on a:\n{}",
         b.log_tail(60)
     );
+    assert!(
+        a.metric("licet_rate_limit_busy_total") > 0.0,
+        "a never answered busy"
+    );
 }
 
 #[test]
@@ -250,14 +305,24 @@ fn bad_limits_are_named_and_the_daemon_exits_2() {
     let dir = net.work().path();
     let start = |name: &str, args: &[&str]| {
         let data = net.work().join(&format!("nodes/{name}"));
-        let mut all = vec!["--data-dir", data.to_str().unwrap(), "run", "--listen", "/ip4/127.0.0.1/tcp/0"];
+        let mut all = vec![
+            "--data-dir",
+            data.to_str().unwrap(),
+            "run",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ];
         all.extend_from_slice(args);
         let all: Vec<String> = all.iter().map(|s| (*s).to_owned()).collect();
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         run(&node, dir, &refs)
     };
     for (name, config, expected) in [
-        ("rate", "[limits]\nupload = \"8XB/s\"\n", "limits.upload: \"8XB/s\": unknown unit"),
+        (
+            "rate",
+            "[limits]\nupload = \"8XB/s\"\n",
+            "limits.upload: \"8XB/s\": unknown unit",
+        ),
         (
             "days",
             "[[limits.schedule]]\ndays = [\"mon\", \"funday\"]\nfrom = \"08:00\"\nto = \"18:00\"\nupload = \"1MB/s\"\n",
@@ -272,9 +337,17 @@ fn bad_limits_are_named_and_the_daemon_exits_2() {
         configure(&net, name, config);
         let out = start(name, &[]);
         out.expect_code(2);
-        assert!(out.stderr.contains(expected) && out.stderr.contains("config.toml"), "{name}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(expected) && out.stderr.contains("config.toml"),
+            "{name}: {}",
+            out.stderr
+        );
     }
     let out = start("flag", &["--upload-limit", "fast"]);
     out.expect_code(2);
-    assert!(out.stderr.contains("--upload-limit") && out.stderr.contains("\"fast\" is not a rate"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--upload-limit") && out.stderr.contains("\"fast\" is not a rate"),
+        "{}",
+        out.stderr
+    );
 }

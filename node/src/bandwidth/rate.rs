@@ -185,6 +185,7 @@ mod tests {
         assert_eq!(bytes("8MB/s"), 8_000_000);
         assert_eq!(bytes("8 MB/s"), 8_000_000);
         assert_eq!(bytes("500KiB/s"), 500 * 1024);
+        assert_eq!(bytes("500kB/s"), 500_000);
         assert_eq!(bytes("64kbit/s"), 8_000);
         assert_eq!(bytes("1.5MiB"), 1_572_864);
         assert_eq!(bytes("100Mbps"), 12_500_000);
