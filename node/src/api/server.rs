@@ -1365,7 +1365,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(node.calls().len(), 11);
+        assert_eq!(node.calls().len(), 13);
     }
 
     #[tokio::test]

@@ -396,8 +396,9 @@ mod tests {
             }
         }
         assert_eq!(
-            seen, 12,
-            "trust add/ls/rm, add, get, ls, status, peers, check, rm, catalog publish/ls"
+            seen, 14,
+            "trust add/ls/rm, add, get, ls, status, peers, check, rm, catalog publish/ls, limits \
+             set/reset"
         );
     }
 
