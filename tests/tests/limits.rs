@@ -162,7 +162,8 @@ fn a_limit_set_while_running_bites_mid_transfer_shows_in_status_and_reset_goes_b
     a.add("film.manifest", "release");
     let b = net.start_joined("b", &a, &[]).trusting(&publisher);
     let out = net.work().join("out");
-    b.client_json(&["get", &hinted(&link, &a), "-o", out.to_str().unwrap()]);
+    // `get` watches the download until it completes: in the background.
+    let get = b.spawn_client(&["get", &hinted(&link, &a), "-o", out.to_str().unwrap()]);
     b.wait_for_content(&id, "started", TIMEOUT, |c| {
         count(&c["have_bytes"]) >= 256 * KIB
     });
@@ -202,6 +203,7 @@ fn a_limit_set_while_running_bites_mid_transfer_shows_in_status_and_reset_goes_b
 
     b.wait_for_content(&id, "complete", TIMEOUT, |c| c["state"] == "complete");
     let took = changed_at.elapsed();
+    get.wait(TIMEOUT).ok();
     assert_same_file(&net.work().join("release/film.bin"), &out.join("film.bin"));
     // What was in flight when the limit changed (a pipeline of chunks) went out at the old one.
     let in_flight = 16 * 64 * KIB;
