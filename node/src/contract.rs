@@ -46,6 +46,8 @@ pub mod routes {
     pub const DOWNLOADS: &str = "/v1/downloads";
     /// `GET` [`super::CatalogListReply`]; `POST` a signed catalog with [`super::PublishQuery`].
     pub const CATALOGS: &str = "/v1/catalogs";
+    /// `GET` [`super::LimitsReply`]; `PUT` [`super::LimitsChange`].
+    pub const LIMITS: &str = "/v1/limits";
     /// `GET`, without a token: the metrics as text.
     pub const METRICS: &str = "/metrics";
 
@@ -92,6 +94,62 @@ pub struct StatusReply {
     /// Whether other nodes can dial it, and how they reach it if not.
     #[serde(default)]
     pub network: NetworkInfo,
+    /// The bandwidth limits in force.
+    #[serde(default)]
+    pub limits: LimitsReply,
+}
+
+/// Four rates in bytes per second, 0 for no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitRates {
+    /// Uploads to all peers together.
+    pub upload: u64,
+    /// Downloads from all peers together.
+    pub download: u64,
+    /// Uploads to each peer.
+    pub peer_upload: u64,
+    /// Downloads from each peer.
+    pub peer_download: u64,
+}
+
+/// `GET /v1/limits` (and the reply of `PUT`), and `limits` in `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitsReply {
+    /// The limits in force now.
+    pub in_force: LimitRates,
+    /// The configured limits (config.toml, `LICET_*`, flags), outside any schedule rule.
+    pub configured: LimitRates,
+    /// The rates changed while running (`limits set`); they last until `limits reset` or a
+    /// restart.
+    pub changed: LimitsChange,
+    /// The schedule rule in force now (`mon,tue 08:00-18:00`), if any.
+    pub schedule_active: Option<String>,
+    /// Every schedule rule, the same way.
+    pub schedule: Vec<String>,
+    /// Whether peers on this node's LAN are exempt.
+    pub lan_exempt: bool,
+}
+
+/// `PUT /v1/limits`: first drop every change made while running if `reset`, then set the rates
+/// given (bytes per second, 0 for no limit; absent: unchanged).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsChange {
+    /// Uploads to all peers together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<u64>,
+    /// Downloads from all peers together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<u64>,
+    /// Uploads to each peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_upload: Option<u64>,
+    /// Downloads from each peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_download: Option<u64>,
+    /// Go back to the configured limits first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
 }
 
 /// How other nodes reach this one, in `status`.
@@ -480,6 +538,13 @@ pub trait NodeApi: Send + Sync + 'static {
     ) -> impl Future<Output = Result<CatalogInfo, ApiError>> + Send;
     /// `GET /v1/catalogs`.
     fn catalog_list(&self) -> impl Future<Output = Result<CatalogListReply, ApiError>> + Send;
+    /// `GET /v1/limits`.
+    fn limits(&self) -> impl Future<Output = Result<LimitsReply, ApiError>> + Send;
+    /// `PUT /v1/limits`: change the limits in force until restart (or back to the configured).
+    fn limits_change(
+        &self,
+        change: LimitsChange,
+    ) -> impl Future<Output = Result<LimitsReply, ApiError>> + Send;
     /// `GET /metrics` (no token needed): Prometheus text.
     fn metrics_text(&self) -> impl Future<Output = String> + Send;
 }

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("policy_state", 6),
     ("transfer", 6),
     ("content", 6),
+    ("bandwidth", 6),
     ("metrics", 7),
     ("contract", 8),
     ("net", 9),

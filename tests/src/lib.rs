@@ -587,12 +587,17 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const LOG_TAIL_LINES: usize = 80;
 /// Environment variables of the daemon's configuration, removed so the developer's own
 /// settings cannot change what a test runs.
-const CONFIG_ENV: [&str; 5] = [
+const CONFIG_ENV: [&str; 10] = [
     "LICET_DATA_DIR",
     "LICET_LISTEN",
     "LICET_BOOTSTRAP",
     "LICET_REGION",
     "LICET_API_LISTEN",
+    "LICET_UPLOAD_LIMIT",
+    "LICET_DOWNLOAD_LIMIT",
+    "LICET_PEER_UPLOAD_LIMIT",
+    "LICET_PEER_DOWNLOAD_LIMIT",
+    "LICET_LAN_EXEMPT",
 ];
 
 /// A local swarm for one test: a temporary directory (with a [`Workdir`] for the publisher's

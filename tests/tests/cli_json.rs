@@ -10,8 +10,8 @@
 use std::collections::BTreeSet;
 
 use licet_node::contract::{
-    CatalogInfo, CatalogListReply, ContentInfo, ContentListReply, PeersReply, StatusReply,
-    TrustEntry, TrustReply,
+    CatalogInfo, CatalogListReply, ContentInfo, ContentListReply, LimitsReply, PeersReply,
+    StatusReply, TrustEntry, TrustReply,
 };
 use licet_tests::{TestNet, TestNode, create, pseudo_random_bytes, text};
 use serde::{Serialize, de::DeserializeOwned};
@@ -29,7 +29,17 @@ const STATUS: &[&str] = &[
     "catalogs",
     "health",
     "network",
+    "limits",
 ];
+const LIMITS: &[&str] = &[
+    "in_force",
+    "configured",
+    "changed",
+    "schedule_active",
+    "schedule",
+    "lan_exempt",
+];
+const LIMIT_RATES: &[&str] = &["upload", "download", "peer_upload", "peer_download"];
 const CONTENT_COUNTS: &[&str] = &["complete", "downloading", "failed", "changed"];
 const HEALTH: &[&str] = &[
     "database_problem",
@@ -231,6 +241,27 @@ fn every_json_reply_is_the_api_type_with_the_documented_fields() {
     fields("status .content", &status["content"], CONTENT_COUNTS);
     fields("status .health", &status["health"], HEALTH);
     fields("status .network", &status["network"], NETWORK);
+    fields("status .limits", &status["limits"], LIMITS);
+    for args in [
+        &["limits"][..],
+        &["limits", "set", "--upload", "8MB/s"],
+        &["limits", "reset"],
+    ] {
+        let limits = json(&a, args);
+        let what = args.join(" ");
+        strict::<LimitsReply>(&what, &limits);
+        fields(&what, &limits, LIMITS);
+        fields(
+            &format!("{what} .in_force"),
+            &limits["in_force"],
+            LIMIT_RATES,
+        );
+        fields(
+            &format!("{what} .configured"),
+            &limits["configured"],
+            LIMIT_RATES,
+        );
+    }
     catalog_fields("status .catalogs[]", &status["catalogs"]);
 
     let checked = json(&a, &["check", id]);

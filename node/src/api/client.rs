@@ -25,8 +25,8 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::contract::{
     AddQuery, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo, ContentListReply,
-    ErrorReply, GetRequest, PeersReply, PublishQuery, StatusReply, TrustAddRequest, TrustEntry,
-    TrustReply,
+    ErrorReply, GetRequest, LimitsChange, LimitsReply, PeersReply, PublishQuery, StatusReply,
+    TrustAddRequest, TrustEntry, TrustReply,
     files::{API_ADDR_FILE, API_TOKEN_FILE},
     routes,
 };
@@ -187,6 +187,17 @@ impl ApiClient {
     /// `GET /v1/peers`.
     pub async fn peers(&self) -> Result<PeersReply, ClientError> {
         self.get_json(routes::PEERS).await
+    }
+
+    /// `GET /v1/limits`.
+    pub async fn limits(&self) -> Result<LimitsReply, ClientError> {
+        self.get_json(routes::LIMITS).await
+    }
+
+    /// `PUT /v1/limits`.
+    pub async fn limits_change(&self, change: &LimitsChange) -> Result<LimitsReply, ClientError> {
+        self.send_json(Method::PUT, routes::LIMITS, change, QUICK_CALL_TIMEOUT)
+            .await
     }
 
     /// `GET /v1/trust`.

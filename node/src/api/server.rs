@@ -26,6 +26,8 @@
 //! | `POST` | `/v1/downloads` | JSON [`GetRequest`] (`output_dir` absolute) | 200 [`ContentInfo`] once the manifest is accepted; the fetch goes on (poll `GET /v1/content/{id}`) | 400 bad link, relative dir, or a dir that is, holds or is inside the data directory; 401; 403 refused; 409 already held elsewhere, a file of another held item at one of its paths, or a link, a folder, or (without `replace`) a file that is not the manifest's at one of its paths; 502 no peer had it or every peer refused; 500 |
 //! | `POST` | `/v1/catalogs?head=HEX` | the signed catalog's bytes (`application/octet-stream`, at most [`max_catalog_request_bytes`]); `HEX` its signed head | 200 [`CatalogInfo`] once the catalog is the publisher's newest here; it goes on to the swarm | 400 bad catalog or head, or a head of another catalog, 401, 403 untrusted publisher, expired, or older than the catalog held (rollback), 500 |
 //! | `GET` | `/v1/catalogs` | — | 200 [`CatalogListReply`]: each trusted publisher's catalog | 401, 500 |
+//! | `GET` | `/v1/limits` | — | 200 [`LimitsReply`] | 401, 500 |
+//! | `PUT` | `/v1/limits` | JSON [`LimitsChange`] (bytes per second, 0 none; `reset` first goes back to the configured limits) | 200 [`LimitsReply`]; the change lasts until restart | 400 a rate out of range, 401, 500 |
 //! | `GET` | `/metrics` | — (no token) | 200 OpenMetrics 1.0 text if `Accept` asks for `application/openmetrics-text`, else Prometheus text 0.0.4 (`crate::metrics::format`) | — |
 //!
 //! Every error reply, including a missing token, a malformed JSON body, a bad path parameter,
@@ -70,8 +72,8 @@ use crate::{
     api::conns::{self, ConnectionLimits},
     contract::{
         AddQuery, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo,
-        ContentListReply, ErrorReply, GetRequest, NodeApi, PeersReply, PublishQuery, StatusReply,
-        TrustAddRequest, TrustEntry, TrustReply,
+        ContentListReply, ErrorReply, GetRequest, LimitsChange, LimitsReply, NodeApi, PeersReply,
+        PublishQuery, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
         files::{API_ADDR_FILE, API_TOKEN_FILE},
         routes,
     },
@@ -168,6 +170,7 @@ pub fn router<N: NodeApi>(node: Arc<N>, token: String, port: u16) -> Router {
             axum::routing::post(content_check::<N>),
         )
         .route(routes::DOWNLOADS, axum::routing::post(download_start::<N>))
+        .route(routes::LIMITS, get(limits::<N>).put(limits_change::<N>))
         .route(
             routes::CATALOGS,
             get(catalog_list::<N>)
@@ -424,6 +427,17 @@ async fn peers<N: NodeApi>(State(node): State<Arc<N>>) -> Result<Json<PeersReply
     node.peers().await.map(Json)
 }
 
+async fn limits<N: NodeApi>(State(node): State<Arc<N>>) -> Result<Json<LimitsReply>, ApiError> {
+    node.limits().await.map(Json)
+}
+
+async fn limits_change<N: NodeApi>(
+    State(node): State<Arc<N>>,
+    JsonBody(change): JsonBody<LimitsChange>,
+) -> Result<Json<LimitsReply>, ApiError> {
+    node.limits_change(change).await.map(Json)
+}
+
 async fn trust_list<N: NodeApi>(State(node): State<Arc<N>>) -> Result<Json<TrustReply>, ApiError> {
     node.trust_list().await.map(Json)
 }
@@ -593,8 +607,8 @@ pub(crate) mod fake {
 
     use crate::contract::{
         ApiError, CatalogInfo, CatalogListReply, ContentCounts, ContentInfo, ContentListReply,
-        ContentState, GetRequest, NodeApi, PeerInfo, PeersReply, StatusReply, TrustAddRequest,
-        TrustEntry, TrustReply,
+        ContentState, GetRequest, LimitsChange, LimitsReply, NodeApi, PeerInfo, PeersReply,
+        StatusReply, TrustAddRequest, TrustEntry, TrustReply,
     };
 
     /// Every await in tests goes through this.
@@ -620,6 +634,8 @@ pub(crate) mod fake {
         DownloadStart(GetRequest),
         CatalogPublish(Vec<u8>, Vec<u8>),
         CatalogList,
+        Limits,
+        LimitsChange(LimitsChange),
         Metrics,
     }
 
@@ -723,6 +739,7 @@ pub(crate) mod fake {
                 catalogs: vec![catalog_info()],
                 health: Default::default(),
                 network: Default::default(),
+                limits: Default::default(),
             })
         }
 
@@ -830,6 +847,19 @@ pub(crate) mod fake {
             Ok(CatalogListReply {
                 catalogs: vec![catalog_info()],
             })
+        }
+
+        async fn limits(&self) -> Result<LimitsReply, ApiError> {
+            self.record(Call::Limits)?;
+            Ok(LimitsReply::default())
+        }
+
+        async fn limits_change(&self, change: LimitsChange) -> Result<LimitsReply, ApiError> {
+            self.record(Call::LimitsChange(change))?;
+            let mut reply = LimitsReply::default();
+            reply.in_force.upload = change.upload.unwrap_or(0);
+            reply.changed = change;
+            Ok(reply)
         }
 
         async fn metrics_text(&self) -> String {
@@ -1107,6 +1137,8 @@ mod tests {
             (Method::POST, "/v1/downloads".to_owned()),
             (Method::POST, "/v1/catalogs?head=00".to_owned()),
             (Method::GET, "/v1/catalogs".to_owned()),
+            (Method::GET, "/v1/limits".to_owned()),
+            (Method::PUT, "/v1/limits".to_owned()),
             (Method::GET, "/metrics".to_owned()),
             (Method::GET, "/v1/nothing".to_owned()),
             (Method::PUT, "/v1/status".to_owned()),
@@ -1246,6 +1278,17 @@ mod tests {
         assert_eq!(peers.peers.len(), 1);
         assert!(matches!(node.calls().last(), Some(Call::Peers)));
 
+        let _: LimitsReply = json_of(call(&server, Method::GET, "/v1/limits", None).await).await;
+        assert!(matches!(node.calls().last(), Some(Call::Limits)));
+        let body = serde_json::json!({ "upload": 262144, "reset": true });
+        let limits: LimitsReply =
+            json_of(call(&server, Method::PUT, "/v1/limits", Some(body)).await).await;
+        assert_eq!(limits.in_force.upload, 262144);
+        assert!(matches!(
+            node.calls().last(),
+            Some(Call::LimitsChange(change)) if change.reset && change.upload == Some(262144)
+        ));
+
         let trust: TrustReply = json_of(call(&server, Method::GET, "/v1/trust", None).await).await;
         assert_eq!(trust.publishers[0].publisher, key);
         assert!(matches!(node.calls().last(), Some(Call::TrustList)));
@@ -1322,7 +1365,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(node.calls().len(), 11);
+        assert_eq!(node.calls().len(), 13);
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
 //! The client subcommands (`trust`, `add`, `get`, `ls`, `status`, `peers`, `check`, `rm`,
-//! `catalog`): each is one or a few calls, through the typed client [`crate::api::client`], to
+//! `catalog`, `limits`): each is one or a few calls, through the typed client [`crate::api::client`], to
 //! the control API of the daemon that `licet-node run` started for the same data directory.
 //!
 //! Exit codes: 0 ok; 1 refused by the trust policy or a verification failure (a bad manifest,
@@ -23,6 +23,7 @@
 
 mod catalog;
 mod content;
+mod limits;
 mod output;
 mod status;
 mod trust;
@@ -38,7 +39,9 @@ use anyhow::anyhow;
 use clap::Subcommand;
 use licet_proto::signed::SignedKind;
 
-pub use self::{catalog::CatalogCommand, content::STALL_LIMIT, trust::TrustCommand};
+pub use self::{
+    catalog::CatalogCommand, content::STALL_LIMIT, limits::LimitsArgs, trust::TrustCommand,
+};
 use self::{
     content::Watch,
     output::{clean, human_duration},
@@ -168,6 +171,14 @@ pub enum ClientCommand {
         after_help = "Example:\n  licet-node catalog publish publisher.catalog\n  licet-node catalog ls"
     )]
     Catalog(CatalogCommand),
+    /// Show the bandwidth limits in force, or change them while the daemon runs.
+    #[command(
+        after_help = "Example:\n  licet-node limits\n  licet-node limits set --upload 8MB/s --download 0\n  licet-node limits reset   # back to the configured limits\n\n\
+        Limits are configured in config.toml's [limits] (with an optional schedule), by\n\
+        LICET_UPLOAD_LIMIT and the like, or by `run --upload-limit` and the like. Changes made\n\
+        with `limits set` last until `limits reset` or a restart."
+    )]
+    Limits(LimitsArgs),
 }
 
 /// Runs one client subcommand against the daemon of `data_dir`; prints the result on stdout and
@@ -243,6 +254,7 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
         ClientCommand::Check { id, json } => content::check(data_dir, &id, json).await,
         ClientCommand::Rm { id, json } => content::remove(data_dir, &id, json).await,
         ClientCommand::Catalog(command) => catalog::run(command, data_dir).await,
+        ClientCommand::Limits(args) => limits::run(args, data_dir).await,
     }
 }
 
@@ -396,8 +408,9 @@ mod tests {
             }
         }
         assert_eq!(
-            seen, 12,
-            "trust add/ls/rm, add, get, ls, status, peers, check, rm, catalog publish/ls"
+            seen, 14,
+            "trust add/ls/rm, add, get, ls, status, peers, check, rm, catalog publish/ls, limits \
+             set/reset"
         );
     }
 

@@ -7,7 +7,7 @@ use super::{
     output::{clean, human_bytes, human_duration, id_prefix, print_json, table},
 };
 use crate::{
-    contract::{NetworkInfo, NodeHealth, PeersReply, StatusReply},
+    contract::{LimitsChange, LimitsReply, NetworkInfo, NodeHealth, PeersReply, StatusReply},
     net::reachability::Reachability,
 };
 
@@ -73,6 +73,7 @@ pub(super) fn format_status(status: &StatusReply) -> String {
     }
     format_health(&mut out, &status.health);
     format_network(&mut out, &status.network);
+    format_limits(&mut out, &status.limits);
     if status.listen_addrs.is_empty() {
         let _ = writeln!(out, "listening on     (nothing yet)");
     }
@@ -95,6 +96,36 @@ pub(super) fn format_status(status: &StatusReply) -> String {
         let _ = writeln!(out, "{label:<17}{}: {state}", id_prefix(&c.publisher));
     }
     out
+}
+
+/// The `limits` line of `status`: the four rates in force, and the schedule rule if one is.
+fn format_limits(out: &mut String, limits: &LimitsReply) {
+    let shown = |bytes: u64| {
+        crate::bandwidth::Rate::from_bytes_per_second(bytes)
+            .map_or_else(|_| format!("{bytes} B/s"), |r| r.to_string())
+    };
+    let rates = &limits.in_force;
+    let _ = writeln!(
+        out,
+        "limits           upload {}, download {}, per peer upload {}, download {}{}",
+        shown(rates.upload),
+        shown(rates.download),
+        shown(rates.peer_upload),
+        shown(rates.peer_download),
+        limits
+            .schedule_active
+            .as_deref()
+            .map_or(String::new(), |rule| format!(
+                " (schedule {} in force)",
+                clean(rule)
+            ))
+    );
+    if limits.changed != LimitsChange::default() {
+        let _ = writeln!(
+            out,
+            "                 changed while running (`licet-node limits reset` goes back)"
+        );
+    }
 }
 
 /// The `database`, `unsaved` and `clock` lines of `status`: each says what is wrong, if anything.

@@ -13,6 +13,15 @@
 //! | find peers on the LAN (mDNS) | `mdns = false` | `LICET_MDNS` | `--no-mdns` | on |
 //! | ask the router for a port mapping (UPnP) | `upnp = false` | `LICET_UPNP` | `--no-upnp` | on |
 //! | catalog poll interval, seconds | `catalog_poll_secs = 60` | `LICET_CATALOG_POLL` | `--catalog-poll` | 60 (at least 1); gossip brings new catalogs at once, the poll is the fallback |
+//! | upload limit, all peers together | `[limits] upload = "8MB/s"` | `LICET_UPLOAD_LIMIT` | `--upload-limit` | none |
+//! | download limit, all peers together | `[limits] download = "32MB/s"` | `LICET_DOWNLOAD_LIMIT` | `--download-limit` | none |
+//! | upload limit, each peer | `[limits] peer_upload = "1MB/s"` | `LICET_PEER_UPLOAD_LIMIT` | `--peer-upload-limit` | none |
+//! | download limit, each peer | `[limits] peer_download = "4MB/s"` | `LICET_PEER_DOWNLOAD_LIMIT` | `--peer-download-limit` | none |
+//! | LAN peers not limited | `[limits] lan_exempt = true` | `LICET_LAN_EXEMPT` | `--lan-exempt` | off |
+//! | other limits at given times | `[[limits.schedule]]` (`days`, `from`, `to`, and any of the four rates) | – | – | none |
+//!
+//! Rates are written as `bandwidth::rate` reads them (`"8MB/s"`, `"500KiB/s"`, `"64kbit/s"`, or
+//! `0` for none); a bad one is named with its key (`limits.upload`, `LICET_UPLOAD_LIMIT`).
 
 use std::{
     net::SocketAddr,
@@ -23,7 +32,10 @@ use std::{
 use libp2p::Multiaddr;
 use licet_proto::manifest::Region;
 
-use crate::net::{bootstrap::BootstrapAddr, reachability::AddressRange};
+use crate::{
+    bandwidth::{LimitChange, LimitsConfig, Rate, ScheduleRule},
+    net::{bootstrap::BootstrapAddr, reachability::AddressRange},
+};
 use serde::Deserialize;
 
 /// Largest config file read.
@@ -75,6 +87,115 @@ struct FileConfig {
     relay_service: Option<bool>,
     mdns: Option<bool>,
     upnp: Option<bool>,
+    limits: Option<FileLimits>,
+}
+
+/// The `[limits]` table of `config.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    upload: Option<toml::Value>,
+    download: Option<toml::Value>,
+    peer_upload: Option<toml::Value>,
+    peer_download: Option<toml::Value>,
+    lan_exempt: Option<bool>,
+    schedule: Option<Vec<FileScheduleRule>>,
+}
+
+/// One `[[limits.schedule]]` rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileScheduleRule {
+    days: FileDays,
+    from: String,
+    to: String,
+    upload: Option<toml::Value>,
+    download: Option<toml::Value>,
+    peer_upload: Option<toml::Value>,
+    peer_download: Option<toml::Value>,
+}
+
+/// `days = "weekdays"` or `days = ["mon", "tue"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FileDays {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A rate in `config.toml`: a string (`"8MB/s"`) or a whole number of bytes per second.
+fn file_rate(key: &str, value: &toml::Value) -> Result<Rate, String> {
+    let rate = match value {
+        toml::Value::String(text) => text.parse::<Rate>().map_err(|e| e.to_string()),
+        toml::Value::Integer(n) => u64::try_from(*n)
+            .map_err(|_| format!("{n} is not a rate"))
+            .and_then(|n| Rate::from_bytes_per_second(n).map_err(|e| e.to_string())),
+        other => Err(format!(
+            "{other} is not a rate: write a string such as \"8MB/s\", or 0 for no limit"
+        )),
+    };
+    rate.map_err(|e| format!("{key}: {e}"))
+}
+
+/// The four rates of a `[limits]` table or a schedule rule, as a change (absent: unchanged).
+fn file_change(
+    key: &str,
+    [upload, download, peer_upload, peer_download]: [&Option<toml::Value>; 4],
+) -> Result<LimitChange, String> {
+    let read = |name: &str, value: &Option<toml::Value>| {
+        value
+            .as_ref()
+            .map(|v| file_rate(&format!("{key}.{name}"), v))
+            .transpose()
+    };
+    Ok(LimitChange {
+        upload: read("upload", upload)?,
+        download: read("download", download)?,
+        peer_upload: read("peer_upload", peer_upload)?,
+        peer_download: read("peer_download", peer_download)?,
+    })
+}
+
+impl FileLimits {
+    /// The limits this table configures.
+    fn read(&self) -> Result<LimitsConfig, String> {
+        let base = file_change(
+            "limits",
+            [
+                &self.upload,
+                &self.download,
+                &self.peer_upload,
+                &self.peer_download,
+            ],
+        )?
+        .apply(Default::default());
+        let mut schedule = Vec::new();
+        for (index, rule) in self.schedule.iter().flatten().enumerate() {
+            let key = format!("limits.schedule[{index}]");
+            let limits = file_change(
+                &key,
+                [
+                    &rule.upload,
+                    &rule.download,
+                    &rule.peer_upload,
+                    &rule.peer_download,
+                ],
+            )?;
+            let days = match &rule.days {
+                FileDays::One(day) => vec![day.clone()],
+                FileDays::Many(days) => days.clone(),
+            };
+            schedule.push(
+                ScheduleRule::new(&days, &rule.from, &rule.to, limits)
+                    .map_err(|e| format!("{key}: {e}"))?,
+            );
+        }
+        Ok(LimitsConfig {
+            base,
+            schedule,
+            lan_exempt: self.lan_exempt.unwrap_or(false),
+        })
+    }
 }
 
 /// Settings given as flags (each `None`/empty when not given).
@@ -98,6 +219,10 @@ pub struct Overrides {
     pub no_mdns: bool,
     /// `--no-upnp`.
     pub no_upnp: bool,
+    /// `--upload-limit`, `--download-limit`, `--peer-upload-limit`, `--peer-download-limit`.
+    pub limits: LimitChange,
+    /// `--lan-exempt`.
+    pub lan_exempt: bool,
 }
 
 /// The daemon's settings.
@@ -123,6 +248,8 @@ pub struct Config {
     pub mdns: bool,
     /// Ask the router for a port mapping with UPnP.
     pub upnp: bool,
+    /// The bandwidth limits, their schedule and whether LAN peers are exempt.
+    pub limits: LimitsConfig,
 }
 
 /// The default catalog poll interval.
@@ -241,6 +368,7 @@ impl Config {
             relay_service: true,
             mdns: true,
             upnp: true,
+            limits: LimitsConfig::default(),
         };
         let mut poll_secs = file.catalog_poll_secs;
         if let Some(listen) = &file.listen {
@@ -263,6 +391,9 @@ impl Config {
         config.relay_service = file.relay_service.unwrap_or(config.relay_service);
         config.mdns = file.mdns.unwrap_or(config.mdns);
         config.upnp = file.upnp.unwrap_or(config.upnp);
+        if let Some(limits) = &file.limits {
+            config.limits = limits.read().map_err(file_err)?;
+        }
 
         if let Some((value, items)) = env_list("LICET_LISTEN") {
             config.listen =
@@ -295,6 +426,27 @@ impl Config {
             if let Some(value) = env_bool(name)? {
                 *setting = value;
             }
+        }
+        let mut env_limits = LimitChange::default();
+        for (name, setting) in [
+            ("LICET_UPLOAD_LIMIT", &mut env_limits.upload),
+            ("LICET_DOWNLOAD_LIMIT", &mut env_limits.download),
+            ("LICET_PEER_UPLOAD_LIMIT", &mut env_limits.peer_upload),
+            ("LICET_PEER_DOWNLOAD_LIMIT", &mut env_limits.peer_download),
+        ] {
+            if let Ok(value) = std::env::var(name) {
+                *setting = Some(value.parse().map_err(|e: crate::bandwidth::RateError| {
+                    ConfigError::Env {
+                        name,
+                        value: value.clone(),
+                        reason: e.to_string(),
+                    }
+                })?);
+            }
+        }
+        config.limits.base = env_limits.apply(config.limits.base);
+        if let Some(value) = env_bool("LICET_LAN_EXEMPT")? {
+            config.limits.lan_exempt = value;
         }
         if let Ok(value) = std::env::var("LICET_REGION") {
             config.region = Some(value.parse().map_err(
@@ -340,6 +492,8 @@ impl Config {
         config.relay_service &= !flags.no_relay_service;
         config.mdns &= !flags.no_mdns;
         config.upnp &= !flags.no_upnp;
+        config.limits.base = flags.limits.apply(config.limits.base);
+        config.limits.lan_exempt |= flags.lan_exempt;
         if let Some(api) = flags.api_listen {
             config.api_listen = api;
         }
@@ -446,6 +600,75 @@ mod tests {
                 && err.contains("past the prefix"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn limits_from_the_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "[limits]\nupload = \"8MB/s\"\ndownload = 0\npeer_upload = 65536\nlan_exempt = true\n\
+             [[limits.schedule]]\ndays = \"weekdays\"\nfrom = \"08:00\"\nto = \"18:00\"\nupload = \"1MB/s\"\n",
+        )
+        .unwrap();
+        let config = Config::load(dir.path(), Overrides::default()).unwrap();
+        let limits = &config.limits;
+        assert_eq!(limits.base.upload.bytes_per_second(), 8_000_000);
+        assert_eq!(limits.base.download, Rate::UNLIMITED);
+        assert_eq!(limits.base.peer_upload.bytes_per_second(), 65536);
+        assert!(limits.lan_exempt);
+        assert_eq!(
+            limits.schedule[0].to_string(),
+            "mon,tue,wed,thu,fri 08:00-18:00"
+        );
+        let config = Config::load(
+            dir.path(),
+            Overrides {
+                limits: LimitChange {
+                    upload: Some(Rate::UNLIMITED),
+                    download: Some("2MB/s".parse().unwrap()),
+                    ..LimitChange::default()
+                },
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.limits.base.upload, Rate::UNLIMITED, "the flag wins");
+        assert_eq!(config.limits.base.download.bytes_per_second(), 2_000_000);
+        assert_eq!(config.limits.base.peer_upload.bytes_per_second(), 65536);
+    }
+
+    #[test]
+    fn bad_limits_name_the_key_and_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, expected) in [
+            (
+                "[limits]\nupload = \"8XB/s\"\n",
+                "limits.upload: \"8XB/s\": unknown unit",
+            ),
+            (
+                "[limits]\npeer_download = -5\n",
+                "limits.peer_download: -5 is not a rate",
+            ),
+            ("[limits]\nspeed = 5\n", "speed"),
+            (
+                "[[limits.schedule]]\ndays = [\"mon\", \"funday\"]\nfrom = \"08:00\"\nto = \"09:00\"\nupload = 0\n",
+                "limits.schedule[0]: \"funday\" is not a day",
+            ),
+            (
+                "[[limits.schedule]]\ndays = \"daily\"\nfrom = \"8 am\"\nto = \"09:00\"\nupload = 0\n",
+                "limits.schedule[0]: \"8 am\" is not a time of day",
+            ),
+        ] {
+            std::fs::write(dir.path().join("config.toml"), text).unwrap();
+            let err = Config::load(dir.path(), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("config.toml") && err.contains(expected),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::{
     api::server,
+    bandwidth::{LimitChange, Rate},
     daemon::{
         config::{Config, Overrides},
         limits,
@@ -79,6 +80,23 @@ pub struct RunArgs {
     /// Do not ask the router for a port mapping with UPnP.
     #[arg(long)]
     no_upnp: bool,
+    /// Upload limit for all peers together, such as 8MB/s, 500KiB/s or 64kbit/s (0: none).
+    /// Change it while running with `licet-node limits set`.
+    #[arg(long, value_name = "RATE")]
+    upload_limit: Option<Rate>,
+    /// Download limit for all peers together (0: none).
+    #[arg(long, value_name = "RATE")]
+    download_limit: Option<Rate>,
+    /// Upload limit for each peer (0: none).
+    #[arg(long, value_name = "RATE")]
+    peer_upload_limit: Option<Rate>,
+    /// Download limit for each peer (0: none).
+    #[arg(long, value_name = "RATE")]
+    peer_download_limit: Option<Rate>,
+    /// Do not limit peers on this node's own LAN (loopback, or a private or link-local address
+    /// on one of its subnets).
+    #[arg(long)]
+    lan_exempt: bool,
 }
 
 /// Runs the daemon of `data_dir` until SIGINT or SIGTERM, then stops it (see the module docs).
@@ -123,6 +141,13 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
             no_relay_service: args.no_relay_service,
             no_mdns: args.no_mdns,
             no_upnp: args.no_upnp,
+            limits: LimitChange {
+                upload: args.upload_limit,
+                download: args.download_limit,
+                peer_upload: args.peer_upload_limit,
+                peer_download: args.peer_download_limit,
+            },
+            lan_exempt: args.lan_exempt,
         },
     )?;
     let node = Node::start(NodeConfig {
@@ -135,6 +160,7 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
         relay_service: config.relay_service,
         mdns: config.mdns,
         upnp: config.upnp,
+        limits: config.limits.clone(),
     })
     .await
     .with_context(|| format!("cannot start the node in {}", data_dir.display()))?;

@@ -56,6 +56,7 @@ pub(crate) use download::download;
 pub(crate) use manifest::{ProviderLookup, find, find_manifest};
 
 use crate::{
+    bandwidth::Bandwidth,
     items::Item,
     metrics::{Metrics, QueryLabel},
     net::Network,
@@ -245,6 +246,8 @@ pub struct FetchContext<N = LiveNet> {
     policy: Arc<PolicyState>,
     peers: Peers,
     net: N,
+    /// The download limits chunk requests are paced under.
+    bandwidth: Bandwidth,
 }
 
 impl<N: FetchNet> FetchContext<N> {
@@ -257,12 +260,19 @@ impl<N: FetchNet> FetchContext<N> {
         net: N,
     ) -> FetchContext<N> {
         FetchContext {
+            bandwidth: Bandwidth::unlimited(),
             store,
             metrics,
             policy,
             peers,
             net,
         }
+    }
+
+    /// The same context, its chunk requests paced under `bandwidth`'s download limits.
+    pub fn with_bandwidth(mut self, bandwidth: Bandwidth) -> FetchContext<N> {
+        self.bandwidth = bandwidth;
+        self
     }
 
     /// Announces `item` in the DHT, if the trust policy allows serving it now (so a takedown

@@ -147,6 +147,12 @@ async fn fetch_chunk<N: FetchNet>(
     let entry = &manifest.files[file as usize];
     let expected_len = merkle::chunk_range(index, entry.size, manifest.chunk_size)
         .map_or(0, |r| (r.end - r.start) as usize);
+    // Paced before it is sent: the peer's deadline starts then, and never counts our own wait.
+    download
+        .ctx
+        .bandwidth
+        .pace_download(session.peer(), expected_len as u32)
+        .await;
     let reply = match session
         .request(chunk_request(
             download.item.id(),

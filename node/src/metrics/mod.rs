@@ -4,6 +4,8 @@
 
 pub mod format;
 
+use std::sync::atomic::AtomicU64;
+
 use licet_proto::policy::RefusalReason;
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -77,6 +79,22 @@ pub struct LimitLabel {
     pub limit: String,
 }
 
+/// Labels naming a rate limit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabel {
+    /// `upload` or `download`.
+    pub direction: String,
+    /// `global` (all peers together) or `peer` (each peer).
+    pub scope: String,
+}
+
+/// Labels naming a direction of transfer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `upload` or `download`.
+    pub direction: String,
+}
+
 /// Every metric the node keeps.
 pub struct Metrics {
     registry: Registry,
@@ -101,6 +119,12 @@ pub struct Metrics {
     /// Chunk reads that failed without proving the content changed (too many open files, no
     /// memory, an I/O error): each answered `Busy`.
     pub serve_io_errors: Counter,
+    /// The rate limits in force, bytes per second (0: none).
+    rate_limits: Family<RateLimitLabel, Gauge>,
+    /// Time chunks waited on the rate limits, summed over chunks, by direction.
+    rate_limit_waits: Family<DirectionLabel, Counter<f64, AtomicU64>>,
+    /// Chunk requests answered `Busy` because the upload limit could not send them in time.
+    pub rate_limit_busy: Counter,
     /// DHT queries started, by kind.
     pub dht_queries: Family<QueryLabel, Counter>,
     /// How long each DHT provider lookup took, in seconds.
@@ -163,6 +187,26 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The gauge of the rate limit of `direction` (`upload`, `download`) and `scope` (`global`,
+    /// `peer`).
+    pub fn rate_limit(&self, direction: &str, scope: &str) -> Gauge {
+        self.rate_limits
+            .get_or_create(&RateLimitLabel {
+                direction: direction.to_owned(),
+                scope: scope.to_owned(),
+            })
+            .clone()
+    }
+
+    /// The counter of seconds chunks waited on the rate limits of `direction`.
+    pub fn rate_limit_wait(&self, direction: &str) -> Counter<f64, AtomicU64> {
+        self.rate_limit_waits
+            .get_or_create(&DirectionLabel {
+                direction: direction.to_owned(),
+            })
+            .clone()
+    }
+
     /// A registry with every metric registered under the `licet` prefix.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("licet");
@@ -176,6 +220,9 @@ impl Metrics {
             peers_banned: Counter::default(),
             files_changed: Counter::default(),
             serve_io_errors: Counter::default(),
+            rate_limits: Family::default(),
+            rate_limit_waits: Family::default(),
+            rate_limit_busy: Counter::default(),
             dht_queries: Family::default(),
             provider_lookup: Histogram::new(latency_buckets()),
             first_chunk: Histogram::new(latency_buckets()),
@@ -233,6 +280,25 @@ impl Metrics {
             "serve_io_errors",
             "Chunk reads that failed without proving the content changed, answered busy",
             metrics.serve_io_errors.clone(),
+        );
+        registry.register(
+            "rate_limit_bytes_per_second",
+            "The rate limit in force, bytes per second (0: none), by direction and scope",
+            metrics.rate_limits.clone(),
+        );
+        registry.register(
+            "rate_limit_wait_seconds",
+            "Time chunks waited on the rate limits, summed over chunks, by direction",
+            metrics.rate_limit_waits.clone(),
+        );
+        // Both directions from the start, so a scraper sees 0 before the first wait.
+        for direction in ["upload", "download"] {
+            drop(metrics.rate_limit_wait(direction));
+        }
+        registry.register(
+            "rate_limit_busy",
+            "Chunk requests answered busy because the upload limit could not send them in time",
+            metrics.rate_limit_busy.clone(),
         );
         registry.register(
             "dht_queries",

@@ -25,8 +25,8 @@ use crate::{
     content::{self, output_folder},
     contract::{
         self, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentCounts, ContentInfo,
-        ContentListReply, GetRequest, NetworkInfo, NodeApi, PeerInfo, PeersReply, StatusReply,
-        TrustAddRequest, TrustEntry, TrustReply,
+        ContentListReply, GetRequest, LimitsChange, LimitsReply, NetworkInfo, NodeApi, PeerInfo,
+        PeersReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
     },
     fetch,
     items::{Item, Live},
@@ -91,6 +91,14 @@ fn peer_info(
 }
 
 impl NodeApi for Node {
+    async fn limits(&self) -> Result<LimitsReply, ApiError> {
+        Ok(super::limits::limits_reply(self.bandwidth()))
+    }
+
+    async fn limits_change(&self, change: LimitsChange) -> Result<LimitsReply, ApiError> {
+        self.change_limits(change)
+    }
+
     async fn status(&self) -> Result<StatusReply, ApiError> {
         let addrs = self.inner.network.listen_addrs().await.unwrap_or_default();
         let connected = self.inner.network.connected().await.unwrap_or_default();
@@ -125,6 +133,7 @@ impl NodeApi for Node {
             uptime_seconds: self.inner.started.elapsed().as_secs(),
             catalogs: self.inner.policy.catalog_infos(),
             health: self.health(),
+            limits: super::limits::limits_reply(self.bandwidth()),
             network: NetworkInfo {
                 reachability: report.reachability,
                 public_addrs: report

@@ -5,6 +5,7 @@
 use licet_proto::policy;
 
 use crate::{
+    bandwidth::RateError,
     catalogs::CatalogError,
     contract::{self, ApiError, ApiErrorKind},
     fetch::FetchError,
@@ -24,6 +25,11 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// An internal failure, with its message.
 pub(crate) fn internal(message: impl Into<String>) -> ApiError {
     ApiError::new(ApiErrorKind::Internal, message)
+}
+
+/// A rate the control API was given that is out of range: a bad request naming its field.
+pub(crate) fn rate_error(field: &str, e: RateError) -> ApiError {
+    ApiError::new(ApiErrorKind::BadRequest, format!("{field}: {e}"))
 }
 
 /// A store failure: internal, naming the database.

@@ -22,6 +22,7 @@ pub mod catalog_host;
 pub mod check;
 pub mod data_dir;
 pub mod health;
+mod limits;
 
 use std::{
     path::{Path, PathBuf},
@@ -48,6 +49,7 @@ use api_errors::{blocking, internal};
 use api_errors::{store_error, to_api_refusal};
 
 use crate::{
+    bandwidth::{Bandwidth, LimitsConfig, SCHEDULE_CHECK, lan},
     catalogs::CatalogWork,
     contract::{ApiError, ContentInfo, ContentState},
     fetch::{self, FetchContext, LiveNet, ProviderLookup},
@@ -88,6 +90,8 @@ pub struct NodeConfig {
     pub mdns: bool,
     /// Ask the router for a port mapping with UPnP.
     pub upnp: bool,
+    /// The bandwidth limits, their schedule, and whether LAN peers are exempt.
+    pub limits: LimitsConfig,
 }
 
 /// Why the node could not start.
@@ -133,6 +137,7 @@ struct Inner {
     items: Arc<Items>,
     peers: Peers,
     metrics: Arc<Metrics>,
+    bandwidth: Bandwidth,
 }
 
 /// The node. Cheap to clone; every clone is the same node.
@@ -219,12 +224,17 @@ impl Node {
                 downloads: TaskTracker::new(),
                 items: Arc::new(Items::new()),
                 peers: Peers::new(network.clone(), metrics.clone()),
+                bandwidth: {
+                    let (day, minute) = Bandwidth::local_now();
+                    Bandwidth::new(config.limits, metrics.clone(), day, minute)
+                },
                 metrics,
             }),
         };
         node.load_items().await?;
         node.accept_streams();
         node.start_peer_sweep();
+        node.start_bandwidth_watch();
         node.start_health_watch();
         node.catalogs().start(network_events).await;
         Ok(node)
@@ -321,17 +331,20 @@ impl Node {
     /// The parts fetching uses, as its context.
     pub(crate) fn fetching(&self) -> Arc<FetchContext> {
         let inner = &self.inner;
-        Arc::new(FetchContext::new(
-            inner.store.clone(),
-            inner.metrics.clone(),
-            inner.policy.clone(),
-            inner.peers.clone(),
-            LiveNet::new(
-                inner.network.clone(),
-                inner.peers.clone(),
+        Arc::new(
+            FetchContext::new(
+                inner.store.clone(),
                 inner.metrics.clone(),
-            ),
-        ))
+                inner.policy.clone(),
+                inner.peers.clone(),
+                LiveNet::new(
+                    inner.network.clone(),
+                    inner.peers.clone(),
+                    inner.metrics.clone(),
+                ),
+            )
+            .with_bandwidth(inner.bandwidth.clone()),
+        )
     }
 
     /// Asks the trust policy about `manifest` now, for what `territory` says is done with it.
@@ -378,6 +391,39 @@ impl Node {
         });
     }
 
+    /// Every [`SCHEDULE_CHECK`]: puts the limits of the schedule in force, drops idle per-peer
+    /// limiter states, and (with `lan_exempt`) refreshes which connected peers are on the LAN.
+    fn start_bandwidth_watch(&self) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(SCHEDULE_CHECK);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !node.inner.stopping.load(Ordering::Relaxed) {
+                ticks.tick().await;
+                let bandwidth = &node.inner.bandwidth;
+                let (day, minute) = Bandwidth::local_now();
+                bandwidth.refresh(day, minute);
+                bandwidth.forget_idle_peers();
+                if bandwidth.lan_exempt() {
+                    let Ok(connected) = node.inner.network.connected().await else {
+                        return;
+                    };
+                    let subnets = lan::own_subnets();
+                    bandwidth.set_lan_peers(connected.into_iter().filter_map(|(peer, addrs)| {
+                        (!addrs.is_empty()
+                            && addrs.iter().all(|a| lan::is_lan_address(a, &subnets)))
+                        .then_some(peer)
+                    }));
+                }
+            }
+        });
+    }
+
+    /// The bandwidth part (limits in force, changes while running).
+    pub(crate) fn bandwidth(&self) -> &Bandwidth {
+        &self.inner.bandwidth
+    }
+
     /// The transfer session with `peer` (see [`Peers::session`]).
     pub(crate) async fn session(&self, peer: PeerId) -> Result<Arc<Session>, SessionError> {
         self.inner.peers.session(peer).await
@@ -405,6 +451,7 @@ impl Node {
             inner.store.clone(),
             inner.metrics.clone(),
             inner.network.clone(),
+            inner.bandwidth.clone(),
         ));
         let peers = inner.peers.clone();
         let slots = transfer::StreamSlots::new(MAX_INBOUND_STREAMS, MAX_INBOUND_STREAMS_PER_PEER);

@@ -25,6 +25,9 @@
 //!   item) is taken out of service: its bits are cleared in memory and in the store, the item is
 //!   marked failed with the reason, and `licet_files_changed_total` counts it. It stays out of
 //!   service, also across restarts, until `licet-node check` finds it whole again (`check.rs`);
+//! - a chunk or catalog part goes out only once the upload limits allow it (`bandwidth`); one
+//!   they could not send within `bandwidth::UPLOAD_ANSWER_BUDGET` of its request's arrival is
+//!   answered `Busy`, before it is read, so a requester never times out on a throttled seeder;
 //! - any other failure to read (too many open files, no memory, an I/O error on one read…)
 //!   proves nothing about the content: it is answered `Busy`, counted in
 //!   `licet_serve_io_errors_total` and logged at most once per [`IO_ERROR_LOG_INTERVAL`]; the
@@ -53,6 +56,7 @@ use spread::Spread;
 use swarms::Swarms;
 
 use crate::{
+    bandwidth::{Bandwidth, TooLate},
     content,
     items::{Item, Items},
     metrics::Metrics,
@@ -81,6 +85,8 @@ pub struct Server {
     network: Network,
     swarms: Mutex<Swarms>,
     spread: Mutex<Spread>,
+    /// The upload limits chunks and catalog parts are paced under.
+    bandwidth: Bandwidth,
 }
 
 impl Server {
@@ -92,6 +98,7 @@ impl Server {
         store: Arc<Store>,
         metrics: Arc<Metrics>,
         network: Network,
+        bandwidth: Bandwidth,
     ) -> Server {
         Server {
             items,
@@ -102,6 +109,7 @@ impl Server {
             network,
             swarms: Mutex::new(Swarms::default()),
             spread: Mutex::new(Spread::default()),
+            bandwidth,
         }
     }
 
@@ -224,10 +232,24 @@ enum ContentRequest {
 
 impl Server {
     /// The answer to one request, before it is counted.
-    async fn answer(&self, peer: PeerId, request: Request, payload: &mut Vec<u8>) -> Response {
+    async fn answer(
+        &self,
+        peer: PeerId,
+        request: Request,
+        received: Instant,
+        payload: &mut Vec<u8>,
+    ) -> Response {
         let (id, wanted) = match request {
             Request::CatalogHead { .. } | Request::CatalogPart { .. } => {
-                return self.serve_catalog(&request, payload);
+                let response = self.serve_catalog(&request, payload);
+                // Paced once prepared (a part is at most 1 MiB, read from memory).
+                if let Response::CatalogPart { len, .. } = &response
+                    && let Err(late) = self.bandwidth.pace_upload(peer, *len, received).await
+                {
+                    payload.clear();
+                    return busy(late);
+                }
+                return response;
             }
             Request::Manifest { id } => (id, ContentRequest::Manifest),
             Request::Availability { manifest } => (manifest, ContentRequest::Availability),
@@ -297,6 +319,11 @@ impl Server {
             }
             ContentRequest::Peers => self.fetching_peers(id, peer).await,
             ContentRequest::Chunk { file, index, .. } => {
+                // Paced before it is read: one the limit cannot send in time is answered busy.
+                let len = chunk_len(item.manifest().manifest(), file, index);
+                if let Err(late) = self.bandwidth.pace_upload(peer, len, received).await {
+                    return busy(late);
+                }
                 let response = self.serve_chunk(item.clone(), file, index, payload).await;
                 // Asked again once the chunk is read: a revocation or the end of the licence
                 // window that came while it was read stops it from leaving.
@@ -384,8 +411,14 @@ impl Server {
 }
 
 impl Responder for Server {
-    async fn respond(&self, peer: PeerId, request: Request, payload: &mut Vec<u8>) -> Response {
-        let response = self.answer(peer, request, payload).await;
+    async fn respond(
+        &self,
+        peer: PeerId,
+        request: Request,
+        received: Instant,
+        payload: &mut Vec<u8>,
+    ) -> Response {
+        let response = self.answer(peer, request, received, payload).await;
         // Every refusal is counted here, once, whatever refused it.
         if let Response::Refused { reason, .. } = &response {
             self.metrics.refused(*reason);
@@ -577,6 +610,22 @@ impl Server {
         if let Err(e) = recorded {
             warn!(%id, "cannot record that file {file} changed: {e}");
         }
+    }
+}
+
+/// The size of chunk `index` of file `file` (0 if there is no such chunk: it is refused).
+fn chunk_len(manifest: &Manifest, file: u32, index: u64) -> u32 {
+    manifest
+        .files
+        .get(file as usize)
+        .and_then(|entry| merkle::chunk_range(index, entry.size, manifest.chunk_size))
+        .map_or(0, |range| (range.end - range.start) as u32)
+}
+
+/// The answer to a request the upload limit cannot send in time: ask again later, or elsewhere.
+fn busy(late: TooLate) -> Response {
+    Response::Busy {
+        retry_after_ms: u32::try_from(late.retry_after.as_millis()).unwrap_or(u32::MAX),
     }
 }
 

@@ -4,6 +4,7 @@
 use std::{
     future::Future,
     sync::{Arc, atomic::Ordering},
+    time::Instant,
 };
 
 use futures::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -22,13 +23,15 @@ use super::{
 
 /// What the serving loop needs from the node.
 pub trait Responder: Send + Sync + 'static {
-    /// Answers one request from `peer`. `payload` holds an earlier answer's bytes (its
+    /// Answers one request from `peer`, read from the stream at `received` (its requester's
+    /// deadline runs from about then). `payload` holds an earlier answer's bytes (its
     /// allocation is reused): for a chunk or a catalog part, the answer's bytes replace them and
     /// the response's `len` says how many; for any other response it is not sent.
     fn respond(
         &self,
         peer: PeerId,
         request: Request,
+        received: Instant,
         payload: &mut Vec<u8>,
     ) -> impl Future<Output = Response> + Send;
 
@@ -83,7 +86,8 @@ pub async fn serve_stream<R: Responder>(
 ) {
     let (mut reader, mut writer) = stream.split();
     // Half the read-ahead waits in the channel, half in the preparing part's queue.
-    let (requests_read, mut requests) = mpsc::channel::<RequestFrame>(REQUESTS_READ_AHEAD / 2);
+    let (requests_read, mut requests) =
+        mpsc::channel::<(Instant, RequestFrame)>(REQUESTS_READ_AHEAD / 2);
     let (answers, mut to_send) = mpsc::channel::<Answer>(1);
     // Sent answers' buffers come back from the writing part for the next answers.
     let (spare, mut spares) = mpsc::channel::<Answer>(2);
@@ -107,7 +111,7 @@ pub async fn serve_stream<R: Responder>(
             let problem = match read {
                 Ok(()) => match wire::decode_request(&frame) {
                     Ok(request) => {
-                        if requests_read.send(request).await.is_err() {
+                        if requests_read.send((Instant::now(), request)).await.is_err() {
                             break;
                         }
                         continue;
@@ -130,7 +134,7 @@ pub async fn serve_stream<R: Responder>(
     let preparing = async {
         // Owned here, so that it is dropped when this part ends.
         let answers = answers;
-        let mut read_ahead: std::collections::VecDeque<RequestFrame> =
+        let mut read_ahead: std::collections::VecDeque<(Instant, RequestFrame)> =
             std::collections::VecDeque::new();
         loop {
             // Room first: the answer is prepared only when it can be queued at once.
@@ -151,9 +155,9 @@ pub async fn serve_stream<R: Responder>(
             }
             let next = read_ahead
                 .iter()
-                .position(|r| !answer_has_payload(&r.request))
+                .position(|(_, r)| !answer_has_payload(&r.request))
                 .unwrap_or(0);
-            let Some(request) = read_ahead.remove(next) else {
+            let Some((received, request)) = read_ahead.remove(next) else {
                 break;
             };
             if broken.load(Ordering::Relaxed) {
@@ -167,7 +171,9 @@ pub async fn serve_stream<R: Responder>(
                 payload: Vec::new(),
             });
             let waiting_since = slot.start_answer();
-            let response = responder.respond(peer, request.request, &mut payload).await;
+            let response = responder
+                .respond(peer, request.request, received, &mut payload)
+                .await;
             let content = matches!(
                 response,
                 Response::Chunk { .. } | Response::CatalogPart { .. }
