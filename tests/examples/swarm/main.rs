@@ -261,9 +261,20 @@ fn detail(measured: &Measured, settings: &Settings, up: f64) -> String {
     text
 }
 
-/// The figures of a row: (all done s, ratio to the bound, seed copies, median s, max s), or
-/// `None` if a downloader failed.
-fn figures(row: &Row, settings: &Settings, up: f64) -> Option<(f64, f64, f64, f64, f64)> {
+/// The figures of a row where every downloader completed.
+struct Figures {
+    /// Seconds until the last downloader was done.
+    all_done: f64,
+    /// `all_done` over the lower bound.
+    ratio: f64,
+    /// The seed's bytes sent over the file's size.
+    copies: f64,
+    /// The median completion, seconds.
+    median: f64,
+}
+
+/// The figures of a row, or `None` if a downloader failed.
+fn figures(row: &Row, settings: &Settings, up: f64) -> Option<Figures> {
     let times: Vec<f64> = row
         .measured
         .times
@@ -271,13 +282,12 @@ fn figures(row: &Row, settings: &Settings, up: f64) -> Option<(f64, f64, f64, f6
         .map(|t| t.as_ref().ok().copied())
         .collect::<Option<_>>()?;
     let all_done = times.iter().copied().fold(0.0, f64::max);
-    Some((
+    Some(Figures {
         all_done,
-        all_done / bound(row.n, settings, up),
-        row.measured.seed_sent as f64 / settings.file_bytes as f64,
-        lab_bench::median(&times)?,
-        all_done,
-    ))
+        ratio: all_done / bound(row.n, settings, up),
+        copies: row.measured.seed_sent as f64 / settings.file_bytes as f64,
+        median: lab_bench::median(&times)?,
+    })
 }
 
 fn table(rows: &[Row], settings: &Settings, up: f64) -> String {
@@ -297,15 +307,15 @@ fn table(rows: &[Row], settings: &Settings, up: f64) -> String {
             );
             let copies = row.measured.seed_sent as f64 / settings.file_bytes as f64;
             match figures(row, settings, up) {
-                Some((all, ratio, _, median, max)) => vec![
+                Some(f) => vec![
                     row.n.to_string(),
                     row.tool.clone(),
-                    format!("{all:.1}"),
+                    format!("{:.1}", f.all_done),
                     format!("{bound:.1}"),
-                    format!("{ratio:.2}×"),
+                    format!("{:.2}×", f.ratio),
                     format!("{copies:.2}"),
-                    format!("{median:.1}"),
-                    format!("{max:.1}"),
+                    format!("{:.1}", f.median),
+                    format!("{:.1}", f.all_done),
                     cpu,
                 ],
                 None => {
@@ -346,12 +356,12 @@ fn table(rows: &[Row], settings: &Settings, up: f64) -> String {
 fn summary(rows: &[Row], settings: &Settings, up: f64) -> String {
     let mut text = String::from("Summary:\n");
     for &n in &settings.downloader_counts {
-        let of_n: Vec<(&Row, (f64, f64, f64, f64, f64))> = rows
+        let of_n: Vec<(&Row, Figures)> = rows
             .iter()
             .filter(|r| r.n == n as usize)
             .filter_map(|r| Some((r, figures(r, settings, up)?)))
             .collect();
-        let best = |pick: fn(&(f64, f64, f64, f64, f64)) -> f64| {
+        let best = |pick: fn(&Figures) -> f64| {
             of_n.iter()
                 .min_by(|a, b| pick(&a.1).total_cmp(&pick(&b.1)))
                 .map(|(r, f)| format!("{} ({:.2})", r.tool, pick(f)))
@@ -359,8 +369,8 @@ fn summary(rows: &[Row], settings: &Settings, up: f64) -> String {
         };
         text.push_str(&format!(
             "- N = {n}: nearest the bound {}; least seed upload, in copies, {}\n",
-            best(|f| f.1),
-            best(|f| f.2)
+            best(|f| f.ratio),
+            best(|f| f.copies)
         ));
     }
     if rows
