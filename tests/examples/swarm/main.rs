@@ -233,15 +233,23 @@ fn bound(n: usize, settings: &Settings, up: f64) -> f64 {
 
 /// Each node's completion time and the CPU, after a measurement.
 fn detail(measured: &Measured, settings: &Settings, up: f64) -> String {
-    let mut times: Vec<String> = measured
+    let mut done: Vec<f64> = measured
         .times
         .iter()
-        .map(|t| match t {
-            Ok(s) => format!("{s:.1}"),
-            Err(why) => format!("FAILED ({why})"),
-        })
+        .filter_map(|t| t.as_ref().ok().copied())
         .collect();
-    times.sort();
+    done.sort_by(f64::total_cmp);
+    let times: Vec<String> = done
+        .iter()
+        .map(|s| format!("{s:.1}"))
+        .chain(
+            measured
+                .times
+                .iter()
+                .filter_map(|t| t.as_ref().err())
+                .map(|why| format!("FAILED ({why})")),
+        )
+        .collect();
     let mut text = format!(
         "  completion s: {}\n  seed sent {:.2} copies; CPU idle min {:.0}% mean {:.0}%",
         times.join(" "),
