@@ -19,14 +19,16 @@
 //! holds a relay reservation (on the seed), all homes `get` the release at once.
 //!
 //! It prints, per run, a Markdown table: each node's completion time, bytes in and out and CPU
-//! time; the copies the seed uploaded (its `licet_bytes_out_total` over the file's size); the
+//! time; the copies the seed uploaded (its `licet_bytes_out_total` over the file's size, and the
+//! bytes its interface sent over the file's size, as the swarm benchmark counts them); the
 //! share of the bytes the homes received that came from peers rather than the seed (the homes'
 //! `licet_bytes_in_total` minus the seed's bytes out, over the homes' bytes in; the issue's
 //! target is at least 75%); the lower bound on the slowest completion, `max(file / seed uplink,
 //! homes × file / total uplink)`, and the slowest completion over it; hole punches and direct
 //! connections between homes; and how idle the machine's CPUs were during the downloads
-//! (`/proc/stat`), to tell whether the CPU rather than the links held the run back.
-//! `--logs DIR` keeps the nodes' logs in DIR.
+//! (`/proc/stat` every second: the least second and the mean), to tell whether the CPU rather
+//! than the links held the run back. `--logs DIR` keeps the nodes' logs in DIR. What it shares
+//! with the swarm benchmark (`tests/examples/swarm/`) is in `licet_tests::lab_bench`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,15 +40,43 @@ use std::{
 use licet_tests::{
     TestNet, TestNode, assert_same_file, count, create,
     lab::{self, Caps, Lab, Nat},
+    lab_bench::{self, Args, CpuIdleSampler, MIB, Opt},
     text, wait_for, write_pseudo_random_file,
 };
 
-const MIB: u64 = 1024 * 1024;
 /// How long AutoNAT and the relay reservations may take.
 const SETTLE: Duration = Duration::from_secs(120);
 
+const OPTS: &[Opt] = &[
+    Opt {
+        name: "homes",
+        default: "8",
+        help: "homes, each one node behind its own cone NAT (1 to 200)",
+    },
+    Opt {
+        name: "mib",
+        default: "64",
+        help: "size of the release in MiB",
+    },
+    Opt {
+        name: "up-kbit",
+        default: "32000",
+        help: "every uplink in kbit/s (the seed's too); downlinks 4x",
+    },
+    Opt {
+        name: "runs",
+        default: "1",
+        help: "measurements",
+    },
+    Opt {
+        name: "logs",
+        default: "",
+        help: "keep the nodes' logs in DIR/run<R>/",
+    },
+];
+
 /// The command line.
-struct Args {
+struct Settings {
     homes: usize,
     mib: u64,
     up_kbit: u32,
@@ -54,51 +84,26 @@ struct Args {
     logs: Option<PathBuf>,
 }
 
-fn parse_args() -> Args {
-    let mut args = Args {
-        homes: 8,
-        mib: 64,
-        up_kbit: 32_000,
-        runs: 1,
-        logs: None,
-    };
-    let mut words = std::env::args().skip(1);
-    while let Some(word) = words.next() {
-        let mut value = || {
-            words
-                .next()
-                .unwrap_or_else(|| usage(&format!("{word} needs a value")))
-        };
-        let number = |text: String| -> u64 {
-            text.parse()
-                .unwrap_or_else(|_| usage(&format!("{word}: not a number: {text}")))
-        };
-        match word.as_str() {
-            "--homes" => args.homes = number(value()) as usize,
-            "--mib" => args.mib = number(value()),
-            "--up-kbit" => args.up_kbit = number(value()) as u32,
-            "--runs" => args.runs = number(value()) as u32,
-            "--logs" => args.logs = Some(PathBuf::from(value())),
-            "-h" | "--help" => usage(""),
-            other => usage(&format!("unknown argument {other}")),
-        }
-    }
-    if args.homes == 0 || args.homes > 200 || args.mib == 0 || args.up_kbit == 0 {
-        usage("--homes must be 1 to 200, --mib and --up-kbit above 0");
-    }
-    args
-}
-
-fn usage(problem: &str) -> ! {
-    eprintln!(
-        "{problem}\nusage: peer_offload [--homes 8] [--mib 64] [--up-kbit 32000] [--runs 1] \
-         [--logs DIR]   (as root)"
+fn settings() -> Settings {
+    let args = Args::from_env_or_exit(
+        "peer_offload",
+        "How much of a release the peers behind home routers carry for each other.",
+        OPTS,
     );
-    std::process::exit(2);
+    let get = || -> Result<Settings, String> {
+        Ok(Settings {
+            homes: args.number("homes", 1..=200)? as usize,
+            mib: args.number("mib", 1..=16 * 1024)?,
+            up_kbit: args.number("up-kbit", 1..=10_000_000)? as u32,
+            runs: args.number("runs", 1..=100)? as u32,
+            logs: args.path("logs"),
+        })
+    };
+    get().unwrap_or_else(|problem| lab_bench::exit_with_usage("peer_offload", &problem))
 }
 
 fn main() {
-    let args = parse_args();
+    let args = settings();
     for run in 1..=args.runs {
         println!("\n## Run {run} of {}\n", args.runs);
         run_once(&args, run);
@@ -114,7 +119,7 @@ struct Row {
     cpu_seconds: f64,
 }
 
-fn run_once(args: &Args, run: u32) {
+fn run_once(args: &Settings, run: u32) {
     let lab = Lab::new().unwrap_or_else(|why| {
         eprintln!("peer_offload needs root and ip/nft/tc: {why}");
         std::process::exit(2);
@@ -183,42 +188,38 @@ fn run_once(args: &Args, run: u32) {
     // Lower bound: the seed must send one copy; all homes' files must cross some uplink.
     let up_bytes_per_s = f64::from(args.up_kbit) * 1000.0 / 8.0;
     let file = file_bytes as f64;
-    let n = args.homes as f64;
-    let bound = (file / up_bytes_per_s).max(n * file / ((n + 1.0) * up_bytes_per_s));
+    let bound = lab_bench::lower_bound_seconds(
+        file,
+        up_bytes_per_s,
+        args.homes,
+        (args.homes as f64 + 1.0) * up_bytes_per_s,
+    );
     let timeout = Duration::from_secs_f64((bound * 20.0).max(600.0));
 
-    let cpu_before = cpu_times();
+    let seed_link_before = lab_bench::link_bytes(&seed_host);
+    let cpu = CpuIdleSampler::start(Duration::from_secs(1));
     let node_cpu_before: Vec<f64> = std::iter::once(&seed)
         .chain(&homes)
         .map(process_cpu_seconds)
         .collect();
     let start = Instant::now();
-    let gets: Vec<_> = homes
+    let waits: Vec<Box<dyn FnOnce() -> Result<(), String> + Send>> = homes
         .iter()
         .map(|node| {
             let out = format!("downloads/{}", node.name());
-            node.spawn_client(&["get", &link, "-o", &out, "--json"])
+            let get = node.spawn_client(&["get", &link, "-o", &out, "--json"]);
+            Box::new(move || {
+                let outcome = get.wait(timeout);
+                match outcome.code {
+                    Some(0) if outcome.json()["state"] == "complete" => Ok(()),
+                    _ => Err(format!("{}{}", outcome.stdout, outcome.stderr)),
+                }
+            }) as Box<dyn FnOnce() -> Result<(), String> + Send>
         })
         .collect();
-    let finished: Vec<(Option<f64>, String)> = std::thread::scope(|scope| {
-        let waits: Vec<_> = gets
-            .into_iter()
-            .map(|get| {
-                scope.spawn(move || {
-                    let outcome = get.wait(timeout);
-                    let seconds = start.elapsed().as_secs_f64();
-                    match outcome.code {
-                        Some(0) if outcome.json()["state"] == "complete" => {
-                            (Some(seconds), String::new())
-                        }
-                        _ => (None, format!("{}{}", outcome.stdout, outcome.stderr)),
-                    }
-                })
-            })
-            .collect();
-        waits.into_iter().map(|w| w.join().unwrap()).collect()
-    });
-    let cpu_after = cpu_times();
+    let finished = lab_bench::completion_times(start, waits);
+    let cpu = cpu.finish();
+    let seed_link = lab_bench::link_bytes(&seed_host);
     let node_cpu: Vec<f64> = std::iter::once(&seed)
         .chain(&homes)
         .zip(node_cpu_before)
@@ -232,8 +233,8 @@ fn run_once(args: &Args, run: u32) {
         bytes_out: seed.metric("licet_bytes_out_total"),
         cpu_seconds: node_cpu[0],
     }];
-    for (k, (node, (seconds, failure))) in homes.iter().zip(&finished).enumerate() {
-        if seconds.is_none() {
+    for (k, (node, finished)) in homes.iter().zip(&finished).enumerate() {
+        if let Err(failure) = finished {
             eprintln!("{}'s get failed: {}", node.name(), failure.trim());
         } else {
             assert_same_file(
@@ -243,7 +244,7 @@ fn run_once(args: &Args, run: u32) {
         }
         rows.push(Row {
             name: format!("{} (cone NAT)", node.name()),
-            seconds: *seconds,
+            seconds: finished.as_ref().ok().copied(),
             bytes_in: node.metric("licet_bytes_in_total"),
             bytes_out: node.metric("licet_bytes_out_total"),
             cpu_seconds: node_cpu[k + 1],
@@ -276,9 +277,8 @@ fn run_once(args: &Args, run: u32) {
     let from_peers = (homes_in - seed_out) / homes_in;
     let slowest = finished
         .iter()
-        .filter_map(|(s, _)| *s)
-        .fold(0.0_f64, f64::max);
-    let idle = cpu_idle_share(&cpu_before, &cpu_after);
+        .filter_map(|s| s.as_ref().ok())
+        .fold(0.0_f64, |a, b| a.max(*b));
 
     println!(
         "\n{} homes behind cone NATs and 1 public seed; every uplink (the seed's too, so peers \
@@ -290,26 +290,38 @@ fn run_once(args: &Args, run: u32) {
         args.mib,
         chunk_size / 1024
     );
-    println!("| node | complete after s | MiB in | MiB out | CPU s |");
-    println!("|---|---|---|---|---|");
-    for row in &rows {
-        let seconds = match (row.seconds, row.name.starts_with("seed")) {
-            (_, true) => "(seeds)".to_owned(),
-            (Some(s), false) => format!("{s:.1}"),
-            (None, false) => "FAILED".to_owned(),
-        };
-        println!(
-            "| {} | {seconds} | {:.1} | {:.1} | {:.1} |",
-            row.name,
-            row.bytes_in / MIB as f64,
-            row.bytes_out / MIB as f64,
-            row.cpu_seconds
-        );
-    }
+    let node_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let seconds = match (row.seconds, row.name.starts_with("seed")) {
+                (_, true) => "(seeds)".to_owned(),
+                (Some(s), false) => format!("{s:.1}"),
+                (None, false) => "FAILED".to_owned(),
+            };
+            vec![
+                row.name.clone(),
+                seconds,
+                format!("{:.1}", row.bytes_in / MIB as f64),
+                format!("{:.1}", row.bytes_out / MIB as f64),
+                format!("{:.1}", row.cpu_seconds),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        lab_bench::markdown_table(
+            &["node", "complete after s", "MiB in", "MiB out", "CPU s"],
+            &node_rows
+        )
+    );
     println!("\n| measure | value |\n|---|---|");
     println!(
         "| copies the seed uploaded (bytes out / file) | {:.2} |",
         seed_out / file
+    );
+    println!(
+        "| the same, from the bytes its interface sent (headers and protocol included) | {:.2} |",
+        (seed_link.sent - seed_link_before.sent) as f64 / file
     );
     println!(
         "| bytes the homes received from peers, not the seed (target >= 75%) | **{:.1}%** {} |",
@@ -335,13 +347,14 @@ fn run_once(args: &Args, run: u32) {
         seed.metric("licet_chunks_served_total")
     );
     println!(
-        "| CPU idle during the downloads ({} cores) | {:.0}%{} |",
-        cpu_after.len(),
-        idle * 100.0,
-        if idle < 0.10 {
-            " (the CPU was the bottleneck)"
-        } else {
+        "| CPU idle during the downloads ({} cores), least second / mean | {:.0}% / {:.0}%{} |",
+        cpu.cores,
+        cpu.min * 100.0,
+        cpu.mean * 100.0,
+        if cpu.stayed_above(0.30) {
             " (the CPU was not the bottleneck)"
+        } else {
+            " (**below 30%: the CPU may have been the bottleneck**)"
         }
     );
 
@@ -360,33 +373,6 @@ fn run_once(args: &Args, run: u32) {
         }
         println!("\nnode logs in {}", to.display());
     }
-}
-
-/// Per CPU of `/proc/stat`: (idle jiffies incl. I/O wait, all jiffies).
-fn cpu_times() -> Vec<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap();
-    stat.lines()
-        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-        .map(|line| {
-            let fields: Vec<u64> = line
-                .split_whitespace()
-                .skip(1)
-                .map(|f| f.parse().unwrap())
-                .collect();
-            // user nice system idle iowait irq softirq steal (guest time is within user).
-            let all: u64 = fields.iter().take(8).sum();
-            (fields[3] + fields[4], all)
-        })
-        .collect()
-}
-
-/// The share of CPU time, over all CPUs, spent idle between two [`cpu_times`].
-fn cpu_idle_share(before: &[(u64, u64)], after: &[(u64, u64)]) -> f64 {
-    let (idle, all) = before
-        .iter()
-        .zip(after)
-        .fold((0, 0), |(i, a), (b, e)| (i + e.0 - b.0, a + e.1 - b.1));
-    idle as f64 / all.max(1) as f64
 }
 
 /// The user and system CPU time the node's process has used.

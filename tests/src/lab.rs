@@ -1,7 +1,8 @@
 //! A lab of real networks on one machine: network namespaces joined by veth pairs and bridges,
 //! an "internet" segment for public hosts, and homes, each a LAN behind a router namespace that
-//! does NAT with nftables; `tc` caps a host's upload and download. Real `licet-node` processes
-//! run inside the namespaces ([`crate::TestNet::start_on`]).
+//! does NAT with nftables; `tc` caps a host's upload and download and may delay its packets
+//! (`netem`). Real `licet-node` processes run inside the namespaces
+//! ([`crate::TestNet::start_on`]); the benchmarks on the lab share [`crate::lab_bench`].
 //!
 //! Layout (every address exists only inside the lab's own namespaces):
 //! - the internet is a bridge in the namespace `<lab>-inet`, network `172.31.0.0/16`; public
@@ -28,6 +29,7 @@ use std::{
     path::PathBuf,
     process::Command,
     sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
 };
 
 /// The lab's internet, to give nodes as `--public-range` (it is a private range: no other may
@@ -52,7 +54,8 @@ pub enum Nat {
     Symmetric,
 }
 
-/// A rate cap on one host's link, in kilobits per second (`tc tbf`), each way.
+/// A rate cap on one host's link, in kilobits per second (`tc tbf`), each way (1 kbit/s is 1,000
+/// bits a second, as `tc` counts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caps {
     /// What the host may send.
@@ -301,8 +304,31 @@ impl Lab {
 
     /// Caps `host`'s link (token bucket filters on both ends of its `eth0`).
     pub fn cap(&self, host: &Host, caps: Caps) {
-        tbf(&host.namespace, "eth0", caps.up_kbit);
-        tbf(&host.uplink.0, &host.uplink.1, caps.down_kbit);
+        shape(&host.namespace, "eth0", caps.up_kbit, Duration::ZERO);
+        shape(
+            &host.uplink.0,
+            &host.uplink.1,
+            caps.down_kbit,
+            Duration::ZERO,
+        );
+    }
+
+    /// Caps `host`'s link as [`Lab::cap`] does, and delays every packet that crosses it by
+    /// `one_way` in each direction (`netem` on both ends, the rate cap below it). A packet
+    /// between two hosts delayed so crosses both their links: their round trip is 4 × `one_way`
+    /// (5 ms gives 20 ms). `Err` saying so, with nothing changed, where the kernel has no
+    /// `netem` (`CONFIG_NET_SCH_NETEM`); the caller may then [`Lab::cap`] without delay.
+    pub fn cap_delayed(&self, host: &Host, caps: Caps, one_way: Duration) -> Result<(), String> {
+        if !one_way.is_zero() && !netem_available(&host.namespace) {
+            return Err(
+                "this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM is not set), so \
+                        the lab cannot delay packets here"
+                    .to_owned(),
+            );
+        }
+        shape(&host.namespace, "eth0", caps.up_kbit, one_way);
+        shape(&host.uplink.0, &host.uplink.1, caps.down_kbit, one_way);
+        Ok(())
     }
 
     fn next_public_ip(&self) -> Ipv4Addr {
@@ -415,27 +441,46 @@ fn configure(namespace: &str, interface: &str, address: Ipv4Addr, prefix: u8) {
     ip(namespace, &["link", "set", interface, "up"]);
 }
 
-/// A token bucket filter of `kbit` kbit/s on `interface`'s egress in `namespace`.
-fn tbf(namespace: &str, interface: &str, kbit: u32) {
+/// A token bucket filter of `kbit` kbit/s on `interface`'s egress in `namespace`, under a
+/// `netem` delay of `delay` when it is not zero (netem's recipe for delay with a rate).
+fn shape(namespace: &str, interface: &str, kbit: u32, delay: Duration) {
     // A burst of at least 10 ms at the rate (and a full frame), and a queue of 100 ms.
     let burst_bytes = (kbit as u64 * 1000 / 8 / 100).max(16 * 1024);
-    ip_tc(
-        namespace,
-        &[
-            "qdisc",
-            "replace",
-            "dev",
-            interface,
-            "root",
-            "tbf",
-            "rate",
-            &format!("{kbit}kbit"),
-            "burst",
-            &burst_bytes.to_string(),
-            "latency",
-            "100ms",
-        ],
-    );
+    let parent: &[&str] = if delay.is_zero() {
+        &["root"]
+    } else {
+        let micros = format!("{}us", delay.as_micros());
+        // Room for a second of packets at the rate in flight through the delay.
+        let limit = (u64::from(kbit) * 1000 / 8 / 1500).max(1000).to_string();
+        ip_tc(
+            namespace,
+            &[
+                "qdisc", "replace", "dev", interface, "root", "handle", "1:", "netem", "delay",
+                &micros, "limit", &limit,
+            ],
+        );
+        &["parent", "1:1", "handle", "10:"]
+    };
+    let rate = format!("{kbit}kbit");
+    let burst = burst_bytes.to_string();
+    let mut args = vec!["qdisc", "replace", "dev", interface];
+    args.extend_from_slice(parent);
+    args.extend_from_slice(&["tbf", "rate", &rate, "burst", &burst, "latency", "100ms"]);
+    ip_tc(namespace, &args);
+}
+
+/// Whether the kernel has `netem`: tries it on the loopback of `namespace` (and removes it).
+fn netem_available(namespace: &str) -> bool {
+    let tried = Command::new("tc")
+        .args([
+            "-n", namespace, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
+        ])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if tried {
+        ip_tc(namespace, &["qdisc", "del", "dev", "lo", "root"]);
+    }
+    tried
 }
 
 /// `tc -n namespace args…`, which must succeed.

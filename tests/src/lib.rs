@@ -9,6 +9,7 @@
 
 pub mod hostile;
 pub mod lab;
+pub mod lab_bench;
 pub mod peer_flood;
 pub mod required;
 pub mod socket_flood;
@@ -610,6 +611,7 @@ pub struct TestNet {
     work: Workdir,
     node_bin: PathBuf,
     logs: std::cell::RefCell<Vec<(String, PathBuf)>>,
+    log_filter: String,
 }
 
 impl Default for TestNet {
@@ -625,7 +627,14 @@ impl TestNet {
             work: Workdir::new(),
             node_bin: bin("licet-node"),
             logs: std::cell::RefCell::new(Vec::new()),
+            log_filter: "info".to_owned(),
         }
+    }
+
+    /// The same net, its nodes started with `RUST_LOG=filter` (`info` unless set so).
+    pub fn with_log_filter(mut self, filter: &str) -> TestNet {
+        filter.clone_into(&mut self.log_filter);
+        self
     }
 
     /// The temporary directory, with `licet-manifest` at hand.
@@ -676,6 +685,7 @@ impl TestNet {
             log,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             shell_setup: setup.map(str::to_owned),
+            log_filter: self.log_filter.clone(),
             host: host.cloned(),
             child: None,
             starts: 0,
@@ -745,6 +755,8 @@ pub struct TestNode {
     log: PathBuf,
     extra: Vec<String>,
     shell_setup: Option<String>,
+    /// Its `RUST_LOG`.
+    log_filter: String,
     /// The lab host it runs in; `None`: on this machine's loopback.
     host: Option<lab::Host>,
     child: Option<Child>,
@@ -877,7 +889,7 @@ impl TestNode {
             })
             .args(&self.extra)
             .current_dir(&self.work_dir)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.log_filter)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
