@@ -256,7 +256,9 @@ def main():
     parser.add_argument("--seconds", type=int, default=90,
                         help="how long each case is measured, from its first byte (default 90; "
                              "at least 60, for two 30 s windows)")
-    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--workdir", default=None,
+                        help="keep the release, data dirs and logs here (default: a temporary "
+                             "folder, removed at the end)")
     args = parser.parse_args()
     if args.seconds < 2 * WINDOW:
         sys.exit(f"--seconds {args.seconds}: at least {2 * WINDOW:.0f} are needed, for two "
