@@ -257,7 +257,7 @@ def main():
                         help="how long each case is measured, from its first byte (default 90; "
                              "at least 60, for two 30 s windows)")
     parser.add_argument("--workdir", default=None,
-                        help="keep the release, data dirs and logs here (default: a temporary "
+                        help="keep the release and the nodes' logs here (default: a temporary "
                              "folder, removed at the end)")
     args = parser.parse_args()
     if args.seconds < 2 * WINDOW:
