@@ -212,16 +212,18 @@ async fn fetch_chunk<N: FetchNet>(
     (chunk, outcome, took)
 }
 
-/// While `session`'s peer is still downloading too, asks it what it has every
-/// [`AVAILABILITY_REFRESH`] (its worker may be busy with what it had before), so the scheduler
-/// sees its new chunks before it asks a seed for them. Stops once the peer has everything.
+/// Asks `session`'s peer what it has every [`AVAILABILITY_REFRESH`] while the download runs (its
+/// worker may be busy with what it had before): a peer still downloading gains chunks, which
+/// the scheduler should see before it asks a seed for them, and a seed among several
+/// downloaders offers the chunks it has sent least often, which change with every chunk it
+/// sends (`serve/spread.rs`).
 async fn refresh_availability<N: FetchNet>(download: Arc<Download<N>>, session: Arc<N::Source>) {
     let mut tick = tokio::time::interval(AVAILABILITY_REFRESH);
     // An answer queued behind a pipeline of chunks is slow; do not follow it with a burst.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if download.stopped() || download.scheduler().is_seed(&session.peer()) {
+        if download.stopped() {
             return;
         }
         if ask_availability(&download, &session).await != Ok(true) {
@@ -313,7 +315,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// The worker's loop. While `refresher` runs, it keeps the peer's availability fresh; once it has
-/// stopped (the peer became a seed, refused, or failed), an idle worker asks itself.
+/// stopped (the peer refused, or failed), an idle worker asks itself.
 async fn keep_busy<N: FetchNet>(
     download: &Arc<Download<N>>,
     session: &Arc<N::Source>,

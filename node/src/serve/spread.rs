@@ -27,9 +27,9 @@ use licet_proto::{ManifestId, wire::Bitfield};
 /// Most releases whose chunks' send counts are kept.
 pub const MAX_SPREAD_MANIFESTS: usize = 32;
 /// The unit of time a chunk's last send is kept in.
-pub const TICK: Duration = Duration::from_secs(10);
+pub const TICK: Duration = Duration::from_secs(1);
 /// A chunk last sent this long ago is offered again whatever its count.
-pub const OFFERED_AGAIN_AFTER: Duration = Duration::from_secs(30);
+pub const OFFERED_AGAIN_AFTER: Duration = Duration::from_secs(4);
 /// [`OFFERED_AGAIN_AFTER`] in ticks.
 const TICKS_AGAIN: u8 = (OFFERED_AGAIN_AFTER.as_secs() / TICK.as_secs()) as u8;
 
