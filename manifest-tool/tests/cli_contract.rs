@@ -9,6 +9,10 @@
 
 use std::process::Command;
 
+mod help_examples;
+
+use help_examples::{examples, shell_words};
+
 /// Subcommands that exist today: the walk must find at least these, so a change in how clap
 /// lays out `--help` cannot make it find nothing and pass.
 const KNOWN: &[&str] = &[
@@ -114,69 +118,6 @@ fn usage_errors_exit_2() {
     let out = tool().args(["create", "--title", "T"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("required"));
-}
-
-/// The example commands of a `--help` text for `program`: the indented lines after
-/// `Example:`/`Examples:` up to the first blank line, continuation lines (`\`) joined, each
-/// with the line widths it has in the help.
-fn examples(help: &str, program: &str) -> Vec<(String, Vec<usize>)> {
-    let Some((_, after)) = help
-        .split_once("\nExamples:\n")
-        .or_else(|| help.split_once("\nExample:\n"))
-    else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    let mut current = (String::new(), Vec::new());
-    for line in after.lines().take_while(|line| !line.trim().is_empty()) {
-        current.1.push(line.chars().count());
-        match line.trim().strip_suffix('\\') {
-            Some(head) => current.0.push_str(head),
-            None => {
-                current.0.push_str(line.trim());
-                found.push(std::mem::take(&mut current));
-            }
-        }
-    }
-    found
-        .into_iter()
-        .filter(|(command, _)| command.starts_with(&format!("{program} ")))
-        .collect()
-}
-
-/// `command` as a shell splits it (words, double and single quotes), without a trailing
-/// comment, pipe or `&`.
-fn shell_words(command: &str) -> Vec<String> {
-    let command = command.split(" # ").next().unwrap();
-    let command = command.split(" | ").next().unwrap().trim_end_matches('&');
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut quote = None;
-    let mut in_word = false;
-    for c in command.chars() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), c) => word.push(c),
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            (None, c) => {
-                word.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
-    words
 }
 
 #[test]

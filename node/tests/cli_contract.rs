@@ -10,6 +10,12 @@
 
 use std::process::Command;
 
+// The same parser as the manifest tool's contract test: one copy, in that crate's tests.
+#[path = "../../manifest-tool/tests/help_examples/mod.rs"]
+mod help_examples;
+
+use help_examples::{examples, shell_words};
+
 /// Subcommands that exist today: the walk must find at least these, so a change in how clap
 /// lays out `--help` cannot make it find nothing and pass.
 const KNOWN: &[&str] = &[
@@ -133,69 +139,6 @@ fn a_client_command_without_a_daemon_says_so_and_exits_2() {
         stderr.starts_with("licet-node: error:") && stderr.contains("daemon"),
         "unexpected message: {stderr}"
     );
-}
-
-/// The example commands of a `--help` text for `program`: the indented lines after
-/// `Example:`/`Examples:` up to the first blank line, continuation lines (`\`) joined, each
-/// with the line widths it has in the help.
-fn examples(help: &str, program: &str) -> Vec<(String, Vec<usize>)> {
-    let Some((_, after)) = help
-        .split_once("\nExamples:\n")
-        .or_else(|| help.split_once("\nExample:\n"))
-    else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    let mut current = (String::new(), Vec::new());
-    for line in after.lines().take_while(|line| !line.trim().is_empty()) {
-        current.1.push(line.chars().count());
-        match line.trim().strip_suffix('\\') {
-            Some(head) => current.0.push_str(head),
-            None => {
-                current.0.push_str(line.trim());
-                found.push(std::mem::take(&mut current));
-            }
-        }
-    }
-    found
-        .into_iter()
-        .filter(|(command, _)| command.starts_with(&format!("{program} ")))
-        .collect()
-}
-
-/// `command` as a shell splits it (words, double and single quotes), without a trailing
-/// comment, pipe or `&`.
-fn shell_words(command: &str) -> Vec<String> {
-    let command = command.split(" # ").next().unwrap();
-    let command = command.split(" | ").next().unwrap().trim_end_matches('&');
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut quote = None;
-    let mut in_word = false;
-    for c in command.chars() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), c) => word.push(c),
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            (None, c) => {
-                word.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
-    words
 }
 
 #[test]

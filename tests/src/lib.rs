@@ -969,27 +969,26 @@ impl TestNode {
         }
     }
 
-    /// `licet-node --data-dir <its dir> args…`, started where the node runs, in the background.
-    fn start_client(&self, args: &[&str]) -> Running {
+    /// `licet-node --data-dir <its dir> args…`, to run where the node runs.
+    fn client_command(&self, args: &[&str]) -> Command {
         let mut command = self.command(&self.node_bin);
         command
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(args)
             .current_dir(&self.work_dir);
-        Running::start(command, format!("licet-node {args:?}"))
+        command
+    }
+
+    /// `licet-node --data-dir <its dir> args…`, started where the node runs, in the background.
+    fn start_client(&self, args: &[&str]) -> Running {
+        Running::start(self.client_command(args), format!("licet-node {args:?}"))
     }
 
     /// Runs `licet-node --data-dir <its dir> args…` with its standard output already closed
     /// by the reader (see [`Running::with_stdout_closed`]).
     pub fn client_into_closed_pipe(&self, args: &[&str]) -> Outcome {
-        let mut command = self.command(&self.node_bin);
-        command
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(args)
-            .current_dir(&self.work_dir);
-        Running::with_stdout_closed(command, &format!("licet-node {args:?}"))
+        Running::with_stdout_closed(self.client_command(args), &format!("licet-node {args:?}"))
     }
 
     /// Runs `licet-node --data-dir <its dir> args…` (a client of its API).
