@@ -221,6 +221,8 @@ async fn refresh_availability<N: FetchNet>(download: Arc<Download<N>>, session: 
     let mut tick = tokio::time::interval(AVAILABILITY_REFRESH);
     // An answer queued behind a pipeline of chunks is slow; do not follow it with a burst.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is now: the worker has just asked.
+    tick.tick().await;
     loop {
         tick.tick().await;
         if download.stopped() {
