@@ -64,3 +64,32 @@ pub fn shell_words(command: &str) -> Vec<String> {
     }
     words
 }
+
+/// Checks every example of `texts` (help texts of `program`): it must fit 80 columns, and
+/// `run(words after the program name)` with `--help` appended must succeed. Returns the
+/// problems found and how many examples were checked.
+pub fn check_examples(
+    texts: &[String],
+    program: &str,
+    run: impl Fn(&[String]) -> std::process::Output,
+) -> (Vec<String>, usize) {
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for text in texts {
+        for (command, widths) in examples(text, program) {
+            if widths.iter().any(|w| *w > 80) {
+                problems.push(format!("wider than 80 columns, so it wraps: {command}"));
+            }
+            let words = shell_words(&command);
+            let out = run(&words[1..]);
+            if !out.status.success() {
+                problems.push(format!(
+                    "does not parse: {command}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            checked += 1;
+        }
+    }
+    (problems, checked)
+}
