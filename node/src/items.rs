@@ -58,6 +58,15 @@ pub struct Live {
     pub downloading: bool,
 }
 
+impl Live {
+    /// Whether file `index` is complete: its leaves are known (seeded, adopted, or checked whole
+    /// at the end of its download). A download's file that is not lives under a partial name
+    /// (see `content`).
+    pub fn file_complete(&self, index: usize) -> bool {
+        self.trees.get(index).is_some_and(Option::is_some)
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -320,3 +320,103 @@ fn a_region_code_that_is_not_assigned_is_refused_where_a_user_types_it() {
         run.stderr
     );
 }
+
+/// The manifest id of the only item `node` holds.
+fn only_item_id(node: &TestNode) -> String {
+    let listed = node.client_json(&["ls"]);
+    text(&listed["content"][0]["manifest_id"]).to_owned()
+}
+
+/// Starts a node that seeds `release` (the stalled release's content) and is connected to
+/// `downloader`, so a download in progress there finds it and completes.
+fn honest_seed_for(net: &TestNet, downloader: &TestNode, publisher: &str) -> TestNode {
+    let seed = net
+        .start_joined("seed", downloader, &[])
+        .trusting(publisher);
+    seed.add("film.manifest", "release");
+    seed
+}
+
+/// Waits until `node` holds `id` complete.
+fn wait_complete(node: &TestNode, id: &str) {
+    node.wait_for_content(id, "complete", TIMEOUT, |item| item["state"] == "complete");
+}
+
+#[test]
+fn a_file_downloads_as_name_part_and_is_renamed_when_complete() {
+    let net = TestNet::new();
+    let (publisher, link, _peer) = stalled_release(&net, &[]);
+    let b = net.start("b", &[]).trusting(&publisher);
+    b.client(&["get", &link, "-o", "downloads/film", "--detach"])
+        .ok();
+    let id = only_item_id(&b);
+    assert!(w_exists(&net, "downloads/film/film.bin.part"));
+    assert!(
+        !w_exists(&net, "downloads/film/film.bin"),
+        "an incomplete file has its final name"
+    );
+    let _seed = honest_seed_for(&net, &b, &publisher);
+    wait_complete(&b, &id);
+    let w = net.work();
+    assert_same_file(
+        &w.join("release/film.bin"),
+        &w.join("downloads/film/film.bin"),
+    );
+    assert!(
+        !w_exists(&net, "downloads/film/film.bin.part"),
+        "the partial file is left after completion"
+    );
+}
+
+#[test]
+fn a_download_resumed_after_a_restart_ends_at_the_final_names() {
+    let net = TestNet::new();
+    let (publisher, link, _peer) = stalled_release(&net, &[]);
+    let mut b = net.start("b", &[]).trusting(&publisher);
+    b.client(&["get", &link, "-o", "downloads/film", "--detach"])
+        .ok();
+    let id = only_item_id(&b);
+    b.terminate();
+    b.restart();
+    b.wait_for_content(&id, "downloading", TIMEOUT, |item| {
+        item["state"] == "downloading"
+    });
+    assert!(w_exists(&net, "downloads/film/film.bin.part"));
+    assert!(!w_exists(&net, "downloads/film/film.bin"));
+    let _seed = honest_seed_for(&net, &b, &publisher);
+    wait_complete(&b, &id);
+    let w = net.work();
+    assert_same_file(
+        &w.join("release/film.bin"),
+        &w.join("downloads/film/film.bin"),
+    );
+    assert!(!w_exists(&net, "downloads/film/film.bin.part"));
+}
+
+#[test]
+fn a_partial_file_left_by_a_removed_download_is_written_over_by_a_new_get() {
+    let net = TestNet::new();
+    let (publisher, link, _peer) = stalled_release(&net, &[]);
+    let b = net.start("b", &[]).trusting(&publisher);
+    b.client(&["get", &link, "-o", "downloads/film", "--detach"])
+        .ok();
+    let id = only_item_id(&b);
+    b.client(&["rm", &id]).ok();
+    // `rm` keeps files: the partial one stays, here with other bytes and another size.
+    let w = net.work();
+    w.write(
+        "downloads/film/film.bin.part",
+        b"an earlier, unfinished download",
+    );
+    let seed = honest_seed_for(&net, &b, &publisher);
+    let base = link.split('?').next().unwrap();
+    let from_seed = format!("{base}?peer={}", seed.addr());
+    b.client(&["get", &from_seed, "-o", "downloads/film", "--detach"])
+        .ok();
+    wait_complete(&b, &id);
+    assert_same_file(
+        &w.join("release/film.bin"),
+        &w.join("downloads/film/film.bin"),
+    );
+    assert!(!w_exists(&net, "downloads/film/film.bin.part"));
+}

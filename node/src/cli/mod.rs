@@ -88,7 +88,10 @@ pub enum ClientCommand {
         carry peer hints: licet:<id>?peer=/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…\n\n\
         Files are written only beneath DIR, never through a link inside it. A file already in\n\
         DIR that is identical to the release's is kept and not fetched again; any other file,\n\
-        folder or link at one of its paths refuses the download (exit 2) unless --replace."
+        folder or link at one of its paths refuses the download (exit 2) unless --replace.\n\n\
+        While a file downloads it is NAME.part beside where it will be; once it is complete and\n\
+        verified it is renamed to NAME, so a file at its final name is always whole. A NAME.part\n\
+        left by an earlier download (`rm` keeps files) is written over."
     )]
     Get {
         /// The share link (`licet:<id>[?peer=<multiaddr>]`) or a bare manifest id.
@@ -98,8 +101,9 @@ pub enum ClientCommand {
         #[arg(short = 'o', long, value_name = "DIR", default_value = ".")]
         output: PathBuf,
         /// Overwrite an existing file at one of the manifest's paths that is not the
-        /// manifest's file (never a link). Without it such a file refuses the download; a
-        /// file identical to the manifest's is kept and not fetched again either way.
+        /// manifest's file (never a link): it stays until the download's file is complete, then
+        /// that takes its place. Without it such a file refuses the download; a file identical
+        /// to the manifest's is kept and not fetched again either way.
         #[arg(long)]
         replace: bool,
         /// Return once the daemon has started the download, without following it.

@@ -183,6 +183,41 @@ impl Folder {
         Ok((buffered, Some(direct)))
     }
 
+    /// Renames the regular file `from` to `to`, two paths that differ only in their last
+    /// component, replacing a regular file at `to`; then makes the rename durable (the folder
+    /// holding both is synced). Neither is followed if it is a link: a link or anything but a
+    /// regular file at `from` is an error, and so is a directory at `to`.
+    pub fn rename_beside(&self, from: &SafePath, to: &SafePath) -> Result<(), BeneathError> {
+        let folders = |p: &SafePath| p.as_str().rsplit_once('/').map(|(f, _)| f.to_owned());
+        if folders(from) != folders(to) {
+            return Err(BeneathError::Io {
+                path: self.child(to),
+                source: io::Error::other(format!("not in the same folder as {}", from.as_str())),
+            });
+        }
+        let (parent, from_name) = self.parent(from, false)?;
+        let to_name = to.as_str().rsplit('/').next().unwrap_or(to.as_str());
+        let stat = rustix::fs::statat(&parent, from_name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| io_error(self.child(from), e))?;
+        match FileType::from_raw_mode(stat.st_mode) {
+            FileType::RegularFile => {}
+            FileType::Symlink => {
+                return Err(BeneathError::Symlink {
+                    path: self.child(from),
+                });
+            }
+            _ => {
+                return Err(BeneathError::Io {
+                    path: self.child(from),
+                    source: io::Error::other("not a regular file"),
+                });
+            }
+        }
+        rustix::fs::renameat(&parent, from_name, &parent, to_name)
+            .map_err(|e| io_error(self.child(to), e))?;
+        rustix::fs::fsync(&parent).map_err(|e| io_error(self.child(to), e))
+    }
+
     /// Opens `name` in `parent` with `access`, never following a link, and only if it is a
     /// regular file.
     fn open_file(

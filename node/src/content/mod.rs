@@ -6,9 +6,26 @@
 //! here without following a link beneath its folder ([`crate::content::beneath`]). These functions
 //! block; callers run them on blocking threads.
 //!
+//! Where a file is, per file: a file of a download that is not yet complete lives at its
+//! manifest path with [`PART_SUFFIX`] appended to its last component (`Season 1/ep2.mkv.part`),
+//! beside where it will end; the download's end check of that file renames it to its manifest
+//! path (atomically, the folder made durable) before its stamp is taken. A file is complete once
+//! its leaves are known: seeded files (`add`) always are, so they are never `.part`; files of a
+//! download become so one by one, as each is checked whole (episode 1 is at its final name while
+//! episode 2 still downloads). [`file_path`] is the one function that says where file `i` is
+//! now; every reader and writer goes through it (or through [`open_file`], which adds the
+//! fallback below).
+//!
 //! Invariants:
 //! - a download's files are created at their final size before the first chunk is written, and
 //!   are never truncated afterwards (resume keeps bytes);
+//! - a file at its manifest path is complete: a download never writes a byte there before the
+//!   file's end check passed (a complete file that changed on disk and is fetched again is the
+//!   one exception: it was complete, and the user asked for it at that name);
+//! - a read of a partial file that finds `NAME.part` gone (renamed to `NAME` a moment before,
+//!   or, from a data directory of an older version, a partial file kept at `NAME` and renamed to
+//!   `NAME.part` when its download resumes) tries the other name, then the first again: a rename
+//!   in between never makes a file look gone ([`open_file`]);
 //! - [`ChunkFiles::sync`] makes every write before it durable (direct writes included); the
 //!   store's bit for a chunk is committed only after that returns;
 //! - a download holds at most [`MAX_OPEN_FILES`] files open, whatever its manifest lists.
@@ -27,13 +44,83 @@ use std::{
 #[cfg(unix)]
 use std::os::unix::fs::FileExt as _;
 
-use licet_proto::{MerkleHash, manifest::Manifest, merkle};
+use licet_proto::{
+    MerkleHash,
+    manifest::Manifest,
+    merkle,
+    path::{PathError, SafePath},
+};
 
 use crate::{content::beneath::Folder, store::FileStamp};
 
-/// The path of file `index` of `manifest` under `dir`.
-pub fn file_path(dir: &Path, manifest: &Manifest, index: usize) -> PathBuf {
-    dir.join(manifest.files[index].path.to_relative_path())
+/// What a file of a download has appended to its name until it is complete.
+pub const PART_SUFFIX: &str = ".part";
+
+/// The `/`-separated path, relative to the item's folder, where the file the manifest names
+/// `path` is on disk: `path` itself once `complete`, `path` + [`PART_SUFFIX`] while not.
+fn name_on_disk(path: &SafePath, complete: bool) -> String {
+    if complete {
+        path.as_str().to_owned()
+    } else {
+        format!("{path}{PART_SUFFIX}")
+    }
+}
+
+/// Where file `index` of `manifest` under `dir` is on disk now: its manifest path once
+/// `complete`, the same with [`PART_SUFFIX`] appended while not (see the module docs). The one
+/// place that decides it.
+pub fn file_path(dir: &Path, manifest: &Manifest, index: usize, complete: bool) -> PathBuf {
+    let name = name_on_disk(&manifest.files[index].path, complete);
+    dir.join(name.split('/').collect::<PathBuf>())
+}
+
+/// Both places file `index` of a download may be on disk: its final path, then its partial
+/// one (`NAME`, `NAME.part`). Whoever deletes a download's files deletes both.
+pub fn paths_on_disk(dir: &Path, manifest: &Manifest, index: usize) -> [PathBuf; 2] {
+    [
+        file_path(dir, manifest, index, true),
+        file_path(dir, manifest, index, false),
+    ]
+}
+
+/// [`file_path`] as a `SafePath` relative to the folder, to reach the file with
+/// [`beneath::Folder`]. Fails only for a partial file whose name would grow over the limits of
+/// a path (a last component of more than 250 bytes).
+pub fn safe_path_on_disk(path: &SafePath, complete: bool) -> Result<SafePath, PathError> {
+    if complete {
+        return Ok(path.clone());
+    }
+    SafePath::new(name_on_disk(path, false))
+}
+
+/// Opens file `index` of `manifest` under `dir` for reading where it is now ([`file_path`]),
+/// and says where that was. A partial file not found at `NAME.part` is looked for at `NAME`,
+/// then at `NAME.part` again: a rename between the two (the download's end check, or the move
+/// of a partial file from an older version's layout) never makes it look gone.
+pub fn open_file(
+    dir: &Path,
+    manifest: &Manifest,
+    index: usize,
+    complete: bool,
+) -> Result<(File, PathBuf), (PathBuf, io::Error)> {
+    let first = file_path(dir, manifest, index, complete);
+    let error = match File::open(&first) {
+        Ok(file) => return Ok((file, first)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !complete => e,
+        Err(e) => return Err((first, e)),
+    };
+    let other = file_path(dir, manifest, index, true);
+    match File::open(&other) {
+        Ok(file) => return Ok((file, other)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err((other, e)),
+    }
+    match File::open(&first) {
+        Ok(file) => Ok((file, first)),
+        // Gone under both names: the error of the first look, which names the partial file.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err((first, error)),
+        Err(e) => Err((first, e)),
+    }
 }
 
 /// The size and modification time of a file, to notice later changes.
@@ -96,7 +183,8 @@ pub struct VerifiedFile {
 pub fn verify_all(dir: &Path, manifest: &Manifest) -> Result<Vec<VerifiedFile>, ContentError> {
     let mut verified = Vec::with_capacity(manifest.files.len());
     for (index, entry) in manifest.files.iter().enumerate() {
-        let path = file_path(dir, manifest, index);
+        // Seeded files are complete by definition: never looked for as `.part`.
+        let path = file_path(dir, manifest, index, true);
         let io_error = |source| ContentError::Io {
             path: path.clone(),
             source,
@@ -128,27 +216,24 @@ pub fn verify_all(dir: &Path, manifest: &Manifest) -> Result<Vec<VerifiedFile>, 
     Ok(verified)
 }
 
-/// Reads chunk `chunk` of file `index` into `buffer` (replacing its contents).
+/// Reads chunk `chunk` of file `index` where it is now ([`open_file`]) into `buffer`
+/// (replacing its contents); on an error, the path it was read from.
 pub fn read_chunk(
     dir: &Path,
     manifest: &Manifest,
     index: usize,
+    complete: bool,
     chunk: u64,
     buffer: &mut Vec<u8>,
-) -> io::Result<()> {
-    read_chunk_at(
-        &file_path(dir, manifest, index),
-        manifest,
-        index,
-        chunk,
-        buffer,
-    )
+) -> Result<(), (PathBuf, io::Error)> {
+    let (file, path) = open_file(dir, manifest, index, complete)?;
+    read_chunk_from(&file, manifest, index, chunk, buffer).map_err(|e| (path, e))
 }
 
-/// [`read_chunk`] from `path`, the file's path as [`file_path`] gives it (for a caller that has
-/// it already).
-pub fn read_chunk_at(
-    path: &Path,
+/// Reads chunk `chunk` of file `index` from `file` (opened with [`open_file`]) into `buffer`
+/// (replacing its contents).
+pub fn read_chunk_from(
+    file: &File,
     manifest: &Manifest,
     index: usize,
     chunk: u64,
@@ -161,8 +246,7 @@ pub fn read_chunk_at(
     let len = (range.end - range.start) as usize;
     buffer.truncate(len);
     buffer.resize(len, 0);
-    let file = File::open(path)?;
-    read_exact_at(&file, buffer, range.start)
+    read_exact_at(file, buffer, range.start)
 }
 
 #[cfg(unix)]
@@ -175,6 +259,89 @@ fn read_exact_at(mut file: &File, buffer: &mut [u8], offset: u64) -> io::Result<
     use std::io::{Read as _, Seek as _, SeekFrom};
     file.seek(SeekFrom::Start(offset))?;
     file.read_exact(buffer)
+}
+
+/// Why a download's file could not be moved to the name it should have now.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RenameError {
+    /// The partial file's name would be longer than a path may be.
+    #[error("{path}: the name is too long to add {PART_SUFFIX} to it ({source})")]
+    Name {
+        /// The file's final path.
+        path: PathBuf,
+        /// Why the longer name is not a valid path.
+        source: PathError,
+    },
+    /// The folder refused the rename (or a link or non-file is in the way).
+    #[error("cannot rename {from} to {to}: {source}")]
+    Rename {
+        /// The old name.
+        from: PathBuf,
+        /// The new name.
+        to: PathBuf,
+        /// Why.
+        source: beneath::BeneathError,
+    },
+}
+
+/// Renames the partial file of file `index` (`NAME.part`) to its final name `NAME`, replacing
+/// a regular file there, and makes the rename durable; the caller has checked the file whole.
+/// Neither name is followed if it is a link. Blocks.
+/// A file already at its final name with no partial one (renamed before a crash or a failed
+/// commit) is left as it is.
+pub fn rename_to_final(dir: &Path, manifest: &Manifest, index: usize) -> Result<(), RenameError> {
+    let [final_path, part_path] = paths_on_disk(dir, manifest, index);
+    if std::fs::symlink_metadata(&part_path).is_err() && is_regular_file(&final_path) {
+        return Ok(());
+    }
+    rename_file(dir, manifest, index, false)
+}
+
+/// Whether `path` is a regular file (not followed if a link).
+fn is_regular_file(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_file())
+}
+
+/// Moves the partial file of a download from an older version's layout, kept at `NAME`, to
+/// `NAME.part`, if `NAME.part` does not exist and `NAME` is a regular file; whether it moved.
+/// Only for a file whose leaves are not known (never checked whole). Blocks.
+pub fn move_partial_from_final_name(
+    dir: &Path,
+    manifest: &Manifest,
+    index: usize,
+) -> Result<bool, RenameError> {
+    let [final_path, part_path] = paths_on_disk(dir, manifest, index);
+    if std::fs::symlink_metadata(&part_path).is_ok() || !is_regular_file(&final_path) {
+        return Ok(false);
+    }
+    rename_file(dir, manifest, index, true).map(|()| true)
+}
+
+/// Renames file `index` from its partial name to its final one (`from_final` false) or back.
+fn rename_file(
+    dir: &Path,
+    manifest: &Manifest,
+    index: usize,
+    from_final: bool,
+) -> Result<(), RenameError> {
+    let path = &manifest.files[index].path;
+    let part = safe_path_on_disk(path, false).map_err(|source| RenameError::Name {
+        path: file_path(dir, manifest, index, true),
+        source,
+    })?;
+    let (from, to) = if from_final {
+        (path, &part)
+    } else {
+        (&part, path)
+    };
+    let failed = |source| RenameError::Rename {
+        from: file_path(dir, manifest, index, from_final),
+        to: file_path(dir, manifest, index, !from_final),
+        source,
+    };
+    let folder = Folder::open(dir).map_err(failed)?;
+    folder.rename_beside(from, to).map_err(failed)
 }
 
 /// Alignment of direct writes: file offset, length and memory address. 4 KiB is the logical
@@ -252,11 +419,14 @@ impl ChunkFiles {
         self.open.len()
     }
 
-    /// Writes `bytes` at chunk `chunk` of file `index` (not yet durable).
+    /// Writes `bytes` at chunk `chunk` of file `index` (not yet durable), where the file is now
+    /// ([`file_path`]: `NAME.part` unless `complete`). A file stays open across its rename to
+    /// its final name: the handle follows it.
     pub fn write(
         &mut self,
         manifest: &Manifest,
         index: usize,
+        complete: bool,
         chunk: u64,
         bytes: &[u8],
     ) -> io::Result<()> {
@@ -274,14 +444,16 @@ impl ChunkFiles {
             // A file under one block has no chunk to write directly.
             let want_direct =
                 self.direct_allowed && manifest.files[index].size >= DIRECT_ALIGN as u64;
+            let on_disk = safe_path_on_disk(&manifest.files[index].path, complete)
+                .map_err(io::Error::other)?;
             let (buffered, direct) = folder
-                .open_for_chunks(&manifest.files[index].path, want_direct)
+                .open_for_chunks(&on_disk, want_direct)
                 .map_err(io::Error::other)?;
             let direct = match direct {
                 Some(Ok(direct)) => Some(direct),
                 Some(Err(e)) => {
                     // Refused by the filesystem (or the platform): not asked again.
-                    let path = file_path(&self.dir, manifest, index);
+                    let path = file_path(&self.dir, manifest, index, complete);
                     tracing::debug!("{}: no direct writes ({e})", path.display());
                     self.direct_allowed = false;
                     None
@@ -398,16 +570,18 @@ mod tests {
             let chunks: Vec<&[u8]> = content.chunks(chunk).collect();
             // Last chunk first, then the rest backwards: offsets, not order, place the bytes.
             for (number, bytes) in chunks.iter().enumerate().rev() {
-                files.write(&manifest, index, number as u64, bytes).unwrap();
+                files
+                    .write(&manifest, index, false, number as u64, bytes)
+                    .unwrap();
             }
         }
         files.sync().unwrap();
         for (index, content) in contents.iter().enumerate() {
-            let on_disk = std::fs::read(file_path(dir.path(), &manifest, index)).unwrap();
+            let on_disk = std::fs::read(file_path(dir.path(), &manifest, index, false)).unwrap();
             assert_eq!(on_disk.len(), content.len(), "size of file {index}");
             assert!(on_disk == *content, "bytes of file {index} differ");
             let mut buffer = Vec::new();
-            read_chunk(dir.path(), &manifest, index, 0, &mut buffer).unwrap();
+            read_chunk(dir.path(), &manifest, index, false, 0, &mut buffer).unwrap();
             assert_eq!(buffer[..], content[..content.len().min(chunk)]);
         }
     }
@@ -421,13 +595,13 @@ mod tests {
         let mut files = ChunkFiles::new(dir.path().to_path_buf());
         for index in 0..sizes.len() {
             files
-                .write(&manifest, index, 0, &pattern(index, 100))
+                .write(&manifest, index, false, 0, &pattern(index, 100))
                 .unwrap();
             assert!(files.open_files() <= MAX_OPEN_FILES);
         }
         files.sync().unwrap();
         for index in 0..sizes.len() {
-            let on_disk = std::fs::read(file_path(dir.path(), &manifest, index)).unwrap();
+            let on_disk = std::fs::read(file_path(dir.path(), &manifest, index, false)).unwrap();
             assert!(
                 on_disk == pattern(index, 100),
                 "bytes of file {index} differ"
@@ -450,5 +624,45 @@ mod tests {
             address,
             "a shorter window reuses the buffer"
         );
+    }
+
+    #[test]
+    fn a_partial_file_is_kept_beside_its_final_name_and_renamed_when_complete() {
+        let mut m = manifest(&[10, 20]);
+        m.files[1].path = SafePath::new("Season 1/ep2.mkv").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        assert_eq!(file_path(out, &m, 1, true), out.join("Season 1/ep2.mkv"));
+        assert_eq!(
+            file_path(out, &m, 1, false),
+            out.join("Season 1/ep2.mkv.part")
+        );
+        assert_eq!(
+            paths_on_disk(out, &m, 1),
+            [
+                out.join("Season 1/ep2.mkv"),
+                out.join("Season 1/ep2.mkv.part")
+            ]
+        );
+        crate::content::output_folder::create_all(out, &m);
+        let [final_path, part_path] = paths_on_disk(out, &m, 1);
+        assert!(part_path.exists() && !final_path.exists());
+        rename_to_final(out, &m, 1).unwrap();
+        assert!(final_path.exists() && !part_path.exists());
+        // Once more (a retried end check): the file stays where it is.
+        rename_to_final(out, &m, 1).unwrap();
+        assert!(final_path.exists());
+        // A partial file of an older version, at the final name, moves to the partial one once.
+        assert!(move_partial_from_final_name(out, &m, 1).unwrap());
+        assert!(part_path.exists() && !final_path.exists());
+        assert!(!move_partial_from_final_name(out, &m, 1).unwrap());
+        // Read where it is now, or under its other name if renamed meanwhile.
+        let mut buffer = Vec::new();
+        read_chunk(out, &m, 1, false, 0, &mut buffer).unwrap();
+        rename_to_final(out, &m, 1).unwrap();
+        read_chunk(out, &m, 1, false, 0, &mut buffer).unwrap();
+        std::fs::remove_file(&final_path).unwrap();
+        let (path, error) = read_chunk(out, &m, 1, false, 0, &mut buffer).unwrap_err();
+        assert_eq!((path, error.kind()), (part_path, io::ErrorKind::NotFound));
     }
 }

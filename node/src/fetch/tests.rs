@@ -421,7 +421,8 @@ impl Harness {
         );
         drop(live);
         for (index, bytes) in self.content.files.iter().enumerate() {
-            let path = content::file_path(&self.folder, self.content.manifest.manifest(), index);
+            let path =
+                content::file_path(&self.folder, self.content.manifest.manifest(), index, true);
             assert!(
                 std::fs::read(path).unwrap() == *bytes,
                 "file {index} differs"

@@ -1,5 +1,13 @@
 //! A download's writer: verified chunks written in batches, made durable, and only then
-//! committed to the store; and the end of a download, when every file is checked whole.
+//! committed to the store; and the end of each file, when it is checked whole.
+//!
+//! A file is written at its partial name (`NAME.part`, see `content`) until its end check: as
+//! soon as a batch brings in its last chunk, its leaves must make the manifest's root, and only
+//! then is it renamed to `NAME`, its stamp taken, and its proof tree set (in that order, so
+//! serving reads it at `NAME` only once it is there). The download's end ([`finish`]) checks
+//! every file again the same way (those completed meanwhile cost a lookup of their leaves), so a
+//! file left partial by a crash or a failed commit is completed then. A partial file that an
+//! older version kept at `NAME` is moved to `NAME.part` when its download resumes.
 
 use std::{path::Path, sync::Arc, time::Instant};
 
@@ -30,6 +38,7 @@ pub(super) async fn write_chunks<N: FetchNet>(
     requested: Instant,
 ) -> Result<(), String> {
     let mut first_batch = Some(requested);
+    move_partial_files(&item).await?;
     let mut files = Some(ChunkFiles::new(item.dir().to_path_buf()));
     while let Some(first) = verified.recv().await {
         let mut batch = vec![first];
@@ -41,6 +50,14 @@ pub(super) async fn write_chunks<N: FetchNet>(
         }
         let Some(mut chunk_files) = files.take() else {
             return Err("the chunk files are gone".to_owned());
+        };
+        // Where each file is written: complete files (fetched again after they changed on disk)
+        // at their final name, the others at their partial one.
+        let complete = {
+            let live = item.live();
+            (0..live.have.len())
+                .map(|index| live.file_complete(index))
+                .collect::<Vec<bool>>()
         };
         let store = ctx.store.clone();
         let writing = item.clone();
@@ -61,6 +78,7 @@ pub(super) async fn write_chunks<N: FetchNet>(
                 &store,
                 writing.manifest(),
                 writing.dir(),
+                &complete,
                 batch.iter().map(|c| (c.chunk, c.reply.payload())),
                 &committed,
             );
@@ -70,7 +88,7 @@ pub(super) async fn write_chunks<N: FetchNet>(
         files = Some(chunk_files);
         result?;
         let count = batch.len() as u64;
-        {
+        let mut finished_files = {
             // The bits and the count change under one lock, so that a reader of both (`ls`)
             // never sees a chunk held that is not counted as fetched.
             let mut live = item.live();
@@ -78,6 +96,19 @@ pub(super) async fn write_chunks<N: FetchNet>(
                 live.have[chunk.chunk.0 as usize].set(chunk.chunk.1, true);
             }
             item.count_fetched(count);
+            batch
+                .iter()
+                .map(|chunk| chunk.chunk.0 as usize)
+                .filter(|&file| {
+                    let bits = &live.have[file];
+                    bits.count_ones() == bits.len() && !live.file_complete(file)
+                })
+                .collect::<Vec<usize>>()
+        };
+        finished_files.sort_unstable();
+        finished_files.dedup();
+        for file in finished_files {
+            complete_file(&ctx, &item, file).await?;
         }
         if let Some(requested) = first_batch.take() {
             ctx.metrics
@@ -99,17 +130,20 @@ fn write_batch<'a>(
     store: &Store,
     verified: &VerifiedManifest,
     dir: &Path,
+    complete: &[bool],
     writes: impl IntoIterator<Item = (ChunkRef, &'a [u8])>,
     committed: &[CommittedChunk],
 ) -> Result<(), String> {
     let manifest = verified.manifest();
     for ((file, index), bytes) in writes {
+        let file = file as usize;
+        let complete = complete.get(file).copied().unwrap_or(false);
         files
-            .write(manifest, file as usize, index, bytes)
+            .write(manifest, file, complete, index, bytes)
             .map_err(|e| {
                 format!(
                     "cannot write {}: {e}",
-                    content::file_path(dir, manifest, file as usize).display()
+                    content::file_path(dir, manifest, file, complete).display()
                 )
             })?;
     }
@@ -122,77 +156,128 @@ fn write_batch<'a>(
         .map_err(database_problem)
 }
 
-/// Completes every file of a finished download: its leaves (those of its verified chunks, or,
-/// for chunks committed without one, hashed from disk once more) must make the manifest's
-/// root; they are stored, and the item is marked complete.
+/// Moves each partial file an older version kept at its final name to its partial name
+/// (`content::move_partial_from_final_name`), before anything is written.
+async fn move_partial_files(item: &Arc<Item>) -> Result<(), String> {
+    let partial: Vec<usize> = {
+        let live = item.live();
+        (0..live.have.len())
+            .filter(|&index| !live.file_complete(index))
+            .collect()
+    };
+    if partial.is_empty() {
+        return Ok(());
+    }
+    let moving = item.clone();
+    blocking(move || {
+        let manifest = moving.manifest().manifest();
+        for index in partial {
+            if content::move_partial_from_final_name(moving.dir(), manifest, index)
+                .map_err(|e| e.to_string())?
+            {
+                info!(
+                    id = %moving.id(),
+                    "partial file moved to {}",
+                    content::file_path(moving.dir(), manifest, index, false).display()
+                );
+            }
+        }
+        Ok::<_, String>(())
+    })
+    .await?
+}
+
+/// Completes file `index` of `item`, whose every chunk is held: its leaves (those of its
+/// verified chunks, or, for chunks committed without one, hashed from disk once more) must
+/// make the manifest's root; then a partial file is renamed to its final name, its stamp is
+/// taken, its proof tree is set, and its leaves are stored.
+async fn complete_file<N: FetchNet>(
+    ctx: &Arc<FetchContext<N>>,
+    item: &Arc<Item>,
+    index: usize,
+) -> Result<(), String> {
+    let manifest = item.manifest().manifest();
+    let id = item.id();
+    let entry = &manifest.files[index];
+    let was_complete = item.live().file_complete(index);
+    let chunk_size = manifest.chunk_size;
+    let chunks = entry.chunk_count(chunk_size);
+    let store = ctx.store.clone();
+    let reading = item.clone();
+    let (leaves, from_disk) = blocking(move || {
+        let known = match store.leaves(&id, index as u32) {
+            Ok(None) => store.chunk_leaves(&id, index as u32, chunks),
+            known => known,
+        }
+        .map_err(database_problem)?;
+        let from_disk = known.is_none();
+        let leaves = match known {
+            Some(leaves) => leaves,
+            None => {
+                let manifest = reading.manifest().manifest();
+                let (file, path) = content::open_file(reading.dir(), manifest, index, was_complete)
+                    .map_err(|(path, e)| format!("cannot read {}: {e}", path.display()))?;
+                merkle::hash_file_leaves(&file, chunk_size, merkle::default_threads(), &mut |_| {})
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                    .0
+            }
+        };
+        Ok::<_, String>((leaves, from_disk))
+    })
+    .await??;
+    let tree = ProofTree::new(id, index as u32, &leaves);
+    if tree.root() != entry.root {
+        let path = content::file_path(item.dir(), manifest, index, was_complete);
+        return Err(if from_disk {
+            format!(
+                "{} does not match the manifest after download (changed on disk?)",
+                path.display()
+            )
+        } else {
+            format!(
+                "the stored leaves of {}'s verified chunks do not make the manifest's root \
+                 (node database damaged?)",
+                path.display()
+            )
+        });
+    }
+    let renaming = item.clone();
+    let stamp = blocking(move || {
+        let manifest = renaming.manifest().manifest();
+        if !was_complete {
+            content::rename_to_final(renaming.dir(), manifest, index).map_err(|e| e.to_string())?;
+        }
+        let path = content::file_path(renaming.dir(), manifest, index, true);
+        content::stamp(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    })
+    .await??;
+    {
+        // The tree serves proofs from now on; set before the per-chunk proofs are dropped,
+        // so no chunk request in between finds neither (until `complete_file` has stored
+        // the tree's leaf blocks, serving falls back to the chunk's stored proof). With it
+        // the file counts as complete, at its final name: it is there already.
+        let mut live = item.live();
+        live.trees[index] = Some(Arc::new(tree));
+        live.stamps[index] = Some(stamp);
+    }
+    let store = ctx.store.clone();
+    blocking(move || store.complete_file(&id, index as u32, &leaves))
+        .await?
+        .map_err(database_problem)?;
+    if !was_complete {
+        debug!(%id, "file complete: {}", entry.path);
+    }
+    Ok(())
+}
+
+/// Completes every file of a finished download ([`complete_file`]; again for those completed
+/// meanwhile, so each one's stamp is the one it has now), and marks the item complete.
 pub(super) async fn finish<N: FetchNet>(
     ctx: &Arc<FetchContext<N>>,
     item: &Arc<Item>,
 ) -> Result<(), String> {
-    let manifest = item.manifest().manifest();
-    let id = item.id();
-    for (index, entry) in manifest.files.iter().enumerate() {
-        let path = content::file_path(item.dir(), manifest, index);
-        let chunk_size = manifest.chunk_size;
-        let chunks = entry.chunk_count(chunk_size);
-        let root = entry.root;
-        let store = ctx.store.clone();
-        let hashing = path.clone();
-        let (leaves, from_disk, stamp) = blocking(move || {
-            let known = match store.leaves(&id, index as u32) {
-                Ok(None) => store.chunk_leaves(&id, index as u32, chunks),
-                known => known,
-            }
-            .map_err(database_problem)?;
-            let from_disk = known.is_none();
-            let leaves = match known {
-                Some(leaves) => leaves,
-                None => {
-                    std::fs::File::open(&hashing)
-                        .and_then(|file| {
-                            merkle::hash_file_leaves(
-                                &file,
-                                chunk_size,
-                                merkle::default_threads(),
-                                &mut |_| {},
-                            )
-                        })
-                        .map_err(|e| format!("cannot read {}: {e}", hashing.display()))?
-                        .0
-                }
-            };
-            let stamp = content::stamp(&hashing)
-                .map_err(|e| format!("cannot read {}: {e}", hashing.display()))?;
-            Ok::<_, String>((leaves, from_disk, stamp))
-        })
-        .await??;
-        let tree = ProofTree::new(id, index as u32, &leaves);
-        if tree.root() != root {
-            return Err(if from_disk {
-                format!(
-                    "{} does not match the manifest after download (changed on disk?)",
-                    path.display()
-                )
-            } else {
-                format!(
-                    "the stored leaves of {}'s verified chunks do not make the manifest's root \
-                     (node database damaged?)",
-                    path.display()
-                )
-            });
-        }
-        {
-            // The tree serves proofs from now on; set before the per-chunk proofs are dropped,
-            // so no chunk request in between finds neither (until `complete_file` has stored
-            // the tree's leaf blocks, serving falls back to the chunk's stored proof).
-            let mut live = item.live();
-            live.trees[index] = Some(Arc::new(tree));
-            live.stamps[index] = Some(stamp);
-        }
-        let store = ctx.store.clone();
-        blocking(move || store.complete_file(&id, index as u32, &leaves))
-            .await?
-            .map_err(database_problem)?;
+    for index in 0..item.manifest().manifest().files.len() {
+        complete_file(ctx, item, index).await?;
     }
     {
         let mut live = item.live();
@@ -306,6 +391,7 @@ mod tests {
             store,
             manifest,
             content,
+            &[false, false],
             writes
                 .iter()
                 .map(|(chunk, bytes)| (*chunk, bytes.as_slice())),
@@ -382,6 +468,7 @@ mod tests {
                 &content,
                 manifest.manifest(),
                 *file as usize,
+                false,
             ))
             .unwrap();
             let at = *chunk as usize * MIN_CHUNK_SIZE as usize;

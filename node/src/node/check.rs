@@ -52,7 +52,8 @@ pub fn check_file(
     held: &Bitfield,
     proof_of: impl Fn(u64) -> Option<AuditPath>,
 ) -> FileCheck {
-    let path = content::file_path(dir, manifest, file);
+    // A file with known leaves is complete, at its final name; any other is `NAME.part`.
+    let path = content::file_path(dir, manifest, file, leaves.is_some());
     let entry = &manifest.files[file];
     let chunks = held.len();
     let unreadable = |what: String| FileCheck {
@@ -65,7 +66,7 @@ pub fn check_file(
         let mut buffer = Vec::new();
         let mut bad = 0u64;
         for chunk in (0..chunks).filter(|&c| held.get(c)) {
-            let whole = content::read_chunk(dir, manifest, file, chunk, &mut buffer).is_ok()
+            let whole = content::read_chunk(dir, manifest, file, false, chunk, &mut buffer).is_ok()
                 && proof_of(chunk).is_some_and(|proof| {
                     merkle::verify_chunk(&entry.root, chunk, chunks, &buffer, &proof)
                 });
@@ -221,7 +222,7 @@ mod tests {
         let original: Vec<u8> = (0..3 * chunk + 5).map(|i| (i % 251) as u8).collect();
         let mut manifest =
             crate::test_support::manifest_body("check test", &[original.len() as u64]);
-        let path = content::file_path(dir.path(), &manifest, 0);
+        let path = content::file_path(dir.path(), &manifest, 0, true);
         std::fs::write(&path, &original).unwrap();
         let (leaves, _) =
             merkle::hash_leaves(&original[..], manifest.chunk_size, 1, &mut |_| {}).unwrap();
@@ -252,7 +253,10 @@ mod tests {
             "{found:?}"
         );
 
-        // A file still downloading: its held chunks are checked with their proofs.
+        // A file still downloading (at its partial name): its held chunks are checked with
+        // their proofs.
+        let part = content::file_path(dir.path(), &manifest, 0, false);
+        std::fs::rename(&path, &part).unwrap();
         let mut partial = Bitfield::new(4);
         partial.set(1, true);
         partial.set(3, true);
@@ -261,6 +265,7 @@ mod tests {
         });
         assert_eq!(found.bits.count_ones(), 1);
         assert!(found.bits.get(3) && !found.bits.get(1));
+        std::fs::rename(&part, &path).unwrap();
 
         std::fs::write(&path, &original[..chunk]).unwrap();
         let short = check_file(dir.path(), &manifest, 0, Some(&leaves), &held, no_proofs);

@@ -174,19 +174,24 @@ pub fn classify_read_error(path: &Path, error: io::Error) -> ServeFailure {
 
 /// Reads chunk `index` of file `file` of `manifest` under `dir` into `buffer` and checks it
 /// before it may be sent: the file's stamp against `stamp` (when the file is complete), then
-/// the bytes against the file's root with `proof`. Blocks.
+/// the bytes against the file's root with `proof`. The file is read where it is now
+/// (`content::open_file`: `NAME.part` unless `complete`, and a partial file renamed meanwhile
+/// is found under its other name, so a rename never takes it out of service). Blocks.
+#[allow(clippy::too_many_arguments)]
 pub fn read_verified_chunk(
     dir: &Path,
     manifest: &Manifest,
     file: usize,
     index: u64,
+    complete: bool,
     stamp: Option<&FileStamp>,
     proof: &AuditPath,
     buffer: &mut Vec<u8>,
 ) -> Result<(), ServeFailure> {
-    let path = content::file_path(dir, manifest, file);
+    let (opened, path) = content::open_file(dir, manifest, file, complete)
+        .map_err(|(path, e)| classify_read_error(&path, e))?;
     if let Some(expected) = stamp {
-        match content::stamp(&path) {
+        match opened.metadata().and_then(|meta| content::stamp_of(&meta)) {
             Ok(now) if now == *expected => {}
             Ok(now) => {
                 return Err(ServeFailure::Changed {
@@ -201,7 +206,7 @@ pub fn read_verified_chunk(
             Err(e) => return Err(classify_read_error(&path, e)),
         }
     }
-    content::read_chunk_at(&path, manifest, file, index, buffer)
+    content::read_chunk_from(&opened, manifest, file, index, buffer)
         .map_err(|e| classify_read_error(&path, e))?;
     let entry = &manifest.files[file];
     let chunks = entry.chunk_count(manifest.chunk_size);
@@ -497,6 +502,8 @@ impl Server {
                 live.stamps[file as usize].clone(),
             )
         };
+        // The file is complete (at its final name) exactly when it has a proof tree.
+        let complete = tree.is_some();
         let proof = match tree.as_ref().and_then(|t| t.cached_audit_path(index)) {
             Some(proof) => Some(proof),
             None => {
@@ -531,6 +538,7 @@ impl Server {
                 reading.manifest().manifest(),
                 file as usize,
                 index,
+                complete,
                 stamp.as_ref(),
                 &proof,
                 &mut buffer,
@@ -661,7 +669,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut manifest =
             crate::test_support::manifest_body("serving test", &[bytes.len() as u64]);
-        let path = content::file_path(dir.path(), &manifest, 0);
+        let path = content::file_path(dir.path(), &manifest, 0, true);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, bytes).unwrap();
         let (leaves, _) = merkle::hash_file_leaves(
@@ -688,7 +696,7 @@ mod tests {
         let chunk = MIN_CHUNK_SIZE as usize;
         let original = bytes(3 * chunk, 1);
         let (dir, manifest, tree, stamp) = seeded(&original);
-        let path = content::file_path(dir.path(), &manifest, 0);
+        let path = content::file_path(dir.path(), &manifest, 0, true);
         let read = |index: u64, stamp: Option<&FileStamp>| {
             let mut buffer = Vec::new();
             read_verified_chunk(
@@ -696,6 +704,7 @@ mod tests {
                 &manifest,
                 0,
                 index,
+                true,
                 stamp,
                 &tree.audit_path(index).unwrap(),
                 &mut buffer,
@@ -737,7 +746,7 @@ mod tests {
     fn another_stamp_a_missing_or_short_file_are_changes() {
         let chunk = MIN_CHUNK_SIZE as usize;
         let (dir, manifest, tree, stamp) = seeded(&bytes(2 * chunk, 2));
-        let path = content::file_path(dir.path(), &manifest, 0);
+        let path = content::file_path(dir.path(), &manifest, 0, true);
         let read = |stamp: Option<&FileStamp>| {
             let mut buffer = Vec::new();
             read_verified_chunk(
@@ -745,6 +754,7 @@ mod tests {
                 &manifest,
                 0,
                 1,
+                true,
                 stamp,
                 &tree.audit_path(1).unwrap(),
                 &mut buffer,
@@ -763,6 +773,41 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         match read(Some(&stamp)) {
             Err(ServeFailure::Changed { how, .. }) => assert!(how.contains("no longer exists")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_partial_file_is_read_under_either_name_and_gone_only_when_both_are() {
+        let chunk = MIN_CHUNK_SIZE as usize;
+        let original = bytes(2 * chunk, 3);
+        let (dir, manifest, tree, _) = seeded(&original);
+        let [final_path, part_path] = content::paths_on_disk(dir.path(), &manifest, 0);
+        let read = || {
+            let mut buffer = Vec::new();
+            read_verified_chunk(
+                dir.path(),
+                &manifest,
+                0,
+                1,
+                false,
+                None,
+                &tree.audit_path(1).unwrap(),
+                &mut buffer,
+            )
+            .map(|()| buffer)
+        };
+        // Just renamed to its final name by the end check: still served.
+        assert_eq!(read().unwrap(), original[chunk..]);
+        // Where a partial file lives.
+        std::fs::rename(&final_path, &part_path).unwrap();
+        assert_eq!(read().unwrap(), original[chunk..]);
+        std::fs::remove_file(&part_path).unwrap();
+        match read() {
+            Err(ServeFailure::Changed { how, path }) => {
+                assert!(how.contains("no longer exists"), "{how}");
+                assert_eq!(path, part_path, "the error names the partial file");
+            }
             other => panic!("{other:?}"),
         }
     }
