@@ -15,6 +15,9 @@
 
 pub mod beneath;
 pub mod output_folder;
+mod removal;
+
+pub use removal::{PART_SUFFIX, RemovedFiles, remove_download_files};
 
 use std::{
     collections::HashMap,
