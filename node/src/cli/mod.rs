@@ -143,11 +143,11 @@ pub enum ClientCommand {
     #[command(
         visible_alias = "cancel",
         after_help = "Example:\n  licet-node rm 8cb9717a   # the id as `ls` shows it, or any unique start of it\n  licet-node rm licet:8cb9717a657dec36…   # or the content's link\n  licet-node cancel 8cb9717a --delete     # a download, and the files it wrote\n\n\
-        --delete deletes only what the download wrote: each of the release's paths and its\n\
-        .part name, if it is a regular file beneath the output folder (never through a\n\
-        link), then the release's folders beneath it that are left empty; the output folder\n\
-        itself stays. It is refused (exit 2) for content seeded with `add`: those are the\n\
-        publisher's originals."
+        --delete deletes only what the download wrote: each of the release's paths\n\
+        and its .part name, if it is a regular file beneath the output folder (never\n\
+        through a link), then the release's folders beneath it left empty; the output\n\
+        folder itself stays. It is refused (exit 2) for content seeded with `add`:\n\
+        those are the publisher's originals."
     )]
     Rm {
         /// The content: its id as `ls` shows it (any unique start of it), the full id, or its
@@ -179,8 +179,8 @@ pub enum ClientCommand {
     /// Resume a paused download from the chunks it holds.
     #[command(
         after_help = "Example:\n  licet-node resume 8cb9717a   # the id as `ls` shows it, or a unique start\n\n\
-        Only a paused download can be resumed; anything else is refused (exit 2). `get` of a\n\
-        paused download resumes it too, and follows it."
+        Only a paused download can be resumed; anything else is refused (exit 2).\n\
+        `get` of a paused download resumes it too, and follows it."
     )]
     Resume {
         /// The content: its id as `ls` shows it (any unique start of it), the full id, or its
