@@ -390,7 +390,12 @@ impl NodeApi for Node {
                 ));
             }
             let hint_peers = self.dial_hints(&hints).await;
+            let was_paused = item.state() == RecordState::Paused;
             self.spawn_download(item.clone(), hint_peers, requested);
+            // `get` of a paused download resumes it, and that holds across a restart too.
+            if was_paused {
+                self.save_record(&item).await?;
+            }
             return Ok(self.info(&item));
         }
         let hint_peers = self.dial_hints(&hints).await;
