@@ -38,10 +38,14 @@ pub mod routes {
     pub const TRUST_PUBLISHER: &str = "/v1/trust/{publisher}";
     /// `GET` [`super::ContentListReply`]; `POST` a signed manifest with [`super::AddQuery`].
     pub const CONTENT: &str = "/v1/content";
-    /// `GET` or `DELETE`: one content item.
+    /// `GET` or `DELETE` (with [`super::RemoveQuery`]): one content item.
     pub const CONTENT_ITEM: &str = "/v1/content/{id}";
     /// `POST`: re-verify one content item's files.
     pub const CONTENT_CHECK: &str = "/v1/content/{id}/check";
+    /// `POST`: pause one download.
+    pub const CONTENT_PAUSE: &str = "/v1/content/{id}/pause";
+    /// `POST`: resume one paused download.
+    pub const CONTENT_RESUME: &str = "/v1/content/{id}/resume";
     /// `POST`: [`super::GetRequest`].
     pub const DOWNLOADS: &str = "/v1/downloads";
     /// `GET` [`super::CatalogListReply`]; `POST` a signed catalog with [`super::PublishQuery`].
@@ -64,6 +68,16 @@ pub mod routes {
     /// [`CONTENT_CHECK`] for `id`.
     pub fn content_check(id: &ManifestId) -> String {
         CONTENT_CHECK.replace("{id}", &id.to_hex())
+    }
+
+    /// [`CONTENT_PAUSE`] for `id`.
+    pub fn content_pause(id: &ManifestId) -> String {
+        CONTENT_PAUSE.replace("{id}", &id.to_hex())
+    }
+
+    /// [`CONTENT_RESUME`] for `id`.
+    pub fn content_resume(id: &ManifestId) -> String {
+        CONTENT_RESUME.replace("{id}", &id.to_hex())
     }
 }
 
@@ -206,6 +220,9 @@ pub struct ContentCounts {
     pub downloading: usize,
     /// Stopped with an error or refused.
     pub failed: usize,
+    /// Downloads paused by the user (`licet-node pause`).
+    #[serde(default)]
+    pub paused: usize,
     /// Of all items, those with a file out of service because it changed on disk.
     #[serde(default)]
     pub changed: usize,
@@ -339,6 +356,9 @@ pub enum ContentState {
     /// Fetching stopped with an error, or a file changed on disk (see `error` and
     /// `changed_files`); `get` again resumes, `check` re-verifies files on disk.
     Failed,
+    /// A download paused by the user: nothing is fetched until `resume` (or `get`), also after
+    /// a restart; the chunks held are still served.
+    Paused,
 }
 
 /// One content item: `GET /v1/content/{id}`, and the items of `GET /v1/content`.
@@ -414,6 +434,45 @@ pub struct GetRequest {
     /// a file identical to the manifest's is kept as complete either way.
     #[serde(default)]
     pub replace: bool,
+}
+
+/// `DELETE /v1/content/{id}?delete_files=BOOL`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveQuery {
+    /// Also delete the files the download wrote (each manifest path and its `.part` name,
+    /// regular files beneath its folder only), then the folders beneath it left empty. Refused
+    /// (409) for content seeded with `add`.
+    #[serde(default)]
+    pub delete_files: bool,
+}
+
+/// The reply of `DELETE /v1/content/{id}`: what was forgotten and, with `delete_files`, deleted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoveReply {
+    /// The manifest id of the content forgotten.
+    pub removed: ManifestId,
+    /// Its folder.
+    pub dir: PathBuf,
+    /// Files deleted (full paths); empty without `delete_files`.
+    #[serde(default)]
+    pub deleted_files: Vec<PathBuf>,
+    /// Folders beneath `dir` deleted because they were left empty (`dir` itself stays).
+    #[serde(default)]
+    pub removed_folders: Vec<PathBuf>,
+    /// Paths of the download that were not deleted, each with the reason (not a regular file,
+    /// beneath a link, or the system refused).
+    #[serde(default)]
+    pub kept: Vec<KeptFile>,
+}
+
+/// A path `delete_files` left in place, and why.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeptFile {
+    /// The path (full).
+    pub path: PathBuf,
+    /// Why it was kept.
+    pub reason: String,
 }
 
 /// `POST /v1/content?content_dir=DIR` with the signed manifest's bytes as the body.
@@ -515,8 +574,24 @@ pub trait NodeApi: Send + Sync + 'static {
         &self,
         id: ManifestId,
     ) -> impl Future<Output = Result<ContentInfo, ApiError>> + Send;
-    /// `DELETE /v1/content/{id}`: stop serving and fetching it and forget it (files stay).
-    fn content_remove(&self, id: ManifestId) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// `DELETE /v1/content/{id}`: stop serving and fetching it and forget it; its files stay
+    /// unless `query.delete_files` (a download's files only).
+    fn content_remove(
+        &self,
+        id: ManifestId,
+        query: RemoveQuery,
+    ) -> impl Future<Output = Result<RemoveReply, ApiError>> + Send;
+    /// `POST /v1/content/{id}/pause`: stop fetching a download (its chunks stay and are
+    /// served), also across a restart. Returns once its download task has ended.
+    fn content_pause(
+        &self,
+        id: ManifestId,
+    ) -> impl Future<Output = Result<ContentInfo, ApiError>> + Send;
+    /// `POST /v1/content/{id}/resume`: fetch a paused download again from what it holds.
+    fn content_resume(
+        &self,
+        id: ManifestId,
+    ) -> impl Future<Output = Result<ContentInfo, ApiError>> + Send;
     /// `POST /v1/content/{id}/check`: re-verify its files on disk (all cores) and serve again
     /// every chunk that matches; complete again if all do. Returns once done.
     fn content_check(

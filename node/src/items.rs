@@ -9,7 +9,10 @@
 //!   [`Live`], behind the item's own lock (a poisoned lock is taken over: every writer leaves it
 //!   whole);
 //! - an item once stopped ([`Item::stop`]) stays stopped: its download task ends, and a new item
-//!   takes its place if it is held again.
+//!   takes its place if it is held again;
+//! - a paused item ([`Item::halt`]) stays halted until no download task of it runs: its task
+//!   ends, and only [`Item::begin_download`] (which sees none running) lifts the halt, so a task
+//!   that saw the halt never sees it lifted.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -39,6 +42,8 @@ pub struct Item {
     sources: Mutex<HashSet<PeerId>>,
     /// Set when the item is removed or the daemon stops: its download task ends.
     stop: AtomicBool,
+    /// Set when the user pauses it: its download task ends; lifted when a new one begins.
+    halt: AtomicBool,
 }
 
 /// The mutable part of an item: plain data behind the item's lock ([`Item::live`]).
@@ -90,6 +95,7 @@ impl Item {
             sending: Mutex::new(HashSet::new()),
             sources: Mutex::new(HashSet::new()),
             stop: AtomicBool::new(false),
+            halt: AtomicBool::new(false),
         }
     }
 
@@ -153,9 +159,52 @@ impl Item {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    /// Whether it was stopped.
+    /// Whether its download task must end: it was stopped for good, or paused.
     pub fn is_stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.halt.load(Ordering::Relaxed)
+    }
+
+    /// Whether it was stopped for good (removed, or the daemon stops), not merely paused.
+    pub fn is_stopped_for_good(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Pauses it, with its state locked in `live`: [`RecordState::Paused`], and its download
+    /// task (if one runs) ends.
+    pub fn halt(&self, live: &mut Live) {
+        live.state = RecordState::Paused;
+        self.halt.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it is halted by a pause that no new download task has lifted yet.
+    pub fn is_halted(&self) -> bool {
+        self.halt.load(Ordering::Relaxed)
+    }
+
+    /// Marks a download task as begun, with its state locked in `live`, if none runs and it is
+    /// neither complete nor stopped for good: its state becomes downloading and a pause's halt
+    /// is lifted. Whether the caller is to start the task. While a paused task still winds down,
+    /// it only sets the state (the task's end, [`Item::download_ended`], starts the next one).
+    pub fn begin_download(&self, live: &mut Live) -> bool {
+        if live.state == RecordState::Complete || self.is_stopped_for_good() {
+            return false;
+        }
+        live.state = RecordState::Downloading;
+        live.error = None;
+        if live.downloading {
+            return false;
+        }
+        live.downloading = true;
+        self.halt.store(false, Ordering::Relaxed);
+        true
+    }
+
+    /// Marks its download task as ended; whether a new one is to start because the item was
+    /// resumed while that task wound down from a pause.
+    pub fn download_ended(&self) -> bool {
+        let mut live = self.live();
+        live.downloading = false;
+        self.is_halted() && live.state == RecordState::Downloading && !self.is_stopped_for_good()
     }
 
     /// Chunks fetched since the daemon started.

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use licet_node::contract::{
     CatalogInfo, CatalogListReply, ContentInfo, ContentListReply, LimitsReply, PeersReply,
-    StatusReply, TrustEntry, TrustReply,
+    RemoveReply, StatusReply, TrustEntry, TrustReply,
 };
 use licet_tests::{TestNet, TestNode, create, pseudo_random_bytes, text};
 use serde::{Serialize, de::DeserializeOwned};
@@ -40,7 +40,7 @@ const LIMITS: &[&str] = &[
     "lan_exempt",
 ];
 const LIMIT_RATES: &[&str] = &["upload", "download", "peer_upload", "peer_download"];
-const CONTENT_COUNTS: &[&str] = &["complete", "downloading", "failed", "changed"];
+const CONTENT_COUNTS: &[&str] = &["complete", "downloading", "failed", "paused", "changed"];
 const HEALTH: &[&str] = &[
     "database_problem",
     "unsaved_catalogs",
@@ -288,7 +288,14 @@ fn every_json_reply_is_the_api_type_with_the_documented_fields() {
 
     // rm
     let removed = json(&b, &["rm", id]);
-    assert_eq!(removed, json!({ "removed": id }), "rm");
+    let _: RemoveReply = strict("rm", &removed);
+    fields(
+        "rm",
+        &removed,
+        &["removed", "dir", "deleted_files", "removed_folders", "kept"],
+    );
+    assert_eq!(removed["removed"], json!(id), "rm");
+    assert_eq!(removed["deleted_files"], json!([]), "rm");
 }
 
 /// `licet-node ls --json | head`: a closed pipe is a normal end for a client command (exit 0,

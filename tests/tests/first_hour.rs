@@ -179,13 +179,18 @@ fn stalled_release(
 }
 
 #[test]
-fn get_detach_returns_at_once_and_says_how_to_follow_or_stop() {
+fn get_detach_returns_at_once_and_says_how_to_follow_pause_or_cancel() {
     let net = TestNet::new();
     let (publisher, link, _peer) = stalled_release(&net, &[]);
     let b = net.start("b", &[]).trusting(&publisher);
     let out = b.client(&["get", &link, "-o", "downloads/film", "--detach"]);
     out.ok();
-    for part in ["continues in the daemon", "licet-node get", "licet-node rm"] {
+    for part in [
+        "continues in the daemon",
+        "licet-node get",
+        "licet-node pause",
+        "licet-node cancel",
+    ] {
         assert!(out.stdout.contains(part), "{part}: {}", out.stdout);
     }
     let listed = b.client_json(&["ls"]);
@@ -216,7 +221,14 @@ fn ctrl_c_of_get_leaves_the_download_to_the_daemon_and_says_so() {
         ],
     );
     out.ok();
-    for part in ["continues in the daemon", "licet-node get", "licet-node rm"] {
+    for part in [
+        "continues in the daemon",
+        "licet-node get",
+        "licet-node pause",
+        "licet-node resume",
+        "licet-node cancel",
+        "--delete",
+    ] {
         assert!(out.stderr.contains(part), "{part}: {}", out.stderr);
     }
     let listed = b.client_json(&["ls"]);

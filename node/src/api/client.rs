@@ -25,8 +25,8 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::contract::{
     AddQuery, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo, ContentListReply,
-    ErrorReply, GetRequest, LimitsChange, LimitsReply, PeersReply, PublishQuery, StatusReply,
-    TrustAddRequest, TrustEntry, TrustReply,
+    ErrorReply, GetRequest, LimitsChange, LimitsReply, PeersReply, PublishQuery, RemoveQuery,
+    RemoveReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
     files::{API_ADDR_FILE, API_TOKEN_FILE},
     routes,
 };
@@ -237,9 +237,45 @@ impl ApiClient {
         self.get_json(&routes::content_item(id)).await
     }
 
-    /// `DELETE /v1/content/{id}`.
-    pub async fn content_remove(&self, id: &ManifestId) -> Result<(), ClientError> {
-        self.delete(&routes::content_item(id)).await
+    /// `DELETE /v1/content/{id}`, with `delete_files=true` if `query` says so.
+    pub async fn content_remove(
+        &self,
+        id: &ManifestId,
+        query: RemoveQuery,
+    ) -> Result<RemoveReply, ClientError> {
+        let path = routes::content_item(id);
+        let mut url = self.url(&path)?;
+        if query.delete_files {
+            url.query_pairs_mut().append_pair("delete_files", "true");
+        }
+        let (status, bytes) = self
+            .exchange(self.http.delete(url), QUICK_CALL_TIMEOUT)
+            .await?;
+        decode_reply(status, &bytes, &format!("DELETE {path}"))
+    }
+
+    /// `POST /v1/content/{id}/pause`; returns once the download task has ended.
+    pub async fn content_pause(&self, id: &ManifestId) -> Result<ContentInfo, ClientError> {
+        let path = routes::content_pause(id);
+        self.send_json(
+            Method::POST,
+            &path,
+            &serde_json::json!({}),
+            QUICK_CALL_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `POST /v1/content/{id}/resume`.
+    pub async fn content_resume(&self, id: &ManifestId) -> Result<ContentInfo, ClientError> {
+        let path = routes::content_resume(id);
+        self.send_json(
+            Method::POST,
+            &path,
+            &serde_json::json!({}),
+            QUICK_CALL_TIMEOUT,
+        )
+        .await
     }
 
     /// `POST /v1/content/{id}/check`; returns once every file is re-verified.
@@ -581,7 +617,17 @@ mod tests {
             assert_eq!(added.dir, PathBuf::from("/srv/my release"));
             assert_eq!(client.content_list().await.unwrap().content.len(), 1);
             assert_eq!(client.content_get(&id).await.unwrap().manifest_id, id);
-            client.content_remove(&id).await.unwrap();
+            let removed = client.content_remove(&id, RemoveQuery::default()).await;
+            assert!(removed.unwrap().deleted_files.is_empty());
+            let deleting = RemoveQuery { delete_files: true };
+            let removed = client.content_remove(&id, deleting).await.unwrap();
+            assert_eq!(removed.deleted_files.len(), 1);
+            assert_eq!(
+                client.content_pause(&id).await.unwrap().state,
+                ContentState::Paused
+            );
+            let resumed = client.content_resume(&id).await.unwrap();
+            assert_eq!(resumed.state, ContentState::Downloading);
             let checked = client.content_check(&id).await.unwrap();
             assert_eq!(checked.state, ContentState::Complete);
             let get = GetRequest {
@@ -615,7 +661,10 @@ mod tests {
                     Call::ContentAdd(manifest, _),
                     Call::ContentList,
                     Call::ContentGet(_),
-                    Call::ContentRemove(_),
+                    Call::ContentRemove(_, false),
+                    Call::ContentRemove(_, true),
+                    Call::ContentPause(_),
+                    Call::ContentResume(_),
                     Call::ContentCheck(_),
                     Call::DownloadStart(get),
                     Call::CatalogPublish(catalog, head),

@@ -21,7 +21,9 @@
 //! | `POST` | `/v1/content?content_dir=DIR` | the signed manifest's bytes (`application/octet-stream`, at most [`max_manifest_request_bytes`]); `DIR` absolute | 200 [`ContentInfo`] once the content on disk is verified | 400 bad manifest, relative `DIR` or content that does not match, 401, 403 refused by the trust policy, 409 already added with other content, 500 |
 //! | `GET` | `/v1/content` | — | 200 [`ContentListReply`] | 401, 500 |
 //! | `GET` | `/v1/content/{id}` | — | 200 [`ContentInfo`] | 400 not a manifest id, 401, 404, 500 |
-//! | `DELETE` | `/v1/content/{id}` | — | 204, empty (the files stay) | 400 not a manifest id, 401, 404, 500 |
+//! | `DELETE` | `/v1/content/{id}?delete_files=BOOL` | — | 200 [`RemoveReply`]: forgotten; the files stay unless `delete_files` (a download's files only: each manifest path and its `.part` name, regular files beneath its folder, never through a link; then the folders beneath it left empty) | 400 not a manifest id or a bad query, 401, 404, 409 `delete_files` of content seeded with `add`, 500 |
+//! | `POST` | `/v1/content/{id}/pause` | — | 200 [`ContentInfo`] (`state` paused) once its download task has ended; the chunks held stay and are served, the pause holds across a restart | 400 not a manifest id, 401, 404, 409 not a download being fetched (complete, failed, paused, or seeded with `add`), 500 |
+//! | `POST` | `/v1/content/{id}/resume` | — | 200 [`ContentInfo`] (`state` downloading): fetching goes on from the chunks held | 400 not a manifest id, 401, 404, 409 not paused, 500 |
 //! | `POST` | `/v1/content/{id}/check` | — | 200 [`ContentInfo`] once every file is re-verified on disk: chunks that match are served again (`state` complete if all do; else failed, with `error` and `changed_files`) | 400 not a manifest id, 401, 404, 409 being downloaded, 500 |
 //! | `POST` | `/v1/downloads` | JSON [`GetRequest`] (`output_dir` absolute) | 200 [`ContentInfo`] once the manifest is accepted; the fetch goes on (poll `GET /v1/content/{id}`) | 400 bad link, relative dir, or a dir that is, holds or is inside the data directory; 401; 403 refused; 409 already held elsewhere, a file of another held item at one of its paths, or a link, a folder, or (without `replace`) a file that is not the manifest's at one of its paths; 502 no peer had it or every peer refused; 500 |
 //! | `POST` | `/v1/catalogs?head=HEX` | the signed catalog's bytes (`application/octet-stream`, at most [`max_catalog_request_bytes`]); `HEX` its signed head | 200 [`CatalogInfo`] once the catalog is the publisher's newest here; it goes on to the swarm | 400 bad catalog or head, or a head of another catalog, 401, 403 untrusted publisher, expired, or older than the catalog held (rollback), 500 |
@@ -73,7 +75,8 @@ use crate::{
     contract::{
         AddQuery, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo,
         ContentListReply, ErrorReply, GetRequest, LimitsChange, LimitsReply, NodeApi, PeersReply,
-        PublishQuery, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
+        PublishQuery, RemoveQuery, RemoveReply, StatusReply, TrustAddRequest, TrustEntry,
+        TrustReply,
         files::{API_ADDR_FILE, API_TOKEN_FILE},
         routes,
     },
@@ -168,6 +171,14 @@ pub fn router<N: NodeApi>(node: Arc<N>, token: String, port: u16) -> Router {
         .route(
             routes::CONTENT_CHECK,
             axum::routing::post(content_check::<N>),
+        )
+        .route(
+            routes::CONTENT_PAUSE,
+            axum::routing::post(content_pause::<N>),
+        )
+        .route(
+            routes::CONTENT_RESUME,
+            axum::routing::post(content_resume::<N>),
         )
         .route(routes::DOWNLOADS, axum::routing::post(download_start::<N>))
         .route(routes::LIMITS, get(limits::<N>).put(limits_change::<N>))
@@ -510,9 +521,23 @@ async fn content_get<N: NodeApi>(
 async fn content_remove<N: NodeApi>(
     State(node): State<Arc<N>>,
     PathParam(id): PathParam<ManifestId>,
-) -> Result<StatusCode, ApiError> {
-    node.content_remove(id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    QueryParams(query): QueryParams<RemoveQuery>,
+) -> Result<Json<RemoveReply>, ApiError> {
+    node.content_remove(id, query).await.map(Json)
+}
+
+async fn content_pause<N: NodeApi>(
+    State(node): State<Arc<N>>,
+    PathParam(id): PathParam<ManifestId>,
+) -> Result<Json<ContentInfo>, ApiError> {
+    node.content_pause(id).await.map(Json)
+}
+
+async fn content_resume<N: NodeApi>(
+    State(node): State<Arc<N>>,
+    PathParam(id): PathParam<ManifestId>,
+) -> Result<Json<ContentInfo>, ApiError> {
+    node.content_resume(id).await.map(Json)
 }
 
 async fn content_check<N: NodeApi>(
@@ -608,7 +633,7 @@ pub(crate) mod fake {
     use crate::contract::{
         ApiError, CatalogInfo, CatalogListReply, ContentCounts, ContentInfo, ContentListReply,
         ContentState, GetRequest, LimitsChange, LimitsReply, NodeApi, PeerInfo, PeersReply,
-        StatusReply, TrustAddRequest, TrustEntry, TrustReply,
+        RemoveQuery, RemoveReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
     };
 
     /// Every await in tests goes through this.
@@ -629,8 +654,10 @@ pub(crate) mod fake {
         ContentAdd(Vec<u8>, PathBuf),
         ContentList,
         ContentGet(ManifestId),
-        ContentRemove(ManifestId),
+        ContentRemove(ManifestId, bool),
         ContentCheck(ManifestId),
+        ContentPause(ManifestId),
+        ContentResume(ManifestId),
         DownloadStart(GetRequest),
         CatalogPublish(Vec<u8>, Vec<u8>),
         CatalogList,
@@ -733,6 +760,7 @@ pub(crate) mod fake {
                     complete: 1,
                     downloading: 2,
                     failed: 0,
+                    paused: 0,
                     changed: 0,
                 },
                 uptime_seconds: 3725,
@@ -816,8 +844,35 @@ pub(crate) mod fake {
             Ok(reply.unwrap_or_else(|| content(id, ContentState::Complete, 4096)))
         }
 
-        async fn content_remove(&self, id: ManifestId) -> Result<(), ApiError> {
-            self.record(Call::ContentRemove(id))
+        async fn content_remove(
+            &self,
+            id: ManifestId,
+            query: RemoveQuery,
+        ) -> Result<RemoveReply, ApiError> {
+            self.record(Call::ContentRemove(id, query.delete_files))?;
+            let dir = PathBuf::from("/srv/episode-1");
+            let deleted = if query.delete_files {
+                vec![dir.join("ep1.mkv")]
+            } else {
+                Vec::new()
+            };
+            Ok(RemoveReply {
+                removed: id,
+                dir,
+                deleted_files: deleted,
+                removed_folders: Vec::new(),
+                kept: Vec::new(),
+            })
+        }
+
+        async fn content_pause(&self, id: ManifestId) -> Result<ContentInfo, ApiError> {
+            self.record(Call::ContentPause(id))?;
+            Ok(content(id, ContentState::Paused, 1024))
+        }
+
+        async fn content_resume(&self, id: ManifestId) -> Result<ContentInfo, ApiError> {
+            self.record(Call::ContentResume(id))?;
+            Ok(content(id, ContentState::Downloading, 1024))
         }
 
         async fn content_check(&self, id: ManifestId) -> Result<ContentInfo, ApiError> {
@@ -1134,6 +1189,13 @@ mod tests {
             (Method::GET, "/v1/content".to_owned()),
             (Method::GET, format!("/v1/content/{id}")),
             (Method::DELETE, format!("/v1/content/{id}")),
+            (
+                Method::DELETE,
+                format!("/v1/content/{id}?delete_files=true"),
+            ),
+            (Method::POST, format!("/v1/content/{id}/check")),
+            (Method::POST, format!("/v1/content/{id}/pause")),
+            (Method::POST, format!("/v1/content/{id}/resume")),
             (Method::POST, "/v1/downloads".to_owned()),
             (Method::POST, "/v1/catalogs?head=00".to_owned()),
             (Method::GET, "/v1/catalogs".to_owned()),
@@ -1337,9 +1399,31 @@ mod tests {
         assert_eq!(info.state, ContentState::Complete);
         assert!(matches!(node.calls().last(), Some(Call::ContentGet(i)) if *i == id));
 
-        let response = call(&server, Method::DELETE, &format!("/v1/content/{id}"), None).await;
-        assert_eq!(response.status(), StatusCode::NO_CONTENT);
-        assert!(matches!(node.calls().last(), Some(Call::ContentRemove(i)) if *i == id));
+        let removed: RemoveReply =
+            json_of(call(&server, Method::DELETE, &format!("/v1/content/{id}"), None).await).await;
+        assert_eq!(removed.removed, id);
+        assert!(matches!(node.calls().last(), Some(Call::ContentRemove(i, false)) if *i == id));
+        let path = format!("/v1/content/{id}?delete_files=true");
+        let removed: RemoveReply = json_of(call(&server, Method::DELETE, &path, None).await).await;
+        assert_eq!(removed.deleted_files.len(), 1);
+        assert!(matches!(node.calls().last(), Some(Call::ContentRemove(i, true)) if *i == id));
+        let path = format!("/v1/content/{id}?delete_files=maybe");
+        let response = call(&server, Method::DELETE, &path, None).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        for (verb, state) in [
+            ("pause", ContentState::Paused),
+            ("resume", ContentState::Downloading),
+        ] {
+            let path = format!("/v1/content/{id}/{verb}");
+            let info: ContentInfo = json_of(call(&server, Method::POST, &path, None).await).await;
+            assert_eq!(info.state, state, "{verb}");
+            let called = match node.calls().last() {
+                Some(Call::ContentPause(i)) => ("pause", *i),
+                Some(Call::ContentResume(i)) => ("resume", *i),
+                other => panic!("{verb}: {other:?}"),
+            };
+            assert_eq!(called, (verb, id));
+        }
 
         let checked: ContentInfo = json_of(
             call(
@@ -1365,7 +1449,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(node.calls().len(), 13);
+        assert_eq!(node.calls().len(), 16);
     }
 
     #[tokio::test]

@@ -1,4 +1,5 @@
-//! `licet-node add`, `get`, `ls`, `rm` and `check`: the content this node seeds and fetches.
+//! `licet-node add`, `get`, `ls` and `check`: the content this node seeds and fetches (and how
+//! every command names it: [`resolve`]).
 //!
 //! Paths sent to the daemon are absolute (its working directory is not ours): `--content` is
 //! canonicalized, `-o` is made absolute against the current directory and resolved (the daemon
@@ -66,7 +67,7 @@ pub(super) async fn list(data_dir: &Path, json: bool) -> Result<(), Failure> {
 
 /// The content `named` names: a `licet:` link, a full id, or the start of one id held (as `ls`
 /// shows it); the daemon's list is asked only for a start.
-async fn resolve(client: &ApiClient, named: &str) -> Result<ManifestId, Failure> {
+pub(super) async fn resolve(client: &ApiClient, named: &str) -> Result<ManifestId, Failure> {
     if let Some(id) = exact_content_id(named).map_err(Failure::Other)? {
         return Ok(id);
     }
@@ -128,30 +129,6 @@ fn pick_by_start(start: &str, held: &[ManifestId]) -> anyhow::Result<ManifestId>
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
-    }
-}
-
-/// `rm`: forgets the content; its files stay.
-pub(super) async fn remove(data_dir: &Path, named: &str, json: bool) -> Result<(), Failure> {
-    let client = connect(data_dir)?;
-    let id = resolve(&client, named).await?;
-    let info: ContentInfo = client
-        .content_get(&id)
-        .await
-        .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
-    client
-        .content_remove(&id)
-        .await
-        .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
-    if json {
-        print_json(&serde_json::json!({ "removed": id }))
-    } else {
-        println!(
-            "removed \"{}\" ({id}); its files stay in {}",
-            clean(&info.title),
-            info.dir.display()
-        );
-        Ok(())
     }
 }
 
@@ -319,14 +296,15 @@ pub(super) enum Follow {
 }
 
 /// What `get` says when it leaves a download to the daemon: where it is and the commands to
-/// follow or stop it.
+/// follow, pause or cancel it.
 fn continues_in_the_daemon(info: &ContentInfo, output_dir: &Path) -> String {
     let id = id_prefix(&info.manifest_id);
     format!(
         "the download of \"{}\" continues in the daemon (id {id}, into {})\n  \
          follow it:  licet-node get {} -o {}\n  \
          see it:     licet-node ls\n  \
-         stop it:    licet-node rm {id}   (the files fetched so far stay)\n",
+         pause it:   licet-node pause {id}   (then: licet-node resume {id})\n  \
+         cancel it:  licet-node cancel {id}   (add --delete to delete its files too)\n",
         clean(&info.title),
         output_dir.display(),
         info.link,
@@ -379,6 +357,16 @@ async fn watch_download(
                 return Err(WatchEnd::Failed(Box::new(info), failure));
             }
             ContentState::Downloading => {}
+            ContentState::Paused => {
+                // Paused from elsewhere: nothing comes until it is resumed.
+                bar.abandon();
+                let failure = Failure::Other(anyhow!(
+                    "the download of \"{}\" ({id}) was paused; `licet-node resume {}` continues it",
+                    clean(&info.title),
+                    id_prefix(&id)
+                ));
+                return Err(WatchEnd::Failed(Box::new(info), failure));
+            }
         }
         let mark = progress_mark(&info);
         if mark != last_seen {
@@ -534,6 +522,7 @@ fn state_text(item: &ContentInfo) -> &'static str {
         (ContentState::Downloading, false) => "downloading",
         (ContentState::Complete, false) => "complete",
         (ContentState::Failed, false) => "failed",
+        (ContentState::Paused, false) => "paused",
     }
 }
 

@@ -1,5 +1,5 @@
-//! The client subcommands (`trust`, `add`, `get`, `ls`, `status`, `peers`, `check`, `rm`,
-//! `catalog`, `limits`): each is one or a few calls, through the typed client [`crate::api::client`], to
+//! The client subcommands (`trust`, `add`, `get`, `ls`, `status`, `peers`, `check`, `rm` (also
+//! `cancel`), `pause`, `resume`, `catalog`, `limits`): each is one or a few calls, through the typed client [`crate::api::client`], to
 //! the control API of the daemon that `licet-node run` started for the same data directory.
 //!
 //! Exit codes: 0 ok; 1 refused by the trust policy or a verification failure (a bad manifest,
@@ -26,6 +26,7 @@ mod content;
 mod limits;
 mod output;
 mod status;
+mod steer;
 mod trust;
 
 use std::{
@@ -141,15 +142,55 @@ pub enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Stop serving and fetching content and forget it; its files stay where they are.
+    /// Stop serving and fetching content and forget it (`cancel` is the same command); its
+    /// files stay unless --delete.
     #[command(
-        after_help = "Example:\n  licet-node rm 8cb9717a   # the id as `ls` shows it, or any unique start of it\n  licet-node rm licet:8cb9717a657dec36…   # or the content's link"
+        visible_alias = "cancel",
+        after_help = "Example:\n  licet-node rm 8cb9717a   # the id as `ls` shows it, or any unique start of it\n  licet-node rm licet:8cb9717a657dec36…   # or the content's link\n  licet-node cancel 8cb9717a --delete     # a download, and the files it wrote\n\n\
+        --delete deletes only what the download wrote: each of the release's paths\n\
+        and its .part name, if it is a regular file beneath the output folder (never\n\
+        through a link), then the release's folders beneath it left empty; the output\n\
+        folder itself stays. It is refused (exit 2) for content seeded with `add`:\n\
+        those are the publisher's originals."
     )]
     Rm {
         /// The content: its id as `ls` shows it (any unique start of it), the full id, or its
         /// `licet:` link.
         id: String,
-        /// Print `{"removed": "<id>"}` as JSON.
+        /// Also delete the files the download wrote (not for content seeded with `add`).
+        #[arg(long)]
+        delete: bool,
+        /// Print the daemon's reply as JSON: `removed`, `dir`, `deleted_files`,
+        /// `removed_folders`, `kept`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a download: nothing more is fetched until `resume`, also across a restart; the
+    /// chunks held stay and are still served.
+    #[command(
+        after_help = "Example:\n  licet-node pause 8cb9717a   # the id as `ls` shows it, or a unique start\n  licet-node resume 8cb9717a\n\n\
+        Only a download being fetched can be paused: content that is complete, failed or\n\
+        seeded with `add` is refused (exit 2). `ls` and `status` show it as paused."
+    )]
+    Pause {
+        /// The content: its id as `ls` shows it (any unique start of it), the full id, or its
+        /// `licet:` link.
+        id: String,
+        /// Print the content state after the pause as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a paused download from the chunks it holds.
+    #[command(
+        after_help = "Example:\n  licet-node resume 8cb9717a   # the id as `ls` shows it, or a unique start\n\n\
+        Only a paused download can be resumed; anything else is refused (exit 2).\n\
+        `get` of a paused download resumes it too, and follows it."
+    )]
+    Resume {
+        /// The content: its id as `ls` shows it (any unique start of it), the full id, or its
+        /// `licet:` link.
+        id: String,
+        /// Print the content state after the resume as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -256,7 +297,9 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
         ClientCommand::Status { json } => status::status(data_dir, json).await,
         ClientCommand::Peers { json } => status::peers(data_dir, json).await,
         ClientCommand::Check { id, json } => content::check(data_dir, &id, json).await,
-        ClientCommand::Rm { id, json } => content::remove(data_dir, &id, json).await,
+        ClientCommand::Rm { id, delete, json } => steer::remove(data_dir, &id, delete, json).await,
+        ClientCommand::Pause { id, json } => steer::pause(data_dir, &id, json).await,
+        ClientCommand::Resume { id, json } => steer::resume(data_dir, &id, json).await,
         ClientCommand::Catalog(command) => catalog::run(command, data_dir).await,
         ClientCommand::Limits(args) => limits::run(args, data_dir).await,
     }
@@ -412,9 +455,9 @@ mod tests {
             }
         }
         assert_eq!(
-            seen, 14,
-            "trust add/ls/rm, add, get, ls, status, peers, check, rm, catalog publish/ls, limits \
-             set/reset"
+            seen, 16,
+            "trust add/ls/rm, add, get, ls, status, peers, check, rm, pause, resume, catalog \
+             publish/ls, limits set/reset"
         );
     }
 
@@ -532,7 +575,7 @@ mod tests {
                     Call::TrustRemove(_),
                     Call::ContentCheck(_),
                     Call::ContentGet(_),
-                    Call::ContentRemove(_),
+                    Call::ContentRemove(_, false),
                 ]
             ),
             "{calls:?}"

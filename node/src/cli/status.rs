@@ -60,8 +60,14 @@ pub(super) fn format_status(status: &StatusReply) -> String {
     let _ = writeln!(out, "trusted          {}", status.trusted_publishers);
     let _ = writeln!(
         out,
-        "content          {} complete, {} downloading, {} failed",
-        status.content.complete, status.content.downloading, status.content.failed
+        "content          {} complete, {} downloading, {} failed{}",
+        status.content.complete,
+        status.content.downloading,
+        status.content.failed,
+        match status.content.paused {
+            0 => String::new(),
+            paused => format!(", {paused} paused"),
+        }
     );
     if status.content.changed > 0 {
         let _ = writeln!(

@@ -331,6 +331,61 @@ fn io_error(path: PathBuf, e: Errno) -> BeneathError {
     }
 }
 
+/// What [`Folder::remove_file`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// The regular file was deleted.
+    Deleted,
+    /// Nothing was there (nor, possibly, its folders).
+    Missing,
+    /// Something that is not a regular file is there, left in place: `"a symbolic link"`, ….
+    Kept(&'static str),
+}
+
+impl Folder {
+    /// Deletes `rel` if it is a regular file, never following a link (a link among its folders
+    /// is [`BeneathError::Symlink`]; a link, folder or anything else at `rel` is kept).
+    pub fn remove_file(&self, rel: &SafePath) -> Result<Removal, BeneathError> {
+        let (parent, name) = match self.parent(rel, false) {
+            Ok(found) => found,
+            Err(e) if e.is_not_found() => return Ok(Removal::Missing),
+            Err(e) => return Err(e),
+        };
+        let kind = match rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => FileType::from_raw_mode(stat.st_mode),
+            Err(Errno::NOENT) => return Ok(Removal::Missing),
+            Err(e) => return Err(io_error(self.child(rel), e)),
+        };
+        match kind {
+            // Unlinking a name never follows it: were it swapped for a link meanwhile, the link
+            // itself would go, not what it points to.
+            FileType::RegularFile => match rustix::fs::unlinkat(&parent, name, AtFlags::empty()) {
+                Ok(()) => Ok(Removal::Deleted),
+                Err(Errno::NOENT) => Ok(Removal::Missing),
+                Err(e) => Err(io_error(self.child(rel), e)),
+            },
+            FileType::Symlink => Ok(Removal::Kept("a symbolic link")),
+            FileType::Directory => Ok(Removal::Kept("a directory")),
+            _ => Ok(Removal::Kept("not a regular file")),
+        }
+    }
+
+    /// Deletes the folder `rel` if it is an empty directory (not a link); whether it did.
+    pub fn remove_empty_dir(&self, rel: &SafePath) -> Result<bool, BeneathError> {
+        let (parent, name) = match self.parent(rel, false) {
+            Ok(found) => found,
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        match rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR) {
+            Ok(()) => Ok(true),
+            // Not empty, gone, or not a directory (a link to one included): left as it is.
+            Err(Errno::NOTEMPTY | Errno::EXIST | Errno::NOENT | Errno::NOTDIR) => Ok(false),
+            Err(e) => Err(io_error(self.child(rel), e)),
+        }
+    }
+}
+
 /// `name` in `parent` opened for direct writes.
 #[cfg(target_os = "linux")]
 fn open_direct(parent: &OwnedFd, name: &str) -> io::Result<File> {

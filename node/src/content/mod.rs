@@ -32,6 +32,9 @@
 
 pub mod beneath;
 pub mod output_folder;
+mod removal;
+
+pub use removal::{PART_SUFFIX, RemovedFiles, remove_download_files};
 
 use std::{
     collections::HashMap,

@@ -26,7 +26,7 @@ use crate::{
     contract::{
         self, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentCounts, ContentInfo,
         ContentListReply, GetRequest, LimitsChange, LimitsReply, NetworkInfo, NodeApi, PeerInfo,
-        PeersReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
+        PeersReply, RemoveQuery, RemoveReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
     },
     fetch,
     items::{Item, Live},
@@ -110,6 +110,7 @@ impl NodeApi for Node {
                 RecordState::Complete => counts.complete += 1,
                 RecordState::Downloading => counts.downloading += 1,
                 RecordState::Failed => counts.failed += 1,
+                RecordState::Paused => counts.paused += 1,
             }
             // A file verified once (its tree known) that lost its bits changed on disk.
             if live
@@ -329,8 +330,20 @@ impl NodeApi for Node {
         })
     }
 
-    async fn content_remove(&self, id: ManifestId) -> Result<(), ApiError> {
-        self.remove_item(id).await
+    async fn content_remove(
+        &self,
+        id: ManifestId,
+        query: RemoveQuery,
+    ) -> Result<RemoveReply, ApiError> {
+        self.cancel_item(id, query.delete_files).await
+    }
+
+    async fn content_pause(&self, id: ManifestId) -> Result<ContentInfo, ApiError> {
+        self.pause_item(id).await
+    }
+
+    async fn content_resume(&self, id: ManifestId) -> Result<ContentInfo, ApiError> {
+        self.resume_item(id).await
     }
 
     async fn content_check(&self, id: ManifestId) -> Result<ContentInfo, ApiError> {
@@ -377,7 +390,12 @@ impl NodeApi for Node {
                 ));
             }
             let hint_peers = self.dial_hints(&hints).await;
+            let was_paused = item.state() == RecordState::Paused;
             self.spawn_download(item.clone(), hint_peers, requested);
+            // `get` of a paused download resumes it, and that holds across a restart too.
+            if was_paused {
+                self.save_record(&item).await?;
+            }
             return Ok(self.info(&item));
         }
         let hint_peers = self.dial_hints(&hints).await;

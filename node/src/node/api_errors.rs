@@ -9,6 +9,7 @@ use crate::{
     catalogs::CatalogError,
     contract::{self, ApiError, ApiErrorKind},
     fetch::FetchError,
+    node::steer::SteerError,
     policy_state::CatalogRefused,
     store::StoreError,
 };
@@ -73,6 +74,19 @@ pub(crate) fn catalog_error(e: CatalogError) -> ApiError {
         | CatalogError::DistrustUnsaved { .. }
         | CatalogError::NoLongerTrusted(_)
         | CatalogError::Internal(_) => ApiErrorKind::Internal,
+    };
+    ApiError::new(kind, e.to_string())
+}
+
+/// A pause, resume or cancel that was not done: an unknown id is 404; a request the item's
+/// state or origin does not allow is 409.
+pub(crate) fn steer_error(e: SteerError) -> ApiError {
+    let kind = match &e {
+        SteerError::NotHeld { .. } => ApiErrorKind::NotFound,
+        SteerError::SeededNotPausable { .. }
+        | SteerError::NotFetching { .. }
+        | SteerError::NotPaused { .. }
+        | SteerError::OriginalsNotDeleted { .. } => ApiErrorKind::Conflict,
     };
     ApiError::new(kind, e.to_string())
 }

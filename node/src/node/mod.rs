@@ -23,6 +23,7 @@ pub mod check;
 pub mod data_dir;
 pub mod health;
 mod limits;
+mod steer;
 
 use std::{
     path::{Path, PathBuf},
@@ -489,19 +490,17 @@ impl Node {
         lookup: Option<ProviderLookup>,
         requested: Instant,
     ) {
-        {
-            let mut live = item.live();
-            if live.downloading || live.state == RecordState::Complete {
-                return;
-            }
-            live.downloading = true;
-            live.state = RecordState::Downloading;
-            live.error = None;
+        if !item.begin_download(&mut item.live()) {
+            return;
         }
         let fetching = self.fetching();
+        let node = self.clone();
         self.inner.downloads.spawn(async move {
             fetch::download(fetching, item.clone(), hints, lookup, requested).await;
-            item.live().downloading = false;
+            // Resumed while this task wound down from a pause: the next one starts now.
+            if item.download_ended() {
+                node.spawn_download(item, Vec::new(), Instant::now());
+            }
         });
     }
 
@@ -568,13 +567,14 @@ impl Node {
                 RecordState::Downloading => ContentState::Downloading,
                 RecordState::Complete => ContentState::Complete,
                 RecordState::Failed => ContentState::Failed,
+                RecordState::Paused => ContentState::Paused,
             },
             // A download is judged as a fetch for this node's user, held content as a holder's.
             refused: self
                 .policy_check(
                     item.manifest(),
                     match live.state {
-                        RecordState::Downloading => self.as_fetcher(),
+                        RecordState::Downloading | RecordState::Paused => self.as_fetcher(),
                         RecordState::Complete | RecordState::Failed => Territory::Holder,
                     },
                 )

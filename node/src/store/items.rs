@@ -38,6 +38,9 @@ pub enum RecordState {
     Complete,
     /// Fetching stopped with an error ([`ContentRecord::error`]).
     Failed,
+    /// A download the user paused: nothing is fetched until it is resumed (also after a
+    /// restart); the chunks held are still served.
+    Paused,
 }
 
 /// A file's size and modification time when it was last verified or completed, to notice a
@@ -512,6 +515,33 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].0.id(), m.id());
         assert_eq!(listed[0].1, rec);
+    }
+
+    /// `Paused` came after the first three states: it is the next index, so records written
+    /// before it existed read as they did, and a paused record survives a reopen.
+    #[test]
+    fn a_paused_record_is_appended_and_older_records_still_read() {
+        assert_eq!(encoding::encode(&RecordState::Failed), [2]);
+        assert_eq!(encoding::encode(&RecordState::Paused), [3]);
+        // A record as an older version wrote it: dir "/d", downloaded, downloading, no error,
+        // added at 1, no stamps.
+        let id = ManifestId([3; 32]);
+        let old = decode_record(&id, &[2, b'/', b'd', 1, 0, 0, 2, 0]).unwrap();
+        assert_eq!(old.state, RecordState::Downloading);
+        assert_eq!(old.dir, PathBuf::from("/d"));
+
+        let (_dir, path) = state_path();
+        let m = manifest("paused", &[THREE_CHUNKS]);
+        {
+            let store = Store::open(&path).unwrap();
+            let rec = record(ContentOrigin::Downloaded, RecordState::Downloading);
+            store.content_put(&m, &rec, &download_files(&m)).unwrap();
+            let paused = record(ContentOrigin::Downloaded, RecordState::Paused);
+            store.content_set_record(&m.id(), &paused).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let (_, got) = store.content_get(&m.id()).unwrap().unwrap();
+        assert_eq!(got.state, RecordState::Paused);
     }
 
     #[test]
