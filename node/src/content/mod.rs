@@ -34,7 +34,7 @@ pub mod beneath;
 pub mod output_folder;
 mod removal;
 
-pub use removal::{PART_SUFFIX, RemovedFiles, remove_download_files};
+pub use removal::{RemovedFiles, remove_download_files};
 
 use std::{
     collections::HashMap,

@@ -13,10 +13,10 @@ use std::{collections::BTreeSet, path::Path, path::PathBuf};
 
 use licet_proto::{manifest::Manifest, path::SafePath};
 
-use super::beneath::{Folder, Removal};
-
-/// The name an incomplete file has until it is complete: `NAME.part` beside `NAME`.
-pub const PART_SUFFIX: &str = ".part";
+use super::{
+    beneath::{Folder, Removal},
+    safe_path_on_disk,
+};
 
 /// What [`remove_download_files`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -44,8 +44,7 @@ pub fn remove_download_files(dir: &Path, manifest: &Manifest) -> RemovedFiles {
     };
     let mut folders = BTreeSet::new();
     for file in &manifest.files {
-        let part = SafePath::new(format!("{}{PART_SUFFIX}", file.path.as_str()));
-        for rel in std::iter::once(Ok(file.path.clone())).chain(std::iter::once(part)) {
+        for rel in [true, false].map(|complete| safe_path_on_disk(&file.path, complete)) {
             // A path too long for a `.part` name cannot have one on disk either.
             let Ok(rel) = rel else { continue };
             let full = dir.join(rel.to_relative_path());
