@@ -320,3 +320,52 @@ fn a_region_code_that_is_not_assigned_is_refused_where_a_user_types_it() {
         run.stderr
     );
 }
+
+/// Issue 14: a file that is not a manifest (or a catalog) is named, with what it is instead,
+/// before the daemon sees it; a manifest whose signature fails says so once.
+#[test]
+fn add_and_publish_name_a_file_that_is_not_what_they_read() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    w.write("release/a.txt", b"a\n");
+    w.write("notes.txt", b"hello\n");
+    create(&net, "release", "A", "a.manifest", &[]);
+    let a = net.start("a", &[]).trusting(&publisher);
+
+    let out = a.client(&["add", "notes.txt", "--content", "release"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(
+            "notes.txt is not a Licet manifest (it is a text file, while signed Licet objects \
+             are binary files)"
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = a.client(&["catalog", "publish", "a.manifest"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("a.manifest is not a Licet catalog (it is a signed manifest)"),
+        "{}",
+        out.stderr
+    );
+
+    // The envelope ends with the 64-byte signature and a one-byte "no delegation".
+    let mut bytes = std::fs::read(w.join("a.manifest")).unwrap();
+    let at = bytes.len() - 2;
+    bytes[at] ^= 1;
+    w.write("forged.manifest", &bytes);
+    let out = a.client(&["add", "forged.manifest", "--content", "release"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(&format!(
+            "the manifest is not valid: the manifest signature by {publisher} is not valid"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.matches("not valid").count(), 2, "{}", out.stderr);
+    assert!(!out.stderr.contains("Serde"), "{}", out.stderr);
+}
