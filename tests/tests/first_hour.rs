@@ -369,3 +369,67 @@ fn add_and_publish_name_a_file_that_is_not_what_they_read() {
     assert_eq!(out.stderr.matches("not valid").count(), 2, "{}", out.stderr);
     assert!(!out.stderr.contains("Serde"), "{}", out.stderr);
 }
+
+/// Issue 14: `peers` shows the address each connection uses, on both sides, never `-`.
+#[test]
+fn peers_shows_the_address_each_connection_uses() {
+    let net = TestNet::new();
+    let a = net.start("a", &[]);
+    let port = tcp_port(&a);
+    let b = net.start("b", &["--bootstrap", &format!("127.0.0.1:{port}")]);
+    b.wait_for_peer(&a);
+    a.wait_for_peer(&b);
+
+    let from_b = b.client(&["peers"]).ok().stdout.clone();
+    let row = from_b
+        .lines()
+        .find(|l| l.starts_with(a.peer_id()))
+        .unwrap_or_else(|| panic!("{from_b}"));
+    assert!(
+        row.contains(&format!(" /ip4/127.0.0.1/tcp/{port} ")),
+        "B dialled A at its listen address: {from_b}"
+    );
+    let from_a = a.client(&["peers"]).ok().stdout.clone();
+    let row = from_a
+        .lines()
+        .find(|l| l.starts_with(b.peer_id()))
+        .unwrap_or_else(|| panic!("{from_a}"));
+    assert!(
+        row.contains(" /ip4/127.0.0.1/tcp/"),
+        "A sees the address B's connection comes from: {from_a}"
+    );
+    assert!(!row.contains(" - "), "{from_a}");
+}
+
+/// Issue 14: a seeded file appended to is no longer shown complete: `ls` says it changed and
+/// how to re-verify it, `status` does not count it complete, with no chunk requested first.
+#[test]
+fn a_seeded_file_appended_to_is_shown_changed_not_complete() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    w.write("release/film.bin", &pseudo_random_bytes(100_000, 5));
+    create(&net, "release", "Film", "film.manifest", &[]);
+    let a = net.start("a", &[]).trusting(&publisher);
+    a.add("film.manifest", "release");
+    let ls = a.client(&["ls"]).ok().stdout.clone();
+    assert!(ls.contains(" complete "), "{ls}");
+
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(w.join("release/film.bin"))
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"one more line\n").unwrap();
+    drop(file);
+
+    let ls = a.client(&["ls"]).ok().stdout.clone();
+    assert!(!ls.contains(" complete "), "{ls}");
+    assert!(ls.contains(" changed "), "{ls}");
+    assert!(
+        ls.contains("changed on disk, not served: film.bin (re-verify with `licet-node check"),
+        "{ls}"
+    );
+    let status = a.client(&["status"]).ok().stdout.clone();
+    assert!(status.contains("0 complete"), "{status}");
+    assert!(status.contains("changed on disk  1 item(s)"), "{status}");
+}

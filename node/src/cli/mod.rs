@@ -129,8 +129,11 @@ pub enum ClientCommand {
     /// List connected and banned peers (with when each ban ends).
     #[command(
         after_help = "Example:\n  licet-node peers\n  licet-node peers --json   # banned_until, offences\n\n\
-        A peer that sent a bad chunk or broke the protocol is banned for 10 minutes, each\n\
-        repeat twice as long up to a day; when its ban ends it may connect again."
+        ADDRESS is the remote address of the connection to the peer (\"+N\": N more\n\
+        connections; \"(relayed)\": only through a relay), or \"not connected\" for a banned\n\
+        peer that is gone. A peer that sent a bad chunk or broke the protocol is banned for\n\
+        10 minutes, each repeat twice as long up to a day; when its ban ends it may connect\n\
+        again."
     )]
     Peers {
         /// Print the daemon's reply as JSON.
