@@ -433,3 +433,28 @@ fn a_seeded_file_appended_to_is_shown_changed_not_complete() {
     assert!(status.contains("0 complete"), "{status}");
     assert!(status.contains("changed on disk  1 item(s)"), "{status}");
 }
+
+/// Issue 14: `run --color` chooses the log's colours: `always` colours a log written to a file,
+/// `never` (and the default, off a terminal) leaves it plain; a wrong value names the choices.
+#[test]
+fn run_color_chooses_whether_the_log_is_coloured() {
+    let net = TestNet::new();
+    let always = net.start("always", &["--color", "always"]);
+    let line = always.wait_for_log("listening", TIMEOUT);
+    assert!(line.contains('\x1b'), "{line:?}");
+    let never = net.start("never", &["--color", "never"]);
+    let line = never.wait_for_log("listening", TIMEOUT);
+    assert!(!line.contains('\x1b'), "{line:?}");
+
+    let out = licet_tests::run(
+        &licet_tests::bin("licet-node"),
+        net.work().path(),
+        &["run", "--data-dir", "node", "--color", "sometimes"],
+    );
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("'sometimes'") && out.stderr.contains("auto, always, never"),
+        "{}",
+        out.stderr
+    );
+}
