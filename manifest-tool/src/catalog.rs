@@ -244,7 +244,7 @@ fn truncate(text: &str, limit: usize) -> String {
 }
 
 fn read_manifest(path: &Path, publisher: PublicKey) -> Result<VerifiedManifest, CliError> {
-    let bytes = files::read_limited(path, SignedKind::Manifest.max_envelope_bytes(), "manifest")?;
+    let (_, bytes) = files::read_signed(path, Some(SignedKind::Manifest))?;
     let verified = VerifiedManifest::from_bytes(&bytes)
         .with_context(|| format!("{} is not a valid manifest", path.display()))
         .map_err(CliError::invalid)?;

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use licet_proto::{
     PublicKey, Timestamp,
     delegation::Delegation,
-    manifest::{FileEntry, Licence, MANIFEST_FORMAT_VERSION, Manifest, Region},
+    manifest::{FileEntry, Licence, MANIFEST_FORMAT_VERSION, Manifest, ManifestError, Region},
     merkle::{self, MerkleTree},
     path::{SafePath, check_path_set},
     signed::SignedKind,
@@ -220,16 +220,12 @@ pub fn create(args: CreateArgs) -> CliResult {
     let (publisher, delegation) = match &args.delegation {
         None => (key.public_key(), None),
         Some(path) => {
-            let (signed, _) = files::read_signed(path)?;
-            signed
-                .expect_kind(SignedKind::Delegation)
-                .with_context(|| format!("{} is not a delegation", path.display()))
-                .map_err(CliError::usage)?;
+            let (signed, _) = files::read_signed(path, Some(SignedKind::Delegation))?;
             let delegation = Delegation::verify_envelope(&signed)
                 .with_context(|| format!("{} is not a valid delegation", path.display()))
                 .map_err(CliError::invalid)?;
             if delegation.delegate != key.public_key() {
-                return Err(CliError::usage(anyhow!(
+                return Err(CliError::invalid(anyhow!(
                     "{} delegates to {}, not to the key in {} ({})",
                     path.display(),
                     delegation.delegate,
@@ -239,7 +235,12 @@ pub fn create(args: CreateArgs) -> CliResult {
             }
             (
                 delegation.publisher,
-                Some(signed.into_carried_delegation().map_err(CliError::usage)?),
+                Some(
+                    signed
+                        .into_carried_delegation()
+                        .with_context(|| format!("{} is not a valid delegation", path.display()))
+                        .map_err(CliError::invalid)?,
+                ),
             )
         }
     };
@@ -277,10 +278,25 @@ pub fn create(args: CreateArgs) -> CliResult {
             regions: args.regions,
         },
     };
-    let verified = manifest.sign(&key, delegation).map_err(CliError::usage)?;
+    let verified = manifest.sign(&key, delegation).map_err(sign_failure)?;
     files::write_atomic(&args.output, &verified.envelope().encode(), args.force)?;
     report(&args.output, &verified, publisher, total, args.json);
     Ok(())
+}
+
+/// Why a manifest could not be signed, with its exit code: the delegation not letting this key
+/// sign this manifest is a policy refusal (1, as `verify` would refuse it); anything else is in
+/// the arguments (2).
+fn sign_failure(e: ManifestError) -> CliError {
+    match e {
+        ManifestError::OutOfScope { .. }
+        | ManifestError::Delegation(_)
+        | ManifestError::DelegationMissing { .. }
+        | ManifestError::UnexpectedDelegation
+        | ManifestError::DelegationWrongPublisher { .. }
+        | ManifestError::DelegationWrongDelegate { .. } => CliError::invalid(e),
+        e => CliError::usage(e),
+    }
 }
 
 fn report(

@@ -72,7 +72,7 @@ pub fn read_limited(path: &Path, limit: usize, what: &str) -> Result<Vec<u8>, Cl
         .len();
     if len > limit as u64 {
         return Err(CliError::invalid(anyhow::anyhow!(
-            "{} is {len} bytes, larger than any {what} ({limit} bytes at most)",
+            "{} is {len} bytes, larger than any Licet {what} ({limit} bytes at most)",
             path.display()
         )));
     }
@@ -81,15 +81,17 @@ pub fn read_limited(path: &Path, limit: usize, what: &str) -> Result<Vec<u8>, Cl
         .map_err(CliError::io)
 }
 
-/// Reads and decodes a signed file of any kind (not verified).
-pub fn read_signed(path: &Path) -> Result<(Signed, Vec<u8>), CliError> {
-    let bytes = read_limited(
-        path,
-        SignedKind::Catalog.max_envelope_bytes(),
-        "signed object",
-    )?;
-    let signed = Signed::decode(&bytes)
-        .with_context(|| format!("{} is not a Licet signed object", path.display()))
-        .map_err(CliError::invalid)?;
+/// Reads and decodes a signed file, of `kind` when one is wanted (not verified). A file that is
+/// not one fails as `NAME is not a Licet KIND (what it is instead)`, a verification failure.
+pub fn read_signed(path: &Path, kind: Option<SignedKind>) -> Result<(Signed, Vec<u8>), CliError> {
+    let what = kind.map_or("signed object", SignedKind::noun);
+    let limit = kind.unwrap_or(SignedKind::Catalog).max_envelope_bytes();
+    let bytes = read_limited(path, limit, what)?;
+    let signed = Signed::identify(&bytes, kind).map_err(|e| {
+        CliError::invalid(anyhow::anyhow!(
+            "{} is not a Licet {what} ({e})",
+            shown(path)
+        ))
+    })?;
     Ok((signed, bytes))
 }

@@ -130,7 +130,7 @@ pub fn examine(signed: &Signed, bytes: &[u8]) -> Inspection {
 }
 
 pub fn inspect(args: InspectArgs) -> CliResult {
-    let (signed, bytes) = files::read_signed(&args.file)?;
+    let (signed, bytes) = files::read_signed(&args.file, None)?;
     let inspection = examine(&signed, &bytes);
     if args.json {
         let value = json!({

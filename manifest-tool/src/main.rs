@@ -1,8 +1,9 @@
 //! `licet-manifest`: what a rights holder runs to make keys, sign manifests, delegations and
 //! catalogs, and verify them.
 //!
-//! Exit codes: 0 success; 1 a verification or policy failure (the object is invalid, refused,
-//! or the content does not match); 2 a usage or I/O error. Errors go to stderr as
+//! Exit codes: 0 success; 1 a verification or policy failure (a file is not the signed object
+//! expected, the object is invalid or refused, a delegation does not allow a signature, or the
+//! content does not match); 2 a usage or I/O error. Errors go to stderr as
 //! `licet-manifest: error: …` with their cause chain.
 
 mod catalog;
@@ -54,7 +55,8 @@ pub type CliResult = Result<(), CliError>;
     long_about = "The rights holder's tool for Licet, a peer-to-peer network for licensed content.\n\
                   Keys are ed25519 PKCS#8 PEM files (the same as `openssl genpkey -algorithm ed25519`).\n\
                   Times are RFC 3339 (2027-01-15T08:00:00Z) or relative to now (+72h, -1d, +1w2d, now).\n\n\
-                  Exit codes: 0 ok, 1 verification or policy failure, 2 usage or I/O error.",
+                  Exit codes: 0 ok, 1 verification or policy failure (also a signature the\n\
+                  delegation does not allow), 2 usage or I/O error.",
     after_help = "Example:\n  licet-manifest keygen -o publisher.pem\n  licet-manifest create ./release --key publisher.pem --title \"Episode 1\" \\\n      --not-after +30d -o ep1.manifest\n  licet-manifest verify ep1.manifest --content ./release --publisher \\\n      3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"
 )]
 struct Cli {

@@ -49,11 +49,7 @@ pub struct VerifyArgs {
 }
 
 pub fn verify(args: VerifyArgs) -> CliResult {
-    let bytes = files::read_limited(
-        &args.manifest,
-        SignedKind::Manifest.max_envelope_bytes(),
-        "manifest",
-    )?;
+    let (_, bytes) = files::read_signed(&args.manifest, Some(SignedKind::Manifest))?;
     let verified = VerifiedManifest::from_bytes(&bytes)
         .with_context(|| format!("{} is not a valid manifest", args.manifest.display()))
         .map_err(CliError::invalid)?;
@@ -73,7 +69,7 @@ pub fn verify(args: VerifyArgs) -> CliResult {
     trust.insert(manifest.publisher, TrustedPublisher::default());
     let mut catalogs = CatalogSet::new();
     if let Some(path) = &args.catalog {
-        let bytes = files::read_limited(path, SignedKind::Catalog.max_envelope_bytes(), "catalog")?;
+        let (_, bytes) = files::read_signed(path, Some(SignedKind::Catalog))?;
         let catalog = VerifiedCatalog::from_bytes(&bytes)
             .with_context(|| format!("{} is not a valid catalog", path.display()))
             .map_err(CliError::invalid)?;

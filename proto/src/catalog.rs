@@ -64,7 +64,7 @@ pub struct Catalog {
 #[non_exhaustive]
 pub enum CatalogError {
     /// Malformed envelope, wrong kind, or bad signature.
-    #[error("catalog: {0}")]
+    #[error(transparent)]
     Envelope(#[from] EnvelopeError),
     /// The body does not decode.
     #[error(transparent)]

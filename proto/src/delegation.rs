@@ -67,10 +67,10 @@ pub struct Delegation {
 #[non_exhaustive]
 pub enum DelegationError {
     /// The envelope is malformed, of another kind, or its signature fails.
-    #[error("delegation: {0}")]
+    #[error(transparent)]
     Envelope(#[from] EnvelopeError),
     /// The body does not decode.
-    #[error("delegation: {0}")]
+    #[error(transparent)]
     Body(#[from] DecodeError),
     /// Signed by a key other than the publisher it names.
     #[error("delegation names publisher {publisher} but is signed by {signer}")]

@@ -34,9 +34,26 @@ fn malformed(what: &'static str, error: postcard::Error) -> DecodeError {
     let noted = VALIDATION_FAILURE.with(|v| v.borrow_mut().take());
     let reason = match (error, noted) {
         (postcard::Error::SerdeDeCustom, Some(reason)) => reason,
-        (error, _) => error.to_string(),
+        (error, _) => plain_reason(&error).to_owned(),
     };
     DecodeError::Malformed { what, reason }
+}
+
+/// postcard's failure in words for the person who gave the bytes (postcard's own texts name
+/// its internals, such as "Serde Deserialization Error").
+fn plain_reason(error: &postcard::Error) -> &'static str {
+    use postcard::Error as E;
+    match error {
+        E::DeserializeUnexpectedEnd => "the bytes end before the value does (cut short?)",
+        E::DeserializeBadVarint => "a number in it is not validly encoded",
+        E::DeserializeBadBool
+        | E::DeserializeBadChar
+        | E::DeserializeBadOption
+        | E::DeserializeBadEnum
+        | E::DeserializeBadEncoding => "a field holds a value that field cannot take",
+        E::DeserializeBadUtf8 => "a text field is not valid UTF-8",
+        _ => "its bytes do not have the expected layout",
+    }
 }
 
 /// Why bytes could not be decoded.
@@ -170,5 +187,18 @@ mod tests {
         let bytes = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
         let err = decode::<Vec<u8>>("vector", &bytes, 100).unwrap_err();
         assert!(matches!(err, DecodeError::Malformed { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn malformed_input_is_explained_without_the_decoder_s_names() {
+        for bytes in [&b"hello world"[..], &[0x80][..], &[5, 0xff, 0xfe][..]] {
+            let err = decode::<(bool, String)>("test value", bytes, 100).unwrap_err();
+            let text = err.to_string();
+            assert!(text.starts_with("test value is malformed: "), "{text}");
+            assert!(
+                !text.contains("Serde") && !text.contains("Deserializ") && !text.contains("varint"),
+                "{text}"
+            );
+        }
     }
 }

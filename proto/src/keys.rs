@@ -26,7 +26,7 @@ use ed25519_dalek::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::ids::ParseIdError;
+use crate::{ids::ParseIdError, text::escape_for_terminal};
 
 /// An ed25519 public key: a publisher, a delegate, a signer.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -152,13 +152,22 @@ impl<'de> Deserialize<'de> for SignatureBytes {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyFileError {
-    /// Reading or writing the file failed.
-    #[error("{path}: {source}")]
-    Io {
+    /// Reading the file failed (it is missing, or unreadable). The OS error is in the message
+    /// (and not a separate source, so a cause chain shows it once).
+    #[error("cannot read the key file {path}: {error}")]
+    Read {
         /// The key file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    /// Writing the file failed.
+    #[error("cannot write the key file {path}: {error}")]
+    Write {
+        /// The key file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
     },
     /// The file exists and overwriting was not asked for.
     #[error("{path} already exists (pass --force to overwrite it)")]
@@ -210,11 +219,26 @@ impl SecretKey {
         SignatureBytes(self.0.sign(message).to_bytes())
     }
 
-    /// Parses PKCS#8 PEM text (v1 as openssl writes it, or v2 with the public key).
+    /// Parses PKCS#8 PEM text (v1 as openssl writes it, or v2 with the public key); an error
+    /// says in words what the text holds instead.
     pub fn from_pem(pem: &str) -> Result<Self, String> {
-        SigningKey::from_pkcs8_pem(pem)
-            .map(SecretKey)
-            .map_err(|e| e.to_string())
+        SigningKey::from_pkcs8_pem(pem).map(SecretKey).map_err(|_| {
+            let label = pem
+                .lines()
+                .map(str::trim)
+                .find_map(|line| line.strip_prefix("-----BEGIN "))
+                .and_then(|rest| rest.strip_suffix("-----"));
+            match label {
+                None => "it has no \"-----BEGIN PRIVATE KEY-----\" line".to_owned(),
+                Some("PRIVATE KEY") => {
+                    "the PRIVATE KEY in it is not an ed25519 key, or is damaged".to_owned()
+                }
+                Some(other) => format!(
+                    "it holds a {}, not a PRIVATE KEY (an unencrypted PKCS#8 key)",
+                    escape_for_terminal(other)
+                ),
+            }
+        })
     }
 
     /// PKCS#8 v1 PEM text, the same bytes `openssl genpkey -algorithm ed25519` would write.
@@ -233,9 +257,9 @@ impl SecretKey {
     /// Reads a PEM key file.
     pub fn read_pem_file(path: &Path) -> Result<Self, KeyFileError> {
         const MAX_KEY_FILE: u64 = 64 * 1024;
-        let io = |source| KeyFileError::Io {
+        let io = |error| KeyFileError::Read {
             path: path.to_owned(),
-            source,
+            error,
         };
         let len = std::fs::metadata(path).map_err(io)?.len();
         if len > MAX_KEY_FILE {
@@ -244,11 +268,14 @@ impl SecretKey {
                 reason: format!("the file is {len} bytes, far larger than a key"),
             });
         }
-        let text = std::fs::read_to_string(path).map_err(io)?;
-        Self::from_pem(&text).map_err(|reason| KeyFileError::NotAKey {
+        let bytes = std::fs::read(path).map_err(io)?;
+        let not_a_key = |reason| KeyFileError::NotAKey {
             path: path.to_owned(),
             reason,
-        })
+        };
+        let text = String::from_utf8(bytes)
+            .map_err(|_| not_a_key("it is a binary file, while a PEM key is text".to_owned()))?;
+        Self::from_pem(&text).map_err(not_a_key)
     }
 
     /// Writes the key as PEM to `path` atomically with mode 0600; refuses to replace an existing
@@ -259,9 +286,9 @@ impl SecretKey {
                 path: path.to_owned(),
             });
         }
-        let io = |source| KeyFileError::Io {
+        let io = |error| KeyFileError::Write {
             path: path.to_owned(),
-            source,
+            error,
         };
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,

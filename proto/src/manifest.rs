@@ -187,7 +187,7 @@ pub struct Manifest {
 #[non_exhaustive]
 pub enum ManifestError {
     /// The envelope is malformed, of another kind, or its signature fails.
-    #[error("manifest: {0}")]
+    #[error(transparent)]
     Envelope(#[from] EnvelopeError),
     /// The body does not decode.
     #[error(transparent)]

@@ -44,6 +44,14 @@ impl SignedKind {
         }
     }
 
+    /// The kind's name in sentences for people ("catalog head").
+    pub fn noun(self) -> &'static str {
+        match self {
+            SignedKind::CatalogHead => "catalog head",
+            other => other.name(),
+        }
+    }
+
     /// The largest envelope of this kind accepted from outside, in bytes.
     pub fn max_envelope_bytes(self) -> usize {
         // Envelope overhead: kind, signer, signature, length prefixes, and an optional
@@ -114,6 +122,45 @@ pub enum EnvelopeError {
     },
 }
 
+/// Why bytes given as a signed object (a file a person named) are not one, in words for that
+/// person: "NAME is not a Licet manifest (REASON)".
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotSignedError {
+    /// No bytes at all.
+    #[error("the file is empty")]
+    Empty,
+    /// Text, while envelopes are binary.
+    #[error("it is {0}, while signed Licet objects are binary files")]
+    Text(&'static str),
+    /// A signed object, of another kind than wanted.
+    #[error("it is a signed {0}")]
+    OtherKind(&'static str),
+    /// Binary bytes that are not an envelope: why they do not decode.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// What kind of text `bytes` are, if they are text (UTF-8 without control characters other
+/// than tab and line ends).
+fn text_kind(bytes: &[u8]) -> Option<&'static str> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    if text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return None;
+    }
+    let start = text.trim_start();
+    Some(if start.starts_with("-----BEGIN") {
+        "a PEM text file (a key?)"
+    } else if start.starts_with('{') || start.starts_with('[') {
+        "JSON text (a catalog draft?)"
+    } else {
+        "a text file"
+    })
+}
+
 /// The bytes an ed25519 signature of `kind` covers: `"licet/v1/" ‖ kind name ‖ 0x00 ‖ body`.
 pub fn signing_message(kind: SignedKind, body: &[u8]) -> Vec<u8> {
     let name = kind.name().as_bytes();
@@ -154,11 +201,35 @@ impl Signed {
         Ok(signed)
     }
 
+    /// Decodes bytes a person gave as a signed object (of `kind`, when one is wanted) and says
+    /// in their words why they are not one. Not verified.
+    pub fn identify(bytes: &[u8], kind: Option<SignedKind>) -> Result<Signed, NotSignedError> {
+        let signed = Signed::decode(bytes).map_err(|e| {
+            if bytes.is_empty() {
+                return NotSignedError::Empty;
+            }
+            if let Some(text) = text_kind(bytes) {
+                return NotSignedError::Text(text);
+            }
+            NotSignedError::Malformed(match e {
+                DecodeError::Malformed { reason, .. } => reason,
+                DecodeError::TrailingBytes { extra, .. } => {
+                    format!("{extra} bytes follow the end of a signed object")
+                }
+                e => e.to_string(),
+            })
+        })?;
+        match kind {
+            Some(kind) if signed.kind != kind => Err(NotSignedError::OtherKind(signed.kind.noun())),
+            _ => Ok(signed),
+        }
+    }
+
     /// Decodes an envelope that must be of `kind`, bounded by that kind's size.
     pub fn decode_kind(bytes: &[u8], kind: SignedKind) -> Result<Signed, EnvelopeError> {
-        let signed: Signed = encoding::decode(kind.name(), bytes, kind.max_envelope_bytes())?;
+        let signed: Signed = encoding::decode(kind.noun(), bytes, kind.max_envelope_bytes())?;
         signed.expect_kind(kind)?;
-        signed.ensure_canonical(kind.name(), bytes)?;
+        signed.ensure_canonical(kind.noun(), bytes)?;
         Ok(signed)
     }
 
@@ -235,5 +306,40 @@ impl SignedDelegation {
                 signer: self.signer,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identify_says_what_a_file_is_instead() {
+        let key = SecretKey::from_seed(&[3; 32]);
+        let manifest = Signed::sign(SignedKind::Manifest, vec![1, 2, 3], &key, None).encode();
+        let cases: [(&[u8], &str); 5] = [
+            (b"", "the file is empty"),
+            (
+                b"hello\n",
+                "it is a text file, while signed Licet objects are binary files",
+            ),
+            (
+                b"-----BEGIN PRIVATE KEY-----\n",
+                "it is a PEM text file (a key?), while",
+            ),
+            (&manifest, "it is a signed manifest"),
+            (
+                &[0xff, 0x00, 0x07],
+                "its bytes do not have the expected layout",
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let err = Signed::identify(bytes, Some(SignedKind::Delegation)).unwrap_err();
+            assert!(err.to_string().starts_with(expected), "{err}");
+            assert!(!err.to_string().contains("Serde"), "{err}");
+        }
+        let found = Signed::identify(&manifest, Some(SignedKind::Manifest)).unwrap();
+        assert_eq!(found.kind, SignedKind::Manifest);
+        assert!(Signed::identify(&manifest, None).is_ok());
     }
 }

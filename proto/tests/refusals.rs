@@ -331,10 +331,7 @@ fn tampered_manifest_body_fails_its_signature() {
     assert_eq!(err, expected);
     assert_eq!(
         err.to_string(),
-        format!(
-            "manifest: the manifest signature by {} is not valid",
-            publisher()
-        )
+        format!("the manifest signature by {} is not valid", publisher())
     );
     assert_eq!(VerifiedManifest::verify(envelope).unwrap_err(), expected);
 }
@@ -490,7 +487,7 @@ fn an_envelope_of_another_kind_is_named() {
     );
     assert_eq!(
         err.to_string(),
-        "manifest: expected a signed manifest, found a signed delegation"
+        "expected a signed manifest, found a signed delegation"
     );
     let err = VerifiedCatalog::from_bytes(&bytes).unwrap_err();
     assert_eq!(
@@ -1791,7 +1788,7 @@ fn oversize_input_is_rejected_on_its_length() {
     assert_eq!(
         err,
         EnvelopeError::Decode(DecodeError::TooLarge {
-            what: "catalog-head",
+            what: "catalog head",
             len: limit + 1,
             limit,
         })
@@ -1800,7 +1797,7 @@ fn oversize_input_is_rejected_on_its_length() {
     assert_eq!(
         err.to_string(),
         format!(
-            "catalog: catalog-head is {} bytes, over the limit of {limit} bytes",
+            "catalog head is {} bytes, over the limit of {limit} bytes",
             limit + 1
         )
     );
@@ -1960,7 +1957,7 @@ fn trailing_bytes_after_an_envelope_are_refused() {
     );
     assert_eq!(
         err.to_string(),
-        "manifest: manifest has 1 trailing bytes after its end"
+        "manifest has 1 trailing bytes after its end"
     );
 }
 

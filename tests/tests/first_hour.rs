@@ -432,3 +432,141 @@ fn a_partial_file_left_by_a_removed_download_is_written_over_by_a_new_get() {
     );
     assert!(!w_exists(&net, "downloads/film/film.bin.part"));
 }
+
+/// Issue 14: a file that is not a manifest (or a catalog) is named, with what it is instead,
+/// before the daemon sees it; a manifest whose signature fails says so once.
+#[test]
+fn add_and_publish_name_a_file_that_is_not_what_they_read() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    w.write("release/a.txt", b"a\n");
+    w.write("notes.txt", b"hello\n");
+    create(&net, "release", "A", "a.manifest", &[]);
+    let a = net.start("a", &[]).trusting(&publisher);
+
+    let out = a.client(&["add", "notes.txt", "--content", "release"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(
+            "notes.txt is not a Licet manifest (it is a text file, while signed Licet objects \
+             are binary files)"
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = a.client(&["catalog", "publish", "a.manifest"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("a.manifest is not a Licet catalog (it is a signed manifest)"),
+        "{}",
+        out.stderr
+    );
+
+    // The envelope ends with the 64-byte signature and a one-byte "no delegation".
+    let mut bytes = std::fs::read(w.join("a.manifest")).unwrap();
+    let at = bytes.len() - 2;
+    bytes[at] ^= 1;
+    w.write("forged.manifest", &bytes);
+    let out = a.client(&["add", "forged.manifest", "--content", "release"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(&format!(
+            "the manifest is not valid: the manifest signature by {publisher} is not valid"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.matches("not valid").count(), 2, "{}", out.stderr);
+    assert!(!out.stderr.contains("Serde"), "{}", out.stderr);
+}
+
+/// Issue 14: `peers` shows the address each connection uses, on both sides, never `-`.
+#[test]
+fn peers_shows_the_address_each_connection_uses() {
+    let net = TestNet::new();
+    let a = net.start("a", &[]);
+    let port = tcp_port(&a);
+    let b = net.start("b", &["--bootstrap", &format!("127.0.0.1:{port}")]);
+    b.wait_for_peer(&a);
+    a.wait_for_peer(&b);
+
+    let from_b = b.client(&["peers"]).ok().stdout.clone();
+    let row = from_b
+        .lines()
+        .find(|l| l.starts_with(a.peer_id()))
+        .unwrap_or_else(|| panic!("{from_b}"));
+    assert!(
+        row.contains(&format!(" /ip4/127.0.0.1/tcp/{port} ")),
+        "B dialled A at its listen address: {from_b}"
+    );
+    let from_a = a.client(&["peers"]).ok().stdout.clone();
+    let row = from_a
+        .lines()
+        .find(|l| l.starts_with(b.peer_id()))
+        .unwrap_or_else(|| panic!("{from_a}"));
+    assert!(
+        row.contains(" /ip4/127.0.0.1/tcp/"),
+        "A sees the address B's connection comes from: {from_a}"
+    );
+    assert!(!row.contains(" - "), "{from_a}");
+}
+
+/// Issue 14: a seeded file appended to is no longer shown complete: `ls` says it changed and
+/// how to re-verify it, `status` does not count it complete, with no chunk requested first.
+#[test]
+fn a_seeded_file_appended_to_is_shown_changed_not_complete() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    w.write("release/film.bin", &pseudo_random_bytes(100_000, 5));
+    create(&net, "release", "Film", "film.manifest", &[]);
+    let a = net.start("a", &[]).trusting(&publisher);
+    a.add("film.manifest", "release");
+    let ls = a.client(&["ls"]).ok().stdout.clone();
+    assert!(ls.contains(" complete "), "{ls}");
+
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(w.join("release/film.bin"))
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"one more line\n").unwrap();
+    drop(file);
+
+    let ls = a.client(&["ls"]).ok().stdout.clone();
+    assert!(!ls.contains(" complete "), "{ls}");
+    assert!(ls.contains(" changed "), "{ls}");
+    assert!(
+        ls.contains("changed on disk, not served: film.bin (re-verify with `licet-node check"),
+        "{ls}"
+    );
+    let status = a.client(&["status"]).ok().stdout.clone();
+    assert!(status.contains("0 complete"), "{status}");
+    assert!(status.contains("changed on disk  1 item(s)"), "{status}");
+}
+
+/// Issue 14: `run --color` chooses the log's colours: `always` colours a log written to a file,
+/// `never` (and the default, off a terminal) leaves it plain; a wrong value names the choices.
+#[test]
+fn run_color_chooses_whether_the_log_is_coloured() {
+    let net = TestNet::new();
+    let always = net.start("always", &["--color", "always"]);
+    let line = always.wait_for_log("listening", TIMEOUT);
+    assert!(line.contains('\x1b'), "{line:?}");
+    let never = net.start("never", &["--color", "never"]);
+    let line = never.wait_for_log("listening", TIMEOUT);
+    assert!(!line.contains('\x1b'), "{line:?}");
+
+    let out = licet_tests::run(
+        &licet_tests::bin("licet-node"),
+        net.work().path(),
+        &["run", "--data-dir", "node", "--color", "sometimes"],
+    );
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("'sometimes'") && out.stderr.contains("auto, always, never"),
+        "{}",
+        out.stderr
+    );
+}

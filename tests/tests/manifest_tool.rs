@@ -196,7 +196,8 @@ fn tampered_or_foreign_manifests_are_refused() {
     let out = w.manifest(&["verify", "garbage"]);
     out.expect_code(1);
     assert!(
-        out.stderr.contains("garbage is not a valid manifest"),
+        out.stderr
+            .contains("garbage is not a Licet manifest (it is a text file"),
         "{}",
         out.stderr
     );
@@ -463,6 +464,178 @@ fn names_that_collide_elsewhere_or_disguise_a_terminal_are_refused_before_hashin
     assert!(!w.join("m").exists(), "no manifest is written");
 }
 
+/// Issue 14: a file that is not what a command reads says so once, naming the file and what it
+/// is instead, with no decoder's type names; a missing key's OS error is printed once.
+#[test]
+fn a_file_that_is_not_what_a_command_reads_is_named_with_what_it_is() {
+    let w = Workdir::new();
+    let publisher = w.keygen("publisher.pem");
+    w.write("notes.txt", b"hello\n");
+    w.write("film.mkv", &pseudo_random_bytes(4096, 9));
+    w.write("release/a", b"a");
+    w.manifest(&[
+        "create",
+        "release",
+        "--key",
+        "publisher.pem",
+        "--title",
+        "A",
+        "-o",
+        "a.manifest",
+    ])
+    .ok();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["inspect", "notes.txt"],
+            1,
+            "notes.txt is not a Licet signed object (it is a text file, while signed Licet \
+             objects are binary files)",
+        ),
+        (
+            &["verify", "notes.txt", "--publisher", &publisher],
+            1,
+            "notes.txt is not a Licet manifest (it is a text file",
+        ),
+        (
+            &["verify", "film.mkv"],
+            1,
+            "film.mkv is not a Licet manifest (",
+        ),
+        (
+            &["verify", "a.manifest", "--catalog", "publisher.pem"],
+            1,
+            "publisher.pem is not a Licet catalog (it is a PEM text file (a key?)",
+        ),
+        (
+            &["catalog", "add", "publisher.draft", "a.manifest"],
+            2,
+            "cannot read catalog draft publisher.draft",
+        ),
+        (
+            &[
+                "create",
+                "release",
+                "--key",
+                "publisher.pem",
+                "--delegation",
+                "a.manifest",
+                "--title",
+                "B",
+                "-o",
+                "b.manifest",
+            ],
+            1,
+            "a.manifest is not a Licet delegation (it is a signed manifest)",
+        ),
+        (
+            &[
+                "create",
+                "release",
+                "--key",
+                "a.manifest",
+                "--title",
+                "B",
+                "-o",
+                "b.manifest",
+            ],
+            2,
+            "a.manifest is not an ed25519 PKCS#8 PEM private key: it is a binary file, while a \
+             PEM key is text",
+        ),
+        (
+            &[
+                "create",
+                "release",
+                "--key",
+                "notes.txt",
+                "--title",
+                "B",
+                "-o",
+                "b.manifest",
+            ],
+            2,
+            "notes.txt is not an ed25519 PKCS#8 PEM private key: it has no \"-----BEGIN PRIVATE \
+             KEY-----\" line",
+        ),
+    ];
+    for (args, code, expected) in cases {
+        let out = w.manifest(args);
+        out.expect_code(*code);
+        assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+        for library_word in ["Serde", "serde", "postcard", "ASN.1", "Deserializ"] {
+            assert!(
+                !out.stderr.contains(library_word),
+                "{args:?}: {}",
+                out.stderr
+            );
+        }
+    }
+    // Every key-taking command: a missing key file, and the OS error once.
+    let key_commands: &[&[&str]] = &[
+        &[
+            "create",
+            "release",
+            "--key",
+            "missing.pem",
+            "--title",
+            "B",
+            "-o",
+            "b.manifest",
+        ],
+        &["pubkey", "missing.pem"],
+        &[
+            "delegate",
+            "--key",
+            "missing.pem",
+            "--to",
+            &publisher,
+            "--until",
+            "+1d",
+            "-o",
+            "d",
+        ],
+        &["catalog", "new", "--key", "missing.pem", "-o", "draft.json"],
+    ];
+    for args in key_commands {
+        let out = w.manifest(args);
+        out.expect_code(2);
+        assert!(
+            out.stderr
+                .contains("cannot read the key file missing.pem: "),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert_eq!(
+            out.stderr.matches("No such file or directory").count(),
+            1,
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    w.catalog_new("publisher.pem", "draft.json");
+    w.manifest(&["catalog", "add", "draft.json", "a.manifest"])
+        .ok();
+    let out = w.manifest(&[
+        "catalog",
+        "sign",
+        "draft.json",
+        "--key",
+        "missing.pem",
+        "--expires",
+        "+1d",
+        "-o",
+        "c",
+    ]);
+    out.expect_code(2);
+    assert_eq!(
+        out.stderr.matches("No such file").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn delegated_signing_scope_and_revocation() {
     let w = Workdir::new();
@@ -516,7 +689,8 @@ fn delegated_signing_scope_and_revocation() {
         "-o",
         "s3e1",
     ]);
-    out.expect_code(2);
+    // A signature the delegation does not allow is a policy refusal (exit 1), as `verify`'s.
+    out.expect_code(1);
     assert!(
         out.stderr
             .contains("not a manifest titled \"Season 3 Episode 1\""),
@@ -537,7 +711,7 @@ fn delegated_signing_scope_and_revocation() {
         "-o",
         "x",
     ]);
-    out.expect_code(2);
+    out.expect_code(1);
     assert!(out.stderr.contains("delegates to"), "{}", out.stderr);
 
     w.catalog_new("publisher.pem", "draft.json");

@@ -66,8 +66,8 @@ async fn publish(
         name.push(".head");
         PathBuf::from(name)
     });
-    let catalog_bytes = read_signed_file(catalog, SignedKind::Catalog, "catalog")?;
-    let head_bytes = read_signed_file(&head_path, SignedKind::CatalogHead, "catalog head")?;
+    let catalog_bytes = read_signed_file(catalog, SignedKind::Catalog)?;
+    let head_bytes = read_signed_file(&head_path, SignedKind::CatalogHead)?;
     let client = connect(data_dir)?;
     let reply = client.catalog_publish(catalog_bytes, &head_bytes).await;
     // A catalog or head that does not verify, or that does not belong together, is invalid.
@@ -157,22 +157,25 @@ mod tests {
         let (dir, server) = daemon_dir().await;
         let work = tempfile::tempdir().unwrap();
         let catalog = work.path().join("acme.catalog");
-        std::fs::write(&catalog, b"signed catalog bytes").unwrap();
-        std::fs::write(work.path().join("acme.catalog.head"), b"head bytes").unwrap();
+        let catalog_bytes = signed_file_bytes(SignedKind::Catalog, b"catalog");
+        let head_bytes = signed_file_bytes(SignedKind::CatalogHead, b"head");
+        std::fs::write(&catalog, &catalog_bytes).unwrap();
+        std::fs::write(work.path().join("acme.catalog.head"), &head_bytes).unwrap();
         let catalog_arg = catalog.to_str().unwrap();
         exec(&["catalog", "publish", catalog_arg], dir.path())
             .await
             .unwrap();
         match server.node.calls().last() {
             Some(Call::CatalogPublish(catalog, head)) => {
-                assert_eq!(catalog, b"signed catalog bytes");
-                assert_eq!(head, b"head bytes", "the head is read from CATALOG.head");
+                assert_eq!(catalog, &catalog_bytes);
+                assert_eq!(head, &head_bytes, "the head is read from CATALOG.head");
             }
             other => panic!("{other:?}"),
         }
         // --head names another file.
         let other = work.path().join("other.head");
-        std::fs::write(&other, b"other head").unwrap();
+        let other_bytes = signed_file_bytes(SignedKind::CatalogHead, b"other head");
+        std::fs::write(&other, &other_bytes).unwrap();
         exec(
             &[
                 "catalog",
@@ -187,7 +190,7 @@ mod tests {
         .unwrap();
         assert!(matches!(
             server.node.calls().last(),
-            Some(Call::CatalogPublish(_, head)) if head == b"other head"
+            Some(Call::CatalogPublish(_, head)) if *head == other_bytes
         ));
         // A missing head file is an I/O error naming it.
         let (code, text) = fails(

@@ -144,7 +144,7 @@ pub(super) async fn add(
         .with_context(|| format!("cannot find the content directory {}", content.display()))
         .map_err(Failure::other)?;
     let content_text = utf8_path("the content directory", &content_dir)?;
-    let bytes = read_signed_file(manifest, SignedKind::Manifest, "manifest")?;
+    let bytes = read_signed_file(manifest, SignedKind::Manifest)?;
     let client = connect(data_dir)?;
 
     let spinner = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -696,7 +696,8 @@ mod tests {
         let (dir, server) = daemon_dir().await;
         let work = tempfile::tempdir().unwrap();
         let manifest = work.path().join("ep1.manifest");
-        std::fs::write(&manifest, b"signed manifest bytes").unwrap();
+        let manifest_bytes = signed_file_bytes(SignedKind::Manifest, b"manifest");
+        std::fs::write(&manifest, &manifest_bytes).unwrap();
         let release = work.path().join("release");
         std::fs::create_dir(&release).unwrap();
         let manifest_arg = manifest.to_str().unwrap();
@@ -709,7 +710,7 @@ mod tests {
         .unwrap();
         match server.node.calls().last() {
             Some(Call::ContentAdd(bytes, content_dir)) => {
-                assert_eq!(bytes, b"signed manifest bytes");
+                assert_eq!(bytes, &manifest_bytes);
                 assert_eq!(content_dir, &std::fs::canonicalize(&release).unwrap());
             }
             other => panic!("{other:?}"),
@@ -771,7 +772,7 @@ mod tests {
         )
         .await;
         assert_eq!(code, 1);
-        assert!(text.contains("larger than any signed manifest"));
+        assert!(text.contains("larger than any Licet manifest"), "{text}");
 
         let missing = work.path().join("missing.manifest");
         let (code, text) = fails(

@@ -134,8 +134,11 @@ pub enum ClientCommand {
     /// List connected and banned peers (with when each ban ends).
     #[command(
         after_help = "Example:\n  licet-node peers\n  licet-node peers --json   # banned_until, offences\n\n\
-        A peer that sent a bad chunk or broke the protocol is banned for 10 minutes, each\n\
-        repeat twice as long up to a day; when its ban ends it may connect again."
+        ADDRESS is the remote address of the connection to the peer (\"+N\": N more\n\
+        connections; \"(relayed)\": only through a relay), or \"not connected\" for a banned\n\
+        peer that is gone. A peer that sent a bad chunk or broke the protocol is banned for\n\
+        10 minutes, each repeat twice as long up to a day; when its ban ends it may connect\n\
+        again."
     )]
     Peers {
         /// Print the daemon's reply as JSON.
@@ -305,18 +308,27 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
     }
 }
 
-/// Reads a signed file of `kind` (size-checked against that kind's limit).
-fn read_signed_file(path: &Path, kind: SignedKind, what: &str) -> Result<Vec<u8>, Failure> {
+/// Reads a signed file of `kind` (size-checked against that kind's limit); a file that is not
+/// one fails here, naming the file and what it is instead, before the daemon sees it (exit 1).
+fn read_signed_file(path: &Path, kind: SignedKind) -> Result<Vec<u8>, Failure> {
     let limit = kind.max_envelope_bytes();
-    read_limited(path, limit as u64).map_err(|e| match e {
+    let what = kind.noun();
+    let bytes = read_limited(path, limit as u64).map_err(|e| match e {
         ReadLimitedError::TooLarge { len } => Failure::Invalid(anyhow!(
-            "{} is {len} bytes, larger than any signed {what} ({limit} bytes at most)",
+            "{} is {len} bytes, larger than any Licet {what} ({limit} bytes at most)",
             path.display()
         )),
         ReadLimitedError::Io(e) => Failure::Other(
             anyhow::Error::new(e).context(format!("cannot read the {what} {}", path.display())),
         ),
-    })
+    })?;
+    licet_proto::signed::Signed::identify(&bytes, Some(kind)).map_err(|e| {
+        Failure::Invalid(anyhow!(
+            "{} is not a Licet {what} ({e})",
+            clean(&path.display().to_string())
+        ))
+    })?;
+    Ok(bytes)
 }
 
 /// Why [`read_limited`] failed.
@@ -396,10 +408,13 @@ fn api_failure(error: &ApiError, client: &ApiClient, verdict: Verdict) -> Failur
     }
 }
 
-/// The daemon's message, with the refusal's reason and detail if the message lacks them.
+/// The daemon's message, with the refusal's reason and detail if the message lacks them (a
+/// message that already holds the detail has said why, and is shown as it is).
 fn describe_api_error(error: &ApiError) -> String {
     let mut text = error.message.clone();
-    if let Some(refusal) = &error.refusal {
+    if let Some(refusal) = &error.refusal
+        && (refusal.detail.is_empty() || !text.contains(&refusal.detail))
+    {
         let reason = refusal.reason.describe();
         if !text.contains(reason) {
             let _ = write!(text, ": refused: {reason}");

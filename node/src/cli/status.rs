@@ -210,8 +210,10 @@ fn format_peers(reply: &PeersReply) -> String {
         .peers
         .iter()
         .map(|peer| {
+            // The connection's remote address; a peer listed without one is a banned peer
+            // that is no longer connected.
             let addr = match peer.addrs.as_slice() {
-                [] => "-".to_owned(),
+                [] => "not connected".to_owned(),
                 [one] => clean(one),
                 [first, rest @ ..] => format!("{} (+{})", clean(first), rest.len()),
             };
@@ -294,7 +296,7 @@ mod tests {
         };
         let text = format_peers(&reply);
         assert!(
-            text.contains("banned until 2027-01-15T08:10:00Z: sent a bad chunk"),
+            text.contains("not connected  banned until 2027-01-15T08:10:00Z: sent a bad chunk"),
             "{text}"
         );
     }

@@ -74,3 +74,10 @@ pub(super) fn refusal() -> Refusal {
 pub(super) fn client_of(dir: &tempfile::TempDir) -> ApiClient {
     ApiClient::connect(dir.path()).unwrap()
 }
+
+/// A signed envelope of `kind` (not a valid body): what the client reads and passes on, for
+/// the daemon to verify.
+pub(super) fn signed_file_bytes(kind: licet_proto::signed::SignedKind, body: &[u8]) -> Vec<u8> {
+    let key = licet_proto::SecretKey::from_seed(&[9; 32]);
+    licet_proto::signed::Signed::sign(kind, body.to_vec(), &key, None).encode()
+}

@@ -97,6 +97,33 @@ pub struct RunArgs {
     /// on one of its subnets).
     #[arg(long)]
     lan_exempt: bool,
+    /// When the log on stderr is coloured: `auto` when stderr is a terminal and NO_COLOR is not
+    /// set (a log written to a file or a journal stays plain), `always`, or `never`.
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = ColorWhen::Auto)]
+    color: ColorWhen,
+}
+
+/// When the daemon's log is coloured (`--color`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    /// When stderr is a terminal and `NO_COLOR` is not set to a non-empty value.
+    Auto,
+    /// Always, also into a file or a pipe, whatever `NO_COLOR` says.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorWhen {
+    /// Whether to colour, given whether stderr is a terminal and the value of `NO_COLOR`
+    /// (<https://no-color.org>: present and not empty means no colour).
+    pub fn colours(self, stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+        match self {
+            ColorWhen::Always => true,
+            ColorWhen::Never => false,
+            ColorWhen::Auto => stderr_is_terminal && no_color.is_none_or(|v| v.is_empty()),
+        }
+    }
 }
 
 /// Runs the daemon of `data_dir` until SIGINT or SIGTERM, then stops it (see the module docs).
@@ -107,8 +134,12 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
-        // Colours only on a terminal: a log written to a file or a journal stays plain text.
-        .with_ansi(std::io::stderr().is_terminal())
+        // By default colours only on a terminal: a log written to a file or a journal stays
+        // plain text.
+        .with_ansi(args.color.colours(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .init();
     match limits::raise_open_file_limit() {
         Ok(Some(limit)) if limit.was != limit.now => info!(
@@ -231,5 +262,30 @@ async fn stop_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::ColorWhen;
+
+    #[test]
+    fn auto_colours_only_a_terminal_without_no_color() {
+        let empty = Some(OsStr::new(""));
+        let set = Some(OsStr::new("1"));
+        assert!(ColorWhen::Auto.colours(true, None));
+        assert!(
+            ColorWhen::Auto.colours(true, empty),
+            "an empty NO_COLOR is unset"
+        );
+        assert!(!ColorWhen::Auto.colours(true, set));
+        assert!(!ColorWhen::Auto.colours(false, None));
+        assert!(
+            ColorWhen::Always.colours(false, set),
+            "the flag overrides NO_COLOR"
+        );
+        assert!(!ColorWhen::Never.colours(true, None));
     }
 }

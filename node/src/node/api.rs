@@ -104,7 +104,9 @@ impl NodeApi for Node {
         let connected = self.inner.network.connected().await.unwrap_or_default();
         let report = self.inner.network.report().await.unwrap_or_default();
         let mut counts = ContentCounts::default();
-        for item in self.inner.items.all() {
+        let items = self.inner.items.all();
+        self.notice_changed_files(&items).await;
+        for item in items {
             let live = item.live();
             match live.state {
                 RecordState::Complete => counts.complete += 1,
@@ -313,6 +315,7 @@ impl NodeApi for Node {
 
     async fn content_list(&self) -> Result<ContentListReply, ApiError> {
         let items = self.inner.items.all();
+        self.notice_changed_files(&items).await;
         let mut content: Vec<ContentInfo> = items.iter().map(|i| self.info(i)).collect();
         content.sort_by(|a, b| a.title.cmp(&b.title));
         Ok(ContentListReply {
@@ -322,12 +325,14 @@ impl NodeApi for Node {
     }
 
     async fn content_get(&self, id: ManifestId) -> Result<ContentInfo, ApiError> {
-        self.item(&id).map(|item| self.info(&item)).ok_or_else(|| {
+        let item = self.item(&id).ok_or_else(|| {
             ApiError::new(
                 ApiErrorKind::NotFound,
                 format!("manifest {id} is not held here"),
             )
-        })
+        })?;
+        self.notice_changed_files(std::slice::from_ref(&item)).await;
+        Ok(self.info(&item))
     }
 
     async fn content_remove(

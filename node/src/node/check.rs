@@ -1,6 +1,8 @@
 //! Re-verifying an item's files on disk at the operator's request (`licet-node check ID`,
 //! `POST /v1/content/{id}/check`): how a file taken out of service because it changed comes
-//! back once its bytes are right again.
+//! back once its bytes are right again; and, before a listing, the cheap comparison of complete
+//! files with their stamps (`serve::stamps`) that takes a changed one out of service, so a
+//! listing never shows content complete while a file of it changed.
 //!
 //! Invariants:
 //! - a check sets a chunk's bit only if the chunk's bytes on disk hash to the leaf the node holds
@@ -11,7 +13,14 @@
 //!   is taken before it is hashed, so a change during the check is noticed when next served;
 //! - a check does not run beside the item's download (they would race over the same bits).
 
-use std::{fs::File, path::Path};
+use std::{
+    fs::File,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use licet_proto::{
     ManifestId, MerkleHash,
@@ -24,7 +33,9 @@ use tracing::info;
 use crate::{
     content,
     contract::{ApiError, ApiErrorKind, ContentInfo},
+    items::Item,
     node::{Node, blocking, internal},
+    serve,
     store::{FileStamp, RecordState},
 };
 
@@ -125,7 +136,20 @@ pub fn check_file(
     }
 }
 
+/// How many listings compared stamps, in this process: where the next one starts.
+static LISTINGS: AtomicUsize = AtomicUsize::new(0);
+
 impl Node {
+    /// Compares the complete files of `items` with their stamps (a bounded number of `stat`s,
+    /// [`serve::MAX_STAMP_CHECKS_PER_LISTING`]) and takes each changed file out of service, as
+    /// serving would; called before content is listed or counted.
+    pub(crate) async fn notice_changed_files(&self, items: &[Arc<Item>]) {
+        let start = LISTINGS.fetch_add(1, Ordering::Relaxed);
+        self.server()
+            .notice_changed_files(items, start, serve::MAX_STAMP_CHECKS_PER_LISTING)
+            .await;
+    }
+
     /// Re-verifies every file of `id` on disk and serves again what is whole (see the module
     /// docs); the item is complete again if everything is.
     pub(crate) async fn check_item(&self, id: ManifestId) -> Result<ContentInfo, ApiError> {

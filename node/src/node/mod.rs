@@ -318,6 +318,20 @@ impl Node {
         self.inner.items.all()
     }
 
+    /// The node's server of peer requests (its parts, as handles).
+    pub(crate) fn server(&self) -> Server {
+        let inner = &self.inner;
+        Server::new(
+            inner.items.clone(),
+            inner.policy.clone(),
+            inner.peers.clone(),
+            inner.store.clone(),
+            inner.metrics.clone(),
+            inner.network.clone(),
+            inner.bandwidth.clone(),
+        )
+    }
+
     pub(crate) fn item(&self, id: &ManifestId) -> Option<Arc<Item>> {
         self.inner.items.get(id)
     }
@@ -444,17 +458,8 @@ impl Node {
                 return;
             }
         };
-        let inner = &self.inner;
-        let server = Arc::new(Server::new(
-            inner.items.clone(),
-            inner.policy.clone(),
-            inner.peers.clone(),
-            inner.store.clone(),
-            inner.metrics.clone(),
-            inner.network.clone(),
-            inner.bandwidth.clone(),
-        ));
-        let peers = inner.peers.clone();
+        let server = Arc::new(self.server());
+        let peers = self.inner.peers.clone();
         let slots = transfer::StreamSlots::new(MAX_INBOUND_STREAMS, MAX_INBOUND_STREAMS_PER_PEER);
         tokio::spawn(async move {
             let mut incoming = incoming;

@@ -3,7 +3,8 @@
 //! trust policy. [`Server`] holds the parts it uses as handles (items, policy, peers, store,
 //! metrics, the network, and the catalogs held) and is the node's [`Responder`]; `swarms.rs`
 //! remembers who asked about what, for peer exchange, and `spread.rs` which chunks a seed sent
-//! least often, to offer those first while several peers fetch (super-seeding).
+//! least often, to offer those first while several peers fetch (super-seeding); `stamps.rs`
+//! compares complete files with their stamps for a listing too.
 //!
 //! Invariants:
 //! - the trust policy is asked on every request served (manifest, availability, each chunk: once
@@ -50,7 +51,10 @@ use licet_proto::{
 use tracing::{debug, warn};
 
 mod spread;
+mod stamps;
 mod swarms;
+
+pub use stamps::MAX_STAMP_CHECKS_PER_LISTING;
 
 use spread::Spread;
 use swarms::Swarms;
@@ -191,20 +195,11 @@ pub fn read_verified_chunk(
     let (opened, path) = content::open_file(dir, manifest, file, complete)
         .map_err(|(path, e)| classify_read_error(&path, e))?;
     if let Some(expected) = stamp {
-        match opened.metadata().and_then(|meta| content::stamp_of(&meta)) {
-            Ok(now) if now == *expected => {}
-            Ok(now) => {
-                return Err(ServeFailure::Changed {
-                    how: format!(
-                        "its size or modification time changed ({} bytes, modified at {} ns; \
-                         verified at {} bytes, {} ns)",
-                        now.size, now.modified_ns, expected.size, expected.modified_ns
-                    ),
-                    path,
-                });
-            }
-            Err(e) => return Err(classify_read_error(&path, e)),
-        }
+        stamps::compare_stamp(
+            &path,
+            opened.metadata().and_then(|meta| content::stamp_of(&meta)),
+            expected,
+        )?;
     }
     content::read_chunk_from(&opened, manifest, file, index, buffer)
         .map_err(|e| classify_read_error(&path, e))?;
