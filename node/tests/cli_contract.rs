@@ -136,9 +136,48 @@ fn a_client_command_without_a_daemon_says_so_and_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.starts_with("licet-node: error:") && stderr.contains("daemon"),
-        "unexpected message: {stderr}"
+        stderr.starts_with("licet-node: error:")
+            && stderr.contains("daemon")
+            && stderr.contains(&data_dir.path().display().to_string()),
+        "unexpected message (it must name the directory looked at): {stderr}"
     );
+    // LICET_DATA_DIR is the same directory for a client as for the daemon.
+    let out = node()
+        .env("LICET_DATA_DIR", data_dir.path())
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&data_dir.path().display().to_string()),
+        "LICET_DATA_DIR was not the directory looked at: {stderr}"
+    );
+}
+
+/// `run --help` says what a node does when given no flags: where its data directory is, that
+/// it listens for TCP and QUIC on all interfaces on port 4610, and that the API takes a free
+/// loopback port; and how the data directory is chosen.
+#[test]
+fn run_help_states_the_defaults() {
+    // Words as a reader sees them, whatever width clap wraps to.
+    let text = help(&["run".to_owned()])
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for default in [
+        "~/.local/share/licet",
+        "TCP and QUIC on all interfaces, port 4610",
+        "/ip4/0.0.0.0/tcp/4610",
+        "/ip4/0.0.0.0/udp/4610/quic-v1",
+        "127.0.0.1:0, a free port",
+        "else LICET_DATA_DIR",
+    ] {
+        assert!(
+            text.contains(default),
+            "`run --help` does not say {default:?}:\n{text}"
+        );
+    }
 }
 
 #[test]

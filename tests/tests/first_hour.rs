@@ -195,6 +195,14 @@ fn get_detach_returns_at_once_and_says_how_to_follow_pause_or_cancel() {
     }
     let listed = b.client_json(&["ls"]);
     assert_eq!(listed["content"][0]["state"], "downloading", "{listed}");
+    // Following and not following at once is a usage error naming both.
+    let both = b.client(&["get", &link, "-o", "downloads/film", "--detach", "--wait"]);
+    both.expect_code(2);
+    assert!(
+        both.stderr.contains("--detach") && both.stderr.contains("--wait"),
+        "{}",
+        both.stderr
+    );
 }
 
 #[test]
@@ -368,7 +376,11 @@ fn a_file_downloads_as_name_part_and_is_renamed_when_complete() {
         "an incomplete file has its final name"
     );
     let _seed = honest_seed_for(&net, &b, &publisher);
-    wait_complete(&b, &id);
+    // `get --wait` of the download in progress follows it until it is complete.
+    let followed = b.client(&["get", &link, "-o", "downloads/film", "--wait", "--json"]);
+    followed.ok();
+    assert_eq!(followed.json()["state"], "complete", "{}", followed.stdout);
+    assert_eq!(b.content(&id).expect("held")["state"], "complete");
     let w = net.work();
     assert_same_file(
         &w.join("release/film.bin"),

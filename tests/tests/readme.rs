@@ -230,12 +230,13 @@ fn the_readme_sections_a_new_user_follows_run_as_written() {
         .replace("0.0.0.0", "127.0.0.1");
 
     let tmp = tempfile::tempdir().expect("temporary directory");
-    let (home, work, logs) = (
+    let (home, work, logs, tmpdir) = (
         tmp.path().join("home"),
         tmp.path().join("work"),
         tmp.path().join("logs"),
+        tmp.path().join("tmp"),
     );
-    for dir in [&home, &work, &logs] {
+    for dir in [&home, &work, &logs, &tmpdir] {
         std::fs::create_dir_all(dir).unwrap();
     }
     let _daemons = Daemons(logs.join("pids"));
@@ -263,6 +264,7 @@ fn the_readme_sections_a_new_user_follows_run_as_written() {
         .env("LICET_MDNS", "false")
         .env("LICET_UPNP", "false")
         .env("NO_COLOR", "1")
+        .env("TMPDIR", &tmpdir)
         .env_remove("XDG_DATA_HOME")
         .env_remove("RUST_LOG");
     for name in [
@@ -301,4 +303,50 @@ fn the_readme_sections_a_new_user_follows_run_as_written() {
         "the takedown's verify did not say revoked:\n{}",
         out.stdout
     );
+    // The quick start removed what it made and said what to do next.
+    let left: Vec<_> = std::fs::read_dir(&tmpdir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().starts_with("tmp."))
+        .collect();
+    assert!(left.is_empty(), "the quick start left {left:?}");
+    assert!(
+        out.stdout
+            .contains("next: put licet-manifest and licet-node on your PATH")
+            && out.stdout.contains("\"Running a node\" in README.md"),
+        "the quick start did not say what to do next:\n{}",
+        out.stdout
+    );
+}
+
+/// The quick start's build shows cargo's progress (the first build takes minutes, never in
+/// silence), says how long it takes, and the prerequisites name the C compiler it needs.
+#[test]
+fn the_quick_start_build_shows_progress_and_its_prerequisites_are_named() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let script = std::fs::read_to_string(root.join("scripts/quickstart.sh")).unwrap();
+    let builds: Vec<&str> = script
+        .lines()
+        .filter(|line| line.trim_start().starts_with("cargo build"))
+        .collect();
+    assert!(!builds.is_empty(), "the quick start builds nothing");
+    for build in builds {
+        let words: Vec<&str> = build.split_whitespace().collect();
+        assert!(
+            !words.contains(&"--quiet") && !words.contains(&"-q"),
+            "a silent build: {build}"
+        );
+    }
+    assert!(script.contains("the first build takes about 10 minutes"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let quick_start = &readme[readme.find("\n## Quick start\n").unwrap()..];
+    let prerequisites = &quick_start[..quick_start.find("```").unwrap()];
+    for named in ["Rust", "C compiler", "Python 3"] {
+        assert!(
+            prerequisites.contains(named),
+            "prerequisites without {named}"
+        );
+    }
 }

@@ -83,9 +83,10 @@ pub enum ClientCommand {
     /// complete.
     #[command(
         after_help = "Example:\n  licet-node get licet:9f2c…e1 -o ~/Videos/episode-1\n\n\
-        The publisher must be trusted first (`licet-node trust add`). Ctrl-C stops following,\n\
-        not the download: the daemon goes on, `get` says how to follow or stop it, and exits 0;\n\
-        --detach returns as soon as the download has started. A link may\n\
+        The publisher must be trusted first (`licet-node trust add`). `get` follows the\n\
+        download until it is complete (--wait says so); --detach returns as soon as it has\n\
+        started. Ctrl-C stops following, not the download: the daemon goes on, `get` says how\n\
+        to follow, pause or cancel it, and exits 0. A link may\n\
         carry peer hints: licet:<id>?peer=/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…\n\n\
         Files are written only beneath DIR, never through a link inside it. A file already in\n\
         DIR that is identical to the release's is kept and not fetched again; any other file,\n\
@@ -110,6 +111,10 @@ pub enum ClientCommand {
         /// Return once the daemon has started the download, without following it.
         #[arg(long)]
         detach: bool,
+        /// Follow the download until it is complete, failed or stalled (the default; for a
+        /// script that states it).
+        #[arg(long, conflicts_with = "detach")]
+        wait: bool,
         /// Print the final content state as JSON.
         #[arg(long)]
         json: bool,
@@ -287,6 +292,7 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
             output,
             replace,
             detach,
+            wait: _,
             json,
         } => {
             let follow = if detach {

@@ -61,7 +61,8 @@ impl Server {
                 if let Some(stamp) = stamp
                     && to_compare.len() < budget
                 {
-                    let path = content::file_path(item.dir(), item.manifest().manifest(), file, true);
+                    let path =
+                        content::file_path(item.dir(), item.manifest().manifest(), file, true);
                     to_compare.push((item.clone(), file, path, stamp.clone()));
                 }
             }
@@ -69,15 +70,15 @@ impl Server {
         let compared = tokio::task::spawn_blocking(move || {
             to_compare
                 .into_iter()
-                .filter_map(
-                    |(item, file, path, stamp)| match compare_stamp(&path, content::stamp(&path), &stamp) {
+                .filter_map(|(item, file, path, stamp)| {
+                    match compare_stamp(&path, content::stamp(&path), &stamp) {
                         Err(changed @ ServeFailure::Changed { .. }) => {
                             Some((item, file, changed.to_string()))
                         }
                         // Unreadable for a reason that proves nothing: left to serving to retry.
                         _ => None,
-                    },
-                )
+                    }
+                })
                 .collect::<Vec<_>>()
         })
         .await;
