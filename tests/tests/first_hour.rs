@@ -46,6 +46,27 @@ fn a_node_joins_through_host_and_port_or_a_multiaddr_without_a_peer_id() {
     );
 }
 
+/// A bootstrap node that is not up yet when a node starts (a seed restarting, a network still
+/// coming up) is joined as soon as it answers: a failed dial is tried again after 1 s, 2 s,
+/// 4 s, …, not a 5-minute round later.
+#[test]
+fn a_node_joins_a_bootstrap_node_that_comes_up_after_it() {
+    let net = TestNet::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let b = net.start("b", &["--bootstrap", &format!("127.0.0.1:{port}")]);
+    b.wait_for_log(
+        "cannot reach bootstrap address (tried again in 1 s)",
+        TIMEOUT,
+    );
+    let a = net.start("a", &["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")]);
+    b.wait_for_peer(&a);
+    b.wait_for_log(&format!("bootstrap peer {} found", a.peer_id()), TIMEOUT);
+}
+
 #[test]
 fn a_bootstrap_address_that_is_neither_form_is_refused_naming_both() {
     let net = TestNet::new();

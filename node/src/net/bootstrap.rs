@@ -3,20 +3,24 @@
 //!
 //! [`BootstrapAddr`] parses all three into a multiaddr (`HOST:PORT` is TCP; a host name is
 //! resolved once, when the address is parsed, and its first address is used). A bootstrap
-//! address that names its peer goes straight into the DHT's routing table. One that does not
-//! is dialled, and the peer id comes from the connection's handshake (TLS or Noise
-//! authenticate the peer's key): [`BootstrapDials`] keeps such addresses until a dial of theirs
-//! connects, then hands back the peer to add, with the address completed by `/p2p/<id>`; the
-//! peer's own listen addresses follow from Identify on that connection. An address whose dial
-//! failed is dialled again at the next bootstrap round.
+//! address that names its peer also goes straight into the DHT's routing table. Every bootstrap
+//! address is dialled by [`BootstrapDials`] until a dial of it connects; for one without a peer
+//! id, the peer id comes from the connection's handshake (TLS or Noise authenticate the peer's
+//! key), and the address completed by `/p2p/<id>` joins the routing table; the peer's own
+//! listen addresses follow from Identify on that connection. A dial that fails is tried again
+//! after [`FIRST_RETRY`], doubled after each failure in a row up to [`BOOTSTRAP_ROUND`]: a
+//! node whose first dial fails (the peer busy, the network not up yet) joins as soon as the
+//! peer answers, not a round later.
 //!
-//! Invariant: an address is in at most one of the two states (waiting, or being dialled), and
-//! one learned is never dialled again by this part.
+//! Invariants: an address is in at most one of the two states (waiting, or being dialled), and
+//! one that connected is never dialled again by this part; a retry is due only while an
+//! address waits.
 
 use std::{
     collections::HashMap,
     net::{SocketAddr, ToSocketAddrs as _},
     str::FromStr,
+    time::Duration,
 };
 
 use libp2p::{
@@ -24,7 +28,16 @@ use libp2p::{
     multiaddr::Protocol,
     swarm::{ConnectionId, DialError, dial_opts::DialOpts},
 };
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
+
+/// The wait before a failed bootstrap dial is tried again the first time; each failure in a
+/// row doubles it, up to [`BOOTSTRAP_ROUND`].
+pub(super) const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// How often the DHT is bootstrapped again, and the longest wait before a failed bootstrap
+/// dial is tried again.
+pub(super) const BOOTSTRAP_ROUND: Duration = Duration::from_secs(300);
 
 /// A bootstrap address as given on the command line, in `config.toml` or `LICET_BOOTSTRAP`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,28 +111,38 @@ impl FromStr for BootstrapAddr {
     }
 }
 
-/// Bootstrap addresses without a peer id, until a dial of each connects (see the module docs).
+/// Bootstrap addresses, until a dial of each connects (see the module docs).
 #[derive(Debug, Default)]
 pub(super) struct BootstrapDials {
-    /// Addresses to dial at the next round.
+    /// Addresses to dial at the next round or retry.
     waiting: Vec<Multiaddr>,
     /// Dials in flight, each with its address.
     dialing: HashMap<ConnectionId, Multiaddr>,
+    /// Dials failed in a row since one last connected: sets the wait before the next retry.
+    failures_in_a_row: u32,
+    /// When the waiting addresses are dialled again, before the next round.
+    retry_at: Option<Instant>,
 }
 
 impl BootstrapDials {
-    /// Addresses without a peer id, to be dialled.
+    /// The bootstrap addresses, to be dialled.
     pub(super) fn new(addrs: Vec<Multiaddr>) -> BootstrapDials {
         BootstrapDials {
             waiting: addrs,
-            dialing: HashMap::new(),
+            ..BootstrapDials::default()
         }
     }
 
     /// Takes every waiting address; the caller dials each and reports it with [`Self::dialing`]
     /// or, when the dial could not start, [`Self::failed_to_start`].
     pub(super) fn take_waiting(&mut self) -> Vec<Multiaddr> {
+        self.retry_at = None;
         std::mem::take(&mut self.waiting)
+    }
+
+    /// When waiting addresses are due to be dialled again, if before the next round.
+    pub(super) fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
     }
 
     /// `addr` is being dialled on `connection`.
@@ -138,21 +161,38 @@ impl BootstrapDials {
         connection: ConnectionId,
         peer: PeerId,
     ) -> Option<Multiaddr> {
-        self.dialing
-            .remove(&connection)
-            .map(|addr| addr.with(Protocol::P2p(peer)))
+        let addr = self.dialing.remove(&connection)?;
+        self.failures_in_a_row = 0;
+        Some(match addr.iter().last() {
+            Some(Protocol::P2p(_)) => addr,
+            _ => addr.with(Protocol::P2p(peer)),
+        })
     }
 
-    /// `connection` failed: if it was a bootstrap dial, its address (dialled again next round).
-    pub(super) fn failed(&mut self, connection: ConnectionId) -> Option<Multiaddr> {
+    /// `connection` failed at `now`: if it was a bootstrap dial, its address and how long until
+    /// it is dialled again.
+    pub(super) fn failed(
+        &mut self,
+        connection: ConnectionId,
+        now: Instant,
+    ) -> Option<(Multiaddr, Duration)> {
         let addr = self.dialing.remove(&connection)?;
         self.waiting.push(addr.clone());
-        Some(addr)
+        let wait = FIRST_RETRY
+            .saturating_mul(1 << self.failures_in_a_row.min(16))
+            .min(BOOTSTRAP_ROUND);
+        self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
+        let at = now + wait;
+        if self.retry_at.is_none_or(|due| at < due) {
+            self.retry_at = Some(at);
+        }
+        Some((addr, wait))
     }
 }
 
 impl super::EventLoop {
-    /// Dials every bootstrap address that waits for its peer id.
+    /// Dials every bootstrap address that waits (one ending in `/p2p/<id>` must reach that
+    /// peer).
     pub(super) fn dial_bootstrap_addrs(&mut self) {
         for addr in self.bootstrap_dials.take_waiting() {
             let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
@@ -181,10 +221,15 @@ impl super::EventLoop {
         }
     }
 
-    /// A bootstrap dial failed: said once, and dialled again at the next round.
+    /// A bootstrap dial failed: said, and dialled again after a wait (see the module docs).
     pub(super) fn on_bootstrap_failed(&mut self, connection: ConnectionId, error: &DialError) {
-        if let Some(addr) = self.bootstrap_dials.failed(connection) {
-            warn!(%addr, "cannot reach bootstrap address (tried again in 5 minutes): {}", cause_chain(error));
+        if let Some((addr, wait)) = self.bootstrap_dials.failed(connection, Instant::now()) {
+            warn!(
+                %addr,
+                "cannot reach bootstrap address (tried again in {} s): {}",
+                wait.as_secs(),
+                cause_chain(error)
+            );
         }
     }
 }
@@ -253,7 +298,9 @@ mod tests {
             dials.dialing(first, taken);
         }
         assert!(dials.take_waiting().is_empty());
-        assert_eq!(dials.failed(first), Some(addr.clone()));
+        let now = Instant::now();
+        assert_eq!(dials.failed(first, now), Some((addr.clone(), FIRST_RETRY)));
+        assert_eq!(dials.retry_at(), Some(now + FIRST_RETRY));
         let second = ConnectionId::new_unchecked(2);
         for taken in dials.take_waiting() {
             dials.dialing(second, taken);
@@ -264,6 +311,44 @@ mod tests {
             Some(addr.with(Protocol::P2p(peer)))
         );
         assert!(dials.take_waiting().is_empty());
+        assert_eq!(dials.retry_at(), None, "nothing waits, so no retry is due");
         assert_eq!(dials.connected(ConnectionId::new_unchecked(3), peer), None);
+    }
+
+    /// Found when an honest node's one bootstrap dial failed under load: it stayed alone until
+    /// the next round, 5 minutes later. A failed dial is retried after 1 s, then 2 s, 4 s, …,
+    /// never later than a round, and a dial that connects starts the waits over.
+    #[test]
+    fn failed_dials_are_retried_sooner_than_a_round_and_back_off() {
+        let peer = PeerId::random();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/4610/p2p/{peer}")
+            .parse()
+            .unwrap();
+        let mut dials = BootstrapDials::new(vec![addr.clone()]);
+        let now = Instant::now();
+        let mut waits = Vec::new();
+        for n in 0..12 {
+            let connection = ConnectionId::new_unchecked(n);
+            for taken in dials.take_waiting() {
+                dials.dialing(connection, taken);
+            }
+            let (failed, wait) = dials.failed(connection, now).unwrap();
+            assert_eq!(failed, addr);
+            assert_eq!(dials.retry_at(), Some(now + wait));
+            waits.push(wait.as_secs());
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        let connection = ConnectionId::new_unchecked(100);
+        for taken in dials.take_waiting() {
+            dials.dialing(connection, taken);
+        }
+        // An address that names its peer is handed back as it is.
+        assert_eq!(dials.connected(connection, peer), Some(addr.clone()));
+        dials.failed_to_start(addr.clone());
+        for taken in dials.take_waiting() {
+            dials.dialing(ConnectionId::new_unchecked(101), taken);
+        }
+        let (_, wait) = dials.failed(ConnectionId::new_unchecked(101), now).unwrap();
+        assert_eq!(wait, FIRST_RETRY, "a connection started the waits over");
     }
 }

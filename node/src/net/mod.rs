@@ -399,17 +399,11 @@ pub fn spawn(
                 reason: bootstrap::cause_chain(&e),
             })?;
     }
-    let mut without_peer = Vec::new();
+    // Every bootstrap address is dialled by the event loop until it connects; one that names
+    // its peer is in the routing table from the start.
     for addr in &config.bootstrap {
-        match peer_of(addr) {
-            Some(peer) => {
-                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-                if let Err(e) = swarm.dial(addr.clone()) {
-                    warn!(%addr, "cannot dial bootstrap peer: {e}");
-                }
-            }
-            // Dialled by the event loop, which learns the peer id on connecting.
-            None => without_peer.push(addr.clone()),
+        if let Some(peer) = peer_of(addr) {
+            swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
         }
     }
 
@@ -424,7 +418,7 @@ pub fn spawn(
         pending_providers: HashMap::new(),
         pending_records: HashMap::new(),
         has_bootstrap: !config.bootstrap.is_empty(),
-        bootstrap_dials: bootstrap::BootstrapDials::new(without_peer),
+        bootstrap_dials: bootstrap::BootstrapDials::new(config.bootstrap.clone()),
         reannounce_at: 1,
         gossip_refused: config.counters.gossip_messages_refused.clone(),
         connections: HashMap::new(),
@@ -455,6 +449,14 @@ pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
         Protocol::P2p(peer) => Some(peer),
         _ => None,
     })
+}
+
+/// Waits until `at`, or forever if it is `None`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 struct EventLoop {
@@ -494,7 +496,7 @@ struct EventLoop {
 
 impl EventLoop {
     async fn run(mut self) {
-        let mut bootstrap_timer = tokio::time::interval(Duration::from_secs(300));
+        let mut bootstrap_timer = tokio::time::interval(bootstrap::BOOTSTRAP_ROUND);
         self.dial_bootstrap_addrs();
         loop {
             tokio::select! {
@@ -506,6 +508,9 @@ impl EventLoop {
                         return;
                     }
                 },
+                () = sleep_until_some(self.bootstrap_dials.retry_at()) => {
+                    self.dial_bootstrap_addrs();
+                }
                 _ = bootstrap_timer.tick() => {
                     self.dial_bootstrap_addrs();
                     if self.has_bootstrap {
