@@ -52,7 +52,10 @@ enum Command {
                       The data directory is --data-dir, else LICET_DATA_DIR, else\n\
                       $XDG_DATA_HOME/licet (~/.local/share/licet); clients find the daemon\n\
                       through it, so give them the same one. Settings: config.toml in the\n\
-                      data directory, then LICET_* variables, then these flags."
+                      data directory, then LICET_* variables, then these flags.\n\n\
+                      Started by systemd with NOTIFY_SOCKET set (Type=notify), it sends READY=1\n\
+                      once its control API answers and STOPPING=1 when it stops; the README's\n\
+                      \"Run as a service\" installs the unit that does so."
     )]
     Run(RunArgs),
     #[command(flatten)]
@@ -103,10 +106,11 @@ fn main() -> ExitCode {
             }),
         ),
         Command::Run(args) => with_data_dir(cli.data_dir, |runtime, data_dir| {
+            let log_format = args.log_format();
             match runtime.block_on(run::run(data_dir, args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("licet-node: error: {e:#}");
+                    log_format.report_fatal(&e);
                     ExitCode::from(2)
                 }
             }

@@ -288,6 +288,17 @@ impl Running {
         }
     }
 
+    /// The process id of the command.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the command has exited (it is then reaped; [`Running::wait`] still returns
+    /// its outcome).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Waits at most `timeout` for the command to exit; kills it and panics after that.
     pub fn wait(mut self, timeout: Duration) -> Outcome {
         let deadline = Instant::now() + timeout;
