@@ -312,3 +312,25 @@ fn licet_manifest_man_pages_cover_every_command_and_render_cleanly() {
         ],
     );
 }
+
+/// `man --out` into a directory that cannot be made says which and why, exit 2, for both.
+#[test]
+fn man_into_a_directory_that_cannot_be_made_names_it_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let out_dir = file.join("man1");
+    for program in ["licet-node", "licet-manifest"] {
+        let out = Command::new(bin(program))
+            .args(["man", "--out", out_dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("{program}: error: cannot create the directory"))
+                && stderr.contains(&out_dir.display().to_string()),
+            "{stderr}"
+        );
+    }
+}
