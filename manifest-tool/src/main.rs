@@ -11,11 +11,14 @@ mod create;
 mod files;
 mod inspect;
 mod keys;
+// The same completions and man pages as licet-node's: one file for both tools.
+#[path = "../../node/src/cli/shell_docs.rs"]
+mod shell_docs;
 mod verify;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use licet_proto::Timestamp;
 
 /// An error with the exit code it maps to.
@@ -77,6 +80,25 @@ enum Command {
         after_help = "Example:\n  licet-manifest catalog new --key publisher.pem -o publisher.draft.json\n  licet-manifest catalog add publisher.draft.json ep1.manifest\n  licet-manifest catalog sign publisher.draft.json --key publisher.pem \\\n      --expires +7d -o publisher.catalog"
     )]
     Catalog(catalog::CatalogCommand),
+    /// Print a shell completion script for licet-manifest.
+    #[command(
+        after_help = "Example:\n  licet-manifest completions bash \\\n      > ~/.local/share/bash-completion/completions/licet-manifest\n  \
+                      licet-manifest completions zsh > ~/.zfunc/_licet-manifest\n  \
+                      licet-manifest completions fish \\\n      > ~/.config/fish/completions/licet-manifest.fish\n\n\
+                      System-wide: bash in /usr/share/bash-completion/completions/licet-manifest,\n\
+                      zsh in /usr/local/share/zsh/site-functions/_licet-manifest (a folder in\n\
+                      $fpath), fish in /usr/share/fish/vendor_completions.d/licet-manifest.fish."
+    )]
+    Completions(shell_docs::CompletionsArgs),
+    /// Write the man pages of licet-manifest and of each subcommand into a directory.
+    #[command(
+        after_help = "Example:\n  licet-manifest man --out ~/.local/share/man/man1\n  \
+                      sudo licet-manifest man --out /usr/local/share/man/man1 && sudo mandb -q\n\n\
+                      Writes licet-manifest.1, licet-manifest-create.1,\n\
+                      licet-manifest-catalog-sign.1 and so on, one page per command, and prints\n\
+                      the path of each; then `man licet-manifest-create`."
+    )]
+    Man(shell_docs::ManArgs),
 }
 
 /// Parses a time flag (RFC 3339 or relative to now).
@@ -93,6 +115,18 @@ fn run(cli: Cli) -> CliResult {
         Command::Inspect(args) => inspect::inspect(args),
         Command::Delegate(args) => keys::delegate(args),
         Command::Catalog(command) => catalog::run(command),
+        Command::Completions(args) => {
+            shell_docs::write_completions(Cli::command(), args.shell, &mut std::io::stdout().lock())
+                .map_err(CliError::io)
+        }
+        Command::Man(args) => {
+            let pages =
+                shell_docs::write_man_pages(Cli::command(), &args.out).map_err(CliError::io)?;
+            for page in pages {
+                println!("{}", page.display());
+            }
+            Ok(())
+        }
     }
 }
 

@@ -29,6 +29,8 @@ const KNOWN: &[&str] = &[
     "catalog revoke-delegate",
     "catalog sign",
     "catalog inspect",
+    "completions",
+    "man",
 ];
 
 /// The subcommands with `--json`, as the README lists them.

@@ -6,9 +6,12 @@
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use licet_node::{
-    cli::{self, ClientCommand},
+    cli::{
+        self, ClientCommand,
+        shell_docs::{self, CompletionsArgs, ManArgs},
+    },
     daemon::{
         config,
         run::{self, RunArgs},
@@ -49,11 +52,33 @@ enum Command {
                       The data directory is --data-dir, else LICET_DATA_DIR, else\n\
                       $XDG_DATA_HOME/licet (~/.local/share/licet); clients find the daemon\n\
                       through it, so give them the same one. Settings: config.toml in the\n\
-                      data directory, then LICET_* variables, then these flags."
+                      data directory, then LICET_* variables, then these flags.\n\n\
+                      Started by systemd with NOTIFY_SOCKET set (Type=notify), it sends READY=1\n\
+                      once its control API answers and STOPPING=1 when it stops; the README's\n\
+                      \"Run as a service\" installs the unit that does so."
     )]
     Run(RunArgs),
     #[command(flatten)]
     Client(ClientCommand),
+    /// Print a shell completion script for licet-node (no daemon needed).
+    #[command(
+        after_help = "Example:\n  licet-node completions bash \\\n      > ~/.local/share/bash-completion/completions/licet-node\n  \
+                      licet-node completions zsh > ~/.zfunc/_licet-node\n  \
+                      licet-node completions fish > ~/.config/fish/completions/licet-node.fish\n\n\
+                      System-wide: bash in /usr/share/bash-completion/completions/licet-node, zsh in\n\
+                      /usr/local/share/zsh/site-functions/_licet-node (a folder in $fpath), fish in\n\
+                      /usr/share/fish/vendor_completions.d/licet-node.fish."
+    )]
+    Completions(CompletionsArgs),
+    /// Write the man pages of licet-node and of each subcommand into a directory (no daemon
+    /// needed).
+    #[command(
+        after_help = "Example:\n  licet-node man --out ~/.local/share/man/man1\n  \
+                      sudo licet-node man --out /usr/local/share/man/man1 && sudo mandb -q\n\n\
+                      Writes licet-node.1, licet-node-run.1, licet-node-trust-add.1 and so on, one\n\
+                      page per command, and prints the path of each; then `man licet-node-get`."
+    )]
+    Man(ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,7 +91,43 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let data_dir = match config::data_dir(cli.data_dir) {
+    match cli.command {
+        // The local commands need no data directory and no runtime.
+        Command::Completions(args) => local_result(shell_docs::write_completions(
+            Cli::command(),
+            args.shell,
+            &mut std::io::stdout().lock(),
+        )),
+        Command::Man(args) => local_result(
+            shell_docs::write_man_pages(Cli::command(), &args.out).map(|pages| {
+                for page in pages {
+                    println!("{}", page.display());
+                }
+            }),
+        ),
+        Command::Run(args) => with_data_dir(cli.data_dir, |runtime, data_dir| {
+            let log_format = args.log_format();
+            match runtime.block_on(run::run(data_dir, args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    log_format.report_fatal(&e);
+                    ExitCode::from(2)
+                }
+            }
+        }),
+        Command::Client(command) => with_data_dir(cli.data_dir, |runtime, data_dir| {
+            runtime.block_on(cli::run(command, &data_dir))
+        }),
+    }
+}
+
+/// Finds the data directory and starts the async runtime, then runs `work` in it; exits 2 if
+/// either fails.
+fn with_data_dir(
+    data_dir: Option<PathBuf>,
+    work: impl FnOnce(&tokio::runtime::Runtime, PathBuf) -> ExitCode,
+) -> ExitCode {
+    let data_dir = match config::data_dir(data_dir) {
         Ok(dir) => dir,
         Err(e) => {
             eprintln!("licet-node: error: {e}");
@@ -83,16 +144,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let code = match cli.command {
-        Command::Run(args) => match runtime.block_on(run::run(data_dir, args)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("licet-node: error: {e:#}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Client(command) => runtime.block_on(cli::run(command, &data_dir)),
-    };
+    let code = work(&runtime, data_dir);
     runtime.shutdown_timeout(RUNTIME_STOP_LIMIT);
     code
+}
+
+/// The exit code of a local command: 0, or 2 with the error on stderr.
+fn local_result(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("licet-node: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

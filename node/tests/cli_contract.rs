@@ -34,7 +34,13 @@ const KNOWN: &[&str] = &[
     "catalog",
     "catalog publish",
     "catalog ls",
+    "completions",
+    "man",
 ];
+
+/// Subcommands that work without a daemon, so have no `--json`: the daemon itself, and the
+/// completion scripts and man pages, which are text for a shell or for `man`.
+const LOCAL: &[&str] = &["run", "completions", "man"];
 
 fn node() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_licet-node"));
@@ -104,8 +110,8 @@ fn every_subcommand_has_help_with_an_example_and_every_client_subcommand_json() 
             example.contains(&format!("licet-node {name}")),
             "the example of `licet-node {name} --help` does not show the command:\n{text}"
         );
-        // Every client subcommand (all but the daemon and the groups) has --json.
-        if !group && name != "run" {
+        // Every client subcommand (all but the local ones and the groups) has --json.
+        if !group && !LOCAL.contains(&name.as_str()) {
             assert!(
                 text.lines()
                     .any(|line| line.trim_start().starts_with("--json ")),

@@ -161,9 +161,21 @@ fn newest_source(name: &str) -> (std::time::SystemTime, PathBuf) {
         "licet-manifest" => &["proto", "manifest-tool"],
         other => panic!("bin({other:?}): name the crates it is built from in `newest_source`"),
     };
+    // Files of another crate that a binary includes by path (`#[path = …] mod …;`).
+    let included: &[&str] = match name {
+        "licet-manifest" => &["node/src/cli/shell_docs.rs"],
+        _ => &[],
+    };
     crates
         .iter()
         .map(|part| newest[part].clone())
+        .chain(included.iter().map(|file| {
+            let path = workspace_root().join(file);
+            let changed = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|e| panic!("cannot read the time of {}: {e}", path.display()));
+            (changed, path)
+        }))
         .max_by_key(|(time, _)| *time)
         .unwrap()
 }
@@ -286,6 +298,17 @@ impl Running {
             err_reader: Some(err_reader),
             finished: false,
         }
+    }
+
+    /// The process id of the command.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the command has exited (it is then reaped; [`Running::wait`] still returns
+    /// its outcome).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// Waits at most `timeout` for the command to exit; kills it and panics after that.

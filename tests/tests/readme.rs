@@ -21,6 +21,7 @@ fn named_files(text: &str) -> Vec<&str> {
         "scripts/",
         "fuzz/",
         ".ci/",
+        "dist/",
     ];
     let is_path_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/');
     let mut found = Vec::new();

@@ -31,10 +31,11 @@ pub fn examples(help: &str, program: &str) -> Vec<(String, Vec<usize>)> {
 }
 
 /// `command` as a shell splits it (words, double and single quotes), without a trailing
-/// comment, pipe or `&`.
+/// comment, pipe, output redirection or `&`.
 pub fn shell_words(command: &str) -> Vec<String> {
     let command = command.split(" # ").next().unwrap();
-    let command = command.split(" | ").next().unwrap().trim_end_matches('&');
+    let command = command.split(" | ").next().unwrap();
+    let command = command.split(" > ").next().unwrap().trim_end_matches('&');
     let mut words = Vec::new();
     let mut word = String::new();
     let mut quote = None;

@@ -2,6 +2,9 @@
 //! `cancel`), `pause`, `resume`, `catalog`, `limits`): each is one or a few calls, through the typed client [`crate::api::client`], to
 //! the control API of the daemon that `licet-node run` started for the same data directory.
 //!
+//! [`shell_docs`] is the one local part: shell completion scripts and man pages, written from the
+//! command tree without a daemon.
+//!
 //! Exit codes: 0 ok; 1 refused by the trust policy or a verification failure (a bad manifest,
 //! content that does not match it); 2 usage, I/O, no daemon running, or any other error. Errors
 //! go to stderr as `licet-node: error: …` with their cause chain; `--json` prints the daemon's
@@ -25,6 +28,7 @@ mod catalog;
 mod content;
 mod limits;
 mod output;
+pub mod shell_docs;
 mod status;
 mod steer;
 mod trust;

@@ -1,6 +1,8 @@
 //! The daemon: `licet-node run` ([`run`]: start, serve, stop with bounded waits), its
-//! configuration ([`config`]) and process limits ([`limits`]).
+//! configuration ([`config`]), process limits ([`limits`]) and the JSON form of its log
+//! ([`json_log`]).
 
 pub mod config;
+pub mod json_log;
 pub mod limits;
 pub mod run;

@@ -2,7 +2,13 @@
 //!
 //! Start: logging, the open-file limit, the private data directory, the configuration, the node,
 //! then the API on loopback; its token and address go to the data directory's API files only once
-//! it listens.
+//! it listens. Only then, with the API serving, is a service manager told `READY=1` (systemd's
+//! `Type=notify`, through `NOTIFY_SOCKET`; without that variable nothing is sent), and
+//! `STOPPING=1` as soon as a stop begins.
+//!
+//! The log goes to stderr as text lines for people, or with `--log-format json` as one JSON
+//! object per line (`timestamp`, `level`, `message`, the event's fields, `target`) for log
+//! shippers; a fatal error is then one such line too ([`LogFormat::report_fatal`]).
 //!
 //! Stop, in order: the API stops accepting and lets the requests in flight finish, at most
 //! [`API_DRAIN_LIMIT`] (then they are cut); the API files are removed, so clients see at once
@@ -16,6 +22,7 @@ use anyhow::Context as _;
 use clap::Args;
 use libp2p::Multiaddr;
 use licet_proto::manifest::Region;
+use sd_notify::NotifyState;
 use tracing::{info, warn};
 
 use crate::{
@@ -23,6 +30,7 @@ use crate::{
     bandwidth::{LimitChange, Rate},
     daemon::{
         config::{Config, Overrides},
+        json_log::JsonLines,
         limits,
     },
     net::{bootstrap::BootstrapAddr, reachability::AddressRange},
@@ -101,6 +109,48 @@ pub struct RunArgs {
     /// set (a log written to a file or a journal stays plain), `always`, or `never`.
     #[arg(long, value_name = "WHEN", value_enum, default_value_t = ColorWhen::Auto)]
     color: ColorWhen,
+    /// How the log on stderr is written: `text`, lines for people, or `json`, one JSON object
+    /// per line (timestamp, level, message, the event's fields, target) for a log shipper; JSON
+    /// is never coloured.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+impl RunArgs {
+    /// The format of the log, which is also the format of a fatal error.
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+}
+
+/// How the daemon writes its log (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people: time, level, target, message and fields.
+    Text,
+    /// One JSON object per line, with `timestamp`, `level`, `message`, the event's fields and
+    /// `target` at the top level.
+    Json,
+}
+
+impl LogFormat {
+    /// Writes the error that ended the daemon to stderr: `licet-node: error: …` with its cause
+    /// chain, or in JSON one log line with level `ERROR`, so a log shipper gets it too.
+    pub fn report_fatal(self, error: &anyhow::Error) {
+        let message = format!("licet-node: error: {error:#}");
+        match self {
+            LogFormat::Text => eprintln!("{message}"),
+            LogFormat::Json => eprintln!(
+                "{}",
+                serde_json::json!({
+                    "timestamp": jiff::Timestamp::now().to_string(),
+                    "level": "ERROR",
+                    "message": message,
+                    "target": "licet_node",
+                })
+            ),
+        }
+    }
 }
 
 /// When the daemon's log is coloured (`--color`).
@@ -128,19 +178,26 @@ impl ColorWhen {
 
 /// Runs the daemon of `data_dir` until SIGINT or SIGTERM, then stops it (see the module docs).
 pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
-        )
-        .with_writer(std::io::stderr)
-        // By default colours only on a terminal: a log written to a file or a journal stays
-        // plain text.
-        .with_ansi(args.color.colours(
-            std::io::stderr().is_terminal(),
-            std::env::var_os("NO_COLOR").as_deref(),
-        ))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            // By default colours only on a terminal: a log written to a file or a journal stays
+            // plain text.
+            .with_ansi(args.color.colours(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ))
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(JsonLines::default())
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     match limits::raise_open_file_limit() {
         Ok(Some(limit)) if limit.was != limit.now => info!(
             from = %limits::show(limit.was),
@@ -214,10 +271,17 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
             let _ = api_stopping.await;
         },
     ));
+    // The API is serving (its listener was bound before, so no request is refused): a service
+    // manager may now start what depends on this daemon.
+    tell_service_manager(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!("running; control API on {api_addr}")),
+    ]);
     let ended_early = tokio::select! {
         () = stop_signal() => None,
         ended = &mut api => Some(ended),
     };
+    tell_service_manager(&[NotifyState::Stopping]);
     info!("shutting down");
     let _ = stop_api.send(());
     let served = match ended_early {
@@ -239,6 +303,18 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
     served
         .context("the control API task failed")?
         .context("the control API failed")
+}
+
+/// Sends `states` to the service manager that started the daemon (systemd's `NOTIFY_SOCKET`);
+/// does nothing when none did. A failure to send is logged: the daemon runs on either way (a
+/// manager waiting for `READY=1` times the service out and says so itself).
+fn tell_service_manager(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        warn!(
+            socket = ?std::env::var_os("NOTIFY_SOCKET").unwrap_or_default(),
+            "cannot notify the service manager: {e}"
+        );
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
