@@ -698,6 +698,8 @@ pub(crate) mod fake {
             sending_peers: 1,
             source_peers: 2,
             error: None,
+            chunk_map: vec![100, 50, 0, 0],
+            licence: None,
             changed_files: Vec::new(),
         }
     }
