@@ -46,6 +46,7 @@ pub struct DashboardFile {
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
+const SVG: &str = "image/svg+xml";
 
 macro_rules! dashboard_files {
     ($(($name:literal, $type:expr)),* $(,)?) => {
@@ -71,6 +72,7 @@ dashboard_files![
     ("trust.js", JS),
     ("peers.js", JS),
     ("limits.js", JS),
+    ("favicon.svg", SVG),
 ];
 
 /// The dashboard's routes, merged into the control API's router.
