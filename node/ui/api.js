@@ -51,8 +51,9 @@ export async function call(method, path, body) {
   if (!response.ok) {
     let error;
     try { error = JSON.parse(text).error; } catch { error = null; }
-    throw new ApiError(response.status, error?.kind ?? 'http',
-      error?.message ?? `${method} ${path}: HTTP ${response.status}`, error?.refusal);
+    let message = error?.message ?? `${method} ${path}: HTTP ${response.status}`;
+    if (response.status === 401) message += '; run `licet-node ui` for the current address';
+    throw new ApiError(response.status, error?.kind ?? 'http', message, error?.refusal);
   }
   return text ? JSON.parse(text) : null;
 }

@@ -68,7 +68,9 @@ if (!takeToken()) {
   for (const button of document.querySelectorAll('#tabs button')) {
     button.addEventListener('click', () => showPage(button.dataset.page));
   }
-  showPage(sessionStorage.getItem('licet-page') ?? 'overview');
+  const pages = [...document.querySelectorAll('.page')].map((section) => section.id);
+  const remembered = sessionStorage.getItem('licet-page');
+  showPage(pages.includes(remembered) ? remembered : 'overview');
   add.init(act);
   trust.init(act);
   limits.init(act);
