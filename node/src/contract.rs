@@ -54,6 +54,11 @@ pub mod routes {
     pub const LIMITS: &str = "/v1/limits";
     /// `GET`, without a token: the metrics as text.
     pub const METRICS: &str = "/metrics";
+    /// `GET`, without a token: the dashboard's page (it asks for the token in its URL's
+    /// fragment, `#token=…`, which no request carries).
+    pub const DASHBOARD: &str = "/ui/";
+    /// `GET`, without a token: one of the dashboard's files (its modules and style sheet).
+    pub const DASHBOARD_FILE: &str = "/ui/{file}";
 
     /// [`TRUST_PUBLISHER`] for `publisher`.
     pub fn trust_publisher(publisher: &PublicKey) -> String {
@@ -401,7 +406,31 @@ pub struct ContentInfo {
     /// on disk; `licet-node check` re-verifies them. Empty when every file is whole.
     #[serde(default)]
     pub changed_files: Vec<String>,
+    /// Which chunks are held, for a picture: the item's chunks (of all files, in manifest
+    /// order) split into at most [`CHUNK_MAP_CELLS`] runs of near-equal length, each given as
+    /// the percentage of its chunks held, rounded down (100: every one).
+    #[serde(default)]
+    pub chunk_map: Vec<u8>,
+    /// The manifest's licence (`None` only from a daemon older than this field).
+    #[serde(default)]
+    pub licence: Option<LicenceInfo>,
 }
+
+/// A manifest's licence, in [`ContentInfo`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LicenceInfo {
+    /// The terms, for people.
+    pub terms: String,
+    /// The window opens (RFC 3339).
+    pub not_before: String,
+    /// The window closes (RFC 3339, exclusive); `None`: never.
+    pub not_after: Option<String>,
+    /// Where it may be fetched (two-letter codes); empty: worldwide.
+    pub regions: Vec<String>,
+}
+
+/// Most cells in [`ContentInfo::chunk_map`]: enough for a picture, small for each poll.
+pub const CHUNK_MAP_CELLS: usize = 128;
 
 /// A trust-policy refusal, as shown to people and scripts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -99,8 +99,11 @@ const CONTENT: &[&str] = &[
     "source_peers",
     "error",
     "changed_files",
+    "chunk_map",
+    "licence",
 ];
 const REFUSAL: &[&str] = &["reason", "detail"];
+const LICENCE: &[&str] = &["terms", "not_before", "not_after", "regions"];
 
 /// `value` parsed as a `T`, which must write it back exactly.
 #[track_caller]
@@ -156,6 +159,7 @@ fn items<'a>(what: &str, value: &'a Value) -> &'a [Value] {
 #[track_caller]
 fn content_fields(what: &str, item: &Value) {
     fields(what, item, CONTENT);
+    fields(&format!("{what}.licence"), &item["licence"], LICENCE);
     if !item["refused"].is_null() {
         fields(&format!("{what}.refused"), &item["refused"], REFUSAL);
     }

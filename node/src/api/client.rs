@@ -174,6 +174,18 @@ impl ApiClient {
         self.addr
     }
 
+    /// The dashboard's address on this daemon, carrying the token in its fragment
+    /// (`http://127.0.0.1:PORT/ui/#token=…`): a browser never sends a fragment, and the page
+    /// moves it to the tab's session storage.
+    pub fn dashboard_url(&self) -> String {
+        format!(
+            "http://{}{}#token={}",
+            self.addr,
+            routes::DASHBOARD,
+            self.token
+        )
+    }
+
     /// The token file this client read.
     pub fn token_file(&self) -> PathBuf {
         self.data_dir.join(API_TOKEN_FILE)

@@ -30,6 +30,7 @@
 //! | `GET` | `/v1/catalogs` | — | 200 [`CatalogListReply`]: each trusted publisher's catalog | 401, 500 |
 //! | `GET` | `/v1/limits` | — | 200 [`LimitsReply`] | 401, 500 |
 //! | `PUT` | `/v1/limits` | JSON [`LimitsChange`] (bytes per second, 0 none; `reset` first goes back to the configured limits) | 200 [`LimitsReply`]; the change lasts until restart | 400 a rate out of range, 401, 500 |
+//! | `GET` | `/ui/`, `/ui/{file}` | — (no token; the page asks for it) | 200 the dashboard's page and modules, embedded in the binary, with a strict `Content-Security-Policy` ([`dashboard`]) | 404 |
 //! | `GET` | `/metrics` | — (no token) | 200 OpenMetrics 1.0 text if `Accept` asks for `application/openmetrics-text`, else Prometheus text 0.0.4 (`crate::metrics::format`) | — |
 //!
 //! Every error reply, including a missing token, a malformed JSON body, a bad path parameter,
@@ -46,6 +47,9 @@
 //!   authority) must be `localhost` or a loopback address (`127.0.0.1`, `[::1]`, …) with the
 //!   port it listens on; anything else is a 403 `refused`. A web page that rebinds its own name to
 //!   127.0.0.1 sends its own name, so it cannot read the API. No CORS headers are sent.
+//! - No handler of a method other than `GET` and `HEAD` runs for a request whose `Origin` is
+//!   not the daemon's own (`http://` and one of the names above): another site's page cannot
+//!   make the daemon act. Programs that send no `Origin` (the CLI, curl) are not affected.
 //! - No `/v1/` handler runs unless the request carried the token; the token is compared in
 //!   constant time for its length, and the token is never logged or echoed.
 //! - Connections are bounded in number and in idle time ([`crate::api::conns`]).
@@ -71,7 +75,10 @@ use licet_proto::{ManifestId, PublicKey, signed::SignedKind};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    api::conns::{self, ConnectionLimits},
+    api::{
+        conns::{self, ConnectionLimits},
+        dashboard,
+    },
     contract::{
         AddQuery, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo,
         ContentListReply, ErrorReply, GetRequest, LimitsChange, LimitsReply, NodeApi, PeersReply,
@@ -192,9 +199,14 @@ pub fn router<N: NodeApi>(node: Arc<N>, token: String, port: u16) -> Router {
     Router::new()
         .merge(v1)
         .route(routes::METRICS, get(metrics::<N>))
+        .merge(dashboard::routes())
         .method_not_allowed_fallback(wrong_method)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            LoopbackHosts::for_port(port),
+            require_own_origin,
+        ))
         .layer(middleware::from_fn_with_state(
             LoopbackHosts::for_port(port),
             require_loopback_host,
@@ -223,6 +235,14 @@ impl LoopbackHosts {
             _ => (host.as_str(), Some(80)),
         };
         port == Some(self.port) && is_loopback_name(name)
+    }
+
+    /// Whether `origin` (an `Origin` value) is a page this API served itself:
+    /// `http://` and a name [`LoopbackHosts::allows`].
+    fn allows_origin(&self, origin: &str) -> bool {
+        origin
+            .strip_prefix("http://")
+            .is_some_and(|host| !host.contains('/') && self.allows(host))
     }
 
     fn expected(&self) -> String {
@@ -279,6 +299,33 @@ async fn require_loopback_host(
             ),
         )
         .into_response(),
+    }
+}
+
+/// Lets a request that may change something (any method but `GET` and `HEAD`) through only if
+/// it carries no `Origin` or the daemon's own (see the module docs): a page of another site
+/// cannot make the daemon act, even where it somehow holds the token.
+async fn require_own_origin(
+    State(hosts): State<LoopbackHosts>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let reads_only = matches!(*request.method(), Method::GET | Method::HEAD);
+    match request.headers().get(header::ORIGIN) {
+        Some(origin) if !reads_only && !origin.to_str().is_ok_and(|o| hosts.allows_origin(o)) => {
+            ApiError::new(
+                ApiErrorKind::Refused,
+                format!(
+                    "a {} from the page of origin {:?}: the control API takes changes only from \
+                     its own dashboard (http:// and {}) or from programs that send no Origin",
+                    request.method(),
+                    String::from_utf8_lossy(origin.as_bytes()),
+                    hosts.expected()
+                ),
+            )
+            .into_response()
+        }
+        _ => next.run(request).await,
     }
 }
 
@@ -698,6 +745,8 @@ pub(crate) mod fake {
             sending_peers: 1,
             source_peers: 2,
             error: None,
+            chunk_map: vec![100, 50, 0, 0],
+            licence: None,
             changed_files: Vec::new(),
         }
     }
@@ -1202,9 +1251,101 @@ mod tests {
             (Method::GET, "/v1/limits".to_owned()),
             (Method::PUT, "/v1/limits".to_owned()),
             (Method::GET, "/metrics".to_owned()),
+            (Method::GET, "/ui".to_owned()),
+            (Method::GET, "/ui/".to_owned()),
+            (Method::GET, "/ui/app.js".to_owned()),
+            (Method::GET, "/ui/nothing.js".to_owned()),
             (Method::GET, "/v1/nothing".to_owned()),
             (Method::PUT, "/v1/status".to_owned()),
         ]
+    }
+
+    /// A page of another site must not make the daemon act, even with the token.
+    #[tokio::test]
+    async fn a_change_from_another_origin_is_refused() {
+        let server = server().await;
+        let port = server.addr.port();
+        let other_port = port.wrapping_add(1).max(1);
+        let changes: Vec<_> = every_route()
+            .into_iter()
+            .filter(|(method, _)| *method != Method::GET)
+            .collect();
+        assert!(changes.len() >= 10, "{changes:?}");
+        for origin in [
+            "http://evil.example".to_owned(),
+            format!("http://evil.example:{port}"),
+            "null".to_owned(),
+            format!("https://127.0.0.1:{port}"),
+            format!("http://127.0.0.1:{other_port}"),
+            format!("http://127.0.0.1:{port}/ui"),
+            String::new(),
+        ] {
+            for (method, path) in &changes {
+                let response = within(
+                    client()
+                        .request(method.clone(), server.url(path))
+                        .bearer_auth(TOKEN)
+                        .header("origin", &origin)
+                        .header("content-type", "application/json")
+                        .body("{}")
+                        .send(),
+                )
+                .await
+                .unwrap();
+                assert_eq!(
+                    response.status(),
+                    StatusCode::FORBIDDEN,
+                    "Origin {origin:?}: {method} {path}"
+                );
+                let error = error_of(response).await;
+                assert_eq!(error.kind, ApiErrorKind::Refused);
+                assert!(
+                    error.message.contains("origin") && error.message.contains(&origin),
+                    "{}",
+                    error.message
+                );
+            }
+        }
+        assert!(
+            server.node.calls().is_empty(),
+            "a handler ran for another origin: {:?}",
+            server.node.calls()
+        );
+        // The dashboard's own origin, under any of the daemon's names, and reads from anywhere
+        // (no CORS header lets another page see the reply).
+        for origin in [
+            format!("http://127.0.0.1:{port}"),
+            format!("http://localhost:{port}"),
+            format!("http://[::1]:{port}"),
+        ] {
+            let body = serde_json::json!({ "upload": 5 });
+            let response = within(
+                client()
+                    .put(server.url("/v1/limits"))
+                    .bearer_auth(TOKEN)
+                    .header("origin", &origin)
+                    .json(&body)
+                    .send(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "Origin {origin}");
+        }
+        let response = within(
+            client()
+                .get(server.url("/v1/status"))
+                .bearer_auth(TOKEN)
+                .header("origin", "http://evil.example")
+                .send(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            !response
+                .headers()
+                .contains_key("access-control-allow-origin")
+        );
     }
 
     /// Regression (issue 12, item 6): a page that rebinds its own name to 127.0.0.1 read

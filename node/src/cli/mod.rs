@@ -1,5 +1,5 @@
 //! The client subcommands (`trust`, `add`, `get`, `ls`, `status`, `peers`, `check`, `rm` (also
-//! `cancel`), `pause`, `resume`, `catalog`, `limits`): each is one or a few calls, through the typed client [`crate::api::client`], to
+//! `cancel`), `pause`, `resume`, `catalog`, `limits`, `ui`): each is one or a few calls, through the typed client [`crate::api::client`], to
 //! the control API of the daemon that `licet-node run` started for the same data directory.
 //!
 //! [`shell_docs`] is the one local part: shell completion scripts and man pages, written from the
@@ -26,6 +26,7 @@
 
 mod catalog;
 mod content;
+mod dashboard;
 mod limits;
 mod output;
 pub mod shell_docs;
@@ -236,6 +237,23 @@ pub enum ClientCommand {
         with `limits set` last until `limits reset` or a restart."
     )]
     Limits(LimitsArgs),
+    /// Print the address of the daemon's web dashboard (with --open, open it in a browser).
+    #[command(
+        after_help = "Example:\n  licet-node ui          # prints http://127.0.0.1:PORT/ui/#token=…\n  licet-node ui --open   # and opens it with xdg-open\n\n\
+        The address carries the API token after '#': the browser keeps it to itself (a\n\
+        fragment is never sent) and the page moves it to the tab's session storage. Anyone\n\
+        with the address can steer the node until the daemon restarts; on a machine shared\n\
+        with other users, paste it rather than use --open, which puts it on xdg-open's\n\
+        command line."
+    )]
+    Ui {
+        /// Also open the address in the desktop's browser (xdg-open).
+        #[arg(long)]
+        open: bool,
+        /// Print the address as JSON: `{"url": "…"}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs one client subcommand against the daemon of `data_dir`; prints the result on stdout and
@@ -315,6 +333,7 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
         ClientCommand::Resume { id, json } => steer::resume(data_dir, &id, json).await,
         ClientCommand::Catalog(command) => catalog::run(command, data_dir).await,
         ClientCommand::Limits(args) => limits::run(args, data_dir).await,
+        ClientCommand::Ui { open, json } => dashboard::show(data_dir, open, json).await,
     }
 }
 
@@ -480,9 +499,9 @@ mod tests {
             }
         }
         assert_eq!(
-            seen, 16,
+            seen, 17,
             "trust add/ls/rm, add, get, ls, status, peers, check, rm, pause, resume, catalog \
-             publish/ls, limits set/reset"
+             publish/ls, limits set/reset, ui"
         );
     }
 

@@ -20,6 +20,7 @@ mod api;
 mod api_errors;
 pub mod catalog_host;
 pub mod check;
+mod chunk_map;
 pub mod data_dir;
 pub mod health;
 mod limits;
@@ -52,7 +53,7 @@ use api_errors::{store_error, to_api_refusal};
 use crate::{
     bandwidth::{Bandwidth, LimitsConfig, SCHEDULE_CHECK, lan},
     catalogs::CatalogWork,
-    contract::{ApiError, ContentInfo, ContentState},
+    contract::{ApiError, ContentInfo, ContentState, LicenceInfo},
     fetch::{self, FetchContext, LiveNet, ProviderLookup},
     items::{Item, Items, Live},
     metrics::Metrics,
@@ -601,6 +602,18 @@ impl Node {
                 .filter(|(_, (tree, bits))| tree.is_some() && bits.count_ones() < bits.len())
                 .map(|(file, _)| file.path.to_string())
                 .collect(),
+            chunk_map: chunk_map::chunk_map(&live.have),
+            licence: Some(LicenceInfo {
+                terms: manifest.licence.terms.clone(),
+                not_before: manifest.licence.not_before.to_string(),
+                not_after: manifest.licence.not_after.map(|t| t.to_string()),
+                regions: manifest
+                    .licence
+                    .regions
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect(),
+            }),
         }
     }
 }
