@@ -52,6 +52,15 @@ enum Command {
                       data directory, then LICET_* variables, then these flags."
     )]
     Run(RunArgs),
+    /// Print the control API's OpenAPI 3.1 description (JSON); no daemon needed.
+    #[command(
+        name = "api-doc",
+        after_help = "Example:\n  licet-node api-doc | jq '.paths | keys'   # every route\n\n\
+                      A running daemon serves the same description at GET /v1/openapi.json\n\
+                      (no token needed); the other /v1/ routes need the token in\n\
+                      DATA_DIR/api-token."
+    )]
+    ApiDoc,
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -66,6 +75,11 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Command::ApiDoc = cli.command {
+        // The description is built from the code alone: no data directory, no runtime.
+        println!("{}", licet_node::api::openapi::description_json());
+        return ExitCode::SUCCESS;
+    }
     let data_dir = match config::data_dir(cli.data_dir) {
         Ok(dir) => dir,
         Err(e) => {
@@ -92,6 +106,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Client(command) => runtime.block_on(cli::run(command, &data_dir)),
+        Command::ApiDoc => ExitCode::SUCCESS,
     };
     runtime.shutdown_timeout(RUNTIME_STOP_LIMIT);
     code

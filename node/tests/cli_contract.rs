@@ -1,6 +1,6 @@
 //! The CLI contract of `licet-node`: every subcommand has `--help` with an example (and every
-//! client subcommand `--json`), usage errors exit 2, and a client command with no daemon running
-//! says so and exits 2. (Also makes `cargo test --workspace` build the binary that the
+//! client subcommand `--json`), usage errors exit 2, a client command with no daemon running
+//! says so and exits 2, and `api-doc` prints the control API's description with no daemon. (Also makes `cargo test --workspace` build the binary that the
 //! end-to-end tests in `tests/` run.)
 //!
 //! The subcommands are those the binary's own `--help` lists (clap renders its command tree
@@ -16,10 +16,15 @@ mod help_examples;
 
 use help_examples::check_examples;
 
+/// Subcommands that talk to no daemon, and so print no reply as `--json`: the daemon itself, and
+/// `api-doc`, whose output is JSON already.
+const NOT_CLIENTS: &[&str] = &["run", "api-doc"];
+
 /// Subcommands that exist today: the walk must find at least these, so a change in how clap
 /// lays out `--help` cannot make it find nothing and pass.
 const KNOWN: &[&str] = &[
     "run",
+    "api-doc",
     "trust",
     "trust add",
     "trust ls",
@@ -104,8 +109,8 @@ fn every_subcommand_has_help_with_an_example_and_every_client_subcommand_json() 
             example.contains(&format!("licet-node {name}")),
             "the example of `licet-node {name} --help` does not show the command:\n{text}"
         );
-        // Every client subcommand (all but the daemon and the groups) has --json.
-        if !group && name != "run" {
+        // Every client subcommand (all but the groups and NOT_CLIENTS) has --json.
+        if !group && !NOT_CLIENTS.contains(&name.as_str()) {
             assert!(
                 text.lines()
                     .any(|line| line.trim_start().starts_with("--json ")),
@@ -195,4 +200,39 @@ fn every_help_example_parses_and_fits_80_columns() {
         problems.join("\n")
     );
     assert!(checked >= KNOWN.len(), "only {checked} examples found");
+}
+
+/// `api-doc` needs no daemon nor data directory: it prints the description the code makes, which
+/// is OpenAPI 3.1 JSON (a daemon serves the same at `GET /v1/openapi.json`).
+#[test]
+fn api_doc_prints_the_openapi_description_without_a_daemon() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = node()
+        .arg("--data-dir")
+        .arg(empty.path().join("no-such-dir"))
+        .arg("api-doc")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed.trim_end() == licet_node::api::openapi::description_json(),
+        "api-doc prints another description than the code makes"
+    );
+    let description: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(description["openapi"], "3.1.0");
+    assert!(
+        description["paths"]["/v1/status"]["get"].is_object(),
+        "{description:#}"
+    );
+    assert_eq!(
+        std::fs::read_dir(empty.path()).unwrap().count(),
+        0,
+        "api-doc wrote files"
+    );
 }

@@ -1,7 +1,11 @@
-//! The control API on 127.0.0.1: the HTTP server ([`server`]), its connection bounds
-//! ([`conns`]), and the typed client the CLI uses ([`client`]). Its types, paths and file names
-//! are the [`crate::contract`].
+//! The control API on 127.0.0.1: the HTTP server ([`server`]) and its route handlers
+//! (`handlers`, with their request extractors in `extract`), its connection bounds ([`conns`]),
+//! its OpenAPI description ([`openapi`]), and the typed client the CLI uses ([`client`]). Its
+//! types, paths and file names are the [`crate::contract`].
 
 pub mod client;
 pub mod conns;
+mod extract;
+mod handlers;
+pub mod openapi;
 pub mod server;
