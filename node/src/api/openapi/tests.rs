@@ -133,7 +133,8 @@ async fn the_router_serves_exactly_the_operations_described() {
     assert!(
         undescribed.is_empty(),
         "the router serves {undescribed:?}, which the OpenAPI description lacks: give the \
-         handler a #[utoipa::path] and list it in ControlApi's paths (api/openapi.rs)"
+         handler a #[utoipa::path] and list it in ControlApi's paths (api/openapi.rs), or, for \
+         pages that are not the JSON API, add their prefix to NOT_DESCRIBED here"
     );
     let unserved = difference(&described_operations, &served);
     assert!(
