@@ -13,6 +13,9 @@ use std::{future::Future, path::PathBuf};
 
 use licet_proto::{ManifestId, PublicKey, policy::RefusalReason};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+pub mod schemas;
 
 /// The files through which clients find the daemon of a data directory. The daemon writes both
 /// at start (new ones each start) and removes them on a clean shutdown.
@@ -59,6 +62,8 @@ pub mod routes {
     pub const DASHBOARD: &str = "/ui/";
     /// `GET`, without a token: one of the dashboard's files (its modules and style sheet).
     pub const DASHBOARD_FILE: &str = "/ui/{file}";
+    /// `GET`, without a token: the API's OpenAPI description (`api::openapi`), as JSON.
+    pub const OPENAPI: &str = "/v1/openapi.json";
 
     /// [`TRUST_PUBLISHER`] for `publisher`.
     pub fn trust_publisher(publisher: &PublicKey) -> String {
@@ -87,7 +92,7 @@ pub mod routes {
 }
 
 /// `GET /v1/status`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct StatusReply {
     /// This node's libp2p peer id.
     pub peer_id: String,
@@ -119,7 +124,7 @@ pub struct StatusReply {
 }
 
 /// Four rates in bytes per second, 0 for no limit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LimitRates {
     /// Uploads to all peers together.
     pub upload: u64,
@@ -132,7 +137,7 @@ pub struct LimitRates {
 }
 
 /// `GET /v1/limits` (and the reply of `PUT`), and `limits` in `status`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LimitsReply {
     /// The limits in force now.
     pub in_force: LimitRates,
@@ -151,7 +156,7 @@ pub struct LimitsReply {
 
 /// `PUT /v1/limits`: first drop every change made while running if `reset`, then set the rates
 /// given (bytes per second, 0 for no limit; absent: unchanged).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsChange {
     /// Uploads to all peers together.
@@ -172,7 +177,7 @@ pub struct LimitsChange {
 }
 
 /// How other nodes reach this one, in `status`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct NetworkInfo {
     /// `public` (a peer dialled a public address of it back), `private` (none could: behind a
     /// NAT or a firewall) or `unknown` (not tested yet).
@@ -190,7 +195,7 @@ pub struct NetworkInfo {
 }
 
 /// The node's own faults, in `status`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct NodeHealth {
     /// `None` while the database works; else why it is closed (it reopens by itself once the
     /// cause, such as a full disk, is gone).
@@ -199,6 +204,7 @@ pub struct NodeHealth {
     /// it is saved when the database reopens; a restart before that goes back to the saved one
     /// until the node fetches this one again.
     #[serde(default)]
+    #[schema(value_type = Vec<schemas::PublicKeyHex>)]
     pub unsaved_catalogs: Vec<PublicKey>,
     /// The time floor: the newest `issued_at` of an accepted catalog, RFC 3339.
     pub time_floor: Option<String>,
@@ -217,7 +223,7 @@ impl NodeHealth {
 }
 
 /// How many content items are in each state.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct ContentCounts {
     /// Complete and served.
     pub complete: usize,
@@ -234,7 +240,7 @@ pub struct ContentCounts {
 }
 
 /// One peer in `GET /v1/peers`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct PeerInfo {
     /// Its peer id.
     pub peer_id: String,
@@ -262,16 +268,17 @@ pub struct PeerInfo {
 }
 
 /// `GET /v1/peers`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct PeersReply {
     /// Connected peers, then banned peers that are not connected (until their bans end).
     pub peers: Vec<PeerInfo>,
 }
 
 /// One trusted publisher.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct TrustEntry {
     /// The publisher's public key.
+    #[schema(value_type = schemas::PublicKeyHex)]
     pub publisher: PublicKey,
     /// A name for people.
     pub name: Option<String>,
@@ -282,9 +289,10 @@ pub struct TrustEntry {
 }
 
 /// `POST /v1/trust`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct TrustAddRequest {
     /// The publisher's public key.
+    #[schema(value_type = schemas::PublicKeyHex)]
     pub publisher: PublicKey,
     /// A name for people.
     pub name: Option<String>,
@@ -299,9 +307,10 @@ pub struct TrustAddRequest {
 
 /// A trusted publisher's catalog as this node holds it: `GET /v1/catalogs`, and part of
 /// `status` and `ls`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct CatalogInfo {
     /// The publisher.
+    #[schema(value_type = schemas::PublicKeyHex)]
     pub publisher: PublicKey,
     /// Its name in the trust store.
     pub name: Option<String>,
@@ -330,28 +339,29 @@ pub struct CatalogInfo {
 }
 
 /// `GET /v1/catalogs`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct CatalogListReply {
     /// Each trusted publisher's catalog, by publisher key.
     pub catalogs: Vec<CatalogInfo>,
 }
 
 /// `POST /v1/catalogs?head=HEX` with the signed catalog's bytes as the body.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PublishQuery {
     /// The catalog's signed head (`licet-manifest catalog sign` writes it to `OUT.head`), hex.
     pub head: String,
 }
 
 /// `GET /v1/trust`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct TrustReply {
     /// All trusted publishers.
     pub publishers: Vec<TrustEntry>,
 }
 
 /// Where a content item stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ContentState {
     /// Being fetched.
@@ -367,17 +377,20 @@ pub enum ContentState {
 }
 
 /// One content item: `GET /v1/content/{id}`, and the items of `GET /v1/content`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ContentInfo {
     /// The manifest id.
+    #[schema(value_type = schemas::ManifestIdHex)]
     pub manifest_id: ManifestId,
     /// The share link.
     pub link: String,
     /// The manifest's title.
     pub title: String,
     /// The publisher.
+    #[schema(value_type = schemas::PublicKeyHex)]
     pub publisher: PublicKey,
     /// Where the files are (seeded in place, or the download directory).
+    #[schema(value_type = String)]
     pub dir: PathBuf,
     /// Where it stands.
     pub state: ContentState,
@@ -417,7 +430,7 @@ pub struct ContentInfo {
 }
 
 /// A manifest's licence, in [`ContentInfo`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LicenceInfo {
     /// The terms, for people.
     pub terms: String,
@@ -433,16 +446,17 @@ pub struct LicenceInfo {
 pub const CHUNK_MAP_CELLS: usize = 128;
 
 /// A trust-policy refusal, as shown to people and scripts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Refusal {
     /// The machine-readable reason.
+    #[schema(value_type = schemas::RefusalReasonName)]
     pub reason: RefusalReason,
     /// The particulars.
     pub detail: String,
 }
 
 /// `GET /v1/content`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ContentListReply {
     /// Every content item.
     pub content: Vec<ContentInfo>,
@@ -451,12 +465,13 @@ pub struct ContentListReply {
 }
 
 /// `POST /v1/downloads`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct GetRequest {
     /// A share link (`licet:<id>[?peer=…]`) or a bare manifest id.
     pub link: String,
     /// The directory to put the files in (absolute; created if missing). It may not be, hold
     /// or be inside the node's data directory.
+    #[schema(value_type = String)]
     pub output_dir: PathBuf,
     /// Whether an existing regular file at one of the manifest's paths that is not the
     /// manifest's file may be overwritten. Without it such a file refuses the download (409);
@@ -466,8 +481,9 @@ pub struct GetRequest {
 }
 
 /// `DELETE /v1/content/{id}?delete_files=BOOL`.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RemoveQuery {
     /// Also delete the files the download wrote (each manifest path and its `.part` name,
     /// regular files beneath its folder only), then the folders beneath it left empty. Refused
@@ -477,17 +493,21 @@ pub struct RemoveQuery {
 }
 
 /// The reply of `DELETE /v1/content/{id}`: what was forgotten and, with `delete_files`, deleted.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RemoveReply {
     /// The manifest id of the content forgotten.
+    #[schema(value_type = schemas::ManifestIdHex)]
     pub removed: ManifestId,
     /// Its folder.
+    #[schema(value_type = String)]
     pub dir: PathBuf,
     /// Files deleted (full paths); empty without `delete_files`.
     #[serde(default)]
+    #[schema(value_type = Vec<String>)]
     pub deleted_files: Vec<PathBuf>,
     /// Folders beneath `dir` deleted because they were left empty (`dir` itself stays).
     #[serde(default)]
+    #[schema(value_type = Vec<String>)]
     pub removed_folders: Vec<PathBuf>,
     /// Paths of the download that were not deleted, each with the reason (not a regular file,
     /// beneath a link, or the system refused).
@@ -496,23 +516,26 @@ pub struct RemoveReply {
 }
 
 /// A path `delete_files` left in place, and why.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct KeptFile {
     /// The path (full).
+    #[schema(value_type = String)]
     pub path: PathBuf,
     /// Why it was kept.
     pub reason: String,
 }
 
 /// `POST /v1/content?content_dir=DIR` with the signed manifest's bytes as the body.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AddQuery {
     /// Where the content already is (absolute).
+    #[param(value_type = String)]
     pub content_dir: PathBuf,
 }
 
 /// What kind of failure an API call met; decides the HTTP status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ApiErrorKind {
     /// 400: the request is wrong (bad link, bad manifest bytes, content that does not match).
@@ -532,7 +555,7 @@ pub enum ApiErrorKind {
 }
 
 /// The body of every error reply: `{"error": {...}}`.
-#[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, thiserror::Error)]
 #[error("{message}")]
 pub struct ApiError {
     /// The kind, which also decides the HTTP status.
@@ -564,7 +587,7 @@ impl ApiError {
 }
 
 /// The error envelope on the wire.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorReply {
     /// The error.
     pub error: ApiError,

@@ -6,7 +6,7 @@
 //! | layer | modules | job |
 //! |---|---|---|
 //! | edge | [`daemon`], [`cli`] | the `run` daemon (config, data directory, process limits, start and bounded stop); the client subcommands, one file per group |
-//! | API | [`api`] | the HTTP + JSON control API on 127.0.0.1: server, connections, typed client |
+//! | API | [`api`] | the HTTP + JSON control API on 127.0.0.1: server, handlers, connections, its OpenAPI description, typed client |
 //! | node | [`node`] | the parts tied together: the control API's methods and the one mapping of errors to `ApiError`, health, re-checking files |
 //! | work | [`catalogs`], [`serve`] | catalogs on the network (heads, fetch, accept, mirror), from a context of parts; answering every peer request under the policy, from a context of parts |
 //! | | [`fetch`] | finding manifests and fetching chunks from many peers, from a context of parts; rarest-first scheduling |

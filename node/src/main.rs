@@ -58,6 +58,15 @@ enum Command {
                       \"Run as a service\" installs the unit that does so."
     )]
     Run(RunArgs),
+    /// Print the control API's OpenAPI 3.1 description (JSON); no daemon needed.
+    #[command(
+        name = "api-doc",
+        after_help = "Example:\n  licet-node api-doc | jq '.paths | keys'   # every route\n\n\
+                      A running daemon serves the same description at GET /v1/openapi.json\n\
+                      (no token needed); the other /v1/ routes need the token in\n\
+                      DATA_DIR/api-token."
+    )]
+    ApiDoc,
     #[command(flatten)]
     Client(ClientCommand),
     /// Print a shell completion script for licet-node (no daemon needed).
@@ -98,6 +107,11 @@ fn main() -> ExitCode {
             args.shell,
             &mut std::io::stdout().lock(),
         )),
+        Command::ApiDoc => {
+            // The description is built from the code alone.
+            println!("{}", licet_node::api::openapi::description_json());
+            ExitCode::SUCCESS
+        }
         Command::Man(args) => local_result(
             shell_docs::write_man_pages(Cli::command(), &args.out).map(|pages| {
                 for page in pages {

@@ -1,6 +1,6 @@
 //! The CLI contract of `licet-node`: every subcommand has `--help` with an example (and every
-//! client subcommand `--json`), usage errors exit 2, and a client command with no daemon running
-//! says so and exits 2. (Also makes `cargo test --workspace` build the binary that the
+//! client subcommand `--json`), usage errors exit 2, a client command with no daemon running
+//! says so and exits 2, and `api-doc` prints the control API's description with no daemon. (Also makes `cargo test --workspace` build the binary that the
 //! end-to-end tests in `tests/` run.)
 //!
 //! The subcommands are those the binary's own `--help` lists (clap renders its command tree
@@ -20,6 +20,7 @@ use help_examples::check_examples;
 /// lays out `--help` cannot make it find nothing and pass.
 const KNOWN: &[&str] = &[
     "run",
+    "api-doc",
     "trust",
     "trust add",
     "trust ls",
@@ -38,9 +39,10 @@ const KNOWN: &[&str] = &[
     "man",
 ];
 
-/// Subcommands that work without a daemon, so have no `--json`: the daemon itself, and the
-/// completion scripts and man pages, which are text for a shell or for `man`.
-const LOCAL: &[&str] = &["run", "completions", "man"];
+/// Subcommands that work without a daemon, so have no `--json`: the daemon itself, the
+/// completion scripts and man pages, which are text for a shell or for `man`, and `api-doc`,
+/// whose output is JSON already.
+const LOCAL: &[&str] = &["run", "completions", "man", "api-doc"];
 
 fn node() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_licet-node"));
@@ -201,4 +203,39 @@ fn every_help_example_parses_and_fits_80_columns() {
         problems.join("\n")
     );
     assert!(checked >= KNOWN.len(), "only {checked} examples found");
+}
+
+/// `api-doc` needs no daemon nor data directory: it prints the description the code makes, which
+/// is OpenAPI 3.1 JSON (a daemon serves the same at `GET /v1/openapi.json`).
+#[test]
+fn api_doc_prints_the_openapi_description_without_a_daemon() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = node()
+        .arg("--data-dir")
+        .arg(empty.path().join("no-such-dir"))
+        .arg("api-doc")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed.trim_end() == licet_node::api::openapi::description_json(),
+        "api-doc prints another description than the code makes"
+    );
+    let description: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(description["openapi"], "3.1.0");
+    assert!(
+        description["paths"]["/v1/status"]["get"].is_object(),
+        "{description:#}"
+    );
+    assert_eq!(
+        std::fs::read_dir(empty.path()).unwrap().count(),
+        0,
+        "api-doc wrote files"
+    );
 }

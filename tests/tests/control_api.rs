@@ -235,3 +235,93 @@ fn metrics_pass_promtool_and_say_what_format_they_are() {
     assert_eq!(samples(&body), samples(&openmetrics));
     let _: Value = a.client_json(&["status"]);
 }
+
+/// The status code of an HTTP reply head.
+fn status_of(head: &str) -> u16 {
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head}"))
+}
+
+/// Fails unless `body` (a reply of `method path` with the status in `head`) is valid under the
+/// schema that `description` gives that operation for that status.
+fn assert_reply_as_described(
+    description: &Value,
+    method: &str,
+    path: &str,
+    head: &str,
+    body: &str,
+) {
+    let status = status_of(head);
+    let schema = licet_node::api::openapi::reply_schema(description, method, path, status)
+        .unwrap_or_else(|| {
+            panic!("the description lists no JSON reply {status} of {method} {path}")
+        });
+    let reply: Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body}"));
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&reply)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {status} does not match the description: {errors:?}\n{reply:#}"
+    );
+}
+
+/// A running daemon serves the description the code makes, to a client without the token, the
+/// same as `licet-node api-doc` prints; and its real replies (a status with content and a
+/// catalog, and error replies) are what that description says.
+#[test]
+fn the_daemon_serves_its_openapi_description_and_replies_as_it_says() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    w.write("release/film.bin", &pseudo_random_bytes(100_000, 7));
+    let created = create(&net, "release", "Film", "film.manifest", &[]);
+    let a = net.start("a", &[]).trusting(&publisher);
+    a.add("film.manifest", "release");
+
+    let (head, served) = a.http_get("/v1/openapi.json", &[]);
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_eq!(header(&head, "content-type"), Some("application/json"));
+    assert!(
+        served == licet_node::api::openapi::description_json(),
+        "the daemon serves another description than the code makes"
+    );
+    let printed = run(&licet_tests::bin("licet-node"), w.path(), &["api-doc"]);
+    assert_eq!(printed.code, Some(0), "{}", printed.stderr);
+    assert_eq!(
+        printed.stdout.trim_end(),
+        served,
+        "api-doc prints another description"
+    );
+    let description: Value = serde_json::from_str(&served).unwrap();
+
+    let token = std::fs::read_to_string(a.data_dir().join("api-token")).unwrap();
+    let bearer = format!("Bearer {}", token.trim());
+    let auth = [("Authorization", bearer.as_str())];
+    let (head, body) = a.http_get("/v1/status", &auth);
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_reply_as_described(&description, "GET", "/v1/status", &head, &body);
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["content"]["complete"], 1, "{status:#}");
+
+    let id = text(&created["manifest_id"]);
+    let (head, body) = a.http_get(&format!("/v1/content/{id}"), &auth);
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_reply_as_described(&description, "GET", "/v1/content/{id}", &head, &body);
+
+    // Error replies: no token, a path parameter that is not an id, content not held.
+    let (head, body) = a.http_get("/v1/status", &[]);
+    assert_eq!(status_of(&head), 401, "{head}");
+    assert_reply_as_described(&description, "GET", "/v1/status", &head, &body);
+    let (head, body) = a.http_get("/v1/content/not-an-id", &auth);
+    assert_eq!(status_of(&head), 400, "{head}");
+    assert_reply_as_described(&description, "GET", "/v1/content/{id}", &head, &body);
+    let (head, body) = a.http_get(&format!("/v1/content/{}", "ab".repeat(32)), &auth);
+    assert_eq!(status_of(&head), 404, "{head}");
+    assert_reply_as_described(&description, "GET", "/v1/content/{id}", &head, &body);
+}

@@ -7,8 +7,11 @@
 //!
 //! # Routes
 //!
-//! The paths and file names are written once, in [`crate::contract`]. Every `/v1/` route needs `Authorization: Bearer <token>`, the 64 hex characters in
-//! `DATA_DIR/api-token`. Request and reply types are in [`crate::contract`]; ids and keys are
+//! The paths and file names are written once, in [`crate::contract`]. Every `/v1/` route but
+//! `/v1/openapi.json` needs `Authorization: Bearer <token>`, the 64 hex characters in
+//! `DATA_DIR/api-token`. The handlers and their OpenAPI operations are in `api::handlers`;
+//! `GET /v1/openapi.json` (and `licet-node api-doc`) gives the whole description
+//! (`api::openapi`). Request and reply types are in [`crate::contract`]; ids and keys are
 //! lowercase hex.
 //!
 //! | method | path | body | reply | errors |
@@ -32,6 +35,7 @@
 //! | `PUT` | `/v1/limits` | JSON [`LimitsChange`] (bytes per second, 0 none; `reset` first goes back to the configured limits) | 200 [`LimitsReply`]; the change lasts until restart | 400 a rate out of range, 401, 500 |
 //! | `GET` | `/ui/`, `/ui/{file}` | — (no token; the page asks for it) | 200 the dashboard's page and modules, embedded in the binary, with a strict `Content-Security-Policy` ([`dashboard`]) | 404 |
 //! | `GET` | `/metrics` | — (no token) | 200 OpenMetrics 1.0 text if `Accept` asks for `application/openmetrics-text`, else Prometheus text 0.0.4 (`crate::metrics::format`) | — |
+//! | `GET` | `/v1/openapi.json` | — (no token: it holds no secret, the same for every daemon of this version) | 200 the OpenAPI 3.1 description of these routes | — |
 //!
 //! Every error reply, including a missing token, a malformed JSON body, a bad path parameter,
 //! an unknown path and a wrong method, is [`ErrorReply`] JSON:
@@ -50,8 +54,9 @@
 //! - No handler of a method other than `GET` and `HEAD` runs for a request whose `Origin` is
 //!   not the daemon's own (`http://` and one of the names above): another site's page cannot
 //!   make the daemon act. Programs that send no `Origin` (the CLI, curl) are not affected.
-//! - No `/v1/` handler runs unless the request carried the token; the token is compared in
-//!   constant time for its length, and the token is never logged or echoed.
+//! - No `/v1/` handler runs unless the request carried the token, but that of
+//!   `/v1/openapi.json`: the description holds no secret, and tools read it before they have a
+//!   token. The token is compared in constant time for its length, and never logged or echoed.
 //! - Connections are bounded in number and in idle time ([`crate::api::conns`]).
 //! - Request bodies are bounded before they are buffered: JSON bodies at [`MAX_JSON_BODY_BYTES`],
 //!   manifests at [`max_manifest_request_bytes`], catalogs at [`max_catalog_request_bytes`].
@@ -60,34 +65,38 @@
 //! - This module only translates HTTP to [`NodeApi`] calls and back; it holds no node state.
 //! - Binding is the caller's job, and the caller binds 127.0.0.1 only.
 
-use std::{fmt::Display, future::Future, io, net::SocketAddr, path::Path, str::FromStr, sync::Arc};
+use std::{future::Future, io, net::SocketAddr, path::Path, sync::Arc};
 
 use axum::{
     Json, Router,
-    body::Bytes,
-    extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header, request::Parts},
+    extract::{DefaultBodyLimit, Request, State},
+    http::{HeaderValue, Method, StatusCode, Uri, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{delete, get},
 };
-use licet_proto::{ManifestId, PublicKey, signed::SignedKind};
-use serde::de::DeserializeOwned;
+use licet_proto::signed::SignedKind;
 
+#[cfg(doc)]
+use crate::contract::{
+    CatalogInfo, CatalogListReply, ContentInfo, ContentListReply, GetRequest, LimitsChange,
+    LimitsReply, PeersReply, RemoveReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
+};
 use crate::{
     api::{
         conns::{self, ConnectionLimits},
         dashboard,
+        handlers::{
+            catalog_list, catalog_publish, content_add, content_check, content_get, content_list,
+            content_pause, content_remove, content_resume, description, download_start, limits,
+            limits_change, metrics, peers, status, trust_add, trust_list, trust_remove,
+        },
     },
     contract::{
-        AddQuery, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo,
-        ContentListReply, ErrorReply, GetRequest, LimitsChange, LimitsReply, NodeApi, PeersReply,
-        PublishQuery, RemoveQuery, RemoveReply, StatusReply, TrustAddRequest, TrustEntry,
-        TrustReply,
+        ApiError, ApiErrorKind, ErrorReply, NodeApi,
         files::{API_ADDR_FILE, API_TOKEN_FILE},
         routes,
     },
-    metrics::format,
     store::atomic_file::write_atomic,
 };
 
@@ -136,7 +145,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn bad_request(message: impl Into<String>) -> ApiError {
+pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(ApiErrorKind::BadRequest, message)
 }
 
@@ -200,6 +209,7 @@ pub fn router<N: NodeApi>(node: Arc<N>, token: String, port: u16) -> Router {
         .merge(v1)
         .route(routes::METRICS, get(metrics::<N>))
         .merge(dashboard::routes())
+        .route(routes::OPENAPI, get(description))
         .method_not_allowed_fallback(wrong_method)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
@@ -376,256 +386,15 @@ async fn no_route(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         ApiErrorKind::NotFound,
         format!(
-            "no route {method} {} (see the API table in node/src/api/server.rs)",
-            uri.path()
+            "no route {method} {} (GET {} describes every route)",
+            uri.path(),
+            routes::OPENAPI
         ),
     )
 }
 
 async fn wrong_method(method: Method, uri: Uri) -> ApiError {
     bad_request(format!("{} does not accept {method}", uri.path()))
-}
-
-/// A JSON body whose rejection is an [`ErrorReply`] of kind `bad_request`.
-struct JsonBody<T>(T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(JsonBody(value)),
-            Err(rejection) => Err(bad_request(format!(
-                "bad JSON body: {}",
-                rejection.body_text()
-            ))),
-        }
-    }
-}
-
-/// The query string, whose rejection is an [`ErrorReply`] of kind `bad_request`.
-struct QueryParams<T>(T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        match Query::<T>::from_request_parts(parts, state).await {
-            Ok(Query(value)) => Ok(QueryParams(value)),
-            Err(rejection) => Err(bad_request(rejection.body_text())),
-        }
-    }
-}
-
-/// The one path parameter, parsed with `FromStr`; a bad one is a `bad_request` naming it.
-struct PathParam<T>(T);
-
-impl<S: Send + Sync, T: FromStr> FromRequestParts<S> for PathParam<T>
-where
-    T::Err: Display,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(text) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|rejection| bad_request(rejection.body_text()))?;
-        // The parse errors of ids and keys quote the text they were given.
-        text.parse::<T>()
-            .map(PathParam)
-            .map_err(|e| bad_request(e.to_string()))
-    }
-}
-
-/// The raw body (bounded by the route's `DefaultBodyLimit`); a rejection is an [`ErrorReply`].
-struct RawBody(Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for RawBody {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let (what, limit) = if request.uri().path().starts_with(routes::CATALOGS) {
-            ("catalog", max_catalog_request_bytes())
-        } else {
-            ("manifest", max_manifest_request_bytes())
-        };
-        match Bytes::from_request(request, state).await {
-            Ok(bytes) => Ok(RawBody(bytes)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(bad_request(format!(
-                    "the body is larger than the largest signed {what} ({limit} bytes)"
-                )))
-            }
-            Err(rejection) => Err(bad_request(format!(
-                "cannot read the body: {}",
-                rejection.body_text()
-            ))),
-        }
-    }
-}
-
-/// Fails unless `path` is absolute (the daemon's working directory is not the client's).
-fn require_absolute(what: &str, path: &Path) -> Result<(), ApiError> {
-    if path.is_absolute() {
-        Ok(())
-    } else {
-        Err(bad_request(format!(
-            "{what} must be an absolute path, got {:?}",
-            path.display().to_string()
-        )))
-    }
-}
-
-async fn status<N: NodeApi>(State(node): State<Arc<N>>) -> Result<Json<StatusReply>, ApiError> {
-    node.status().await.map(Json)
-}
-
-async fn peers<N: NodeApi>(State(node): State<Arc<N>>) -> Result<Json<PeersReply>, ApiError> {
-    node.peers().await.map(Json)
-}
-
-async fn limits<N: NodeApi>(State(node): State<Arc<N>>) -> Result<Json<LimitsReply>, ApiError> {
-    node.limits().await.map(Json)
-}
-
-async fn limits_change<N: NodeApi>(
-    State(node): State<Arc<N>>,
-    JsonBody(change): JsonBody<LimitsChange>,
-) -> Result<Json<LimitsReply>, ApiError> {
-    node.limits_change(change).await.map(Json)
-}
-
-async fn trust_list<N: NodeApi>(State(node): State<Arc<N>>) -> Result<Json<TrustReply>, ApiError> {
-    node.trust_list().await.map(Json)
-}
-
-async fn trust_add<N: NodeApi>(
-    State(node): State<Arc<N>>,
-    JsonBody(request): JsonBody<TrustAddRequest>,
-) -> Result<Json<TrustEntry>, ApiError> {
-    node.trust_add(request).await.map(Json)
-}
-
-async fn trust_remove<N: NodeApi>(
-    State(node): State<Arc<N>>,
-    PathParam(publisher): PathParam<PublicKey>,
-) -> Result<StatusCode, ApiError> {
-    node.trust_remove(publisher).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn content_add<N: NodeApi>(
-    State(node): State<Arc<N>>,
-    QueryParams(query): QueryParams<AddQuery>,
-    RawBody(manifest): RawBody,
-) -> Result<Json<ContentInfo>, ApiError> {
-    require_absolute("content_dir", &query.content_dir)?;
-    if manifest.is_empty() {
-        return Err(bad_request(
-            "the body is empty; send the signed manifest's bytes",
-        ));
-    }
-    node.content_add(manifest.to_vec(), query.content_dir)
-        .await
-        .map(Json)
-}
-
-async fn catalog_publish<N: NodeApi>(
-    State(node): State<Arc<N>>,
-    QueryParams(query): QueryParams<PublishQuery>,
-    RawBody(catalog): RawBody,
-) -> Result<Json<CatalogInfo>, ApiError> {
-    if catalog.is_empty() {
-        return Err(bad_request(
-            "the body is empty; send the signed catalog's bytes",
-        ));
-    }
-    let head =
-        hex::decode(query.head.trim()).map_err(|e| bad_request(format!("head is not hex: {e}")))?;
-    node.catalog_publish(catalog.to_vec(), head).await.map(Json)
-}
-
-async fn catalog_list<N: NodeApi>(
-    State(node): State<Arc<N>>,
-) -> Result<Json<CatalogListReply>, ApiError> {
-    node.catalog_list().await.map(Json)
-}
-
-async fn content_list<N: NodeApi>(
-    State(node): State<Arc<N>>,
-) -> Result<Json<ContentListReply>, ApiError> {
-    node.content_list().await.map(Json)
-}
-
-async fn content_get<N: NodeApi>(
-    State(node): State<Arc<N>>,
-    PathParam(id): PathParam<ManifestId>,
-) -> Result<Json<ContentInfo>, ApiError> {
-    node.content_get(id).await.map(Json)
-}
-
-async fn content_remove<N: NodeApi>(
-    State(node): State<Arc<N>>,
-    PathParam(id): PathParam<ManifestId>,
-    QueryParams(query): QueryParams<RemoveQuery>,
-) -> Result<Json<RemoveReply>, ApiError> {
-    node.content_remove(id, query).await.map(Json)
-}
-
-async fn content_pause<N: NodeApi>(
-    State(node): State<Arc<N>>,
-    PathParam(id): PathParam<ManifestId>,
-) -> Result<Json<ContentInfo>, ApiError> {
-    node.content_pause(id).await.map(Json)
-}
-
-async fn content_resume<N: NodeApi>(
-    State(node): State<Arc<N>>,
-    PathParam(id): PathParam<ManifestId>,
-) -> Result<Json<ContentInfo>, ApiError> {
-    node.content_resume(id).await.map(Json)
-}
-
-async fn content_check<N: NodeApi>(
-    State(node): State<Arc<N>>,
-    PathParam(id): PathParam<ManifestId>,
-) -> Result<Json<ContentInfo>, ApiError> {
-    node.content_check(id).await.map(Json)
-}
-
-async fn download_start<N: NodeApi>(
-    State(node): State<Arc<N>>,
-    JsonBody(request): JsonBody<GetRequest>,
-) -> Result<Json<ContentInfo>, ApiError> {
-    require_absolute("output_dir", &request.output_dir)?;
-    node.download_start(request).await.map(Json)
-}
-
-/// The metrics in the format the scraper asks for (see [`crate::metrics::format`]).
-async fn metrics<N: NodeApi>(State(node): State<Arc<N>>, headers: HeaderMap) -> Response {
-    let openmetrics = node.metrics_text().await;
-    let wants_openmetrics = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .any(format::accepts_openmetrics);
-    let (content_type, body) = if wants_openmetrics {
-        (format::OPENMETRICS_CONTENT_TYPE, openmetrics)
-    } else {
-        (
-            format::PROMETHEUS_TEXT_CONTENT_TYPE,
-            format::to_prometheus_text(&openmetrics),
-        )
-    };
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::VARY, "accept"),
-        ],
-        body,
-    )
-        .into_response()
 }
 
 /// Makes a new API token (32 random bytes as 64 lowercase hex characters) and writes it to
@@ -1050,7 +819,10 @@ mod tests {
         fake::{Call, FakeNode, TestServer, publisher, within},
         *,
     };
-    use crate::contract::{ContentState, Refusal};
+    use crate::contract::{
+        ContentInfo, ContentListReply, ContentState, LimitsReply, PeersReply, Refusal, RemoveReply,
+        StatusReply, TrustEntry, TrustReply,
+    };
 
     const TOKEN: &str = "5e3f0000000000000000000000000000000000000000000000000000000000aa";
 

@@ -174,7 +174,7 @@ fn is_global(ip: IpAddr) -> bool {
 }
 
 /// Whether other nodes can dial this one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reachability {
     /// No public address has been tested yet.
