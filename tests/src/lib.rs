@@ -1322,6 +1322,12 @@ impl TestNode {
         self.signal("-CONT");
     }
 
+    /// Sends SIGHUP: the daemon reloads its `config.toml`.
+    #[track_caller]
+    pub fn reload(&self) {
+        self.signal("-HUP");
+    }
+
     #[track_caller]
     fn signal(&self, signal: &str) {
         let pid = self.pid().expect("the node is not running").to_string();

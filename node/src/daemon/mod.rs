@@ -1,6 +1,7 @@
 //! The daemon: `licet-node run` ([`run`]: start, serve, stop with bounded waits), its
-//! configuration ([`config`]) and process limits ([`limits`]).
+//! configuration ([`config`], reloaded on `SIGHUP` by [`reload`]) and process limits ([`limits`]).
 
 pub mod config;
 pub mod limits;
+pub mod reload;
 pub mod run;

@@ -1,8 +1,9 @@
 //! `licet-node run`: starts the node and its control API, and stops both on SIGINT or SIGTERM.
 //!
-//! Start: logging, the open-file limit, the private data directory, the configuration, the node,
-//! then the API on loopback; its token and address go to the data directory's API files only once
-//! it listens.
+//! Start: logging, the open-file limit, the private data directory, the configuration, the node
+//! (and `config.toml`'s `[[trust]]`), then the API on loopback; its token and address go to the
+//! data directory's API files only once it listens. From then on `SIGHUP` reloads `config.toml`
+//! (`reload.rs`).
 //!
 //! Stop, in order: the API stops accepting and lets the requests in flight finish, at most
 //! [`API_DRAIN_LIMIT`] (then they are cut); the API files are removed, so clients see at once
@@ -24,6 +25,7 @@ use crate::{
     daemon::{
         config::{Config, Overrides},
         limits,
+        reload::{self, Reloader},
     },
     net::{bootstrap::BootstrapAddr, reachability::AddressRange},
     node::{Node, NodeConfig, data_dir},
@@ -33,12 +35,6 @@ use crate::{
 pub const API_DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// How long download tasks may take to end once the daemon stops.
 pub const NODE_STOP_LIMIT: Duration = Duration::from_secs(10);
-
-/// The log filter when `RUST_LOG` is not set: `info`, except libp2p-kad's behaviour, whose only
-/// warnings are its own automatic bootstrap failing on a node with no peer yet ("Failed to
-/// trigger bootstrap: No known peers", at every lone start) and replication lookups failing;
-/// the node bootstraps on its own schedule when it has bootstrap peers and says so itself.
-pub const DEFAULT_LOG_FILTER: &str = "info,libp2p_kad::behaviour=error";
 
 /// `licet-node run`'s options.
 #[derive(Args)]
@@ -128,19 +124,7 @@ impl ColorWhen {
 
 /// Runs the daemon of `data_dir` until SIGINT or SIGTERM, then stops it (see the module docs).
 pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
-        )
-        .with_writer(std::io::stderr)
-        // By default colours only on a terminal: a log written to a file or a journal stays
-        // plain text.
-        .with_ansi(args.color.colours(
-            std::io::stderr().is_terminal(),
-            std::env::var_os("NO_COLOR").as_deref(),
-        ))
-        .init();
+    let log_filter = start_logging(args.color);
     match limits::raise_open_file_limit() {
         Ok(Some(limit)) if limit.was != limit.now => info!(
             from = %limits::show(limit.was),
@@ -156,31 +140,35 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
             "the data directory was mode {was:04o}, open to other users; made it 0700"
         );
     }
-    let config = Config::load(
-        &data_dir,
-        Overrides {
-            listen: args.listen,
-            bootstrap: args
-                .bootstrap
-                .into_iter()
-                .map(BootstrapAddr::into_multiaddr)
-                .collect(),
-            region: args.region,
-            api_listen: args.api_listen,
-            catalog_poll_secs: args.catalog_poll,
-            public_ranges: args.public_ranges,
-            no_relay_service: args.no_relay_service,
-            no_mdns: args.no_mdns,
-            no_upnp: args.no_upnp,
-            limits: LimitChange {
-                upload: args.upload_limit,
-                download: args.download_limit,
-                peer_upload: args.peer_upload_limit,
-                peer_download: args.peer_download_limit,
-            },
-            lan_exempt: args.lan_exempt,
+    let flags = Overrides {
+        listen: args.listen,
+        bootstrap: args
+            .bootstrap
+            .into_iter()
+            .map(BootstrapAddr::into_multiaddr)
+            .collect(),
+        region: args.region,
+        api_listen: args.api_listen,
+        catalog_poll_secs: args.catalog_poll,
+        public_ranges: args.public_ranges,
+        no_relay_service: args.no_relay_service,
+        no_mdns: args.no_mdns,
+        no_upnp: args.no_upnp,
+        limits: LimitChange {
+            upload: args.upload_limit,
+            download: args.download_limit,
+            peer_upload: args.peer_upload_limit,
+            peer_download: args.peer_download_limit,
         },
-    )?;
+        lan_exempt: args.lan_exempt,
+    };
+    let config = Config::load(&data_dir, flags.clone())?;
+    if let Some(log) = &config.log
+        && !reload::rust_log_set()
+        && let Err(e) = log_filter.reload(tracing_subscriber::EnvFilter::new(log))
+    {
+        warn!("cannot set the log filter of config.toml: {e}");
+    }
     let node = Node::start(NodeConfig {
         data_dir: config.data_dir.clone(),
         region: config.region,
@@ -195,6 +183,24 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
     })
     .await
     .with_context(|| format!("cannot start the node in {}", data_dir.display()))?;
+    reload::trust_from_file(&node, &config).await;
+    let mut reloader = Reloader::new(
+        data_dir.clone(),
+        flags,
+        config.clone(),
+        log_filter,
+        node.clone(),
+    );
+    // Taken before the API files exist, so a SIGHUP sent once the daemon answers is a reload.
+    let hangups = hangup_signals();
+    let reloading = tokio::spawn(async move {
+        let Some(mut hangups) = hangups else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            reloader.reload().await;
+        }
+    });
     let listener = tokio::net::TcpListener::bind(config.api_listen)
         .await
         .with_context(|| format!("cannot listen for the control API on {}", config.api_listen))?;
@@ -219,6 +225,7 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
         ended = &mut api => Some(ended),
     };
     info!("shutting down");
+    reloading.abort();
     let _ = stop_api.send(());
     let served = match ended_early {
         Some(ended) => ended,
@@ -239,6 +246,57 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
     served
         .context("the control API task failed")?
         .context("the control API failed")
+}
+
+/// Starts the log on stderr with `RUST_LOG`'s filter or the default (`config.toml`'s `log` is
+/// put in once the file is read); returns the handle that changes the filter.
+fn start_logging(color: ColorWhen) -> reload::LogFilterHandle {
+    use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(reload::DEFAULT_LOG_FILTER));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // By default colours only on a terminal: a log written to a file or a journal
+                // stays plain text.
+                .with_ansi(color.colours(
+                    std::io::stderr().is_terminal(),
+                    std::env::var_os("NO_COLOR").as_deref(),
+                )),
+        )
+        .init();
+    handle
+}
+
+/// The `SIGHUP`s the daemon receives (`None`, logged, where they cannot be received).
+fn hangup_signals() -> Option<tokio::sync::mpsc::Receiver<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                let (send, receive) = tokio::sync::mpsc::channel(1);
+                tokio::spawn(async move {
+                    while hangup.recv().await.is_some() {
+                        // A reload already waiting covers this one too.
+                        let _ = send.try_send(());
+                    }
+                });
+                Some(receive)
+            }
+            Err(e) => {
+                warn!("cannot receive SIGHUP, config.toml is read only at start: {e}");
+                None
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
