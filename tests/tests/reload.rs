@@ -130,3 +130,34 @@ fn trust_of_the_file_is_in_force_at_start() {
     let node = net.start("a", &[]);
     assert_eq!(trusted(&node), [(acme, Some("Acme".to_owned()), false)]);
 }
+
+#[test]
+fn sighup_changes_the_log_filter_when_rust_log_does_not_set_one() {
+    // A RUST_LOG that is no filter counts as unset: the file's `log` is used.
+    let net = TestNet::new().with_log_filter("licet_node=loud");
+    let node = net.start("a", &[]);
+    write_config(&node, "log = \"warn\"\n[limits]\nupload = \"1MiB/s\"\n");
+    node.reload();
+    // Logged under the filter it replaces.
+    node.wait_for_log(
+        "config.toml reloaded: log: (default) → warn",
+        RELOAD_TIMEOUT,
+    );
+    licet_tests::wait_for(
+        "the reload to put 1 MiB/s in force",
+        RELOAD_TIMEOUT,
+        Duration::from_millis(50),
+        || (configured(&node, "upload") == 1024 * 1024).then_some(()),
+    );
+    let log = node.log_tail(1000);
+    assert!(
+        !log.contains("unlimited → 1 MiB/s"),
+        "an info line was logged under log = \"warn\":\n{log}"
+    );
+    write_config(&node, "log = \"info\"\n[limits]\nupload = \"2MiB/s\"\n");
+    node.reload();
+    node.wait_for_log(
+        "config.toml reloaded: limits.upload: 1 MiB/s → 2 MiB/s",
+        RELOAD_TIMEOUT,
+    );
+}

@@ -14,7 +14,9 @@
 //! - `[[trust]]`: each publisher listed is trusted as `trust add` would (name, `require_catalog`,
 //!   `mirror`); a publisher the file listed at the last load and lists no more is no longer
 //!   trusted; publishers trusted with `trust add` and never listed are left alone;
-//! - every change is logged as `setting: old → new`, or the reload says that nothing changed.
+//! - every change is logged as `setting: old → new`, or the reload says that nothing changed;
+//!   a change of `log` is logged under the filter it replaces, the other changes under the new
+//!   one.
 
 use std::{fmt::Display, path::PathBuf};
 
@@ -234,6 +236,22 @@ async fn trust(node: &Node, entry: &TrustFromFile) -> bool {
     }
 }
 
+/// Logs one change of a reload, as it applies.
+fn log_change(change: &SettingChange) {
+    let SettingChange {
+        setting, old, new, ..
+    } = change;
+    match change.applies {
+        Applies::AtRestart => {
+            warn!("config.toml: {setting}: {old} → {new} needs a restart; {old} stays in force")
+        }
+        Applies::Overridden(variable) => {
+            warn!("config.toml: {setting}: {old} → {new} not used: {variable} is set and wins")
+        }
+        Applies::Now => info!("config.toml reloaded: {setting}: {old} → {new}"),
+    }
+}
+
 /// Reloads `config.toml` on demand and puts what changed in force (see the module docs).
 pub struct Reloader {
     data_dir: PathBuf,
@@ -279,24 +297,11 @@ impl Reloader {
             return;
         }
         let mut next = self.running.clone();
-        for change in &changed {
-            let SettingChange {
-                setting, old, new, ..
-            } = change;
-            match change.applies {
-                Applies::AtRestart => warn!(
-                    "config.toml: {setting}: {old} → {new} needs a restart; {old} stays in force"
-                ),
-                Applies::Overridden(variable) => warn!(
-                    "config.toml: {setting}: {old} → {new} not used: {variable} is set and wins"
-                ),
-                Applies::Now => info!("config.toml reloaded: {setting}: {old} → {new}"),
-            }
-        }
-        if loaded.limits != self.running.limits {
-            self.node.bandwidth().reconfigure(loaded.limits.clone());
-            next.limits = loaded.limits.clone();
-        }
+        // The change of `log` is logged under the filter it replaces, every other change under
+        // the new one: going quieter still says so, going louder shows the rest.
+        let (log_changes, others): (Vec<_>, Vec<_>) =
+            changed.iter().partition(|c| c.setting == "log");
+        log_changes.into_iter().for_each(log_change);
         if loaded.log != self.running.log {
             if !rust_log_set {
                 let filter = EnvFilter::new(log_filter_text(loaded.log.as_deref()));
@@ -305,6 +310,11 @@ impl Reloader {
                 }
             }
             next.log = loaded.log.clone();
+        }
+        others.into_iter().for_each(log_change);
+        if loaded.limits != self.running.limits {
+            self.node.bandwidth().reconfigure(loaded.limits.clone());
+            next.limits = loaded.limits.clone();
         }
         next.trust = self.reload_trust(&loaded.trust).await;
         self.running = next;
