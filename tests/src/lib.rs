@@ -970,7 +970,7 @@ impl TestNode {
     }
 
     /// `licet-node --data-dir <its dir> args…`, to run where the node runs.
-    fn client_command(&self, args: &[&str]) -> Command {
+    pub fn client_command(&self, args: &[&str]) -> Command {
         let mut command = self.command(&self.node_bin);
         command
             .arg("--data-dir")
