@@ -66,6 +66,11 @@ fn sighup_reloads_limits_and_trust_and_a_broken_file_changes_nothing() {
         "config.toml: log: (default) → debug not used: RUST_LOG is set and wins",
         RELOAD_TIMEOUT,
     );
+    node.wait_for_log(
+        "config.toml: limits.download: unlimited → 1 MiB/s not used: a flag or a LICET_* \
+         variable is set and wins",
+        RELOAD_TIMEOUT,
+    );
     assert_eq!(configured(&node, "upload"), 1024 * 1024);
     assert_eq!(
         configured(&node, "download"),

@@ -398,6 +398,13 @@ fn env_bool(name: &'static str) -> Result<Option<bool>, ConfigError> {
 impl Config {
     /// Reads `data_dir/config.toml` (if present), then the environment, then `flags`.
     pub fn load(data_dir: &Path, flags: Overrides) -> Result<Config, ConfigError> {
+        Config::load_layers(data_dir, flags).map(|(_, config)| config)
+    }
+
+    /// Like [`Config::load`], but also returns what the file alone says (over the defaults,
+    /// before the environment and the flags), so a reload can tell a change of the file that a
+    /// variable or a flag hides.
+    pub fn load_layers(data_dir: &Path, flags: Overrides) -> Result<(Config, Config), ConfigError> {
         let path = data_dir.join("config.toml");
         let file = match std::fs::metadata(&path) {
             Ok(meta) if meta.len() > MAX_CONFIG_BYTES => {
@@ -481,6 +488,11 @@ impl Config {
         }
         if let Some(trust) = &file.trust {
             config.trust = trust_list(trust).map_err(file_err)?;
+        }
+
+        let mut file_only = config.clone();
+        if let Some(secs) = poll_secs.filter(|s| *s > 0) {
+            file_only.catalog_poll = Duration::from_secs(secs);
         }
 
         if let Some((value, items)) = env_list("LICET_LISTEN") {
@@ -597,7 +609,7 @@ impl Config {
         if !config.api_listen.ip().is_loopback() {
             return Err(ConfigError::ApiNotLoopback(config.api_listen));
         }
-        Ok(config)
+        Ok((file_only, config))
     }
 }
 

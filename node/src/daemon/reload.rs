@@ -15,6 +15,7 @@
 //!   `mirror`); a publisher the file listed at the last load and lists no more is no longer
 //!   trusted; publishers trusted with `trust add` and never listed are left alone;
 //! - every change is logged as `setting: old → new`, or the reload says that nothing changed;
+//!   a change of the file that a flag or a variable hides is logged as not used;
 //!   a change of `log` is logged under the filter it replaces, the other changes under the new
 //!   one.
 
@@ -40,7 +41,7 @@ pub enum Applies {
     Now,
     /// Only after a restart; until then the running value stays.
     AtRestart,
-    /// Never while a variable that wins over the file is set (`RUST_LOG` for `log`).
+    /// Never while a variable or a flag that wins over the file is set (`RUST_LOG` for `log`).
     Overridden(&'static str),
 }
 
@@ -226,7 +227,7 @@ async fn trust(node: &Node, entry: &TrustFromFile) -> bool {
     };
     match node.trust_add(request).await {
         Ok(_) => {
-            info!(publisher = %entry.publisher, "trusting {} (config.toml)", trust_text(Some(entry)));
+            info!(publisher = %entry.publisher, "trusting the publisher of config.toml ({})", trust_text(Some(entry)));
             true
         }
         Err(e) => {
@@ -256,23 +257,27 @@ fn log_change(change: &SettingChange) {
 pub struct Reloader {
     data_dir: PathBuf,
     flags: Overrides,
+    /// What the file alone said at the last start or reload.
+    file: Config,
     running: Config,
     log_filter: LogFilterHandle,
     node: Node,
 }
 
 impl Reloader {
-    /// A reloader for the daemon started with `flags` and running with `running`.
+    /// A reloader for the daemon started with `flags` and running with `running`, whose
+    /// `config.toml` alone said `file` (both from [`Config::load_layers`]).
     pub fn new(
         data_dir: PathBuf,
         flags: Overrides,
-        running: Config,
+        (file, running): (Config, Config),
         log_filter: LogFilterHandle,
         node: Node,
     ) -> Reloader {
         Reloader {
             data_dir,
             flags,
+            file,
             running,
             log_filter,
             node,
@@ -283,15 +288,32 @@ impl Reloader {
     pub async fn reload(&mut self) {
         let path = self.data_dir.join("config.toml");
         info!("reloading {} (SIGHUP)", path.display());
-        let loaded = match Config::load(&self.data_dir, self.flags.clone()) {
-            Ok(loaded) => loaded,
+        let (file, loaded) = match Config::load_layers(&self.data_dir, self.flags.clone()) {
+            Ok(layers) => layers,
             Err(e) => {
                 warn!("config.toml not reloaded, the running settings stay: {e}");
                 return;
             }
         };
         let rust_log_set = rust_log_set();
-        let changed = changes(&self.running, &loaded, rust_log_set);
+        let mut changed = changes(&self.running, &loaded, rust_log_set);
+        // A change of the file that a variable or a flag hides is named too, or editing the
+        // file would seem to do nothing.
+        let overridden: Vec<String> = changes(&file, &loaded, rust_log_set)
+            .into_iter()
+            .map(|c| c.setting)
+            .collect();
+        for hidden in changes(&self.file, &file, rust_log_set) {
+            if overridden.contains(&hidden.setting)
+                && !changed.iter().any(|c| c.setting == hidden.setting)
+            {
+                changed.push(SettingChange {
+                    applies: Applies::Overridden("a flag or a LICET_* variable"),
+                    ..hidden
+                });
+            }
+        }
+        self.file = file;
         if changed.is_empty() {
             info!("config.toml reloaded: nothing changed");
             return;

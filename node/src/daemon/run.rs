@@ -162,7 +162,8 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
         },
         lan_exempt: args.lan_exempt,
     };
-    let config = Config::load(&data_dir, flags.clone())?;
+    let layers = Config::load_layers(&data_dir, flags.clone())?;
+    let config = layers.1.clone();
     if let Some(log) = &config.log
         && !reload::rust_log_set()
         && let Err(e) = log_filter.reload(tracing_subscriber::EnvFilter::new(log))
@@ -184,13 +185,7 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("cannot start the node in {}", data_dir.display()))?;
     reload::trust_from_file(&node, &config).await;
-    let mut reloader = Reloader::new(
-        data_dir.clone(),
-        flags,
-        config.clone(),
-        log_filter,
-        node.clone(),
-    );
+    let mut reloader = Reloader::new(data_dir.clone(), flags, layers, log_filter, node.clone());
     // Taken before the API files exist, so a SIGHUP sent once the daemon answers is a reload.
     let hangups = hangup_signals();
     let reloading = tokio::spawn(async move {
