@@ -28,6 +28,7 @@ mod content;
 mod limits;
 mod live;
 mod output;
+mod progress;
 mod status;
 mod steer;
 mod trust;
