@@ -1,7 +1,7 @@
 //! Live progress through the real binary, its output a pipe (not a terminal): `get` prints
 //! plain progress lines with the rate, the ETA and the peers sending; `ls --watch` and
 //! `status --watch` print their view once, then a line per change, and end with exit 0 on
-//! Ctrl-C (SIGINT).
+//! Ctrl-C (SIGINT). On a terminal (`script`'s pseudo-terminal), `ls --watch` redraws the screen.
 //!
 //! Every wait is bounded; every process is killed when the test ends, even on failure.
 
@@ -45,7 +45,10 @@ fn read_into(mut from: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>
 
 impl Following {
     fn start(node: &TestNode, args: &[&str]) -> Following {
-        let mut command: Command = node.client_command(args);
+        Following::spawn(node.client_command(args))
+    }
+
+    fn spawn(mut command: Command) -> Following {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -180,6 +183,38 @@ fn status_watch_prints_changed_fields_not_the_uptime_and_ends_with_0_on_ctrl_c()
         "{out}"
     );
     assert_eq!(following.interrupt(), Some(0), "{out}");
+}
+
+#[test]
+fn ls_watch_on_a_terminal_redraws_the_screen_every_second() {
+    // `script` (util-linux) runs the command with a pseudo-terminal as its output.
+    if !licet_tests::required::command_runs("script", &["--version"]) {
+        licet_tests::required::cannot_run_here("no `script` command (util-linux)");
+        return;
+    }
+    let net = TestNet::new();
+    let node = net.start("a", &[]);
+    let inner = format!(
+        "'{}' --data-dir '{}' ls --watch",
+        licet_tests::bin("licet-node").display(),
+        node.data_dir().display()
+    );
+    let mut command = Command::new("script");
+    command.args(["-qfec", &inner, "/dev/null"]);
+    let following = Following::spawn(command);
+    let redraws = wait_for(
+        "two redraws",
+        SHOW_TIMEOUT,
+        Duration::from_millis(50),
+        || {
+            let out = following.stdout();
+            (out.matches("\x1b[H\x1b[2Jlicet-node ls at ").count() >= 2).then_some(out)
+        },
+    );
+    assert!(
+        redraws.contains("every 1s (Ctrl-C to stop)") && redraws.contains("no content"),
+        "{redraws:?}"
+    );
 }
 
 #[test]
