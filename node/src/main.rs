@@ -46,13 +46,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon in the foreground (logs to stderr; RUST_LOG sets the level).
+    /// Run the daemon in the foreground (logs to stderr; RUST_LOG or `log` in config.toml sets the
+    /// level).
     #[command(
         after_help = "Example:\n  licet-node run --region FR\n  licet-node run --data-dir ./node-b --listen /ip4/0.0.0.0/tcp/4611 \\\n      --bootstrap 192.0.2.1:4610 --region FR\n\n\
                       The data directory is --data-dir, else LICET_DATA_DIR, else\n\
                       $XDG_DATA_HOME/licet (~/.local/share/licet); clients find the daemon\n\
                       through it, so give them the same one. Settings: config.toml in the\n\
                       data directory, then LICET_* variables, then these flags.\n\n\
+                      SIGHUP (kill -HUP PID) reloads config.toml: limits, log and [[trust]]\n\
+                      change at once, the log names each change; other settings need a\n\
+                      restart. A file that does not load changes nothing.\n\n\
                       Started by systemd with NOTIFY_SOCKET set (Type=notify), it sends READY=1\n\
                       once its control API answers and STOPPING=1 when it stops; the README's\n\
                       \"Run as a service\" installs the unit that does so."

@@ -993,7 +993,7 @@ impl TestNode {
     }
 
     /// `licet-node --data-dir <its dir> args…`, to run where the node runs.
-    fn client_command(&self, args: &[&str]) -> Command {
+    pub fn client_command(&self, args: &[&str]) -> Command {
         let mut command = self.command(&self.node_bin);
         command
             .arg("--data-dir")
@@ -1343,6 +1343,12 @@ impl TestNode {
     #[track_caller]
     pub fn resume(&self) {
         self.signal("-CONT");
+    }
+
+    /// Sends SIGHUP: the daemon reloads its `config.toml`.
+    #[track_caller]
+    pub fn reload(&self) {
+        self.signal("-HUP");
     }
 
     #[track_caller]

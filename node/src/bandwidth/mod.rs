@@ -198,6 +198,8 @@ impl Limiters {
 
 /// What the part holds besides its limiters.
 struct Settings {
+    /// The configured limits (replaced whole by [`Bandwidth::reconfigure`]).
+    config: LimitsConfig,
     /// Changes made while running (until `reset` or a restart).
     runtime: LimitChange,
     /// The schedule rule in force, by index.
@@ -209,7 +211,6 @@ struct Settings {
 }
 
 struct Inner {
-    config: LimitsConfig,
     settings: Mutex<Settings>,
     lan_peers: Mutex<HashSet<PeerId>>,
     clock: DefaultClock,
@@ -254,6 +255,7 @@ impl Bandwidth {
         let (in_force, active_rule) = config.at(day, minute);
         let bandwidth = Bandwidth(Arc::new(Inner {
             settings: Mutex::new(Settings {
+                config,
                 runtime: LimitChange::default(),
                 active_rule,
                 in_force,
@@ -266,7 +268,6 @@ impl Bandwidth {
                     ),
                 }),
             }),
-            config,
             lan_peers: Mutex::new(HashSet::new()),
             clock,
             metrics,
@@ -300,7 +301,7 @@ impl Bandwidth {
     /// the limiters are rebuilt only if a rate changed.
     pub fn refresh(&self, day: Day, minute: Minute) {
         let mut settings = self.settings();
-        let (scheduled, active_rule) = self.0.config.at(day, minute);
+        let (scheduled, active_rule) = settings.config.at(day, minute);
         settings.active_rule = active_rule;
         let in_force = settings.runtime.apply(scheduled);
         self.put_in_force(&mut settings, in_force);
@@ -346,6 +347,14 @@ impl Bandwidth {
         self.refresh(day, minute);
     }
 
+    /// Replaces the configured limits (a reload of `config.toml`); the changes made while
+    /// running stay over them.
+    pub fn reconfigure(&self, config: LimitsConfig) {
+        let (day, minute) = Bandwidth::local_now();
+        self.settings().config = config;
+        self.refresh(day, minute);
+    }
+
     /// Drops every change made while running: the configured limits are in force again.
     pub fn reset(&self) {
         let (day, minute) = Bandwidth::local_now();
@@ -356,7 +365,7 @@ impl Bandwidth {
     /// The limits, for `status` and the API.
     pub fn report(&self) -> LimitsReport {
         let settings = self.settings();
-        let config = &self.0.config;
+        let config = &settings.config;
         LimitsReport {
             in_force: settings.in_force,
             configured: config.base,
@@ -372,7 +381,7 @@ impl Bandwidth {
 
     /// Whether LAN peers are exempt (then the node calls [`Bandwidth::set_lan_peers`]).
     pub fn lan_exempt(&self) -> bool {
-        self.0.config.lan_exempt
+        self.settings().config.lan_exempt
     }
 
     /// The peers now on the LAN (at most [`MAX_LAN_PEERS`] are kept).
@@ -382,7 +391,7 @@ impl Bandwidth {
     }
 
     fn exempt(&self, peer: &PeerId) -> bool {
-        self.0.config.lan_exempt
+        self.lan_exempt()
             && self
                 .0
                 .lan_peers
@@ -609,5 +618,32 @@ mod tests {
         assert_eq!(report.configured.upload.to_string(), "8 MiB/s");
         bandwidth.reset();
         assert_eq!(bandwidth.report().in_force.upload.to_string(), "8 MiB/s");
+    }
+
+    #[test]
+    fn a_new_configuration_takes_over_under_the_runtime_changes() {
+        let bandwidth = Bandwidth::new(
+            config("8MiB/s", "0"),
+            Arc::new(Metrics::new()),
+            Day::Mon,
+            Minute::at(9, 0),
+        );
+        bandwidth.change(LimitChange {
+            download: Some("3MiB/s".parse().unwrap()),
+            ..LimitChange::default()
+        });
+        let mut reloaded = config("1MiB/s", "64KiB/s");
+        reloaded.lan_exempt = true;
+        bandwidth.reconfigure(reloaded);
+        let report = bandwidth.report();
+        assert_eq!(report.configured.upload.to_string(), "1 MiB/s");
+        assert_eq!(report.in_force.upload.to_string(), "1 MiB/s");
+        assert_eq!(report.in_force.peer_upload.to_string(), "64 KiB/s");
+        assert_eq!(
+            report.in_force.download.to_string(),
+            "3 MiB/s",
+            "a change made while running stays over the new configuration"
+        );
+        assert!(bandwidth.lan_exempt());
     }
 }

@@ -19,11 +19,12 @@ use licet_proto::{ManifestId, manifest::ShareLink, signed::SignedKind};
 use super::{
     Failure, Verdict, call_failure,
     catalog::format_catalogs,
-    connect,
+    connect, live,
     output::{
         chunks_text, clean, download_bar, human_bytes, human_duration, id_prefix, peers_text,
         print_json, table, truncate,
     },
+    progress::PlainProgress,
     read_signed_file,
 };
 use crate::{
@@ -42,13 +43,24 @@ const TABLE_TITLE_CHARS: usize = 60;
 pub(super) struct Watch {
     pub(super) poll_interval: Duration,
     pub(super) stall_limit: Duration,
-    /// Show the progress bar (on stderr, and only if it is a terminal).
+    /// Show progress on stderr: a bar on a terminal, else plain lines.
     pub(super) progress: bool,
 }
 
-/// `ls`: the content, then the catalogs.
-pub(super) async fn list(data_dir: &Path, json: bool) -> Result<(), Failure> {
+/// `ls`: the content, then the catalogs; with `watch`, followed live (`live.rs`).
+pub(super) async fn list(data_dir: &Path, json: bool, watch: bool) -> Result<(), Failure> {
     let client = connect(data_dir)?;
+    if watch {
+        let client = &client;
+        return live::follow("licet-node ls", move || async move {
+            let reply = client
+                .content_list()
+                .await
+                .map_err(|e| call_failure(e, client, Verdict::UsageError))?;
+            Ok(content_view(&reply))
+        })
+        .await;
+    }
     let reply: ContentListReply = client
         .content_list()
         .await
@@ -327,7 +339,9 @@ async fn watch_download(
     first: ContentInfo,
     watch: &Watch,
 ) -> Result<ContentInfo, WatchEnd> {
-    let bar = download_bar(&first, watch.progress);
+    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let bar = download_bar(&first, watch.progress && on_terminal);
+    let mut plain = (watch.progress && !on_terminal).then(|| PlainProgress::new(&first));
     let id = first.manifest_id;
     let mut info = first;
     let mut last_seen = progress_mark(&info);
@@ -340,6 +354,11 @@ async fn watch_download(
             truncate(&clean(&info.title), 40),
             peers_text(info.sending_peers)
         ));
+        if let Some(line) = plain.as_mut().and_then(|p| p.line(&info, Instant::now()))
+            && info.state == ContentState::Downloading
+        {
+            eprintln!("{line}");
+        }
         match info.state {
             ContentState::Complete => {
                 bar.finish_and_clear();
@@ -454,6 +473,49 @@ fn utf8_path<'a>(what: &str, path: &'a Path) -> Result<&'a str, Failure> {
     })
 }
 
+/// `ls --watch`'s view: the table and catalogs as `ls` prints them, and a line per item keyed
+/// by its id.
+fn content_view(reply: &ContentListReply) -> live::View {
+    let mut text = format_content_list(&reply.content);
+    if !reply.catalogs.is_empty() {
+        text.push('\n');
+        text.push_str(&format_catalogs(&reply.catalogs));
+    }
+    let lines = reply
+        .content
+        .iter()
+        .map(|item| {
+            let id = id_prefix(&item.manifest_id);
+            let mut line = format!(
+                "{id}  {}  {}/{} ({}%)  {} sending  {}",
+                state_text(item),
+                human_bytes(item.have_bytes),
+                human_bytes(item.total_bytes),
+                percent_held(item),
+                item.sending_peers,
+                truncate(&clean(&item.title), TABLE_TITLE_CHARS)
+            );
+            if let Some(refusal) = &item.refused {
+                let _ = write!(line, "  (refused: {})", refusal.reason.describe());
+            }
+            if let (ContentState::Failed, Some(error)) = (item.state, &item.error) {
+                let _ = write!(line, "  ({})", clean(error));
+            }
+            (Some(id), line)
+        })
+        .collect();
+    live::View { text, lines }
+}
+
+/// The share of an item's bytes held, in whole percent (100 for an empty item).
+fn percent_held(item: &ContentInfo) -> u128 {
+    if item.total_bytes == 0 {
+        100
+    } else {
+        u128::from(item.have_bytes) * 100 / u128::from(item.total_bytes)
+    }
+}
+
 /// `ls`: a table of content, then a line for each item that is refused or failed.
 fn format_content_list(content: &[ContentInfo]) -> String {
     if content.is_empty() {
@@ -463,11 +525,7 @@ fn format_content_list(content: &[ContentInfo]) -> String {
     let rows: Vec<Vec<String>> = content
         .iter()
         .map(|item| {
-            let percent = if item.total_bytes == 0 {
-                100
-            } else {
-                u128::from(item.have_bytes) * 100 / u128::from(item.total_bytes)
-            };
+            let percent = percent_held(item);
             vec![
                 id_prefix(&item.manifest_id),
                 state_text(item).to_owned(),

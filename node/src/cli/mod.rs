@@ -1,6 +1,7 @@
 //! The client subcommands (`trust`, `add`, `get`, `ls`, `status`, `peers`, `check`, `rm` (also
-//! `cancel`), `pause`, `resume`, `catalog`, `limits`, `ui`): each is one or a few calls, through the typed client [`crate::api::client`], to
-//! the control API of the daemon that `licet-node run` started for the same data directory.
+//! `cancel`), `pause`, `resume`, `catalog`, `limits`, `ui`): each is one or a few calls
+//! (`--watch`: one a second, `live.rs`), through the typed client [`crate::api::client`], to the
+//! control API of the daemon that `licet-node run` started for the same data directory.
 //!
 //! [`shell_docs`] is the one local part: shell completion scripts and man pages, written from the
 //! command tree without a daemon.
@@ -19,7 +20,8 @@
 //!   daemon creates it once it has accepted the download, so a refused `get` creates nothing).
 //! - Every wait is bounded: each call has a timeout, replies are read up to
 //!   [`crate::api::client::MAX_REPLY_BYTES`], and `get` stops watching a download that makes no
-//!   progress for [`STALL_LIMIT`] (the daemon goes on with it).
+//!   progress for [`STALL_LIMIT`] (the daemon goes on with it). `ls --watch` and
+//!   `status --watch` follow until Ctrl-C by design, with one bounded call per second.
 //! - Text from the daemon that came from publishers or peers (titles, names, errors) is shown with
 //!   control, bidirectional and invisible characters escaped (`\u{202e}`), so it cannot drive or
 //!   disguise the terminal.
@@ -28,7 +30,9 @@ mod catalog;
 mod content;
 mod dashboard;
 mod limits;
+mod live;
 mod output;
+mod progress;
 pub mod shell_docs;
 mod status;
 mod steer;
@@ -126,20 +130,34 @@ pub enum ClientCommand {
     },
     /// List the content this node holds or is fetching.
     #[command(
-        after_help = "Example:\n  licet-node ls\n  licet-node ls --json   # full ids and links"
+        after_help = "Example:\n  licet-node ls\n  licet-node ls --json   # full ids and links\n  licet-node ls --watch  # follow live; Ctrl-C stops\n\n\
+        --watch redraws the list every second on a terminal; into a pipe or a file it\n\
+        prints the list once, then a line per change (\"HH:MM:SS  <item>\", or\n\
+        \"<id>: gone\"). Ctrl-C ends it with exit 0."
     )]
     Ls {
         /// Print the daemon's reply as JSON.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Follow live: redraw every second on a terminal, else a line per change.
+        #[arg(long)]
+        watch: bool,
     },
     /// Show the daemon's peer id, addresses, peers and content counts.
-    #[command(after_help = "Example:\n  licet-node status\n\n\
-        Give one of the listening addresses to other nodes' --bootstrap.")]
+    #[command(
+        after_help = "Example:\n  licet-node status\n  licet-node status --watch   # follow live; Ctrl-C stops\n\n\
+        Give one of the listening addresses to other nodes' --bootstrap.\n\n\
+        --watch redraws the status every second on a terminal; into a pipe or a file it\n\
+        prints it once, then a line per changed field (\"HH:MM:SS  <line>\"; the uptime\n\
+        is not told). Ctrl-C ends it with exit 0."
+    )]
     Status {
         /// Print the daemon's reply as JSON.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Follow live: redraw every second on a terminal, else a line per change.
+        #[arg(long)]
+        watch: bool,
     },
     /// List connected and banned peers (with when each ban ends).
     #[command(
@@ -324,8 +342,8 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
             };
             content::get(data_dir, &link, &output, replace, follow, json, watch).await
         }
-        ClientCommand::Ls { json } => content::list(data_dir, json).await,
-        ClientCommand::Status { json } => status::status(data_dir, json).await,
+        ClientCommand::Ls { json, watch } => content::list(data_dir, json, watch).await,
+        ClientCommand::Status { json, watch } => status::status(data_dir, json, watch).await,
         ClientCommand::Peers { json } => status::peers(data_dir, json).await,
         ClientCommand::Check { id, json } => content::check(data_dir, &id, json).await,
         ClientCommand::Rm { id, delete, json } => steer::remove(data_dir, &id, delete, json).await,

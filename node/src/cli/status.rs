@@ -3,7 +3,7 @@
 use std::{fmt::Write as _, path::Path, time::Duration};
 
 use super::{
-    Failure, Verdict, call_failure, connect,
+    Failure, Verdict, call_failure, connect, live,
     output::{clean, human_bytes, human_duration, id_prefix, print_json, table},
 };
 use crate::{
@@ -11,9 +11,20 @@ use crate::{
     net::reachability::Reachability,
 };
 
-/// `status`.
-pub(super) async fn status(data_dir: &Path, json: bool) -> Result<(), Failure> {
+/// `status`; with `watch`, followed live (`live.rs`).
+pub(super) async fn status(data_dir: &Path, json: bool, watch: bool) -> Result<(), Failure> {
     let client = connect(data_dir)?;
+    if watch {
+        let client = &client;
+        return live::follow("licet-node status", move || async move {
+            let reply = client
+                .status()
+                .await
+                .map_err(|e| call_failure(e, client, Verdict::UsageError))?;
+            Ok(status_view(&reply))
+        })
+        .await;
+    }
     let reply: StatusReply = client
         .status()
         .await
@@ -39,6 +50,28 @@ pub(super) async fn peers(data_dir: &Path, json: bool) -> Result<(), Failure> {
         print!("{}", format_peers(&reply));
         Ok(())
     }
+}
+
+/// Width of the labels of `status`'s lines.
+const LABEL_WIDTH: usize = 17;
+
+/// `status --watch`'s view: `status`'s lines, each keyed by its label (a line without one, such
+/// as a second listening address, is told only when new); the uptime, which changes every
+/// second, is not told as a change.
+fn status_view(status: &StatusReply) -> live::View {
+    let text = format_status(status);
+    let lines = text
+        .lines()
+        .filter_map(|line| {
+            let label = line.get(..LABEL_WIDTH).unwrap_or(line).trim();
+            match label {
+                "uptime" => None,
+                "" => Some((None, line.trim().to_owned())),
+                label => Some((Some(label.to_owned()), line.to_owned())),
+            }
+        })
+        .collect();
+    live::View { text, lines }
 }
 
 /// `status`: one labelled line per field.

@@ -19,6 +19,16 @@
 //! | download limit, each peer | `[limits] peer_download = "4MB/s"` | `LICET_PEER_DOWNLOAD_LIMIT` | `--peer-download-limit` | none |
 //! | LAN peers not limited | `[limits] lan_exempt = true` | `LICET_LAN_EXEMPT` | `--lan-exempt` | off |
 //! | other limits at given times | `[[limits.schedule]]` (`days`, `from`, `to`, and any of the four rates) | – | – | none |
+//! | log filter (`tracing` directives) | `log = "info"` | `RUST_LOG` | – | `info` (libp2p-kad's behaviour: `error`) |
+//! | trusted publishers | `[[trust]]` (`publisher`, and optional `name`, `require_catalog`, `mirror`) | – | – | none (see `trust add`) |
+//!
+//! The publishers of `[[trust]]` are trusted at start, as `trust add` would; the node keeps
+//! trusting publishers added with `trust add`, whatever the file says. A publisher listed twice
+//! is an error.
+//!
+//! [`Config::load`] is a pure function of the file, the environment and the flags, so a reload
+//! (`SIGHUP`, `daemon::reload`) runs it again with the flags of the start and gets the same
+//! precedence as at start-up.
 //!
 //! Rates are written as `bandwidth::rate` reads them (`"8MB/s"`, `"500KiB/s"`, `"64kbit/s"`, or
 //! `0` for none); a bad one is named with its key (`limits.upload`, `LICET_UPLOAD_LIMIT`).
@@ -30,7 +40,7 @@ use std::{
 };
 
 use libp2p::Multiaddr;
-use licet_proto::manifest::Region;
+use licet_proto::{PublicKey, manifest::Region};
 
 use crate::{
     bandwidth::{LimitChange, LimitsConfig, Rate, ScheduleRule},
@@ -88,6 +98,70 @@ struct FileConfig {
     mdns: Option<bool>,
     upnp: Option<bool>,
     limits: Option<FileLimits>,
+    log: Option<String>,
+    trust: Option<Vec<FileTrust>>,
+}
+
+/// One `[[trust]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTrust {
+    publisher: String,
+    name: Option<String>,
+    #[serde(default)]
+    require_catalog: bool,
+    #[serde(default)]
+    mirror: bool,
+}
+
+/// A publisher trusted by `config.toml`'s `[[trust]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustFromFile {
+    /// The publisher's key.
+    pub publisher: PublicKey,
+    /// A name for people.
+    pub name: Option<String>,
+    /// Serve only what the publisher's unexpired catalog lists.
+    pub require_catalog: bool,
+    /// Fetch and seed everything the publisher's catalog lists.
+    pub mirror: bool,
+}
+
+/// Longest `name` of a `[[trust]]` entry, in bytes.
+const MAX_TRUST_NAME_BYTES: usize = 256;
+
+/// The `[[trust]]` entries, checked: keys that parse, names of bounded length, no key twice.
+fn trust_list(entries: &[FileTrust]) -> Result<Vec<TrustFromFile>, String> {
+    let mut list: Vec<TrustFromFile> = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        let key = format!("trust[{index}]");
+        let publisher: PublicKey = entry
+            .publisher
+            .trim()
+            .parse()
+            .map_err(|e| format!("{key}.publisher {:?}: {e}", entry.publisher))?;
+        if entry
+            .name
+            .as_ref()
+            .is_some_and(|n| n.len() > MAX_TRUST_NAME_BYTES)
+        {
+            return Err(format!(
+                "{key}.name: longer than {MAX_TRUST_NAME_BYTES} bytes"
+            ));
+        }
+        if let Some(first) = list.iter().position(|t| t.publisher == publisher) {
+            return Err(format!(
+                "{key}: publisher {publisher} is already listed as trust[{first}]"
+            ));
+        }
+        list.push(TrustFromFile {
+            publisher,
+            name: entry.name.clone(),
+            require_catalog: entry.require_catalog,
+            mirror: entry.mirror,
+        });
+    }
+    Ok(list)
 }
 
 /// The `[limits]` table of `config.toml`.
@@ -199,7 +273,7 @@ impl FileLimits {
 }
 
 /// Settings given as flags (each `None`/empty when not given).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Overrides {
     /// `--listen`.
     pub listen: Vec<Multiaddr>,
@@ -250,6 +324,10 @@ pub struct Config {
     pub upnp: bool,
     /// The bandwidth limits, their schedule and whether LAN peers are exempt.
     pub limits: LimitsConfig,
+    /// The log filter of `config.toml` (checked); `RUST_LOG`, when set, wins over it.
+    pub log: Option<String>,
+    /// The publishers `config.toml` trusts.
+    pub trust: Vec<TrustFromFile>,
 }
 
 /// The default catalog poll interval.
@@ -320,6 +398,13 @@ fn env_bool(name: &'static str) -> Result<Option<bool>, ConfigError> {
 impl Config {
     /// Reads `data_dir/config.toml` (if present), then the environment, then `flags`.
     pub fn load(data_dir: &Path, flags: Overrides) -> Result<Config, ConfigError> {
+        Config::load_layers(data_dir, flags).map(|(_, config)| config)
+    }
+
+    /// Like [`Config::load`], but also returns what the file alone says (over the defaults,
+    /// before the environment and the flags), so a reload can tell a change of the file that a
+    /// variable or a flag hides.
+    pub fn load_layers(data_dir: &Path, flags: Overrides) -> Result<(Config, Config), ConfigError> {
         let path = data_dir.join("config.toml");
         let file = match std::fs::metadata(&path) {
             Ok(meta) if meta.len() > MAX_CONFIG_BYTES => {
@@ -369,6 +454,8 @@ impl Config {
             mdns: true,
             upnp: true,
             limits: LimitsConfig::default(),
+            log: None,
+            trust: Vec::new(),
         };
         let mut poll_secs = file.catalog_poll_secs;
         if let Some(listen) = &file.listen {
@@ -393,6 +480,19 @@ impl Config {
         config.upnp = file.upnp.unwrap_or(config.upnp);
         if let Some(limits) = &file.limits {
             config.limits = limits.read().map_err(file_err)?;
+        }
+        if let Some(log) = &file.log {
+            tracing_subscriber::EnvFilter::try_new(log)
+                .map_err(|e| file_err(format!("log {log:?}: {e}")))?;
+            config.log = Some(log.clone());
+        }
+        if let Some(trust) = &file.trust {
+            config.trust = trust_list(trust).map_err(file_err)?;
+        }
+
+        let mut file_only = config.clone();
+        if let Some(secs) = poll_secs.filter(|s| *s > 0) {
+            file_only.catalog_poll = Duration::from_secs(secs);
         }
 
         if let Some((value, items)) = env_list("LICET_LISTEN") {
@@ -509,7 +609,7 @@ impl Config {
         if !config.api_listen.ip().is_loopback() {
             return Err(ConfigError::ApiNotLoopback(config.api_listen));
         }
-        Ok(config)
+        Ok((file_only, config))
     }
 }
 
@@ -683,5 +783,57 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, ConfigError::ApiNotLoopback(_)));
+    }
+
+    #[test]
+    fn trust_and_log_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "log = \"warn,licet_node=debug\"\n[[trust]]\npublisher = \"{key}\"\n\
+                 name = \"Acme\"\nmirror = true\n"
+            ),
+        )
+        .unwrap();
+        let config = Config::load(dir.path(), Overrides::default()).unwrap();
+        assert_eq!(config.log.as_deref(), Some("warn,licet_node=debug"));
+        assert_eq!(
+            config.trust,
+            [TrustFromFile {
+                publisher: key.parse().unwrap(),
+                name: Some("Acme".to_owned()),
+                require_catalog: false,
+                mirror: true,
+            }]
+        );
+        for (text, expected) in [
+            (
+                "[[trust]]\npublisher = \"abc\"\n".to_owned(),
+                "trust[0].publisher \"abc\"",
+            ),
+            (
+                format!("[[trust]]\npublisher = \"{key}\"\n[[trust]]\npublisher = \"{key}\"\n"),
+                "trust[1]: publisher 3b6a27bc",
+            ),
+            (
+                format!("[[trust]]\npublisher = \"{key}\"\nrequire = true\n"),
+                "unknown field `require`",
+            ),
+            (
+                "log = \"licet_node=loud\"\n".to_owned(),
+                "log \"licet_node=loud\"",
+            ),
+        ] {
+            std::fs::write(dir.path().join("config.toml"), text).unwrap();
+            let err = Config::load(dir.path(), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("config.toml") && err.contains(expected),
+                "{err}"
+            );
+        }
     }
 }

@@ -1,10 +1,11 @@
 //! `licet-node run`: starts the node and its control API, and stops both on SIGINT or SIGTERM.
 //!
-//! Start: logging, the open-file limit, the private data directory, the configuration, the node,
-//! then the API on loopback; its token and address go to the data directory's API files only once
-//! it listens. Only then, with the API serving, is a service manager told `READY=1` (systemd's
-//! `Type=notify`, through `NOTIFY_SOCKET`; without that variable nothing is sent), and
-//! `STOPPING=1` as soon as a stop begins.
+//! Start: logging, the open-file limit, the private data directory, the configuration, the node
+//! (and `config.toml`'s `[[trust]]`), then the API on loopback; its token and address go to the
+//! data directory's API files only once it listens. Only then, with the API serving, is a
+//! service manager told `READY=1` (systemd's `Type=notify`, through `NOTIFY_SOCKET`; without
+//! that variable nothing is sent), and `STOPPING=1` as soon as a stop begins. From then on
+//! `SIGHUP` reloads `config.toml` (`reload.rs`).
 //!
 //! The log goes to stderr as text lines for people, or with `--log-format json` as one JSON
 //! object per line (`timestamp`, `level`, `message`, the event's fields, `target`) for log
@@ -32,6 +33,7 @@ use crate::{
         config::{Config, Overrides},
         json_log::JsonLines,
         limits,
+        reload::{self, Reloader},
     },
     net::{bootstrap::BootstrapAddr, reachability::AddressRange},
     node::{Node, NodeConfig, data_dir},
@@ -41,12 +43,6 @@ use crate::{
 pub const API_DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// How long download tasks may take to end once the daemon stops.
 pub const NODE_STOP_LIMIT: Duration = Duration::from_secs(10);
-
-/// The log filter when `RUST_LOG` is not set: `info`, except libp2p-kad's behaviour, whose only
-/// warnings are its own automatic bootstrap failing on a node with no peer yet ("Failed to
-/// trigger bootstrap: No known peers", at every lone start) and replication lookups failing;
-/// the node bootstraps on its own schedule when it has bootstrap peers and says so itself.
-pub const DEFAULT_LOG_FILTER: &str = "info,libp2p_kad::behaviour=error";
 
 /// `licet-node run`'s options.
 #[derive(Args)]
@@ -178,26 +174,7 @@ impl ColorWhen {
 
 /// Runs the daemon of `data_dir` until SIGINT or SIGTERM, then stops it (see the module docs).
 pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
-    match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            // By default colours only on a terminal: a log written to a file or a journal stays
-            // plain text.
-            .with_ansi(args.color.colours(
-                std::io::stderr().is_terminal(),
-                std::env::var_os("NO_COLOR").as_deref(),
-            ))
-            .init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(JsonLines::default())
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init(),
-    }
+    let log_filter = start_logging(args.color, args.log_format);
     match limits::raise_open_file_limit() {
         Ok(Some(limit)) if limit.was != limit.now => info!(
             from = %limits::show(limit.was),
@@ -213,31 +190,36 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
             "the data directory was mode {was:04o}, open to other users; made it 0700"
         );
     }
-    let config = Config::load(
-        &data_dir,
-        Overrides {
-            listen: args.listen,
-            bootstrap: args
-                .bootstrap
-                .into_iter()
-                .map(BootstrapAddr::into_multiaddr)
-                .collect(),
-            region: args.region,
-            api_listen: args.api_listen,
-            catalog_poll_secs: args.catalog_poll,
-            public_ranges: args.public_ranges,
-            no_relay_service: args.no_relay_service,
-            no_mdns: args.no_mdns,
-            no_upnp: args.no_upnp,
-            limits: LimitChange {
-                upload: args.upload_limit,
-                download: args.download_limit,
-                peer_upload: args.peer_upload_limit,
-                peer_download: args.peer_download_limit,
-            },
-            lan_exempt: args.lan_exempt,
+    let flags = Overrides {
+        listen: args.listen,
+        bootstrap: args
+            .bootstrap
+            .into_iter()
+            .map(BootstrapAddr::into_multiaddr)
+            .collect(),
+        region: args.region,
+        api_listen: args.api_listen,
+        catalog_poll_secs: args.catalog_poll,
+        public_ranges: args.public_ranges,
+        no_relay_service: args.no_relay_service,
+        no_mdns: args.no_mdns,
+        no_upnp: args.no_upnp,
+        limits: LimitChange {
+            upload: args.upload_limit,
+            download: args.download_limit,
+            peer_upload: args.peer_upload_limit,
+            peer_download: args.peer_download_limit,
         },
-    )?;
+        lan_exempt: args.lan_exempt,
+    };
+    let layers = Config::load_layers(&data_dir, flags.clone())?;
+    let config = layers.1.clone();
+    if let Some(log) = &config.log
+        && !reload::rust_log_set()
+        && let Err(e) = log_filter.reload(tracing_subscriber::EnvFilter::new(log))
+    {
+        warn!("cannot set the log filter of config.toml: {e}");
+    }
     let node = Node::start(NodeConfig {
         data_dir: config.data_dir.clone(),
         region: config.region,
@@ -252,6 +234,18 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
     })
     .await
     .with_context(|| format!("cannot start the node in {}", data_dir.display()))?;
+    reload::trust_from_file(&node, &config).await;
+    let mut reloader = Reloader::new(data_dir.clone(), flags, layers, log_filter, node.clone());
+    // Taken before the API files exist, so a SIGHUP sent once the daemon answers is a reload.
+    let hangups = hangup_signals();
+    let reloading = tokio::spawn(async move {
+        let Some(mut hangups) = hangups else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            reloader.reload().await;
+        }
+    });
     let listener = tokio::net::TcpListener::bind(config.api_listen)
         .await
         .with_context(|| format!("cannot listen for the control API on {}", config.api_listen))?;
@@ -283,6 +277,7 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
     };
     tell_service_manager(&[NotifyState::Stopping]);
     info!("shutting down");
+    reloading.abort();
     let _ = stop_api.send(());
     let served = match ended_early {
         Some(ended) => ended,
@@ -314,6 +309,66 @@ fn tell_service_manager(states: &[NotifyState<'_>]) {
             socket = ?std::env::var_os("NOTIFY_SOCKET").unwrap_or_default(),
             "cannot notify the service manager: {e}"
         );
+    }
+}
+
+/// Starts the log on stderr, as text or JSON lines, with `RUST_LOG`'s filter or the default
+/// (`config.toml`'s `log` is put in once the file is read); returns the handle that changes
+/// the filter.
+fn start_logging(color: ColorWhen, format: LogFormat) -> reload::LogFilterHandle {
+    use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(reload::DEFAULT_LOG_FILTER));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let text = (format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            // By default colours only on a terminal: a log written to a file or a journal
+            // stays plain text.
+            .with_ansi(color.colours(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ))
+    });
+    let json = (format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(JsonLines::default())
+            .with_writer(std::io::stderr)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .init();
+    handle
+}
+
+/// The `SIGHUP`s the daemon receives (`None`, logged, where they cannot be received).
+fn hangup_signals() -> Option<tokio::sync::mpsc::Receiver<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                let (send, receive) = tokio::sync::mpsc::channel(1);
+                tokio::spawn(async move {
+                    while hangup.recv().await.is_some() {
+                        // A reload already waiting covers this one too.
+                        let _ = send.try_send(());
+                    }
+                });
+                Some(receive)
+            }
+            Err(e) => {
+                warn!("cannot receive SIGHUP, config.toml is read only at start: {e}");
+                None
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        None
     }
 }
 
