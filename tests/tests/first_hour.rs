@@ -267,12 +267,10 @@ fn ctrl_c_of_get_leaves_the_download_to_the_daemon_and_says_so() {
 #[test]
 fn a_lone_node_logs_no_bootstrap_warning_and_says_when_it_stopped() {
     let net = TestNet::new();
-    // Five seconds of a node alone (kad's own bootstrap fires half a second after it listens),
-    // then SIGTERM; its default log level (no RUST_LOG) is what a user sees.
-    let mut command = std::process::Command::new("timeout");
+    // A node alone for five seconds once it answers (kad's own bootstrap fires half a second
+    // after it listens), then SIGTERM; its default log level (no RUST_LOG) is what a user sees.
+    let mut command = std::process::Command::new(licet_tests::bin("licet-node"));
     command
-        .args(["-s", "TERM", "--preserve-status", "5"])
-        .arg(licet_tests::bin("licet-node"))
         .args([
             "run",
             "--data-dir",
@@ -285,8 +283,21 @@ fn a_lone_node_logs_no_bootstrap_warning_and_says_when_it_stopped() {
         .env_remove("RUST_LOG")
         .env_remove("LICET_LISTEN")
         .env_remove("LICET_BOOTSTRAP");
-    let out = licet_tests::Running::start(command, "a lone node".to_owned())
-        .wait(Duration::from_secs(60));
+    let running = licet_tests::Running::start(command, "a lone node".to_owned());
+    let api_addr = net.work().join("lone/api-addr");
+    licet_tests::wait_for(
+        "the lone node's API to answer",
+        TIMEOUT,
+        Duration::from_millis(50),
+        || api_addr.exists().then_some(()),
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &running.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success(), "kill -TERM failed");
+    let out = running.wait(TIMEOUT);
     out.ok();
     assert!(out.stderr.contains("listening"), "{}", out.stderr);
     assert!(
