@@ -35,6 +35,8 @@ pub mod routes {
     pub const STATUS: &str = "/v1/status";
     /// `GET`: [`super::PeersReply`].
     pub const PEERS: &str = "/v1/peers";
+    /// `GET`: [`super::LogReply`], the daemon's recent log lines.
+    pub const LOG: &str = "/v1/log";
     /// `GET` [`super::TrustReply`]; `POST` [`super::TrustAddRequest`].
     pub const TRUST: &str = "/v1/trust";
     /// `DELETE`: one trusted publisher.
@@ -273,6 +275,36 @@ pub struct PeersReply {
     /// Connected peers, then banned peers that are not connected (until their bans end).
     pub peers: Vec<PeerInfo>,
 }
+
+/// `GET /v1/log`: the daemon's most recent log lines, oldest first (at most
+/// [`MAX_LOG_LINES`]).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct LogReply {
+    /// The lines, oldest first.
+    pub lines: Vec<LogLine>,
+}
+
+/// One line of the daemon's log, as it passed the log filter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LogLine {
+    /// Its number since the daemon started (1 is the first line): a reader that has seen
+    /// up to `n` shows only lines after `n`.
+    pub seq: u64,
+    /// When it was logged (RFC 3339).
+    pub time: String,
+    /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
+    pub level: String,
+    /// The module that logged it.
+    pub target: String,
+    /// The message and its fields (`key=value`), cut at [`MAX_LOG_LINE_BYTES`].
+    pub message: String,
+}
+
+/// Most lines [`LogReply`] holds: the daemon keeps no more.
+pub const MAX_LOG_LINES: usize = 500;
+
+/// Most bytes of one [`LogLine::message`].
+pub const MAX_LOG_LINE_BYTES: usize = 1024;
 
 /// One trusted publisher.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -600,6 +632,8 @@ pub trait NodeApi: Send + Sync + 'static {
     fn status(&self) -> impl Future<Output = Result<StatusReply, ApiError>> + Send;
     /// `GET /v1/peers`.
     fn peers(&self) -> impl Future<Output = Result<PeersReply, ApiError>> + Send;
+    /// `GET /v1/log`.
+    fn log(&self) -> impl Future<Output = Result<LogReply, ApiError>> + Send;
     /// `GET /v1/trust`.
     fn trust_list(&self) -> impl Future<Output = Result<TrustReply, ApiError>> + Send;
     /// `POST /v1/trust`.

@@ -6,6 +6,7 @@ import { RateHistory } from './graph.js';
 import * as add from './add.js';
 import * as content from './content.js';
 import * as limits from './limits.js';
+import * as log from './log.js';
 import * as overview from './overview.js';
 import * as peers from './peers.js';
 import * as trust from './trust.js';
@@ -43,8 +44,9 @@ async function poll() {
   if (polling) return;
   polling = true;
   try {
-    const [status, list, catalogs, peerList, limitList, metrics] = await Promise.all([
-      get('/v1/status'), get('/v1/content'), get('/v1/catalogs'), get('/v1/peers'), get('/v1/limits'), counters(),
+    const [status, list, catalogs, peerList, limitList, logLines, metrics] = await Promise.all([
+      get('/v1/status'), get('/v1/content'), get('/v1/catalogs'), get('/v1/peers'), get('/v1/limits'), get('/v1/log'),
+      counters(),
     ]);
     const now = performance.now();
     history.add(now, metrics.get('licet_bytes_in_total') ?? 0, metrics.get('licet_bytes_out_total') ?? 0);
@@ -53,6 +55,7 @@ async function poll() {
     trust.render(catalogs, act);
     peers.render(peerList);
     limits.render(limitList);
+    log.render(logLines);
     showProblem('');
     document.getElementById('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {

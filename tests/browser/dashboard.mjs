@@ -75,6 +75,11 @@ try {
   const refusal = await item.locator('.refusal').textContent();
   check(refusal.includes('Revoked'), `the refusal does not say why: ${refusal}`);
   await page.screenshot({ path: `${SCREENSHOT_DIR}/refused.png` });
+  // The log page shows the daemon's own lines, among them the download's end.
+  await page.getByRole('button', { name: 'Log', exact: true }).click();
+  await page.locator('#log-lines tr', { hasText: 'download complete' }).first().waitFor();
+  await page.screenshot({ path: `${SCREENSHOT_DIR}/log.png` });
+  await page.getByRole('button', { name: 'Content' }).click();
 
   // The pages ran under their CSP without a violation or an error.
   check(problems.length === 0, `the page logged errors: ${problems.join(' | ')}`);

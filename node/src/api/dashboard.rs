@@ -72,6 +72,7 @@ dashboard_files![
     ("trust.js", JS),
     ("peers.js", JS),
     ("limits.js", JS),
+    ("log.js", JS),
     ("favicon.svg", SVG),
 ];
 

@@ -37,8 +37,9 @@ use crate::{
     },
     contract::{
         AddQuery, ApiError, CatalogInfo, CatalogListReply, ContentInfo, ContentListReply,
-        ErrorReply, GetRequest, LimitsChange, LimitsReply, NodeApi, PeersReply, PublishQuery,
-        RemoveQuery, RemoveReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply, routes,
+        ErrorReply, GetRequest, LimitsChange, LimitsReply, LogReply, NodeApi, PeersReply,
+        PublishQuery, RemoveQuery, RemoveReply, StatusReply, TrustAddRequest, TrustEntry,
+        TrustReply, routes,
         schemas::{ManifestIdHex, PublicKeyHex},
     },
     metrics::format,
@@ -139,6 +140,22 @@ pub(super) async fn status<N: NodeApi>(
     State(node): State<Arc<N>>,
 ) -> Result<Json<StatusReply>, ApiError> {
     node.status().await.map(Json)
+}
+
+/// The daemon's most recent log lines, oldest first, as they passed its log filter (the
+/// dashboard's log page).
+#[utoipa::path(get, path = routes::LOG, tag = "node", security(("bearer_token" = [])),
+    responses(
+        (status = 200, description = "At most 500 lines, oldest first.", body = LogReply),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = NotThisHost),
+        (status = 500, response = Internal),
+    )
+)]
+pub(super) async fn log<N: NodeApi>(
+    State(node): State<Arc<N>>,
+) -> Result<Json<LogReply>, ApiError> {
+    node.log().await.map(Json)
 }
 
 /// The peers: connected ones, then banned ones not connected.

@@ -46,6 +46,7 @@ use crate::{
     paths(
         handlers::status,
         handlers::peers,
+        handlers::log,
         handlers::trust_list,
         handlers::trust_add,
         handlers::trust_remove,

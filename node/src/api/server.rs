@@ -18,6 +18,7 @@
 //! |---|---|---|---|---|
 //! | `GET` | `/v1/status` | — | 200 [`StatusReply`] | 401, 500 |
 //! | `GET` | `/v1/peers` | — | 200 [`PeersReply`] | 401, 500 |
+//! | `GET` | `/v1/log` | — | 200 [`LogReply`]: the daemon's recent log lines | 401, 500 |
 //! | `GET` | `/v1/trust` | — | 200 [`TrustReply`] | 401, 500 |
 //! | `POST` | `/v1/trust` | JSON [`TrustAddRequest`] | 200 [`TrustEntry`] | 400 bad JSON or key, 401, 500 |
 //! | `DELETE` | `/v1/trust/{publisher}` | — | 204, empty | 400 not a public key, 401, 404 not trusted, 500 |
@@ -89,7 +90,7 @@ use crate::{
         handlers::{
             catalog_list, catalog_publish, content_add, content_check, content_get, content_list,
             content_pause, content_remove, content_resume, description, download_start, limits,
-            limits_change, metrics, peers, status, trust_add, trust_list, trust_remove,
+            limits_change, log, metrics, peers, status, trust_add, trust_list, trust_remove,
         },
     },
     contract::{
@@ -172,6 +173,7 @@ pub fn router<N: NodeApi>(node: Arc<N>, token: String, port: u16) -> Router {
     let v1 = Router::new()
         .route(routes::STATUS, get(status::<N>))
         .route(routes::PEERS, get(peers::<N>))
+        .route(routes::LOG, get(log::<N>))
         .route(routes::TRUST, get(trust_list::<N>).post(trust_add::<N>))
         .route(routes::TRUST_PUBLISHER, delete(trust_remove::<N>))
         .route(
@@ -448,8 +450,8 @@ pub(crate) mod fake {
 
     use crate::contract::{
         ApiError, CatalogInfo, CatalogListReply, ContentCounts, ContentInfo, ContentListReply,
-        ContentState, GetRequest, LimitsChange, LimitsReply, NodeApi, PeerInfo, PeersReply,
-        RemoveQuery, RemoveReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
+        ContentState, GetRequest, LimitsChange, LimitsReply, LogLine, LogReply, NodeApi, PeerInfo,
+        PeersReply, RemoveQuery, RemoveReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
     };
 
     /// Every await in tests goes through this.
@@ -463,6 +465,7 @@ pub(crate) mod fake {
     #[derive(Clone, Debug)]
     pub(crate) enum Call {
         Status,
+        Log,
         Peers,
         TrustList,
         TrustAdd(TrustAddRequest),
@@ -586,6 +589,19 @@ pub(crate) mod fake {
                 health: Default::default(),
                 network: Default::default(),
                 limits: Default::default(),
+            })
+        }
+
+        async fn log(&self) -> Result<LogReply, ApiError> {
+            self.record(Call::Log)?;
+            Ok(LogReply {
+                lines: vec![LogLine {
+                    seq: 1,
+                    time: "2026-12-03T09:00:00.000Z".to_owned(),
+                    level: "INFO".to_owned(),
+                    target: "licet_node::daemon::run".to_owned(),
+                    message: "licet-node running".to_owned(),
+                }],
             })
         }
 

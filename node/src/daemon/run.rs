@@ -35,6 +35,7 @@ use crate::{
         limits,
         reload::{self, Reloader},
     },
+    metrics::recent_log::RecentLog,
     net::{bootstrap::BootstrapAddr, reachability::AddressRange},
     node::{Node, NodeConfig, data_dir},
 };
@@ -174,7 +175,8 @@ impl ColorWhen {
 
 /// Runs the daemon of `data_dir` until SIGINT or SIGTERM, then stops it (see the module docs).
 pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
-    let log_filter = start_logging(args.color, args.log_format);
+    let recent_log = RecentLog::new();
+    let log_filter = start_logging(args.color, args.log_format, &recent_log);
     match limits::raise_open_file_limit() {
         Ok(Some(limit)) if limit.was != limit.now => info!(
             from = %limits::show(limit.was),
@@ -231,6 +233,7 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
         mdns: config.mdns,
         upnp: config.upnp,
         limits: config.limits.clone(),
+        recent_log,
     })
     .await
     .with_context(|| format!("cannot start the node in {}", data_dir.display()))?;
@@ -312,10 +315,14 @@ fn tell_service_manager(states: &[NotifyState<'_>]) {
     }
 }
 
-/// Starts the log on stderr, as text or JSON lines, with `RUST_LOG`'s filter or the default
-/// (`config.toml`'s `log` is put in once the file is read); returns the handle that changes
-/// the filter.
-fn start_logging(color: ColorWhen, format: LogFormat) -> reload::LogFilterHandle {
+/// Starts the log on stderr, as text or JSON lines, and into `recent` (for `GET /v1/log`), with
+/// `RUST_LOG`'s filter or the default (`config.toml`'s `log` is put in once the file is read);
+/// returns the handle that changes the filter.
+fn start_logging(
+    color: ColorWhen,
+    format: LogFormat,
+    recent: &RecentLog,
+) -> reload::LogFilterHandle {
     use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(reload::DEFAULT_LOG_FILTER));
@@ -340,6 +347,7 @@ fn start_logging(color: ColorWhen, format: LogFormat) -> reload::LogFilterHandle
         .with(filter)
         .with(text)
         .with(json)
+        .with(recent.layer())
         .init();
     handle
 }

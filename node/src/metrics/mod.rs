@@ -1,8 +1,10 @@
 //! Prometheus metrics, served as text at `GET /metrics`.
 //!
-//! Counters only grow for the life of the daemon process; gauges are set when scraped.
+//! Counters only grow for the life of the daemon process; gauges are set when scraped. The
+//! daemon's recent log lines, for `GET /v1/log`, are kept in [`recent_log`].
 
 pub mod format;
+pub mod recent_log;
 
 use std::sync::atomic::AtomicU64;
 

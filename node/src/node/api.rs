@@ -25,8 +25,9 @@ use crate::{
     content::{self, output_folder},
     contract::{
         self, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentCounts, ContentInfo,
-        ContentListReply, GetRequest, LimitsChange, LimitsReply, NetworkInfo, NodeApi, PeerInfo,
-        PeersReply, RemoveQuery, RemoveReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
+        ContentListReply, GetRequest, LimitsChange, LimitsReply, LogReply, NetworkInfo, NodeApi,
+        PeerInfo, PeersReply, RemoveQuery, RemoveReply, StatusReply, TrustAddRequest, TrustEntry,
+        TrustReply,
     },
     fetch,
     items::{Item, Live},
@@ -153,6 +154,12 @@ impl NodeApi for Node {
                 mdns: report.mdns,
                 upnp: report.upnp,
             },
+        })
+    }
+
+    async fn log(&self) -> Result<LogReply, ApiError> {
+        Ok(LogReply {
+            lines: self.inner.recent_log.lines(),
         })
     }
 

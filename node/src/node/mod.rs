@@ -56,7 +56,7 @@ use crate::{
     contract::{ApiError, ContentInfo, ContentState, LicenceInfo},
     fetch::{self, FetchContext, LiveNet, ProviderLookup},
     items::{Item, Items, Live},
-    metrics::Metrics,
+    metrics::{Metrics, recent_log::RecentLog},
     net::{self, Network, NetworkConfig, TRANSFER_PROTOCOL},
     node::data_dir::DataDirError,
     peers::{PEER_SWEEP_INTERVAL, Peers},
@@ -94,6 +94,8 @@ pub struct NodeConfig {
     pub upnp: bool,
     /// The bandwidth limits, their schedule, and whether LAN peers are exempt.
     pub limits: LimitsConfig,
+    /// The daemon's recent log lines, which `GET /v1/log` answers with.
+    pub recent_log: RecentLog,
 }
 
 /// Why the node could not start.
@@ -140,6 +142,7 @@ struct Inner {
     peers: Peers,
     metrics: Arc<Metrics>,
     bandwidth: Bandwidth,
+    recent_log: RecentLog,
 }
 
 /// The node. Cheap to clone; every clone is the same node.
@@ -231,6 +234,7 @@ impl Node {
                     Bandwidth::new(config.limits, metrics.clone(), day, minute)
                 },
                 metrics,
+                recent_log: config.recent_log,
             }),
         };
         node.load_items().await?;

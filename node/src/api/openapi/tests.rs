@@ -250,6 +250,7 @@ fn calls() -> Vec<Call> {
             routes::PEERS.into(),
             Body::Empty,
         ),
+        call(Method::GET, routes::LOG, routes::LOG.into(), Body::Empty),
         call(
             Method::GET,
             routes::TRUST,
