@@ -211,6 +211,11 @@ pub struct NodeHealth {
     #[serde(default)]
     #[schema(value_type = Vec<schemas::PublicKeyHex>)]
     pub unsaved_catalogs: Vec<PublicKey>,
+    /// Publishers removed from the trust store while the database was closed: no longer
+    /// trusted on this node, but a restart before the removal is saved would trust them again.
+    #[serde(default)]
+    #[schema(value_type = Vec<schemas::PublicKeyHex>)]
+    pub unsaved_trust_removals: Vec<PublicKey>,
     /// The time floor: the newest `issued_at` of an accepted catalog, RFC 3339.
     pub time_floor: Option<String>,
     /// How far the clock is behind the time floor beyond the allowed skew, in seconds; windows
@@ -223,6 +228,7 @@ impl NodeHealth {
     pub fn is_ok(&self) -> bool {
         self.database_problem.is_none()
             && self.unsaved_catalogs.is_empty()
+            && self.unsaved_trust_removals.is_empty()
             && self.clock_behind_seconds.is_none()
     }
 }

@@ -44,6 +44,7 @@ const CONTENT_COUNTS: &[&str] = &["complete", "downloading", "failed", "paused",
 const HEALTH: &[&str] = &[
     "database_problem",
     "unsaved_catalogs",
+    "unsaved_trust_removals",
     "time_floor",
     "clock_behind_seconds",
 ];

@@ -361,6 +361,12 @@ fn a_trust_rm_on_a_full_disk_is_in_force_at_once_and_saved_once_space_is_freed()
         Err(RefusalReason::UntrustedPublisher),
         "a trust removal that could not be saved is not applied"
     );
+    // The operator sees that the removal waits to be saved.
+    let h = health(&a);
+    assert_eq!(h["unsaved_trust_removals"][0], publisher.as_str(), "{h}");
+    let status = a.client(&["status"]).stdout;
+    assert!(status.contains("unsaved untrust"), "{status}");
+    assert_eq!(a.metric("licet_trust_removals_unsaved"), 1.0);
 
     // Space freed: the node reopens its database by itself and saves the removal.
     disk.free();
@@ -368,6 +374,12 @@ fn a_trust_rm_on_a_full_disk_is_in_force_at_once_and_saved_once_space_is_freed()
         "trust removal saved after the database reopened",
         RECOVERY_TIMEOUT,
     );
+    assert_eq!(
+        health(&a)["unsaved_trust_removals"],
+        Value::Array(vec![]),
+        "a saved removal is still shown as unsaved"
+    );
+    assert_eq!(a.metric("licet_trust_removals_unsaved"), 0.0);
     assert_eq!(
         chunk_answer(&a, &film),
         Err(RefusalReason::UntrustedPublisher)

@@ -185,6 +185,19 @@ fn format_health(out: &mut String, health: &NodeHealth) {
             publishers.join(", ")
         );
     }
+    if !health.unsaved_trust_removals.is_empty() {
+        let publishers: Vec<String> = health
+            .unsaved_trust_removals
+            .iter()
+            .map(id_prefix)
+            .collect();
+        let _ = writeln!(
+            out,
+            "unsaved untrust  {} (no longer trusted here; saved once the database reopens, \
+             trusted again if the node restarts before)",
+            publishers.join(", ")
+        );
+    }
     if let Some(behind) = health.clock_behind_seconds {
         let _ = writeln!(
             out,

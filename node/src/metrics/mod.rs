@@ -171,6 +171,8 @@ pub struct HealthGauges {
     pub store_reopens: Gauge,
     /// Accepted catalogs in force in memory but not saved yet (database closed).
     pub catalogs_unsaved: Gauge,
+    /// Trust removals in force in memory but not saved yet (database closed).
+    pub trust_removals_unsaved: Gauge,
     /// How far the clock is behind the time floor beyond the allowed skew, in seconds (0: not).
     pub clock_behind_floor: Gauge,
     /// The time floor, Unix seconds (0: no catalog accepted yet).
@@ -419,6 +421,12 @@ impl Metrics {
                 "catalogs_unsaved",
                 "Accepted catalogs in force but not saved yet because the database is closed",
                 &health.catalogs_unsaved,
+            ),
+            (
+                "trust_removals_unsaved",
+                "Publishers no longer trusted on this node whose removal is not saved yet because \
+                 the database is closed (a restart before it is saved would trust them again)",
+                &health.trust_removals_unsaved,
             ),
             (
                 "clock_behind_floor_seconds",

@@ -11,7 +11,7 @@
 //!   a policy it could not update. Until then a restart would go back to the saved catalog, and
 //!   then forward again as soon as the newer one is fetched from peers or the DHT.
 //! - **While the database is closed, it says so loudly:** `status` (`health`), `/metrics`
-//!   (`licet_store_closed`, `licet_catalogs_unsaved`) and a `warn!` line when it closes; an
+//!   (`licet_store_closed`, `licet_catalogs_unsaved`, `licet_trust_removals_unsaved`) and a `warn!` line when it closes; an
 //!   `info!` line when it reopens. Writes that cannot wait (trust changes, `add`, chunk
 //!   commits) fail with an error that says the database is closed and why, and work again once
 //!   it reopens, without a restart.
@@ -70,6 +70,7 @@ impl Node {
     pub(crate) fn health(&self) -> NodeHealth {
         let database_problem = self.inner.store.health().problem();
         let unsaved_catalogs = self.inner.policy.unsaved_publishers();
+        let unsaved_trust_removals = self.inner.policy.unsaved_distrusts();
         let floor = self.inner.policy.time_floor();
         let behind = self.inner.policy.clock_behind();
         let gauges = &self.inner.metrics.health;
@@ -82,11 +83,15 @@ impl Node {
         gauges
             .catalogs_unsaved
             .set(i64::try_from(unsaved_catalogs.len()).unwrap_or(i64::MAX));
+        gauges
+            .trust_removals_unsaved
+            .set(i64::try_from(unsaved_trust_removals.len()).unwrap_or(i64::MAX));
         gauges.clock_behind_floor.set(behind.unwrap_or(0));
         gauges.time_floor.set(floor.map_or(0, |f| f.0));
         NodeHealth {
             database_problem,
             unsaved_catalogs,
+            unsaved_trust_removals,
             time_floor: floor.map(|f| f.to_string()),
             clock_behind_seconds: behind,
         }
