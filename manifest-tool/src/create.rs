@@ -277,6 +277,7 @@ pub fn create(args: CreateArgs) -> CliResult {
             not_after: args.not_after,
             regions: args.regions,
         },
+        encryption: None,
     };
     let verified = manifest.sign(&key, delegation).map_err(sign_failure)?;
     files::write_atomic(&args.output, &verified.envelope().encode(), args.force)?;
