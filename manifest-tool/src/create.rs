@@ -8,20 +8,28 @@ use indicatif::{ProgressBar, ProgressStyle};
 use licet_proto::{
     PublicKey, Timestamp,
     delegation::Delegation,
-    manifest::{FileEntry, Licence, MANIFEST_FORMAT_VERSION, Manifest, ManifestError, Region},
+    encryption::{ContentKey, EncryptionAlgorithm, ciphertext_size},
+    manifest::{
+        ENCRYPTED_MANIFEST_FORMAT_VERSION, FileEntry, Licence, MANIFEST_FORMAT_VERSION, Manifest,
+        ManifestError, Region, ReleaseEncryption,
+    },
     merkle::{self, MerkleTree},
     path::{SafePath, check_path_set},
     signed::SignedKind,
 };
 
-use crate::{CliError, CliResult, files, keys::read_key, parse_time};
+use crate::{CliError, CliResult, encrypt, files, keys::read_key, parse_time};
 
 /// Sign a manifest for files or whole directories.
 #[derive(Args)]
 #[command(
     after_help = "Examples:\n  licet-manifest create ./release --key publisher.pem --title \"Episode 1\" \\\n      --not-after +30d --regions FR,BE --terms \"Free to share for 30 days\" \\\n      -o ep1.manifest\n  licet-manifest create film.mkv film.srt --key partner.pem \\\n      --delegation partner.delegation --title \"Film\" -o film.manifest\n\n\
     A file argument is listed under its file name; a directory argument contributes its contents,\n\
-    with their paths relative to it. So `create ./release` is verified with `--content ./release`."
+    with their paths relative to it. So `create ./release` is verified with `--content ./release`.\n\n\
+    Encrypted release: --encrypt DIR writes the ciphertext into DIR (what is verified,\n\
+    seeded and fetched) and the content key to OUT.key, mode 0600:\n  \
+    licet-manifest create ./release --encrypt ./release.enc \\\n      \
+    --key publisher.pem --title \"Film\" -o film.manifest"
 )]
 pub struct CreateArgs {
     /// Files or directories to include.
@@ -63,6 +71,11 @@ pub struct CreateArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Make an encrypted release: encrypt the files with a fresh content key into this new or
+    /// empty folder (seed that folder), sign the manifest over the ciphertext, and write the
+    /// key to OUT.key (mode 0600; it is what licences give buyers).
+    #[arg(long, value_name = "DIR")]
+    encrypt: Option<PathBuf>,
 }
 
 /// Parses `1MiB`, `256KiB`, `16384`.
@@ -244,13 +257,29 @@ pub fn create(args: CreateArgs) -> CliResult {
             )
         }
     };
-    let inputs = collect_inputs(&args.paths)?;
+    let mut inputs = collect_inputs(&args.paths)?;
     // Before hashing anything: a set of names that cannot travel is refused at once.
     check_path_set(inputs.iter().map(|i| &i.path))
         .context("cannot include these files in one manifest")
         .map_err(CliError::usage)?;
     let total: u64 = inputs.iter().map(|i| i.size).sum();
-    let progress = byte_progress(total);
+    let encryption = match &args.encrypt {
+        None => None,
+        Some(dir) => {
+            // Before encrypting anything: outputs that would be refused at the end.
+            for path in [args.output.clone(), encrypt::key_file_path(&args.output)] {
+                if !args.force && path.exists() {
+                    return Err(CliError::usage(anyhow!(
+                        "{} already exists (pass --force to overwrite it)",
+                        path.display()
+                    )));
+                }
+            }
+            Some(encrypt_inputs(&mut inputs, dir, args.chunk_size, total)?)
+        }
+    };
+    let hashed: u64 = inputs.iter().map(|i| i.size).sum();
+    let progress = byte_progress(hashed);
     progress.set_message("hashing");
     let mut entries = Vec::with_capacity(inputs.len());
     for input in &inputs {
@@ -264,7 +293,11 @@ pub fn create(args: CreateArgs) -> CliResult {
     progress.finish_and_clear();
     let now = Timestamp::now();
     let manifest = Manifest {
-        version: MANIFEST_FORMAT_VERSION,
+        version: if encryption.is_some() {
+            ENCRYPTED_MANIFEST_FORMAT_VERSION
+        } else {
+            MANIFEST_FORMAT_VERSION
+        },
         publisher,
         title: args.title,
         description: args.description,
@@ -277,11 +310,70 @@ pub fn create(args: CreateArgs) -> CliResult {
             not_after: args.not_after,
             regions: args.regions,
         },
+        encryption: encryption.as_ref().map(|(_, e)| e.clone()),
     };
     let verified = manifest.sign(&key, delegation).map_err(sign_failure)?;
+    let key_file = match &encryption {
+        Some((content_key, _)) => Some(encrypt::write_key_file(
+            &args.output,
+            content_key,
+            args.force,
+        )?),
+        None => None,
+    };
     files::write_atomic(&args.output, &verified.envelope().encode(), args.force)?;
-    report(&args.output, &verified, publisher, total, args.json);
+    let encrypted = args.encrypt.as_deref().zip(key_file.as_deref());
+    report(
+        &args.output,
+        &verified,
+        publisher,
+        total,
+        encrypted,
+        args.json,
+    );
     Ok(())
+}
+
+/// Encrypts every input into `dir` with a fresh content key, and points each input at its
+/// ciphertext (what the manifest lists and the network carries).
+fn encrypt_inputs(
+    inputs: &mut [Input],
+    dir: &Path,
+    chunk_size: u32,
+    total: u64,
+) -> Result<(ContentKey, ReleaseEncryption), CliError> {
+    encrypt::prepare_folder(dir)?;
+    let content_key = ContentKey::generate()
+        .context("cannot get random bytes for the content key")
+        .map_err(CliError::io)?;
+    let progress = byte_progress(total);
+    progress.set_message("encrypting");
+    let mut plaintext_sizes = Vec::with_capacity(inputs.len());
+    for (index, input) in inputs.iter_mut().enumerate() {
+        let plain = encrypt::PlainFile {
+            path: &input.path,
+            disk: &input.disk,
+            size: input.size,
+        };
+        let disk = encrypt::encrypt_file(
+            &content_key,
+            index as u64,
+            chunk_size,
+            &plain,
+            dir,
+            &progress,
+        )?;
+        plaintext_sizes.push(input.size);
+        input.disk = disk;
+        input.size = ciphertext_size(input.size, chunk_size);
+    }
+    progress.finish_and_clear();
+    let encryption = ReleaseEncryption {
+        algorithm: EncryptionAlgorithm::ChaCha20Poly1305Stream,
+        key_id: content_key.id(),
+        plaintext_sizes,
+    };
+    Ok((content_key, encryption))
 }
 
 /// Why a manifest could not be signed, with its exit code: the delegation not letting this key
@@ -304,10 +396,23 @@ fn report(
     verified: &licet_proto::manifest::VerifiedManifest,
     publisher: PublicKey,
     total: u64,
+    encrypted: Option<(&Path, &Path)>,
     json: bool,
 ) {
     let manifest = verified.manifest();
     if json {
+        let encryption = manifest
+            .encryption
+            .as_ref()
+            .zip(encrypted)
+            .map(|(e, (dir, key))| {
+                serde_json::json!({
+                    "algorithm": e.algorithm.to_string(),
+                    "key_id": e.key_id,
+                    "ciphertext_dir": dir.display().to_string(),
+                    "key_file": key.display().to_string(),
+                })
+            });
         let value = serde_json::json!({
             "output": output.display().to_string(),
             "manifest_id": verified.id(),
@@ -318,6 +423,7 @@ fn report(
             "files": manifest.files.len(),
             "bytes": total,
             "chunk_size": manifest.chunk_size,
+            "encryption": encryption,
         });
         println!("{value:#}");
     } else {
@@ -330,5 +436,22 @@ fn report(
         println!("manifest id {}", verified.id());
         println!("link        {}", verified.share_link(&[]));
         println!("written to  {}", output.display());
+        if let Some((e, (dir, key))) = manifest.encryption.as_ref().zip(encrypted) {
+            println!(
+                "encrypted   {} ({}), key id {}",
+                dir.display(),
+                e.algorithm,
+                e.key_id
+            );
+            println!(
+                "content key {} (mode 0600; keep it secret: licences seal it to buyers)",
+                key.display()
+            );
+            println!(
+                "seed it     licet-node add {} --content {}",
+                output.display(),
+                dir.display()
+            );
+        }
     }
 }

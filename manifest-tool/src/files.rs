@@ -27,6 +27,20 @@ pub fn shown(path: &Path) -> String {
 /// Writes `bytes` to `path` atomically with mode 0644; refuses to replace an existing file
 /// unless `overwrite`.
 pub fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), CliError> {
+    write_atomic_with_mode(path, bytes, overwrite, 0o644)
+}
+
+/// As [`write_atomic`], with mode 0600: for secrets (a release's content key).
+pub fn write_secret_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), CliError> {
+    write_atomic_with_mode(path, bytes, overwrite, 0o600)
+}
+
+fn write_atomic_with_mode(
+    path: &Path,
+    bytes: &[u8],
+    overwrite: bool,
+    #[cfg_attr(not(unix), allow(unused_variables))] mode: u32,
+) -> Result<(), CliError> {
     if !overwrite && path.exists() {
         return Err(CliError::usage(anyhow::anyhow!(
             "{} already exists (pass --force to overwrite it)",
@@ -49,7 +63,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), Cl
     {
         use std::os::unix::fs::PermissionsExt as _;
         tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .set_permissions(std::fs::Permissions::from_mode(mode))
             .with_context(|| io("cannot set permissions of"))
             .map_err(CliError::io)?;
     }

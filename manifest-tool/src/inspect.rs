@@ -7,6 +7,7 @@ use licet_proto::{
     catalog::{Catalog, CatalogHead, VerifiedCatalog, VerifiedCatalogHead, catalog_hash},
     delegation::{Delegation, MAX_DELEGATION_BODY_BYTES},
     encoding,
+    licence::{ContentLicence, MAX_LICENCE_BODY_BYTES, VerifiedLicence, licence_id},
     manifest::{MAX_MANIFEST_BODY_BYTES, Manifest, VerifiedManifest, manifest_id},
     signed::{Signed, SignedKind},
     text::escape_for_terminal as shown,
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::{CliError, CliResult, files};
 
-/// Show a signed manifest, delegation, catalog or catalog head.
+/// Show a signed manifest, delegation, catalog, catalog head or licence.
 #[derive(Args)]
 #[command(
     after_help = "Examples:\n  licet-manifest inspect ep1.manifest\n  licet-manifest inspect publisher.catalog --json | jq '.body.entries | length'\n\n\
@@ -107,6 +108,23 @@ pub fn examine(signed: &Signed, bytes: &[u8]) -> Inspection {
                 verdict: verified.map(drop).or_else(|e| err(&e)),
                 body,
                 derived: json!({ "catalog_hash": catalog_hash(bytes) }),
+            }
+        }
+        SignedKind::Licence => {
+            let body = encoding::decode::<ContentLicence>(
+                "licence body",
+                &signed.body,
+                MAX_LICENCE_BODY_BYTES,
+            )
+            .ok()
+            .map(|l| json!(l));
+            let verdict = VerifiedLicence::verify(signed.clone())
+                .map(drop)
+                .or_else(|e| err(&e));
+            Inspection {
+                verdict,
+                body,
+                derived: json!({ "licence_id": licence_id(&signed.body) }),
             }
         }
         SignedKind::CatalogHead => {

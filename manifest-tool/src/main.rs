@@ -8,9 +8,11 @@
 
 mod catalog;
 mod create;
+mod encrypt;
 mod files;
 mod inspect;
 mod keys;
+mod licence;
 // The same completions and man pages as licet-node's: one file for both tools.
 #[path = "../../node/src/cli/shell_docs.rs"]
 mod shell_docs;
@@ -80,6 +82,11 @@ enum Command {
         after_help = "Example:\n  licet-manifest catalog new --key publisher.pem -o publisher.draft.json\n  licet-manifest catalog add publisher.draft.json ep1.manifest\n  licet-manifest catalog sign publisher.draft.json --key publisher.pem \\\n      --expires +7d -o publisher.catalog"
     )]
     Catalog(catalog::CatalogCommand),
+    #[command(
+        subcommand,
+        after_help = "Example:\n  licet-manifest licence issue film.manifest --key publisher.pem \\\n      --content-key film.manifest.key -o alice.licence \\\n      --to 5d1e0c4f2b7a99e3c0d6a1f8e2b4c7d9a0e5f3b1c8d2e6f4a7b9c0d1e2f3a4a0"
+    )]
+    Licence(licence::LicenceCommand),
     /// Print a shell completion script for licet-manifest.
     #[command(
         after_help = "Example:\n  licet-manifest completions bash \\\n      > ~/.local/share/bash-completion/completions/licet-manifest\n  \
@@ -115,6 +122,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Inspect(args) => inspect::inspect(args),
         Command::Delegate(args) => keys::delegate(args),
         Command::Catalog(command) => catalog::run(command),
+        Command::Licence(command) => licence::run(command),
         Command::Completions(args) => {
             shell_docs::write_completions(Cli::command(), args.shell, &mut std::io::stdout().lock())
                 .map_err(CliError::io)

@@ -42,6 +42,7 @@ pub fn manifest_body(title: &str, sizes: &[u64]) -> Manifest {
             not_after: None,
             regions: vec![],
         },
+        encryption: None,
     }
 }
 

@@ -35,6 +35,8 @@ const KNOWN: &[&str] = &[
     "catalog",
     "catalog publish",
     "catalog ls",
+    "licence",
+    "licence key",
     "completions",
     "man",
 ];

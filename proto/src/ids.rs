@@ -109,6 +109,19 @@ byte_id!(
     "catalog head key"
 );
 
+byte_id!(
+    /// A licence's id: SHA-256(`"licet/v1/licence-id"` ‖ body). What a catalog revokes.
+    LicenceId,
+    32,
+    "licence id"
+);
+byte_id!(
+    /// The public name of a release's content key: SHA-256(`"licet/v1/content-key-id"` ‖ key).
+    ContentKeyId,
+    32,
+    "content key id"
+);
+
 /// Serializes fixed bytes as raw bytes for binary formats (postcard: no length prefix) and as
 /// lowercase hex for human-readable ones (JSON drafts and `--json` output).
 pub(crate) fn serialize_bytes<S: serde::Serializer, const N: usize>(

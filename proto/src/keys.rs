@@ -214,6 +214,12 @@ impl SecretKey {
         PublicKey(self.0.verifying_key().to_bytes())
     }
 
+    /// The X25519 secret scalar of this key (RFC 8032's clamped hash of the seed), the secret
+    /// of [`PublicKey`]'s Montgomery form: what opens a licence sealed to this key.
+    pub(crate) fn x25519_scalar(&self) -> [u8; 32] {
+        self.0.to_scalar_bytes()
+    }
+
     /// Signs `message` (callers build messages through [`crate::signed`], never by hand).
     pub(crate) fn sign(&self, message: &[u8]) -> SignatureBytes {
         SignatureBytes(self.0.sign(message).to_bytes())

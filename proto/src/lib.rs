@@ -1,7 +1,8 @@
 //! `licet-proto`: everything two Licet parties must agree on.
 //!
 //! Keys ([`keys`]), the one bounded decoder ([`encoding`]), the signed envelope ([`signed`]),
-//! manifests ([`manifest`]), delegations ([`delegation`]), catalogs and catalog heads
+//! manifests ([`manifest`]), delegations ([`delegation`]), encrypted releases ([`encryption`]) and the licences that
+//! open them ([`licence`]), catalogs and catalog heads
 //! ([`catalog`]), per-file merkle trees and audit paths ([`merkle`]), the trust policy
 //! ([`policy`]), and the transfer protocol's messages ([`wire`]). File paths ([`path`]) must be
 //! names every common file system holds as they are and that do not collide where case or
@@ -21,8 +22,10 @@
 pub mod catalog;
 pub mod delegation;
 pub mod encoding;
+pub mod encryption;
 pub mod ids;
 pub mod keys;
+pub mod licence;
 pub mod manifest;
 pub mod merkle;
 pub mod path;
@@ -33,6 +36,6 @@ pub mod text;
 pub mod time;
 pub mod wire;
 
-pub use ids::{CatalogHash, CatalogHeadKey, ManifestId, MerkleHash};
+pub use ids::{CatalogHash, CatalogHeadKey, ContentKeyId, LicenceId, ManifestId, MerkleHash};
 pub use keys::{PublicKey, SecretKey};
 pub use time::Timestamp;

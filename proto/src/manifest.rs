@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     delegation::{Delegation, DelegationError, DelegationScope},
     encoding::{self, DecodeError},
+    encryption::{ContentKeyId, EncryptionAlgorithm, ciphertext_size},
     ids::{ManifestId, MerkleHash, sha256},
     keys::{PublicKey, SecretKey},
     path::{PathError, SafePath, check_path_set},
@@ -28,8 +29,10 @@ use crate::{
     time::Timestamp,
 };
 
-/// The manifest format this code writes and reads.
+/// The manifest format of releases in the clear, which this code writes and reads.
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// The manifest format of encrypted releases: version 1 followed by a [`ReleaseEncryption`].
+pub const ENCRYPTED_MANIFEST_FORMAT_VERSION: u32 = 2;
 /// Largest encoded manifest body.
 pub const MAX_MANIFEST_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Most files in one manifest.
@@ -161,10 +164,29 @@ impl FileEntry {
     }
 }
 
-/// The body of a manifest.
+/// How an encrypted release's files are encrypted ([`crate::encryption`]). Each listed file
+/// (its `size` and merkle `root`) is the ciphertext; `plaintext_sizes[i]` is file *i*'s size
+/// once decrypted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseEncryption {
+    /// The cipher.
+    pub algorithm: EncryptionAlgorithm,
+    /// The id of the release's content key, which licences seal to buyers.
+    pub key_id: ContentKeyId,
+    /// Each file's plaintext size, in the order of `files`.
+    pub plaintext_sizes: Vec<u64>,
+}
+
+/// The body of a manifest.
+///
+/// Encoded as postcard encodes a struct of these fields in this order, with `encryption` present
+/// only in format version 2 ([`ENCRYPTED_MANIFEST_FORMAT_VERSION`]): a version 1 body (every
+/// manifest made before encrypted releases, and every unencrypted one still) ends after
+/// `licence`, so its bytes, ids and signatures are unchanged, and a build that reads only
+/// version 1 refuses a version 2 body by its version number.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
-    /// [`MANIFEST_FORMAT_VERSION`].
+    /// [`MANIFEST_FORMAT_VERSION`], or [`ENCRYPTED_MANIFEST_FORMAT_VERSION`] with `encryption`.
     pub version: u32,
     /// The rights holder, even when a delegate signs.
     pub publisher: PublicKey,
@@ -180,6 +202,106 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
     /// The licence.
     pub licence: Licence,
+    /// How the files are encrypted; `None` for a release in the clear.
+    pub encryption: Option<ReleaseEncryption>,
+}
+
+/// Fields of a body in encoding order, borrowed, for [`Manifest`]'s `Serialize`.
+#[derive(Serialize)]
+struct ManifestFields<'a> {
+    version: u32,
+    publisher: &'a PublicKey,
+    title: &'a str,
+    description: &'a Option<String>,
+    created_at: Timestamp,
+    chunk_size: u32,
+    files: &'a [FileEntry],
+    licence: &'a Licence,
+}
+
+impl Serialize for Manifest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple as _;
+        let fields = ManifestFields {
+            version: self.version,
+            publisher: &self.publisher,
+            title: &self.title,
+            description: &self.description,
+            created_at: self.created_at,
+            chunk_size: self.chunk_size,
+            files: &self.files,
+            licence: &self.licence,
+        };
+        if serializer.is_human_readable() {
+            // JSON and the like (what `inspect --json` shows): one object, named fields.
+            #[derive(Serialize)]
+            struct Named<'a> {
+                #[serde(flatten)]
+                fields: ManifestFields<'a>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                encryption: &'a Option<ReleaseEncryption>,
+            }
+            return Named {
+                fields,
+                encryption: &self.encryption,
+            }
+            .serialize(serializer);
+        }
+        // postcard writes a struct as its fields in a row, so the version 1 layout is the
+        // fields followed (in version 2) by the encryption.
+        let mut tuple = serializer.serialize_tuple(2)?;
+        tuple.serialize_element(&fields)?;
+        if let Some(encryption) = &self.encryption {
+            tuple.serialize_element(encryption)?;
+        }
+        tuple.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Manifest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Manifest;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a manifest body")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Manifest, A::Error> {
+                use serde::de::Error as _;
+                let missing = || A::Error::custom("the manifest body ends early");
+                let version: u32 = seq.next_element()?.ok_or_else(missing)?;
+                let publisher = seq.next_element()?.ok_or_else(missing)?;
+                let title = seq.next_element()?.ok_or_else(missing)?;
+                let description = seq.next_element()?.ok_or_else(missing)?;
+                let created_at = seq.next_element()?.ok_or_else(missing)?;
+                let chunk_size = seq.next_element()?.ok_or_else(missing)?;
+                let files = seq.next_element()?.ok_or_else(missing)?;
+                let licence = seq.next_element()?.ok_or_else(missing)?;
+                // Only version 2 carries the encryption; any other version is refused by
+                // `validate` with its number, so nothing after `licence` is read for it.
+                let encryption = if version == ENCRYPTED_MANIFEST_FORMAT_VERSION {
+                    Some(seq.next_element()?.ok_or_else(missing)?)
+                } else {
+                    None
+                };
+                Ok(Manifest {
+                    version,
+                    publisher,
+                    title,
+                    description,
+                    created_at,
+                    chunk_size,
+                    files,
+                    licence,
+                    encryption,
+                })
+            }
+        }
+        deserializer.deserialize_tuple(9, Visitor)
+    }
 }
 
 /// Why a manifest is not valid.
@@ -194,9 +316,12 @@ pub enum ManifestError {
     Body(#[from] DecodeError),
     /// A format version this code does not know.
     #[error(
-        "manifest format version {0} is not supported (this build reads version {MANIFEST_FORMAT_VERSION})"
+        "manifest format version {0} is not supported (this build reads versions {MANIFEST_FORMAT_VERSION} and {ENCRYPTED_MANIFEST_FORMAT_VERSION})"
     )]
     UnsupportedVersion(u32),
+    /// The encryption of a version 2 manifest does not fit its files.
+    #[error("the manifest's encryption does not fit its files: {0}")]
+    BadEncryption(String),
     /// A text field is empty or too long.
     #[error("manifest {field} is {len} bytes; it must be 1 to {limit} bytes")]
     BadText {
@@ -313,8 +438,20 @@ fn check_text(
 impl Manifest {
     /// Checks everything about the body that does not depend on the signer or the clock.
     pub fn validate(&self) -> Result<(), ManifestError> {
-        if self.version != MANIFEST_FORMAT_VERSION {
-            return Err(ManifestError::UnsupportedVersion(self.version));
+        match (self.version, &self.encryption) {
+            (MANIFEST_FORMAT_VERSION, None) | (ENCRYPTED_MANIFEST_FORMAT_VERSION, Some(_)) => {}
+            (MANIFEST_FORMAT_VERSION | ENCRYPTED_MANIFEST_FORMAT_VERSION, _) => {
+                return Err(ManifestError::BadEncryption(format!(
+                    "version {} {} an encryption",
+                    self.version,
+                    if self.encryption.is_some() {
+                        "must not carry"
+                    } else {
+                        "must carry"
+                    }
+                )));
+            }
+            (other, _) => return Err(ManifestError::UnsupportedVersion(other)),
         }
         check_text("title", &self.title, 1, MAX_TITLE_BYTES)?;
         if let Some(description) = &self.description {
@@ -338,6 +475,9 @@ impl Manifest {
             }
         }
         check_path_set(self.files.iter().map(|f| &f.path))?;
+        if let Some(encryption) = &self.encryption {
+            self.check_encryption(encryption)?;
+        }
         if let Some(not_after) = self.licence.not_after
             && not_after <= self.licence.not_before
         {
@@ -370,6 +510,27 @@ impl Manifest {
             delegation,
         );
         VerifiedManifest::verify(signed)
+    }
+
+    /// Checks that each file's size is the ciphertext size of its stated plaintext size.
+    fn check_encryption(&self, encryption: &ReleaseEncryption) -> Result<(), ManifestError> {
+        if encryption.plaintext_sizes.len() != self.files.len() {
+            return Err(ManifestError::BadEncryption(format!(
+                "{} plaintext sizes for {} files",
+                encryption.plaintext_sizes.len(),
+                self.files.len()
+            )));
+        }
+        for (file, &plain) in self.files.iter().zip(&encryption.plaintext_sizes) {
+            let expected = ciphertext_size(plain, self.chunk_size);
+            if file.size != expected {
+                return Err(ManifestError::BadEncryption(format!(
+                    "file {} is {} bytes, but a {plain}-byte plaintext encrypts to {expected}",
+                    file.path, file.size
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Total bytes of all files.

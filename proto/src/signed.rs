@@ -31,6 +31,8 @@ pub enum SignedKind {
     Catalog,
     /// A [`crate::catalog::CatalogHead`].
     CatalogHead,
+    /// A [`crate::licence::ContentLicence`].
+    Licence,
 }
 
 impl SignedKind {
@@ -41,6 +43,7 @@ impl SignedKind {
             SignedKind::Delegation => "delegation",
             SignedKind::Catalog => "catalog",
             SignedKind::CatalogHead => "catalog-head",
+            SignedKind::Licence => "licence",
         }
     }
 
@@ -62,6 +65,7 @@ impl SignedKind {
             SignedKind::Delegation => crate::delegation::MAX_DELEGATION_BODY_BYTES,
             SignedKind::Catalog => crate::catalog::MAX_CATALOG_BODY_BYTES,
             SignedKind::CatalogHead => crate::catalog::MAX_CATALOG_HEAD_BODY_BYTES,
+            SignedKind::Licence => crate::licence::MAX_LICENCE_BODY_BYTES,
         };
         body + OVERHEAD
     }

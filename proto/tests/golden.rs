@@ -234,6 +234,7 @@ fn full_manifest() -> Manifest {
             not_after: Some(ENDS),
             regions: vec![region("FR"), region("DE")],
         },
+        encryption: None,
     }
 }
 
@@ -256,6 +257,7 @@ fn minimal_manifest() -> Manifest {
             not_after: None,
             regions: vec![],
         },
+        encryption: None,
     }
 }
 
@@ -463,6 +465,7 @@ fn enum_variant_indexes_are_append_only() {
         (SignedKind::Delegation, "01"),
         (SignedKind::Catalog, "02"),
         (SignedKind::CatalogHead, "03"),
+        (SignedKind::Licence, "04"),
     ];
     for (kind, hex) in kinds {
         golden(&kind, &[hex]);

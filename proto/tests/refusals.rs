@@ -94,6 +94,7 @@ fn manifest_of(publisher: PublicKey) -> Manifest {
             not_after: Some(END),
             regions: vec![],
         },
+        encryption: None,
     }
 }
 
@@ -1722,8 +1723,8 @@ fn other_malformed_manifest_bodies() {
         VerifiedManifest::verify(signed).unwrap_err()
     };
     assert_eq!(
-        refused(&|m| m.version = 2),
-        ManifestError::UnsupportedVersion(2)
+        refused(&|m| m.version = 3),
+        ManifestError::UnsupportedVersion(3)
     );
     assert_eq!(
         refused(&|m| m.title.clear()),

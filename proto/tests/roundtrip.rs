@@ -15,10 +15,11 @@ use licet_proto::{
     catalog::{Catalog, CatalogEntry, CatalogHead, VerifiedCatalog, VerifiedCatalogHead},
     delegation::{Delegation, DelegationScope},
     encoding::{self, DecodeError},
+    encryption::{ContentKeyId, EncryptionAlgorithm},
     keys::SignatureBytes,
     manifest::{
-        FileEntry, Licence, MAX_CHUNK_SIZE, MAX_FILE_SIZE, Manifest, Region, VerifiedManifest,
-        manifest_id,
+        ENCRYPTED_MANIFEST_FORMAT_VERSION, FileEntry, Licence, MAX_CHUNK_SIZE, MAX_FILE_SIZE,
+        Manifest, Region, ReleaseEncryption, VerifiedManifest, manifest_id,
     },
     merkle::{AuditPath, MAX_AUDIT_PATH_LEN},
     path::{SafePath, check_path_set},
@@ -102,10 +103,20 @@ fn licence() -> impl Strategy<Value = Licence> {
         })
 }
 
+fn release_encryption() -> impl Strategy<Value = ReleaseEncryption> {
+    (any::<[u8; 32]>(), vec(any::<u64>(), 0..5)).prop_map(|(key_id, plaintext_sizes)| {
+        ReleaseEncryption {
+            algorithm: EncryptionAlgorithm::ChaCha20Poly1305Stream,
+            key_id: ContentKeyId(key_id),
+            plaintext_sizes,
+        }
+    })
+}
+
 /// Any manifest body, valid or not: only the field types are respected.
 fn any_manifest() -> impl Strategy<Value = Manifest> {
     (
-        any::<u32>(),
+        prop_oneof![Just(1u32), Just(2u32), any::<u32>()],
         public_key(),
         ".{0,20}",
         option::of(".{0,20}"),
@@ -113,9 +124,23 @@ fn any_manifest() -> impl Strategy<Value = Manifest> {
         any::<u32>(),
         vec(file_entry(), 0..5),
         licence(),
+        release_encryption(),
     )
         .prop_map(
-            |(version, publisher, title, description, created_at, chunk_size, files, licence)| {
+            |(
+                version,
+                publisher,
+                title,
+                description,
+                created_at,
+                chunk_size,
+                files,
+                licence,
+                encryption,
+            )| {
+                // A body carries an encryption exactly when its version says so.
+                let encryption =
+                    (version == ENCRYPTED_MANIFEST_FORMAT_VERSION).then_some(encryption);
                 Manifest {
                     version,
                     publisher,
@@ -125,6 +150,7 @@ fn any_manifest() -> impl Strategy<Value = Manifest> {
                     chunk_size,
                     files,
                     licence,
+                    encryption,
                 }
             },
         )
@@ -413,6 +439,7 @@ fn valid_manifest(publisher: PublicKey) -> impl Strategy<Value = Manifest> {
                         not_after: length.map(|l| Timestamp(not_before + l)),
                         regions: regions.into_iter().collect(),
                     },
+                    encryption: None,
                 })
             },
         )

@@ -52,6 +52,7 @@ fn release(ends_in: i64) -> VerifiedManifest {
             not_after: Some(CLOCK.plus_seconds(ends_in)),
             regions: vec![],
         },
+        encryption: None,
     }
     .sign(&key(), None)
     .unwrap()

@@ -29,6 +29,7 @@
 mod catalog;
 mod content;
 mod dashboard;
+mod licence;
 mod limits;
 mod live;
 mod output;
@@ -50,7 +51,8 @@ use clap::Subcommand;
 use licet_proto::signed::SignedKind;
 
 pub use self::{
-    catalog::CatalogCommand, content::STALL_LIMIT, limits::LimitsArgs, trust::TrustCommand,
+    catalog::CatalogCommand, content::STALL_LIMIT, licence::LicenceCommand, limits::LimitsArgs,
+    trust::TrustCommand,
 };
 use self::{
     content::Watch,
@@ -247,6 +249,9 @@ pub enum ClientCommand {
         after_help = "Example:\n  licet-node catalog publish publisher.catalog\n  licet-node catalog ls"
     )]
     Catalog(CatalogCommand),
+    /// Licences for paid releases: print the key a publisher issues this node's licences to.
+    #[command(subcommand, after_help = "Example:\n  licet-node licence key")]
+    Licence(LicenceCommand),
     /// Show the bandwidth limits in force, or change them while the daemon runs.
     #[command(
         after_help = "Example:\n  licet-node limits\n  licet-node limits set --upload 8MB/s --download 0\n  licet-node limits reset   # back to the configured limits\n\n\
@@ -350,6 +355,7 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
         ClientCommand::Pause { id, json } => steer::pause(data_dir, &id, json).await,
         ClientCommand::Resume { id, json } => steer::resume(data_dir, &id, json).await,
         ClientCommand::Catalog(command) => catalog::run(command, data_dir).await,
+        ClientCommand::Licence(command) => licence::run(command, data_dir),
         ClientCommand::Limits(args) => limits::run(args, data_dir).await,
         ClientCommand::Ui { open, json } => dashboard::show(data_dir, open, json).await,
     }
@@ -517,9 +523,9 @@ mod tests {
             }
         }
         assert_eq!(
-            seen, 17,
+            seen, 18,
             "trust add/ls/rm, add, get, ls, status, peers, check, rm, pause, resume, catalog \
-             publish/ls, limits set/reset, ui"
+             publish/ls, licence key, limits set/reset, ui"
         );
     }
 

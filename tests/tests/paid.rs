@@ -1,0 +1,332 @@
+//! Paid releases end to end: a publisher encrypts a release with `licet-manifest create
+//! --encrypt`, issues a licence to a buyer's node key, and the buyer's key (and only it) opens
+//! the content key that turns the ciphertext back into byte-identical files.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use licet_proto::{
+    SecretKey,
+    encryption::ciphertext_size,
+    licence::VerifiedLicence,
+    manifest::VerifiedManifest,
+    merkle::{self, MerkleTree},
+};
+use licet_tests::{Workdir, pseudo_random_bytes, text};
+
+const CS: usize = 16 * 1024;
+/// Plaintext bytes per encrypted chunk at 16 KiB chunks.
+const SEGMENT: usize = CS - 16;
+
+/// A release at the edge sizes of an encrypted chunk.
+fn paid_release(w: &Workdir) -> Vec<(&'static str, Vec<u8>)> {
+    let files = vec![
+        ("empty.bin", 0),
+        ("one.bin", 1),
+        ("sub/segment.bin", SEGMENT),
+        ("sub/segment-plus-one.bin", SEGMENT + 1),
+        ("many.bin", 40 * SEGMENT + 5),
+    ];
+    files
+        .into_iter()
+        .enumerate()
+        .map(|(i, (path, size))| {
+            let bytes = pseudo_random_bytes(size, 100 + i as u64);
+            w.write(&format!("release/{path}"), &bytes);
+            (path, bytes)
+        })
+        .collect()
+}
+
+fn create_encrypted(w: &Workdir) -> serde_json::Value {
+    w.manifest(&[
+        "create",
+        "release",
+        "--encrypt",
+        "release.enc",
+        "--key",
+        "publisher.pem",
+        "--title",
+        "Paid film",
+        "--chunk-size",
+        "16KiB",
+        "-o",
+        "film.manifest",
+        "--json",
+    ])
+    .ok()
+    .json()
+}
+
+#[test]
+fn an_encrypted_release_opens_with_the_buyer_s_licence_only() {
+    let w = Workdir::new();
+    w.keygen("publisher.pem");
+    let files = paid_release(&w);
+    let created = create_encrypted(&w);
+    let manifest =
+        VerifiedManifest::from_bytes(&std::fs::read(w.join("film.manifest")).unwrap()).unwrap();
+    let body = manifest.manifest();
+    let encryption = body.encryption.as_ref().expect("an encrypted manifest");
+    assert_eq!(created["encryption"]["key_id"], encryption.key_id.to_hex());
+    assert_eq!(
+        text(&created["encryption"]["key_file"]),
+        "film.manifest.key"
+    );
+    // The key file is private.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(w.join("film.manifest.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // The manifest lists the ciphertext: sizes, and roots computed from the encrypted files.
+    for (i, (path, plain)) in files.iter().enumerate() {
+        let index = body
+            .files
+            .iter()
+            .position(|f| f.path.as_str() == *path)
+            .unwrap();
+        let entry = &body.files[index];
+        assert_eq!(encryption.plaintext_sizes[index], plain.len() as u64);
+        assert_eq!(entry.size, ciphertext_size(plain.len() as u64, CS as u32));
+        let cipher = std::fs::read(w.join(&format!("release.enc/{path}"))).unwrap();
+        assert_eq!(cipher.len() as u64, entry.size, "{path}");
+        // Not the plaintext: the bytes differ wherever there are any.
+        let n = plain.len().min(64);
+        assert!(
+            n == 0 || cipher[..n] != plain[..n],
+            "{path} #{i} is in the clear"
+        );
+        let leaves: Vec<_> = if cipher.is_empty() {
+            vec![merkle::leaf_hash(&[])]
+        } else {
+            cipher.chunks(CS).map(merkle::leaf_hash).collect()
+        };
+        assert_eq!(MerkleTree::from_leaves(leaves).root(), entry.root, "{path}");
+    }
+    // The ciphertext verifies like any release.
+    let publisher = w
+        .manifest(&["pubkey", "publisher.pem"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    w.manifest(&[
+        "verify",
+        "film.manifest",
+        "--content",
+        "release.enc",
+        "--publisher",
+        &publisher,
+    ])
+    .ok();
+
+    // A licence to the buyer's node key.
+    let buyer = SecretKey::from_seed(&[0x5b; 32]);
+    let buyer_hex = buyer.public_key().to_hex();
+    let issued = w
+        .manifest(&[
+            "licence",
+            "issue",
+            "film.manifest",
+            "--key",
+            "publisher.pem",
+            "--content-key",
+            "film.manifest.key",
+            "--to",
+            &buyer_hex,
+            "--until",
+            "+30d",
+            "-o",
+            "buyer.licence",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(issued["manifest_id"], manifest.id().to_hex());
+    let licence =
+        VerifiedLicence::from_bytes(&std::fs::read(w.join("buyer.licence")).unwrap()).unwrap();
+    assert_eq!(issued["licence_id"], licence.id().to_hex());
+    licence
+        .check_for(
+            &manifest,
+            &buyer.public_key(),
+            licet_proto::Timestamp::now(),
+            None,
+        )
+        .unwrap();
+    // The buyer's key opens it, and the key decrypts every file to its exact bytes.
+    let key = licence.unseal(&buyer).unwrap();
+    for (path, plain) in &files {
+        let index = body
+            .files
+            .iter()
+            .position(|f| f.path.as_str() == *path)
+            .unwrap();
+        let cipher = std::fs::read(w.join(&format!("release.enc/{path}"))).unwrap();
+        let opened = key
+            .file_cipher(index as u64, CS as u32)
+            .open_all(&cipher, plain.len() as u64)
+            .unwrap();
+        assert!(opened == *plain, "{path} does not decrypt to its plaintext");
+    }
+    // Another node's key does not.
+    let other = SecretKey::from_seed(&[0x6c; 32]);
+    assert!(licence.unseal(&other).is_err());
+    // inspect shows the licence and its id.
+    let shown = w
+        .manifest(&["inspect", "buyer.licence", "--json"])
+        .ok()
+        .json();
+    assert_eq!(shown["kind"], "licence");
+    assert_eq!(shown["derived"]["licence_id"], licence.id().to_hex());
+}
+
+#[test]
+fn each_release_gets_a_fresh_key_and_a_folder_of_its_own() {
+    let w = Workdir::new();
+    w.keygen("publisher.pem");
+    paid_release(&w);
+    let first = create_encrypted(&w);
+    // The folder holds the first release's ciphertext: a second run does not mix into it.
+    let refused = w
+        .manifest(&[
+            "create",
+            "release",
+            "--encrypt",
+            "release.enc",
+            "--key",
+            "publisher.pem",
+            "--title",
+            "Paid film",
+            "-o",
+            "again.manifest",
+        ])
+        .expect_code(2)
+        .stderr
+        .clone();
+    assert!(
+        refused.contains("release.enc is not empty; --encrypt writes the encrypted files into a new or empty folder"),
+        "{refused}"
+    );
+    // An existing manifest is refused before anything is encrypted.
+    let refused = w
+        .manifest(&[
+            "create",
+            "release",
+            "--encrypt",
+            "fresh.enc",
+            "--key",
+            "publisher.pem",
+            "--title",
+            "Paid film",
+            "-o",
+            "film.manifest",
+        ])
+        .expect_code(2)
+        .stderr
+        .clone();
+    assert!(
+        refused.contains("film.manifest already exists (pass --force to overwrite it)"),
+        "{refused}"
+    );
+    assert!(!w.join("fresh.enc").exists());
+    // The same content again: another key, so another key id.
+    let second = w
+        .manifest(&[
+            "create",
+            "release",
+            "--encrypt",
+            "second.enc",
+            "--key",
+            "publisher.pem",
+            "--title",
+            "Paid film",
+            "-o",
+            "second.manifest",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_ne!(
+        first["encryption"]["key_id"],
+        second["encryption"]["key_id"]
+    );
+}
+
+#[test]
+fn a_licence_needs_the_release_s_own_key() {
+    let w = Workdir::new();
+    w.keygen("publisher.pem");
+    paid_release(&w);
+    create_encrypted(&w);
+    let buyer = SecretKey::from_seed(&[0x5b; 32]).public_key().to_hex();
+    let issue = |key_file: &str, manifest: &str| {
+        w.manifest(&[
+            "licence",
+            "issue",
+            manifest,
+            "--key",
+            "publisher.pem",
+            "--content-key",
+            key_file,
+            "--to",
+            &buyer,
+            "-o",
+            "x.licence",
+        ])
+    };
+    // Another release's key.
+    w.manifest(&[
+        "create",
+        "release",
+        "--encrypt",
+        "other.enc",
+        "--key",
+        "publisher.pem",
+        "--title",
+        "Other",
+        "-o",
+        "other.manifest",
+    ])
+    .ok();
+    let err = issue("other.manifest.key", "film.manifest")
+        .expect_code(2)
+        .stderr
+        .clone();
+    assert!(
+        err.contains("other.manifest.key holds key ")
+            && err.contains("but film.manifest is encrypted with key "),
+        "{err}"
+    );
+    // A release in the clear.
+    w.manifest(&[
+        "create",
+        "release",
+        "--key",
+        "publisher.pem",
+        "--title",
+        "Free",
+        "-o",
+        "free.manifest",
+    ])
+    .ok();
+    let err = issue("film.manifest.key", "free.manifest")
+        .expect_code(2)
+        .stderr
+        .clone();
+    assert!(
+        err.contains("free.manifest is a release in the clear"),
+        "{err}"
+    );
+    // Not a key file.
+    let err = issue("publisher.pem", "film.manifest")
+        .expect_code(2)
+        .stderr
+        .clone();
+    assert!(err.contains("it is not a Licet content key"), "{err}");
+    assert!(!w.join("x.licence").exists());
+}
