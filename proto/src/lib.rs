@@ -2,7 +2,7 @@
 //!
 //! Keys ([`keys`]), the one bounded decoder ([`encoding`]), the signed envelope ([`signed`]),
 //! manifests ([`manifest`]), delegations ([`delegation`]), catalogs and catalog heads
-//! ([`catalog`]), per-file merkle trees and audit paths ([`merkle`]), the trust policy
+//! ([`catalog`]), partners' delivery reports and their merge ([`delivery`]), per-file merkle trees and audit paths ([`merkle`]), the trust policy
 //! ([`policy`]), and the transfer protocol's messages ([`wire`]). File paths ([`path`]) must be
 //! names every common file system holds as they are and that do not collide where case or
 //! Unicode normalisation is ignored ([`portable_name`]); [`text`] escapes what could drive or
@@ -20,6 +20,7 @@
 
 pub mod catalog;
 pub mod delegation;
+pub mod delivery;
 pub mod encoding;
 pub mod ids;
 pub mod keys;

@@ -31,6 +31,8 @@ pub enum SignedKind {
     Catalog,
     /// A [`crate::catalog::CatalogHead`].
     CatalogHead,
+    /// A [`crate::delivery::DeliveryReport`].
+    DeliveryReport,
 }
 
 impl SignedKind {
@@ -41,6 +43,7 @@ impl SignedKind {
             SignedKind::Delegation => "delegation",
             SignedKind::Catalog => "catalog",
             SignedKind::CatalogHead => "catalog-head",
+            SignedKind::DeliveryReport => "delivery-report",
         }
     }
 
@@ -48,6 +51,7 @@ impl SignedKind {
     pub fn noun(self) -> &'static str {
         match self {
             SignedKind::CatalogHead => "catalog head",
+            SignedKind::DeliveryReport => "delivery report",
             other => other.name(),
         }
     }
@@ -62,6 +66,7 @@ impl SignedKind {
             SignedKind::Delegation => crate::delegation::MAX_DELEGATION_BODY_BYTES,
             SignedKind::Catalog => crate::catalog::MAX_CATALOG_BODY_BYTES,
             SignedKind::CatalogHead => crate::catalog::MAX_CATALOG_HEAD_BODY_BYTES,
+            SignedKind::DeliveryReport => crate::delivery::MAX_DELIVERY_REPORT_BODY_BYTES,
         };
         body + OVERHEAD
     }
