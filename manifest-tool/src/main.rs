@@ -8,6 +8,7 @@
 
 mod catalog;
 mod create;
+mod deliveries;
 mod files;
 mod inspect;
 mod keys;
@@ -80,6 +81,12 @@ enum Command {
         after_help = "Example:\n  licet-manifest catalog new --key publisher.pem -o publisher.draft.json\n  licet-manifest catalog add publisher.draft.json ep1.manifest\n  licet-manifest catalog sign publisher.draft.json --key publisher.pem \\\n      --expires +7d -o publisher.catalog"
     )]
     Catalog(catalog::CatalogCommand),
+    /// Merge partners' signed delivery reports into per-day distinct-peer counts.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  licet-manifest deliveries merge --catalog publisher.catalog reports/"
+    )]
+    Deliveries(deliveries::DeliveriesCommand),
     /// Print a shell completion script for licet-manifest.
     #[command(
         after_help = "Example:\n  licet-manifest completions bash \\\n      > ~/.local/share/bash-completion/completions/licet-manifest\n  \
@@ -115,6 +122,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Inspect(args) => inspect::inspect(args),
         Command::Delegate(args) => keys::delegate(args),
         Command::Catalog(command) => catalog::run(command),
+        Command::Deliveries(command) => deliveries::run(command),
         Command::Completions(args) => {
             shell_docs::write_completions(Cli::command(), args.shell, &mut std::io::stdout().lock())
                 .map_err(CliError::io)

@@ -29,6 +29,8 @@ const KNOWN: &[&str] = &[
     "catalog revoke-delegate",
     "catalog sign",
     "catalog inspect",
+    "deliveries",
+    "deliveries merge",
     "completions",
     "man",
 ];
@@ -40,6 +42,7 @@ const WITH_JSON: &[&str] = &[
     "inspect",
     "catalog sign",
     "catalog inspect",
+    "deliveries merge",
 ];
 
 fn tool() -> Command {
