@@ -229,8 +229,8 @@ fn print_text(
     }
     if !counts.is_empty() {
         println!(
-            "PEERS: distinct peers served by any partner, merged without double counting; \
-             standard error {} (exact or nearly so below about 2,500)",
+            "PEERS: distinct peers any partner served, each counted once; standard error\n\
+             {} (below about 2,500 peers: exact, or a peer or two under)",
             percent(SKETCH_STANDARD_ERROR)
         );
     }

@@ -53,7 +53,8 @@ fn counted(merged: &Value) -> Option<(u64, Vec<(String, u64)>)> {
     Some((day["distinct_peers"].as_u64()?, partners))
 }
 
-/// Waits until the collector's reports merge to `peers` distinct peers; the merge output.
+/// Waits until the collector's reports say the partners served `peers` peers in all (their own,
+/// exact counts); the merge output.
 #[track_caller]
 fn wait_for_count(net: &TestNet, received: &str, peers: u64) -> Value {
     wait_for(
@@ -63,9 +64,23 @@ fn wait_for_count(net: &TestNet, received: &str, peers: u64) -> Value {
         || {
             std::fs::metadata(net.work().join(received)).ok()?;
             let (code, merged) = merge(net, &[received]);
-            (code == 0 && counted(&merged)?.0 == peers).then_some(merged)
+            let (_, partners) = counted(&merged)?;
+            let served: u64 = partners.iter().map(|(_, own)| own).sum();
+            (code == 0 && served == peers).then_some(merged)
         },
     )
+}
+
+/// The merged count of `peers` distinct peers, as the sketch can state it: peer ids are random
+/// here, and two of ten share a register about 4 % of the time, which counts one less.
+#[track_caller]
+fn assert_merged_count(merged: &Value, peers: u64) -> u64 {
+    let (distinct, _) = counted(merged).unwrap();
+    assert!(
+        (peers - 1..=peers).contains(&distinct),
+        "{peers} peers merged to {distinct}: {merged}"
+    );
+    distinct
 }
 
 /// A partner seed: its delegated key and delegation, counting a peer served 1 % of a release,
@@ -153,7 +168,7 @@ fn two_partners_reports_of_ten_downloaders_merge_to_ten() {
     // Five downloaders take the release from the first partner, while it is the only seed.
     let first = partner(&net, 1, &collector, &publisher);
     download(&net, 0, &first, &publisher, &link);
-    wait_for_count(&net, &received, 1);
+    assert_merged_count(&wait_for_count(&net, &received, 1), 1);
     // Its report of one peer, kept to replay later.
     let early = std::fs::read_dir(w.join(&received))
         .unwrap()
@@ -165,7 +180,7 @@ fn two_partners_reports_of_ten_downloaders_merge_to_ten() {
     for n in 1..5 {
         download(&net, n, &first, &publisher, &link);
     }
-    wait_for_count(&net, &received, 5);
+    assert_merged_count(&wait_for_count(&net, &received, 5), 5);
     drop(first);
 
     // Five more from the second partner, the first one gone.
@@ -174,8 +189,8 @@ fn two_partners_reports_of_ten_downloaders_merge_to_ten() {
         download(&net, n, &second, &publisher, &link);
     }
     let merged = wait_for_count(&net, &received, 10);
-    let (peers, partners) = counted(&merged).unwrap();
-    assert_eq!(peers, 10, "{merged}");
+    let peers = assert_merged_count(&merged, 10);
+    let (_, partners) = counted(&merged).unwrap();
     assert_eq!(partners.len(), 2, "{merged}");
     assert!(partners.iter().all(|(_, own)| *own == 5), "{merged}");
     assert_eq!(merged["refused"], serde_json::json!([]), "{merged}");
@@ -196,7 +211,7 @@ fn two_partners_reports_of_ten_downloaders_merge_to_ten() {
     std::fs::copy(w.join("replayed.report"), w.join("all/replayed.report")).unwrap();
     let (code, merged) = merge(&net, &["all"]);
     assert_eq!(code, 1, "a refused report makes merge exit 1: {merged}");
-    assert_eq!(counted(&merged).unwrap().0, 10, "{merged}");
+    assert_eq!(counted(&merged).unwrap().0, peers, "{merged}");
     let refused = merged["refused"].as_array().unwrap();
     assert_eq!(refused.len(), 1, "{merged}");
     assert!(

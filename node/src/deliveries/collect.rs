@@ -114,3 +114,100 @@ fn kept_sequence(bytes: &[u8]) -> Option<u64> {
     .ok()?;
     Some(report.sequence)
 }
+
+#[cfg(test)]
+mod tests {
+    use licet_proto::{
+        ManifestId, SecretKey, Timestamp,
+        catalog::{Catalog, CatalogEntry, VerifiedCatalog},
+        delivery::{DistinctSketch, UtcDay},
+    };
+
+    use super::*;
+    use crate::deliveries::DeliveriesConfig;
+
+    const NOW: Timestamp = Timestamp(1_800_000_000);
+
+    fn catalog(key: &SecretKey) -> VerifiedCatalog {
+        Catalog {
+            publisher: key.public_key(),
+            sequence: 1,
+            issued_at: NOW.plus_seconds(-60),
+            expires_at: NOW.plus_seconds(86_400),
+            entries: vec![CatalogEntry {
+                manifest_id: ManifestId([0x11; 32]),
+                title: "Film".into(),
+            }],
+            revoked_manifests: vec![],
+            revoked_delegates: vec![],
+        }
+        .sign(key)
+        .unwrap()
+    }
+
+    fn report(key: &SecretKey, sequence: u64, peers: u64) -> VerifiedDeliveryReport {
+        let mut sketch = DistinctSketch::new();
+        for peer in 0..peers {
+            sketch.insert_hash(peer.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        }
+        let envelope = DeliveryReport {
+            publisher: key.public_key(),
+            release: ManifestId([0x11; 32]),
+            day: UtcDay::of(NOW),
+            sequence,
+            issued_at: NOW,
+            min_share_percent: 90,
+            peers_served: peers,
+            sketch,
+        }
+        .sign(key, None);
+        VerifiedDeliveryReport::verify(envelope, &catalog(key), NOW).unwrap()
+    }
+
+    #[test]
+    fn only_a_newer_report_replaces_the_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = DeliveriesConfig {
+            collect: true,
+            ..DeliveriesConfig::default()
+        };
+        let deliveries = Deliveries::open(&config, dir.path()).unwrap();
+        let key = SecretKey::from_seed(&[1; 32]);
+        let kept_file = || {
+            let folder = dir
+                .path()
+                .join("deliveries/received")
+                .join(key.public_key().to_hex());
+            let files: Vec<_> = std::fs::read_dir(folder).unwrap().collect();
+            assert_eq!(files.len(), 1);
+            std::fs::read(files[0].as_ref().unwrap().path()).unwrap()
+        };
+        assert_eq!(
+            deliveries.keep_received(&report(&key, 5, 3)).unwrap(),
+            Kept::Stored
+        );
+        assert_eq!(
+            deliveries.keep_received(&report(&key, 5, 3)).unwrap(),
+            Kept::AlreadyKept
+        );
+        let older = deliveries.keep_received(&report(&key, 4, 9)).unwrap_err();
+        assert!(older.to_string().contains("below the 5 kept"), "{older}");
+        let conflicting = deliveries.keep_received(&report(&key, 5, 9)).unwrap_err();
+        assert!(
+            conflicting.to_string().contains("other contents"),
+            "{conflicting}"
+        );
+        assert_eq!(kept_file(), report(&key, 5, 3).envelope().encode());
+        assert_eq!(
+            deliveries.keep_received(&report(&key, 6, 4)).unwrap(),
+            Kept::Stored
+        );
+        assert_eq!(kept_file(), report(&key, 6, 4).envelope().encode());
+
+        let not_collecting = Deliveries::open(&DeliveriesConfig::default(), dir.path()).unwrap();
+        assert!(matches!(
+            not_collecting.keep_received(&report(&key, 7, 4)),
+            Err(KeepRefusal::NotCollecting)
+        ));
+    }
+}

@@ -26,8 +26,9 @@
 //! Why p = 10 (standard error 1.04/√1024 ≈ 3.25 %): a signed report with its sketch and the
 //! largest delegation the format allows must fit one gossip message of 4 KiB; p = 12 would need
 //! 4 KiB for the registers alone. Below about 2,500 distinct peers linear counting applies and
-//! the estimate is far tighter (10 peers are counted exactly unless two of them share a register,
-//! which happens for 10 peers with probability about 4 %, and then the estimate is 9.96 → 10).
+//! the estimate is far tighter: it counts the registers in use, so it is exact unless two peers
+//! share a register, and each such collision counts one peer less (for 10 peers a collision
+//! happens with probability about 4 %, and the estimate is then 9).
 
 use serde::{Deserialize, Serialize};
 
