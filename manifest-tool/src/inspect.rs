@@ -6,6 +6,7 @@ use clap::Args;
 use licet_proto::{
     catalog::{Catalog, CatalogHead, VerifiedCatalog, VerifiedCatalogHead, catalog_hash},
     delegation::{Delegation, MAX_DELEGATION_BODY_BYTES},
+    delivery::{DeliveryReport, MAX_DELIVERY_REPORT_BODY_BYTES},
     encoding,
     licence::{ContentLicence, MAX_LICENCE_BODY_BYTES, VerifiedLicence, licence_id},
     manifest::{MAX_MANIFEST_BODY_BYTES, Manifest, VerifiedManifest, manifest_id},
@@ -16,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::{CliError, CliResult, files};
 
-/// Show a signed manifest, delegation, catalog, catalog head or licence.
+/// Show a signed manifest, delegation, catalog, catalog head, licence or delivery report.
 #[derive(Args)]
 #[command(
     after_help = "Examples:\n  licet-manifest inspect ep1.manifest\n  licet-manifest inspect publisher.catalog --json | jq '.body.entries | length'\n\n\
@@ -144,6 +145,44 @@ pub fn examine(signed: &Signed, bytes: &[u8]) -> Inspection {
                 derived: json!({}),
             }
         }
+        SignedKind::DeliveryReport => examine_delivery_report(signed),
+    }
+}
+
+/// A delivery report: its signature, body and carried delegation, which is all that can be
+/// checked without the publisher's catalog (`deliveries merge` checks the rest).
+fn examine_delivery_report(signed: &Signed) -> Inspection {
+    let body = encoding::decode::<DeliveryReport>(
+        "delivery report body",
+        &signed.body,
+        MAX_DELIVERY_REPORT_BODY_BYTES,
+    );
+    let verdict = signed
+        .verify_signature()
+        .map_err(|e| e.to_string())
+        .and(body.as_ref().map(drop).map_err(|e| e.to_string()))
+        .and(match &signed.delegation {
+            Some(carried) => Delegation::verify_carried(carried)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        });
+    let body = body.ok().map(|r| {
+        json!({
+            "publisher": r.publisher,
+            "release": r.release,
+            "day": r.day.to_string(),
+            "sequence": r.sequence,
+            "issued_at": r.issued_at,
+            "min_share_percent": r.min_share_percent,
+            "peers_served": r.peers_served,
+            "sketch_estimate": r.sketch.count(),
+        })
+    });
+    Inspection {
+        verdict,
+        body,
+        derived: json!({}),
     }
 }
 

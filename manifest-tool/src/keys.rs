@@ -54,7 +54,8 @@ pub struct DelegateArgs {
     /// Valid until.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     until: Timestamp,
-    /// What the delegate may sign: `all`, or `title-prefix:TEXT`.
+    /// What the delegate may sign: `all`, `title-prefix:TEXT`, or `delivery-reports`
+    /// (no manifests: only a seed's delivery reports).
     #[arg(long, default_value = "all", value_parser = parse_scope)]
     scope: DelegationScope,
     /// Where to write the delegation.
@@ -69,10 +70,13 @@ fn parse_scope(text: &str) -> Result<DelegationScope, String> {
     if text == "all" {
         return Ok(DelegationScope::AllManifests);
     }
+    if text == "delivery-reports" {
+        return Ok(DelegationScope::DeliveryReports);
+    }
     match text.strip_prefix("title-prefix:") {
         Some(prefix) if !prefix.is_empty() => Ok(DelegationScope::TitlePrefix(prefix.to_owned())),
         _ => Err(format!(
-            "{text:?} is not a scope: use `all` or `title-prefix:TEXT`"
+            "{text:?} is not a scope: use `all`, `title-prefix:TEXT` or `delivery-reports`"
         )),
     }
 }

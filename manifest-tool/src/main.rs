@@ -8,6 +8,7 @@
 
 mod catalog;
 mod create;
+mod deliveries;
 mod encrypt;
 mod files;
 mod inspect;
@@ -87,6 +88,12 @@ enum Command {
         after_help = "Example:\n  licet-manifest licence issue film.manifest --key publisher.pem \\\n      --content-key film.manifest.key -o alice.licence \\\n      --to 5d1e0c4f2b7a99e3c0d6a1f8e2b4c7d9a0e5f3b1c8d2e6f4a7b9c0d1e2f3a4a0"
     )]
     Licence(licence::LicenceCommand),
+    /// Merge partners' signed delivery reports into per-day distinct-peer counts.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  licet-manifest deliveries merge --catalog publisher.catalog reports/"
+    )]
+    Deliveries(deliveries::DeliveriesCommand),
     /// Print a shell completion script for licet-manifest.
     #[command(
         after_help = "Example:\n  licet-manifest completions bash \\\n      > ~/.local/share/bash-completion/completions/licet-manifest\n  \
@@ -123,6 +130,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Delegate(args) => keys::delegate(args),
         Command::Catalog(command) => catalog::run(command),
         Command::Licence(command) => licence::run(command),
+        Command::Deliveries(command) => deliveries::run(command),
         Command::Completions(args) => {
             shell_docs::write_completions(Cli::command(), args.shell, &mut std::io::stdout().lock())
                 .map_err(CliError::io)

@@ -31,6 +31,8 @@ const KNOWN: &[&str] = &[
     "catalog inspect",
     "licence",
     "licence issue",
+    "deliveries",
+    "deliveries merge",
     "completions",
     "man",
 ];
@@ -43,6 +45,7 @@ const WITH_JSON: &[&str] = &[
     "catalog sign",
     "catalog inspect",
     "licence issue",
+    "deliveries merge",
 ];
 
 fn tool() -> Command {

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("serve", 3),
     ("fetch", 4),
     ("peers", 5),
+    ("deliveries", 5),
     ("items", 6),
     ("policy_state", 6),
     ("transfer", 6),

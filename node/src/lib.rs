@@ -11,6 +11,7 @@
 //! | work | [`catalogs`], [`serve`] | catalogs on the network (heads, fetch, accept, mirror), from a context of parts; answering every peer request under the policy, from a context of parts |
 //! | | [`fetch`] | finding manifests and fetching chunks from many peers, from a context of parts; rarest-first scheduling |
 //! | peers | [`peers`] | the peers part: the peer book (bytes, bans) and the pool of transfer sessions |
+//! | | [`deliveries`] | delivery reports: counting the distinct peers a seed served each release to per day, signing and publishing its reports, and keeping those received |
 //! | parts | [`items`], [`policy_state`], [`transfer`], [`content`], [`bandwidth`] | the item registry (content held, its live state); the trust policy state (trust store, catalogs in force and held, mirrors, unsaved changes) and catalog acceptance; `/licet/transfer/1` streams; content files and output folders; the rate limits in force and the pacing of chunks under them |
 //! | | [`metrics`] | Prometheus metrics and their text formats |
 //! | contract | [`contract`] | the control API's types, route paths and API file names, shared by the server and the client |
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod content;
 pub mod contract;
 pub mod daemon;
+pub mod deliveries;
 pub mod fetch;
 pub mod items;
 #[cfg(test)]

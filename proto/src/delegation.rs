@@ -26,6 +26,9 @@ pub enum DelegationScope {
     AllManifests,
     /// Only manifests whose title starts with this text.
     TitlePrefix(String),
+    /// No manifests: only delivery reports, for any release of the publisher. The key a seed
+    /// keeps online to sign its reports, which cannot sign a release if the seed is broken into.
+    DeliveryReports,
 }
 
 impl DelegationScope {
@@ -34,6 +37,16 @@ impl DelegationScope {
         match self {
             DelegationScope::AllManifests => true,
             DelegationScope::TitlePrefix(prefix) => title.starts_with(prefix.as_str()),
+            DelegationScope::DeliveryReports => false,
+        }
+    }
+
+    /// Whether a delivery report about the release titled `title` is inside this scope: a
+    /// delegate trusted to sign a release may also report its deliveries.
+    pub fn allows_delivery_reports(&self, title: &str) -> bool {
+        match self {
+            DelegationScope::DeliveryReports => true,
+            other => other.allows_title(title),
         }
     }
 }
@@ -43,6 +56,7 @@ impl std::fmt::Display for DelegationScope {
         match self {
             DelegationScope::AllManifests => f.write_str("all manifests"),
             DelegationScope::TitlePrefix(p) => write!(f, "manifests titled {p:?}…"),
+            DelegationScope::DeliveryReports => f.write_str("delivery reports only"),
         }
     }
 }

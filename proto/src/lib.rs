@@ -2,8 +2,8 @@
 //!
 //! Keys ([`keys`]), the one bounded decoder ([`encoding`]), the signed envelope ([`signed`]),
 //! manifests ([`manifest`]), delegations ([`delegation`]), encrypted releases ([`encryption`]) and the licences that
-//! open them ([`licence`]), catalogs and catalog heads
-//! ([`catalog`]), per-file merkle trees and audit paths ([`merkle`]), the trust policy
+//! open them ([`licence`]), catalogs and catalog heads ([`catalog`]), partners' delivery reports
+//! and their merge ([`delivery`]), per-file merkle trees and audit paths ([`merkle`]), the trust policy
 //! ([`policy`]), and the transfer protocol's messages ([`wire`]). File paths ([`path`]) must be
 //! names every common file system holds as they are and that do not collide where case or
 //! Unicode normalisation is ignored ([`portable_name`]); [`text`] escapes what could drive or
@@ -21,6 +21,7 @@
 
 pub mod catalog;
 pub mod delegation;
+pub mod delivery;
 pub mod encoding;
 pub mod encryption;
 pub mod ids;

@@ -33,6 +33,8 @@ pub enum SignedKind {
     CatalogHead,
     /// A [`crate::licence::ContentLicence`].
     Licence,
+    /// A [`crate::delivery::DeliveryReport`].
+    DeliveryReport,
 }
 
 impl SignedKind {
@@ -44,6 +46,7 @@ impl SignedKind {
             SignedKind::Catalog => "catalog",
             SignedKind::CatalogHead => "catalog-head",
             SignedKind::Licence => "licence",
+            SignedKind::DeliveryReport => "delivery-report",
         }
     }
 
@@ -51,6 +54,7 @@ impl SignedKind {
     pub fn noun(self) -> &'static str {
         match self {
             SignedKind::CatalogHead => "catalog head",
+            SignedKind::DeliveryReport => "delivery report",
             other => other.name(),
         }
     }
@@ -66,6 +70,7 @@ impl SignedKind {
             SignedKind::Catalog => crate::catalog::MAX_CATALOG_BODY_BYTES,
             SignedKind::CatalogHead => crate::catalog::MAX_CATALOG_HEAD_BODY_BYTES,
             SignedKind::Licence => crate::licence::MAX_LICENCE_BODY_BYTES,
+            SignedKind::DeliveryReport => crate::delivery::MAX_DELIVERY_REPORT_BODY_BYTES,
         };
         body + OVERHEAD
     }

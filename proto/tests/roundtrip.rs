@@ -160,6 +160,7 @@ fn scope() -> impl Strategy<Value = DelegationScope> {
     prop_oneof![
         Just(DelegationScope::AllManifests),
         ".{0,20}".prop_map(DelegationScope::TitlePrefix),
+        Just(DelegationScope::DeliveryReports),
     ]
 }
 

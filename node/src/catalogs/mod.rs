@@ -73,6 +73,7 @@ use tracing::{info, warn};
 
 use crate::{
     contract::CatalogInfo,
+    deliveries::Deliveries,
     metrics::{CatalogRefusalLabel, Metrics},
     net::{self, Network, NetworkEvent},
     policy_state::{CatalogOffer, CatalogOutcome, CatalogRefused, PolicyState, Updating},
@@ -278,6 +279,8 @@ pub struct Catalogs<H> {
     work: Arc<CatalogWork>,
     /// Where mirrored content goes.
     mirror_root: PathBuf,
+    /// Where received delivery reports are kept, when the node collects them.
+    deliveries: Option<Deliveries>,
     host: H,
 }
 
@@ -302,15 +305,27 @@ impl<H: CatalogHost> Catalogs<H> {
             },
             work,
             mirror_root: data_dir.join(MIRROR_DIR),
+            deliveries: None,
             host,
         }
+    }
+
+    /// Keeps the delivery reports received in `deliveries`, when it collects them.
+    pub fn with_deliveries(mut self, deliveries: Deliveries) -> Catalogs<H> {
+        self.deliveries = Some(deliveries);
+        self
+    }
+
+    /// Whether this node keeps partners' delivery reports.
+    fn collects_deliveries(&self) -> bool {
+        self.deliveries.as_ref().is_some_and(Deliveries::collects)
     }
 
     /// Sets up catalogs at start: joins the gossip topic of every trusted publisher, passes on
     /// the heads it holds, and starts the gossip handler and the poll loop.
     pub async fn start(&self, events: mpsc::Receiver<NetworkEvent>) {
         for publisher in &self.policy.trusted_publishers() {
-            let _ = self.network.subscribe(net::catalog_topic(publisher)).await;
+            self.join_topics(publisher).await;
         }
         for catalog in self.policy.held_catalogs() {
             self.pass_on(catalog.head(), HeadOrigin::Poll).await;
@@ -321,10 +336,21 @@ impl<H: CatalogHost> Catalogs<H> {
         tokio::spawn(async move { catalogs.poll_loop().await });
     }
 
+    /// Joins `publisher`'s catalog topic, and its delivery report topic when collecting.
+    async fn join_topics(&self, publisher: &PublicKey) {
+        let _ = self.network.subscribe(net::catalog_topic(publisher)).await;
+        if self.collects_deliveries() {
+            let _ = self
+                .network
+                .subscribe(net::deliveries_topic(publisher))
+                .await;
+        }
+    }
+
     /// A publisher was trusted: joins its gossip topic and looks for its catalog now rather
     /// than at the next poll (and mirrors it, if asked to).
     pub async fn follow(&self, publisher: PublicKey) {
-        let _ = self.network.subscribe(net::catalog_topic(&publisher)).await;
+        self.join_topics(&publisher).await;
         let catalogs = self.clone();
         tokio::spawn(async move {
             catalogs.poll_publisher(publisher).await;
@@ -332,12 +358,18 @@ impl<H: CatalogHost> Catalogs<H> {
         });
     }
 
-    /// A publisher is no longer trusted: leaves its gossip topic.
+    /// A publisher is no longer trusted: leaves its gossip topics.
     pub async fn unfollow(&self, publisher: PublicKey) {
         let _ = self
             .network
             .unsubscribe(net::catalog_topic(&publisher))
             .await;
+        if self.collects_deliveries() {
+            let _ = self
+                .network
+                .unsubscribe(net::deliveries_topic(&publisher))
+                .await;
+        }
     }
 
     /// `catalog publish`: takes a catalog and its head from the operator.

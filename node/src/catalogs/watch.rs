@@ -12,10 +12,11 @@ use libp2p::{PeerId, gossipsub::MessageAcceptance};
 use licet_proto::{
     PublicKey,
     catalog::{VerifiedCatalogHead, catalog_head_key},
+    delivery::VerifiedDeliveryReport,
     wire::{Request, Response},
 };
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::{CatalogHost, Catalogs, HeadOrigin};
 use crate::net::{self, NetworkEvent};
@@ -29,12 +30,27 @@ impl<H: CatalogHost> Catalogs<H> {
     /// Takes gossip messages from the network until it stops.
     pub(super) async fn handle_gossip(&self, mut events: mpsc::Receiver<NetworkEvent>) {
         while let Some(event) = events.recv().await {
-            let NetworkEvent::CatalogHead {
-                topic,
-                data,
-                source,
-                message_id,
-            } = event;
+            let (topic, data, source, message_id) = match event {
+                NetworkEvent::CatalogHead {
+                    topic,
+                    data,
+                    source,
+                    message_id,
+                } => (topic, data, source, message_id),
+                NetworkEvent::DeliveryReport {
+                    topic,
+                    data,
+                    source,
+                    message_id,
+                } => {
+                    let acceptance = self.judge_delivery_report(&topic, &data);
+                    let _ = self
+                        .network
+                        .report_gossip(message_id, source, acceptance)
+                        .await;
+                    continue;
+                }
+            };
             let (acceptance, newer) = self.judge_gossip(&topic, &data);
             let _ = self
                 .network
@@ -81,6 +97,43 @@ impl<H: CatalogHost> Catalogs<H> {
                 debug!(%topic, "gossiped catalog head refused: {failure}");
                 (MessageAcceptance::Ignore, None)
             }
+        }
+    }
+
+    /// Keeps a gossiped delivery report if it verifies against its publisher's newest accepted
+    /// catalog and is newer than the one kept, and says what gossipsub should do with it: a
+    /// report that does not verify costs its sender (reject), one not kept for another reason
+    /// (not collecting, no catalog, a replay) goes no further (ignore).
+    fn judge_delivery_report(&self, topic: &str, data: &[u8]) -> MessageAcceptance {
+        let Some(publisher) = net::deliveries_topic_publisher(topic) else {
+            return MessageAcceptance::Reject;
+        };
+        let Some(deliveries) = self.deliveries.as_ref().filter(|d| d.collects()) else {
+            return MessageAcceptance::Ignore;
+        };
+        let now = self.policy.judged_now();
+        let verified = self.policy.with_newest_catalog(&publisher, |catalog| {
+            VerifiedDeliveryReport::from_bytes(data, catalog, now)
+        });
+        match verified {
+            None => {
+                debug!(%publisher, "delivery report ignored: no catalog of its publisher held");
+                MessageAcceptance::Ignore
+            }
+            Some(Err(e)) => {
+                info!(%publisher, "delivery report refused: {e}");
+                MessageAcceptance::Reject
+            }
+            Some(Ok(report)) => match deliveries.keep_received(&report) {
+                Ok(kept) => {
+                    debug!(%publisher, signer = %report.signer(), ?kept, "delivery report kept");
+                    MessageAcceptance::Accept
+                }
+                Err(e) => {
+                    info!(%publisher, signer = %report.signer(), "delivery report not kept: {e}");
+                    MessageAcceptance::Ignore
+                }
+            },
         }
     }
 

@@ -21,6 +21,7 @@
 //! | other limits at given times | `[[limits.schedule]]` (`days`, `from`, `to`, and any of the four rates) | – | – | none |
 //! | log filter (`tracing` directives) | `log = "info"` | `RUST_LOG` | – | `info` (libp2p-kad's behaviour: `error`) |
 //! | trusted publishers | `[[trust]]` (`publisher`, and optional `name`, `require_catalog`, `mirror`) | – | – | none (see `trust add`) |
+//! | delivery reports | `[deliveries]` (`key`, `delegation`: PEM key and delegation files, relative to the data directory; `min_share_percent`; `report_secs`; `collect`) | – | – | none; share 90, every 3600 s, not collecting |
 //!
 //! The publishers of `[[trust]]` are trusted at start, as `trust add` would; the node keeps
 //! trusting publishers added with `trust add`, whatever the file says. A publisher listed twice
@@ -44,6 +45,7 @@ use licet_proto::{PublicKey, manifest::Region};
 
 use crate::{
     bandwidth::{LimitChange, LimitsConfig, Rate, ScheduleRule},
+    deliveries::DeliveriesConfig,
     net::{bootstrap::BootstrapAddr, reachability::AddressRange},
 };
 use serde::Deserialize;
@@ -100,6 +102,50 @@ struct FileConfig {
     limits: Option<FileLimits>,
     log: Option<String>,
     trust: Option<Vec<FileTrust>>,
+    deliveries: Option<FileDeliveries>,
+}
+
+/// The `[deliveries]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDeliveries {
+    key: Option<PathBuf>,
+    delegation: Option<PathBuf>,
+    min_share_percent: Option<u8>,
+    report_secs: Option<u64>,
+    collect: Option<bool>,
+}
+
+impl FileDeliveries {
+    /// The settings, with relative paths taken from the data directory.
+    fn read(&self, data_dir: &Path) -> Result<DeliveriesConfig, String> {
+        let mut config = DeliveriesConfig {
+            key: self.key.as_ref().map(|p| data_dir.join(p)),
+            delegation: self.delegation.as_ref().map(|p| data_dir.join(p)),
+            collect: self.collect.unwrap_or(false),
+            ..DeliveriesConfig::default()
+        };
+        if config.delegation.is_some() && config.key.is_none() {
+            return Err(
+                "deliveries.delegation needs deliveries.key, the key it delegates to".into(),
+            );
+        }
+        if let Some(share) = self.min_share_percent {
+            if !(1..=100).contains(&share) {
+                return Err(format!(
+                    "deliveries.min_share_percent is {share}; it must be 1 to 100"
+                ));
+            }
+            config.min_share_percent = share;
+        }
+        if let Some(secs) = self.report_secs {
+            if secs == 0 {
+                return Err("deliveries.report_secs must be at least 1".into());
+            }
+            config.report_interval = Duration::from_secs(secs);
+        }
+        Ok(config)
+    }
 }
 
 /// One `[[trust]]` entry.
@@ -328,6 +374,9 @@ pub struct Config {
     pub log: Option<String>,
     /// The publishers `config.toml` trusts.
     pub trust: Vec<TrustFromFile>,
+    /// Delivery reports: the key and delegation they are signed with, the share, how often,
+    /// and whether to collect partners' reports.
+    pub deliveries: DeliveriesConfig,
 }
 
 /// The default catalog poll interval.
@@ -456,6 +505,7 @@ impl Config {
             limits: LimitsConfig::default(),
             log: None,
             trust: Vec::new(),
+            deliveries: DeliveriesConfig::default(),
         };
         let mut poll_secs = file.catalog_poll_secs;
         if let Some(listen) = &file.listen {
@@ -488,6 +538,9 @@ impl Config {
         }
         if let Some(trust) = &file.trust {
             config.trust = trust_list(trust).map_err(file_err)?;
+        }
+        if let Some(deliveries) = &file.deliveries {
+            config.deliveries = deliveries.read(data_dir).map_err(file_err)?;
         }
 
         let mut file_only = config.clone();
@@ -640,6 +693,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.region.map(|r| r.to_string()), Some("DE".to_owned()));
+    }
+
+    #[test]
+    fn deliveries_settings_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::load(dir.path(), Overrides::default()).unwrap();
+        assert_eq!(config.deliveries, DeliveriesConfig::default());
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "[deliveries]\nkey = \"partner.pem\"\ndelegation = \"/keys/partner.delegation\"\n\
+             min_share_percent = 50\nreport_secs = 600\ncollect = true\n",
+        )
+        .unwrap();
+        let config = Config::load(dir.path(), Overrides::default()).unwrap();
+        assert_eq!(
+            config.deliveries,
+            DeliveriesConfig {
+                key: Some(dir.path().join("partner.pem")),
+                delegation: Some(PathBuf::from("/keys/partner.delegation")),
+                min_share_percent: 50,
+                report_interval: Duration::from_secs(600),
+                collect: true,
+            }
+        );
+        for (text, expected) in [
+            ("min_share_percent = 0", "must be 1 to 100"),
+            ("min_share_percent = 101", "must be 1 to 100"),
+            ("report_secs = 0", "at least 1"),
+            ("delegation = \"d\"", "needs deliveries.key"),
+        ] {
+            std::fs::write(
+                dir.path().join("config.toml"),
+                format!("[deliveries]\n{text}\n"),
+            )
+            .unwrap();
+            let err = Config::load(dir.path(), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
     }
 
     #[test]

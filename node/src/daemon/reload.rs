@@ -138,6 +138,10 @@ pub fn changes(old: &Config, new: &Config, rust_log_set: bool) -> Vec<SettingCha
     ] {
         push(setting, was.to_string(), now.to_string(), AtRestart);
     }
+    if old.deliveries != new.deliveries {
+        let shown = |c: &Config| format!("{:?}", c.deliveries);
+        push("deliveries", shown(old), shown(new), AtRestart);
+    }
     let (was, now) = (&old.limits.base, &new.limits.base);
     for (setting, was, now) in [
         ("limits.upload", was.upload, now.upload),

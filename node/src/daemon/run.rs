@@ -234,6 +234,7 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
         upnp: config.upnp,
         limits: config.limits.clone(),
         recent_log,
+        deliveries: config.deliveries.clone(),
     })
     .await
     .with_context(|| format!("cannot start the node in {}", data_dir.display()))?;

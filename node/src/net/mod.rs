@@ -29,12 +29,13 @@
 //! stored already). Records this node puts itself pass the same check first.
 //!
 //! Gossipsub (`/licet/meshsub/1.1.0`, Licet's own mesh, messages signed by their origin's peer
-//! key) carries signed catalog heads on one topic per publisher ([`catalog_topic`]). A frame
+//! key) carries signed catalog heads on one topic per publisher ([`catalog_topic`]), and
+//! partners' signed delivery reports on another ([`deliveries_topic`]). A frame
 //! may carry several messages (js-libp2p packs them): frames are bounded by
 //! [`MAX_GOSSIP_FRAME_BYTES`] and [`MAX_GOSSIP_MESSAGES_PER_FRAME`], and each message by
 //! [`MAX_GOSSIP_BYTES`], which the loop checks first (a larger one is rejected, which costs its
 //! sender gossipsub score, and counted). Messages are not forwarded until the node has looked
-//! at them: the loop hands each one to the node as a [`NetworkEvent::CatalogHead`] over a
+//! at them: the loop hands each one to the node as a [`NetworkEvent`] over a
 //! bounded channel (dropped, and ignored by gossipsub, when the channel is full), and the node
 //! reports back with [`Network::report_gossip`].
 
@@ -155,6 +156,18 @@ pub enum NetworkEvent {
         /// Its gossipsub id.
         message_id: gossipsub::MessageId,
     },
+    /// A gossip message on a delivery report topic ([`deliveries_topic`]), not forwarded until
+    /// the node reports on it.
+    DeliveryReport {
+        /// The topic's name.
+        topic: String,
+        /// The message's bytes (at most [`MAX_GOSSIP_BYTES`]).
+        data: Vec<u8>,
+        /// The peer that passed it on.
+        source: PeerId,
+        /// Its gossipsub id.
+        message_id: gossipsub::MessageId,
+    },
 }
 
 /// What the node knows of its place in the network, for `status`.
@@ -180,6 +193,20 @@ pub const AGENT_VERSION: &str = concat!("licet-node/", env!("CARGO_PKG_VERSION")
 /// The gossip topic on which `publisher`'s catalog heads travel.
 pub fn catalog_topic(publisher: &licet_proto::PublicKey) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("licet/catalog/{publisher}"))
+}
+
+/// The gossip topic of `publisher`'s partners' delivery reports, joined only by nodes that
+/// collect them (so users' nodes, on the catalog topic, never carry them).
+pub fn deliveries_topic(publisher: &licet_proto::PublicKey) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("{DELIVERIES_TOPIC_PREFIX}{publisher}"))
+}
+
+/// The start of every [`deliveries_topic`].
+pub const DELIVERIES_TOPIC_PREFIX: &str = "licet/deliveries/";
+
+/// The publisher of a [`deliveries_topic`], if `topic` is one.
+pub fn deliveries_topic_publisher(topic: &str) -> Option<licet_proto::PublicKey> {
+    topic.strip_prefix(DELIVERIES_TOPIC_PREFIX)?.parse().ok()
 }
 
 /// Why the swarm could not start.
@@ -633,14 +660,24 @@ impl EventLoop {
                     );
                     return;
                 }
-                let event = NetworkEvent::CatalogHead {
-                    topic: message.topic.into_string(),
-                    data: message.data,
-                    source: propagation_source,
-                    message_id: message_id.clone(),
+                let topic = message.topic.into_string();
+                let event = if topic.starts_with(DELIVERIES_TOPIC_PREFIX) {
+                    NetworkEvent::DeliveryReport {
+                        topic,
+                        data: message.data,
+                        source: propagation_source,
+                        message_id: message_id.clone(),
+                    }
+                } else {
+                    NetworkEvent::CatalogHead {
+                        topic,
+                        data: message.data,
+                        source: propagation_source,
+                        message_id: message_id.clone(),
+                    }
                 };
                 if self.events.try_send(event).is_err() {
-                    debug!("gossip queue full; a catalog head message is dropped");
+                    debug!("gossip queue full; a message is dropped");
                     self.report_gossip(
                         &message_id,
                         &propagation_source,

@@ -28,6 +28,7 @@ impl Node {
             &self.inner.data_dir,
             self.clone(),
         )
+        .with_deliveries(self.inner.deliveries.clone())
     }
 
     /// Stops announcing the held content (of `publisher`, or of everyone) that the policy now

@@ -96,6 +96,8 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     /// The daemon's recent log lines, which `GET /v1/log` answers with.
     pub recent_log: RecentLog,
+    /// Delivery reports: signing this seed's, collecting partners'.
+    pub deliveries: crate::deliveries::DeliveriesConfig,
 }
 
 /// Why the node could not start.
@@ -124,6 +126,9 @@ pub enum StartError {
     /// The swarm could not start.
     #[error(transparent)]
     Network(#[from] net::NetworkError),
+    /// The delivery report key or delegation is unusable.
+    #[error(transparent)]
+    Deliveries(#[from] crate::deliveries::DeliveriesError),
 }
 
 struct Inner {
@@ -143,6 +148,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     bandwidth: Bandwidth,
     recent_log: RecentLog,
+    deliveries: crate::deliveries::Deliveries,
 }
 
 /// The node. Cheap to clone; every clone is the same node.
@@ -201,6 +207,7 @@ impl Node {
         let keypair = load_identity(&config.data_dir)?;
 
         let policy = Arc::new(PolicyState::load(&store, config.region)?);
+        let deliveries = crate::deliveries::Deliveries::open(&config.deliveries, &data_dir)?;
 
         let metrics = Arc::new(Metrics::new());
         let (network, network_events) = net::spawn(NetworkConfig {
@@ -235,6 +242,7 @@ impl Node {
                 },
                 metrics,
                 recent_log: config.recent_log,
+                deliveries,
             }),
         };
         node.load_items().await?;
@@ -243,6 +251,12 @@ impl Node {
         node.start_bandwidth_watch();
         node.start_health_watch();
         node.catalogs().start(network_events).await;
+        let stopping = node.clone();
+        node.inner
+            .deliveries
+            .start_reporting(node.inner.network.clone(), move || {
+                stopping.inner.stopping.load(Ordering::Relaxed)
+            });
         Ok(node)
     }
 
@@ -335,6 +349,7 @@ impl Node {
             inner.network.clone(),
             inner.bandwidth.clone(),
         )
+        .with_deliveries(inner.deliveries.clone())
     }
 
     pub(crate) fn item(&self, id: &ManifestId) -> Option<Arc<Item>> {

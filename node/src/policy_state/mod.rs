@@ -355,6 +355,17 @@ impl PolicyState {
         self.unsaved().values().cloned().collect()
     }
 
+    /// `f` of trusted `publisher`'s newest accepted catalog, if one is held.
+    pub fn with_newest_catalog<T>(
+        &self,
+        publisher: &PublicKey,
+        f: impl FnOnce(&VerifiedCatalog) -> T,
+    ) -> Option<T> {
+        let rules = self.rules();
+        rules.trust.get(publisher)?;
+        rules.catalogs.newest(publisher).map(f)
+    }
+
     /// The catalog state of trusted `publisher`, for the API (`None` if it is not trusted).
     pub fn catalog_info(&self, publisher: &PublicKey) -> Option<CatalogInfo> {
         let rules = self.rules();

@@ -62,6 +62,7 @@ use swarms::Swarms;
 use crate::{
     bandwidth::{Bandwidth, TooLate},
     content,
+    deliveries::Deliveries,
     items::{Item, Items},
     metrics::Metrics,
     net::Network,
@@ -91,6 +92,8 @@ pub struct Server {
     spread: Mutex<Spread>,
     /// The upload limits chunks and catalog parts are paced under.
     bandwidth: Bandwidth,
+    /// The count of deliveries this seed reports.
+    deliveries: Option<Deliveries>,
 }
 
 impl Server {
@@ -114,7 +117,14 @@ impl Server {
             swarms: Mutex::new(Swarms::default()),
             spread: Mutex::new(Spread::default()),
             bandwidth,
+            deliveries: None,
         }
+    }
+
+    /// Counts the chunks served in `deliveries` too.
+    pub fn with_deliveries(mut self, deliveries: Deliveries) -> Server {
+        self.deliveries = Some(deliveries);
+        self
     }
 
     fn swarms(&self) -> std::sync::MutexGuard<'_, Swarms> {
@@ -337,6 +347,16 @@ impl Server {
                 // not served.
                 if let Response::Chunk { len, .. } = &response {
                     self.peers.served(peer, u64::from(*len));
+                    if let Some(deliveries) = &self.deliveries {
+                        let manifest = item.manifest().manifest();
+                        deliveries.served(
+                            id,
+                            manifest.publisher,
+                            manifest.total_size(),
+                            &peer,
+                            u64::from(*len),
+                        );
+                    }
                     if item.live().state == RecordState::Complete {
                         let manifest = item.manifest().manifest();
                         let chunks = || {
