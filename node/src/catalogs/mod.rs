@@ -169,6 +169,7 @@ impl CatalogWork {
 #[derive(Clone)]
 struct CatalogMetrics {
     accepted: Counter,
+    accepted_by_origin: Family<crate::metrics::OriginLabel, Counter>,
     refusals: Family<CatalogRefusalLabel, Counter>,
 }
 
@@ -257,6 +258,17 @@ pub enum HeadOrigin {
     Poll,
 }
 
+impl HeadOrigin {
+    /// Its name in the metrics and the log.
+    pub fn label(self) -> &'static str {
+        match self {
+            HeadOrigin::Api => "api",
+            HeadOrigin::Gossip => "gossip",
+            HeadOrigin::Poll => "poll",
+        }
+    }
+}
+
 /// What [`Catalogs::consider_head`] did.
 #[derive(Debug)]
 pub enum HeadOutcome {
@@ -298,6 +310,7 @@ impl<H: CatalogHost> Catalogs<H> {
             policy,
             metrics: CatalogMetrics {
                 accepted: metrics.catalogs_accepted.clone(),
+                accepted_by_origin: metrics.catalogs_accepted_by_origin.clone(),
                 refusals: metrics.catalog_refusals.clone(),
             },
             work,
@@ -310,7 +323,7 @@ impl<H: CatalogHost> Catalogs<H> {
     /// the heads it holds, and starts the gossip handler and the poll loop.
     pub async fn start(&self, events: mpsc::Receiver<NetworkEvent>) {
         for publisher in &self.policy.trusted_publishers() {
-            let _ = self.network.subscribe(net::catalog_topic(publisher)).await;
+            let _ = self.network.subscribe_catalog(publisher).await;
         }
         for catalog in self.policy.held_catalogs() {
             self.pass_on(catalog.head(), HeadOrigin::Poll).await;
@@ -324,7 +337,7 @@ impl<H: CatalogHost> Catalogs<H> {
     /// A publisher was trusted: joins its gossip topic and looks for its catalog now rather
     /// than at the next poll (and mirrors it, if asked to).
     pub async fn follow(&self, publisher: PublicKey) {
-        let _ = self.network.subscribe(net::catalog_topic(&publisher)).await;
+        let _ = self.network.subscribe_catalog(&publisher).await;
         let catalogs = self.clone();
         tokio::spawn(async move {
             catalogs.poll_publisher(publisher).await;
@@ -422,10 +435,17 @@ impl<H: CatalogHost> Catalogs<H> {
             CatalogOutcome::AlreadyHeld => return Ok(HeadOutcome::AlreadyHeld),
         };
         self.metrics.accepted.inc();
+        self.metrics
+            .accepted_by_origin
+            .get_or_create(&crate::metrics::OriginLabel {
+                origin: origin.label().to_owned(),
+            })
+            .inc();
         info!(
             %publisher,
             sequence = head.head().sequence,
             ?previous,
+            origin = origin.label(),
             "catalog accepted"
         );
         let issued_at = self.policy.newest_issued_at(&publisher);
