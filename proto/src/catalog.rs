@@ -294,6 +294,13 @@ pub fn catalog_head_key(publisher: &PublicKey) -> CatalogHeadKey {
     CatalogHeadKey(sha256(&[b"licet/v1/catalog-head", publisher.as_bytes()]))
 }
 
+/// The DHT key under which the nodes subscribed to `publisher`'s catalog gossip topic announce
+/// themselves as providers, so that a node whose topic mesh is small or cut off finds others
+/// (the catalog head key is provided only by nodes that hold a catalog, none before the first).
+pub fn catalog_topic_key(publisher: &PublicKey) -> [u8; 32] {
+    sha256(&[b"licet/v1/catalog-topic", publisher.as_bytes()])
+}
+
 /// A catalog head whose signature and body were checked: signed by its publisher's own key.
 #[derive(Clone, Debug)]
 pub struct VerifiedCatalogHead {

@@ -22,7 +22,7 @@ use licet_proto::{
     CatalogHash, CatalogHeadKey, ManifestId, MerkleHash, PublicKey, SecretKey, Timestamp,
     catalog::{
         Catalog, CatalogEntry, CatalogHead, VerifiedCatalog, VerifiedCatalogHead, catalog_hash,
-        catalog_head_key,
+        catalog_head_key, catalog_topic_key,
     },
     delegation::{Delegation, DelegationScope},
     encoding,
@@ -401,6 +401,18 @@ fn catalog_hash_and_head_key_of_fixed_values() {
     assert_eq!(
         catalog_head_key(&publisher_key().public_key()).to_hex(),
         "e30dfd7b451d25eebce93889ca084af2877f203b1ae57e97f14cd812a1c9063a"
+    );
+    // The key the nodes subscribed to the publisher's gossip topic provide.
+    assert_eq!(
+        hex::encode(catalog_topic_key(&publisher_key().public_key())),
+        "eee7a117ea5d1e2bb1a418c24bf29b617a017d3c0abea526789ee9f302747dfd"
+    );
+    // And the key of its delivery report topic.
+    assert_eq!(
+        hex::encode(licet_proto::delivery::deliveries_topic_key(
+            &publisher_key().public_key()
+        )),
+        "bfc2fafb9d2e97b9394faa0c1269bcd37be12dfd41686ff636fee3b796637f6f"
     );
 }
 

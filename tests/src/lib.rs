@@ -611,8 +611,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const LOG_TAIL_LINES: usize = 80;
 /// Environment variables of the daemon's configuration, removed so the developer's own
 /// settings cannot change what a test runs.
-const CONFIG_ENV: [&str; 10] = [
+const CONFIG_ENV: [&str; 13] = [
     "LICET_DATA_DIR",
+    "LICET_CONNECTIONS_LOW",
+    "LICET_CONNECTIONS_HIGH",
+    "LICET_CONNECTIONS_GRACE",
     "LICET_LISTEN",
     "LICET_BOOTSTRAP",
     "LICET_REGION",

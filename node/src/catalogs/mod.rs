@@ -170,6 +170,7 @@ impl CatalogWork {
 #[derive(Clone)]
 struct CatalogMetrics {
     accepted: Counter,
+    accepted_by_origin: Family<crate::metrics::OriginLabel, Counter>,
     refusals: Family<CatalogRefusalLabel, Counter>,
 }
 
@@ -258,6 +259,17 @@ pub enum HeadOrigin {
     Poll,
 }
 
+impl HeadOrigin {
+    /// Its name in the metrics and the log.
+    pub fn label(self) -> &'static str {
+        match self {
+            HeadOrigin::Api => "api",
+            HeadOrigin::Gossip => "gossip",
+            HeadOrigin::Poll => "poll",
+        }
+    }
+}
+
 /// What [`Catalogs::consider_head`] did.
 #[derive(Debug)]
 pub enum HeadOutcome {
@@ -301,6 +313,7 @@ impl<H: CatalogHost> Catalogs<H> {
             policy,
             metrics: CatalogMetrics {
                 accepted: metrics.catalogs_accepted.clone(),
+                accepted_by_origin: metrics.catalogs_accepted_by_origin.clone(),
                 refusals: metrics.catalog_refusals.clone(),
             },
             work,
@@ -321,6 +334,15 @@ impl<H: CatalogHost> Catalogs<H> {
         self.deliveries.as_ref().is_some_and(Deliveries::collects)
     }
 
+    /// Whether this node joins `publisher`'s delivery report topic: it keeps reports, or signs
+    /// them for that publisher (so that its topic mesh finds the collectors, whom it may not be
+    /// connected to under the connection bound).
+    fn joins_deliveries(&self, publisher: &PublicKey) -> bool {
+        self.deliveries
+            .as_ref()
+            .is_some_and(|d| d.collects() || d.reports_for(publisher))
+    }
+
     /// Sets up catalogs at start: joins the gossip topic of every trusted publisher, passes on
     /// the heads it holds, and starts the gossip handler and the poll loop.
     pub async fn start(&self, events: mpsc::Receiver<NetworkEvent>) {
@@ -338,12 +360,9 @@ impl<H: CatalogHost> Catalogs<H> {
 
     /// Joins `publisher`'s catalog topic, and its delivery report topic when collecting.
     async fn join_topics(&self, publisher: &PublicKey) {
-        let _ = self.network.subscribe(net::catalog_topic(publisher)).await;
-        if self.collects_deliveries() {
-            let _ = self
-                .network
-                .subscribe(net::deliveries_topic(publisher))
-                .await;
+        let _ = self.network.subscribe_catalog(publisher).await;
+        if self.joins_deliveries(publisher) {
+            let _ = self.network.subscribe_deliveries(publisher).await;
         }
     }
 
@@ -454,10 +473,17 @@ impl<H: CatalogHost> Catalogs<H> {
             CatalogOutcome::AlreadyHeld => return Ok(HeadOutcome::AlreadyHeld),
         };
         self.metrics.accepted.inc();
+        self.metrics
+            .accepted_by_origin
+            .get_or_create(&crate::metrics::OriginLabel {
+                origin: origin.label().to_owned(),
+            })
+            .inc();
         info!(
             %publisher,
             sequence = head.head().sequence,
             ?previous,
+            origin = origin.label(),
             "catalog accepted"
         );
         let issued_at = self.policy.newest_issued_at(&publisher);

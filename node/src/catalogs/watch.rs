@@ -3,7 +3,11 @@
 //! mirrors in step and sweeps content whose window ended.
 //!
 //! Invariants: a gossip message is reported to gossipsub as accepted only if it is a valid,
-//! newer head of its topic's publisher; every offer a poll finds is judged against the catalog
+//! newer head of its topic's publisher whose catalog this node has then fetched and accepted:
+//! gossipsub forwards it only then, so the next node, which fetches the catalog from the peer
+//! the head came from first, finds it there (reported at once, 30 nodes with bounded
+//! connections lost that race: nodes two hops from the publisher failed to fetch and waited
+//! for the poll); every offer a poll finds is judged against the catalog
 //! held now, and only the highest newer one that can be fetched is followed.
 
 use std::time::Duration;
@@ -52,22 +56,31 @@ impl<H: CatalogHost> Catalogs<H> {
                 }
             };
             let (acceptance, newer) = self.judge_gossip(&topic, &data);
-            let _ = self
-                .network
-                .report_gossip(message_id, source, acceptance)
-                .await;
-            if let Some(head) = newer {
-                let catalogs = self.clone();
-                tokio::spawn(async move {
-                    if let Err(failure) = catalogs
-                        .consider_head(head, Some(source), HeadOrigin::Gossip)
-                        .await
-                    {
+            let Some(head) = newer else {
+                let _ = self
+                    .network
+                    .report_gossip(message_id, source, acceptance)
+                    .await;
+                continue;
+            };
+            let catalogs = self.clone();
+            tokio::spawn(async move {
+                let acceptance = match catalogs
+                    .consider_head(head, Some(source), HeadOrigin::Gossip)
+                    .await
+                {
+                    Ok(_) => MessageAcceptance::Accept,
+                    Err(failure) => {
                         catalogs.metrics.refused(failure.label());
                         debug!(%source, "gossiped catalog head not taken: {failure}");
+                        MessageAcceptance::Ignore
                     }
-                });
-            }
+                };
+                let _ = catalogs
+                    .network
+                    .report_gossip(message_id, source, acceptance)
+                    .await;
+            });
         }
     }
 

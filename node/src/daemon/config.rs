@@ -12,6 +12,9 @@
 //! | relay for nodes that cannot be dialled | `relay_service = false` | `LICET_RELAY_SERVICE` (`true`/`false`) | `--no-relay-service` | on (used only while the node is public) |
 //! | find peers on the LAN (mDNS) | `mdns = false` | `LICET_MDNS` | `--no-mdns` | on |
 //! | ask the router for a port mapping (UPnP) | `upnp = false` | `LICET_UPNP` | `--no-upnp` | on |
+//! | connection manager: trim to this many connections | `connections_low = 32` | `LICET_CONNECTIONS_LOW` | `--connections-low` | 32 (at least 1, below the high mark) |
+//! | connection manager: trim above this many connections | `connections_high = 96` | `LICET_CONNECTIONS_HIGH` | `--connections-high` | 96 |
+//! | connection manager: a new connection is never trimmed for, seconds | `connections_grace_secs = 10` | `LICET_CONNECTIONS_GRACE` | `--connections-grace` | 10 |
 //! | catalog poll interval, seconds | `catalog_poll_secs = 60` | `LICET_CATALOG_POLL` | `--catalog-poll` | 60 (at least 1); gossip brings new catalogs at once, the poll is the fallback |
 //! | upload limit, all peers together | `[limits] upload = "8MB/s"` | `LICET_UPLOAD_LIMIT` | `--upload-limit` | none |
 //! | download limit, all peers together | `[limits] download = "32MB/s"` | `LICET_DOWNLOAD_LIMIT` | `--download-limit` | none |
@@ -46,7 +49,11 @@ use licet_proto::{PublicKey, manifest::Region};
 use crate::{
     bandwidth::{LimitChange, LimitsConfig, Rate, ScheduleRule},
     deliveries::DeliveriesConfig,
-    net::{bootstrap::BootstrapAddr, reachability::AddressRange},
+    net::{
+        bootstrap::BootstrapAddr,
+        conn_manager::{WatermarkError, Watermarks},
+        reachability::AddressRange,
+    },
 };
 use serde::Deserialize;
 
@@ -84,6 +91,9 @@ pub enum ConfigError {
     /// A catalog poll interval of zero.
     #[error("the catalog poll interval must be at least 1 second")]
     ZeroCatalogPoll,
+    /// Connection water marks that make no sense.
+    #[error(transparent)]
+    Watermarks(#[from] WatermarkError),
 }
 
 /// The settings of `config.toml`.
@@ -95,6 +105,9 @@ struct FileConfig {
     region: Option<String>,
     api_listen: Option<String>,
     catalog_poll_secs: Option<u64>,
+    connections_low: Option<u32>,
+    connections_high: Option<u32>,
+    connections_grace_secs: Option<u64>,
     public_ranges: Option<Vec<String>>,
     relay_service: Option<bool>,
     mdns: Option<bool>,
@@ -331,6 +344,12 @@ pub struct Overrides {
     pub api_listen: Option<SocketAddr>,
     /// `--catalog-poll`, seconds.
     pub catalog_poll_secs: Option<u64>,
+    /// `--connections-low`.
+    pub connections_low: Option<u32>,
+    /// `--connections-high`.
+    pub connections_high: Option<u32>,
+    /// `--connections-grace`, seconds.
+    pub connections_grace_secs: Option<u64>,
     /// `--public-range`.
     pub public_ranges: Vec<AddressRange>,
     /// `--no-relay-service`.
@@ -360,6 +379,8 @@ pub struct Config {
     pub api_listen: SocketAddr,
     /// How often catalog heads are polled.
     pub catalog_poll: Duration,
+    /// The connection manager's water marks.
+    pub watermarks: Watermarks,
     /// Address ranges that count as public beyond globally routable ones.
     pub public_ranges: Vec<AddressRange>,
     /// Relay for nodes that cannot be dialled (while this one is public).
@@ -377,6 +398,37 @@ pub struct Config {
     /// Delivery reports: the key and delegation they are signed with, the share, how often,
     /// and whether to collect partners' reports.
     pub deliveries: DeliveriesConfig,
+}
+
+/// The water marks of (low, high, grace seconds) as given, each defaulting on its own.
+fn watermarks(
+    (low, high, grace): (Option<u32>, Option<u32>, Option<u64>),
+) -> Result<Watermarks, WatermarkError> {
+    let default = Watermarks::default();
+    Watermarks::new(
+        low.unwrap_or(default.low),
+        high.unwrap_or(default.high),
+        grace.map_or(default.grace, Duration::from_secs),
+    )
+}
+
+/// The whole number in environment variable `name`, if it is set.
+fn env_number<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e: T::Err| ConfigError::Env {
+                name,
+                value: value.clone(),
+                reason: format!("not a whole number: {e}"),
+            }),
+        Err(_) => Ok(None),
+    }
 }
 
 /// The default catalog poll interval.
@@ -498,6 +550,7 @@ impl Config {
             region: None,
             api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             catalog_poll: DEFAULT_CATALOG_POLL,
+            watermarks: Watermarks::default(),
             public_ranges: Vec::new(),
             relay_service: true,
             mdns: true,
@@ -508,6 +561,11 @@ impl Config {
             deliveries: DeliveriesConfig::default(),
         };
         let mut poll_secs = file.catalog_poll_secs;
+        let mut marks = (
+            file.connections_low,
+            file.connections_high,
+            file.connections_grace_secs,
+        );
         if let Some(listen) = &file.listen {
             config.listen = parse_list(listen, "listen address").map_err(file_err)?;
         }
@@ -546,6 +604,9 @@ impl Config {
         let mut file_only = config.clone();
         if let Some(secs) = poll_secs.filter(|s| *s > 0) {
             file_only.catalog_poll = Duration::from_secs(secs);
+        }
+        if let Ok(watermarks) = watermarks(marks) {
+            file_only.watermarks = watermarks;
         }
 
         if let Some((value, items)) = env_list("LICET_LISTEN") {
@@ -619,6 +680,15 @@ impl Config {
                 }
             })?);
         }
+        if let Some(low) = env_number("LICET_CONNECTIONS_LOW")? {
+            marks.0 = Some(low);
+        }
+        if let Some(high) = env_number("LICET_CONNECTIONS_HIGH")? {
+            marks.1 = Some(high);
+        }
+        if let Some(grace) = env_number("LICET_CONNECTIONS_GRACE")? {
+            marks.2 = Some(grace);
+        }
         if let Ok(value) = std::env::var("LICET_API_LISTEN") {
             config.api_listen =
                 value
@@ -659,6 +729,10 @@ impl Config {
             }
             config.catalog_poll = Duration::from_secs(secs);
         }
+        marks.0 = flags.connections_low.or(marks.0);
+        marks.1 = flags.connections_high.or(marks.1);
+        marks.2 = flags.connections_grace_secs.or(marks.2);
+        config.watermarks = watermarks(marks)?;
         if !config.api_listen.ip().is_loopback() {
             return Err(ConfigError::ApiNotLoopback(config.api_listen));
         }
@@ -793,6 +867,42 @@ mod tests {
                 && err.contains("past the prefix"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn connection_water_marks_from_the_file_then_flags_each_defaulting_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::load(dir.path(), Overrides::default()).unwrap();
+        assert_eq!(config.watermarks, Watermarks::default());
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "connections_low = 10\nconnections_grace_secs = 3\n",
+        )
+        .unwrap();
+        let config = Config::load(dir.path(), Overrides::default()).unwrap();
+        assert_eq!(
+            config.watermarks,
+            Watermarks::new(10, Watermarks::DEFAULT_HIGH, Duration::from_secs(3)).unwrap()
+        );
+        let config = Config::load(
+            dir.path(),
+            Overrides {
+                connections_high: Some(20),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((config.watermarks.low, config.watermarks.high), (10, 20));
+        let err = Config::load(
+            dir.path(),
+            Overrides {
+                connections_high: Some(10),
+                ..Overrides::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("low 10 and high 10"), "{err}");
     }
 
     #[test]

@@ -125,6 +125,25 @@ pub fn changes(old: &Config, new: &Config, rust_log_set: bool) -> Vec<SettingCha
         new.catalog_poll.as_secs().to_string(),
         AtRestart,
     );
+    for (setting, was, now) in [
+        (
+            "connections_low",
+            old.watermarks.low.to_string(),
+            new.watermarks.low.to_string(),
+        ),
+        (
+            "connections_high",
+            old.watermarks.high.to_string(),
+            new.watermarks.high.to_string(),
+        ),
+        (
+            "connections_grace_secs",
+            old.watermarks.grace.as_secs().to_string(),
+            new.watermarks.grace.as_secs().to_string(),
+        ),
+    ] {
+        push(setting, was, now, AtRestart);
+    }
     push(
         "public_ranges",
         list(&old.public_ranges),

@@ -70,6 +70,16 @@ pub struct RunArgs {
     /// in seconds (default 60; new catalogs also arrive at once by gossip).
     #[arg(long, value_name = "SECS")]
     catalog_poll: Option<u64>,
+    /// The connection manager trims back to this many connections (default 32).
+    #[arg(long, value_name = "N")]
+    connections_low: Option<u32>,
+    /// The connection manager trims once more than this many connections are open (default
+    /// 96); gossip mesh peers, relays and peers in a transfer are kept.
+    #[arg(long, value_name = "N")]
+    connections_high: Option<u32>,
+    /// A new connection is never trimmed for this many seconds (default 10).
+    #[arg(long, value_name = "SECS")]
+    connections_grace: Option<u64>,
     /// An address range that counts as public, beyond globally routable addresses (repeat for
     /// several), such as a partner's enterprise network: only public addresses are tested for
     /// reachability, given out as this node's, or used as relays.
@@ -202,6 +212,9 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
         region: args.region,
         api_listen: args.api_listen,
         catalog_poll_secs: args.catalog_poll,
+        connections_low: args.connections_low,
+        connections_high: args.connections_high,
+        connections_grace_secs: args.connections_grace,
         public_ranges: args.public_ranges,
         no_relay_service: args.no_relay_service,
         no_mdns: args.no_mdns,
@@ -232,6 +245,7 @@ pub async fn run(data_dir: PathBuf, args: RunArgs) -> anyhow::Result<()> {
         relay_service: config.relay_service,
         mdns: config.mdns,
         upnp: config.upnp,
+        watermarks: config.watermarks,
         limits: config.limits.clone(),
         recent_log,
         deliveries: config.deliveries.clone(),

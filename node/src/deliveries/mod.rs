@@ -221,6 +221,14 @@ impl Deliveries {
         self.inner.collect
     }
 
+    /// Whether this node signs reports for `publisher`.
+    pub fn reports_for(&self, publisher: &PublicKey) -> bool {
+        self.inner
+            .signer
+            .as_ref()
+            .is_some_and(|s| &s.publisher == publisher)
+    }
+
     /// Records that `bytes` of `release` (of `publisher`, `release_bytes` in all) went to
     /// `peer`; counted only for the publisher this node reports to.
     pub fn served(

@@ -36,6 +36,13 @@ impl ReasonLabel {
     }
 }
 
+/// The `origin` label of `licet_catalogs_accepted_by_origin_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OriginLabel {
+    /// `api`, `gossip` or `poll`.
+    pub origin: String,
+}
+
 /// Labels naming a publisher.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PublisherLabel {
@@ -139,6 +146,8 @@ pub struct Metrics {
     pub peers_connected: Gauge,
     /// Catalogs accepted as a publisher's newest.
     pub catalogs_accepted: Counter,
+    /// The same, by how the head came (`api`, `gossip`, `poll`).
+    pub catalogs_accepted_by_origin: Family<OriginLabel, Counter>,
     /// Catalog heads and catalogs not taken, by reason.
     pub catalog_refusals: Family<CatalogRefusalLabel, Counter>,
     /// Each trusted publisher's accepted catalog sequence (set when scraped).
@@ -160,6 +169,8 @@ pub struct Metrics {
     pub health: HealthGauges,
     /// Reachability, relays, hole punches and the LAN, kept by the network event loop.
     pub reachability: crate::net::ReachabilityMetrics,
+    /// Open connections, trims and topic meshes, kept by the network event loop.
+    pub connections: crate::net::ConnectionMetrics,
 }
 
 /// The node's own faults, set when scraped.
@@ -232,6 +243,7 @@ impl Metrics {
             first_chunk: Histogram::new(latency_buckets()),
             peers_connected: Gauge::default(),
             catalogs_accepted: Counter::default(),
+            catalogs_accepted_by_origin: Family::default(),
             catalog_refusals: Family::default(),
             catalog_sequence: Family::default(),
             catalog_expires_at: Family::default(),
@@ -242,6 +254,7 @@ impl Metrics {
             gossip_messages_refused: Family::default(),
             health: HealthGauges::default(),
             reachability: crate::net::ReachabilityMetrics::default(),
+            connections: crate::net::ConnectionMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -330,6 +343,21 @@ impl Metrics {
             metrics.catalogs_accepted.clone(),
         );
         registry.register(
+            "catalogs_accepted_by_origin",
+            "Catalogs accepted as their publisher's newest, by how their head came: `api` \
+             (published on this node), `gossip`, or `poll` (the DHT or a peer asked)",
+            metrics.catalogs_accepted_by_origin.clone(),
+        );
+        for origin in ["api", "gossip", "poll"] {
+            drop(
+                metrics
+                    .catalogs_accepted_by_origin
+                    .get_or_create(&OriginLabel {
+                        origin: origin.to_owned(),
+                    }),
+            );
+        }
+        registry.register(
             "catalog_refusals",
             "Catalog heads and catalogs not taken, by reason",
             metrics.catalog_refusals.clone(),
@@ -405,6 +433,22 @@ impl Metrics {
                     }),
             );
         }
+        let connections = &metrics.connections;
+        registry.register(
+            "connections_open",
+            "Connections open now (the connection manager trims them above its high mark)",
+            connections.open.clone(),
+        );
+        registry.register(
+            "connections_trimmed",
+            "Peers disconnected by the connection manager to get back to its low mark",
+            connections.trimmed.clone(),
+        );
+        registry.register(
+            "topic_mesh_peers",
+            "Gossip mesh peers of each trusted publisher's catalog topic",
+            connections.topic_mesh_peers.clone(),
+        );
         let health = &metrics.health;
         for (name, help, gauge) in [
             (
@@ -499,6 +543,7 @@ impl Metrics {
                 })
                 .clone(),
             reachability: self.reachability.clone(),
+            connections: self.connections.clone(),
         }
     }
 

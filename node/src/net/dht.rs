@@ -88,6 +88,13 @@ impl EventLoop {
                 ..
             } => {
                 let finished = step.last;
+                let found = match &result {
+                    Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => providers.clone(),
+                    _ => HashSet::new(),
+                };
+                if self.on_topic_providers(id, &found, finished) {
+                    return;
+                }
                 if let Some(pending) = self.pending_providers.get_mut(&id) {
                     match result {
                         Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {

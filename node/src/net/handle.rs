@@ -69,6 +69,7 @@ pub(super) enum Command {
     },
     Subscribe {
         topic: gossipsub::IdentTopic,
+        subscribed: super::topic_mesh::Subscribed,
     },
     Unsubscribe {
         topic: gossipsub::IdentTopic,
@@ -90,6 +91,7 @@ pub struct Network {
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) control: libp2p_stream::Control,
     pub(super) local_peer_id: PeerId,
+    pub(super) in_use: super::InUse,
 }
 
 /// The event loop has stopped (the daemon is shutting down).
@@ -107,12 +109,19 @@ impl Network {
             commands,
             control: libp2p_stream::Behaviour::new().new_control(),
             local_peer_id: PeerId::random(),
+            in_use: super::InUse::default(),
         }
     }
 
     /// This node's peer id.
     pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id
+    }
+
+    /// `peer` is being fetched from or served to: its connection is not trimmed for a while
+    /// (see `topic_mesh.rs`).
+    pub fn mark_in_use(&self, peer: PeerId) {
+        self.in_use.touch(peer);
     }
 
     /// A handle for opening transfer streams.
@@ -234,9 +243,38 @@ impl Network {
         self.ask(|reply| Command::GetRecords { key, reply }).await
     }
 
-    /// Joins a gossip topic.
-    pub async fn subscribe(&self, topic: gossipsub::IdentTopic) -> Result<(), NetworkStopped> {
-        self.tell(Command::Subscribe { topic }).await
+    /// Joins `publisher`'s catalog topic ([`super::catalog_topic`]) and provides its topic key
+    /// (`licet_proto::catalog::catalog_topic_key`), among whose providers the topic's peers are
+    /// looked for (see `topic_mesh.rs`).
+    pub async fn subscribe_catalog(
+        &self,
+        publisher: &licet_proto::PublicKey,
+    ) -> Result<(), NetworkStopped> {
+        self.tell(Command::Subscribe {
+            topic: super::catalog_topic(publisher),
+            subscribed: super::topic_mesh::Subscribed {
+                rendezvous: licet_proto::catalog::catalog_topic_key(publisher),
+                label: publisher.to_string(),
+                long_link_at: std::time::Instant::now(),
+            },
+        })
+        .await
+    }
+
+    /// Joins `publisher`'s delivery report topic, found in the DHT like a catalog topic.
+    pub async fn subscribe_deliveries(
+        &self,
+        publisher: &licet_proto::PublicKey,
+    ) -> Result<(), NetworkStopped> {
+        self.tell(Command::Subscribe {
+            topic: super::deliveries_topic(publisher),
+            subscribed: super::topic_mesh::Subscribed {
+                rendezvous: licet_proto::delivery::deliveries_topic_key(publisher),
+                label: format!("deliveries/{publisher}"),
+                long_link_at: std::time::Instant::now(),
+            },
+        })
+        .await
     }
 
     /// Leaves a gossip topic.
@@ -446,13 +484,20 @@ impl EventLoop {
                     },
                 );
             }
-            Command::Subscribe { topic } => {
+            Command::Subscribe { topic, subscribed } => {
                 if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
                     warn!(%topic, "cannot subscribe: {e}");
+                    return;
                 }
+                let key = kad::RecordKey::new(&subscribed.rendezvous);
+                if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+                    warn!(%topic, "cannot announce the topic: {e}");
+                }
+                self.topic_mesh.topics.insert(topic.hash(), subscribed);
             }
             Command::Unsubscribe { topic } => {
                 self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
+                self.forget_topic(&topic.hash());
             }
             Command::Publish { topic, data } => {
                 if data.len() > MAX_GOSSIP_BYTES {

@@ -41,6 +41,7 @@
 
 pub mod address_limits;
 pub mod bootstrap;
+pub mod conn_manager;
 pub mod provider_store;
 pub mod secure;
 
@@ -66,10 +67,12 @@ mod dht;
 mod handle;
 mod nat;
 pub mod reachability;
+mod topic_mesh;
 
 use dht::{PendingProviders, PendingRecords};
 use handle::Command;
 pub use handle::{Network, NetworkStopped};
+pub use topic_mesh::{ConnectionMetrics, GossipMesh, InUse, TopicLabel};
 
 use reachability::{PublicRanges, Reachability, ReachabilityState, is_relayed};
 
@@ -113,6 +116,9 @@ pub const MAX_GOSSIP_FRAME_BYTES: usize = 64 * 1024;
 /// 64 heads of a few hundred bytes fit in [`MAX_GOSSIP_FRAME_BYTES`]; a frame with more is
 /// dropped whole.
 pub const MAX_GOSSIP_MESSAGES_PER_FRAME: usize = 64;
+/// Heartbeats (of 1 s) a gossip message stays in gossipsub's cache, which is also how long its
+/// validation may take: the node accepts a head only after fetching its catalog.
+const GOSSIP_HISTORY_HEARTBEATS: usize = 30;
 /// Gossip messages waiting for the node to look at them; past this they are dropped.
 const GOSSIP_QUEUE: usize = 256;
 /// Gossipsub's protocol prefix: Licet's own mesh, never another application's.
@@ -242,6 +248,8 @@ pub struct NetworkConfig {
     pub mdns: bool,
     /// Ask the router for a port mapping with UPnP.
     pub upnp: bool,
+    /// The connection manager's water marks (see [`conn_manager`]).
+    pub watermarks: conn_manager::Watermarks,
     /// Where the event loop counts what it refuses.
     pub counters: NetworkCounters,
     /// The time catalog heads are judged at (expiry): the node's clock raised to its time
@@ -263,6 +271,8 @@ pub struct NetworkCounters {
     pub gossip_messages_refused: Counter,
     /// Reachability, relays, hole punches, the LAN.
     pub reachability: ReachabilityMetrics,
+    /// Open connections, trims, topic meshes.
+    pub connections: ConnectionMetrics,
 }
 
 /// What `/metrics` shows of reachability (clones share their values).
@@ -324,6 +334,7 @@ pub fn spawn(
         None
     };
     let mdns_on = mdns.is_some();
+    let gossip_mesh = GossipMesh::for_low_mark(config.watermarks.low);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair)
         .with_tokio()
         .with_tcp(
@@ -355,12 +366,20 @@ pub fn spawn(
             kad.set_mode(Some(kad::Mode::Server));
             let gossip_config = gossipsub::ConfigBuilder::default()
                 .protocol_id_prefix(GOSSIP_PROTOCOL_PREFIX)
+                // Meshes fit under the connection manager's low mark (see `topic_mesh`).
+                .mesh_n_high(gossip_mesh.mesh_n_high)
+                .mesh_n(gossip_mesh.mesh_n)
+                .mesh_n_low(gossip_mesh.mesh_n_low)
+                .mesh_outbound_min(gossip_mesh.mesh_outbound_min)
                 // Bounds the frame; each message is checked against `MAX_GOSSIP_BYTES` when
                 // it reaches the event loop.
                 .max_transmit_size(MAX_GOSSIP_FRAME_BYTES)
                 .max_publish_messages(MAX_GOSSIP_MESSAGES_PER_FRAME)
                 .validation_mode(gossipsub::ValidationMode::Strict)
                 .validate_messages()
+                // A head is forwarded once its catalog is fetched (`catalogs/watch.rs`): it
+                // waits in the message cache meanwhile, 30 heartbeats (30 s) rather than 5.
+                .history_length(GOSSIP_HISTORY_HEARTBEATS)
                 // The same head from two origins is one message.
                 .message_id_fn(|message: &gossipsub::Message| {
                     gossipsub::MessageId::from(
@@ -437,6 +456,7 @@ pub fn spawn(
     let control = swarm.behaviour().stream.new_control();
     let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
     let (events_tx, events) = mpsc::channel(GOSSIP_QUEUE);
+    let in_use = InUse::default();
     let event_loop = EventLoop {
         swarm,
         commands: receiver,
@@ -456,6 +476,10 @@ pub fn spawn(
         relay_listeners: HashMap::new(),
         direct_waiters: HashMap::new(),
         report_flags: (config.relay_service, mdns_on, config.upnp),
+        conn_manager: conn_manager::ConnManager::new(config.watermarks),
+        in_use: in_use.clone(),
+        topic_mesh: topic_mesh::TopicMesh::default(),
+        gossip_mesh,
         counters: config.counters,
         judged_now: config.judged_now,
     };
@@ -465,6 +489,7 @@ pub fn spawn(
             commands,
             control,
             local_peer_id,
+            in_use,
         },
         events,
     ))
@@ -516,6 +541,14 @@ struct EventLoop {
     direct_waiters: HashMap<PeerId, Vec<oneshot::Sender<()>>>,
     /// (relay service, mDNS, UPnP) as configured, for the report.
     report_flags: (bool, bool, bool),
+    /// The open connections, trimmed above the high mark.
+    conn_manager: conn_manager::ConnManager,
+    /// Peers fetched from or served to lately (protected from trimming).
+    in_use: InUse,
+    /// Subscribed topics and the lookups for their peers.
+    topic_mesh: topic_mesh::TopicMesh,
+    /// Gossipsub's mesh sizes.
+    gossip_mesh: GossipMesh,
     counters: NetworkCounters,
     /// The time catalog heads are judged at.
     judged_now: JudgedNow,
@@ -524,6 +557,8 @@ struct EventLoop {
 impl EventLoop {
     async fn run(mut self) {
         let mut bootstrap_timer = tokio::time::interval(bootstrap::BOOTSTRAP_ROUND);
+        let mut trim_timer = tokio::time::interval(conn_manager::TRIM_CHECK_INTERVAL);
+        let mut discovery_timer = tokio::time::interval(topic_mesh::TOPIC_DISCOVERY_INTERVAL);
         self.dial_bootstrap_addrs();
         loop {
             tokio::select! {
@@ -538,6 +573,8 @@ impl EventLoop {
                 () = sleep_until_some(self.bootstrap_dials.retry_at()) => {
                     self.dial_bootstrap_addrs();
                 }
+                _ = trim_timer.tick() => self.trim_connections(),
+                _ = discovery_timer.tick() => self.discover_topic_peers(),
                 _ = bootstrap_timer.tick() => {
                     self.dial_bootstrap_addrs();
                     if self.has_bootstrap {
@@ -561,7 +598,11 @@ impl EventLoop {
             } => {
                 let addr = endpoint.get_remote_address().clone();
                 debug!(%peer_id, %addr, "connected");
+                self.conn_manager
+                    .established(connection_id, peer_id, std::time::Instant::now());
                 self.on_connection(peer_id, connection_id, addr);
+                self.count_connections();
+                self.trim_connections();
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
@@ -571,7 +612,11 @@ impl EventLoop {
                 peer_id,
                 connection_id,
                 ..
-            } => self.on_connection_closed(peer_id, connection_id),
+            } => {
+                self.conn_manager.closed(connection_id);
+                self.count_connections();
+                self.on_connection_closed(peer_id, connection_id);
+            }
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 if !self.public_ranges.is_public(&address) {
                     // AutoNAT confirms loopback and private addresses too (one machine, one

@@ -92,6 +92,8 @@ pub struct NodeConfig {
     pub mdns: bool,
     /// Ask the router for a port mapping with UPnP.
     pub upnp: bool,
+    /// The connection manager's water marks.
+    pub watermarks: crate::net::conn_manager::Watermarks,
     /// The bandwidth limits, their schedule, and whether LAN peers are exempt.
     pub limits: LimitsConfig,
     /// The daemon's recent log lines, which `GET /v1/log` answers with.
@@ -218,6 +220,7 @@ impl Node {
             relay_service: config.relay_service,
             mdns: config.mdns,
             upnp: config.upnp,
+            watermarks: config.watermarks,
             counters: metrics.network_counters(),
             judged_now: {
                 let policy = policy.clone();
@@ -480,6 +483,7 @@ impl Node {
         };
         let server = Arc::new(self.server());
         let peers = self.inner.peers.clone();
+        let network = self.inner.network.clone();
         let slots = transfer::StreamSlots::new(MAX_INBOUND_STREAMS, MAX_INBOUND_STREAMS_PER_PEER);
         tokio::spawn(async move {
             let mut incoming = incoming;
@@ -493,6 +497,7 @@ impl Node {
                     warn!(%peer, "too many busy inbound transfer streams; one refused");
                     continue;
                 };
+                network.mark_in_use(peer);
                 let server = server.clone();
                 tokio::spawn(async move {
                     transfer::serve_stream(server, peer, stream, slot).await;

@@ -103,6 +103,7 @@ impl Peers {
     /// Counts payload bytes received from `peer`.
     pub fn received(&self, peer: PeerId, bytes: u64) {
         self.0.metrics.bytes_in.inc_by(bytes);
+        self.0.network.mark_in_use(peer);
         self.book().received(peer, bytes, Instant::now());
     }
 
@@ -110,6 +111,7 @@ impl Peers {
     pub fn served(&self, peer: PeerId, bytes: u64) {
         self.0.metrics.chunks_served.inc();
         self.0.metrics.bytes_out.inc_by(bytes);
+        self.0.network.mark_in_use(peer);
         self.book().sent(peer, bytes, Instant::now());
     }
 
@@ -143,6 +145,7 @@ impl Peers {
         }
         drop(sessions);
         let network = &self.0.network;
+        network.mark_in_use(peer);
         match network.dial_peer(peer).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(SessionError::Open(e)),

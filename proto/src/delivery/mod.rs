@@ -44,6 +44,14 @@ use crate::{
 };
 pub use sketch::{DistinctSketch, SKETCH_STANDARD_ERROR, UtcDay};
 
+/// The DHT key under which the nodes subscribed to `publisher`'s delivery report topic (its
+/// collectors and the partners that report to it) announce themselves as providers, so that a
+/// partner finds a collector it is not connected to (as `catalog::catalog_topic_key` does for
+/// catalogs).
+pub fn deliveries_topic_key(publisher: &PublicKey) -> [u8; 32] {
+    crate::ids::sha256(&[b"licet/v1/deliveries-topic", publisher.as_bytes()])
+}
+
 /// Largest encoded report body: the fixed fields (under 100 bytes) and the 1,026-byte sketch.
 pub const MAX_DELIVERY_REPORT_BODY_BYTES: usize = 1280;
 
