@@ -2,7 +2,8 @@
 //!
 //! Keys ([`keys`]), the one bounded decoder ([`encoding`]), the signed envelope ([`signed`]),
 //! manifests ([`manifest`]), delegations ([`delegation`]), catalogs and catalog heads
-//! ([`catalog`]), per-file merkle trees and audit paths ([`merkle`]), the trust policy
+//! ([`catalog`]) and the parts a catalog travels in ([`catalog_parts`]), per-file merkle trees
+//! and audit paths ([`merkle`]), the trust policy
 //! ([`policy`]), and the transfer protocol's messages ([`wire`]). File paths ([`path`]) must be
 //! names every common file system holds as they are and that do not collide where case or
 //! Unicode normalisation is ignored ([`portable_name`]); [`text`] escapes what could drive or
@@ -19,6 +20,7 @@
 //!   only be built by passing their checks.
 
 pub mod catalog;
+pub mod catalog_parts;
 pub mod delegation;
 pub mod encoding;
 pub mod ids;
@@ -33,6 +35,6 @@ pub mod text;
 pub mod time;
 pub mod wire;
 
-pub use ids::{CatalogHash, CatalogHeadKey, ManifestId, MerkleHash};
+pub use ids::{CatalogHash, CatalogHeadKey, CatalogPartHash, ManifestId, MerkleHash};
 pub use keys::{PublicKey, SecretKey};
 pub use time::Timestamp;

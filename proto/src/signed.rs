@@ -27,10 +27,13 @@ pub enum SignedKind {
     Manifest,
     /// A [`crate::delegation::Delegation`].
     Delegation,
-    /// A [`crate::catalog::Catalog`].
+    /// A [`crate::catalog::Catalog`] in format 1, every entry in one envelope. No longer read:
+    /// refused naming the format (see [`crate::catalog_parts`]).
     Catalog,
     /// A [`crate::catalog::CatalogHead`].
     CatalogHead,
+    /// A [`crate::catalog_parts::CatalogRoot`]: the signed root of a format-2 catalog.
+    CatalogRoot,
 }
 
 impl SignedKind {
@@ -41,6 +44,7 @@ impl SignedKind {
             SignedKind::Delegation => "delegation",
             SignedKind::Catalog => "catalog",
             SignedKind::CatalogHead => "catalog-head",
+            SignedKind::CatalogRoot => "catalog-root",
         }
     }
 
@@ -48,6 +52,7 @@ impl SignedKind {
     pub fn noun(self) -> &'static str {
         match self {
             SignedKind::CatalogHead => "catalog head",
+            SignedKind::CatalogRoot => "catalog root",
             other => other.name(),
         }
     }
@@ -62,6 +67,7 @@ impl SignedKind {
             SignedKind::Delegation => crate::delegation::MAX_DELEGATION_BODY_BYTES,
             SignedKind::Catalog => crate::catalog::MAX_CATALOG_BODY_BYTES,
             SignedKind::CatalogHead => crate::catalog::MAX_CATALOG_HEAD_BODY_BYTES,
+            SignedKind::CatalogRoot => crate::catalog_parts::MAX_CATALOG_ROOT_BODY_BYTES,
         };
         body + OVERHEAD
     }

@@ -139,6 +139,10 @@ pub struct Metrics {
     pub peers_connected: Gauge,
     /// Catalogs accepted as a publisher's newest.
     pub catalogs_accepted: Counter,
+    /// Bytes of catalogs fetched from peers (roots and parts), as they came off the wire.
+    pub catalog_fetched_bytes: Counter,
+    /// Catalog parts fetched from peers.
+    pub catalog_parts_fetched: Counter,
     /// Catalog heads and catalogs not taken, by reason.
     pub catalog_refusals: Family<CatalogRefusalLabel, Counter>,
     /// Each trusted publisher's accepted catalog sequence (set when scraped).
@@ -230,6 +234,8 @@ impl Metrics {
             first_chunk: Histogram::new(latency_buckets()),
             peers_connected: Gauge::default(),
             catalogs_accepted: Counter::default(),
+            catalog_fetched_bytes: Counter::default(),
+            catalog_parts_fetched: Counter::default(),
             catalog_refusals: Family::default(),
             catalog_sequence: Family::default(),
             catalog_expires_at: Family::default(),
@@ -326,6 +332,16 @@ impl Metrics {
             "catalogs_accepted",
             "Catalogs accepted as their publisher's newest",
             metrics.catalogs_accepted.clone(),
+        );
+        registry.register(
+            "catalog_fetched_bytes",
+            "Bytes of catalogs fetched from peers: signed roots and the parts not held already",
+            metrics.catalog_fetched_bytes.clone(),
+        );
+        registry.register(
+            "catalog_parts_fetched",
+            "Catalog parts fetched from peers (the parts of a catalog not held already)",
+            metrics.catalog_parts_fetched.clone(),
         );
         registry.register(
             "catalog_refusals",
