@@ -74,7 +74,9 @@ fn signed(listed: &[(u8, u8)], revoked: &[(u8, u8)], sequence: u64) -> Option<Ve
     };
     catalog.canonicalize();
     let revoked = catalog.revoked_manifests.clone();
-    catalog.entries.retain(|e| !revoked.contains(&e.manifest_id));
+    catalog
+        .entries
+        .retain(|e| !revoked.contains(&e.manifest_id));
     catalog.sign(&KEY).ok()
 }
 
@@ -109,7 +111,11 @@ fuzz_target!(|input: Input| {
                 .map(Vec::as_slice)
                 .or_else(|| held.part(hash))
         };
-        let missing = new.root().root().missing_parts(lookup).expect("a signed root's pages decode");
+        let missing = new
+            .root()
+            .root()
+            .missing_parts(lookup)
+            .expect("a signed root's pages decode");
         for hash in &missing {
             assert!(lookup(hash).is_none(), "a held part is named missing");
         }
