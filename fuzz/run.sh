@@ -4,7 +4,8 @@
 #   fuzz/run.sh TARGET SECONDS [extra libFuzzer flags...]
 #   fuzz/run.sh --merge-seeds TARGET
 #   targets (fuzz/fuzz_targets/): decode_signed, decode_wire, verify_merkle, path_rules,
-#   frame_reader, head_record, share_link, catalog_parts, licence, delivery_report
+#   frame_reader, head_record, share_link, catalog_parts, catalog_tree, licence,
+#   delivery_report
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`); the stable toolchain is enough, RUSTC_BOOTSTRAP=1
 # lets cargo-fuzz use the unstable flags it needs. Every run starts from the committed seeds in

@@ -1,4 +1,4 @@
-//! Catalog-part reassembly (`licet_node::catalogs::CatalogParts`), fed the way a node fetching a
+//! Catalog-root reassembly (`licet_node::catalogs::CatalogRootPieces`), fed the way a node fetching a
 //! catalog feeds it: each answer is a response frame that went through `wire::decode_response`
 //! first (a frame that does not decode, or is not a `CatalogPart`, ends the fetch).
 //!
@@ -20,7 +20,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use licet_node::fuzzing::CatalogParts;
+use licet_node::fuzzing::CatalogRootPieces;
 use licet_proto::{
     signed::SignedKind,
     text::is_unsafe_to_show,
@@ -71,7 +71,7 @@ fuzz_target!(|input: Input| {
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(input.seed))
         .collect();
 
-    let mut parts = CatalogParts::default();
+    let mut parts = CatalogRootPieces::default();
     let mut held: Vec<u8> = Vec::new();
     let mut first_total: Option<u64> = None;
     let mut all_honest = true;

@@ -406,7 +406,8 @@ fn sign(args: SignArgs) -> CliResult {
         name.push(".head");
         PathBuf::from(name)
     });
-    files::write_atomic(&args.output, verified.envelope_bytes(), true)?;
+    let file = verified.to_file_bytes();
+    files::write_atomic(&args.output, &file, true)?;
     files::write_atomic(&head_path, head.envelope_bytes(), true)?;
     let c = verified.catalog();
     if args.json {
@@ -421,7 +422,8 @@ fn sign(args: SignArgs) -> CliResult {
             "revoked_manifests": c.revoked_manifests.len(),
             "revoked_delegates": c.revoked_delegates.len(),
             "catalog_hash": verified.hash(),
-            "bytes": verified.envelope_bytes().len(),
+            "bytes": file.len(),
+            "parts": verified.parts_size().0,
         });
         println!("{value:#}");
     } else {
@@ -435,9 +437,10 @@ fn sign(args: SignArgs) -> CliResult {
             c.expires_at
         );
         println!(
-            "catalog     {} ({} bytes)",
+            "catalog     {} ({} bytes: a signed root and {} parts)",
             args.output.display(),
-            verified.envelope_bytes().len()
+            file.len(),
+            verified.parts_size().0
         );
         println!("head        {}", head_path.display());
     }

@@ -95,6 +95,27 @@ pub fn read_limited(path: &Path, limit: usize, what: &str) -> Result<Vec<u8>, Cl
         .map_err(CliError::io)
 }
 
+/// Reads a catalog file (not verified). A file that is not one fails as `NAME is not a Licet
+/// catalog (what it is instead)`, a verification failure; a catalog of format 1 names its format.
+pub fn read_catalog(path: &Path) -> Result<Vec<u8>, CliError> {
+    let limit = licet_proto::catalog_parts::MAX_CATALOG_FILE_BYTES;
+    let bytes = read_limited(path, limit, "catalog")?;
+    if let Err(e) = licet_proto::catalog_parts::CatalogFile::decode(&bytes) {
+        let what = match e {
+            licet_proto::catalog::CatalogError::Body(_) => match Signed::identify(&bytes, None) {
+                Err(not_signed) => not_signed.to_string(),
+                Ok(_) => e.to_string(),
+            },
+            e => e.to_string(),
+        };
+        return Err(CliError::invalid(anyhow::anyhow!(
+            "{} is not a Licet catalog ({what})",
+            shown(path)
+        )));
+    }
+    Ok(bytes)
+}
+
 /// Reads and decodes a signed file, of `kind` when one is wanted (not verified). A file that is
 /// not one fails as `NAME is not a Licet KIND (what it is instead)`, a verification failure.
 pub fn read_signed(path: &Path, kind: Option<SignedKind>) -> Result<(Signed, Vec<u8>), CliError> {

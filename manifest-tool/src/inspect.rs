@@ -4,7 +4,13 @@ use std::path::PathBuf;
 
 use clap::Args;
 use licet_proto::{
-    catalog::{Catalog, CatalogHead, VerifiedCatalog, VerifiedCatalogHead, catalog_hash},
+    catalog::{
+        Catalog, CatalogHead, VerifiedCatalog, VerifiedCatalogHead, VerifiedCatalogRoot,
+        catalog_hash,
+    },
+    catalog_parts::{
+        CatalogFile, CatalogRoot, MAX_CATALOG_FILE_BYTES, MAX_CATALOG_ROOT_BODY_BYTES,
+    },
     delegation::{Delegation, MAX_DELEGATION_BODY_BYTES},
     delivery::{DeliveryReport, MAX_DELIVERY_REPORT_BODY_BYTES},
     encoding,
@@ -128,6 +134,21 @@ pub fn examine(signed: &Signed, bytes: &[u8]) -> Inspection {
                 derived: json!({ "licence_id": licence_id(&signed.body) }),
             }
         }
+        SignedKind::CatalogRoot => {
+            let verified = VerifiedCatalogRoot::from_bytes(bytes);
+            let body = encoding::decode::<CatalogRoot>(
+                "catalog root body",
+                &signed.body,
+                MAX_CATALOG_ROOT_BODY_BYTES,
+            )
+            .ok()
+            .map(|root| json!(root));
+            Inspection {
+                verdict: verified.map(drop).or_else(|e| err(&e)),
+                body,
+                derived: json!({ "catalog_hash": catalog_hash(bytes) }),
+            }
+        }
         SignedKind::CatalogHead => {
             let body = encoding::decode::<CatalogHead>(
                 "catalog head body",
@@ -186,12 +207,48 @@ fn examine_delivery_report(signed: &Signed) -> Inspection {
     }
 }
 
+/// A catalog file (format 2): its root's envelope, and the catalog verified whole.
+fn examine_catalog_file(file: &CatalogFile, bytes: &[u8]) -> Option<(Signed, Inspection)> {
+    let signed = Signed::decode(&file.root).ok()?;
+    let verified = VerifiedCatalog::from_bytes(bytes);
+    let body = match &verified {
+        Ok(v) => Some(json!(v.catalog())),
+        Err(_) => None,
+    };
+    let derived = json!({
+        "catalog_hash": catalog_hash(&file.root),
+        "format": file.format.to_string(),
+        "parts": file.parts.len().to_string(),
+    });
+    Some((
+        signed,
+        Inspection {
+            verdict: verified.map(drop).map_err(|e| e.to_string()),
+            body,
+            derived,
+        },
+    ))
+}
+
 pub fn inspect(args: InspectArgs) -> CliResult {
-    let (signed, bytes) = files::read_signed(&args.file, None)?;
-    let inspection = examine(&signed, &bytes);
+    let limit = SignedKind::Catalog
+        .max_envelope_bytes()
+        .max(MAX_CATALOG_FILE_BYTES);
+    let bytes = files::read_limited(&args.file, limit, "signed object")?;
+    let (kind, signed, inspection) = match CatalogFile::decode(&bytes)
+        .ok()
+        .and_then(|file| examine_catalog_file(&file, &bytes))
+    {
+        Some((signed, inspection)) => ("catalog", signed, inspection),
+        None => {
+            let (signed, bytes) = files::read_signed(&args.file, None)?;
+            let inspection = examine(&signed, &bytes);
+            (signed.kind.name(), signed, inspection)
+        }
+    };
     if args.json {
         let value = json!({
-            "kind": signed.kind.name(),
+            "kind": kind,
             "signer": signed.signer,
             "valid": inspection.verdict.is_ok(),
             "problem": inspection.verdict.as_ref().err(),
@@ -203,7 +260,7 @@ pub fn inspect(args: InspectArgs) -> CliResult {
         });
         println!("{value:#}");
     } else {
-        print_human(&signed, &inspection, args.all);
+        print_human(kind, &signed, &inspection, args.all);
     }
     match inspection.verdict {
         Ok(()) => Ok(()),
@@ -217,8 +274,8 @@ pub fn inspect(args: InspectArgs) -> CliResult {
 
 /// Human output. Every text from the object (titles, terms, paths, reasons) goes through
 /// [`shown`]: the object may not verify, and its texts may hold escape sequences.
-fn print_human(signed: &Signed, inspection: &Inspection, all: bool) {
-    println!("kind         {}", signed.kind.name());
+fn print_human(kind: &str, signed: &Signed, inspection: &Inspection, all: bool) {
+    println!("kind         {kind}");
     println!("signer       {}", signed.signer);
     match &inspection.verdict {
         Ok(()) => println!("valid        yes"),

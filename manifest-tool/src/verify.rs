@@ -69,7 +69,7 @@ pub fn verify(args: VerifyArgs) -> CliResult {
     trust.insert(manifest.publisher, TrustedPublisher::default());
     let mut catalogs = CatalogSet::new();
     if let Some(path) = &args.catalog {
-        let (_, bytes) = files::read_signed(path, Some(SignedKind::Catalog))?;
+        let bytes = files::read_catalog(path)?;
         let catalog = VerifiedCatalog::from_bytes(&bytes)
             .with_context(|| format!("{} is not a valid catalog", path.display()))
             .map_err(CliError::invalid)?;

@@ -44,7 +44,7 @@ pub mod transfer;
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::{
-        catalogs::CatalogParts,
+        catalogs::CatalogRootPieces,
         transfer::{FRAME_READ_STEP, FrameError, read_frame},
     };
 

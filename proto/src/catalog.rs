@@ -1,24 +1,39 @@
 //! Catalogs and catalog heads: a publisher's signed list of what it publishes and what it has
 //! withdrawn, and the short signed pointer to the newest one that travels through the DHT.
 //!
-//! Invariants of a [`VerifiedCatalog`] (built only by [`VerifiedCatalog::from_bytes`] or
-//! [`Catalog::sign`]):
-//! - signed by the publisher named in the body, with its own key (never a delegate);
+//! A catalog is signed and travels in format 2 ([`crate::catalog_parts`]): a small signed root
+//! that names content-addressed parts (pages of bucket hashes, and buckets of entries and
+//! revocations), so a node that holds the previous catalog fetches only the parts that changed.
+//! [`Catalog`] is what they make together; [`Catalog::sign`] cuts it into parts and signs the
+//! root.
+//!
+//! Invariants of a [`VerifiedCatalog`] (built only by [`VerifiedCatalog::from_bytes`],
+//! [`VerifiedCatalog::assemble`] or [`Catalog::sign`]):
+//! - its root is signed by the publisher named in it, with its own key (never a delegate);
+//! - every part is the one its parent names (checked by hash before it is decoded);
 //! - `expires_at` is after `issued_at`;
 //! - `entries` strictly ascending by manifest id, `revoked_manifests` and `revoked_delegates`
 //!   strictly ascending (so each is unique and lookups are binary searches, at 100,000 entries
 //!   as at 1), and no manifest both listed and revoked;
-//! - [`VerifiedCatalog::hash`] is SHA-256(`"licet/v1/catalog"` ‖ the envelope bytes exactly as
-//!   received), which is what a [`CatalogHead`] commits to.
+//! - [`VerifiedCatalog::hash`] is SHA-256(`"licet/v1/catalog"` ‖ the root envelope bytes exactly
+//!   as received), which is what a [`CatalogHead`] commits to; the root names every part by
+//!   hash, so one hash pins the whole catalog.
 //!
 //! Whether a catalog is *accepted* (trusted publisher, not expired, sequence above the highest
 //! seen) is [`crate::policy::CatalogSet::accept`]'s job.
 
+use std::{collections::BTreeMap, sync::Arc};
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    catalog_parts::{
+        self, CATALOG_FORMAT, CatalogFile, CatalogPart, CatalogRoot, MAX_CATALOG_FILE_BYTES,
+        MAX_CATALOG_PART_BYTES, MAX_CATALOG_PARTS, MAX_CATALOG_ROOT_BODY_BYTES,
+        MAX_REVOKED_DELEGATES, catalog_part_hash,
+    },
     encoding::{self, DecodeError},
-    ids::{CatalogHash, CatalogHeadKey, ManifestId, sha256},
+    ids::{CatalogHash, CatalogHeadKey, CatalogPartHash, ManifestId, sha256},
     keys::{PublicKey, SecretKey},
     signed::{EnvelopeError, Signed, SignedKind},
     time::Timestamp,
@@ -98,6 +113,36 @@ pub enum CatalogError {
     /// A manifest is both listed and revoked.
     #[error("manifest {0} is both listed and revoked")]
     ListedAndRevoked(ManifestId),
+    /// A catalog of another format than this crate reads.
+    #[error(
+        "catalog format {version} is not read here (this version reads format {CATALOG_FORMAT}: \
+         a signed root and its parts); sign the catalog again with `licet-manifest catalog sign`"
+    )]
+    OldFormat {
+        /// The format found.
+        version: u32,
+    },
+    /// The root, a page or the file does not have the shape the format requires.
+    #[error("catalog is malformed: {0}")]
+    BadShape(String),
+    /// A part is over [`MAX_CATALOG_PART_BYTES`].
+    #[error("a {len}-byte catalog part is over the limit of {MAX_CATALOG_PART_BYTES} bytes")]
+    PartTooLarge {
+        /// Its length.
+        len: usize,
+    },
+    /// A part's bytes do not hash to the hash that names it.
+    #[error("catalog part {0} is not the part its hash names (its bytes hash otherwise)")]
+    PartMismatch(CatalogPartHash),
+    /// A part the catalog names is not at hand.
+    #[error("catalog part {0} is missing")]
+    MissingPart(CatalogPartHash),
+    /// A catalog file holds a part its root does not name (of another catalog).
+    #[error("catalog part {0} is not a part of this catalog")]
+    StrayPart(CatalogPartHash),
+    /// More revoked delegates than one catalog names.
+    #[error("catalog revokes {0} delegates, over {MAX_REVOKED_DELEGATES}")]
+    TooManyRevokedDelegates(usize),
     /// An entry title is too long.
     #[error("catalog entry {manifest_id} has a {len}-byte title, over {MAX_ENTRY_TITLE_BYTES}")]
     TitleTooLong {
@@ -108,7 +153,7 @@ pub enum CatalogError {
     },
 }
 
-fn first_unsorted<T: Ord>(items: impl Iterator<Item = T>) -> Option<usize> {
+pub(crate) fn first_unsorted<T: Ord>(items: impl Iterator<Item = T>) -> Option<usize> {
     let mut previous: Option<T> = None;
     for (i, item) in items.enumerate() {
         if previous.as_ref().is_some_and(|p| *p >= item) {
@@ -201,8 +246,15 @@ impl Catalog {
         self.canonicalize();
         self.validate()?;
         check_signer_key(key, self.publisher)?;
-        let signed = Signed::sign(SignedKind::Catalog, encoding::encode(&self), key, None);
-        VerifiedCatalog::from_bytes(&signed.encode())
+        let split = catalog_parts::split(&self)?;
+        let signed = Signed::sign(
+            SignedKind::CatalogRoot,
+            encoding::encode(&split.root),
+            key,
+            None,
+        );
+        let root = VerifiedCatalogRoot::from_bytes(&signed.encode())?;
+        VerifiedCatalog::assemble(root, |hash| split.parts.get(hash).map(Vec::as_slice))
     }
 }
 
@@ -216,39 +268,77 @@ fn check_signer_key(key: &SecretKey, publisher: PublicKey) -> Result<(), Catalog
     Ok(())
 }
 
-/// A catalog whose signature and body were checked (see the module docs).
+impl CatalogFile {
+    /// Decodes a catalog file (not verified: [`VerifiedCatalog::from_bytes`] does that). Bytes
+    /// that are a signed object instead are named: a format-1 catalog as
+    /// [`CatalogError::OldFormat`], another kind as the kind it is.
+    pub fn decode(bytes: &[u8]) -> Result<CatalogFile, CatalogError> {
+        let file: CatalogFile =
+            match encoding::decode("catalog file", bytes, MAX_CATALOG_FILE_BYTES) {
+                Ok(file) => file,
+                Err(e) => {
+                    return Err(match Signed::decode(bytes) {
+                        Ok(signed) if signed.kind == SignedKind::Catalog => {
+                            CatalogError::OldFormat { version: 1 }
+                        }
+                        Ok(signed) => CatalogError::Envelope(EnvelopeError::WrongKind {
+                            expected: "catalog",
+                            found: signed.kind.noun(),
+                        }),
+                        Err(_) => e.into(),
+                    });
+                }
+            };
+        if file.format != CATALOG_FORMAT {
+            return Err(CatalogError::OldFormat {
+                version: u32::from(file.format),
+            });
+        }
+        Ok(file)
+    }
+}
+
+/// A format-2 catalog root whose signature and body were checked: signed by its publisher's own
+/// key, [`CatalogRoot::validate`] passed. Its parts are not checked yet ([`VerifiedCatalog`]).
 #[derive(Clone, Debug)]
-pub struct VerifiedCatalog {
-    catalog: Catalog,
+pub struct VerifiedCatalogRoot {
+    root: CatalogRoot,
     envelope_bytes: Vec<u8>,
     hash: CatalogHash,
 }
 
-/// SHA-256(`"licet/v1/catalog"` ‖ envelope bytes).
-pub fn catalog_hash(envelope_bytes: &[u8]) -> CatalogHash {
-    CatalogHash(sha256(&[b"licet/v1/catalog", envelope_bytes]))
-}
-
-impl VerifiedCatalog {
-    /// Decodes and verifies a catalog envelope: kind, signature over the stored body, body,
-    /// signer is the publisher itself, canonical lists.
-    pub fn from_bytes(bytes: &[u8]) -> Result<VerifiedCatalog, CatalogError> {
-        let signed = Signed::decode_kind(bytes, SignedKind::Catalog)?;
+impl VerifiedCatalogRoot {
+    /// Decodes and verifies a root envelope: kind, signature over the stored body, body, signer
+    /// is the publisher itself, [`CatalogRoot::validate`]. A format-1 catalog envelope is
+    /// refused as [`CatalogError::OldFormat`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<VerifiedCatalogRoot, CatalogError> {
+        let signed = match Signed::decode_kind(bytes, SignedKind::CatalogRoot) {
+            Ok(signed) => signed,
+            Err(e) => {
+                if Signed::decode_kind(bytes, SignedKind::Catalog).is_ok() {
+                    return Err(CatalogError::OldFormat { version: 1 });
+                }
+                return Err(e.into());
+            }
+        };
         signed.verify_signature()?;
-        let catalog: Catalog =
-            encoding::decode("catalog body", &signed.body, MAX_CATALOG_BODY_BYTES)?;
-        check_signer(&signed, catalog.publisher)?;
-        catalog.validate()?;
-        Ok(VerifiedCatalog {
-            catalog,
+        let root: CatalogRoot = encoding::decode(
+            "catalog root body",
+            &signed.body,
+            MAX_CATALOG_ROOT_BODY_BYTES,
+        )?;
+        check_signer(&signed, root.publisher)?;
+        root.validate()?;
+        Ok(VerifiedCatalogRoot {
+            root,
             hash: catalog_hash(bytes),
             envelope_bytes: bytes.to_vec(),
         })
     }
 
     /// The verified body.
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+    pub fn root(&self) -> &CatalogRoot {
+        &self.root
     }
 
     /// The envelope bytes exactly as verified.
@@ -256,20 +346,153 @@ impl VerifiedCatalog {
         &self.envelope_bytes
     }
 
-    /// What a head for this catalog commits to; two catalogs with the same hash are
-    /// byte-identical envelopes.
+    /// What a head for this catalog commits to.
     pub fn hash(&self) -> CatalogHash {
         self.hash
+    }
+}
+
+/// A catalog whose root signature, parts and body were checked (see the module docs and
+/// [`crate::catalog_parts`]). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct VerifiedCatalog(Arc<VerifiedParts>);
+
+#[derive(Debug)]
+struct VerifiedParts {
+    catalog: Catalog,
+    root: VerifiedCatalogRoot,
+    parts: BTreeMap<CatalogPartHash, Vec<u8>>,
+}
+
+/// SHA-256(`"licet/v1/catalog"` ‖ root envelope bytes).
+pub fn catalog_hash(envelope_bytes: &[u8]) -> CatalogHash {
+    CatalogHash(sha256(&[b"licet/v1/catalog", envelope_bytes]))
+}
+
+impl VerifiedCatalog {
+    /// Decodes and verifies a catalog file ([`CatalogFile`]): its root as
+    /// [`VerifiedCatalogRoot::from_bytes`] does, then every part against the hash that names it,
+    /// then the catalog they make. Every part in the file must be one the root names. A format-1
+    /// catalog envelope is refused as [`CatalogError::OldFormat`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<VerifiedCatalog, CatalogError> {
+        let file = CatalogFile::decode(bytes)?;
+        if file.parts.len() > MAX_CATALOG_PARTS {
+            return Err(CatalogError::BadShape(format!(
+                "the file holds {} parts, over {MAX_CATALOG_PARTS}",
+                file.parts.len()
+            )));
+        }
+        let root = VerifiedCatalogRoot::from_bytes(&file.root)?;
+        let count = file.parts.len();
+        let parts: BTreeMap<CatalogPartHash, Vec<u8>> = file
+            .parts
+            .into_iter()
+            .map(|bytes| (catalog_part_hash(&bytes), bytes))
+            .collect();
+        if parts.len() != count {
+            return Err(CatalogError::BadShape(
+                "the file holds a part twice".to_owned(),
+            ));
+        }
+        let catalog = VerifiedCatalog::assemble(root, |hash| parts.get(hash).map(Vec::as_slice))?;
+        if catalog.0.parts.len() != parts.len() {
+            let stray = parts
+                .keys()
+                .find(|hash| !catalog.0.parts.contains_key(hash))
+                .copied()
+                .unwrap_or(CatalogPartHash([0; 32]));
+            return Err(CatalogError::StrayPart(stray));
+        }
+        Ok(catalog)
+    }
+
+    /// The catalog `root` names, from its parts (`held` answers by hash; it may hold more, of
+    /// other catalogs): every part checked against the hash that names it before it is decoded
+    /// ([`crate::catalog_parts::assemble`]). Keeps a copy of exactly the parts it names.
+    pub fn assemble<'a>(
+        root: VerifiedCatalogRoot,
+        held: impl Fn(&CatalogPartHash) -> Option<&'a [u8]>,
+    ) -> Result<VerifiedCatalog, CatalogError> {
+        let catalog = catalog_parts::assemble(root.root(), &held)?;
+        let mut parts = BTreeMap::new();
+        let mut keep = |hash: &CatalogPartHash| {
+            if let Some(bytes) = held(hash) {
+                parts.entry(*hash).or_insert_with(|| bytes.to_vec());
+            }
+        };
+        for page in &root.root().pages {
+            keep(page);
+            if let Some(Ok(CatalogPart::Page { buckets })) = held(page).map(|bytes| {
+                encoding::decode::<CatalogPart>("catalog part", bytes, MAX_CATALOG_PART_BYTES)
+            }) {
+                buckets.iter().for_each(&mut keep);
+            }
+        }
+        Ok(VerifiedCatalog(Arc::new(VerifiedParts {
+            catalog,
+            root,
+            parts,
+        })))
+    }
+
+    /// The verified body.
+    pub fn catalog(&self) -> &Catalog {
+        &self.0.catalog
+    }
+
+    /// The verified root.
+    pub fn root(&self) -> &VerifiedCatalogRoot {
+        &self.0.root
+    }
+
+    /// The part named `hash`, if it is one of this catalog's.
+    pub fn part(&self, hash: &CatalogPartHash) -> Option<&[u8]> {
+        self.0.parts.get(hash).map(Vec::as_slice)
+    }
+
+    /// How many distinct parts the catalog has, and their bytes together.
+    pub fn parts_size(&self) -> (usize, usize) {
+        (
+            self.0.parts.len(),
+            self.0.parts.values().map(Vec::len).sum(),
+        )
+    }
+
+    /// The catalog as one file ([`CatalogFile`]): the root envelope, then every part, pages
+    /// first. [`VerifiedCatalog::from_bytes`] reads it back.
+    pub fn to_file_bytes(&self) -> Vec<u8> {
+        let pages = &self.0.root.root().pages;
+        let mut parts: Vec<Vec<u8>> = Vec::with_capacity(self.0.parts.len());
+        let mut written = std::collections::BTreeSet::new();
+        for hash in pages.iter().chain(self.0.parts.keys()) {
+            if written.insert(*hash)
+                && let Some(bytes) = self.0.parts.get(hash)
+            {
+                parts.push(bytes.clone());
+            }
+        }
+        encoding::encode(&CatalogFile {
+            format: CATALOG_FORMAT,
+            root: self.0.root.envelope_bytes().to_vec(),
+            parts,
+        })
+    }
+
+    /// What a head for this catalog commits to (the hash of its root envelope, which names
+    /// every part by hash); two catalogs with the same hash are the same catalog, byte for byte.
+    pub fn hash(&self) -> CatalogHash {
+        self.0.root.hash()
     }
 
     /// The signed head for this catalog.
     pub fn head(&self, key: &SecretKey) -> Result<VerifiedCatalogHead, CatalogError> {
-        check_signer_key(key, self.catalog.publisher)?;
+        let catalog = &self.0.catalog;
+        check_signer_key(key, catalog.publisher)?;
         let head = CatalogHead {
-            publisher: self.catalog.publisher,
-            sequence: self.catalog.sequence,
-            expires_at: self.catalog.expires_at,
-            catalog_hash: self.hash,
+            publisher: catalog.publisher,
+            sequence: catalog.sequence,
+            expires_at: catalog.expires_at,
+            catalog_hash: self.hash(),
         };
         let signed = Signed::sign(SignedKind::CatalogHead, encoding::encode(&head), key, None);
         VerifiedCatalogHead::from_bytes(&signed.encode())

@@ -102,6 +102,13 @@ byte_id!(
     "catalog hash"
 );
 byte_id!(
+    /// SHA-256(`"licet/v1/catalog-part"` ‖ encoded part): how a catalog's root and pages name
+    /// its parts, and how a node asks a peer for them.
+    CatalogPartHash,
+    32,
+    "catalog part hash"
+);
+byte_id!(
     /// The DHT key under which a publisher's catalog head is stored:
     /// SHA-256(`"licet/v1/catalog-head"` ‖ publisher key).
     CatalogHeadKey,

@@ -1,9 +1,10 @@
 //! `licet-proto`: everything two Licet parties must agree on.
 //!
 //! Keys ([`keys`]), the one bounded decoder ([`encoding`]), the signed envelope ([`signed`]),
-//! manifests ([`manifest`]), delegations ([`delegation`]), encrypted releases ([`encryption`]) and the licences that
-//! open them ([`licence`]), catalogs and catalog heads ([`catalog`]), partners' delivery reports
-//! and their merge ([`delivery`]), per-file merkle trees and audit paths ([`merkle`]), the trust policy
+//! manifests ([`manifest`]), delegations ([`delegation`]), encrypted releases ([`encryption`])
+//! and the licences that open them ([`licence`]), catalogs and catalog heads ([`catalog`]) and
+//! the parts a catalog travels in ([`catalog_parts`]), partners' delivery reports and their
+//! merge ([`delivery`]), per-file merkle trees and audit paths ([`merkle`]), the trust policy
 //! ([`policy`]), and the transfer protocol's messages ([`wire`]). File paths ([`path`]) must be
 //! names every common file system holds as they are and that do not collide where case or
 //! Unicode normalisation is ignored ([`portable_name`]); [`text`] escapes what could drive or
@@ -20,6 +21,7 @@
 //!   only be built by passing their checks.
 
 pub mod catalog;
+pub mod catalog_parts;
 pub mod delegation;
 pub mod delivery;
 pub mod encoding;
@@ -37,6 +39,8 @@ pub mod text;
 pub mod time;
 pub mod wire;
 
-pub use ids::{CatalogHash, CatalogHeadKey, ContentKeyId, LicenceId, ManifestId, MerkleHash};
+pub use ids::{
+    CatalogHash, CatalogHeadKey, CatalogPartHash, ContentKeyId, LicenceId, ManifestId, MerkleHash,
+};
 pub use keys::{PublicKey, SecretKey};
 pub use time::Timestamp;

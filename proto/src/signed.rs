@@ -27,10 +27,13 @@ pub enum SignedKind {
     Manifest,
     /// A [`crate::delegation::Delegation`].
     Delegation,
-    /// A [`crate::catalog::Catalog`].
+    /// A [`crate::catalog::Catalog`] in format 1, every entry in one envelope. No longer read:
+    /// refused naming the format (see [`crate::catalog_parts`]).
     Catalog,
     /// A [`crate::catalog::CatalogHead`].
     CatalogHead,
+    /// A [`crate::catalog_parts::CatalogRoot`]: the signed root of a format-2 catalog.
+    CatalogRoot,
     /// A [`crate::licence::ContentLicence`].
     Licence,
     /// A [`crate::delivery::DeliveryReport`].
@@ -47,6 +50,7 @@ impl SignedKind {
             SignedKind::CatalogHead => "catalog-head",
             SignedKind::Licence => "licence",
             SignedKind::DeliveryReport => "delivery-report",
+            SignedKind::CatalogRoot => "catalog-root",
         }
     }
 
@@ -55,6 +59,7 @@ impl SignedKind {
         match self {
             SignedKind::CatalogHead => "catalog head",
             SignedKind::DeliveryReport => "delivery report",
+            SignedKind::CatalogRoot => "catalog root",
             other => other.name(),
         }
     }
@@ -71,6 +76,7 @@ impl SignedKind {
             SignedKind::CatalogHead => crate::catalog::MAX_CATALOG_HEAD_BODY_BYTES,
             SignedKind::Licence => crate::licence::MAX_LICENCE_BODY_BYTES,
             SignedKind::DeliveryReport => crate::delivery::MAX_DELIVERY_REPORT_BODY_BYTES,
+            SignedKind::CatalogRoot => crate::catalog_parts::MAX_CATALOG_ROOT_BODY_BYTES,
         };
         body + OVERHEAD
     }

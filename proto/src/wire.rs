@@ -8,8 +8,9 @@
 //! frame   = length: u32 little-endian ‖ header ‖ payload
 //! length  = bytes of header + payload, at most MAX_FRAME_BYTES (checked before allocating)
 //! header  = postcard(RequestFrame) or postcard(ResponseFrame)
-//! payload = raw bytes; only Response::Chunk and Response::CatalogPart have one, of exactly the
-//!           `len` their header declares; every other frame has none
+//! payload = raw bytes; only Response::Chunk, Response::CatalogPart and Response::CatalogParts
+//!           have one, of exactly the length their header declares (`len`, or the sum of
+//!           `lens`); every other frame has none
 //! ```
 //!
 //! Requests carry a [`RequestId`] chosen by the requester; the response carries it back.
@@ -25,9 +26,10 @@
 //! | `Availability { manifest }` | `Availability { files }`: one [`Bitfield`] per file, bit *i* = chunk *i* held |
 //! | `Chunk { manifest, file, index }` | `Chunk { proof, len }` + `len` bytes: the chunk and its [`AuditPath`] |
 //! | `CatalogHead { publisher }` | `CatalogHead { envelope }`: the newest signed head the peer accepted |
-//! | `CatalogPart { publisher, catalog_hash, offset }` | `CatalogPart { total_len, offset, len }` + `len` bytes of the catalog envelope |
+//! | `CatalogPart { publisher, catalog_hash, offset }` | `CatalogPart { total_len, offset, len }` + `len` bytes of the catalog's signed root envelope |
 //! | `ChunkForRegion { manifest, file, index, region }` | as `Chunk`, for a requester that states its region |
 //! | `Peers { manifest }` | `Peers { peers }`: other peers that asked this one what it has of the manifest lately, with the addresses they say they listen on |
+//! | `CatalogParts { publisher, hashes }` | `CatalogParts { lens }` + the parts named, in the order asked, `lens[i]` bytes each |
 //!
 //! # Peer exchange
 //! A node answers `Peers` with at most [`MAX_EXCHANGED_PEERS`] [`PeerContact`]s, each a peer id
@@ -49,9 +51,19 @@
 //! Any request may instead be answered `Refused { reason, detail }` (the trust policy's
 //! [`RefusalReason`], append-only) or `Busy { retry_after_ms }`.
 //!
-//! A catalog travels like content: in parts of at most [`CATALOG_PART_BYTES`], reassembled up to
-//! its `total_len` (at most the catalog envelope limit) and checked against the signed head's
-//! hash before it is decoded.
+//! # Catalogs
+//! A catalog (format 2, [`crate::catalog_parts`]) is a signed root that names content-addressed
+//! parts. A node fetches the root its head names with `CatalogPart`, in pieces of at most
+//! [`CATALOG_PART_BYTES`], reassembled up to its `total_len` (at most the catalog root envelope
+//! limit) and checked against the signed head's hash before it is decoded. Then it asks
+//! `CatalogParts` for the parts it does not hold already (of the catalog it holds), at most
+//! [`MAX_CATALOG_PARTS_PER_REQUEST`] hashes a request: first the pages, then the buckets those
+//! name. The server answers from the catalog of that publisher it holds, every part asked or a
+//! refusal (`NotHeld`), each part at most [`crate::catalog_parts::MAX_CATALOG_PART_BYTES`]; the
+//! receiver checks each part hashes to the hash it asked for before it keeps it (a part that does
+//! not costs the peer its connection), and the whole catalog against the signed root before the
+//! catalog rules see it. An update that changes one bucket costs one root, one page and one
+//! bucket.
 //!
 //! # Rules a receiver enforces
 //! - a frame longer than [`MAX_FRAME_BYTES`] is refused before its body is read, and a request
@@ -66,8 +78,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    catalog_parts::MAX_CATALOG_PART_BYTES,
     encoding::{self, DecodeError},
-    ids::{CatalogHash, ManifestId},
+    ids::{CatalogHash, CatalogPartHash, ManifestId},
     keys::PublicKey,
     manifest::{MAX_CHUNK_SIZE, Region},
     merkle::{AuditPath, MAX_AUDIT_PATH_LEN},
@@ -82,6 +95,7 @@ pub const MAX_FRAME_BYTES: usize = MAX_CHUNK_SIZE as usize + 64 * 1024;
 /// Longest request frame. The largest request (`CatalogPart`: a request id, two 32-byte keys and
 /// an offset) is under 100 bytes; a server that allowed `MAX_FRAME_BYTES` for requests would let
 /// every served stream announce 16 MiB that never comes.
+/// `CatalogParts` with [`MAX_CATALOG_PARTS_PER_REQUEST`] hashes is about 2.1 KiB.
 pub const MAX_REQUEST_FRAME_BYTES: usize = 4 * 1024;
 /// Most requests a requester keeps outstanding on one stream.
 pub const MAX_REQUESTS_IN_FLIGHT: usize = 64;
@@ -93,7 +107,9 @@ pub const MAX_EXCHANGED_PEERS: usize = 32;
 pub const MAX_CONTACT_ADDRS: usize = 8;
 /// Longest peer id or address in a [`PeerContact`], in bytes.
 pub const MAX_CONTACT_BYTES: usize = 256;
-/// Size of a catalog part (the last part may be shorter).
+/// Most part hashes in one [`Request::CatalogParts`] (64 hashes keep the request near 2 KiB).
+pub const MAX_CATALOG_PARTS_PER_REQUEST: usize = 64;
+/// Size of a piece of a catalog root in [`Response::CatalogPart`] (the last may be shorter).
 pub const CATALOG_PART_BYTES: u32 = 1024 * 1024;
 /// The bytes of the length prefix.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
@@ -153,6 +169,13 @@ pub enum Request {
     Peers {
         /// Which manifest.
         manifest: ManifestId,
+    },
+    /// Parts of the publisher's catalog, by hash.
+    CatalogParts {
+        /// Whose catalog.
+        publisher: PublicKey,
+        /// The parts wanted, at most [`MAX_CATALOG_PARTS_PER_REQUEST`].
+        hashes: Vec<CatalogPartHash>,
     },
 }
 
@@ -311,6 +334,12 @@ pub enum Response {
         /// At most [`MAX_EXCHANGED_PEERS`].
         peers: Vec<PeerContact>,
     },
+    /// The catalog parts asked for, in the order asked: their bytes follow the header, back to
+    /// back.
+    CatalogParts {
+        /// Each part's length, at most [`MAX_CATALOG_PARTS_PER_REQUEST`] of them.
+        lens: Vec<u32>,
+    },
 }
 
 /// A request with its id.
@@ -388,17 +417,35 @@ fn write_frame<T: Serialize>(value: &T, payload_len: u64, out: &mut Vec<u8>) {
 fn declared_payload(response: &Response) -> u64 {
     match response {
         Response::Chunk { len, .. } | Response::CatalogPart { len, .. } => u64::from(*len),
+        Response::CatalogParts { lens } => lens.iter().map(|len| u64::from(*len)).sum(),
         _ => 0,
     }
 }
 
+/// The parts of a [`Response::CatalogParts`] payload, one slice per length (the payload is the
+/// lengths' sum: [`decode_response`] checked it).
+pub fn split_catalog_parts<'a>(lens: &[u32], payload: &'a [u8]) -> Vec<&'a [u8]> {
+    let mut rest = payload;
+    lens.iter()
+        .map(|len| {
+            let (part, after) = rest.split_at((*len as usize).min(rest.len()));
+            rest = after;
+            part
+        })
+        .collect()
+}
+
 /// Decodes a request frame's body (what follows the length prefix). Requests have no payload.
 pub fn decode_request(body: &[u8]) -> Result<RequestFrame, WireError> {
-    Ok(encoding::decode(
-        "request frame",
-        body,
-        MAX_REQUEST_FRAME_BYTES,
-    )?)
+    let frame: RequestFrame = encoding::decode("request frame", body, MAX_REQUEST_FRAME_BYTES)?;
+    if let Request::CatalogParts { hashes, .. } = &frame.request
+        && (hashes.is_empty() || hashes.len() > MAX_CATALOG_PARTS_PER_REQUEST)
+    {
+        return Err(WireError::OverLimit(
+            "a catalog parts request names no part or too many",
+        ));
+    }
+    Ok(frame)
 }
 
 /// Decodes a response frame's body and returns it with its payload, checking every limit.
@@ -444,13 +491,21 @@ pub fn decode_response(body: &[u8]) -> Result<(ResponseFrame, &[u8]), WireError>
             offset,
             len,
         } => {
-            let limit = SignedKind::Catalog.max_envelope_bytes() as u64;
+            let limit = SignedKind::CatalogRoot.max_envelope_bytes() as u64;
             if *total_len > limit
                 || *len > CATALOG_PART_BYTES
                 || offset.saturating_add(u64::from(*len)) > *total_len
             {
                 return Err(WireError::OverLimit("catalog part is out of bounds"));
             }
+        }
+        Response::CatalogParts { lens }
+            if lens.len() > MAX_CATALOG_PARTS_PER_REQUEST
+                || lens
+                    .iter()
+                    .any(|len| *len as usize > MAX_CATALOG_PART_BYTES) =>
+        {
+            return Err(WireError::OverLimit("catalog parts are out of bounds"));
         }
         _ => {}
     }

@@ -165,7 +165,7 @@ fn report_body_golden_bytes() {
 fn report_envelope_golden_bytes() {
     let envelope = report().sign(&publisher_key(), None);
     let expected = [
-        "05", // kind: DeliveryReport, variant 5 (after Licence)
+        "06", // kind: DeliveryReport, variant 6 (after CatalogRoot and Licence)
         PUBLISHER,
         "cd08", // body length 1101
         &report_body_hex(),

@@ -5,8 +5,9 @@
 //! hashes, signatures) are their raw bytes with no length, strings and sequences are a varint
 //! length then their contents, `Option` is a `00`/`01` tag, and an enum is its variant index as a
 //! varint followed by the variant's fields. Keys come from fixed seeds and ed25519 signatures are
-//! deterministic, so signatures, manifest ids and catalog hashes are golden too; those values were
-//! cross-checked against an independent ed25519/SHA-256 implementation (Python `cryptography`).
+//! deterministic, so signatures, manifest ids, catalog part hashes and catalog hashes are golden
+//! too; those values were cross-checked against an independent ed25519/SHA-256 implementation
+//! (Python `cryptography` and `hashlib`).
 //!
 //! Every golden also decodes back to the value it came from.
 
@@ -19,11 +20,13 @@
 use std::fmt::Debug;
 
 use licet_proto::{
-    CatalogHash, CatalogHeadKey, ManifestId, MerkleHash, PublicKey, SecretKey, Timestamp,
+    CatalogHash, CatalogHeadKey, CatalogPartHash, ManifestId, MerkleHash, PublicKey, SecretKey,
+    Timestamp,
     catalog::{
-        Catalog, CatalogEntry, CatalogHead, VerifiedCatalog, VerifiedCatalogHead, catalog_hash,
-        catalog_head_key, catalog_topic_key,
+        Catalog, CatalogEntry, CatalogError, CatalogHead, VerifiedCatalog, VerifiedCatalogHead,
+        catalog_hash, catalog_head_key, catalog_topic_key,
     },
+    catalog_parts::{CatalogFile, CatalogPart, CatalogRoot, catalog_part_hash},
     delegation::{Delegation, DelegationScope},
     encoding,
     manifest::{FileEntry, Licence, Manifest, Region, ShareLink, VerifiedManifest, manifest_id},
@@ -148,8 +151,45 @@ const CATALOG: &[&str] = &[
 ];
 const CATALOG_LEN: &str = "b601"; // 182
 
-/// The catalog hash of the envelope of [`catalog`] signed by the publisher.
+/// The catalog hash of the format-1 envelope of [`catalog`] signed by the publisher.
 const CATALOG_HASH: &str = "a44e0bdc758dd30bc280700ee20dd3c0ba658471052ae2362a218978a0fb9500";
+
+/// The encoding of the one bucket of [`catalog`] in format 2: 107 bytes.
+const CATALOG_BUCKET: &[&str] = &[
+    "01", // variant Bucket
+    "02", // 2 entries
+    ID11, "03", "4f6e65", // "One"
+    ID22, "03", "54776f", // "Two"
+    "01",     // 1 revoked manifest
+    ID33,
+];
+/// SHA-256("licet/v1/catalog-part" ‖ [`CATALOG_BUCKET`]).
+const CATALOG_BUCKET_HASH: &str =
+    "4c48640aa901e3e8605bc6d3db87d0a00e19bfd3cc9ebfd2ff75995d660e209a";
+/// The encoding of the one page of [`catalog`] in format 2: 34 bytes.
+const CATALOG_PAGE: &[&str] = &[
+    "00", // variant Page
+    "01", // 1 bucket
+    CATALOG_BUCKET_HASH,
+];
+/// SHA-256("licet/v1/catalog-part" ‖ [`CATALOG_PAGE`]).
+const CATALOG_PAGE_HASH: &str = "2160f0bd392224e28b96713cb212c392ebea395c967158d18d96c31f8c7ec664";
+/// The encoding of the root of [`catalog`] in format 2: 111 bytes.
+const CATALOG_ROOT: &[&str] = &[
+    "02", // format 2
+    PUBLISHER,
+    "07", // sequence
+    CREATED_HEX,
+    CATALOG_EXPIRES_HEX,
+    "00", // bucket bits: one bucket
+    "01", // 1 page
+    CATALOG_PAGE_HASH,
+    "01", // 1 revoked delegate
+    DELEGATE,
+];
+const CATALOG_ROOT_LEN: &str = "6f"; // 111
+/// The catalog hash of the root envelope of [`catalog`] signed by the publisher.
+const CATALOG_ROOT_HASH: &str = "ba7f0878849c60b295521261ae137563a52d9fac6ff078cf801951b6f7e6b116";
 
 /// The encoding of [`catalog_head`]: 70 bytes.
 const CATALOG_HEAD: &[&str] = &[PUBLISHER, "07", CATALOG_EXPIRES_HEX, CATALOG_HASH];
@@ -171,6 +211,10 @@ const SIG_DELEGATION: &str = concat!(
 const SIG_CATALOG: &str = concat!(
     "ee285e7f4a2f426d9c9b95bcbc58f09b4cea5fcab527fc5ddddfe1e06b4263a3", // R
     "36ed5180386912d4b70c3c52e80dc43c582ca86b9ad9c83f3a24aeeeb1a54609", // S
+);
+const SIG_CATALOG_ROOT: &str = concat!(
+    "dd0c1463b3620ff6f31f810b3ad1df8e6e53add3ce01f7b81480903b34bdd97a", // R
+    "9cb8b7ea7cfa5f57dd5f9dca0d8545cad1e6c3fbb6bb693f7786d0fb58d6e403", // S
 );
 const SIG_CATALOG_HEAD: &str = concat!(
     "9b918930d71c11da7ec11f8900d615e6538a064fa38f6b0c3e99faf711817eff", // R
@@ -301,6 +345,41 @@ fn catalog_envelope() -> Signed {
     )
 }
 
+fn catalog_root() -> CatalogRoot {
+    CatalogRoot {
+        format: 2,
+        publisher: publisher_key().public_key(),
+        sequence: 7,
+        issued_at: CREATED,
+        expires_at: CATALOG_EXPIRES,
+        bucket_bits: 0,
+        pages: vec![catalog_part_hash(&encoding::encode(&catalog_page()))],
+        revoked_delegates: vec![delegate_key().public_key()],
+    }
+}
+
+fn catalog_bucket() -> CatalogPart {
+    CatalogPart::Bucket {
+        entries: catalog().entries,
+        revoked_manifests: catalog().revoked_manifests,
+    }
+}
+
+fn catalog_page() -> CatalogPart {
+    CatalogPart::Page {
+        buckets: vec![catalog_part_hash(&encoding::encode(&catalog_bucket()))],
+    }
+}
+
+fn catalog_root_envelope() -> Signed {
+    Signed::sign(
+        SignedKind::CatalogRoot,
+        encoding::encode(&catalog_root()),
+        &publisher_key(),
+        None,
+    )
+}
+
 fn catalog_head() -> CatalogHead {
     CatalogHead {
         publisher: publisher_key().public_key(),
@@ -393,11 +472,20 @@ fn manifest_id_of_a_fixed_body() {
 fn catalog_hash_and_head_key_of_fixed_values() {
     let envelope = catalog_envelope().encode();
     assert_eq!(catalog_hash(&envelope).to_hex(), CATALOG_HASH);
-    let verified = VerifiedCatalog::from_bytes(&envelope).unwrap();
-    assert_eq!(verified.hash().to_hex(), CATALOG_HASH);
-    // Catalog::sign produces the same bytes as signing the encoded body by hand.
+    // Format 1 is refused, naming its version.
+    let err = VerifiedCatalog::from_bytes(&envelope).unwrap_err();
+    assert_eq!(err, CatalogError::OldFormat { version: 1 });
+    assert!(
+        err.to_string().contains("catalog format 1 is not read"),
+        "{err}"
+    );
+    // Format 2: the hash is of the root envelope, and Catalog::sign writes the same root as
+    // signing the encoded root body by hand.
+    let root = catalog_root_envelope().encode();
+    assert_eq!(catalog_hash(&root).to_hex(), CATALOG_ROOT_HASH);
     let signed = catalog().sign(&publisher_key()).unwrap();
-    assert_eq!(signed.envelope_bytes(), envelope.as_slice());
+    assert_eq!(signed.root().envelope_bytes(), root.as_slice());
+    assert_eq!(signed.hash().to_hex(), CATALOG_ROOT_HASH);
     assert_eq!(
         catalog_head_key(&publisher_key().public_key()).to_hex(),
         "e30dfd7b451d25eebce93889ca084af2877f203b1ae57e97f14cd812a1c9063a"
@@ -477,7 +565,9 @@ fn enum_variant_indexes_are_append_only() {
         (SignedKind::Delegation, "01"),
         (SignedKind::Catalog, "02"),
         (SignedKind::CatalogHead, "03"),
-        (SignedKind::Licence, "04"),
+        (SignedKind::CatalogRoot, "04"),
+        (SignedKind::Licence, "05"),
+        (SignedKind::DeliveryReport, "06"),
     ];
     for (kind, hex) in kinds {
         golden(&kind, &[hex]);
@@ -632,6 +722,56 @@ fn empty_catalog_at_the_highest_sequence() {
 }
 
 #[test]
+fn catalog_root_page_and_bucket() {
+    golden(&catalog_bucket(), CATALOG_BUCKET);
+    assert_eq!(
+        catalog_part_hash(&encoding::encode(&catalog_bucket())).to_hex(),
+        CATALOG_BUCKET_HASH
+    );
+    golden(&catalog_page(), CATALOG_PAGE);
+    assert_eq!(
+        catalog_part_hash(&encoding::encode(&catalog_page())).to_hex(),
+        CATALOG_PAGE_HASH
+    );
+    golden(&catalog_root(), CATALOG_ROOT);
+    assert_eq!(
+        hex::encode([encoding::encode(&catalog_root()).len() as u8]),
+        CATALOG_ROOT_LEN
+    );
+    catalog_root().validate().unwrap();
+}
+
+#[test]
+fn catalog_file_is_the_root_then_each_part_pages_first() {
+    let root = catalog_root_envelope().encode();
+    let page = encoding::encode(&catalog_page());
+    let bucket = encoding::encode(&catalog_bucket());
+    let file = CatalogFile {
+        format: 2,
+        root: root.clone(),
+        parts: vec![page.clone(), bucket.clone()],
+    };
+    let root_len = hex::encode([0x80 | (root.len() & 0x7f) as u8, (root.len() >> 7) as u8]);
+    golden(
+        &file,
+        &[
+            "02",
+            &root_len,
+            &hex::encode(&root),
+            "02", // 2 parts
+            &hex::encode([page.len() as u8]),
+            &hex::encode(&page),
+            &hex::encode([bucket.len() as u8]),
+            &hex::encode(&bucket),
+        ],
+    );
+    let signed = catalog().sign(&publisher_key()).unwrap();
+    assert_eq!(signed.to_file_bytes(), encoding::encode(&file));
+    let back = VerifiedCatalog::from_bytes(&encoding::encode(&file)).unwrap();
+    assert_eq!(back.catalog(), &catalog());
+}
+
+#[test]
 fn catalog_head_body() {
     golden(&catalog_head(), CATALOG_HEAD);
 }
@@ -646,6 +786,7 @@ fn signing_message_is_domain_separated_by_kind() {
         (SignedKind::Delegation, "64656c65676174696f6e"),
         (SignedKind::Catalog, "636174616c6f67"),
         (SignedKind::CatalogHead, "636174616c6f672d68656164"),
+        (SignedKind::CatalogRoot, "636174616c6f672d726f6f74"),
     ];
     for (kind, name) in cases {
         assert_eq!(
@@ -702,6 +843,15 @@ fn publisher_envelopes() -> Vec<(Signed, Vec<&'static str>)> {
             ]
             .concat(),
         ),
+        (
+            catalog_root_envelope(),
+            [
+                &["04", PUBLISHER, CATALOG_ROOT_LEN],
+                CATALOG_ROOT,
+                &[SIG_CATALOG_ROOT, "00"],
+            ]
+            .concat(),
+        ),
     ]
 }
 
@@ -720,9 +870,14 @@ fn envelope_of_each_kind_without_a_delegation() {
     // And each is a valid object of its kind.
     VerifiedManifest::from_bytes(&envelopes[0].0.encode()).unwrap();
     Delegation::verify_envelope(&envelopes[1].0).unwrap();
-    VerifiedCatalog::from_bytes(&envelopes[2].0.encode()).unwrap();
-    let head = VerifiedCatalogHead::from_bytes(&envelopes[3].0.encode()).unwrap();
-    assert!(head.matches(&VerifiedCatalog::from_bytes(&envelopes[2].0.encode()).unwrap()));
+    // Format 1 is refused by name; its head is still a valid head (of a catalog never read).
+    assert_eq!(
+        VerifiedCatalog::from_bytes(&envelopes[2].0.encode()).unwrap_err(),
+        CatalogError::OldFormat { version: 1 }
+    );
+    VerifiedCatalogHead::from_bytes(&envelopes[3].0.encode()).unwrap();
+    let root = licet_proto::catalog::VerifiedCatalogRoot::from_bytes(&envelopes[4].0.encode());
+    assert_eq!(root.unwrap().root(), &catalog_root());
 }
 
 #[test]
@@ -773,9 +928,9 @@ fn signed_helpers_produce_the_golden_envelopes() {
     assert_eq!(manifest.envelope(), &envelopes[0].0);
     assert_eq!(delegation_all().sign(&publisher_key()), envelopes[1].0);
     let catalog = catalog().sign(&publisher_key()).unwrap();
-    assert_eq!(catalog.envelope_bytes(), envelopes[2].0.encode());
+    assert_eq!(catalog.root().envelope_bytes(), envelopes[4].0.encode());
     let head = catalog.head(&publisher_key()).unwrap();
-    assert_eq!(head.envelope_bytes(), envelopes[3].0.encode());
+    assert_eq!(head.head().catalog_hash.to_hex(), CATALOG_ROOT_HASH);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -857,6 +1012,27 @@ fn request_frames() -> Vec<(RequestFrame, Vec<&'static str>)> {
                 },
             ),
             vec!["08", "06", ID22], // id 8; variant 6; manifest id
+        ),
+        (
+            frame(
+                9,
+                Request::CatalogParts {
+                    publisher: publisher_key().public_key(),
+                    hashes: vec![
+                        CatalogPartHash(hex32(CATALOG_PAGE_HASH)),
+                        CatalogPartHash(hex32(CATALOG_BUCKET_HASH)),
+                    ],
+                },
+            ),
+            // id 9; variant 7; publisher; 2 hashes
+            vec![
+                "09",
+                "07",
+                PUBLISHER,
+                "02",
+                CATALOG_PAGE_HASH,
+                CATALOG_BUCKET_HASH,
+            ],
         ),
     ]
 }
@@ -945,6 +1121,17 @@ fn response_frames() -> Vec<(ResponseFrame, Vec<&'static str>)> {
             // id 9; variant 7; one contact: a 2-byte id, two addresses of 5 and 0 bytes
             vec!["09", "07", "01", "02aabb", "02", "050401020304", "00"],
         ),
+        (
+            frame(
+                10,
+                Response::CatalogParts {
+                    lens: vec![34, 107],
+                },
+            ),
+            // id 10; variant 8; 2 lengths (the page and bucket above, 141 bytes, follow as the
+            // payload)
+            vec!["0a", "08", "02", "22", "6b"],
+        ),
     ]
 }
 
@@ -1014,6 +1201,7 @@ fn whole_response_frames_count_the_payload_in_their_length() {
         encode_response_header(&frame, &mut out);
         let payload_len = match frame.response {
             Response::Chunk { len, .. } | Response::CatalogPart { len, .. } => len,
+            Response::CatalogParts { ref lens } => lens.iter().sum(),
             _ => 0,
         };
         let len = u32::try_from(header.len() / 2).unwrap() + payload_len;

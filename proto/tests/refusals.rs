@@ -9,12 +9,13 @@
 )]
 
 use licet_proto::{
-    ManifestId, MerkleHash, PublicKey, SecretKey, Timestamp,
+    CatalogPartHash, ManifestId, MerkleHash, PublicKey, SecretKey, Timestamp,
     catalog::{
         Catalog, CatalogEntry, CatalogError, CatalogHead, HeadRecordRejection,
-        MAX_ENTRY_TITLE_BYTES, VerifiedCatalog, VerifiedCatalogHead, catalog_head_key,
-        check_head_record,
+        MAX_ENTRY_TITLE_BYTES, VerifiedCatalog, VerifiedCatalogHead, VerifiedCatalogRoot,
+        catalog_head_key, check_head_record,
     },
+    catalog_parts::{self, CatalogFile, CatalogPart, MAX_CATALOG_PART_BYTES, catalog_part_hash},
     delegation::{Delegation, DelegationError, DelegationScope, MAX_DELEGATION_BODY_BYTES},
     encoding::{self, DecodeError},
     manifest::{
@@ -130,6 +131,27 @@ fn signed_by_delegate(manifest: &Manifest) -> VerifiedManifest {
 /// Signs an arbitrary body as `kind` (bypassing the validating `sign` helpers).
 fn sign_raw<T: Serialize>(kind: SignedKind, body: &T, key: &SecretKey) -> Signed {
     Signed::sign(kind, encoding::encode(body), key, None)
+}
+
+/// A format-2 catalog file of `body` exactly as given (neither put in order nor checked), its
+/// root signed by `key`, carrying `delegation`.
+fn raw_catalog_file(
+    body: &Catalog,
+    key: &SecretKey,
+    delegation: Option<SignedDelegation>,
+) -> Vec<u8> {
+    let split = catalog_parts::split(body).unwrap();
+    let root = Signed::sign(
+        SignedKind::CatalogRoot,
+        encoding::encode(&split.root),
+        key,
+        delegation,
+    );
+    encoding::encode(&CatalogFile {
+        format: 2,
+        root: root.encode(),
+        parts: split.parts.into_values().collect(),
+    })
 }
 
 fn catalog(sequence: u64) -> Catalog {
@@ -340,17 +362,17 @@ fn tampered_manifest_body_fails_its_signature() {
 #[test]
 fn tampered_catalog_and_head_fail_their_signatures() {
     let verified = catalog(1).sign(&publisher_key()).unwrap();
-    let mut envelope = Signed::decode(verified.envelope_bytes()).unwrap();
-    envelope.body[32] = 2; // sequence 1 → 2
-    let err = VerifiedCatalog::from_bytes(&envelope.encode()).unwrap_err();
+    let mut envelope = Signed::decode(verified.root().envelope_bytes()).unwrap();
+    envelope.body[33] = 2; // sequence 1 → 2 (after the format byte and the publisher)
+    let err = VerifiedCatalogRoot::from_bytes(&envelope.encode()).unwrap_err();
     assert_eq!(
         err,
         CatalogError::Envelope(EnvelopeError::BadSignature {
-            kind: "catalog",
+            kind: "catalog-root",
             signer: publisher(),
         })
     );
-    assert_names(&err, &["catalog signature", &publisher().to_hex()]);
+    assert_names(&err, &["catalog-root signature", &publisher().to_hex()]);
 
     let head = verified.head(&publisher_key()).unwrap();
     let mut envelope = Signed::decode(head.envelope_bytes()).unwrap();
@@ -388,7 +410,8 @@ fn a_signature_of_one_kind_does_not_verify_as_another() {
     let key = publisher_key();
     let manifest_envelope = signed_by_publisher(&manifest()).envelope().clone();
     let delegation_envelope = delegation(DelegationScope::AllManifests).sign(&key);
-    let catalog_envelope = Signed::decode(catalog(1).sign(&key).unwrap().envelope_bytes()).unwrap();
+    let catalog = catalog(1).sign(&key).unwrap();
+    let catalog_envelope = Signed::decode(catalog.root().envelope_bytes()).unwrap();
     let relabel = |envelope: &Signed, kind| Signed {
         kind,
         ..envelope.clone()
@@ -405,10 +428,12 @@ fn a_signature_of_one_kind_does_not_verify_as_another() {
     );
     // A manifest re-labelled as a catalog, a catalog as a catalog head, a delegation as a head.
     assert_eq!(
-        VerifiedCatalog::from_bytes(&relabel(&manifest_envelope, SignedKind::Catalog).encode())
-            .unwrap_err(),
+        VerifiedCatalogRoot::from_bytes(
+            &relabel(&manifest_envelope, SignedKind::CatalogRoot).encode()
+        )
+        .unwrap_err(),
         CatalogError::Envelope(EnvelopeError::BadSignature {
-            kind: "catalog",
+            kind: "catalog-root",
             signer: publisher(),
         })
     );
@@ -1228,16 +1253,15 @@ fn catalog_signed_by_a_delegate_or_another_key_is_refused() {
         signer: signer.public_key(),
     };
     // A delegate, even with a genuine delegation.
-    let by_delegate = Signed::sign(
-        SignedKind::Catalog,
-        encoding::encode(&body),
+    let by_delegate = raw_catalog_file(
+        &body,
         &delegate_key(),
         Some(carried(
             &delegation(DelegationScope::AllManifests),
             &publisher_key(),
         )),
     );
-    let err = VerifiedCatalog::from_bytes(&by_delegate.encode()).unwrap_err();
+    let err = VerifiedCatalog::from_bytes(&by_delegate).unwrap_err();
     assert_eq!(err, expected(&delegate_key()));
     assert_eq!(
         err.to_string(),
@@ -1248,21 +1272,22 @@ fn catalog_signed_by_a_delegate_or_another_key_is_refused() {
         )
     );
     // A stranger.
-    let by_stranger = sign_raw(SignedKind::Catalog, &body, &stranger_key());
+    let by_stranger = raw_catalog_file(&body, &stranger_key(), None);
     assert_eq!(
-        VerifiedCatalog::from_bytes(&by_stranger.encode()).unwrap_err(),
+        VerifiedCatalog::from_bytes(&by_stranger).unwrap_err(),
         expected(&stranger_key())
     );
     // The publisher, but carrying a delegation.
-    let with_delegation = Signed {
-        delegation: Some(carried(
+    let with_delegation = raw_catalog_file(
+        &body,
+        &publisher_key(),
+        Some(carried(
             &delegation(DelegationScope::AllManifests),
             &publisher_key(),
         )),
-        ..sign_raw(SignedKind::Catalog, &body, &publisher_key())
-    };
+    );
     assert_eq!(
-        VerifiedCatalog::from_bytes(&with_delegation.encode()).unwrap_err(),
+        VerifiedCatalog::from_bytes(&with_delegation).unwrap_err(),
         expected(&publisher_key())
     );
     // The signing helpers refuse the wrong key up front.
@@ -1376,8 +1401,8 @@ fn catalog_lists_must_be_strictly_ascending() {
     // (The stranger's key sorts after the delegate's.)
     assert!(stranger_key().public_key() > delegate_key().public_key());
     for (body, list, position) in cases {
-        let signed = sign_raw(SignedKind::Catalog, &body, &key);
-        let err = VerifiedCatalog::from_bytes(&signed.encode()).unwrap_err();
+        let file = raw_catalog_file(&body, &key, None);
+        let err = VerifiedCatalog::from_bytes(&file).unwrap_err();
         assert_eq!(err, CatalogError::NotSorted { list, position });
         assert_eq!(
             err.to_string(),
@@ -1407,9 +1432,9 @@ fn catalog_invalid_in_itself() {
         expires_at: START,
         ..catalog(1)
     };
-    let signed = sign_raw(SignedKind::Catalog, &backwards, &key);
+    let file = raw_catalog_file(&backwards, &key, None);
     assert_eq!(
-        VerifiedCatalog::from_bytes(&signed.encode()).unwrap_err(),
+        VerifiedCatalog::from_bytes(&file).unwrap_err(),
         CatalogError::EmptyWindow {
             issued_at: START,
             expires_at: START,
@@ -1904,16 +1929,17 @@ fn trailing_bytes_after_a_signed_body_are_refused() {
         "manifest body has 1 trailing bytes after its end"
     );
 
+    let root = catalog(1).sign(&key).unwrap().root().root().clone();
     let signed = Signed::sign(
-        SignedKind::Catalog,
-        with_extra(encoding::encode(&catalog(1))),
+        SignedKind::CatalogRoot,
+        with_extra(encoding::encode(&root)),
         &key,
         None,
     );
     assert_eq!(
-        VerifiedCatalog::from_bytes(&signed.encode()).unwrap_err(),
+        VerifiedCatalogRoot::from_bytes(&signed.encode()).unwrap_err(),
         CatalogError::Body(DecodeError::TrailingBytes {
-            what: "catalog body",
+            what: "catalog root body",
             extra: 1,
         })
     );
@@ -1970,20 +1996,20 @@ fn regression_re_encoded_envelope_with_an_overlong_varint_is_refused() {
     // then refused the publisher's own catalog and head as a different catalog of the same
     // sequence.
     let catalog = catalog(1).sign(&publisher_key()).unwrap();
-    let canonical = catalog.envelope_bytes().to_vec();
+    let canonical = catalog.root().envelope_bytes().to_vec();
     let mut overlong_kind = canonical.clone();
-    overlong_kind.splice(0..1, [0x82, 0x00]);
+    overlong_kind.splice(0..1, [0x84, 0x00]);
     let mut overlong_length = canonical.clone();
-    let body_len = encoding::encode(&catalog.catalog()).len();
+    let body_len = encoding::encode(catalog.root().root()).len();
     assert!(body_len < 128);
     overlong_length.splice(33..34, [0x80 | body_len as u8, 0x00]);
     for bytes in [overlong_kind, overlong_length] {
-        let err = VerifiedCatalog::from_bytes(&bytes).unwrap_err();
+        let err = VerifiedCatalogRoot::from_bytes(&bytes).unwrap_err();
         assert!(
             matches!(
                 &err,
                 CatalogError::Envelope(EnvelopeError::Decode(DecodeError::Malformed {
-                    what: "catalog",
+                    what: "catalog root",
                     ..
                 }))
             ),
@@ -2110,7 +2136,7 @@ fn response_fields_over_their_limits() {
     assert_eq!(
         over(
             Response::CatalogPart {
-                total_len: SignedKind::Catalog.max_envelope_bytes() as u64 + 1,
+                total_len: SignedKind::CatalogRoot.max_envelope_bytes() as u64 + 1,
                 offset: 0,
                 len: 0,
             },
@@ -2191,5 +2217,219 @@ fn unknown_variants_and_bad_bitfields_are_protocol_violations() {
     assert!(
         err.to_string().contains("bitfield of 9 bits has 1 bytes"),
         "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Catalog parts (format 2).
+
+/// A catalog of `n` entries with ids spread over every bucket, and its file decoded.
+fn catalog_of(n: u32, sequence: u64) -> (VerifiedCatalog, CatalogFile) {
+    let entries = (0..n)
+        .map(|i| {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&(i.wrapping_mul(2_654_435_761)).to_be_bytes());
+            id[31] = 1;
+            CatalogEntry {
+                manifest_id: ManifestId(id),
+                title: format!("title {i}"),
+            }
+        })
+        .collect();
+    let verified = Catalog {
+        entries,
+        ..catalog(sequence)
+    }
+    .sign(&publisher_key())
+    .unwrap();
+    let file: CatalogFile =
+        encoding::decode("file", &verified.to_file_bytes(), usize::MAX).unwrap();
+    (verified, file)
+}
+
+#[test]
+fn a_catalog_of_format_1_is_refused_naming_its_version() {
+    let v1 = sign_raw(SignedKind::Catalog, &catalog(1), &publisher_key()).encode();
+    let err = VerifiedCatalog::from_bytes(&v1).unwrap_err();
+    assert_eq!(err, CatalogError::OldFormat { version: 1 });
+    assert_names(
+        &err,
+        &[
+            "catalog format 1",
+            "format 2",
+            "licet-manifest catalog sign",
+        ],
+    );
+    // A file that says it is of another format, too.
+    let (_, mut file) = catalog_of(3, 1);
+    file.format = 3;
+    assert_eq!(
+        VerifiedCatalog::from_bytes(&encoding::encode(&file)).unwrap_err(),
+        CatalogError::OldFormat { version: 3 }
+    );
+}
+
+#[test]
+fn a_tampered_catalog_part_is_refused_by_its_hash() {
+    let (_, mut file) = catalog_of(100, 1);
+    let last = file.parts.len() - 1;
+    let part = &mut file.parts[last];
+    let len = part.len();
+    part[len - 1] ^= 1;
+    let err = VerifiedCatalog::from_bytes(&encoding::encode(&file)).unwrap_err();
+    // The tampered part no longer hashes to what its page names: that part is missing, and
+    // the altered bytes are a part the catalog does not name.
+    assert!(
+        matches!(
+            err,
+            CatalogError::MissingPart(_) | CatalogError::StrayPart(_)
+        ),
+        "{err:?}"
+    );
+    // Assembled by hash lookup, the altered bytes under the true hash are named as such.
+    let (verified, _) = catalog_of(100, 1);
+    let root = verified.root().clone();
+    let wanted = root.root().pages[0];
+    let mut tampered = verified.part(&wanted).unwrap().to_vec();
+    tampered[3] ^= 1;
+    let err = VerifiedCatalog::assemble(root, |hash| {
+        if *hash == wanted {
+            Some(tampered.as_slice())
+        } else {
+            verified.part(hash)
+        }
+    })
+    .unwrap_err();
+    assert_eq!(err, CatalogError::PartMismatch(wanted));
+    assert_names(&err, &[&wanted.to_hex(), "not the part its hash names"]);
+}
+
+#[test]
+fn a_part_of_another_catalog_is_refused() {
+    let (_, mut file) = catalog_of(100, 1);
+    let (_, other) = catalog_of(101, 2);
+    let stray = other
+        .parts
+        .iter()
+        .find(|part| !file.parts.contains(part))
+        .unwrap()
+        .clone();
+    file.parts.push(stray.clone());
+    let err = VerifiedCatalog::from_bytes(&encoding::encode(&file)).unwrap_err();
+    assert_eq!(err, CatalogError::StrayPart(catalog_part_hash(&stray)));
+    assert_names(&err, &["not a part of this catalog"]);
+    // Twice the same part.
+    let (_, mut file) = catalog_of(100, 1);
+    file.parts.push(file.parts[0].clone());
+    let err = VerifiedCatalog::from_bytes(&encoding::encode(&file)).unwrap_err();
+    assert_names(&err, &["holds a part twice"]);
+    // A part left out.
+    let (_, mut file) = catalog_of(100, 1);
+    let gone = catalog_part_hash(&file.parts.pop().unwrap());
+    assert_eq!(
+        VerifiedCatalog::from_bytes(&encoding::encode(&file)).unwrap_err(),
+        CatalogError::MissingPart(gone)
+    );
+}
+
+#[test]
+fn a_catalog_whose_parts_have_the_wrong_shape_is_refused() {
+    let key = publisher_key();
+    // A bucket that holds an id of another bucket (two buckets: ids starting 0x80 go in 1).
+    let mut high = [0u8; 32];
+    high[0] = 0x80;
+    let misplaced = CatalogPart::Bucket {
+        entries: vec![CatalogEntry {
+            manifest_id: ManifestId(high),
+            title: "x".into(),
+        }],
+        revoked_manifests: vec![],
+    };
+    let empty = CatalogPart::Bucket {
+        entries: vec![],
+        revoked_manifests: vec![],
+    };
+    let (misplaced, empty) = (encoding::encode(&misplaced), encoding::encode(&empty));
+    let page = encoding::encode(&CatalogPart::Page {
+        buckets: vec![catalog_part_hash(&misplaced), catalog_part_hash(&empty)],
+    });
+    let root_with = |bits: u8, pages: Vec<CatalogPartHash>| {
+        let mut root = catalog(1).sign(&key).unwrap().root().root().clone();
+        root.bucket_bits = bits;
+        root.pages = pages;
+        Signed::sign(SignedKind::CatalogRoot, encoding::encode(&root), &key, None).encode()
+    };
+    let file = |root: Vec<u8>, parts: Vec<Vec<u8>>| {
+        VerifiedCatalog::from_bytes(&encoding::encode(&CatalogFile {
+            format: 2,
+            root,
+            parts,
+        }))
+        .unwrap_err()
+    };
+    let err = file(
+        root_with(1, vec![catalog_part_hash(&page)]),
+        vec![page.clone(), misplaced.clone(), empty.clone()],
+    );
+    assert_names(&err, &[&ManifestId(high).to_hex(), "bucket 0, not its own"]);
+    // A bucket where the root names a page.
+    let err = file(
+        root_with(1, vec![catalog_part_hash(&empty)]),
+        vec![empty.clone()],
+    );
+    assert_names(&err, &["named as page 0, is a bucket"]);
+    // A root that names too few pages for its buckets.
+    let err = file(root_with(8, vec![catalog_part_hash(&page)]), vec![]);
+    assert_names(&err, &["names 1 pages where 2^8 buckets take 2"]);
+    // A page that names too few buckets.
+    let err = file(
+        root_with(2, vec![catalog_part_hash(&page)]),
+        vec![page, misplaced, empty],
+    );
+    assert_names(&err, &["page 0 names 2 buckets, not 4"]);
+}
+
+#[test]
+fn catalog_parts_messages_over_their_limits_are_protocol_violations() {
+    let request = |hashes: usize| {
+        let frame = wire::RequestFrame {
+            id: RequestId(1),
+            request: wire::Request::CatalogParts {
+                publisher: publisher(),
+                hashes: vec![CatalogPartHash([7; 32]); hashes],
+            },
+        };
+        let mut out = Vec::new();
+        wire::encode_request(&frame, &mut out);
+        decode_request(&out[wire::LENGTH_PREFIX_BYTES..])
+    };
+    request(wire::MAX_CATALOG_PARTS_PER_REQUEST).unwrap();
+    for hashes in [0, wire::MAX_CATALOG_PARTS_PER_REQUEST + 1] {
+        assert_eq!(
+            request(hashes).unwrap_err(),
+            WireError::OverLimit("a catalog parts request names no part or too many")
+        );
+    }
+    let response = |lens: Vec<u32>| {
+        let total: u32 = lens.iter().sum();
+        let mut out = Vec::new();
+        encode_response_header(
+            &ResponseFrame {
+                id: RequestId(1),
+                response: Response::CatalogParts { lens },
+            },
+            &mut out,
+        );
+        out.resize(out.len() + total as usize, 0);
+        decode_response(&out[wire::LENGTH_PREFIX_BYTES..]).map(|_| ())
+    };
+    response(vec![1, 2, 3]).unwrap();
+    assert_eq!(
+        response(vec![MAX_CATALOG_PART_BYTES as u32 + 1]).unwrap_err(),
+        WireError::OverLimit("catalog parts are out of bounds")
+    );
+    assert_eq!(
+        response(vec![1; wire::MAX_CATALOG_PARTS_PER_REQUEST + 1]).unwrap_err(),
+        WireError::OverLimit("catalog parts are out of bounds")
     );
 }

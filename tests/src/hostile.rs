@@ -11,9 +11,9 @@
 //! floods a node with pipelined requests on several streams, reading the answers or never
 //! reading them ([`HostilePeer::flood`]).
 //!
-//! Against **catalogs** it answers `CatalogHead` and `CatalogPart` requests with any head and
-//! any catalog bytes it is given ([`HostilePeer::serve_catalog`]: a replayed older catalog, or a
-//! newer head with another catalog's bytes), puts any record into a node's DHT store
+//! Against **catalogs** it answers `CatalogHead`, `CatalogPart` and `CatalogParts` requests with
+//! any head and any catalog bytes it is given ([`HostilePeer::serve_catalog`]: a replayed older
+//! catalog, a newer head with another catalog's bytes, or parts tampered with), puts any record into a node's DHT store
 //! ([`HostilePeer::put_record_to`], on Licet's Kademlia protocol) and reads back what the node
 //! stores ([`HostilePeer::records_held_by`]), and gossips any bytes on a publisher's catalog
 //! topic ([`HostilePeer::gossip`], on Licet's gossipsub mesh). Built as a raw gossiper
@@ -71,7 +71,60 @@ pub const KAD: StreamProtocol = StreamProtocol::new("/licet/kad/1.0.0");
 struct CatalogLie {
     /// `None`: head requests are refused, only parts are served.
     head: Option<Vec<u8>>,
+    /// A catalog file (its root is served in pieces, its parts by hash), or any bytes (served
+    /// in pieces as they are).
     catalog: Vec<u8>,
+    /// How it answers `CatalogParts`.
+    parts: PartLie,
+}
+
+/// How a hostile peer answers `CatalogParts` requests.
+#[derive(Clone)]
+enum PartLie {
+    /// With the parts asked for, from its catalog file.
+    Genuine,
+    /// With the parts asked for, one byte of each flipped.
+    Tampered,
+    /// With parts of this other catalog file, none of them the one asked for.
+    OtherCatalog(Vec<u8>),
+}
+
+impl CatalogLie {
+    /// What `CatalogPart` pieces are cut from: the file's root, or the bytes as they are.
+    fn root(&self) -> Vec<u8> {
+        match catalog_file(&self.catalog) {
+            Some(file) => file.root,
+            None => self.catalog.clone(),
+        }
+    }
+
+    /// The answer for the part named `hash` (the file's, or a lie).
+    fn part(&self, hash: &licet_proto::CatalogPartHash) -> Option<Vec<u8>> {
+        let named = |file: &[u8]| {
+            catalog_file(file)?
+                .parts
+                .into_iter()
+                .find(|part| licet_proto::catalog_parts::catalog_part_hash(part) == *hash)
+        };
+        match &self.parts {
+            PartLie::Genuine => named(&self.catalog),
+            PartLie::Tampered => {
+                let mut part = named(&self.catalog)?;
+                if let Some(last) = part.last_mut() {
+                    *last ^= 1;
+                }
+                Some(part)
+            }
+            PartLie::OtherCatalog(other) => catalog_file(other)?
+                .parts
+                .into_iter()
+                .find(|part| licet_proto::catalog_parts::catalog_part_hash(part) != *hash),
+        }
+    }
+}
+
+fn catalog_file(bytes: &[u8]) -> Option<licet_proto::catalog_parts::CatalogFile> {
+    licet_proto::encoding::decode("catalog file", bytes, bytes.len()).ok()
 }
 
 /// How a hostile provider answers chunk requests.
@@ -183,6 +236,8 @@ pub struct HostileStats {
     pub connections_closed: AtomicU64,
     /// `CatalogPart` requests received.
     pub catalog_part_requests: AtomicU64,
+    /// `CatalogParts` requests received.
+    pub catalog_parts_requests: AtomicU64,
     /// Largest-frame answers begun (prefix and first byte sent) by [`Answer::TrickleLargest`].
     pub trickles_started: AtomicU64,
 }
@@ -448,6 +503,27 @@ impl HostilePeer {
         *self.catalog.lock().unwrap() = Some(CatalogLie {
             head: Some(head),
             catalog,
+            parts: PartLie::Genuine,
+        });
+    }
+
+    /// As [`HostilePeer::serve_catalog`], but every catalog part it sends (`CatalogParts`) has
+    /// one byte flipped: the root is genuine, the parts are not the ones their hashes name.
+    pub fn serve_catalog_with_tampered_parts(&self, head: Vec<u8>, catalog: Vec<u8>) {
+        *self.catalog.lock().unwrap() = Some(CatalogLie {
+            head: Some(head),
+            catalog,
+            parts: PartLie::Tampered,
+        });
+    }
+
+    /// As [`HostilePeer::serve_catalog`], but it answers `CatalogParts` with genuine parts of
+    /// `other`, another catalog file: the root is genuine, the parts belong elsewhere.
+    pub fn serve_catalog_with_parts_of(&self, head: Vec<u8>, catalog: Vec<u8>, other: Vec<u8>) {
+        *self.catalog.lock().unwrap() = Some(CatalogLie {
+            head: Some(head),
+            catalog,
+            parts: PartLie::OtherCatalog(other),
         });
     }
 
@@ -457,6 +533,7 @@ impl HostilePeer {
         *self.catalog.lock().unwrap() = Some(CatalogLie {
             head: None,
             catalog,
+            parts: PartLie::Genuine,
         });
     }
 
@@ -1515,11 +1592,12 @@ async fn serve(
                     .await;
                 match catalog.lock().unwrap().clone() {
                     Some(lie) => {
-                        let total = lie.catalog.len() as u64;
+                        let root = lie.root();
+                        let total = root.len() as u64;
                         let start = offset.min(total) as usize;
                         let end =
                             (offset + u64::from(wire::CATALOG_PART_BYTES)).min(total) as usize;
-                        let part = &lie.catalog[start..end];
+                        let part = &root[start..end];
                         (
                             response(
                                 id,
@@ -1534,6 +1612,26 @@ async fn serve(
                         )
                     }
                     None => (refused(id, "no catalogs"), None),
+                }
+            }
+            Request::CatalogParts { hashes, .. } => {
+                stats.catalog_parts_requests.fetch_add(1, Ordering::Relaxed);
+                let lie = catalog.lock().unwrap().clone();
+                let parts: Option<Vec<Vec<u8>>> = lie
+                    .as_ref()
+                    .and_then(|lie| hashes.iter().map(|hash| lie.part(hash)).collect());
+                match parts {
+                    Some(parts) => (
+                        response(
+                            id,
+                            Response::CatalogParts {
+                                lens: parts.iter().map(|part| part.len() as u32).collect(),
+                            },
+                            &parts.concat(),
+                        ),
+                        None,
+                    ),
+                    None => (refused(id, "no such catalog parts"), None),
                 }
             }
         };

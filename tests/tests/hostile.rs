@@ -1618,6 +1618,91 @@ fn a_catalog_from_a_peer_that_does_not_hash_to_the_signed_head_is_refused_and_th
 }
 
 #[test]
+fn catalog_parts_tampered_with_or_of_another_catalog_are_refused_and_their_sender_banned() {
+    let net = TestNet::new();
+    let film = release_with_two_catalogs(&net);
+    let b = net
+        .start("b", &["--catalog-poll", "1"])
+        .trusting(&film.publisher);
+    b.client_json(&["catalog", "publish", "catalog.1"]);
+    b.add("film.manifest", "release");
+    // A third catalog whose parts differ from catalog 2's.
+    let w = net.work();
+    let other_ids: String = (0..40u32)
+        .map(|i| {
+            format!(
+                "{} other {i}\n",
+                licet_proto::manifest::manifest_id(&i.to_le_bytes())
+            )
+        })
+        .collect();
+    w.write("other.txt", other_ids.as_bytes());
+    w.catalog_new("publisher.pem", "other.json");
+    w.manifest(&["catalog", "add", "other.json", "--from-list", "other.txt"])
+        .ok();
+    w.catalog_sign(
+        "other.json",
+        "publisher.pem",
+        "other",
+        &["--expires", "+1d"],
+    )
+    .ok();
+
+    // The genuine head and root of catalog 2, each with parts that are not catalog 2's.
+    let tamperer = HostilePeer::requester();
+    tamperer
+        .serve_catalog_with_tampered_parts(read(&net, "catalog.2.head"), read(&net, "catalog.2"));
+    let mixer = HostilePeer::requester();
+    mixer.serve_catalog_with_parts_of(
+        read(&net, "catalog.2.head"),
+        read(&net, "catalog.2"),
+        read(&net, "other"),
+    );
+    for (what, liar) in [
+        ("tampered parts", &tamperer),
+        ("another catalog's parts", &mixer),
+    ] {
+        liar.dial(b.addr()).unwrap();
+        let entry = wait_banned(&b, &liar.peer_id());
+        assert!(
+            entry["ban_reason"]
+                .as_str()
+                .is_some_and(|reason| reason.contains("not part")),
+            "{what}: {entry}"
+        );
+        assert!(
+            liar.stats
+                .catalog_parts_requests
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0,
+            "{what}: banned before it was asked for a part"
+        );
+        assert_eq!(
+            sequence(&b, &film.publisher),
+            Some(1),
+            "{what}: nothing accepted"
+        );
+        assert_eq!(
+            b.content(&film.id).unwrap()["refused"],
+            Value::Null,
+            "{what}"
+        );
+    }
+    assert!(catalog_refusals(&b, "mismatch") >= 2.0);
+
+    // An honest peer brings the real catalog 2.
+    let a = net.start_joined("a", &b, &[]).trusting(&film.publisher);
+    a.client_json(&["catalog", "publish", "catalog.2"]);
+    wait_for(
+        "the node to take the genuine catalog 2 from the honest peer",
+        BAN_TIMEOUT,
+        Duration::from_millis(100),
+        || (sequence(&b, &film.publisher) == Some(2)).then_some(()),
+    );
+    assert_eq!(b.content(&film.id).unwrap()["refused"]["reason"], "Revoked");
+}
+
+#[test]
 fn a_catalog_is_fetched_once_at_a_time_while_a_poll_and_gossip_both_bring_its_head() {
     let net = TestNet::new();
     let film = release_with_two_catalogs(&net);

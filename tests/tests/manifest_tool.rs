@@ -851,12 +851,66 @@ fn a_catalog_of_100k_entries_is_built_and_verified() {
         .ok()
         .json();
     assert_eq!(signed["entries"], 100_000);
+    // Format 2: a signed root and 8,192 buckets on 64 pages.
+    assert_eq!(signed["parts"], 8_192 + 64);
     let shown = w.manifest(&["inspect", "big", "--json"]).ok().json();
     assert_eq!(shown["valid"], true);
+    assert_eq!(shown["kind"], "catalog");
+    assert_eq!(shown["derived"]["format"], "2");
+    assert_eq!(shown["derived"]["parts"], "8256");
     assert_eq!(shown["body"]["entries"].as_array().unwrap().len(), 100_000);
     let catalog = VerifiedCatalog::from_bytes(&std::fs::read(w.join("big")).unwrap()).unwrap();
     let probe = licet_proto::manifest::manifest_id(&77_777u32.to_le_bytes());
     assert!(catalog.catalog().lists(&probe));
+}
+
+#[test]
+fn a_catalog_of_format_1_is_refused_naming_its_format() {
+    let w = Workdir::new();
+    w.keygen("publisher.pem");
+    w.write("a", b"a");
+    w.manifest(&[
+        "create",
+        "a",
+        "--key",
+        "publisher.pem",
+        "--title",
+        "A",
+        "-o",
+        "a.manifest",
+    ])
+    .ok();
+    // A catalog as the earlier format wrote it: every entry in one signed envelope.
+    let key = licet_proto::SecretKey::from_seed(&[3; 32]);
+    let body = licet_proto::catalog::Catalog {
+        publisher: key.public_key(),
+        sequence: 1,
+        issued_at: licet_proto::Timestamp::now(),
+        expires_at: licet_proto::Timestamp::now().plus_seconds(3600),
+        entries: vec![],
+        revoked_manifests: vec![],
+        revoked_delegates: vec![],
+    };
+    let old = licet_proto::signed::Signed::sign(
+        licet_proto::signed::SignedKind::Catalog,
+        licet_proto::encoding::encode(&body),
+        &key,
+        None,
+    );
+    w.write("old.catalog", &old.encode());
+    for args in [
+        &["verify", "a.manifest", "--catalog", "old.catalog"][..],
+        &["inspect", "old.catalog"][..],
+    ] {
+        let out = w.manifest(args);
+        out.expect_code(1);
+        assert!(
+            out.stderr.contains("catalog format 1 is not read here")
+                && out.stderr.contains("licet-manifest catalog sign"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
 }
 
 #[test]

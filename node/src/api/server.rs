@@ -30,7 +30,7 @@
 //! | `POST` | `/v1/content/{id}/resume` | — | 200 [`ContentInfo`] (`state` downloading): fetching goes on from the chunks held | 400 not a manifest id, 401, 404, 409 not paused, 500 |
 //! | `POST` | `/v1/content/{id}/check` | — | 200 [`ContentInfo`] once every file is re-verified on disk: chunks that match are served again (`state` complete if all do; else failed, with `error` and `changed_files`) | 400 not a manifest id, 401, 404, 409 being downloaded, 500 |
 //! | `POST` | `/v1/downloads` | JSON [`GetRequest`] (`output_dir` absolute) | 200 [`ContentInfo`] once the manifest is accepted; the fetch goes on (poll `GET /v1/content/{id}`) | 400 bad link, relative dir, or a dir that is, holds or is inside the data directory; 401; 403 refused; 409 already held elsewhere, a file of another held item at one of its paths, or a link, a folder, or (without `replace`) a file that is not the manifest's at one of its paths; 502 no peer had it or every peer refused; 500 |
-//! | `POST` | `/v1/catalogs?head=HEX` | the signed catalog's bytes (`application/octet-stream`, at most [`max_catalog_request_bytes`]); `HEX` its signed head | 200 [`CatalogInfo`] once the catalog is the publisher's newest here; it goes on to the swarm | 400 bad catalog or head, or a head of another catalog, 401, 403 untrusted publisher, expired, or older than the catalog held (rollback), 500 |
+//! | `POST` | `/v1/catalogs?head=HEX` | the catalog file's bytes, as `licet-manifest catalog sign` writes it (`application/octet-stream`, at most [`max_catalog_request_bytes`]); `HEX` its signed head | 200 [`CatalogInfo`] once the catalog is the publisher's newest here; it goes on to the swarm | 400 bad catalog or head, or a head of another catalog, 401, 403 untrusted publisher, expired, or older than the catalog held (rollback), 500 |
 //! | `GET` | `/v1/catalogs` | — | 200 [`CatalogListReply`]: each trusted publisher's catalog | 401, 500 |
 //! | `GET` | `/v1/limits` | — | 200 [`LimitsReply`] | 401, 500 |
 //! | `PUT` | `/v1/limits` | JSON [`LimitsChange`] (bytes per second, 0 none; `reset` first goes back to the configured limits) | 200 [`LimitsReply`]; the change lasts until restart | 400 a rate out of range, 401, 500 |
@@ -108,9 +108,9 @@ pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
 pub fn max_manifest_request_bytes() -> usize {
     SignedKind::Manifest.max_envelope_bytes()
 }
-/// Largest `POST /v1/catalogs` body: the largest signed catalog envelope.
+/// Largest `POST /v1/catalogs` body: the largest catalog file (its signed root and every part).
 pub fn max_catalog_request_bytes() -> usize {
-    SignedKind::Catalog.max_envelope_bytes()
+    licet_proto::catalog_parts::MAX_CATALOG_FILE_BYTES
 }
 /// Random bytes in an API token (shown as twice as many hex characters).
 const TOKEN_BYTES: usize = 32;

@@ -1,41 +1,61 @@
-//! Step 3 of the catalog work (`mod.rs`): fetching the catalog a head names from peers, part by
-//! part, and checking the bytes against the head before they are decoded.
+//! Step 3 of the catalog work (`mod.rs`): fetching the catalog a head names from peers. First its
+//! signed root, piece by piece ([`CatalogRootPieces`]), checked against the head's hash before
+//! it is decoded; then the parts it names that the node does not hold already in the
+//! publisher's previous catalog: the pages it lacks, then the buckets those pages name that it
+//! lacks (at most [`MAX_PART_ROUNDS`] rounds), [`MAX_CATALOG_PARTS_PER_REQUEST`] hashes a
+//! request. A node that holds nothing of the publisher fetches every part: the whole catalog.
 //!
 //! Invariants: one fetch per catalog at a time ([`FetchClaim`]); at most
-//! [`MAX_CATALOG_SOURCES`] peers tried, each within [`CATALOG_FETCH_TIMEOUT`]; a peer that
-//! breaks the part protocol or sends bytes that are not the head's catalog is banned.
+//! [`MAX_CATALOG_SOURCES`] peers tried, each within [`CATALOG_FETCH_TIMEOUT`]; every part is
+//! checked against the hash it was asked by before it is kept, and the parts fetched are at
+//! most `MAX_CATALOG_BODY_BYTES` together; a peer that breaks the protocol or sends bytes that
+//! are not what was asked (a root that is not the head's, a part that is not the one named, more
+//! or fewer parts than asked) is banned.
 
-use std::{collections::HashSet, sync::Mutex, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use libp2p::PeerId;
 use licet_proto::{
-    CatalogHash, PublicKey,
-    catalog::{VerifiedCatalogHead, catalog_head_key},
-    wire::{Request, Response},
+    CatalogHash, CatalogPartHash, PublicKey,
+    catalog::{MAX_CATALOG_BODY_BYTES, VerifiedCatalog, VerifiedCatalogHead, catalog_head_key},
+    catalog_parts::catalog_part_hash,
+    wire::{MAX_CATALOG_PARTS_PER_REQUEST, Request, Response, split_catalog_parts},
 };
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::{CatalogError, CatalogHost, Catalogs};
-use crate::policy_state::{CatalogOffer, CatalogRefused};
+use crate::{
+    policy_state::{CatalogOffer, CatalogRefused},
+    transfer::Session,
+};
 
 /// Most peers tried for one catalog.
 const MAX_CATALOG_SOURCES: usize = 8;
 /// Longest one peer may take to send a whole catalog.
 const CATALOG_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Rounds of `CatalogParts` requests for one catalog: the pages missing, then the buckets they
+/// name (a third round finds nothing missing from an honest peer).
+const MAX_PART_ROUNDS: usize = 2;
+/// `CatalogParts` requests in flight to one peer while a catalog is fetched.
+const PART_REQUESTS_IN_FLIGHT: usize = 8;
 
 /// A catalog envelope put together from one peer's `CatalogPart` answers, asked for in order.
 ///
-/// Each answer must be the part asked for (at [`CatalogParts::next_offset`]), of the same
+/// Each answer must be the part asked for (at [`CatalogRootPieces::next_offset`]), of the same
 /// `total_len` as the first, and move on (`len > 0`) unless the envelope is whole. Every part
 /// reaches it through `wire::decode_response`, which bounds `total_len` by the catalog envelope
 /// limit and `offset + len` by `total_len`: the envelope never grows past that limit.
 #[derive(Debug, Default)]
-pub struct CatalogParts {
+pub struct CatalogRootPieces {
     envelope: Vec<u8>,
     total: Option<u64>,
 }
 
-impl CatalogParts {
+impl CatalogRootPieces {
     /// The offset to ask for next: the bytes held so far.
     pub fn next_offset(&self) -> u64 {
         self.envelope.len() as u64
@@ -64,7 +84,7 @@ impl CatalogParts {
         Ok(self.envelope.len() as u64 >= total_len)
     }
 
-    /// The envelope's bytes (whole once [`CatalogParts::add`] said so).
+    /// The envelope's bytes (whole once [`CatalogRootPieces::add`] said so).
     pub fn into_envelope(self) -> Vec<u8> {
         self.envelope
     }
@@ -152,8 +172,9 @@ impl<H: CatalogHost> Catalogs<H> {
         )))
     }
 
-    /// Fetches the catalog `head` names from `peer`, part by part, and checks it. A peer that
-    /// breaks the protocol or sends bytes that are not the named catalog is banned.
+    /// Fetches the catalog `head` names from `peer`: its root, then the parts the node lacks
+    /// (module docs), and checks it. A peer that breaks the protocol or sends bytes that are not
+    /// what was asked is banned.
     async fn fetch_catalog_from(
         &self,
         peer: PeerId,
@@ -161,9 +182,83 @@ impl<H: CatalogHost> Catalogs<H> {
     ) -> Result<CatalogOffer, String> {
         let h = head.head();
         let session = self.host.session(peer).await.map_err(|e| e.to_string())?;
-        let mut parts = CatalogParts::default();
+        let root_bytes = self.fetch_root(peer, &session, head).await?;
+        self.metrics.fetched_bytes.inc_by(root_bytes.len() as u64);
+        let root = match CatalogOffer::root_for_head(head, &root_bytes) {
+            Ok(root) => root,
+            Err(refused @ CatalogRefused::Mismatch { .. }) => {
+                let reason = refused.to_string();
+                self.metrics.refused(refused.label());
+                self.host.ban(peer, &reason).await;
+                return Err(reason);
+            }
+            Err(refused) => return Err(refused.to_string()),
+        };
+        // The publisher's catalog this node holds: its parts are not fetched again.
+        let previous: Option<VerifiedCatalog> = self
+            .policy
+            .newest_catalog(&h.publisher)
+            .filter(|previous| previous.catalog().publisher == h.publisher);
+        let mut fetched: BTreeMap<CatalogPartHash, Vec<u8>> = BTreeMap::new();
+        let mut fetched_bytes = 0usize;
+        let mut fetched_parts = 0usize;
+        for _ in 0..MAX_PART_ROUNDS {
+            let missing = root
+                .root()
+                .missing_parts(|hash| held_part(&fetched, previous.as_ref(), hash))
+                .map_err(|e| format!("catalog {} of {}: {e}", h.sequence, h.publisher))?;
+            if missing.is_empty() {
+                break;
+            }
+            for batch in self
+                .fetch_parts(peer, &session, h.publisher, &missing)
+                .await?
+            {
+                for (hash, part) in batch {
+                    fetched_bytes += part.len();
+                    fetched_parts += 1;
+                    if fetched_bytes > MAX_CATALOG_BODY_BYTES {
+                        return Err(format!(
+                            "catalog {} of {} is over {MAX_CATALOG_BODY_BYTES} bytes",
+                            h.sequence, h.publisher
+                        ));
+                    }
+                    fetched.insert(hash, part);
+                }
+            }
+        }
+        let (total_parts, total_bytes) = (root.root().pages.len(), fetched_bytes);
+        let offer = CatalogOffer::assembled(head.clone(), root, |hash| {
+            held_part(&fetched, previous.as_ref(), hash)
+        })
+        .map_err(|refused| refused.to_string())?;
+        let (parts, bytes) = offer.catalog().parts_size();
+        info!(
+            publisher = %h.publisher,
+            sequence = h.sequence,
+            %peer,
+            root_bytes = root_bytes.len(),
+            parts_fetched = fetched_parts,
+            part_bytes_fetched = total_bytes,
+            parts_in_catalog = parts,
+            part_bytes_in_catalog = bytes,
+            pages = total_parts,
+            "catalog fetched"
+        );
+        Ok(offer)
+    }
+
+    /// The root envelope `head` names, from `peer`, piece by piece (not checked yet).
+    async fn fetch_root(
+        &self,
+        peer: PeerId,
+        session: &Arc<Session>,
+        head: &VerifiedCatalogHead,
+    ) -> Result<Vec<u8>, String> {
+        let h = head.head();
+        let mut pieces = CatalogRootPieces::default();
         loop {
-            let offset = parts.next_offset();
+            let offset = pieces.next_offset();
             let reply = match session
                 .request(Request::CatalogPart {
                     publisher: h.publisher,
@@ -183,36 +278,117 @@ impl<H: CatalogHost> Catalogs<H> {
                     total_len,
                     offset: part_offset,
                     len,
-                } => match parts.add(total_len, part_offset, len, reply.payload()) {
-                    Ok(true) => break,
+                } => match pieces.add(total_len, part_offset, len, reply.payload()) {
+                    Ok(true) => return Ok(pieces.into_envelope()),
                     Ok(false) => {}
                     Err(reason) => {
                         self.host.ban(peer, &reason).await;
                         return Err(reason);
                     }
                 },
-                Response::Refused { reason, detail } => {
-                    return Err(format!("refused: {}: {detail}", reason.describe()));
-                }
-                Response::Busy { .. } => return Err("busy".to_owned()),
-                other => {
-                    let reason = format!("answered a catalog request with {other:?}");
-                    self.host.ban(peer, &reason).await;
-                    return Err(reason);
-                }
+                other => return Err(self.unexpected(peer, other).await),
             }
-        }
-        match CatalogOffer::for_head(head.clone(), &parts.into_envelope()) {
-            Ok(offer) => Ok(offer),
-            Err(refused @ CatalogRefused::Mismatch { .. }) => {
-                let reason = refused.to_string();
-                self.metrics.refused(refused.label());
-                self.host.ban(peer, &reason).await;
-                Err(reason)
-            }
-            Err(refused) => Err(refused.to_string()),
         }
     }
+
+    /// The parts named `missing` from `peer`, [`PART_REQUESTS_IN_FLIGHT`] requests at a time,
+    /// each checked against its hash.
+    async fn fetch_parts(
+        &self,
+        peer: PeerId,
+        session: &Arc<Session>,
+        publisher: PublicKey,
+        missing: &[CatalogPartHash],
+    ) -> Result<Vec<Vec<(CatalogPartHash, Vec<u8>)>>, String> {
+        let mut fetched = Vec::new();
+        for group in missing.chunks(MAX_CATALOG_PARTS_PER_REQUEST * PART_REQUESTS_IN_FLIGHT) {
+            let mut requests = Vec::new();
+            for batch in group.chunks(MAX_CATALOG_PARTS_PER_REQUEST) {
+                requests.push(self.fetch_part_batch(peer, session, publisher, batch));
+            }
+            fetched.extend(futures::future::try_join_all(requests).await?);
+        }
+        Ok(fetched)
+    }
+
+    /// One `CatalogParts` request: every part asked, in order, each the one its hash names.
+    async fn fetch_part_batch(
+        &self,
+        peer: PeerId,
+        session: &Arc<Session>,
+        publisher: PublicKey,
+        batch: &[CatalogPartHash],
+    ) -> Result<Vec<(CatalogPartHash, Vec<u8>)>, String> {
+        let reply = match session
+            .request(Request::CatalogParts {
+                publisher,
+                hashes: batch.to_vec(),
+            })
+            .await
+        {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.host.request_failed(peer, &e).await;
+                return Err(e.to_string());
+            }
+        };
+        let payload = reply.payload().to_vec();
+        let lens = match reply.response {
+            Response::CatalogParts { lens } => lens,
+            other => return Err(self.unexpected(peer, other).await),
+        };
+        self.metrics.fetched_bytes.inc_by(payload.len() as u64);
+        if lens.len() != batch.len() {
+            let reason = format!(
+                "answered {} catalog parts when {} were asked",
+                lens.len(),
+                batch.len()
+            );
+            self.host.ban(peer, &reason).await;
+            return Err(reason);
+        }
+        let mut parts = Vec::with_capacity(batch.len());
+        for (hash, part) in batch.iter().zip(split_catalog_parts(&lens, &payload)) {
+            if catalog_part_hash(part) != *hash {
+                let reason =
+                    format!("sent a catalog part that is not part {hash}, which was asked");
+                self.metrics.refused("mismatch");
+                self.host.ban(peer, &reason).await;
+                return Err(reason);
+            }
+            parts.push((*hash, part.to_vec()));
+        }
+        self.metrics.parts_fetched.inc_by(parts.len() as u64);
+        Ok(parts)
+    }
+
+    /// The reason a catalog request's answer is not taken: a refusal or `Busy` as said, any
+    /// other answer a protocol violation (the peer is banned).
+    async fn unexpected(&self, peer: PeerId, response: Response) -> String {
+        match response {
+            Response::Refused { reason, detail } => {
+                format!("refused: {}: {detail}", reason.describe())
+            }
+            Response::Busy { .. } => "busy".to_owned(),
+            other => {
+                let reason = format!("answered a catalog request with {other:?}");
+                self.host.ban(peer, &reason).await;
+                reason
+            }
+        }
+    }
+}
+
+/// The part named `hash`, from those fetched or the previous catalog's.
+fn held_part<'a>(
+    fetched: &'a BTreeMap<CatalogPartHash, Vec<u8>>,
+    previous: Option<&'a VerifiedCatalog>,
+    hash: &CatalogPartHash,
+) -> Option<&'a [u8]> {
+    fetched
+        .get(hash)
+        .map(Vec::as_slice)
+        .or_else(|| previous.and_then(|previous| previous.part(hash)))
 }
 
 #[cfg(test)]

@@ -19,11 +19,14 @@
 //! 2. [`PolicyState::admits`]: the publisher is trusted, the catalog is not expired, and its
 //!    sequence is above the accepted one (equal: the same catalog, a no-op). A rollback or a
 //!    different catalog with the same sequence is refused and counted in the metrics;
-//! 3. the catalog is fetched from peers part by part (`fetching.rs`: the peer the head came
-//!    from first, then connected peers, then the providers of the head key, which anyone can
-//!    announce); its bytes must hash to the head's `catalog_hash` before they are decoded
-//!    ([`CatalogOffer::for_head`], mix-and-match defence) — a peer that sends other bytes is
-//!    banned;
+//! 3. the catalog is fetched from peers (`fetching.rs`: the peer the head came from first, then
+//!    connected peers, then the providers of the head key, which anyone can announce): first
+//!    its signed root, whose bytes must hash to the head's `catalog_hash` before they are
+//!    decoded ([`CatalogOffer::root_for_head`], mix-and-match defence), then only the parts the
+//!    root names that the node does not hold already in the publisher's previous catalog
+//!    (pages, then the buckets they name), each checked against the hash that names it as it
+//!    arrives; the catalog they make is checked whole ([`CatalogOffer::assembled`]). A peer
+//!    that sends other bytes is banned. `licet_catalog_fetched_bytes_total` counts what came;
 //! 4. the catalog and its head are written to the store in one transaction, *then* applied to
 //!    the in-memory policy state ([`PolicyState::accept`]); since serving asks the policy on
 //!    every request, revocations and delegate revocations bite on the next chunk, and the
@@ -44,7 +47,11 @@
 //! - accepting (check, store, apply) runs under the update lock ([`Updating`]), which trust
 //!   changes take too, with one clock reading, so the store and the in-memory state never
 //!   disagree;
-//! - the node serves catalog parts only of the catalog it accepted, and only by its hash;
+//! - the node serves catalog roots only of the catalog it accepted, by its hash, and parts only
+//!   of that catalog, by theirs;
+//! - what a fetch holds is bounded: the root by the root envelope limit, parts by
+//!   `MAX_CATALOG_PART_BYTES` each and `MAX_CATALOG_BODY_BYTES` together, requests by
+//!   `MAX_CATALOG_PARTS_PER_REQUEST` hashes;
 //! - gossip messages are reported to gossipsub as accepted only if they are a valid head of
 //!   the topic's publisher that is newer than what the node holds, so stale or forged heads are
 //!   not forwarded (a forgery also costs its sender gossipsub score).
@@ -81,7 +88,7 @@ use crate::{
     transfer::{Session, SessionError},
 };
 
-pub use fetching::CatalogParts;
+pub use fetching::CatalogRootPieces;
 pub use saving::Saved;
 
 /// Longest a catalog may take to fetch, all its sources together.
@@ -172,6 +179,8 @@ struct CatalogMetrics {
     accepted: Counter,
     accepted_by_origin: Family<crate::metrics::OriginLabel, Counter>,
     refusals: Family<CatalogRefusalLabel, Counter>,
+    fetched_bytes: Counter,
+    parts_fetched: Counter,
 }
 
 impl CatalogMetrics {
@@ -315,6 +324,8 @@ impl<H: CatalogHost> Catalogs<H> {
                 accepted: metrics.catalogs_accepted.clone(),
                 accepted_by_origin: metrics.catalogs_accepted_by_origin.clone(),
                 refusals: metrics.catalog_refusals.clone(),
+                fetched_bytes: metrics.catalog_fetched_bytes.clone(),
+                parts_fetched: metrics.catalog_parts_fetched.clone(),
             },
             work,
             mirror_root: data_dir.join(MIRROR_DIR),

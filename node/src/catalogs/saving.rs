@@ -35,7 +35,7 @@ impl<H: CatalogHost> Catalogs<H> {
         let store = self.store.clone();
         let publisher: PublicKey = held.publisher();
         let (envelope, head) = (
-            held.envelope().clone(),
+            held.catalog().to_file_bytes(),
             held.head().envelope_bytes().to_vec(),
         );
         let result = tokio::task::spawn_blocking(move || {

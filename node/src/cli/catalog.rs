@@ -8,7 +8,7 @@ use licet_proto::signed::SignedKind;
 use super::{
     Failure, Verdict, call_failure, connect,
     output::{clean, id_prefix, print_json, table},
-    read_signed_file,
+    read_catalog_file, read_signed_file,
 };
 use crate::contract::{CatalogInfo, CatalogListReply};
 
@@ -66,7 +66,7 @@ async fn publish(
         name.push(".head");
         PathBuf::from(name)
     });
-    let catalog_bytes = read_signed_file(catalog, SignedKind::Catalog)?;
+    let catalog_bytes = read_catalog_file(catalog)?;
     let head_bytes = read_signed_file(&head_path, SignedKind::CatalogHead)?;
     let client = connect(data_dir)?;
     let reply = client.catalog_publish(catalog_bytes, &head_bytes).await;
@@ -157,7 +157,13 @@ mod tests {
         let (dir, server) = daemon_dir().await;
         let work = tempfile::tempdir().unwrap();
         let catalog = work.path().join("acme.catalog");
-        let catalog_bytes = signed_file_bytes(SignedKind::Catalog, b"catalog");
+        // Shaped as a catalog file; the daemon, not the client, verifies it.
+        let catalog_bytes =
+            licet_proto::encoding::encode(&licet_proto::catalog_parts::CatalogFile {
+                format: 2,
+                root: signed_file_bytes(SignedKind::CatalogRoot, b"root"),
+                parts: vec![],
+            });
         let head_bytes = signed_file_bytes(SignedKind::CatalogHead, b"head");
         std::fs::write(&catalog, &catalog_bytes).unwrap();
         std::fs::write(work.path().join("acme.catalog.head"), &head_bytes).unwrap();

@@ -361,6 +361,38 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
     }
 }
 
+/// Reads a catalog file (size-checked against the catalog file limit); a file that is not one
+/// fails here, naming the file and what it is instead (a catalog of format 1 names its format),
+/// before the daemon sees it (exit 1). The daemon verifies it.
+fn read_catalog_file(path: &Path) -> Result<Vec<u8>, Failure> {
+    let limit = licet_proto::catalog_parts::MAX_CATALOG_FILE_BYTES;
+    let bytes = read_limited(path, limit as u64).map_err(|e| match e {
+        ReadLimitedError::TooLarge { len } => Failure::Invalid(anyhow!(
+            "{} is {len} bytes, larger than any Licet catalog ({limit} bytes at most)",
+            path.display()
+        )),
+        ReadLimitedError::Io(e) => Failure::Other(
+            anyhow::Error::new(e).context(format!("cannot read the catalog {}", path.display())),
+        ),
+    })?;
+    if let Err(e) = licet_proto::catalog_parts::CatalogFile::decode(&bytes) {
+        let what = match e {
+            licet_proto::catalog::CatalogError::Body(_) => {
+                match licet_proto::signed::Signed::identify(&bytes, None) {
+                    Err(not_signed) => not_signed.to_string(),
+                    Ok(_) => e.to_string(),
+                }
+            }
+            e => e.to_string(),
+        };
+        return Err(Failure::Invalid(anyhow!(
+            "{} is not a Licet catalog ({what})",
+            clean(&path.display().to_string())
+        )));
+    }
+    Ok(bytes)
+}
+
 /// Reads a signed file of `kind` (size-checked against that kind's limit); a file that is not
 /// one fails here, naming the file and what it is instead, before the daemon sees it (exit 1).
 fn read_signed_file(path: &Path, kind: SignedKind) -> Result<Vec<u8>, Failure> {

@@ -148,6 +148,10 @@ pub struct Metrics {
     pub catalogs_accepted: Counter,
     /// The same, by how the head came (`api`, `gossip`, `poll`).
     pub catalogs_accepted_by_origin: Family<OriginLabel, Counter>,
+    /// Bytes of catalogs fetched from peers (roots and parts), as they came off the wire.
+    pub catalog_fetched_bytes: Counter,
+    /// Catalog parts fetched from peers.
+    pub catalog_parts_fetched: Counter,
     /// Catalog heads and catalogs not taken, by reason.
     pub catalog_refusals: Family<CatalogRefusalLabel, Counter>,
     /// Each trusted publisher's accepted catalog sequence (set when scraped).
@@ -244,6 +248,8 @@ impl Metrics {
             peers_connected: Gauge::default(),
             catalogs_accepted: Counter::default(),
             catalogs_accepted_by_origin: Family::default(),
+            catalog_fetched_bytes: Counter::default(),
+            catalog_parts_fetched: Counter::default(),
             catalog_refusals: Family::default(),
             catalog_sequence: Family::default(),
             catalog_expires_at: Family::default(),
@@ -357,6 +363,16 @@ impl Metrics {
                     }),
             );
         }
+        registry.register(
+            "catalog_fetched_bytes",
+            "Bytes of catalogs fetched from peers: signed roots and the parts not held already",
+            metrics.catalog_fetched_bytes.clone(),
+        );
+        registry.register(
+            "catalog_parts_fetched",
+            "Catalog parts fetched from peers (the parts of a catalog not held already)",
+            metrics.catalog_parts_fetched.clone(),
+        );
         registry.register(
             "catalog_refusals",
             "Catalog heads and catalogs not taken, by reason",

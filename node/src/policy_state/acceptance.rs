@@ -12,13 +12,14 @@
 //! - a catalog of a publisher not trusted is refused.
 //!
 //! Forged heads or catalogs and bytes that are not the head's are refused before, when the
-//! offer is made ([`CatalogOffer::from_bytes`], [`CatalogOffer::for_head`]).
-
-use std::sync::Arc;
+//! offer is made ([`CatalogOffer::from_bytes`], [`CatalogOffer::root_for_head`],
+//! [`CatalogOffer::assembled`]).
 
 use licet_proto::{
-    PublicKey, Timestamp,
-    catalog::{CatalogError, VerifiedCatalog, VerifiedCatalogHead, catalog_hash},
+    CatalogPartHash, PublicKey, Timestamp,
+    catalog::{
+        CatalogError, VerifiedCatalog, VerifiedCatalogHead, VerifiedCatalogRoot, catalog_hash,
+    },
     policy::{CatalogAcceptance, CatalogRejection},
 };
 
@@ -117,21 +118,35 @@ impl CatalogOffer {
         CatalogOffer::matched(head, catalog)
     }
 
-    /// The catalog envelope fetched for a verified `head`: its bytes must hash to the head's
-    /// `catalog_hash` before they are even decoded, then verify, then match the head.
-    pub fn for_head(
-        head: VerifiedCatalogHead,
-        envelope: &[u8],
-    ) -> Result<CatalogOffer, CatalogRefused> {
+    /// The catalog root fetched for a verified `head`: its bytes must hash to the head's
+    /// `catalog_hash` before they are even decoded, then verify.
+    pub fn root_for_head(
+        head: &VerifiedCatalogHead,
+        root: &[u8],
+    ) -> Result<VerifiedCatalogRoot, CatalogRefused> {
         let h = head.head();
-        if catalog_hash(envelope) != h.catalog_hash {
+        if catalog_hash(root) != h.catalog_hash {
             return Err(CatalogRefused::Mismatch {
                 publisher: h.publisher,
                 sequence: h.sequence,
             });
         }
+        VerifiedCatalogRoot::from_bytes(root).map_err(|source| CatalogRefused::Forged {
+            what: "catalog root",
+            source,
+        })
+    }
+
+    /// The catalog `root` (from [`CatalogOffer::root_for_head`]) names, put together from the
+    /// parts `held` answers by hash (each checked against its hash before it is decoded), then
+    /// matched with `head`.
+    pub fn assembled<'a>(
+        head: VerifiedCatalogHead,
+        root: VerifiedCatalogRoot,
+        held: impl Fn(&CatalogPartHash) -> Option<&'a [u8]>,
+    ) -> Result<CatalogOffer, CatalogRefused> {
         let catalog =
-            VerifiedCatalog::from_bytes(envelope).map_err(|source| CatalogRefused::Forged {
+            VerifiedCatalog::assemble(root, held).map_err(|source| CatalogRefused::Forged {
                 what: "catalog",
                 source,
             })?;
@@ -158,6 +173,11 @@ impl CatalogOffer {
         &self.head
     }
 
+    /// The catalog.
+    pub fn catalog(&self) -> &VerifiedCatalog {
+        &self.catalog
+    }
+
     /// The publisher.
     pub fn publisher(&self) -> PublicKey {
         self.head.head().publisher
@@ -167,7 +187,7 @@ impl CatalogOffer {
     pub fn held(&self) -> HeldCatalog {
         HeldCatalog {
             head: self.head.clone(),
-            envelope: Arc::from(self.catalog.envelope_bytes()),
+            catalog: self.catalog.clone(),
         }
     }
 }
@@ -213,6 +233,7 @@ mod tests {
     use licet_proto::{
         ManifestId, SecretKey,
         catalog::{Catalog, CatalogHead},
+        catalog_parts::CatalogFile,
         encoding,
         manifest::VerifiedManifest,
         policy::{RefusalReason, Territory, TrustedPublisher},
@@ -245,14 +266,11 @@ mod tests {
         }
     }
 
-    /// The signed head and envelope of `catalog`.
+    /// The signed head and file of `catalog`.
     fn signed(catalog: Catalog) -> (Vec<u8>, Vec<u8>) {
         let catalog = catalog.sign(&publisher()).expect("the test catalog signs");
         let head = catalog.head(&publisher()).expect("its head signs");
-        (
-            head.envelope_bytes().to_vec(),
-            catalog.envelope_bytes().to_vec(),
-        )
+        (head.envelope_bytes().to_vec(), catalog.to_file_bytes())
     }
 
     fn offer(catalog: Catalog) -> CatalogOffer {
@@ -365,20 +383,26 @@ mod tests {
         let state = holding_catalog_2().await;
         let attacker = SecretKey::from_seed(&[9; 32]);
         let revoking = catalog(3, 60, &[manifest().id()]);
-        // A catalog of the publisher, signed by another key; a head for it by the publisher.
-        let forged_catalog = Signed::sign(
-            SignedKind::Catalog,
-            encoding::encode(&revoking),
+        // A catalog of the publisher, its root signed by another key; a head for it by the
+        // publisher.
+        let genuine = revoking.clone().sign(&publisher()).unwrap();
+        let forged_root = Signed::sign(
+            SignedKind::CatalogRoot,
+            encoding::encode(genuine.root().root()),
             &attacker,
             None,
         )
         .encode();
+        let mut file: CatalogFile =
+            encoding::decode("file", &genuine.to_file_bytes(), usize::MAX).unwrap();
+        file.root = forged_root.clone();
+        let forged_catalog = encoding::encode(&file);
         let head = |key: &SecretKey| {
             let body = CatalogHead {
                 publisher: publisher().public_key(),
                 sequence: 3,
                 expires_at: revoking.expires_at,
-                catalog_hash: catalog_hash(&forged_catalog),
+                catalog_hash: catalog_hash(&forged_root),
             };
             Signed::sign(SignedKind::CatalogHead, encoding::encode(&body), key, None).encode()
         };
@@ -394,12 +418,12 @@ mod tests {
             "{outcome:?}"
         );
         let genuine_head = VerifiedCatalogHead::from_bytes(&head(&publisher())).unwrap();
-        let outcome = CatalogOffer::for_head(genuine_head, &forged_catalog);
+        let outcome = CatalogOffer::root_for_head(&genuine_head, &forged_root);
         assert!(
             matches!(
                 outcome,
                 Err(CatalogRefused::Forged {
-                    what: "catalog",
+                    what: "catalog root",
                     ..
                 })
             ),
@@ -427,7 +451,8 @@ mod tests {
         let (newer_head, _) = signed(catalog(3, 60, &[manifest().id()]));
         let (_, other) = signed(catalog(4, 60, &[manifest().id()]));
         let head = VerifiedCatalogHead::from_bytes(&newer_head).unwrap();
-        let outcome = CatalogOffer::for_head(head, &other);
+        let other_root = VerifiedCatalog::from_bytes(&other).unwrap();
+        let outcome = CatalogOffer::root_for_head(&head, other_root.root().envelope_bytes());
         assert!(
             matches!(outcome, Err(CatalogRefused::Mismatch { sequence: 3, .. })),
             "{outcome:?}"

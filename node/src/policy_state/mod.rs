@@ -24,7 +24,7 @@ mod acceptance;
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
 use licet_proto::{
@@ -42,12 +42,12 @@ use crate::{
 
 pub use acceptance::{CatalogOffer, CatalogOutcome, CatalogRefused};
 
-/// A catalog this node accepted, as it serves it to peers: its signed head and its envelope,
-/// exactly as verified.
+/// A catalog this node accepted, as it serves it to peers: its signed head and the catalog (its
+/// signed root and every part), exactly as verified. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct HeldCatalog {
     head: VerifiedCatalogHead,
-    envelope: Arc<[u8]>,
+    catalog: VerifiedCatalog,
 }
 
 impl HeldCatalog {
@@ -56,9 +56,9 @@ impl HeldCatalog {
         &self.head
     }
 
-    /// The catalog envelope.
-    pub fn envelope(&self) -> &Arc<[u8]> {
-        &self.envelope
+    /// The catalog: its root envelope (served in pieces) and its parts (served by hash).
+    pub fn catalog(&self) -> &VerifiedCatalog {
+        &self.catalog
     }
 
     /// Its publisher.
@@ -126,8 +126,8 @@ impl PolicyState {
             if let Some(catalog) = rules.catalogs.newest(&publisher)
                 && head.matches(catalog)
             {
-                let envelope = Arc::from(catalog.envelope_bytes());
-                held.insert(publisher, HeldCatalog { head, envelope });
+                let catalog = catalog.clone();
+                held.insert(publisher, HeldCatalog { head, catalog });
             }
         }
         Ok(PolicyState {
@@ -318,7 +318,12 @@ impl PolicyState {
             .map(|c| c.catalog().issued_at)
     }
 
-    /// `publisher`'s held catalog, as served to peers.
+    /// The catalog of `publisher` in force here (cheap: it shares its parts).
+    pub fn newest_catalog(&self, publisher: &PublicKey) -> Option<VerifiedCatalog> {
+        self.rules().catalogs.newest(publisher).cloned()
+    }
+
+    /// The catalog `publisher` has held here with its head, as served to peers.
     pub fn held_catalog(&self, publisher: &PublicKey) -> Option<HeldCatalog> {
         self.held().get(publisher).cloned()
     }

@@ -1,7 +1,8 @@
 //! Serving peers: the answer to every request a peer sends on a transfer stream (a manifest,
 //! availability, a chunk, a catalog head or part, the other peers fetching a manifest), under the
 //! trust policy. [`Server`] holds the parts it uses as handles (items, policy, peers, store,
-//! metrics, the network, and the catalogs held) and is the node's [`Responder`]; `swarms.rs`
+//! metrics, the network, and the catalogs held) and is the node's [`Responder`]; `catalogs.rs`
+//! answers catalog requests; `swarms.rs`
 //! remembers who asked about what, for peer exchange, and `spread.rs` which chunks a seed sent
 //! least often, to offer those first while several peers fetch (super-seeding); `stamps.rs`
 //! compares complete files with their stamps for a listing too.
@@ -11,7 +12,8 @@
 //!   before the chunk is read and again before it leaves), so a revocation or the end of a
 //!   licence window bites on the next request; a chunk goes to a user, so the requester's stated
 //!   region counts;
-//! - the node serves catalog parts only of the catalog it accepted, and only by its hash;
+//! - the node serves catalog roots only of the catalog it accepted, and only by its hash, and
+//!   catalog parts only of that catalog, by their own hashes;
 //! - peers are handed out only for content this node holds and the policy lets it hold, and
 //!   only peers that asked this node about that content lately (`swarms.rs`);
 //! - every refusal is counted once (`respond`), whatever refused it; a chunk is counted served
@@ -46,10 +48,11 @@ use licet_proto::{
     manifest::{Manifest, Region},
     merkle::{self, AuditPath},
     policy::{RefusalReason, Territory},
-    wire::{self, Bitfield, CATALOG_PART_BYTES, Request, Response},
+    wire::{self, Bitfield, Request, Response},
 };
 use tracing::{debug, warn};
 
+mod catalogs;
 mod spread;
 mod stamps;
 mod swarms;
@@ -250,11 +253,21 @@ impl Server {
         payload: &mut Vec<u8>,
     ) -> Response {
         let (id, wanted) = match request {
-            Request::CatalogHead { .. } | Request::CatalogPart { .. } => {
+            Request::CatalogHead { .. }
+            | Request::CatalogPart { .. }
+            | Request::CatalogParts { .. } => {
                 let response = self.serve_catalog(&request, payload);
-                // Paced once prepared (a part is at most 1 MiB, read from memory).
-                if let Response::CatalogPart { len, .. } = &response
-                    && let Err(late) = self.bandwidth.pace_upload(peer, *len, received).await
+                // Paced once prepared (a root piece is at most 1 MiB, parts at most 64 of
+                // 256 KiB, read from memory).
+                let len = match &response {
+                    Response::CatalogPart { len, .. } => *len,
+                    Response::CatalogParts { .. } => {
+                        u32::try_from(payload.len()).unwrap_or(u32::MAX)
+                    }
+                    _ => 0,
+                };
+                if len > 0
+                    && let Err(late) = self.bandwidth.pace_upload(peer, len, received).await
                 {
                     payload.clear();
                     return busy(late);
@@ -372,60 +385,6 @@ impl Server {
                 }
                 response
             }
-        }
-    }
-
-    /// Answers `CatalogHead` and `CatalogPart` requests from the catalogs this node accepted.
-    fn serve_catalog(&self, request: &Request, payload: &mut Vec<u8>) -> Response {
-        match *request {
-            Request::CatalogHead { publisher } => match self.policy.held_catalog(&publisher) {
-                Some(held) => Response::CatalogHead {
-                    envelope: held.head().envelope_bytes().to_vec(),
-                },
-                None => refuse(
-                    RefusalReason::NotHeld,
-                    format!("no catalog of publisher {publisher} is held here"),
-                ),
-            },
-            Request::CatalogPart {
-                publisher,
-                catalog_hash,
-                offset,
-            } => {
-                let Some(held) = self.policy.held_catalog(&publisher) else {
-                    return refuse(
-                        RefusalReason::NotHeld,
-                        format!("no catalog of publisher {publisher} is held here"),
-                    );
-                };
-                if held.head().head().catalog_hash != catalog_hash {
-                    return refuse(
-                        RefusalReason::NotHeld,
-                        format!(
-                            "catalog {catalog_hash} of {publisher} is not held here (the newest held is {})",
-                            held.head().head().sequence
-                        ),
-                    );
-                }
-                let total = held.envelope().len() as u64;
-                if offset % u64::from(CATALOG_PART_BYTES) != 0 || offset > total {
-                    return refuse(
-                        RefusalReason::BadRequest,
-                        format!(
-                            "catalog offset {offset} is not a part boundary within {total} bytes"
-                        ),
-                    );
-                }
-                let end = total.min(offset + u64::from(CATALOG_PART_BYTES));
-                payload.clear();
-                payload.extend_from_slice(&held.envelope()[offset as usize..end as usize]);
-                Response::CatalogPart {
-                    total_len: total,
-                    offset,
-                    len: (end - offset) as u32,
-                }
-            }
-            _ => refuse(RefusalReason::BadRequest, "not a catalog request"),
         }
     }
 }

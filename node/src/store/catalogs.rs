@@ -14,7 +14,9 @@ use super::{
 };
 
 impl Store {
-    /// Stores `envelope` as `publisher`'s newest accepted catalog, replacing the one stored.
+    /// Stores the catalog file `envelope` (its signed root and every part) as `publisher`'s
+    /// newest accepted catalog, replacing the one stored. What is stored is the file as
+    /// [`VerifiedCatalog::to_file_bytes`] writes it, so one catalog is always the same bytes.
     ///
     /// Refused ([`StoreError::CatalogRefused`]) unless it verifies as a catalog of `publisher`
     /// and its sequence is above the stored one's (an equal sequence must be the identical
@@ -62,9 +64,10 @@ impl Store {
                 ));
             }
         }
+        let envelope = catalog.to_file_bytes();
         let stored = encoding::encode(&StoredCatalog {
             sequence,
-            envelope: envelope.to_vec(),
+            envelope: envelope.clone(),
         });
         let txn = self.write()?;
         {
@@ -155,42 +158,29 @@ mod tests {
         assert!(store.catalogs().unwrap().is_empty());
         let a5 = signed_catalog(1, 5, "five");
         let b1 = signed_catalog(2, 1, "one");
-        store.catalog_put(&a, a5.envelope_bytes()).unwrap();
-        store.catalog_put(&b, b1.envelope_bytes()).unwrap();
-        let mut expected = vec![
-            (a, a5.envelope_bytes().to_vec()),
-            (b, b1.envelope_bytes().to_vec()),
-        ];
+        store.catalog_put(&a, &a5.to_file_bytes()).unwrap();
+        store.catalog_put(&b, &b1.to_file_bytes()).unwrap();
+        let mut expected = vec![(a, a5.to_file_bytes()), (b, b1.to_file_bytes())];
         expected.sort_by_key(|(key, _)| *key);
         assert_eq!(store.catalogs().unwrap(), expected);
 
         // The identical catalog again is a no-op; a newer one replaces it.
-        store.catalog_put(&a, a5.envelope_bytes()).unwrap();
+        store.catalog_put(&a, &a5.to_file_bytes()).unwrap();
         let a6 = signed_catalog(1, 6, "six");
-        store.catalog_put(&a, a6.envelope_bytes()).unwrap();
-        assert!(
-            store
-                .catalogs()
-                .unwrap()
-                .contains(&(a, a6.envelope_bytes().to_vec()))
-        );
+        store.catalog_put(&a, &a6.to_file_bytes()).unwrap();
+        assert!(store.catalogs().unwrap().contains(&(a, a6.to_file_bytes())));
 
         // Older, or the same sequence with other bytes: refused, the newest kept.
-        let err = store.catalog_put(&a, a5.envelope_bytes()).unwrap_err();
+        let err = store.catalog_put(&a, &a5.to_file_bytes()).unwrap_err();
         assert!(
             matches!(&err, StoreError::CatalogRefused { publisher, reason }
                 if *publisher == a && reason.contains("below the stored catalog's 6")),
             "{err}"
         );
         let other6 = signed_catalog(1, 6, "another six");
-        let err = store.catalog_put(&a, other6.envelope_bytes()).unwrap_err();
+        let err = store.catalog_put(&a, &other6.to_file_bytes()).unwrap_err();
         assert!(err.to_string().contains("differs"), "{err}");
-        assert!(
-            store
-                .catalogs()
-                .unwrap()
-                .contains(&(a, a6.envelope_bytes().to_vec()))
-        );
+        assert!(store.catalogs().unwrap().contains(&(a, a6.to_file_bytes())));
     }
 
     #[test]
@@ -201,14 +191,14 @@ mod tests {
         let err = store.catalog_put(&a, b"not a catalog").unwrap_err();
         assert!(matches!(err, StoreError::CatalogRefused { .. }), "{err}");
 
-        let mut tampered = signed_catalog(1, 1, "x").envelope_bytes().to_vec();
+        let mut tampered = signed_catalog(1, 1, "x").to_file_bytes();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
         let err = store.catalog_put(&a, &tampered).unwrap_err();
         assert!(matches!(err, StoreError::CatalogRefused { .. }), "{err}");
 
         let of_b = signed_catalog(2, 1, "b");
-        let err = store.catalog_put(&a, of_b.envelope_bytes()).unwrap_err();
+        let err = store.catalog_put(&a, &of_b.to_file_bytes()).unwrap_err();
         assert!(
             err.to_string().contains("it is a catalog of publisher"),
             "{err}"
@@ -226,18 +216,18 @@ mod tests {
         let head5 = a5.head(&secret(1)).unwrap();
         // The head of another catalog: refused, nothing stored.
         let err = store
-            .catalog_put_with_head(&a, a6.envelope_bytes(), head5.envelope_bytes())
+            .catalog_put_with_head(&a, &a6.to_file_bytes(), head5.envelope_bytes())
             .unwrap_err();
         assert!(err.to_string().contains("head of another catalog"), "{err}");
         assert!(store.catalogs().unwrap().is_empty());
         assert!(store.catalog_heads().unwrap().is_empty());
         let err = store
-            .catalog_put_with_head(&a, a5.envelope_bytes(), b"junk")
+            .catalog_put_with_head(&a, &a5.to_file_bytes(), b"junk")
             .unwrap_err();
         assert!(err.to_string().contains("its head"), "{err}");
 
         store
-            .catalog_put_with_head(&a, a5.envelope_bytes(), head5.envelope_bytes())
+            .catalog_put_with_head(&a, &a5.to_file_bytes(), head5.envelope_bytes())
             .unwrap();
         let heads: Vec<_> = store
             .catalog_heads()
@@ -247,7 +237,7 @@ mod tests {
             .collect();
         assert_eq!(heads, vec![(a, head5.envelope_bytes().to_vec())]);
         // A catalog stored without a head drops the stale one.
-        store.catalog_put(&a, a6.envelope_bytes()).unwrap();
+        store.catalog_put(&a, &a6.to_file_bytes()).unwrap();
         assert!(store.catalog_heads().unwrap().is_empty());
 
         store.mirror_set(&a, true).unwrap();

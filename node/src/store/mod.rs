@@ -326,7 +326,7 @@ mod tests {
                 .complete_file(&download.id(), 1, &leaves(1, 9))
                 .unwrap();
             store
-                .catalog_put(&publisher, catalog.envelope_bytes())
+                .catalog_put(&publisher, &catalog.to_file_bytes())
                 .unwrap();
         }
         let store = Store::open(&path).unwrap();
@@ -353,7 +353,7 @@ mod tests {
         assert_eq!(store.leaves(&seeded.id(), 1).unwrap(), Some(leaves(3, 1)));
         assert_eq!(
             store.catalogs().unwrap(),
-            vec![(publisher, catalog.envelope_bytes().to_vec())]
+            vec![(publisher, catalog.to_file_bytes())]
         );
     }
 

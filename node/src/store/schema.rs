@@ -5,7 +5,7 @@ use std::{ops::RangeInclusive, path::PathBuf};
 
 use licet_proto::{
     ManifestId, PublicKey, Timestamp, encoding, manifest::MAX_FILES, merkle::MAX_AUDIT_PATH_LEN,
-    signed::SignedKind, wire::Bitfield,
+    wire::Bitfield,
 };
 use redb::{TableDefinition, TableError, TableHandle, WriteTransaction};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -226,7 +226,7 @@ pub(super) fn decode_catalog(
         CATALOGS_NAME,
         || publisher.to_string(),
         bytes,
-        SignedKind::Catalog.max_envelope_bytes() + 20,
+        licet_proto::catalog_parts::MAX_CATALOG_FILE_BYTES + 20,
     )
 }
 

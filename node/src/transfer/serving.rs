@@ -49,12 +49,15 @@ struct Answer {
 /// most [`MAX_REQUESTS_IN_FLIGHT`] in flight; each is a few dozen bytes).
 pub const REQUESTS_READ_AHEAD: usize = MAX_REQUESTS_IN_FLIGHT;
 
-/// Whether the answer to `request` carries a payload read from disk (a chunk or a catalog part);
-/// other answers cost nothing to prepare.
+/// Whether the answer to `request` carries a payload (a chunk read from disk, a piece of a
+/// catalog root, or catalog parts); other answers cost nothing to prepare.
 fn answer_has_payload(request: &Request) -> bool {
     matches!(
         request,
-        Request::Chunk { .. } | Request::ChunkForRegion { .. } | Request::CatalogPart { .. }
+        Request::Chunk { .. }
+            | Request::ChunkForRegion { .. }
+            | Request::CatalogPart { .. }
+            | Request::CatalogParts { .. }
     )
 }
 
@@ -176,7 +179,9 @@ pub async fn serve_stream<R: Responder>(
                 .await;
             let content = matches!(
                 response,
-                Response::Chunk { .. } | Response::CatalogPart { .. }
+                Response::Chunk { .. }
+                    | Response::CatalogPart { .. }
+                    | Response::CatalogParts { .. }
             );
             slot.end_answer(content, waiting_since);
             if !content {
