@@ -73,7 +73,7 @@ use tracing::{info, warn};
 
 use crate::{
     contract::CatalogInfo,
-    metrics::{CatalogRefusalLabel, Metrics},
+    metrics::{CatalogRefusalLabel, Metrics, ViaLabel},
     net::{self, Network, NetworkEvent},
     policy_state::{CatalogOffer, CatalogOutcome, CatalogRefused, PolicyState, Updating},
     store::Store,
@@ -168,11 +168,19 @@ impl CatalogWork {
 /// The catalog counters of `/metrics`.
 #[derive(Clone)]
 struct CatalogMetrics {
-    accepted: Counter,
+    accepted: Family<ViaLabel, Counter>,
     refusals: Family<CatalogRefusalLabel, Counter>,
 }
 
 impl CatalogMetrics {
+    fn accepted(&self, origin: HeadOrigin) {
+        self.accepted
+            .get_or_create(&ViaLabel {
+                via: origin.via().to_owned(),
+            })
+            .inc();
+    }
+
     fn refused(&self, reason: &str) {
         debug_assert!(
             crate::metrics::CATALOG_REFUSAL_REASONS.contains(&reason),
@@ -255,6 +263,17 @@ pub enum HeadOrigin {
     Gossip,
     /// The DHT or a peer's direct answer, in a poll.
     Poll,
+}
+
+impl HeadOrigin {
+    /// How `/metrics` and the log name it (one of [`crate::metrics::CATALOG_ACCEPTED_VIA`]).
+    pub fn via(self) -> &'static str {
+        match self {
+            HeadOrigin::Api => "publish",
+            HeadOrigin::Gossip => "gossip",
+            HeadOrigin::Poll => "poll",
+        }
+    }
 }
 
 /// What [`Catalogs::consider_head`] did.
@@ -421,11 +440,12 @@ impl<H: CatalogHost> Catalogs<H> {
             CatalogOutcome::Accepted { previous } => previous,
             CatalogOutcome::AlreadyHeld => return Ok(HeadOutcome::AlreadyHeld),
         };
-        self.metrics.accepted.inc();
+        self.metrics.accepted(origin);
         info!(
             %publisher,
             sequence = head.head().sequence,
             ?previous,
+            via = origin.via(),
             "catalog accepted"
         );
         let issued_at = self.policy.newest_issued_at(&publisher);

@@ -57,6 +57,18 @@ pub const CATALOG_REFUSAL_REASONS: [&str; 9] = [
     "internal",
 ];
 
+/// How an accepted catalog reached the node, as `licet_catalogs_accepted_total` labels it:
+/// `publish` (`catalog publish` on this node), `gossip` (pushed on the publisher's topic),
+/// `poll` (the DHT record or a peer's answer, in a poll or when a publisher is trusted).
+pub const CATALOG_ACCEPTED_VIA: [&str; 3] = ["publish", "gossip", "poll"];
+
+/// Labels naming how an accepted catalog reached the node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViaLabel {
+    /// One of [`CATALOG_ACCEPTED_VIA`].
+    pub via: String,
+}
+
 /// Labels naming why a catalog head or catalog was not taken.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CatalogRefusalLabel {
@@ -131,14 +143,17 @@ pub struct Metrics {
     pub dht_queries: Family<QueryLabel, Counter>,
     /// How long each DHT provider lookup took, in seconds.
     pub provider_lookup: Histogram,
+    /// Peers each DHT provider lookup sent a request to (kad's query statistics), so a lookup's
+    /// cost can be set against log2 of the swarm's size.
+    pub provider_lookup_peers: Histogram,
     /// How long each download took from its request (or the node's restart, for one resumed)
     /// to its first verified chunk on disk, in seconds: finding the manifest and providers,
     /// connecting, availability, the chunk.
     pub first_chunk: Histogram,
     /// Connected peers (set when scraped).
     pub peers_connected: Gauge,
-    /// Catalogs accepted as a publisher's newest.
-    pub catalogs_accepted: Counter,
+    /// Catalogs accepted as a publisher's newest, by how they arrived.
+    pub catalogs_accepted: Family<ViaLabel, Counter>,
     /// Catalog heads and catalogs not taken, by reason.
     pub catalog_refusals: Family<CatalogRefusalLabel, Counter>,
     /// Each trusted publisher's accepted catalog sequence (set when scraped).
@@ -227,9 +242,10 @@ impl Metrics {
             rate_limit_busy: Counter::default(),
             dht_queries: Family::default(),
             provider_lookup: Histogram::new(latency_buckets()),
+            provider_lookup_peers: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             first_chunk: Histogram::new(latency_buckets()),
             peers_connected: Gauge::default(),
-            catalogs_accepted: Counter::default(),
+            catalogs_accepted: Family::default(),
             catalog_refusals: Family::default(),
             catalog_sequence: Family::default(),
             catalog_expires_at: Family::default(),
@@ -313,6 +329,11 @@ impl Metrics {
             metrics.provider_lookup.clone(),
         );
         registry.register(
+            "provider_lookup_peers_contacted",
+            "Peers each DHT provider lookup sent a request to",
+            metrics.provider_lookup_peers.clone(),
+        );
+        registry.register(
             "download_first_chunk_seconds",
             "Time from a download's request to its first verified chunk on disk",
             metrics.first_chunk.clone(),
@@ -324,7 +345,8 @@ impl Metrics {
         );
         registry.register(
             "catalogs_accepted",
-            "Catalogs accepted as their publisher's newest",
+            "Catalogs accepted as their publisher's newest, by how they arrived (publish, \
+             gossip, poll)",
             metrics.catalogs_accepted.clone(),
         );
         registry.register(
@@ -439,6 +461,11 @@ impl Metrics {
         for reason in RefusalReason::ALL {
             drop(metrics.refusals.get_or_create(&ReasonLabel::of(reason)));
         }
+        for via in CATALOG_ACCEPTED_VIA {
+            drop(metrics.catalogs_accepted.get_or_create(&ViaLabel {
+                via: via.to_owned(),
+            }));
+        }
         for reason in CATALOG_REFUSAL_REASONS {
             drop(
                 metrics
@@ -491,6 +518,7 @@ impl Metrics {
                 })
                 .clone(),
             reachability: self.reachability.clone(),
+            provider_lookup_peers: self.provider_lookup_peers.clone(),
         }
     }
 
