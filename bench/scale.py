@@ -534,7 +534,7 @@ def report_lookups(label, times, contacted, failures, count, n):
               f"{bound} steps allow at most K + alpha * {bound} = {most} (target: "
               f"{'met' if max(contacted) <= most else 'NOT met'}; the K = {KAD_K} closest are "
               f"always asked)")
-    else:
+    elif times:
         print("  (this build does not expose licet_provider_lookup_peers_contacted)")
 
 
