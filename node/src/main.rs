@@ -14,7 +14,7 @@ use licet_node::{
     },
     daemon::{
         config,
-        run::{self, RunArgs},
+        run::{self, RunArgs, RuntimeThreads},
     },
 };
 
@@ -123,26 +123,31 @@ fn main() -> ExitCode {
                 }
             }),
         ),
-        Command::Run(args) => with_data_dir(cli.data_dir, |runtime, data_dir| {
-            let log_format = args.log_format();
-            match runtime.block_on(run::run(data_dir, args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    log_format.report_fatal(&e);
-                    ExitCode::from(2)
+        Command::Run(args) => {
+            with_data_dir(cli.data_dir, args.runtime_threads(), |runtime, data_dir| {
+                let log_format = args.log_format();
+                match runtime.block_on(run::run(data_dir, args)) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        log_format.report_fatal(&e);
+                        ExitCode::from(2)
+                    }
                 }
-            }
-        }),
-        Command::Client(command) => with_data_dir(cli.data_dir, |runtime, data_dir| {
-            runtime.block_on(cli::run(command, &data_dir))
-        }),
+            })
+        }
+        Command::Client(command) => with_data_dir(
+            cli.data_dir,
+            RuntimeThreads::default(),
+            |runtime, data_dir| runtime.block_on(cli::run(command, &data_dir)),
+        ),
     }
 }
 
-/// Finds the data directory and starts the async runtime, then runs `work` in it; exits 2 if
-/// either fails.
+/// Finds the data directory and starts the async runtime with `threads`, then runs `work` in
+/// it; exits 2 if either fails.
 fn with_data_dir(
     data_dir: Option<PathBuf>,
+    threads: RuntimeThreads,
     work: impl FnOnce(&tokio::runtime::Runtime, PathBuf) -> ExitCode,
 ) -> ExitCode {
     let data_dir = match config::data_dir(data_dir) {
@@ -152,10 +157,7 @@ fn with_data_dir(
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match threads.builder().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("licet-node: error: cannot start the async runtime: {e}");

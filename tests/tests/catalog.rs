@@ -902,3 +902,39 @@ fn a_node_stops_announcing_at_once_on_a_takedown_trust_rm_and_rm() {
     s.client_json(&["rm", &ids[1]]);
     stops("rm", &ids[1]);
 }
+
+/// `licet_catalogs_accepted_total{via}` as `node`'s `/metrics` shows it.
+fn accepted_via(node: &TestNode, via: &str) -> f64 {
+    node.metric(&format!("licet_catalogs_accepted_total{{via=\"{via}\"}}"))
+}
+
+/// Each accepted catalog is counted by how it arrived: `publish` on the node it was published
+/// on, `poll` on a node that looked it up (here when it trusts the publisher, after the
+/// catalog was published), `gossip` on a node that was online when a newer one was pushed.
+#[test]
+fn each_accepted_catalog_is_counted_by_how_it_arrived() {
+    let net = TestNet::new();
+    let (publisher, _) = episode_one_in_catalog_one(&net);
+    let a = net.start("a", &[]).trusting(&publisher);
+    publish(&a, "catalog.1");
+    let b = net.start_joined("b", &a, &[]).trusting(&publisher);
+    wait_for_sequence(&b, &publisher, 1);
+
+    revoke_episode_one(&net, "catalog.2");
+    publish(&a, "catalog.2");
+    // The default poll interval (60 s) is far above the wait: catalog 2 comes by gossip.
+    wait_for_sequence(&b, &publisher, 2);
+
+    let counted =
+        |node: &TestNode| ["publish", "gossip", "poll"].map(|via| (via, accepted_via(node, via)));
+    assert_eq!(
+        counted(&a),
+        [("publish", 2.0), ("gossip", 0.0), ("poll", 0.0)],
+        "the publishing node"
+    );
+    assert_eq!(
+        counted(&b),
+        [("publish", 0.0), ("gossip", 1.0), ("poll", 1.0)],
+        "the node that looked catalog 1 up and was pushed catalog 2"
+    );
+}

@@ -95,11 +95,9 @@ fn sequence_of(node: &TestNode, publisher: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// How many catalogs `node` accepted from a head that came by `origin`.
-fn accepted_by(node: &TestNode, origin: &str) -> f64 {
-    node.metric(&format!(
-        "licet_catalogs_accepted_by_origin_total{{origin=\"{origin}\"}}"
-    ))
+/// How many catalogs `node` accepted from a head that came by `via` (publish, gossip, poll).
+fn accepted_by(node: &TestNode, via: &str) -> f64 {
+    node.metric(&format!("licet_catalogs_accepted_total{{via=\"{via}\"}}"))
 }
 
 /// Open connections of `node`.

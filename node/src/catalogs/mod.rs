@@ -81,7 +81,7 @@ use tracing::{info, warn};
 use crate::{
     contract::CatalogInfo,
     deliveries::Deliveries,
-    metrics::{CatalogRefusalLabel, Metrics},
+    metrics::{CatalogRefusalLabel, Metrics, ViaLabel},
     net::{self, Network, NetworkEvent},
     policy_state::{CatalogOffer, CatalogOutcome, CatalogRefused, PolicyState, Updating},
     store::Store,
@@ -176,14 +176,21 @@ impl CatalogWork {
 /// The catalog counters of `/metrics`.
 #[derive(Clone)]
 struct CatalogMetrics {
-    accepted: Counter,
-    accepted_by_origin: Family<crate::metrics::OriginLabel, Counter>,
+    accepted: Family<ViaLabel, Counter>,
     refusals: Family<CatalogRefusalLabel, Counter>,
     fetched_bytes: Counter,
     parts_fetched: Counter,
 }
 
 impl CatalogMetrics {
+    fn accepted(&self, origin: HeadOrigin) {
+        self.accepted
+            .get_or_create(&ViaLabel {
+                via: origin.via().to_owned(),
+            })
+            .inc();
+    }
+
     fn refused(&self, reason: &str) {
         debug_assert!(
             crate::metrics::CATALOG_REFUSAL_REASONS.contains(&reason),
@@ -269,10 +276,10 @@ pub enum HeadOrigin {
 }
 
 impl HeadOrigin {
-    /// Its name in the metrics and the log.
-    pub fn label(self) -> &'static str {
+    /// How `/metrics` and the log name it (one of [`crate::metrics::CATALOG_ACCEPTED_VIA`]).
+    pub fn via(self) -> &'static str {
         match self {
-            HeadOrigin::Api => "api",
+            HeadOrigin::Api => "publish",
             HeadOrigin::Gossip => "gossip",
             HeadOrigin::Poll => "poll",
         }
@@ -322,7 +329,6 @@ impl<H: CatalogHost> Catalogs<H> {
             policy,
             metrics: CatalogMetrics {
                 accepted: metrics.catalogs_accepted.clone(),
-                accepted_by_origin: metrics.catalogs_accepted_by_origin.clone(),
                 refusals: metrics.catalog_refusals.clone(),
                 fetched_bytes: metrics.catalog_fetched_bytes.clone(),
                 parts_fetched: metrics.catalog_parts_fetched.clone(),
@@ -483,18 +489,12 @@ impl<H: CatalogHost> Catalogs<H> {
             CatalogOutcome::Accepted { previous } => previous,
             CatalogOutcome::AlreadyHeld => return Ok(HeadOutcome::AlreadyHeld),
         };
-        self.metrics.accepted.inc();
-        self.metrics
-            .accepted_by_origin
-            .get_or_create(&crate::metrics::OriginLabel {
-                origin: origin.label().to_owned(),
-            })
-            .inc();
+        self.metrics.accepted(origin);
         info!(
             %publisher,
             sequence = head.head().sequence,
             ?previous,
-            origin = origin.label(),
+            via = origin.via(),
             "catalog accepted"
         );
         let issued_at = self.policy.newest_issued_at(&publisher);

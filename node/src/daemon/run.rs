@@ -121,12 +121,56 @@ pub struct RunArgs {
     /// is never coloured.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Threads running the node's async work [default: TOKIO_WORKER_THREADS, else one per
+    /// core]. One is enough for an idle node; many nodes on one host want few each.
+    #[arg(long, env = "LICET_WORKER_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
+    /// Most threads for blocking work at once (database, file reads, hashing) [default: 512].
+    /// Idle ones end after 10 s, so this bounds bursts, not an idle node.
+    #[arg(long, env = "LICET_BLOCKING_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=4096))]
+    blocking_threads: Option<u16>,
 }
 
 impl RunArgs {
+    /// The async runtime's thread counts (`--worker-threads`, `--blocking-threads`; `None`:
+    /// the runtime's default).
+    pub fn runtime_threads(&self) -> RuntimeThreads {
+        RuntimeThreads {
+            workers: self.worker_threads.map(usize::from),
+            blocking: self.blocking_threads.map(usize::from),
+        }
+    }
+
     /// The format of the log, which is also the format of a fatal error.
     pub fn log_format(&self) -> LogFormat {
         self.log_format
+    }
+}
+
+/// The thread counts the daemon's async runtime is built with (`None`: tokio's default, which
+/// for workers honours `TOKIO_WORKER_THREADS`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeThreads {
+    /// Worker threads.
+    pub workers: Option<usize>,
+    /// Most blocking threads at once.
+    pub blocking: Option<usize>,
+}
+
+impl RuntimeThreads {
+    /// A multi-thread runtime builder with these counts, timers and I/O enabled.
+    pub fn builder(self) -> tokio::runtime::Builder {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.enable_all();
+        if let Some(workers) = self.workers {
+            builder.worker_threads(workers);
+        }
+        if let Some(blocking) = self.blocking {
+            builder.max_blocking_threads(blocking);
+        }
+        builder
     }
 }
 

@@ -36,13 +36,6 @@ impl ReasonLabel {
     }
 }
 
-/// The `origin` label of `licet_catalogs_accepted_by_origin_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OriginLabel {
-    /// `api`, `gossip` or `poll`.
-    pub origin: String,
-}
-
 /// Labels naming a publisher.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PublisherLabel {
@@ -63,6 +56,18 @@ pub const CATALOG_REFUSAL_REASONS: [&str; 9] = [
     "unavailable",
     "internal",
 ];
+
+/// How an accepted catalog reached the node, as `licet_catalogs_accepted_total` labels it:
+/// `publish` (`catalog publish` on this node), `gossip` (pushed on the publisher's topic),
+/// `poll` (the DHT record or a peer's answer, in a poll or when a publisher is trusted).
+pub const CATALOG_ACCEPTED_VIA: [&str; 3] = ["publish", "gossip", "poll"];
+
+/// Labels naming how an accepted catalog reached the node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViaLabel {
+    /// One of [`CATALOG_ACCEPTED_VIA`].
+    pub via: String,
+}
 
 /// Labels naming why a catalog head or catalog was not taken.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -138,16 +143,17 @@ pub struct Metrics {
     pub dht_queries: Family<QueryLabel, Counter>,
     /// How long each DHT provider lookup took, in seconds.
     pub provider_lookup: Histogram,
+    /// Peers each DHT provider lookup sent a request to (kad's query statistics), so a lookup's
+    /// cost can be set against log2 of the swarm's size.
+    pub provider_lookup_peers: Histogram,
     /// How long each download took from its request (or the node's restart, for one resumed)
     /// to its first verified chunk on disk, in seconds: finding the manifest and providers,
     /// connecting, availability, the chunk.
     pub first_chunk: Histogram,
     /// Connected peers (set when scraped).
     pub peers_connected: Gauge,
-    /// Catalogs accepted as a publisher's newest.
-    pub catalogs_accepted: Counter,
-    /// The same, by how the head came (`api`, `gossip`, `poll`).
-    pub catalogs_accepted_by_origin: Family<OriginLabel, Counter>,
+    /// Catalogs accepted as a publisher's newest, by how they arrived.
+    pub catalogs_accepted: Family<ViaLabel, Counter>,
     /// Bytes of catalogs fetched from peers (roots and parts), as they came off the wire.
     pub catalog_fetched_bytes: Counter,
     /// Catalog parts fetched from peers.
@@ -244,10 +250,10 @@ impl Metrics {
             rate_limit_busy: Counter::default(),
             dht_queries: Family::default(),
             provider_lookup: Histogram::new(latency_buckets()),
+            provider_lookup_peers: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             first_chunk: Histogram::new(latency_buckets()),
             peers_connected: Gauge::default(),
-            catalogs_accepted: Counter::default(),
-            catalogs_accepted_by_origin: Family::default(),
+            catalogs_accepted: Family::default(),
             catalog_fetched_bytes: Counter::default(),
             catalog_parts_fetched: Counter::default(),
             catalog_refusals: Family::default(),
@@ -334,6 +340,11 @@ impl Metrics {
             metrics.provider_lookup.clone(),
         );
         registry.register(
+            "provider_lookup_peers_contacted",
+            "Peers each DHT provider lookup sent a request to",
+            metrics.provider_lookup_peers.clone(),
+        );
+        registry.register(
             "download_first_chunk_seconds",
             "Time from a download's request to its first verified chunk on disk",
             metrics.first_chunk.clone(),
@@ -345,24 +356,10 @@ impl Metrics {
         );
         registry.register(
             "catalogs_accepted",
-            "Catalogs accepted as their publisher's newest",
+            "Catalogs accepted as their publisher's newest, by how they arrived (publish, \
+             gossip, poll)",
             metrics.catalogs_accepted.clone(),
         );
-        registry.register(
-            "catalogs_accepted_by_origin",
-            "Catalogs accepted as their publisher's newest, by how their head came: `api` \
-             (published on this node), `gossip`, or `poll` (the DHT or a peer asked)",
-            metrics.catalogs_accepted_by_origin.clone(),
-        );
-        for origin in ["api", "gossip", "poll"] {
-            drop(
-                metrics
-                    .catalogs_accepted_by_origin
-                    .get_or_create(&OriginLabel {
-                        origin: origin.to_owned(),
-                    }),
-            );
-        }
         registry.register(
             "catalog_fetched_bytes",
             "Bytes of catalogs fetched from peers: signed roots and the parts not held already",
@@ -507,6 +504,11 @@ impl Metrics {
         for reason in RefusalReason::ALL {
             drop(metrics.refusals.get_or_create(&ReasonLabel::of(reason)));
         }
+        for via in CATALOG_ACCEPTED_VIA {
+            drop(metrics.catalogs_accepted.get_or_create(&ViaLabel {
+                via: via.to_owned(),
+            }));
+        }
         for reason in CATALOG_REFUSAL_REASONS {
             drop(
                 metrics
@@ -560,6 +562,7 @@ impl Metrics {
                 .clone(),
             reachability: self.reachability.clone(),
             connections: self.connections.clone(),
+            provider_lookup_peers: self.provider_lookup_peers.clone(),
         }
     }
 

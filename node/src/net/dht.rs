@@ -85,9 +85,15 @@ impl EventLoop {
                 id,
                 result: kad::QueryResult::GetProviders(result),
                 step,
-                ..
+                stats,
             } => {
                 let finished = step.last;
+                if finished {
+                    // Every lookup's cost, this node's own and those it runs for a download.
+                    self.counters
+                        .provider_lookup_peers
+                        .observe(f64::from(stats.num_requests()));
+                }
                 let found = match &result {
                     Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => providers.clone(),
                     _ => HashSet::new(),

@@ -56,7 +56,9 @@ use libp2p::{
     swarm::{ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle},
     tcp, upnp, yamux,
 };
-use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
+use prometheus_client::metrics::{
+    counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -261,7 +263,7 @@ pub struct NetworkConfig {
 pub type JudgedNow = std::sync::Arc<dyn Fn() -> licet_proto::Timestamp + Send + Sync>;
 
 /// What the event loop counts for `/metrics` (clones share their counts).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NetworkCounters {
     /// Inbound connections denied by the per-address, per-subnet and inbound bounds.
     pub connections_refused: address_limits::Refused,
@@ -273,6 +275,8 @@ pub struct NetworkCounters {
     pub reachability: ReachabilityMetrics,
     /// Open connections, trims, topic meshes.
     pub connections: ConnectionMetrics,
+    /// Peers each provider lookup sent a request to, observed when it ends.
+    pub provider_lookup_peers: Histogram,
 }
 
 /// What `/metrics` shows of reachability (clones share their values).
