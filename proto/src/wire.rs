@@ -28,6 +28,13 @@
 //! | `CatalogPart { publisher, catalog_hash, offset }` | `CatalogPart { total_len, offset, len }` + `len` bytes of the catalog envelope |
 //! | `ChunkForRegion { manifest, file, index, region }` | as `Chunk`, for a requester that states its region |
 //! | `Peers { manifest }` | `Peers { peers }`: other peers that asked this one what it has of the manifest lately, with the addresses they say they listen on |
+//! | `Time` | `Time { unix_seconds }`: the peer's clock when it answered |
+//!
+//! # Time
+//! A node's clock judges licence windows, so a node asks a few peers for theirs (`Time`) and
+//! warns its operator when its own is far from what most of them say. A peer's word is a hint
+//! for that warning only: it never moves the time a window is judged at (a peer is anyone, and
+//! only a publisher's signature may do that: the time floor, `policy::judged_now`).
 //!
 //! # Peer exchange
 //! A node answers `Peers` with at most [`MAX_EXCHANGED_PEERS`] [`PeerContact`]s, each a peer id
@@ -154,6 +161,8 @@ pub enum Request {
         /// Which manifest.
         manifest: ManifestId,
     },
+    /// The peer's clock.
+    Time,
 }
 
 /// A peer another peer knows, as a hint for where to fetch from.
@@ -310,6 +319,11 @@ pub enum Response {
     Peers {
         /// At most [`MAX_EXCHANGED_PEERS`].
         peers: Vec<PeerContact>,
+    },
+    /// The peer's clock when it answered.
+    Time {
+        /// Seconds since the Unix epoch (UTC).
+        unix_seconds: i64,
     },
 }
 

@@ -843,6 +843,7 @@ fn request_frames() -> Vec<(RequestFrame, Vec<&'static str>)> {
             ),
             vec!["08", "06", ID22], // id 8; variant 6; manifest id
         ),
+        (frame(9, Request::Time), vec!["09", "07"]), // id 9; variant 7
     ]
 }
 
@@ -929,6 +930,10 @@ fn response_frames() -> Vec<(ResponseFrame, Vec<&'static str>)> {
             ),
             // id 9; variant 7; one contact: a 2-byte id, two addresses of 5 and 0 bytes
             vec!["09", "07", "01", "02aabb", "02", "050401020304", "00"],
+        ),
+        (
+            frame(10, Response::Time { unix_seconds: -2 }),
+            vec!["0a", "08", "03"], // id 10; variant 8; -2 zigzag-encoded
         ),
     ]
 }

@@ -290,6 +290,7 @@ fn request() -> impl Strategy<Value = Request> {
             }
         ),
         manifest_id_value().prop_map(|manifest| Request::Peers { manifest }),
+        Just(Request::Time),
     ]
 }
 
@@ -318,6 +319,7 @@ fn response() -> impl Strategy<Value = Response> {
             .prop_map(|(reason, detail)| Response::Refused { reason, detail }),
         any::<u32>().prop_map(|retry_after_ms| Response::Busy { retry_after_ms }),
         vec(peer_contact(60, 12), 0..40).prop_map(|peers| Response::Peers { peers }),
+        any::<i64>().prop_map(|unix_seconds| Response::Time { unix_seconds }),
     ]
 }
 
