@@ -221,6 +221,12 @@ pub struct NodeHealth {
     /// How far the clock is behind the time floor beyond the allowed skew, in seconds; windows
     /// are then judged by the floor less the skew.
     pub clock_behind_seconds: Option<i64>,
+    /// How far the median clock of the peers asked lately is ahead of this node's, in seconds
+    /// (negative: this clock is ahead of theirs); set only beyond the allowed skew, once at
+    /// least 3 peers answered. A hint for the operator: windows are still judged by this clock
+    /// and the time floor, never by what peers say.
+    #[serde(default)]
+    pub clock_behind_peers_seconds: Option<i64>,
 }
 
 impl NodeHealth {
@@ -230,6 +236,7 @@ impl NodeHealth {
             && self.unsaved_catalogs.is_empty()
             && self.unsaved_trust_removals.is_empty()
             && self.clock_behind_seconds.is_none()
+            && self.clock_behind_peers_seconds.is_none()
     }
 }
 

@@ -30,6 +30,13 @@
 //! | `ChunkForRegion { manifest, file, index, region }` | as `Chunk`, for a requester that states its region |
 //! | `Peers { manifest }` | `Peers { peers }`: other peers that asked this one what it has of the manifest lately, with the addresses they say they listen on |
 //! | `CatalogParts { publisher, hashes }` | `CatalogParts { lens }` + the parts named, in the order asked, `lens[i]` bytes each |
+//! | `Time` | `Time { unix_seconds }`: the peer's clock when it answered |
+//!
+//! # Time
+//! A node's clock judges licence windows, so a node asks a few peers for theirs (`Time`) and
+//! warns its operator when its own is far from what most of them say. A peer's word is a hint
+//! for that warning only: it never moves the time a window is judged at (a peer is anyone, and
+//! only a publisher's signature may do that: the time floor, `policy::judged_now`).
 //!
 //! # Peer exchange
 //! A node answers `Peers` with at most [`MAX_EXCHANGED_PEERS`] [`PeerContact`]s, each a peer id
@@ -177,6 +184,8 @@ pub enum Request {
         /// The parts wanted, at most [`MAX_CATALOG_PARTS_PER_REQUEST`].
         hashes: Vec<CatalogPartHash>,
     },
+    /// The peer's clock.
+    Time,
 }
 
 /// A peer another peer knows, as a hint for where to fetch from.
@@ -339,6 +348,11 @@ pub enum Response {
     CatalogParts {
         /// Each part's length, at most [`MAX_CATALOG_PARTS_PER_REQUEST`] of them.
         lens: Vec<u32>,
+    },
+    /// The peer's clock when it answered.
+    Time {
+        /// Seconds since the Unix epoch (UTC).
+        unix_seconds: i64,
     },
 }
 

@@ -1034,6 +1034,7 @@ fn request_frames() -> Vec<(RequestFrame, Vec<&'static str>)> {
                 CATALOG_BUCKET_HASH,
             ],
         ),
+        (frame(10, Request::Time), vec!["0a", "08"]), // id 10; variant 8
     ]
 }
 
@@ -1131,6 +1132,10 @@ fn response_frames() -> Vec<(ResponseFrame, Vec<&'static str>)> {
             // id 10; variant 8; 2 lengths (the page and bucket above, 141 bytes, follow as the
             // payload)
             vec!["0a", "08", "02", "22", "6b"],
+        ),
+        (
+            frame(11, Response::Time { unix_seconds: -2 }),
+            vec!["0b", "09", "03"], // id 11; variant 9; -2 zigzag-encoded
         ),
     ]
 }

@@ -325,6 +325,7 @@ fn request() -> impl Strategy<Value = Request> {
                 hashes: hashes.into_iter().map(CatalogPartHash).collect(),
             }
         }),
+        Just(Request::Time),
     ]
 }
 
@@ -354,6 +355,7 @@ fn response() -> impl Strategy<Value = Response> {
         any::<u32>().prop_map(|retry_after_ms| Response::Busy { retry_after_ms }),
         vec(peer_contact(60, 12), 0..40).prop_map(|peers| Response::Peers { peers }),
         vec(any::<u32>(), 0..80).prop_map(|lens| Response::CatalogParts { lens }),
+        any::<i64>().prop_map(|unix_seconds| Response::Time { unix_seconds }),
     ]
 }
 

@@ -1453,6 +1453,17 @@ async fn serve(
                     None => (refused(id, "not held"), None),
                 }
             }
+            // Its clock is honest: the tests that use it are about other lies.
+            Request::Time => (
+                response(
+                    id,
+                    Response::Time {
+                        unix_seconds: licet_proto::Timestamp::now().0,
+                    },
+                    &[],
+                ),
+                None,
+            ),
             // A hostile provider knows of no other peer.
             Request::Peers { .. } => (
                 response(id, Response::Peers { peers: Vec::new() }, &[]),

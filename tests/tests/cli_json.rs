@@ -47,6 +47,7 @@ const HEALTH: &[&str] = &[
     "unsaved_trust_removals",
     "time_floor",
     "clock_behind_seconds",
+    "clock_behind_peers_seconds",
 ];
 const NETWORK: &[&str] = &[
     "reachability",

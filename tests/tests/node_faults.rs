@@ -1,5 +1,6 @@
-//! Faults of the node's own machine that must not silently disable protection (issue 20): a
-//! full disk under the node's database, and a clock that is behind. Real `licet-node` daemons
+//! Faults of the node's own machine that must not silently disable protection: a full disk
+//! under the node's database, and a clock that is behind (the publisher's signed time, or what
+//! peers say). Real `licet-node` daemons
 //! on 127.0.0.1; every test asserts what a user sees (exit codes, `--json`, `/metrics`, the
 //! answer a peer gets to a chunk request).
 //!
@@ -172,6 +173,71 @@ fn a_slow_clock_does_not_store_a_catalog_head_in_the_dht_that_expired_by_the_tim
 }
 
 // ----- item 1: a full disk under the node's database -----
+
+/// The shell setup that starts a daemon with its clock `offset` off (libfaketime, e.g. `-20m`),
+/// its monotonic clock left alone; `None` where the library is not installed.
+fn faked_clock(offset: &str) -> Option<String> {
+    let listed = std::process::Command::new("dpkg")
+        .args(["-L", "libfaketime"])
+        .output()
+        .ok()?;
+    let library = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .find(|l| l.ends_with("/libfaketimeMT.so.1"))?
+        .to_owned();
+    Some(format!(
+        "export LD_PRELOAD={library} FAKETIME={offset} FAKETIME_DONT_FAKE_MONOTONIC=1"
+    ))
+}
+
+#[test]
+fn a_clock_far_behind_its_peers_is_reported_and_the_peers_are_not_misled_by_it() {
+    let Some(slow) = faked_clock("-20m") else {
+        required::cannot_run_here("libfaketime is not installed (Debian package faketime)");
+        return;
+    };
+    let net = TestNet::new();
+    let b = net.start("b", &[]);
+    let c = net.start_joined("c", &b, &[]);
+    let d = net.start_joined("d", &b, &[]);
+    let mut args = vec!["--bootstrap", b.addr()];
+    for peer in [&c, &d] {
+        args.extend(["--bootstrap", peer.addr()]);
+    }
+    let a = net.start_in_shell("a", Some(&slow), &args);
+    for peer in [&b, &c, &d] {
+        a.wait_for_peer(peer);
+    }
+
+    // Within a few rounds of asking (every 10 s), a has asked its three peers.
+    let offset = wait_for(
+        "a to report its clock behind its peers",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || health(&a)["clock_behind_peers_seconds"].as_i64(),
+    );
+    assert!(
+        (1190..=1210).contains(&offset),
+        "a is 1200 s behind, it says {offset}"
+    );
+    let status = a.client(&["status"]).stdout;
+    assert!(status.contains("BEHIND peers by"), "{status}");
+    assert!(a.metric("licet_clock_peers_sampled") >= 3.0);
+    a.wait_for_log("behind what most peers asked say", Duration::from_secs(10));
+
+    // b asked a too, but a is one of three: b's clock is not reported wrong.
+    wait_for(
+        "b to have asked its three peers",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || (b.metric("licet_clock_peers_sampled") >= 3.0).then_some(()),
+    );
+    assert_eq!(health(&b)["clock_behind_peers_seconds"], Value::Null);
+    assert!(
+        b.metric("licet_clock_peer_offset_seconds").abs() <= 2.0,
+        "b's peers agree with b"
+    );
+}
 
 fn health(node: &TestNode) -> Value {
     node.client_json(&["status"])["health"].clone()

@@ -207,6 +207,26 @@ fn format_health(out: &mut String, health: &NodeHealth) {
             health.time_floor.as_deref().map_or(String::new(), clean)
         );
     }
+    if let Some(seconds) = health.clock_behind_peers_seconds {
+        let _ = writeln!(out, "{}", peers_clock_line(seconds));
+    }
+}
+
+/// The `clock` line when the clock is far from what peers say: `seconds` behind them (ahead if
+/// negative).
+fn peers_clock_line(seconds: i64) -> String {
+    if seconds > 0 {
+        format!(
+            "clock            BEHIND peers by {seconds} s: ended releases may stay open here \
+             (set the clock right)"
+        )
+    } else {
+        format!(
+            "clock            AHEAD of peers by {} s: releases end early here (set the clock \
+             right)",
+            -seconds
+        )
+    }
 }
 
 /// The `reachable` and `lan` lines of `status`.

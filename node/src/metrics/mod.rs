@@ -198,6 +198,10 @@ pub struct HealthGauges {
     pub clock_behind_floor: Gauge,
     /// The time floor, Unix seconds (0: no catalog accepted yet).
     pub time_floor: Gauge,
+    /// The median of the peers' clocks asked lately minus this node's, seconds (0: unknown).
+    pub clock_peer_offset: Gauge,
+    /// How many peers that median is of (0: fewer than 3 answered).
+    pub clock_peers_sampled: Gauge,
 }
 
 /// Histogram buckets for latencies: 1 ms doubling to about 33 s.
@@ -495,6 +499,17 @@ impl Metrics {
                 "time_floor_seconds",
                 "Newest issued_at of an accepted catalog, Unix seconds (0: none)",
                 &health.time_floor,
+            ),
+            (
+                "clock_peer_offset_seconds",
+                "The median clock of the peers asked lately minus this node's, in seconds \
+                 (positive: this clock is behind; 0 until 3 peers answered); a hint only",
+                &health.clock_peer_offset,
+            ),
+            (
+                "clock_peers_sampled",
+                "How many peers' clocks that median is of (0: fewer than 3 answered)",
+                &health.clock_peers_sampled,
             ),
         ] {
             registry.register(name, help, gauge.clone());

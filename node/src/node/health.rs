@@ -19,6 +19,10 @@
 //!   ([`licet_proto::policy::judged_now`]): the floor is the newest `issued_at` of an accepted
 //!   catalog, and it is persisted with those catalogs. A clock behind the floor by more than
 //!   the allowed skew is reported in `status`, `/metrics` and the log.
+//! - **A clock far from what peers say is reported, and nothing more**: the median of a few
+//!   peers' clocks (`peers::clocks`) beyond the allowed skew either way is in `status`
+//!   (`health.clock_behind_peers_seconds`), `/metrics` (`licet_clock_peer_offset_seconds`) and
+//!   the log. A peer is anyone, so what peers say never moves the time windows are judged at.
 
 use std::{sync::atomic::Ordering, time::Duration};
 
@@ -28,7 +32,25 @@ use tracing::warn;
 use crate::{
     contract::NodeHealth,
     node::{Node, blocking},
+    peers::CLOCK_ASK_INTERVAL,
 };
+
+/// What the log says when the clock is `seconds` behind what peers say (ahead if negative).
+fn peers_clock_warning(seconds: i64) -> String {
+    if seconds > 0 {
+        format!(
+            "the clock is {seconds} s behind what most peers asked say (more than the \
+             {CLOCK_SKEW_SECONDS} s allowed): releases whose licence ended may stay open here \
+             until a publisher's catalog moves the time floor; set the clock right"
+        )
+    } else {
+        format!(
+            "the clock is {} s ahead of what most peers asked say (more than the \
+             {CLOCK_SKEW_SECONDS} s allowed): releases end early here; set the clock right",
+            -seconds
+        )
+    }
+}
 
 /// How often the node tries to reopen a closed database and to save the catalogs it could not
 /// save, and looks at its clock.
@@ -43,6 +65,7 @@ impl Node {
             let mut ticks = tokio::time::interval(HEALTH_INTERVAL);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut clock_was_behind = false;
+            let mut clock_was_off_peers = false;
             while !node.inner.stopping.load(Ordering::Relaxed) {
                 ticks.tick().await;
                 let store = node.inner.store.clone();
@@ -62,6 +85,28 @@ impl Node {
                     );
                 }
                 clock_was_behind = behind.is_some();
+                let off = node.inner.peers.peers_time().and_then(|t| t.beyond_skew());
+                if let Some(seconds) = off
+                    && !clock_was_off_peers
+                {
+                    warn!("{}", peers_clock_warning(seconds));
+                }
+                clock_was_off_peers = off.is_some();
+            }
+        });
+    }
+
+    /// Every [`CLOCK_ASK_INTERVAL`]: asks a few peers for their clocks.
+    pub(crate) fn start_clock_asking(&self) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(CLOCK_ASK_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !node.inner.stopping.load(Ordering::Relaxed) {
+                ticks.tick().await;
+                if !node.inner.peers.ask_clocks().await {
+                    return;
+                }
             }
         });
     }
@@ -73,7 +118,14 @@ impl Node {
         let unsaved_trust_removals = self.inner.policy.unsaved_distrusts();
         let floor = self.inner.policy.time_floor();
         let behind = self.inner.policy.clock_behind();
+        let peers_time = self.inner.peers.peers_time();
         let gauges = &self.inner.metrics.health;
+        gauges
+            .clock_peer_offset
+            .set(peers_time.map_or(0, |t| t.offset_seconds));
+        gauges
+            .clock_peers_sampled
+            .set(peers_time.map_or(0, |t| i64::try_from(t.peers).unwrap_or(i64::MAX)));
         gauges
             .store_closed
             .set(i64::from(database_problem.is_some()));
@@ -94,6 +146,7 @@ impl Node {
             unsaved_trust_removals,
             time_floor: floor.map(|f| f.to_string()),
             clock_behind_seconds: behind,
+            clock_behind_peers_seconds: peers_time.and_then(|t| t.beyond_skew()),
         }
     }
 }

@@ -251,6 +251,7 @@ impl Node {
         node.load_items().await?;
         node.accept_streams();
         node.start_peer_sweep();
+        node.start_clock_asking();
         node.start_bandwidth_watch();
         node.start_health_watch();
         node.catalogs().start(network_events).await;

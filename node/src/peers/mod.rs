@@ -1,7 +1,9 @@
 //! The peers part: what the node knows of other peers and how it talks to them. It owns the
 //! peer book ([`book`]: bytes each way, bans, past offences), the pool of transfer sessions
 //! (one long-lived [`Session`] per peer) and the frame buffers those sessions read answers into.
-//! Fetching, catalog fetches and serving reach peers only through [`Peers`].
+//! Fetching, catalog fetches and serving reach peers only through [`Peers`]. It also keeps what
+//! peers said of the time lately ([`clocks`]), to tell the operator when this node's clock is
+//! wrong.
 //!
 //! Invariants:
 //! - a banned peer gets no session and is blocked in the swarm (disconnected, refused) until its
@@ -13,6 +15,7 @@
 //!   a direct connection (a hole punch) to a peer reached through one.
 
 pub mod book;
+pub mod clocks;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -21,13 +24,18 @@ use std::{
 };
 
 use libp2p::PeerId;
-use tracing::{info, warn};
+use licet_proto::{
+    Timestamp,
+    wire::{Request, Response},
+};
+use tracing::{debug, info, warn};
 
 pub use book::{PEER_SWEEP_INTERVAL, PeerBook, PeerView};
+pub use clocks::{CLOCK_ASK_INTERVAL, PeersTime};
 
 use crate::{
     metrics::Metrics,
-    net::Network,
+    net::{Network, reachability::is_relayed},
     transfer::{FramePool, Session, SessionError},
 };
 
@@ -46,6 +54,8 @@ struct PeersInner {
     frames: FramePool,
     network: Network,
     metrics: Arc<Metrics>,
+    /// What peers said of the time lately.
+    clocks: Mutex<clocks::PeerClocks>,
 }
 
 impl Peers {
@@ -57,6 +67,7 @@ impl Peers {
             frames: FramePool::default(),
             network,
             metrics,
+            clocks: Mutex::default(),
         }))
     }
 
@@ -113,6 +124,51 @@ impl Peers {
         self.0.metrics.bytes_out.inc_by(bytes);
         self.0.network.mark_in_use(peer);
         self.book().sent(peer, bytes, Instant::now());
+    }
+
+    /// Where this node's clock stands against what its peers said lately, once enough did.
+    pub fn peers_time(&self) -> Option<PeersTime> {
+        self.clocks().peers_time(Instant::now())
+    }
+
+    fn clocks(&self) -> MutexGuard<'_, clocks::PeerClocks> {
+        self.0.clocks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One round (every [`CLOCK_ASK_INTERVAL`]): asks a few directly connected peers for their
+    /// clocks, at once. `false` once the network has stopped.
+    pub async fn ask_clocks(&self) -> bool {
+        let Ok(connected) = self.0.network.connected().await else {
+            return false;
+        };
+        let direct: Vec<PeerId> = connected
+            .into_iter()
+            .filter(|(peer, addrs)| addrs.iter().any(|a| !is_relayed(a)) && !self.is_banned(peer))
+            .map(|(peer, _)| peer)
+            .collect();
+        let asked = self.clocks().to_ask(&direct, Instant::now());
+        futures::future::join_all(asked.into_iter().map(|peer| self.ask_clock(peer))).await;
+        true
+    }
+
+    async fn ask_clock(&self, peer: PeerId) {
+        let session = match self.session(peer).await {
+            Ok(session) => session,
+            Err(e) => {
+                debug!(%peer, "cannot ask for its clock: {e}");
+                return;
+            }
+        };
+        let asked = Timestamp::now().0;
+        match session.request(Request::Time).await {
+            Ok(reply) => {
+                if let Response::Time { unix_seconds } = reply.response {
+                    let offset = clocks::offset_of(unix_seconds, asked, Timestamp::now().0);
+                    self.clocks().record(peer, offset, Instant::now());
+                }
+            }
+            Err(e) => self.request_failed(peer, &e).await,
+        }
     }
 
     /// One sweep (every [`PEER_SWEEP_INTERVAL`]): unblocks peers whose ban ended and forgets

@@ -274,6 +274,12 @@ impl Server {
                 }
                 return response;
             }
+            // The plain clock, not the time floor: the asker compares clocks.
+            Request::Time => {
+                return Response::Time {
+                    unix_seconds: licet_proto::Timestamp::now().0,
+                };
+            }
             Request::Manifest { id } => (id, ContentRequest::Manifest),
             Request::Availability { manifest } => (manifest, ContentRequest::Availability),
             Request::Peers { manifest } => (manifest, ContentRequest::Peers),
