@@ -104,7 +104,7 @@ struct Superseded {
 }
 
 fn merge(args: MergeArgs) -> CliResult {
-    let (_, catalog_bytes) = files::read_signed(&args.catalog, Some(SignedKind::Catalog))?;
+    let catalog_bytes = files::read_catalog(&args.catalog)?;
     let catalog = VerifiedCatalog::from_bytes(&catalog_bytes)
         .map_err(|e| CliError::invalid(anyhow::anyhow!("{}: {e}", files::shown(&args.catalog))))?;
     let now = Timestamp::now();

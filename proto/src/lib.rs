@@ -34,6 +34,7 @@ pub mod merkle;
 pub mod path;
 pub mod policy;
 pub mod portable_name;
+pub mod region;
 pub mod signed;
 pub mod text;
 pub mod time;

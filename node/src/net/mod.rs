@@ -56,25 +56,29 @@ use libp2p::{
     swarm::{ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle},
     tcp, upnp, yamux,
 };
-use prometheus_client::metrics::{
-    counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
-};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use provider_store::ProviderStore;
 
 mod contacts;
+mod counters;
 mod dht;
 mod handle;
 mod nat;
 pub mod reachability;
 mod topic_mesh;
+mod topics;
 
+pub use counters::{NetworkCounters, ReachabilityMetrics, ResultLabel};
 use dht::{PendingProviders, PendingRecords};
 use handle::Command;
 pub use handle::{Network, NetworkStopped};
 pub use topic_mesh::{ConnectionMetrics, GossipMesh, InUse, TopicLabel};
+pub use topics::{
+    DELIVERIES_TOPIC_PREFIX, catalog_topic, deliveries_topic, deliveries_topic_publisher,
+};
 
 use reachability::{PublicRanges, Reachability, ReachabilityState, is_relayed};
 
@@ -198,25 +202,6 @@ pub struct NetworkReport {
 /// What Identify tells peers this node runs.
 pub const AGENT_VERSION: &str = concat!("licet-node/", env!("CARGO_PKG_VERSION"));
 
-/// The gossip topic on which `publisher`'s catalog heads travel.
-pub fn catalog_topic(publisher: &licet_proto::PublicKey) -> gossipsub::IdentTopic {
-    gossipsub::IdentTopic::new(format!("licet/catalog/{publisher}"))
-}
-
-/// The gossip topic of `publisher`'s partners' delivery reports, joined only by nodes that
-/// collect them (so users' nodes, on the catalog topic, never carry them).
-pub fn deliveries_topic(publisher: &licet_proto::PublicKey) -> gossipsub::IdentTopic {
-    gossipsub::IdentTopic::new(format!("{DELIVERIES_TOPIC_PREFIX}{publisher}"))
-}
-
-/// The start of every [`deliveries_topic`].
-pub const DELIVERIES_TOPIC_PREFIX: &str = "licet/deliveries/";
-
-/// The publisher of a [`deliveries_topic`], if `topic` is one.
-pub fn deliveries_topic_publisher(topic: &str) -> Option<licet_proto::PublicKey> {
-    topic.strip_prefix(DELIVERIES_TOPIC_PREFIX)?.parse().ok()
-}
-
 /// Why the swarm could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -261,45 +246,6 @@ pub struct NetworkConfig {
 
 /// The time a node judges windows and expiries at (see [`NetworkConfig::judged_now`]).
 pub type JudgedNow = std::sync::Arc<dyn Fn() -> licet_proto::Timestamp + Send + Sync>;
-
-/// What the event loop counts for `/metrics` (clones share their counts).
-#[derive(Debug, Clone)]
-pub struct NetworkCounters {
-    /// Inbound connections denied by the per-address, per-subnet and inbound bounds.
-    pub connections_refused: address_limits::Refused,
-    /// Other peers' provider records not stored.
-    pub provider_records_refused: crate::net::provider_store::Refused,
-    /// Gossip messages refused for being over [`MAX_GOSSIP_BYTES`].
-    pub gossip_messages_refused: Counter,
-    /// Reachability, relays, hole punches, the LAN.
-    pub reachability: ReachabilityMetrics,
-    /// Open connections, trims, topic meshes.
-    pub connections: ConnectionMetrics,
-    /// Peers each provider lookup sent a request to, observed when it ends.
-    pub provider_lookup_peers: Histogram,
-}
-
-/// What `/metrics` shows of reachability (clones share their values).
-#[derive(Debug, Clone, Default)]
-pub struct ReachabilityMetrics {
-    /// 1 while a public address of this node is confirmed, else 0.
-    pub publicly_reachable: Gauge,
-    /// Relays holding a reservation for this node.
-    pub relay_reservations: Gauge,
-    /// Connections made through a relay.
-    pub relayed_connections: Counter,
-    /// Hole punches (DCUtR) that ended, by result (`success`, `failure`).
-    pub hole_punches: Family<ResultLabel, Counter>,
-    /// Peers found on the LAN by mDNS.
-    pub mdns_discovered: Counter,
-}
-
-/// The `result` label of [`NetworkCounters`]' `hole_punches`.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-pub struct ResultLabel {
-    /// `success` or `failure`.
-    pub result: String,
-}
 
 /// AutoNAT's settings: a first probe 2 s after start, then every 10 s until three probes agree,
 /// then every 5 minutes; one server is asked again after 15 s at the soonest. Peers at

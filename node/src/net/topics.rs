@@ -1,0 +1,24 @@
+//! The gossip topics a node joins, by name: each publisher's catalog topic, and the topic of
+//! its partners' delivery reports.
+
+use libp2p::gossipsub;
+
+/// The gossip topic on which `publisher`'s catalog heads travel.
+pub fn catalog_topic(publisher: &licet_proto::PublicKey) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("licet/catalog/{publisher}"))
+}
+
+/// The gossip topic of `publisher`'s partners' delivery reports, joined only by nodes that
+/// collect them and by the partners that sign them (so users' nodes, on the catalog topic,
+/// never carry them).
+pub fn deliveries_topic(publisher: &licet_proto::PublicKey) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("{DELIVERIES_TOPIC_PREFIX}{publisher}"))
+}
+
+/// The start of every [`deliveries_topic`].
+pub const DELIVERIES_TOPIC_PREFIX: &str = "licet/deliveries/";
+
+/// The publisher of a [`deliveries_topic`], if `topic` is one.
+pub fn deliveries_topic_publisher(topic: &str) -> Option<licet_proto::PublicKey> {
+    topic.strip_prefix(DELIVERIES_TOPIC_PREFIX)?.parse().ok()
+}
