@@ -275,7 +275,7 @@ fn delegation_body(data: &[u8]) {
     delegation.publisher = keys.publisher_pk;
     let in_itself_valid = delegation.not_after > delegation.not_before
         && match &delegation.scope {
-            DelegationScope::AllManifests => true,
+            DelegationScope::AllManifests | DelegationScope::DeliveryReports => true,
             DelegationScope::TitlePrefix(p) => p.len() <= MAX_SCOPE_PREFIX_BYTES,
         };
     let result = Delegation::verify_envelope(&delegation.sign(&keys.publisher));
