@@ -101,13 +101,7 @@ pub fn read_catalog(path: &Path) -> Result<Vec<u8>, CliError> {
     let limit = licet_proto::catalog_parts::MAX_CATALOG_FILE_BYTES;
     let bytes = read_limited(path, limit, "catalog")?;
     if let Err(e) = licet_proto::catalog_parts::CatalogFile::decode(&bytes) {
-        let what = match e {
-            licet_proto::catalog::CatalogError::Body(_) => match Signed::identify(&bytes, None) {
-                Err(not_signed) => not_signed.to_string(),
-                Ok(_) => e.to_string(),
-            },
-            e => e.to_string(),
-        };
+        let what = licet_proto::catalog_parts::CatalogFile::why_not(&bytes, e);
         return Err(CliError::invalid(anyhow::anyhow!(
             "{} is not a Licet catalog ({what})",
             shown(path)

@@ -296,6 +296,22 @@ impl CatalogFile {
         }
         Ok(file)
     }
+
+    /// In the words of a person who gave `bytes` as a catalog file, why [`CatalogFile::decode`]
+    /// refused them with `error`: what the file is instead (text, another signed object) or
+    /// what is wrong with it. Both tools say `NAME is not a Licet catalog (this)`.
+    pub fn why_not(bytes: &[u8], error: CatalogError) -> String {
+        match error {
+            CatalogError::Envelope(EnvelopeError::WrongKind { found, .. }) => {
+                crate::signed::NotSignedError::OtherKind(found).to_string()
+            }
+            CatalogError::Body(_) => match Signed::identify(bytes, None) {
+                Err(not_signed) => not_signed.to_string(),
+                Ok(_) => error.to_string(),
+            },
+            error => error.to_string(),
+        }
+    }
 }
 
 /// A format-2 catalog root whose signature and body were checked: signed by its publisher's own

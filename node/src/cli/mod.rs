@@ -376,15 +376,7 @@ fn read_catalog_file(path: &Path) -> Result<Vec<u8>, Failure> {
         ),
     })?;
     if let Err(e) = licet_proto::catalog_parts::CatalogFile::decode(&bytes) {
-        let what = match e {
-            licet_proto::catalog::CatalogError::Body(_) => {
-                match licet_proto::signed::Signed::identify(&bytes, None) {
-                    Err(not_signed) => not_signed.to_string(),
-                    Ok(_) => e.to_string(),
-                }
-            }
-            e => e.to_string(),
-        };
+        let what = licet_proto::catalog_parts::CatalogFile::why_not(&bytes, e);
         return Err(Failure::Invalid(anyhow!(
             "{} is not a Licet catalog ({what})",
             clean(&path.display().to_string())
