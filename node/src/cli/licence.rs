@@ -21,9 +21,10 @@ const MAX_NODE_KEY_BYTES: u64 = 4096;
 pub enum LicenceCommand {
     /// Print this node's key, which a publisher needs to issue it a licence.
     #[command(after_help = "Example:\n  licet-node licence key\n\n\
-        Give the printed key to the publisher, who runs `licet-manifest licence issue\n\
-        --to KEY`. It is the node's identity key (its peer id names the same key); the\n\
-        node's secret key never leaves the data directory.")]
+        Give the printed key to the publisher, who issues the licence with\n\
+        `licet-manifest licence issue ... --to KEY`. It is the node's identity key (its\n\
+        peer id names the same key); the node's secret key never leaves the data\n\
+        directory.")]
     Key {
         /// Print `{"node_key": …, "peer_id": …}`.
         #[arg(long)]
