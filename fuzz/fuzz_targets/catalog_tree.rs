@@ -2,7 +2,8 @@
 //! genuine signed root and parts a peer chose, and a catalog file read whole.
 //!
 //! The input (read with `arbitrary`) is a small catalog (its ids chosen, so buckets fill or
-//! collide), the catalog the node held before (its parts count as held), and what a peer
+//! collide; each revoked id with an odd low byte revokes a licence of that id too, so both
+//! `Bucket` and `LicenceBucket` parts occur, from the same seeds as before), the catalog the node held before (its parts count as held), and what a peer
 //! answers for each part the node asks: the true part, the true part with a byte flipped, a part
 //! of the held catalog, or raw bytes. It also feeds raw bytes to `VerifiedCatalog::from_bytes`.
 //!
@@ -22,7 +23,7 @@ use std::{collections::BTreeMap, sync::LazyLock};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use licet_proto::{
-    CatalogPartHash, ManifestId, SecretKey, Timestamp,
+    CatalogPartHash, LicenceId, ManifestId, SecretKey, Timestamp,
     catalog::{Catalog, CatalogEntry, CatalogError, VerifiedCatalog},
     catalog_parts::catalog_part_hash,
     text::is_unsafe_to_show,
@@ -71,6 +72,12 @@ fn signed(listed: &[(u8, u8)], revoked: &[(u8, u8)], sequence: u64) -> Option<Ve
             .collect(),
         revoked_manifests: revoked.iter().take(100).map(|pair| id(*pair)).collect(),
         revoked_delegates: vec![],
+        revoked_licences: revoked
+            .iter()
+            .take(100)
+            .filter(|(_, low)| low % 2 == 1)
+            .map(|pair| LicenceId(id(*pair).0))
+            .collect(),
     };
     catalog.canonicalize();
     let revoked = catalog.revoked_manifests.clone();

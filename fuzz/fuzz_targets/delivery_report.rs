@@ -53,6 +53,7 @@ static CATALOG: LazyLock<VerifiedCatalog> = LazyLock::new(|| {
         }],
         revoked_manifests: vec![],
         revoked_delegates: vec![KEYS[2].1],
+        revoked_licences: Vec::new(),
     }
     .sign(&KEYS[0].0)
     .unwrap_or_else(|e| panic!("the fixed catalog does not sign: {e}"))

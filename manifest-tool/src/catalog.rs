@@ -395,6 +395,7 @@ fn sign(args: SignArgs) -> CliResult {
         entries: draft.entries.clone(),
         revoked_manifests: draft.revoked_manifests.clone(),
         revoked_delegates: draft.revoked_delegates.clone(),
+        revoked_licences: Vec::new(),
     };
     let verified = catalog.sign(&key).map_err(CliError::usage)?;
     let head = verified.head(&key).map_err(CliError::usage)?;

@@ -12,9 +12,9 @@
 //! - its root is signed by the publisher named in it, with its own key (never a delegate);
 //! - every part is the one its parent names (checked by hash before it is decoded);
 //! - `expires_at` is after `issued_at`;
-//! - `entries` strictly ascending by manifest id, `revoked_manifests` and `revoked_delegates`
-//!   strictly ascending (so each is unique and lookups are binary searches, at 100,000 entries
-//!   as at 1), and no manifest both listed and revoked;
+//! - `entries` strictly ascending by manifest id, `revoked_manifests`, `revoked_delegates` and
+//!   `revoked_licences` strictly ascending (so each is unique and lookups are binary searches,
+//!   at 100,000 entries as at 1), and no manifest both listed and revoked;
 //! - [`VerifiedCatalog::hash`] is SHA-256(`"licet/v1/catalog"` ‖ the root envelope bytes exactly
 //!   as received), which is what a [`CatalogHead`] commits to; the root names every part by
 //!   hash, so one hash pins the whole catalog.
@@ -28,12 +28,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     catalog_parts::{
-        self, CATALOG_FORMAT, CatalogFile, CatalogPart, CatalogRoot, MAX_CATALOG_FILE_BYTES,
-        MAX_CATALOG_PART_BYTES, MAX_CATALOG_PARTS, MAX_CATALOG_ROOT_BODY_BYTES,
-        MAX_REVOKED_DELEGATES, catalog_part_hash,
+        self, CATALOG_FORMAT, CatalogFile, CatalogPart, CatalogRoot, MAX_CATALOG_PART_BYTES,
+        MAX_CATALOG_PARTS, MAX_CATALOG_ROOT_BODY_BYTES, MAX_REVOKED_DELEGATES, catalog_part_hash,
     },
     encoding::{self, DecodeError},
-    ids::{CatalogHash, CatalogHeadKey, CatalogPartHash, ManifestId, sha256},
+    ids::{CatalogHash, CatalogHeadKey, CatalogPartHash, LicenceId, ManifestId, sha256},
     keys::{PublicKey, SecretKey},
     signed::{EnvelopeError, Signed, SignedKind},
     time::Timestamp,
@@ -55,7 +54,11 @@ pub struct CatalogEntry {
     pub title: String,
 }
 
-/// The body of a catalog.
+/// The body of a catalog: what its root and parts make together.
+///
+/// Its serde encoding is the body of a format-1 catalog envelope (no longer read, kept for
+/// `inspect` and the golden tests of that format), which never held revoked licences: they
+/// travel only in format 2's `LicenceBucket` parts, so `revoked_licences` is not serialized.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
     /// The publisher (also the signer).
@@ -72,6 +75,10 @@ pub struct Catalog {
     pub revoked_manifests: Vec<ManifestId>,
     /// Withdrawn delegate keys, ascending.
     pub revoked_delegates: Vec<PublicKey>,
+    /// Withdrawn licences, ascending: a node no longer opens a release with one of these.
+    /// Not part of the serde encoding (see above).
+    #[serde(skip)]
+    pub revoked_licences: Vec<LicenceId>,
 }
 
 /// Why a catalog or catalog head is not valid in itself.
@@ -184,6 +191,8 @@ impl Catalog {
         self.revoked_manifests.dedup();
         self.revoked_delegates.sort();
         self.revoked_delegates.dedup();
+        self.revoked_licences.sort();
+        self.revoked_licences.dedup();
     }
 
     /// Checks everything about the body that does not depend on the clock or other catalogs.
@@ -209,6 +218,10 @@ impl Catalog {
         unsorted(
             "revoked delegates",
             first_unsorted(self.revoked_delegates.iter()),
+        )?;
+        unsorted(
+            "revoked licences",
+            first_unsorted(self.revoked_licences.iter()),
         )?;
         for entry in &self.entries {
             if entry.title.len() > MAX_ENTRY_TITLE_BYTES {
@@ -241,6 +254,11 @@ impl Catalog {
         self.revoked_delegates.binary_search(delegate).is_ok()
     }
 
+    /// Whether the licence `id` is revoked.
+    pub fn revokes_licence(&self, id: &LicenceId) -> bool {
+        self.revoked_licences.binary_search(id).is_ok()
+    }
+
     /// Canonicalizes, validates and signs with the publisher's own key.
     pub fn sign(mut self, key: &SecretKey) -> Result<VerifiedCatalog, CatalogError> {
         self.canonicalize();
@@ -266,52 +284,6 @@ fn check_signer_key(key: &SecretKey, publisher: PublicKey) -> Result<(), Catalog
         });
     }
     Ok(())
-}
-
-impl CatalogFile {
-    /// Decodes a catalog file (not verified: [`VerifiedCatalog::from_bytes`] does that). Bytes
-    /// that are a signed object instead are named: a format-1 catalog as
-    /// [`CatalogError::OldFormat`], another kind as the kind it is.
-    pub fn decode(bytes: &[u8]) -> Result<CatalogFile, CatalogError> {
-        let file: CatalogFile =
-            match encoding::decode("catalog file", bytes, MAX_CATALOG_FILE_BYTES) {
-                Ok(file) => file,
-                Err(e) => {
-                    return Err(match Signed::decode(bytes) {
-                        Ok(signed) if signed.kind == SignedKind::Catalog => {
-                            CatalogError::OldFormat { version: 1 }
-                        }
-                        Ok(signed) => CatalogError::Envelope(EnvelopeError::WrongKind {
-                            expected: "catalog",
-                            found: signed.kind.noun(),
-                        }),
-                        Err(_) => e.into(),
-                    });
-                }
-            };
-        if file.format != CATALOG_FORMAT {
-            return Err(CatalogError::OldFormat {
-                version: u32::from(file.format),
-            });
-        }
-        Ok(file)
-    }
-
-    /// In the words of a person who gave `bytes` as a catalog file, why [`CatalogFile::decode`]
-    /// refused them with `error`: what the file is instead (text, another signed object) or
-    /// what is wrong with it. Both tools say `NAME is not a Licet catalog (this)`.
-    pub fn why_not(bytes: &[u8], error: CatalogError) -> String {
-        match error {
-            CatalogError::Envelope(EnvelopeError::WrongKind { found, .. }) => {
-                crate::signed::NotSignedError::OtherKind(found).to_string()
-            }
-            CatalogError::Body(_) => match Signed::identify(bytes, None) {
-                Err(not_signed) => not_signed.to_string(),
-                Ok(_) => error.to_string(),
-            },
-            error => error.to_string(),
-        }
-    }
 }
 
 /// A format-2 catalog root whose signature and body were checked: signed by its publisher's own

@@ -6,24 +6,32 @@
 //!                                        bucket_bits, pages: [part hash], revoked_delegates }
 //! part  = Page { buckets: [part hash] }                       (BUCKETS_PER_PAGE per page)
 //!       | Bucket { entries: [{ manifest_id, title }], revoked_manifests: [manifest id] }
+//!       | LicenceBucket { entries, revoked_manifests, revoked_licences: [licence id] }
 //! part hash    = SHA-256("licet/v1/catalog-part" ‖ encoded part)
 //! catalog hash = SHA-256("licet/v1/catalog" ‖ root envelope)       (what the head commits to)
-//! bucket(id)   = the first `bucket_bits` bits of the manifest id
+//! bucket(id)   = the first `bucket_bits` bits of the id (a manifest id or a licence id)
 //! file         = { format: 2, root: root envelope, parts: [encoded part] }
 //! ```
 //!
-//! Manifest ids are SHA-256 outputs, so buckets fill evenly; the signing tool picks the fewest
-//! buckets that hold about [`TARGET_ITEMS_PER_BUCKET`] ids each (2^13 = 8,192 buckets, 64 pages at
-//! 100,000 entries). A listed manifest and its revocation live in the same bucket, so a takedown
-//! (one id moves from `entries` to `revoked_manifests`) changes one bucket, the one page that
-//! names it, and the root: about 7 KB at 100,000 entries, against 5.6 MB for the whole catalog.
+//! Manifest ids and licence ids are SHA-256 outputs, so buckets fill evenly; the signing tool
+//! picks the fewest buckets that hold about [`TARGET_ITEMS_PER_BUCKET`] ids each (2^13 = 8,192
+//! buckets, 64 pages at 100,000 entries). A listed manifest and its revocation live in the same
+//! bucket, so a takedown (one id moves from `entries` to `revoked_manifests`) changes one bucket,
+//! the one page that names it, and the root: about 7 KB at 100,000 entries, against 5.6 MB for
+//! the whole catalog. A licence revocation likewise changes the one bucket its id falls in.
+//!
+//! `LicenceBucket` came after catalogs without revoked licences were deployed. So that those
+//! stay byte for byte what they were (same parts, same hashes), a bucket is written as a
+//! `Bucket` unless it holds at least one revoked licence, and a `LicenceBucket` with no revoked
+//! licence is refused: every catalog has exactly one encoding.
 //!
 //! Invariants of what [`assemble`] returns (and so of every `VerifiedCatalog`):
 //! - every part is the one its parent names: its bytes hash to the hash the signed root (for a
 //!   page) or a page (for a bucket) holds, checked before it is decoded;
 //! - a root names exactly `page_count(bucket_bits)` pages, a page exactly the buckets it covers,
-//!   each bucket holds only ids of its own bucket, ascending, titles within bounds, and no id
-//!   both listed and revoked; so the buckets in order are the catalog's lists in ascending order;
+//!   each bucket (of either variant) holds only ids of its own bucket, ascending, titles within
+//!   bounds, and no id both listed and revoked; so the buckets in order are the catalog's lists
+//!   in ascending order;
 //! - no part is over [`MAX_CATALOG_PART_BYTES`] and all parts together are at most
 //!   [`crate::catalog::MAX_CATALOG_BODY_BYTES`].
 //!
@@ -37,8 +45,9 @@ use serde::{Deserialize, Serialize};
 use crate::{
     catalog::{Catalog, CatalogEntry, CatalogError, MAX_CATALOG_BODY_BYTES},
     encoding,
-    ids::{CatalogPartHash, ManifestId, sha256},
+    ids::{CatalogPartHash, LicenceId, ManifestId, sha256},
     keys::PublicKey,
+    signed::{EnvelopeError, Signed, SignedKind},
     time::Timestamp,
 };
 
@@ -98,6 +107,16 @@ pub enum CatalogPart {
         /// Withdrawn manifests.
         revoked_manifests: Vec<ManifestId>,
     },
+    /// A bucket that also holds withdrawn licences (at least one), each list ascending. A bucket
+    /// without one is written as [`CatalogPart::Bucket`].
+    LicenceBucket {
+        /// Listed manifests.
+        entries: Vec<CatalogEntry>,
+        /// Withdrawn manifests.
+        revoked_manifests: Vec<ManifestId>,
+        /// Withdrawn licences: never empty.
+        revoked_licences: Vec<LicenceId>,
+    },
 }
 
 /// A catalog as one file (what `licet-manifest catalog sign` writes and `catalog publish`
@@ -112,17 +131,72 @@ pub struct CatalogFile {
     pub parts: Vec<Vec<u8>>,
 }
 
+impl CatalogFile {
+    /// Decodes a catalog file (not verified: [`crate::catalog::VerifiedCatalog::from_bytes`] does that). Bytes
+    /// that are a signed object instead are named: a format-1 catalog as
+    /// [`CatalogError::OldFormat`], another kind as the kind it is.
+    pub fn decode(bytes: &[u8]) -> Result<CatalogFile, CatalogError> {
+        let file: CatalogFile =
+            match encoding::decode("catalog file", bytes, MAX_CATALOG_FILE_BYTES) {
+                Ok(file) => file,
+                Err(e) => {
+                    return Err(match Signed::decode(bytes) {
+                        Ok(signed) if signed.kind == SignedKind::Catalog => {
+                            CatalogError::OldFormat { version: 1 }
+                        }
+                        Ok(signed) => CatalogError::Envelope(EnvelopeError::WrongKind {
+                            expected: "catalog",
+                            found: signed.kind.noun(),
+                        }),
+                        Err(_) => e.into(),
+                    });
+                }
+            };
+        if file.format != CATALOG_FORMAT {
+            return Err(CatalogError::OldFormat {
+                version: u32::from(file.format),
+            });
+        }
+        Ok(file)
+    }
+
+    /// In the words of a person who gave `bytes` as a catalog file, why [`CatalogFile::decode`]
+    /// refused them with `error`: what the file is instead (text, another signed object) or
+    /// what is wrong with it. Both tools say `NAME is not a Licet catalog (this)`.
+    pub fn why_not(bytes: &[u8], error: CatalogError) -> String {
+        match error {
+            CatalogError::Envelope(EnvelopeError::WrongKind { found, .. }) => {
+                crate::signed::NotSignedError::OtherKind(found).to_string()
+            }
+            CatalogError::Body(_) => match Signed::identify(bytes, None) {
+                Err(not_signed) => not_signed.to_string(),
+                Ok(_) => error.to_string(),
+            },
+            error => error.to_string(),
+        }
+    }
+}
+
 /// SHA-256(`"licet/v1/catalog-part"` ‖ `bytes`).
 pub fn catalog_part_hash(bytes: &[u8]) -> CatalogPartHash {
     CatalogPartHash(sha256(&[b"licet/v1/catalog-part", bytes]))
 }
 
-/// The bucket of `id` among 2^`bits` buckets: the first `bits` bits of the id.
+/// The bucket of the manifest `id` among 2^`bits` buckets: the first `bits` bits of the id.
 pub fn bucket_of(id: &ManifestId, bits: u8) -> u32 {
+    bucket_of_bytes(&id.0, bits)
+}
+
+/// The bucket of the licence `id` among 2^`bits` buckets: the first `bits` bits of the id.
+pub fn licence_bucket_of(id: &LicenceId, bits: u8) -> u32 {
+    bucket_of_bytes(&id.0, bits)
+}
+
+fn bucket_of_bytes(id: &[u8; 32], bits: u8) -> u32 {
     if bits == 0 {
         return 0;
     }
-    let prefix = u32::from_be_bytes([id.0[0], id.0[1], id.0[2], id.0[3]]);
+    let prefix = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
     prefix >> (32 - u32::from(bits.min(32)))
 }
 
@@ -163,7 +237,8 @@ pub fn split(catalog: &Catalog) -> Result<SplitCatalog, CatalogError> {
             catalog.revoked_delegates.len(),
         ));
     }
-    let ids = catalog.entries.len() + catalog.revoked_manifests.len();
+    let ids =
+        catalog.entries.len() + catalog.revoked_manifests.len() + catalog.revoked_licences.len();
     let mut bits = bucket_bits_for(ids);
     loop {
         match split_with(catalog, bits) {
@@ -175,7 +250,7 @@ pub fn split(catalog: &Catalog) -> Result<SplitCatalog, CatalogError> {
 
 fn split_with(catalog: &Catalog, bits: u8) -> Result<SplitCatalog, CatalogError> {
     let bucket_count = 1usize << bits;
-    let mut buckets: Vec<(Vec<CatalogEntry>, Vec<ManifestId>)> =
+    let mut buckets: Vec<(Vec<CatalogEntry>, Vec<ManifestId>, Vec<LicenceId>)> =
         vec![Default::default(); bucket_count];
     for entry in &catalog.entries {
         buckets[bucket_of(&entry.manifest_id, bits) as usize]
@@ -184,6 +259,9 @@ fn split_with(catalog: &Catalog, bits: u8) -> Result<SplitCatalog, CatalogError>
     }
     for id in &catalog.revoked_manifests {
         buckets[bucket_of(id, bits) as usize].1.push(*id);
+    }
+    for id in &catalog.revoked_licences {
+        buckets[licence_bucket_of(id, bits) as usize].2.push(*id);
     }
     let mut parts = BTreeMap::new();
     let mut add = |part: &CatalogPart| -> Result<CatalogPartHash, CatalogError> {
@@ -197,10 +275,20 @@ fn split_with(catalog: &Catalog, bits: u8) -> Result<SplitCatalog, CatalogError>
     };
     let bucket_hashes = buckets
         .into_iter()
-        .map(|(entries, revoked_manifests)| {
-            add(&CatalogPart::Bucket {
-                entries,
-                revoked_manifests,
+        .map(|(entries, revoked_manifests, revoked_licences)| {
+            // Only a bucket with a revoked licence takes the newer variant: a catalog without
+            // one encodes exactly as before `LicenceBucket` existed.
+            add(&if revoked_licences.is_empty() {
+                CatalogPart::Bucket {
+                    entries,
+                    revoked_manifests,
+                }
+            } else {
+                CatalogPart::LicenceBucket {
+                    entries,
+                    revoked_manifests,
+                    revoked_licences,
+                }
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -352,6 +440,7 @@ pub fn assemble<'a>(
         entries: Vec::new(),
         revoked_manifests: Vec::new(),
         revoked_delegates: root.revoked_delegates.clone(),
+        revoked_licences: Vec::new(),
     };
     let mut total = 0usize;
     for (index, page_hash) in root.pages.iter().enumerate() {
@@ -366,14 +455,29 @@ pub fn assemble<'a>(
                     "its parts are over {MAX_CATALOG_BODY_BYTES} bytes together"
                 )));
             }
-            let CatalogPart::Bucket {
-                entries,
-                revoked_manifests,
-            } = part(hash, bytes)?
-            else {
-                return Err(CatalogError::BadShape(format!(
-                    "part {hash}, named as bucket {bucket}, is a page"
-                )));
+            let (entries, revoked_manifests, revoked_licences) = match part(hash, bytes)? {
+                CatalogPart::Bucket {
+                    entries,
+                    revoked_manifests,
+                } => (entries, revoked_manifests, Vec::new()),
+                CatalogPart::LicenceBucket {
+                    revoked_licences, ..
+                } if revoked_licences.is_empty() => {
+                    return Err(CatalogError::BadShape(format!(
+                        "bucket {bucket} ({hash}) is a licence bucket without a revoked licence \
+                         (such a bucket is written as a plain bucket)"
+                    )));
+                }
+                CatalogPart::LicenceBucket {
+                    entries,
+                    revoked_manifests,
+                    revoked_licences,
+                } => (entries, revoked_manifests, revoked_licences),
+                CatalogPart::Page { .. } => {
+                    return Err(CatalogError::BadShape(format!(
+                        "part {hash}, named as bucket {bucket}, is a page"
+                    )));
+                }
             };
             let misplaced = entries
                 .iter()
@@ -385,8 +489,17 @@ pub fn assemble<'a>(
                     "manifest {id} is in bucket {bucket}, not its own"
                 )));
             }
+            let misplaced = revoked_licences
+                .iter()
+                .find(|id| licence_bucket_of(id, root.bucket_bits) as usize != bucket);
+            if let Some(id) = misplaced {
+                return Err(CatalogError::BadShape(format!(
+                    "licence {id} is in bucket {bucket}, not its own"
+                )));
+            }
             catalog.entries.extend(entries);
             catalog.revoked_manifests.extend(revoked_manifests);
+            catalog.revoked_licences.extend(revoked_licences);
         }
     }
     // Buckets are in id order and hold only their own ids, so the lists are canonical exactly

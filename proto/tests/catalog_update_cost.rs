@@ -1,7 +1,8 @@
 //! What a catalog update costs a node that holds the previous catalog: the measurement behind
 //! the README's figures ("Performance"). A takedown of one manifest in a 100,000-entry catalog
 //! must cost an up-to-date node at most 16 KiB of catalog transfer: the signed root, and the
-//! parts it lacks, each with the wire framing it travels in.
+//! parts it lacks, each with the wire framing it travels in. Revoking one licence costs the same
+//! (its id falls in one bucket, like a manifest's).
 //!
 //! Run with `--nocapture` to see the figures. Time is printed, never asserted (machines are
 //! noisy); bytes are exact and asserted.
@@ -15,13 +16,13 @@
 use std::{collections::BTreeMap, time::Instant};
 
 use licet_proto::{
-    CatalogPartHash, ManifestId, PublicKey, SecretKey, Timestamp,
+    CatalogPartHash, LicenceId, ManifestId, PublicKey, SecretKey, Timestamp,
     catalog::{Catalog, CatalogEntry, VerifiedCatalog, VerifiedCatalogRoot},
     manifest::manifest_id,
     wire::{self, MAX_CATALOG_PARTS_PER_REQUEST, Request, RequestFrame, RequestId, Response},
 };
 
-/// The transfer budget of one takedown at 100,000 entries.
+/// The transfer budget of one takedown, or one licence revocation, at 100,000 entries.
 const TAKEDOWN_BUDGET_BYTES: usize = 16 * 1024;
 
 fn publisher_key() -> SecretKey {
@@ -44,6 +45,7 @@ fn big_catalog(n: u32) -> Catalog {
             .collect(),
         revoked_manifests: vec![],
         revoked_delegates: vec![],
+        revoked_licences: Vec::new(),
     }
 }
 
@@ -176,4 +178,44 @@ fn a_takedown_in_a_100000_entry_catalog_costs_an_up_to_date_node_at_most_16_kib(
     let (from_nothing, all_parts, _) = update_cost(&empty, &update);
     println!("a node holding nothing: {from_nothing} bytes ({all_parts} parts)");
     assert!(from_nothing > file_len / 2 && all_parts + 1 >= update.parts_size().0);
+}
+
+#[test]
+fn a_licence_revocation_in_a_100000_entry_catalog_costs_what_a_takedown_costs() {
+    let key = publisher_key();
+    let catalog = big_catalog(100_000);
+    let whole = catalog.clone().sign(&key).unwrap();
+
+    // The first licence revocation turns one plain bucket into a licence bucket.
+    let mut next = catalog;
+    let revoked = LicenceId(licet_proto::manifest::manifest_id(b"a licence body").0);
+    next.revoked_licences.push(revoked);
+    next.sequence = 2;
+    let update = next.clone().sign(&key).unwrap();
+    assert_eq!(
+        update.root().root().bucket_bits,
+        whole.root().root().bucket_bits
+    );
+    let (bytes, parts, assembled) = update_cost(&whole, &update);
+    assert_eq!(assembled.hash(), update.hash());
+    assert!(assembled.catalog().revokes_licence(&revoked));
+    assert_eq!(assembled.catalog().entries.len(), 100_000);
+    println!("revocation of 1 licence: {bytes} bytes on the wire ({parts} parts)");
+    assert_eq!(parts, 2, "one page and one bucket change");
+    assert!(
+        bytes <= TAKEDOWN_BUDGET_BYTES,
+        "a licence revocation cost {bytes} bytes, over {TAKEDOWN_BUDGET_BYTES}"
+    );
+
+    // A second one, once the catalog already revokes licences, costs the same.
+    let mut later = next;
+    let second = LicenceId(licet_proto::manifest::manifest_id(b"another licence").0);
+    later.revoked_licences.push(second);
+    later.sequence = 3;
+    let later = later.sign(&key).unwrap();
+    let (bytes, parts, assembled) = update_cost(&update, &later);
+    assert!(assembled.catalog().revokes_licence(&second));
+    assert!(assembled.catalog().revokes_licence(&revoked));
+    assert_eq!(parts, 2, "one page and one bucket change");
+    assert!(bytes <= TAKEDOWN_BUDGET_BYTES, "{bytes} bytes");
 }

@@ -102,6 +102,7 @@ fn catalog_with(revoked_delegates: Vec<PublicKey>) -> VerifiedCatalog {
         ],
         revoked_manifests: vec![],
         revoked_delegates,
+        revoked_licences: Vec::new(),
     }
     .sign(&publisher_key())
     .unwrap()

@@ -20,8 +20,8 @@
 use std::fmt::Debug;
 
 use licet_proto::{
-    CatalogHash, CatalogHeadKey, CatalogPartHash, ManifestId, MerkleHash, PublicKey, SecretKey,
-    Timestamp,
+    CatalogHash, CatalogHeadKey, CatalogPartHash, LicenceId, ManifestId, MerkleHash, PublicKey,
+    SecretKey, Timestamp,
     catalog::{
         Catalog, CatalogEntry, CatalogError, CatalogHead, VerifiedCatalog, VerifiedCatalogHead,
         catalog_hash, catalog_head_key, catalog_topic_key,
@@ -191,6 +191,31 @@ const CATALOG_ROOT_LEN: &str = "6f"; // 111
 /// The catalog hash of the root envelope of [`catalog`] signed by the publisher.
 const CATALOG_ROOT_HASH: &str = "ba7f0878849c60b295521261ae137563a52d9fac6ff078cf801951b6f7e6b116";
 
+/// A revoked licence's id in [`catalog_revoking_a_licence`].
+const LICENCE44: &str = "4444444444444444444444444444444444444444444444444444444444444444";
+/// The encoding of the one bucket of [`catalog_revoking_a_licence`]: 140 bytes.
+const LICENCE_BUCKET: &[&str] = &[
+    "02", // variant LicenceBucket
+    "02", // 2 entries
+    ID11, "03", "4f6e65", // "One"
+    ID22, "03", "54776f", // "Two"
+    "01",     // 1 revoked manifest
+    ID33, "01", // 1 revoked licence
+    LICENCE44,
+];
+/// SHA-256("licet/v1/catalog-part" ‖ [`LICENCE_BUCKET`]).
+const LICENCE_BUCKET_HASH: &str =
+    "4d3e6ec6a19c7a6ff8f69139ea336174dce54287466ba6523c9ef283deefb8ea";
+/// The catalog hash of the root envelope of [`catalog_revoking_a_licence`].
+const LICENCE_CATALOG_HASH: &str =
+    "de8b9886dd038a327d181bc0fce2d354ea5c2099477f3306a5bbdfc3e6f0d8dc";
+
+/// The catalog hash of [`forty_entries`] signed by the publisher, and SHA-256 of its whole file,
+/// as the code before revoked licences existed wrote them (four buckets, one page).
+const FORTY_ENTRIES_HASH: &str = "12267a5cf31b6d0fbed96b10df9630b2180be77f712fb93de6a07f949519c89c";
+const FORTY_ENTRIES_FILE_SHA256: &str =
+    "501561ff7f6005878bed38e7bbdb3c3cb254c1135bf7a3215f567f23f6eb9155";
+
 /// The encoding of [`catalog_head`]: 70 bytes.
 const CATALOG_HEAD: &[&str] = &[PUBLISHER, "07", CATALOG_EXPIRES_HEX, CATALOG_HASH];
 const CATALOG_HEAD_LEN: &str = "46"; // 70
@@ -333,6 +358,34 @@ fn catalog() -> Catalog {
         ],
         revoked_manifests: vec![ManifestId([0x33; 32])],
         revoked_delegates: vec![delegate_key().public_key()],
+        revoked_licences: Vec::new(),
+    }
+}
+
+/// [`catalog`], revoking the licence `44…44` too.
+fn catalog_revoking_a_licence() -> Catalog {
+    Catalog {
+        revoked_licences: vec![LicenceId([0x44; 32])],
+        ..catalog()
+    }
+}
+
+/// Forty listed and five revoked manifests (four buckets), and a revoked delegate.
+fn forty_entries() -> Catalog {
+    Catalog {
+        publisher: publisher_key().public_key(),
+        sequence: 3,
+        issued_at: CREATED,
+        expires_at: CATALOG_EXPIRES,
+        entries: (0u32..40)
+            .map(|i| CatalogEntry {
+                manifest_id: manifest_id(&i.to_le_bytes()),
+                title: format!("Episode {i}"),
+            })
+            .collect(),
+        revoked_manifests: (40u32..45).map(|i| manifest_id(&i.to_le_bytes())).collect(),
+        revoked_delegates: vec![delegate_key().public_key()],
+        revoked_licences: Vec::new(),
     }
 }
 
@@ -394,6 +447,12 @@ fn carried_delegation() -> SignedDelegation {
         .sign(&publisher_key())
         .into_carried_delegation()
         .unwrap()
+}
+
+/// SHA-256 of `bytes` (a catalog part hash is domain-separated, so not that).
+fn plain_sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
 }
 
 fn hex32(text: &str) -> [u8; 32] {
@@ -699,6 +758,7 @@ fn empty_catalog_at_the_highest_sequence() {
         entries: vec![],
         revoked_manifests: vec![],
         revoked_delegates: vec![],
+        revoked_licences: Vec::new(),
     };
     golden(
         &empty,
@@ -739,6 +799,70 @@ fn catalog_root_page_and_bucket() {
         CATALOG_ROOT_LEN
     );
     catalog_root().validate().unwrap();
+}
+
+#[test]
+fn a_catalog_without_revoked_licences_signs_exactly_as_before_they_existed() {
+    // One bucket: its part is a plain `Bucket`, root and hash the goldens above.
+    let signed = catalog().sign(&publisher_key()).unwrap();
+    assert_eq!(signed.hash().to_hex(), CATALOG_ROOT_HASH);
+    let bucket = encoding::encode(&catalog_bucket());
+    assert_eq!(hex::encode(&bucket), CATALOG_BUCKET.concat());
+    assert_eq!(
+        signed.part(&catalog_part_hash(&bucket)),
+        Some(bucket.as_slice())
+    );
+    assert_eq!(signed.parts_size().0, 2);
+    // Four buckets: the same catalog hash and file as before revoked licences existed.
+    let signed = forty_entries().sign(&publisher_key()).unwrap();
+    assert_eq!(signed.root().root().bucket_bits, 2);
+    assert_eq!(signed.hash().to_hex(), FORTY_ENTRIES_HASH);
+    assert_eq!(
+        hex::encode(plain_sha256(&signed.to_file_bytes())),
+        FORTY_ENTRIES_FILE_SHA256
+    );
+    assert_eq!(signed.parts_size().0, 5);
+    // And the file still verifies to the same catalog, revoking no licence.
+    let back = VerifiedCatalog::from_bytes(&signed.to_file_bytes()).unwrap();
+    let mut canonical = forty_entries();
+    canonical.canonicalize();
+    assert_eq!(back.catalog(), &canonical);
+    assert!(back.catalog().revoked_licences.is_empty());
+}
+
+#[test]
+fn catalog_revoking_a_licence_writes_a_licence_bucket() {
+    let bucket = CatalogPart::LicenceBucket {
+        entries: catalog().entries,
+        revoked_manifests: catalog().revoked_manifests,
+        revoked_licences: vec![LicenceId([0x44; 32])],
+    };
+    golden(&bucket, LICENCE_BUCKET);
+    let bucket = encoding::encode(&bucket);
+    assert_eq!(catalog_part_hash(&bucket).to_hex(), LICENCE_BUCKET_HASH);
+    let signed = catalog_revoking_a_licence().sign(&publisher_key()).unwrap();
+    assert_eq!(
+        signed.part(&catalog_part_hash(&bucket)),
+        Some(bucket.as_slice())
+    );
+    let page = encoding::encode(&CatalogPart::Page {
+        buckets: vec![catalog_part_hash(&bucket)],
+    });
+    assert_eq!(
+        hex::encode(&page),
+        ["00", "01", LICENCE_BUCKET_HASH].concat()
+    );
+    // The root is the one of `catalog` but for the page it names.
+    let root = CatalogRoot {
+        pages: vec![catalog_part_hash(&page)],
+        ..catalog_root()
+    };
+    assert_eq!(signed.root().root(), &root);
+    assert_eq!(signed.hash().to_hex(), LICENCE_CATALOG_HASH);
+    let back = VerifiedCatalog::from_bytes(&signed.to_file_bytes()).unwrap();
+    assert_eq!(back.catalog(), &catalog_revoking_a_licence());
+    assert!(back.catalog().revokes_licence(&LicenceId([0x44; 32])));
+    assert!(!back.catalog().revokes_licence(&LicenceId([0x45; 32])));
 }
 
 #[test]

@@ -9,7 +9,7 @@
 )]
 
 use licet_proto::{
-    CatalogPartHash, ManifestId, MerkleHash, PublicKey, SecretKey, Timestamp,
+    CatalogPartHash, LicenceId, ManifestId, MerkleHash, PublicKey, SecretKey, Timestamp,
     catalog::{
         Catalog, CatalogEntry, CatalogError, CatalogHead, HeadRecordRejection,
         MAX_ENTRY_TITLE_BYTES, VerifiedCatalog, VerifiedCatalogHead, VerifiedCatalogRoot,
@@ -163,6 +163,7 @@ fn catalog(sequence: u64) -> Catalog {
         entries: vec![],
         revoked_manifests: vec![],
         revoked_delegates: vec![],
+        revoked_licences: Vec::new(),
     }
 }
 
@@ -1397,6 +1398,14 @@ fn catalog_lists_must_be_strictly_ascending() {
             "revoked delegates",
             1,
         ),
+        (
+            Catalog {
+                revoked_licences: vec![LicenceId([0x44; 32]), LicenceId([0x44; 32])],
+                ..catalog(1)
+            },
+            "revoked licences",
+            1,
+        ),
     ];
     // (The stranger's key sorts after the delegate's.)
     assert!(stranger_key().public_key() > delegate_key().public_key());
@@ -2387,6 +2396,67 @@ fn a_catalog_whose_parts_have_the_wrong_shape_is_refused() {
         vec![page, misplaced, empty],
     );
     assert_names(&err, &["page 0 names 2 buckets, not 4"]);
+}
+
+#[test]
+fn a_licence_bucket_of_the_wrong_shape_is_refused() {
+    let key = publisher_key();
+    let root_naming = |buckets: &[&[u8]]| {
+        let page = encoding::encode(&CatalogPart::Page {
+            buckets: buckets.iter().map(|b| catalog_part_hash(b)).collect(),
+        });
+        let mut root = catalog(1).sign(&key).unwrap().root().root().clone();
+        root.bucket_bits = u8::from(buckets.len() == 2);
+        root.pages = vec![catalog_part_hash(&page)];
+        let root = Signed::sign(SignedKind::CatalogRoot, encoding::encode(&root), &key, None);
+        let mut parts = vec![page];
+        parts.extend(buckets.iter().map(|b| b.to_vec()));
+        VerifiedCatalog::from_bytes(&encoding::encode(&CatalogFile {
+            format: 2,
+            root: root.encode(),
+            parts,
+        }))
+    };
+    let licence_bucket = |revoked_licences: Vec<LicenceId>| {
+        encoding::encode(&CatalogPart::LicenceBucket {
+            entries: vec![],
+            revoked_manifests: vec![],
+            revoked_licences,
+        })
+    };
+    // One catalog, one encoding: a bucket without a revoked licence is a plain `Bucket`.
+    let err = root_naming(&[&licence_bucket(vec![])]).unwrap_err();
+    assert_names(
+        &err,
+        &["bucket 0", "licence bucket without a revoked licence"],
+    );
+    // A licence id in another bucket than its own (two buckets: ids starting 0x80 go in 1).
+    let mut high = [0u8; 32];
+    high[0] = 0x80;
+    let plain = encoding::encode(&CatalogPart::Bucket {
+        entries: vec![],
+        revoked_manifests: vec![],
+    });
+    let misplaced = licence_bucket(vec![LicenceId(high)]);
+    let err = root_naming(&[&misplaced, &plain]).unwrap_err();
+    assert_names(&err, &[&LicenceId(high).to_hex(), "bucket 0, not its own"]);
+    // In its own bucket, the same licence is revoked.
+    let catalog = root_naming(&[&plain, &misplaced]).unwrap();
+    assert!(catalog.catalog().revokes_licence(&LicenceId(high)));
+    assert_eq!(catalog.catalog().revoked_licences, [LicenceId(high)]);
+    // Out of order within a bucket.
+    let err = root_naming(&[&licence_bucket(vec![
+        LicenceId([2; 32]),
+        LicenceId([1; 32]),
+    ])])
+    .unwrap_err();
+    assert_eq!(
+        err,
+        CatalogError::NotSorted {
+            list: "revoked licences",
+            position: 1
+        }
+    );
 }
 
 #[test]

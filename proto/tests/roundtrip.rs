@@ -11,8 +11,8 @@
 use std::fmt::Debug;
 
 use licet_proto::{
-    CatalogHash, CatalogHeadKey, CatalogPartHash, ManifestId, MerkleHash, PublicKey, SecretKey,
-    Timestamp,
+    CatalogHash, CatalogHeadKey, CatalogPartHash, LicenceId, ManifestId, MerkleHash, PublicKey,
+    SecretKey, Timestamp,
     catalog::{Catalog, CatalogEntry, CatalogHead, VerifiedCatalog, VerifiedCatalogHead},
     delegation::{Delegation, DelegationScope},
     encoding::{self, DecodeError},
@@ -215,6 +215,7 @@ fn catalog() -> impl Strategy<Value = Catalog> {
                 entries,
                 revoked_manifests,
                 revoked_delegates,
+                revoked_licences: Vec::new(),
             },
         )
 }
@@ -903,9 +904,10 @@ fn valid_catalog(max: usize) -> impl Strategy<Value = Catalog> {
         vec(manifest_id_value(), 0..8),
         vec(public_key(), 0..4),
         1u64..u64::MAX,
+        vec(any::<[u8; 32]>().prop_map(LicenceId), 0..8),
     )
         .prop_map(
-            |(entries, revoked_manifests, revoked_delegates, sequence)| {
+            |(entries, revoked_manifests, revoked_delegates, sequence, revoked_licences)| {
                 let issued_at = Timestamp(1_800_000_000);
                 let mut catalog = Catalog {
                     publisher: catalog_key().public_key(),
@@ -918,6 +920,7 @@ fn valid_catalog(max: usize) -> impl Strategy<Value = Catalog> {
                         .collect(),
                     revoked_manifests,
                     revoked_delegates,
+                    revoked_licences,
                 };
                 catalog.canonicalize();
                 let revoked = catalog.revoked_manifests.clone();
@@ -1004,6 +1007,27 @@ proptest! {
             prop_assert!(rounds <= 2);
             let (_, whole) = new.parts_size();
             prop_assert!(bytes <= 4_200 + 300 * 40, "fetched {bytes} of {whole}");
+        }
+    }
+
+    #[test]
+    fn a_licence_revocation_changes_one_bucket_and_one_page(
+        catalog in valid_catalog(300),
+        licence in any::<[u8; 32]>().prop_map(LicenceId),
+    ) {
+        prop_assume!(!catalog.revokes_licence(&licence));
+        let old = catalog.clone().sign(&catalog_key()).unwrap();
+        let mut next = catalog.clone();
+        next.revoked_licences.push(licence);
+        next.sequence = next.sequence.wrapping_add(1).max(1);
+        let new = next.sign(&catalog_key()).unwrap();
+        prop_assert!(new.catalog().revokes_licence(&licence));
+        if new.root().root().bucket_bits == old.root().root().bucket_bits {
+            let changed: Vec<_> = new.root().root().pages.iter().filter(|p| old.part(p).is_none()).collect();
+            prop_assert_eq!(changed.len(), 1);
+            let (bytes, rounds) = fetch_update(Some(&old), &new);
+            prop_assert_eq!(rounds, 2);
+            prop_assert!(bytes <= 4_200 + 300 * 40, "fetched {bytes}");
         }
     }
 

@@ -68,6 +68,7 @@ fn catalog_set_with(issued_at: Timestamp) -> CatalogSet {
         entries: vec![],
         revoked_manifests: vec![],
         revoked_delegates: vec![],
+        revoked_licences: Vec::new(),
     }
     .sign(&key())
     .unwrap();

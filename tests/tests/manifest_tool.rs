@@ -890,6 +890,7 @@ fn a_catalog_of_format_1_is_refused_naming_its_format() {
         entries: vec![],
         revoked_manifests: vec![],
         revoked_delegates: vec![],
+        revoked_licences: Vec::new(),
     };
     let old = licet_proto::signed::Signed::sign(
         licet_proto::signed::SignedKind::Catalog,

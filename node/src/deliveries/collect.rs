@@ -140,6 +140,7 @@ mod tests {
             }],
             revoked_manifests: vec![],
             revoked_delegates: vec![],
+            revoked_licences: Vec::new(),
         }
         .sign(key)
         .unwrap()

@@ -326,6 +326,7 @@ mod tests {
             }],
             revoked_manifests: vec![],
             revoked_delegates: vec![],
+            revoked_licences: Vec::new(),
         }
         .sign(&publisher_key())
         .unwrap();

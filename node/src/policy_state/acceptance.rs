@@ -263,6 +263,7 @@ mod tests {
             entries: vec![],
             revoked_manifests: revoked.to_vec(),
             revoked_delegates: vec![],
+            revoked_licences: Vec::new(),
         }
     }
 

@@ -307,6 +307,7 @@ mod tests {
             }],
             revoked_manifests: vec![],
             revoked_delegates: vec![],
+            revoked_licences: Vec::new(),
         }
         .sign(&secret(1))
         .unwrap();

@@ -212,6 +212,7 @@ pub(super) fn signed_catalog(seed: u8, sequence: u64, title: &str) -> VerifiedCa
         }],
         revoked_manifests: vec![],
         revoked_delegates: vec![],
+        revoked_licences: Vec::new(),
     }
     .sign(&secret(seed))
     .unwrap()
