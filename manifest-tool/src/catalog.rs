@@ -1,7 +1,8 @@
 //! `catalog …`: keep a catalog draft, and sign numbered catalogs (and their heads) from it.
 //!
-//! The draft is a JSON file the publisher keeps beside its key: the entries, the revocations,
-//! and the last sequence signed. `catalog sign` reserves the next sequence in the draft *before*
+//! The draft is a JSON file the publisher keeps beside its key: the entries, the revocations
+//! (of manifests, delegates and licences), and the last sequence signed. Drafts written before
+//! licences could be revoked load as revoking none. `catalog sign` reserves the next sequence in the draft *before*
 //! writing the catalog, so a failure between the two can skip a number but never reuse one (two
 //! different catalogs with one sequence would be refused by every node).
 
@@ -13,8 +14,9 @@ use std::{
 use anyhow::{Context as _, anyhow};
 use clap::{Args, Subcommand};
 use licet_proto::{
-    ManifestId, PublicKey, Timestamp,
+    LicenceId, ManifestId, PublicKey, Timestamp,
     catalog::{Catalog, CatalogEntry, MAX_ENTRY_TITLE_BYTES},
+    licence::VerifiedLicence,
     manifest::VerifiedManifest,
     signed::SignedKind,
 };
@@ -27,7 +29,7 @@ const DRAFT_FORMAT: &str = "licet-catalog-draft/1";
 /// Largest draft file read (a 100,000-entry draft is about 12 MiB).
 const MAX_DRAFT_BYTES: usize = 256 * 1024 * 1024;
 
-/// Catalogs: list manifests, revoke manifests and delegates, sign numbered catalogs.
+/// Catalogs: list manifests, revoke manifests, delegates and licences, sign numbered catalogs.
 #[derive(Subcommand)]
 pub enum CatalogCommand {
     /// Start a catalog draft for a publisher.
@@ -50,6 +52,15 @@ pub enum CatalogCommand {
         after_help = "Example:\n  licet-manifest catalog revoke-delegate publisher.draft.json \\\n      5d1e0c4f2b7a99e3c0d6a1f8e2b4c7d9a0e5f3b1c8d2e6f4a7b9c0d1e2f3a4a0"
     )]
     RevokeDelegate(RevokeDelegateArgs),
+    /// Withdraw licences: nodes stop opening paid releases with them.
+    #[command(
+        after_help = "Examples:\n  licet-manifest catalog revoke-licence publisher.draft.json alice.licence\n  licet-manifest catalog revoke-licence publisher.draft.json \\\n      c0d6a1f8e2b4c7d9a0e5f3b1c8d2e6f4a7b9c0d1e2f3a4a05d1e0c4f2b7a99e3\n\n\
+        Takes licence files (as `licence issue -o` writes them: they must verify\n\
+        and be the draft's publisher's) or licence ids (hex, as `licence issue`\n\
+        prints them). Sign the draft and publish the catalog for nodes to refuse\n\
+        them."
+    )]
+    RevokeLicence(RevokeLicenceArgs),
     /// Sign the draft as the next numbered catalog, and its head.
     #[command(
         after_help = "Example:\n  licet-manifest catalog sign publisher.draft.json --key publisher.pem \\\n      --expires +7d -o publisher.catalog\n\n\
@@ -120,6 +131,15 @@ pub struct RevokeDelegateArgs {
 }
 
 #[derive(Args)]
+pub struct RevokeLicenceArgs {
+    /// The draft.
+    draft: PathBuf,
+    /// Licence ids (hex) or licence files to revoke.
+    #[arg(required = true, value_name = "ID|LICENCE")]
+    licences: Vec<String>,
+}
+
+#[derive(Args)]
 pub struct SignArgs {
     /// The draft.
     draft: PathBuf,
@@ -170,6 +190,9 @@ struct Draft {
     entries: Vec<CatalogEntry>,
     revoked_manifests: Vec<ManifestId>,
     revoked_delegates: Vec<PublicKey>,
+    /// Absent from drafts written before licences could be revoked.
+    #[serde(default)]
+    revoked_licences: Vec<LicenceId>,
     /// Ids in `entries`, for duplicate checks.
     #[serde(skip)]
     listed: HashSet<ManifestId>,
@@ -223,10 +246,12 @@ impl Draft {
 
     fn summary(&self) -> String {
         format!(
-            "{} listed, {} revoked manifest(s), {} revoked delegate(s), last signed sequence {}",
+            "{} listed, {} revoked manifest(s), {} revoked delegate(s), {} revoked licence(s), \
+             last signed sequence {}",
             self.entries.len(),
             self.revoked_manifests.len(),
             self.revoked_delegates.len(),
+            self.revoked_licences.len(),
             self.last_signed_sequence
         )
     }
@@ -258,12 +283,29 @@ fn read_manifest(path: &Path, publisher: PublicKey) -> Result<VerifiedManifest, 
     Ok(verified)
 }
 
+/// The licence in the file `path`, verified, of the draft's `publisher`.
+fn read_licence(path: &Path, publisher: PublicKey) -> Result<VerifiedLicence, CliError> {
+    let (signed, _) = files::read_signed(path, Some(SignedKind::Licence))?;
+    let verified = VerifiedLicence::verify(signed)
+        .with_context(|| format!("{} is not a valid licence", files::shown(path)))
+        .map_err(CliError::invalid)?;
+    if verified.licence().publisher != publisher {
+        return Err(CliError::usage(anyhow!(
+            "{} is a licence of publisher {}, not of the draft's publisher {publisher}",
+            files::shown(path),
+            verified.licence().publisher
+        )));
+    }
+    Ok(verified)
+}
+
 pub fn run(command: CatalogCommand) -> CliResult {
     match command {
         CatalogCommand::New(args) => new(args),
         CatalogCommand::Add(args) => add(args),
         CatalogCommand::Revoke(args) => revoke(args),
         CatalogCommand::RevokeDelegate(args) => revoke_delegate(args),
+        CatalogCommand::RevokeLicence(args) => revoke_licence(args),
         CatalogCommand::Sign(args) => sign(args),
         CatalogCommand::Inspect(args) => inspect(args),
     }
@@ -282,6 +324,7 @@ fn new(args: NewArgs) -> CliResult {
         entries: Vec::new(),
         revoked_manifests: Vec::new(),
         revoked_delegates: Vec::new(),
+        revoked_licences: Vec::new(),
         listed: HashSet::new(),
     };
     draft.save(&args.output, args.force)?;
@@ -371,6 +414,23 @@ fn revoke_delegate(args: RevokeDelegateArgs) -> CliResult {
     Ok(())
 }
 
+fn revoke_licence(args: RevokeLicenceArgs) -> CliResult {
+    let mut draft = Draft::load(&args.draft)?;
+    for item in &args.licences {
+        let id = match item.parse::<LicenceId>() {
+            Ok(id) => id,
+            Err(_) => read_licence(Path::new(item), draft.publisher)?.id(),
+        };
+        if !draft.revoked_licences.contains(&id) {
+            draft.revoked_licences.push(id);
+        }
+    }
+    draft.save(&args.draft, true)?;
+    println!("revoked; {}", draft.summary());
+    println!("sign the draft and publish the catalog for nodes to refuse these licences");
+    Ok(())
+}
+
 fn sign(args: SignArgs) -> CliResult {
     let key = read_key(&args.key)?;
     let mut draft = Draft::load(&args.draft)?;
@@ -395,7 +455,7 @@ fn sign(args: SignArgs) -> CliResult {
         entries: draft.entries.clone(),
         revoked_manifests: draft.revoked_manifests.clone(),
         revoked_delegates: draft.revoked_delegates.clone(),
-        revoked_licences: Vec::new(),
+        revoked_licences: draft.revoked_licences.clone(),
     };
     let verified = catalog.sign(&key).map_err(CliError::usage)?;
     let head = verified.head(&key).map_err(CliError::usage)?;
@@ -422,6 +482,7 @@ fn sign(args: SignArgs) -> CliResult {
             "entries": c.entries.len(),
             "revoked_manifests": c.revoked_manifests.len(),
             "revoked_delegates": c.revoked_delegates.len(),
+            "revoked_licences": c.revoked_licences.len(),
             "catalog_hash": verified.hash(),
             "bytes": file.len(),
             "parts": verified.parts_size().0,
@@ -429,12 +490,14 @@ fn sign(args: SignArgs) -> CliResult {
         println!("{value:#}");
     } else {
         println!(
-            "signed catalog {} of {}: {} listed, {} revoked manifest(s), {} revoked delegate(s), expires {}",
+            "signed catalog {} of {}: {} listed, {} revoked manifest(s), {} revoked delegate(s), \
+             {} revoked licence(s), expires {}",
             c.sequence,
             c.publisher,
             c.entries.len(),
             c.revoked_manifests.len(),
             c.revoked_delegates.len(),
+            c.revoked_licences.len(),
             c.expires_at
         );
         println!(

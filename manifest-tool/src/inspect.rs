@@ -207,14 +207,19 @@ fn examine_delivery_report(signed: &Signed) -> Inspection {
     }
 }
 
+/// A format-2 catalog as JSON: every field of [`Catalog`], revoked licences too (its serde
+/// encoding is the format-1 body, which has none).
+fn catalog_json(catalog: &Catalog) -> Value {
+    let mut body = json!(catalog);
+    body["revoked_licences"] = json!(catalog.revoked_licences);
+    body
+}
+
 /// A catalog file (format 2): its root's envelope, and the catalog verified whole.
 fn examine_catalog_file(file: &CatalogFile, bytes: &[u8]) -> Option<(Signed, Inspection)> {
     let signed = Signed::decode(&file.root).ok()?;
     let verified = VerifiedCatalog::from_bytes(bytes);
-    let body = match &verified {
-        Ok(v) => Some(json!(v.catalog())),
-        Err(_) => None,
-    };
+    let body = verified.as_ref().ok().map(|v| catalog_json(v.catalog()));
     let derived = json!({
         "catalog_hash": catalog_hash(&file.root),
         "format": file.format.to_string(),
@@ -330,7 +335,10 @@ fn print_human(kind: &str, signed: &Signed, inspection: &Inspection, all: bool) 
                     );
                 }
             }
-            ("entries" | "revoked_manifests" | "revoked_delegates", Value::Array(items)) => {
+            (
+                "entries" | "revoked_manifests" | "revoked_delegates" | "revoked_licences",
+                Value::Array(items),
+            ) => {
                 println!("{:<12} {}", key.replace('_', " "), items.len());
                 let listed = if all {
                     items.len()

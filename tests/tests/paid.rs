@@ -330,3 +330,121 @@ fn a_licence_needs_the_release_s_own_key() {
     assert!(err.contains("it is not a Licet content key"), "{err}");
     assert!(!w.join("x.licence").exists());
 }
+
+/// Makes an encrypted release `NAME.manifest` (content key `NAME.manifest.key`) of `publisher`.
+fn small_encrypted(w: &Workdir, name: &str, key: &str, title: &str) {
+    w.write(&format!("{name}/film.bin"), &pseudo_random_bytes(3000, 7));
+    w.manifest(&[
+        "create",
+        name,
+        "--encrypt",
+        &format!("{name}.enc"),
+        "--key",
+        key,
+        "--title",
+        title,
+        "-o",
+        &format!("{name}.manifest"),
+    ])
+    .ok();
+}
+
+/// `licence issue` of `release` to a buyer key made from `buyer_seed`, signed with `key`
+/// (carrying `delegation` if given), written to `out`; returns the licence id.
+fn issue(
+    w: &Workdir,
+    release: &str,
+    key: &str,
+    delegation: Option<&str>,
+    buyer_seed: u8,
+    out: &str,
+) -> String {
+    let buyer = SecretKey::from_seed(&[buyer_seed; 32])
+        .public_key()
+        .to_hex();
+    let manifest = format!("{release}.manifest");
+    let content_key = format!("{release}.manifest.key");
+    let mut args = vec![
+        "licence",
+        "issue",
+        manifest.as_str(),
+        "--key",
+        key,
+        "--content-key",
+        content_key.as_str(),
+        "--to",
+        buyer.as_str(),
+        "-o",
+        out,
+        "--json",
+    ];
+    if let Some(delegation) = delegation {
+        args.extend(["--delegation", delegation]);
+    }
+    text(&w.manifest(&args).ok().json()["licence_id"]).to_owned()
+}
+
+#[test]
+fn catalog_revoke_licence_takes_ids_and_the_draft_publisher_s_licence_files_only() {
+    let w = Workdir::new();
+    w.keygen("publisher.pem");
+    small_encrypted(&w, "film", "publisher.pem", "Paid film");
+    // A draft written before licences could be revoked (no `revoked_licences`) still loads.
+    w.catalog_new("publisher.pem", "draft.json");
+    let mut draft: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.join("draft.json")).unwrap()).unwrap();
+    draft.as_object_mut().unwrap().remove("revoked_licences");
+    w.write("draft.json", draft.to_string().as_bytes());
+    let id = issue(&w, "film", "publisher.pem", None, 1, "a.licence");
+    let out = w
+        .manifest(&["catalog", "revoke-licence", "draft.json", &id, &id])
+        .ok()
+        .stdout
+        .clone();
+    assert!(out.contains("1 revoked licence(s)"), "{out}");
+    // Another publisher's licence.
+    let other = w.keygen("other.pem");
+    small_encrypted(&w, "other", "other.pem", "Not ours");
+    issue(&w, "other", "other.pem", None, 2, "foreign.licence");
+    let err = w
+        .manifest(&["catalog", "revoke-licence", "draft.json", "foreign.licence"])
+        .expect_code(2)
+        .stderr
+        .clone();
+    assert!(
+        err.contains(&format!(
+            "foreign.licence is a licence of publisher {other}, not of the draft's publisher"
+        )),
+        "{err}"
+    );
+    // A file that is not a licence.
+    let err = w
+        .manifest(&["catalog", "revoke-licence", "draft.json", "film.manifest"])
+        .expect_code(1)
+        .stderr
+        .clone();
+    assert!(
+        err.contains("film.manifest is not a Licet licence"),
+        "{err}"
+    );
+    // Signed, the catalog revokes exactly the one licence.
+    w.catalog_sign("draft.json", "publisher.pem", "publisher.catalog", &[])
+        .ok();
+    let catalog = licet_proto::catalog::VerifiedCatalog::from_bytes(
+        &std::fs::read(w.join("publisher.catalog")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        catalog.catalog().revoked_licences,
+        [id.parse::<licet_proto::LicenceId>().unwrap()]
+    );
+    let shown = w
+        .manifest(&["catalog", "inspect", "publisher.catalog"])
+        .ok()
+        .stdout
+        .clone();
+    assert!(
+        shown.contains(&format!("revoked licences 1\n  {id}")),
+        "{shown}"
+    );
+}
