@@ -8,37 +8,52 @@
 //! same counts. Two reports of one partner with the same sequence and other contents are both
 //! suspect: the second met is refused.
 //!
-//! Exit codes: 0 every report was used or superseded; 1 some were refused (the counts of the
-//! others are still printed); 2 a usage or I/O error.
+//! With `--licences`, licence files are counted too (see [`crate::licences_issued`]): for each
+//! release, the exact number of distinct licences issued and how many the catalog revokes,
+//! beside the sum of its daily delivery estimates. A release with licences and no reports is
+//! shown all the same. Refused licences are listed like refused reports.
+//!
+//! Exit codes: 0 every report was used or superseded and every licence counted; 1 some were
+//! refused (the counts of the others are still printed); 2 a usage or I/O error.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use licet_proto::{
-    Timestamp,
+    ManifestId, Timestamp,
     catalog::VerifiedCatalog,
     delivery::{
         DayCount, DeliveryLedger, LedgerOutcome, SKETCH_STANDARD_ERROR, VerifiedDeliveryReport,
     },
+    licence::VerifiedLicence,
     signed::SignedKind,
     text::escape_for_terminal,
 };
 
-use crate::{CliError, CliResult, files};
+use crate::{
+    CliError, CliResult, files,
+    licences_issued::{self, LicenceTally},
+};
 
 /// Most report files one merge reads (a year of daily reports of 100 partners for 27 releases):
 /// each costs about a kilobyte of memory.
 const MAX_REPORT_FILES: usize = 1_000_000;
+/// Most licence files one merge reads: each counted one costs its 32-byte id.
+const MAX_LICENCE_FILES: usize = 10_000_000;
 
 /// `licet-manifest deliveries …`.
 #[derive(Subcommand)]
 pub enum DeliveriesCommand {
     /// Verify partners' delivery reports and print the merged distinct-peer counts.
     #[command(
-        after_help = "Example:\n  licet-manifest deliveries merge --catalog publisher.catalog \\\n      reports/ extra.report --json\n\n\
-                      Reports are the files `licet-node deliveries export` writes; a folder\n\
-                      stands for the files in it. Exit 1 if any report was refused."
+        after_help = "Example:\n  licet-manifest deliveries merge --catalog publisher.catalog \\\n      reports/ extra.report --licences sold/ --json\n\n\
+                      Reports are the files `licet-node deliveries export` writes; licences\n\
+                      the files `licence issue` writes; a folder stands for the files in it.\n\
+                      Exit 1 if any report or licence was refused."
     )]
     Merge(MergeArgs),
 }
@@ -51,8 +66,12 @@ pub struct MergeArgs {
     #[arg(long, value_name = "CATALOG")]
     catalog: PathBuf,
     /// Report files, or folders of them.
-    #[arg(required = true, value_name = "REPORT")]
+    #[arg(required_unless_present = "licences", value_name = "REPORT")]
     reports: Vec<PathBuf>,
+    /// Licence files, or folders of them: count the licences issued per release, exactly
+    /// (repeatable).
+    #[arg(long = "licences", value_name = "PATH")]
+    licences: Vec<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -65,8 +84,9 @@ pub fn run(command: DeliveriesCommand) -> CliResult {
     }
 }
 
-/// The files `paths` name: each file itself, each folder's files in name order.
-fn report_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
+/// The files `paths` name: each file itself, each folder's files in name order; at most `max`
+/// of them (`what` they are says the error).
+fn listed_files(paths: &[PathBuf], max: usize, what: &str) -> Result<Vec<PathBuf>, CliError> {
     let mut out = Vec::new();
     for path in paths {
         if path.is_dir() {
@@ -81,19 +101,31 @@ fn report_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
         } else {
             out.push(path.clone());
         }
-        if out.len() > MAX_REPORT_FILES {
+        if out.len() > max {
             return Err(CliError::usage(anyhow::anyhow!(
-                "more than {MAX_REPORT_FILES} report files: merge them in parts"
+                "more than {max} {what} files: merge them in parts"
             )));
         }
     }
     Ok(out)
 }
 
-/// A report refused, and why.
+/// A report or licence refused, and why.
 struct Refused {
+    /// `"report"` or `"licence"`.
+    kind: &'static str,
     file: PathBuf,
     reason: String,
+}
+
+/// One release's line in the per-release summary.
+struct ReleaseSummary {
+    release: ManifestId,
+    /// Distinct licences issued and how many the catalog revokes; `None` without `--licences`.
+    licences: Option<(u64, u64)>,
+    /// The sum of the release's daily distinct-peer estimates.
+    estimated_deliveries: u64,
+    days: usize,
 }
 
 /// A report not used because a newer one of the same partner, release and day was.
@@ -110,13 +142,34 @@ fn merge(args: MergeArgs) -> CliResult {
     let now = Timestamp::now();
     let mut refused = Vec::new();
     let mut verified = Vec::new();
-    for file in report_files(&args.reports)? {
-        let checked = read_report(&file).and_then(|bytes| {
+    for file in listed_files(&args.reports, MAX_REPORT_FILES, "report")? {
+        let checked = read_signed(&file, SignedKind::DeliveryReport).and_then(|bytes| {
             VerifiedDeliveryReport::from_bytes(&bytes, &catalog, now).map_err(|e| e.to_string())
         });
         match checked {
             Ok(report) => verified.push((file, report)),
-            Err(reason) => refused.push(Refused { file, reason }),
+            Err(reason) => refused.push(Refused {
+                kind: "report",
+                file,
+                reason,
+            }),
+        }
+    }
+    let mut tally = LicenceTally::default();
+    for file in listed_files(&args.licences, MAX_LICENCE_FILES, "licence")? {
+        let checked = read_signed(&file, SignedKind::Licence).and_then(|bytes| {
+            let licence = VerifiedLicence::from_bytes(&bytes)
+                .map_err(|e| format!("it is not a valid licence: {e}"))?;
+            licences_issued::check(&licence, catalog.catalog(), now)?;
+            Ok(licence)
+        });
+        match checked {
+            Ok(licence) => tally.add(&licence),
+            Err(reason) => refused.push(Refused {
+                kind: "licence",
+                file,
+                reason,
+            }),
         }
     }
     // Oldest first, so each newer report replaces the one before and the input order does not
@@ -151,42 +204,87 @@ fn merge(args: MergeArgs) -> CliResult {
                 sequence,
             }),
             Err(refusal) => refused.push(Refused {
+                kind: "report",
                 file,
                 reason: refusal.to_string(),
             }),
         }
     }
     let counts = ledger.counts();
-    let title = |count: &DayCount| {
+    let title = |release: &ManifestId| {
         let entries = &catalog.catalog().entries;
         entries
-            .binary_search_by(|e| e.manifest_id.cmp(&count.release))
+            .binary_search_by(|e| e.manifest_id.cmp(release))
             .map(|i| entries[i].title.clone())
             .unwrap_or_default()
     };
+    let releases = summarize(
+        &counts,
+        (!args.licences.is_empty()).then(|| tally.releases(catalog.catalog())),
+    );
     if args.json {
-        print_json(&counts, &superseded, &refused, &title, &used_files);
+        print_json(
+            &counts,
+            &releases,
+            &superseded,
+            &refused,
+            &title,
+            &used_files,
+        );
     } else {
-        print_text(&counts, &superseded, &refused, &title);
+        print_text(
+            &counts,
+            (!args.licences.is_empty()).then_some(releases.as_slice()),
+            &superseded,
+            &refused,
+            &title,
+        );
     }
-    if refused.is_empty() {
-        Ok(())
-    } else {
-        Err(CliError::invalid(anyhow::anyhow!(
-            "{} of the reports were refused (listed above); the counts leave them out",
-            refused.len()
-        )))
+    let refused_of = |kind| refused.iter().filter(|r| r.kind == kind).count();
+    match (refused_of("report"), refused_of("licence")) {
+        (0, 0) => Ok(()),
+        (reports, licences) => Err(CliError::invalid(anyhow::anyhow!(
+            "{reports} report(s) and {licences} licence(s) were refused (listed above); the \
+             counts leave them out"
+        ))),
     }
 }
 
-/// Reads one report file, or says why it is not one.
-fn read_report(path: &Path) -> Result<Vec<u8>, String> {
-    let limit = SignedKind::DeliveryReport.max_envelope_bytes();
-    let (_, bytes) =
-        files::read_signed(path, Some(SignedKind::DeliveryReport)).map_err(|e| match e {
-            CliError::Invalid(e) | CliError::Usage(e) => format!("{e:#}"),
-        })?;
-    debug_assert!(bytes.len() <= limit);
+/// Each release with reports or licences: the sum of its daily estimates, and its licences
+/// (`None` when no licences were given).
+fn summarize(
+    counts: &[DayCount],
+    licences: Option<Vec<licences_issued::ReleaseLicences>>,
+) -> Vec<ReleaseSummary> {
+    let mut releases: BTreeMap<ManifestId, ReleaseSummary> = BTreeMap::new();
+    let given = licences.is_some();
+    let line = |release: ManifestId| ReleaseSummary {
+        release,
+        licences: given.then_some((0, 0)),
+        estimated_deliveries: 0,
+        days: 0,
+    };
+    for count in counts {
+        let summary = releases
+            .entry(count.release)
+            .or_insert_with(|| line(count.release));
+        summary.estimated_deliveries += count.distinct_peers;
+        summary.days += 1;
+    }
+    for licensed in licences.unwrap_or_default() {
+        releases
+            .entry(licensed.release)
+            .or_insert_with(|| line(licensed.release))
+            .licences = Some((licensed.issued, licensed.revoked));
+    }
+    releases.into_values().collect()
+}
+
+/// Reads one signed file of `kind`, or says why it is not one.
+fn read_signed(path: &Path, kind: SignedKind) -> Result<Vec<u8>, String> {
+    let (_, bytes) = files::read_signed(path, Some(kind)).map_err(|e| match e {
+        CliError::Invalid(e) | CliError::Usage(e) => format!("{e:#}"),
+    })?;
     Ok(bytes)
 }
 
@@ -196,15 +294,14 @@ fn percent(fraction: f64) -> String {
 
 fn print_text(
     counts: &[DayCount],
+    releases: Option<&[ReleaseSummary]>,
     superseded: &[Superseded],
     refused: &[Refused],
-    title: &dyn Fn(&DayCount) -> String,
+    title: &dyn Fn(&ManifestId) -> String,
 ) {
     if counts.is_empty() {
         println!("no reports counted");
     }
-    // A column for the exact count of licences issued goes after PEERS once releases can be
-    // sold with licences.
     if !counts.is_empty() {
         println!("{:<10}  {:<16}  {:>8}  TITLE", "DAY", "RELEASE", "PEERS");
     }
@@ -214,7 +311,7 @@ fn print_text(
             count.day.to_string(),
             &count.release.to_hex()[..16],
             count.distinct_peers,
-            escape_for_terminal(&title(count)),
+            escape_for_terminal(&title(&count.release)),
         );
         for partner in &count.partners {
             println!(
@@ -234,6 +331,9 @@ fn print_text(
             percent(SKETCH_STANDARD_ERROR)
         );
     }
+    if let Some(releases) = releases {
+        print_releases(releases, title);
+    }
     for s in superseded {
         println!(
             "superseded: {} (sequence {} of partner {}…, a newer one is used)",
@@ -244,11 +344,39 @@ fn print_text(
     }
     for r in refused {
         println!(
-            "refused: {}: {}",
+            "refused {}: {}: {}",
+            r.kind,
             files::shown(&r.file),
             escape_for_terminal(&r.reason)
         );
     }
+}
+
+/// The per-release table: licences issued (exact) beside the delivery estimate.
+fn print_releases(releases: &[ReleaseSummary], title: &dyn Fn(&ManifestId) -> String) {
+    if releases.is_empty() {
+        println!("no licences counted");
+        return;
+    }
+    println!(
+        "{:<16}  {:>8}  {:>7}  {:>10}  TITLE",
+        "RELEASE", "LICENCES", "REVOKED", "DELIVERIES"
+    );
+    for r in releases {
+        let (issued, revoked) = r.licences.unwrap_or_default();
+        println!(
+            "{:<16}  {:>8}  {:>7}  {:>10}  {}",
+            &r.release.to_hex()[..16],
+            issued,
+            revoked,
+            r.estimated_deliveries,
+            escape_for_terminal(&title(&r.release)),
+        );
+    }
+    println!(
+        "LICENCES: distinct licences issued (exact); REVOKED: how many of them the catalog\n\
+         revokes; DELIVERIES: PEERS summed over the release's days (an estimate)"
+    );
 }
 
 type UsedFiles = std::collections::BTreeMap<
@@ -262,9 +390,10 @@ type UsedFiles = std::collections::BTreeMap<
 
 fn print_json(
     counts: &[DayCount],
+    releases: &[ReleaseSummary],
     superseded: &[Superseded],
     refused: &[Refused],
-    title: &dyn Fn(&DayCount) -> String,
+    title: &dyn Fn(&ManifestId) -> String,
     used_files: &UsedFiles,
 ) {
     let counts: Vec<serde_json::Value> = counts
@@ -289,14 +418,25 @@ fn print_json(
                 .collect();
             serde_json::json!({
                 "release": count.release.to_hex(),
-                "title": title(count),
+                "title": title(&count.release),
                 "day": count.day.to_string(),
                 "distinct_peers": count.distinct_peers,
                 "estimate": count.sketch.estimate(),
                 "standard_error": SKETCH_STANDARD_ERROR,
-                // The exact count of licences issued, once releases can be sold with licences.
-                "licences_issued": serde_json::Value::Null,
                 "partners": partners,
+            })
+        })
+        .collect();
+    let releases: Vec<serde_json::Value> = releases
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "release": r.release.to_hex(),
+                "title": title(&r.release),
+                "licences_issued": r.licences.map(|(issued, _)| issued),
+                "licences_revoked": r.licences.map(|(_, revoked)| revoked),
+                "estimated_deliveries": r.estimated_deliveries,
+                "days": r.days,
             })
         })
         .collect();
@@ -312,10 +452,21 @@ fn print_json(
         .collect();
     let refused: Vec<serde_json::Value> = refused
         .iter()
-        .map(|r| serde_json::json!({ "file": r.file.to_string_lossy(), "reason": r.reason }))
+        .map(|r| {
+            serde_json::json!({
+                "kind": r.kind,
+                "file": r.file.to_string_lossy(),
+                "reason": r.reason,
+            })
+        })
         .collect();
     println!(
         "{:#}",
-        serde_json::json!({ "counts": counts, "superseded": superseded, "refused": refused })
+        serde_json::json!({
+            "counts": counts,
+            "releases": releases,
+            "superseded": superseded,
+            "refused": refused,
+        })
     );
 }

@@ -14,6 +14,7 @@ mod files;
 mod inspect;
 mod keys;
 mod licence;
+mod licences_issued;
 // The same completions and man pages as licet-node's: one file for both tools.
 #[path = "../../node/src/cli/shell_docs.rs"]
 mod shell_docs;
@@ -91,7 +92,7 @@ enum Command {
     /// Merge partners' signed delivery reports into per-day distinct-peer counts.
     #[command(
         subcommand,
-        after_help = "Example:\n  licet-manifest deliveries merge --catalog publisher.catalog reports/"
+        after_help = "Example:\n  licet-manifest deliveries merge --catalog publisher.catalog reports/ \\\n      --licences sold/"
     )]
     Deliveries(deliveries::DeliveriesCommand),
     /// Print a shell completion script for licet-manifest.

@@ -384,6 +384,191 @@ fn issue(
     text(&w.manifest(&args).ok().json()["licence_id"]).to_owned()
 }
 
+fn manifest_id(w: &Workdir, release: &str) -> String {
+    VerifiedManifest::from_bytes(&std::fs::read(w.join(&format!("{release}.manifest"))).unwrap())
+        .unwrap()
+        .id()
+        .to_hex()
+}
+
+/// The per-release line of `release` in `merge --json` output.
+fn release_line<'a>(merged: &'a serde_json::Value, release: &str) -> &'a serde_json::Value {
+    merged["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["release"] == release)
+        .unwrap_or_else(|| panic!("no line for {release}: {merged:#}"))
+}
+
+#[test]
+fn deliveries_merge_counts_each_release_s_licences_exactly_and_refuses_the_rest() {
+    let w = Workdir::new();
+    w.keygen("publisher.pem");
+    let partner = w.keygen("partner.pem");
+    small_encrypted(&w, "film", "publisher.pem", "Paid film");
+    small_encrypted(&w, "series", "publisher.pem", "Paid series");
+    w.manifest(&[
+        "delegate",
+        "--key",
+        "publisher.pem",
+        "--to",
+        &partner,
+        "--until",
+        "+30d",
+        "-o",
+        "partner.delegation",
+    ])
+    .ok();
+    w.catalog_new("publisher.pem", "draft.json");
+    w.manifest(&[
+        "catalog",
+        "add",
+        "draft.json",
+        "film.manifest",
+        "series.manifest",
+    ])
+    .ok();
+    // Three licences of the film (one sold by the partner), one of the series; the same file
+    // twice counts once.
+    std::fs::create_dir(w.join("sold")).unwrap();
+    issue(&w, "film", "publisher.pem", None, 1, "sold/a.licence");
+    let revoked = issue(&w, "film", "publisher.pem", None, 2, "sold/b.licence");
+    issue(
+        &w,
+        "film",
+        "partner.pem",
+        Some("partner.delegation"),
+        3,
+        "sold/c.licence",
+    );
+    issue(&w, "series", "publisher.pem", None, 4, "sold/d.licence");
+    std::fs::copy(w.join("sold/a.licence"), w.join("a-again.licence")).unwrap();
+    // The film's second licence is revoked, by its file.
+    let out = w
+        .manifest(&["catalog", "revoke-licence", "draft.json", "sold/b.licence"])
+        .ok()
+        .stdout
+        .clone();
+    assert!(out.contains("1 revoked licence(s)"), "{out}");
+    let signed = w
+        .catalog_sign(
+            "draft.json",
+            "publisher.pem",
+            "publisher.catalog",
+            &["--json"],
+        )
+        .ok()
+        .json();
+    assert_eq!(signed["revoked_licences"], 1, "{signed:#}");
+    let shown = w
+        .manifest(&["inspect", "publisher.catalog", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        shown["body"]["revoked_licences"],
+        serde_json::json!([revoked]),
+        "{shown:#}"
+    );
+
+    let merge = |extra: &[&str]| {
+        let mut args = vec![
+            "deliveries",
+            "merge",
+            "--catalog",
+            "publisher.catalog",
+            "--licences",
+            "sold",
+            "--licences",
+            "a-again.licence",
+        ];
+        args.extend(extra);
+        w.manifest(&args)
+    };
+    // No reports: the releases with licences appear all the same.
+    let merged = merge(&["--json"]).ok().json();
+    let (film, series) = (manifest_id(&w, "film"), manifest_id(&w, "series"));
+    let line = release_line(&merged, &film);
+    assert_eq!(line["licences_issued"], 3, "{merged:#}");
+    assert_eq!(line["licences_revoked"], 1, "{merged:#}");
+    assert_eq!(line["title"], "Paid film", "{merged:#}");
+    assert_eq!(line["estimated_deliveries"], 0, "{merged:#}");
+    let line = release_line(&merged, &series);
+    assert_eq!(line["licences_issued"], 1, "{merged:#}");
+    assert_eq!(line["licences_revoked"], 0, "{merged:#}");
+    assert_eq!(merged["refused"], serde_json::json!([]), "{merged:#}");
+    let shown = merge(&[]).ok().stdout.clone();
+    assert!(
+        shown.contains(&format!(
+            "{}         3        1           0  Paid film",
+            &film[..16]
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("LICENCES: distinct licences issued (exact)"),
+        "{shown}"
+    );
+
+    // A forged licence (its signature altered), another publisher's, and one the partner
+    // signed after the catalog revoked the partner: each refused with its reason.
+    let mut forged = std::fs::read(w.join("sold/d.licence")).unwrap();
+    let at = forged.len() - 10;
+    forged[at] ^= 1;
+    w.write("sold/forged.licence", &forged);
+    w.keygen("other.pem");
+    small_encrypted(&w, "other", "other.pem", "Not ours");
+    issue(&w, "other", "other.pem", None, 5, "sold/foreign.licence");
+    w.manifest(&["catalog", "revoke-delegate", "draft.json", &partner])
+        .ok();
+    w.catalog_sign("draft.json", "publisher.pem", "publisher.catalog", &[])
+        .ok();
+    let failed = merge(&["--json"]);
+    failed.expect_code(1);
+    let merged = failed.json();
+    let reasons: Vec<(String, String)> = merged["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["kind"], "licence", "{r}");
+            (text(&r["file"]).to_owned(), text(&r["reason"]).to_owned())
+        })
+        .collect();
+    assert_eq!(reasons.len(), 3, "{merged:#}");
+    let reason = |file: &str| {
+        reasons
+            .iter()
+            .find(|(f, _)| f.ends_with(file))
+            .map(|(_, r)| r.as_str())
+            .unwrap_or_else(|| panic!("{file} not refused: {merged:#}"))
+    };
+    assert!(
+        reason("c.licence").contains(&format!(
+            "signed by delegate {partner}, which the catalog revokes"
+        )),
+        "{merged:#}"
+    );
+    assert!(
+        reason("forged.licence").contains("it is not a valid licence"),
+        "{merged:#}"
+    );
+    assert!(
+        reason("foreign.licence").contains("not of the catalog's publisher"),
+        "{merged:#}"
+    );
+    // The counts leave them out.
+    assert_eq!(release_line(&merged, &film)["licences_issued"], 2);
+    assert_eq!(release_line(&merged, &series)["licences_issued"], 1);
+    assert!(
+        failed
+            .stderr
+            .contains("0 report(s) and 3 licence(s) were refused"),
+        "{}",
+        failed.stderr
+    );
+}
+
 #[test]
 fn catalog_revoke_licence_takes_ids_and_the_draft_publisher_s_licence_files_only() {
     let w = Workdir::new();
