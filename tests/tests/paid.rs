@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use licet_proto::{
-    SecretKey,
+    ManifestId, SecretKey, Timestamp,
+    delivery::{DeliveryReport, DistinctSketch, UtcDay},
     encryption::ciphertext_size,
     licence::VerifiedLicence,
     manifest::VerifiedManifest,
@@ -509,6 +510,54 @@ fn deliveries_merge_counts_each_release_s_licences_exactly_and_refuses_the_rest(
         shown.contains("LICENCES: distinct licences issued (exact)"),
         "{shown}"
     );
+
+    // With reports of the film on two days: its delivery estimate is their sum, beside the
+    // exact licence count.
+    let key = SecretKey::read_pem_file(&w.join("publisher.pem")).unwrap();
+    let release: ManifestId = film.parse().unwrap();
+    let now = Timestamp::now();
+    let today = UtcDay::of(now);
+    for (day, peers) in [(UtcDay(today.0 - 1), 2u8), (today, 4)] {
+        let mut sketch = DistinctSketch::new();
+        for peer in 0..peers {
+            sketch.insert_peer(&release, day, &[peer]);
+        }
+        let report = DeliveryReport {
+            publisher: key.public_key(),
+            release,
+            day,
+            sequence: 1,
+            issued_at: day.start().plus_seconds(60).min(now),
+            min_share_percent: 90,
+            peers_served: u64::from(peers),
+            sketch,
+        };
+        w.write(
+            &format!("reports/{day}.report"),
+            &report.sign(&key, None).encode(),
+        );
+    }
+    let merged = merge(&["reports", "--json"]).ok().json();
+    let per_day: Vec<u64> = merged["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["distinct_peers"].as_u64().unwrap())
+        .collect();
+    assert_eq!(per_day.len(), 2, "{merged:#}");
+    let line = release_line(&merged, &film);
+    assert_eq!(line["days"], 2, "{merged:#}");
+    assert_eq!(
+        line["estimated_deliveries"],
+        per_day.iter().sum::<u64>(),
+        "{merged:#}"
+    );
+    assert!(
+        line["estimated_deliveries"].as_u64().unwrap() >= 4,
+        "{merged:#}"
+    );
+    assert_eq!(line["licences_issued"], 3, "{merged:#}");
+    assert_eq!(release_line(&merged, &series)["estimated_deliveries"], 0);
 
     // A forged licence (its signature altered), another publisher's, and one the partner
     // signed after the catalog revoked the partner: each refused with its reason.
