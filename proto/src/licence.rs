@@ -404,6 +404,21 @@ impl VerifiedLicence {
                 });
             }
         }
+        self.check_window(now)?;
+        if !licence.regions.is_empty() && !region.is_some_and(|r| licence.regions.contains(&r)) {
+            let listed: Vec<String> = licence.regions.iter().map(Region::to_string).collect();
+            return Err(LicenceError::RegionNotLicensed {
+                listed: listed.join(","),
+                region: region.map_or("not configured".to_owned(), |r| r.to_string()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the licence's own window is open at `now` (allowing
+    /// [`CLOCK_SKEW_SECONDS`] before it opens), whatever release it is asked for.
+    pub fn check_window(&self, now: Timestamp) -> Result<(), LicenceError> {
+        let licence = &self.licence;
         if now.plus_seconds(CLOCK_SKEW_SECONDS) < licence.not_before {
             return Err(LicenceError::NotYetValid {
                 not_before: licence.not_before,
@@ -414,13 +429,6 @@ impl VerifiedLicence {
             && now >= not_after
         {
             return Err(LicenceError::Expired { not_after, now });
-        }
-        if !licence.regions.is_empty() && !region.is_some_and(|r| licence.regions.contains(&r)) {
-            let listed: Vec<String> = licence.regions.iter().map(Region::to_string).collect();
-            return Err(LicenceError::RegionNotLicensed {
-                listed: listed.join(","),
-                region: region.map_or("not configured".to_owned(), |r| r.to_string()),
-            });
         }
         Ok(())
     }
