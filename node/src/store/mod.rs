@@ -19,6 +19,7 @@
 //! | `opening.rs`, `probe_backend.rs` | whether a file is ours (without writing to it); creating a new one |
 //! | `atomic_file.rs` | writing a file that appears whole or not at all (also the node's key and API files) |
 //! | `trust.rs` | the trust store and the mirrored publishers |
+//! | `licences.rs` | the licences added to this node |
 //! | `items.rs` | manifests and content items |
 //! | `chunks.rs`, `held_chunks.rs`, `leaf_blocks.rs`, `proof_tree.rs` | per-file chunk state: held chunks, proofs, leaves |
 //! | `catalogs.rs` | each publisher's newest accepted catalog and its head |
@@ -45,6 +46,7 @@
 //! | `catalogs` | publisher key (32) | postcard `{ sequence: u64, envelope: bytes }` |
 //! | `catalog_heads` | publisher key (32) | the signed head of the stored catalog, exactly as verified |
 //! | `mirrors` | publisher key (32) | empty: the operator asked to mirror this publisher's catalog |
+//! | `licences` | licence id (32) | the signed licence envelope exactly as verified (paid releases this node may open) |
 //!
 //! # Invariants
 //!
@@ -108,6 +110,7 @@ mod error;
 mod held_chunks;
 mod items;
 mod leaf_blocks;
+mod licences;
 mod opening;
 mod probe_backend;
 pub mod proof_tree;

@@ -289,7 +289,8 @@ mod tests {
         Store,
         schema::{
             BITFIELDS_NAME, CATALOG_HEADS_NAME, CATALOGS_NAME, CHUNK_LEAVES_NAME, CONTENT_NAME,
-            LEAF_BLOCKS_NAME, LEAVES_NAME, MANIFESTS_NAME, MIRRORS_NAME, PROOFS_NAME, TRUST_NAME,
+            LEAF_BLOCKS_NAME, LEAVES_NAME, LICENCES_NAME, MANIFESTS_NAME, MIRRORS_NAME,
+            PROOFS_NAME, TRUST_NAME,
         },
         testing::*,
     };
@@ -334,6 +335,7 @@ mod tests {
             CATALOGS_NAME,
             CATALOG_HEADS_NAME,
             MIRRORS_NAME,
+            LICENCES_NAME,
         ]
         .iter()
         .map(|s| s.to_string())

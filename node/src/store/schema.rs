@@ -46,6 +46,7 @@ pub(super) const LEAF_BLOCKS_NAME: &str = "leaf_blocks";
 pub(super) const CATALOGS_NAME: &str = "catalogs";
 pub(super) const CATALOG_HEADS_NAME: &str = "catalog_heads";
 pub(super) const MIRRORS_NAME: &str = "mirrors";
+pub(super) const LICENCES_NAME: &str = "licences";
 
 pub(super) type IdKey = [u8; 32];
 pub(super) type FileKey = [u8; 36];
@@ -66,6 +67,7 @@ pub(super) const CATALOGS: TableDefinition<&IdKey, &[u8]> = TableDefinition::new
 pub(super) const CATALOG_HEADS: TableDefinition<&IdKey, &[u8]> =
     TableDefinition::new(CATALOG_HEADS_NAME);
 pub(super) const MIRRORS: TableDefinition<&IdKey, &[u8]> = TableDefinition::new(MIRRORS_NAME);
+pub(super) const LICENCES: TableDefinition<&IdKey, &[u8]> = TableDefinition::new(LICENCES_NAME);
 
 /// The stored form of a [`ContentRecord`] (format version 1).
 #[derive(Serialize, Deserialize)]
@@ -108,6 +110,7 @@ impl Store {
             CATALOGS_NAME,
             CATALOG_HEADS_NAME,
             MIRRORS_NAME,
+            LICENCES_NAME,
         ];
         if all.iter().all(|name| present.iter().any(|p| p == name)) {
             return Ok(());
@@ -242,6 +245,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), TableError> {
     txn.open_table(CATALOGS)?;
     txn.open_table(CATALOG_HEADS)?;
     txn.open_table(MIRRORS)?;
+    txn.open_table(LICENCES)?;
     Ok(())
 }
 
