@@ -11,7 +11,7 @@
 
 use std::{future::Future, path::PathBuf};
 
-use licet_proto::{ManifestId, PublicKey, policy::RefusalReason};
+use licet_proto::{LicenceId, ManifestId, PublicKey, policy::RefusalReason};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -32,7 +32,7 @@ pub mod files {
 /// The control API's paths. A path with a parameter is a pattern (`{id}`), as the server's
 /// router takes it; the function of the same name fills it in, for the client.
 pub mod routes {
-    use licet_proto::{ManifestId, PublicKey};
+    use licet_proto::{LicenceId, ManifestId, PublicKey};
 
     /// `GET`: [`super::StatusReply`].
     pub const STATUS: &str = "/v1/status";
@@ -54,8 +54,14 @@ pub mod routes {
     pub const CONTENT_PAUSE: &str = "/v1/content/{id}/pause";
     /// `POST`: resume one paused download.
     pub const CONTENT_RESUME: &str = "/v1/content/{id}/resume";
+    /// `POST`: write a paid release's plaintext, [`super::OpenRequest`].
+    pub const CONTENT_OPEN: &str = "/v1/content/{id}/open";
     /// `POST`: [`super::GetRequest`].
     pub const DOWNLOADS: &str = "/v1/downloads";
+    /// `GET` [`super::LicenceListReply`]; `POST` a signed licence.
+    pub const LICENCES: &str = "/v1/licences";
+    /// `DELETE`: one licence.
+    pub const LICENCE_ITEM: &str = "/v1/licences/{id}";
     /// `GET` [`super::CatalogListReply`]; `POST` a signed catalog with [`super::PublishQuery`].
     pub const CATALOGS: &str = "/v1/catalogs";
     /// `GET` [`super::LimitsReply`]; `PUT` [`super::LimitsChange`].
@@ -93,6 +99,16 @@ pub mod routes {
     /// [`CONTENT_RESUME`] for `id`.
     pub fn content_resume(id: &ManifestId) -> String {
         CONTENT_RESUME.replace("{id}", &id.to_hex())
+    }
+
+    /// [`CONTENT_OPEN`] for `id`.
+    pub fn content_open(id: &ManifestId) -> String {
+        CONTENT_OPEN.replace("{id}", &id.to_hex())
+    }
+
+    /// [`LICENCE_ITEM`] for `id`.
+    pub fn licence_item(id: &LicenceId) -> String {
+        LICENCE_ITEM.replace("{id}", &id.to_hex())
     }
 }
 
@@ -354,6 +370,9 @@ pub struct CatalogInfo {
     pub revoked_manifests: u64,
     /// Delegate keys it withdraws.
     pub revoked_delegates: u64,
+    /// Licences of paid releases it withdraws.
+    #[serde(default)]
+    pub revoked_licences: u64,
 }
 
 /// `GET /v1/catalogs`.
@@ -445,6 +464,93 @@ pub struct ContentInfo {
     /// The manifest's licence (`None` only from a daemon older than this field).
     #[serde(default)]
     pub licence: Option<LicenceInfo>,
+    /// For a paid release: how its files are encrypted. Its files (in `dir`, a folder of the
+    /// node's) are then the ciphertext, and `POST /v1/content/{id}/open` writes the plaintext.
+    #[serde(default)]
+    pub encryption: Option<EncryptionInfo>,
+}
+
+/// How a paid release is encrypted, in [`ContentInfo`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EncryptionInfo {
+    /// The cipher (`chacha20-poly1305-stream`).
+    pub algorithm: String,
+    /// The id of the content key a licence must seal (64 hex characters).
+    pub key_id: String,
+    /// Bytes of all files once decrypted.
+    pub plaintext_bytes: u64,
+}
+
+/// `POST /v1/content/{id}/open`: where to write a paid release's plaintext.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct OpenRequest {
+    /// The folder to write the files in (absolute; created if missing). It may not be, hold or
+    /// be inside the node's data directory.
+    #[schema(value_type = String)]
+    pub output_dir: PathBuf,
+    /// Whether an existing regular file at one of the release's paths whose bytes are not the
+    /// plaintext may be overwritten. Without it such a file refuses the whole call (409); a
+    /// file already holding the plaintext is kept either way.
+    #[serde(default)]
+    pub replace: bool,
+}
+
+/// What `POST /v1/content/{id}/open` wrote.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct OpenReply {
+    /// The release.
+    #[schema(value_type = schemas::ManifestIdHex)]
+    pub manifest_id: ManifestId,
+    /// Where its plaintext is.
+    #[schema(value_type = String)]
+    pub output_dir: PathBuf,
+    /// The licence that opened it (64 hex characters).
+    pub licence_id: String,
+    /// Files written.
+    pub files_written: usize,
+    /// Files already holding the plaintext, left as they were.
+    pub files_kept: usize,
+    /// Plaintext bytes of all files.
+    pub bytes: u64,
+}
+
+/// One licence held: `GET /v1/licences`, and `POST /v1/licences`'s reply.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct LicenceEntry {
+    /// The licence id (64 hex characters): what a catalog revokes and `DELETE` names.
+    pub id: String,
+    /// The publisher.
+    #[schema(value_type = schemas::PublicKeyHex)]
+    pub publisher: PublicKey,
+    /// The key that signed it: the publisher or one of its delegates.
+    #[schema(value_type = schemas::PublicKeyHex)]
+    pub signer: PublicKey,
+    /// The release it opens.
+    #[schema(value_type = schemas::ManifestIdHex)]
+    pub manifest_id: ManifestId,
+    /// The release's title, if the release is held here.
+    pub title: Option<String>,
+    /// Issued (RFC 3339).
+    pub issued_at: String,
+    /// Valid from (RFC 3339).
+    pub not_before: String,
+    /// Valid until (RFC 3339, exclusive); `None`: no end.
+    pub not_after: Option<String>,
+    /// Where the buyer's node may decrypt (two-letter codes); empty: anywhere.
+    pub regions: Vec<String>,
+    /// `None` if it opens its release here now (or would, once the release is held); else why
+    /// not (ended, revoked, not yet valid, another region...).
+    pub refused: Option<String>,
+}
+
+/// `GET /v1/licences`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct LicenceListReply {
+    /// This node's key, which a publisher seals licences to (64 hex characters).
+    #[schema(value_type = schemas::PublicKeyHex)]
+    pub node_key: PublicKey,
+    /// The licences held.
+    pub licences: Vec<LicenceEntry>,
 }
 
 /// A manifest's licence, in [`ContentInfo`].
@@ -676,6 +782,22 @@ pub trait NodeApi: Send + Sync + 'static {
         &self,
         request: GetRequest,
     ) -> impl Future<Output = Result<ContentInfo, ApiError>> + Send;
+    /// `POST /v1/content/{id}/open`: write the plaintext of a complete paid release, with the
+    /// content key of a licence held that opens it here now.
+    fn content_open(
+        &self,
+        id: ManifestId,
+        request: OpenRequest,
+    ) -> impl Future<Output = Result<OpenReply, ApiError>> + Send;
+    /// `GET /v1/licences`.
+    fn licence_list(&self) -> impl Future<Output = Result<LicenceListReply, ApiError>> + Send;
+    /// `POST /v1/licences`, body = the licence file's bytes: verify and keep it.
+    fn licence_add(
+        &self,
+        licence: Vec<u8>,
+    ) -> impl Future<Output = Result<LicenceEntry, ApiError>> + Send;
+    /// `DELETE /v1/licences/{id}`: forget a licence.
+    fn licence_remove(&self, id: LicenceId) -> impl Future<Output = Result<(), ApiError>> + Send;
     /// `POST /v1/catalogs?head=HEX`, body = signed catalog bytes: accept it as its
     /// publisher's newest catalog (the publisher must be trusted) and pass it on to the swarm.
     fn catalog_publish(

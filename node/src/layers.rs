@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("fetch", 4),
     ("peers", 5),
     ("deliveries", 5),
+    ("licences", 5),
     ("items", 6),
     ("policy_state", 6),
     ("transfer", 6),

@@ -11,6 +11,7 @@
 //! | work | [`catalogs`], [`serve`] | catalogs on the network (heads, fetch, accept, mirror), from a context of parts; answering every peer request under the policy, from a context of parts |
 //! | | [`fetch`] | finding manifests and fetching chunks from many peers, from a context of parts; rarest-first scheduling |
 //! | peers | [`peers`] | the peers part: the peer book (bytes, bans) and the pool of transfer sessions |
+//! | | [`licences`] | the licences for paid releases added to this node, and the content key one of them opens |
 //! | | [`deliveries`] | delivery reports: counting the distinct peers a seed served each release to per day, signing and publishing its reports, and keeping those received |
 //! | parts | [`items`], [`policy_state`], [`transfer`], [`content`], [`bandwidth`] | the item registry (content held, its live state); the trust policy state (trust store, catalogs in force and held, mirrors, unsaved changes) and catalog acceptance; `/licet/transfer/1` streams; content files and output folders; the rate limits in force and the pacing of chunks under them |
 //! | | [`metrics`] | Prometheus metrics and their text formats |
@@ -29,6 +30,7 @@ pub mod fetch;
 pub mod items;
 #[cfg(test)]
 mod layers;
+pub mod licences;
 pub mod metrics;
 pub mod net;
 pub mod node;

@@ -83,6 +83,7 @@ const CATALOG: &[&str] = &[
     "entries",
     "revoked_manifests",
     "revoked_delegates",
+    "revoked_licences",
 ];
 const CONTENT: &[&str] = &[
     "manifest_id",
@@ -103,6 +104,7 @@ const CONTENT: &[&str] = &[
     "changed_files",
     "chunk_map",
     "licence",
+    "encryption",
 ];
 const REFUSAL: &[&str] = &["reason", "detail"];
 const LICENCE: &[&str] = &["terms", "not_before", "not_after", "regions"];

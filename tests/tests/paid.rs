@@ -682,3 +682,142 @@ fn catalog_revoke_licence_takes_ids_and_the_draft_publisher_s_licence_files_only
         "{shown}"
     );
 }
+
+/// Issues `film.manifest`'s licence to `node_key` as `out`.
+fn issue_licence(w: &Workdir, node_key: &str, out: &str) -> serde_json::Value {
+    w.manifest(&[
+        "licence",
+        "issue",
+        "film.manifest",
+        "--key",
+        "publisher.pem",
+        "--content-key",
+        "film.manifest.key",
+        "--to",
+        node_key,
+        "--until",
+        "+30d",
+        "-o",
+        out,
+        "--json",
+    ])
+    .ok()
+    .json()
+}
+
+/// Asserts the files under `dir` of the work folder are exactly `files`' plaintext.
+#[track_caller]
+fn assert_plaintext(w: &Workdir, dir: &str, files: &[(&str, Vec<u8>)]) {
+    for (path, plain) in files {
+        let written = std::fs::read(w.join(&format!("{dir}/{path}")))
+            .unwrap_or_else(|e| panic!("{dir}/{path}: {e}"));
+        assert!(written == *plain, "{dir}/{path} is not the plaintext");
+        assert!(
+            !w.join(&format!("{dir}/{path}.part")).exists(),
+            "{dir}/{path}.part is left"
+        );
+    }
+}
+
+/// The whole paid flow between real daemons: a partner seeds the ciphertext; a buyer with a
+/// licence gets byte-identical plaintext; a node without one gets the ciphertext only and exit
+/// 1 saying why; another node's licence is refused; and once the publisher's catalog revokes
+/// the buyer's licence, the buyer's node no longer opens the release.
+#[test]
+fn a_buyer_with_a_licence_gets_the_plaintext_and_others_only_ciphertext() {
+    let net = licet_tests::TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    let files = paid_release(w);
+    let created = create_encrypted(w);
+    let id = text(&created["manifest_id"]).to_owned();
+
+    let partner = net.start("partner", &[]).trusting(&publisher);
+    partner.add("film.manifest", "release.enc");
+    let link = format!("licet:{id}?peer={}", partner.addr());
+
+    // The buyer: its node's key gets a licence, which its node keeps.
+    let buyer = net
+        .start_joined("buyer", &partner, &[])
+        .trusting(&publisher);
+    let buyer_key = buyer
+        .client(&["licence", "key"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    let issued = issue_licence(w, &buyer_key, "buyer.licence");
+    let licence_id = text(&issued["licence_id"]).to_owned();
+    let added = buyer.client_json(&["licence", "add", "buyer.licence"]);
+    serde_json::from_value::<licet_node::contract::LicenceEntry>(added.clone()).unwrap();
+    assert_eq!(added["id"], licence_id.as_str());
+    assert_eq!(added["refused"], serde_json::Value::Null, "{added}");
+
+    let opened = buyer.client_json(&["get", &link, "-o", "bought"]);
+    serde_json::from_value::<licet_node::contract::OpenReply>(opened.clone()).unwrap();
+    assert_eq!(opened["licence_id"], licence_id.as_str());
+    assert_eq!(opened["files_written"], files.len());
+    assert_plaintext(w, "bought", &files);
+    // The ciphertext stays in the node's own folder, complete and seeded.
+    let held = buyer.content(&id).expect("the buyer holds the release");
+    assert_eq!(held["state"], "complete");
+    assert!(
+        std::path::Path::new(text(&held["dir"])).starts_with(buyer.data_dir()),
+        "{held}"
+    );
+    // A second `get` finds the plaintext there and writes nothing.
+    let again = buyer.client_json(&["get", &link, "-o", "bought"]);
+    assert_eq!(again["files_written"], 0);
+    assert_eq!(again["files_kept"], files.len());
+
+    // A node without a licence: the ciphertext, and exit 1 saying why.
+    let stranger = net
+        .start_joined("stranger", &partner, &[])
+        .trusting(&publisher);
+    let out = stranger.client(&["get", &link, "-o", "not-bought"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("holds no licence"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("licet-node licence add"),
+        "{}",
+        out.stderr
+    );
+    for (path, _) in &files {
+        assert!(
+            !w.join(&format!("not-bought/{path}")).exists(),
+            "{path} was written without a licence"
+        );
+    }
+    let held = stranger
+        .content(&id)
+        .expect("the stranger holds the ciphertext");
+    assert_eq!(held["state"], "complete");
+    // The buyer's licence is not the stranger's.
+    let out = stranger.client(&["licence", "add", "buyer.licence"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("is for node key"), "{}", out.stderr);
+
+    // The publisher revokes the buyer's licence in its catalog.
+    w.catalog_new("publisher.pem", "draft.json");
+    w.manifest(&["catalog", "revoke-licence", "draft.json", "buyer.licence"])
+        .ok();
+    w.catalog_sign("draft.json", "publisher.pem", "publisher.catalog", &[])
+        .ok();
+    buyer
+        .client(&["catalog", "publish", "publisher.catalog"])
+        .ok();
+    let catalogs = buyer.client_json(&["catalog", "ls"]);
+    assert_eq!(catalogs["catalogs"][0]["revoked_licences"], 1, "{catalogs}");
+    let out = buyer.client(&["get", &link, "-o", "after-revocation"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("revoked"), "{}", out.stderr);
+    assert!(!w.join("after-revocation/one.bin").exists());
+    let listed = buyer.client_json(&["licence", "ls"]);
+    let entry = &listed["licences"][0];
+    assert_eq!(entry["id"], licence_id.as_str());
+    assert!(text(&entry["refused"]).contains("revoked"), "{listed}");
+    // A revoked licence is not taken again either.
+    let out = buyer.client(&["licence", "add", "buyer.licence"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("revoked"), "{}", out.stderr);
+}

@@ -299,6 +299,11 @@ fn the_readme_sections_a_new_user_follows_run_as_written() {
         &work.join("release/episode-1.mkv"),
         &home.join("Videos/episode-1/episode-1.mkv"),
     );
+    // The paid release's plaintext, decrypted by the second node with its licence.
+    licet_tests::assert_same_file(
+        &work.join("release/episode-1.mkv"),
+        &home.join("Videos/paid-episode/episode-1.mkv"),
+    );
     assert!(
         out.stdout.contains("revoked"),
         "the takedown's verify did not say revoked:\n{}",

@@ -19,14 +19,15 @@ use std::{
     time::Duration,
 };
 
-use licet_proto::{ManifestId, PublicKey};
+use licet_proto::{LicenceId, ManifestId, PublicKey};
 use reqwest::{Method, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::contract::{
     AddQuery, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentInfo, ContentListReply,
-    ErrorReply, GetRequest, LimitsChange, LimitsReply, PeersReply, PublishQuery, RemoveQuery,
-    RemoveReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
+    ErrorReply, GetRequest, LicenceEntry, LicenceListReply, LimitsChange, LimitsReply, OpenReply,
+    OpenRequest, PeersReply, PublishQuery, RemoveQuery, RemoveReply, StatusReply, TrustAddRequest,
+    TrustEntry, TrustReply,
     files::{API_ADDR_FILE, API_TOKEN_FILE},
     routes,
 };
@@ -310,6 +311,43 @@ impl ApiClient {
             START_DOWNLOAD_TIMEOUT,
         )
         .await
+    }
+
+    /// `POST /v1/content/{id}/open`; returns once the plaintext is written (it decrypts every
+    /// file, so it is given as long as a verification).
+    pub async fn content_open(
+        &self,
+        id: &ManifestId,
+        request: &OpenRequest,
+    ) -> Result<OpenReply, ClientError> {
+        self.send_json(
+            Method::POST,
+            &routes::content_open(id),
+            request,
+            VERIFY_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `GET /v1/licences`.
+    pub async fn licence_list(&self) -> Result<LicenceListReply, ClientError> {
+        self.get_json(routes::LICENCES).await
+    }
+
+    /// `POST /v1/licences` with the licence file's bytes.
+    pub async fn licence_add(&self, licence: Vec<u8>) -> Result<LicenceEntry, ClientError> {
+        self.post_bytes(
+            routes::LICENCES,
+            &serde_json::json!({}),
+            licence,
+            QUICK_CALL_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `DELETE /v1/licences/{id}`.
+    pub async fn licence_remove(&self, id: &LicenceId) -> Result<(), ClientError> {
+        self.delete(&routes::licence_item(id)).await
     }
 
     /// `POST /v1/catalogs?head=HEX` with the signed catalog's bytes and its signed head.

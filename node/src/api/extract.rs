@@ -17,7 +17,10 @@ use serde::de::DeserializeOwned;
 #[cfg(doc)]
 use crate::contract::ErrorReply;
 use crate::{
-    api::server::{bad_request, max_catalog_request_bytes, max_manifest_request_bytes},
+    api::server::{
+        bad_request, max_catalog_request_bytes, max_licence_request_bytes,
+        max_manifest_request_bytes,
+    },
     contract::{ApiError, routes},
 };
 
@@ -80,8 +83,11 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let (what, limit) = if request.uri().path().starts_with(routes::CATALOGS) {
+        let path = request.uri().path();
+        let (what, limit) = if path.starts_with(routes::CATALOGS) {
             ("catalog", max_catalog_request_bytes())
+        } else if path.starts_with(routes::LICENCES) {
+            ("licence", max_licence_request_bytes())
         } else {
             ("manifest", max_manifest_request_bytes())
         };

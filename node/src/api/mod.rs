@@ -9,5 +9,6 @@ pub mod conns;
 pub mod dashboard;
 mod extract;
 mod handlers;
+mod licence_handlers;
 pub mod openapi;
 pub mod server;

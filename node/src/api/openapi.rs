@@ -21,7 +21,10 @@ use utoipa::{
 };
 
 use crate::{
-    api::handlers::{self, BEARER},
+    api::{
+        handlers::{self, BEARER},
+        licence_handlers,
+    },
     contract::{ApiErrorKind, ErrorReply},
 };
 
@@ -58,6 +61,10 @@ use crate::{
         handlers::content_resume,
         handlers::content_check,
         handlers::download_start,
+        licence_handlers::content_open,
+        licence_handlers::licence_list,
+        licence_handlers::licence_add,
+        licence_handlers::licence_remove,
         handlers::catalog_list,
         handlers::catalog_publish,
         handlers::limits,
@@ -78,6 +85,8 @@ use crate::{
         (name = "content", description = "Content seeded, downloaded, paused, checked and \
             removed."),
         (name = "catalogs", description = "Publishers' signed catalogs."),
+        (name = "licences", description = "Licences for paid releases: the content key of one \
+            release sealed to this node's key."),
     )
 )]
 struct ControlApi;

@@ -30,6 +30,10 @@
 //! | `POST` | `/v1/content/{id}/resume` | — | 200 [`ContentInfo`] (`state` downloading): fetching goes on from the chunks held | 400 not a manifest id, 401, 404, 409 not paused, 500 |
 //! | `POST` | `/v1/content/{id}/check` | — | 200 [`ContentInfo`] once every file is re-verified on disk: chunks that match are served again (`state` complete if all do; else failed, with `error` and `changed_files`) | 400 not a manifest id, 401, 404, 409 being downloaded, 500 |
 //! | `POST` | `/v1/downloads` | JSON [`GetRequest`] (`output_dir` absolute) | 200 [`ContentInfo`] once the manifest is accepted; the fetch goes on (poll `GET /v1/content/{id}`) | 400 bad link, relative dir, or a dir that is, holds or is inside the data directory; 401; 403 refused; 409 already held elsewhere, a file of another held item at one of its paths, or a link, a folder, or (without `replace`) a file that is not the manifest's at one of its paths; 502 no peer had it or every peer refused; 500 |
+//! | `POST` | `/v1/content/{id}/open` | JSON [`OpenRequest`] (`output_dir` absolute) | 200 [`OpenReply`] once a complete paid release's plaintext is written, with a licence held that opens it here now | 400 not a manifest id, relative dir, a dir that is, holds or is inside the data directory, or a release that is not encrypted; 401; 403 no licence opens it (each one's reason) or the policy refuses it; 404; 409 not complete yet, a file of another held item, or a link, a folder, or (without `replace`) a file that is not the plaintext at one of its paths; 500 |
+//! | `GET` | `/v1/licences` | — | 200 [`LicenceListReply`]: this node's key and each licence held, with why it does not open its release now, if it does not | 401, 500 |
+//! | `POST` | `/v1/licences` | the licence file's bytes (`application/octet-stream`, at most [`max_licence_request_bytes`]) | 200 [`LicenceEntry`] once kept | 400 not a licence, 401, 403 for another node, ended, untrusted publisher, revoked, or a signer that may not sign it, 500 |
+//! | `DELETE` | `/v1/licences/{id}` | — | 204, empty | 400 not a licence id, 401, 404 not held, 500 |
 //! | `POST` | `/v1/catalogs?head=HEX` | the catalog file's bytes, as `licet-manifest catalog sign` writes it (`application/octet-stream`, at most [`max_catalog_request_bytes`]); `HEX` its signed head | 200 [`CatalogInfo`] once the catalog is the publisher's newest here; it goes on to the swarm | 400 bad catalog or head, or a head of another catalog, 401, 403 untrusted publisher, expired, or older than the catalog held (rollback), 500 |
 //! | `GET` | `/v1/catalogs` | — | 200 [`CatalogListReply`]: each trusted publisher's catalog | 401, 500 |
 //! | `GET` | `/v1/limits` | — | 200 [`LimitsReply`] | 401, 500 |
@@ -80,8 +84,9 @@ use licet_proto::signed::SignedKind;
 
 #[cfg(doc)]
 use crate::contract::{
-    CatalogInfo, CatalogListReply, ContentInfo, ContentListReply, GetRequest, LimitsChange,
-    LimitsReply, PeersReply, RemoveReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
+    CatalogInfo, CatalogListReply, ContentInfo, ContentListReply, GetRequest, LicenceEntry,
+    LicenceListReply, LimitsChange, LimitsReply, OpenReply, OpenRequest, PeersReply, RemoveReply,
+    StatusReply, TrustAddRequest, TrustEntry, TrustReply,
 };
 use crate::{
     api::{
@@ -92,6 +97,7 @@ use crate::{
             content_pause, content_remove, content_resume, description, download_start, limits,
             limits_change, log, metrics, peers, status, trust_add, trust_list, trust_remove,
         },
+        licence_handlers,
     },
     contract::{
         ApiError, ApiErrorKind, ErrorReply, NodeApi,
@@ -111,6 +117,10 @@ pub fn max_manifest_request_bytes() -> usize {
 /// Largest `POST /v1/catalogs` body: the largest catalog file (its signed root and every part).
 pub fn max_catalog_request_bytes() -> usize {
     licet_proto::catalog_parts::MAX_CATALOG_FILE_BYTES
+}
+/// Largest `POST /v1/licences` body: the largest signed licence envelope.
+pub fn max_licence_request_bytes() -> usize {
+    SignedKind::Licence.max_envelope_bytes()
 }
 /// Random bytes in an API token (shown as twice as many hex characters).
 const TOKEN_BYTES: usize = 32;
@@ -198,7 +208,21 @@ pub fn router<N: NodeApi>(node: Arc<N>, token: String, port: u16) -> Router {
             routes::CONTENT_RESUME,
             axum::routing::post(content_resume::<N>),
         )
+        .route(
+            routes::CONTENT_OPEN,
+            axum::routing::post(licence_handlers::content_open::<N>),
+        )
         .route(routes::DOWNLOADS, axum::routing::post(download_start::<N>))
+        .route(
+            routes::LICENCES,
+            get(licence_handlers::licence_list::<N>)
+                .post(licence_handlers::licence_add::<N>)
+                .layer(DefaultBodyLimit::max(max_licence_request_bytes())),
+        )
+        .route(
+            routes::LICENCE_ITEM,
+            delete(licence_handlers::licence_remove::<N>),
+        )
         .route(routes::LIMITS, get(limits::<N>).put(limits_change::<N>))
         .route(
             routes::CATALOGS,
@@ -446,12 +470,13 @@ pub(crate) mod fake {
         time::Duration,
     };
 
-    use licet_proto::{ManifestId, PublicKey, SecretKey};
+    use licet_proto::{LicenceId, ManifestId, PublicKey, SecretKey};
 
     use crate::contract::{
         ApiError, CatalogInfo, CatalogListReply, ContentCounts, ContentInfo, ContentListReply,
-        ContentState, GetRequest, LimitsChange, LimitsReply, LogLine, LogReply, NodeApi, PeerInfo,
-        PeersReply, RemoveQuery, RemoveReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
+        ContentState, GetRequest, LicenceEntry, LicenceListReply, LimitsChange, LimitsReply,
+        LogLine, LogReply, NodeApi, OpenReply, OpenRequest, PeerInfo, PeersReply, RemoveQuery,
+        RemoveReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
     };
 
     /// Every await in tests goes through this.
@@ -478,6 +503,10 @@ pub(crate) mod fake {
         ContentPause(ManifestId),
         ContentResume(ManifestId),
         DownloadStart(GetRequest),
+        ContentOpen(ManifestId, OpenRequest),
+        LicenceList,
+        LicenceAdd(Vec<u8>),
+        LicenceRemove(LicenceId),
         CatalogPublish(Vec<u8>, Vec<u8>),
         CatalogList,
         Limits,
@@ -494,6 +523,8 @@ pub(crate) mod fake {
         pub content_replies: Mutex<VecDeque<ContentInfo>>,
         /// The reply of `download_start`, `content_add` and `content_check`, if not the default.
         pub start_reply: Mutex<Option<ContentInfo>>,
+        /// Errors of `content_open`, in turn, before it answers (for `get` of a paid release).
+        pub open_errors: Mutex<VecDeque<ApiError>>,
     }
 
     pub(crate) fn publisher() -> PublicKey {
@@ -520,6 +551,22 @@ pub(crate) mod fake {
             chunk_map: vec![100, 50, 0, 0],
             licence: None,
             changed_files: Vec::new(),
+            encryption: None,
+        }
+    }
+
+    pub(crate) fn licence_entry() -> LicenceEntry {
+        LicenceEntry {
+            id: "cd".repeat(32),
+            publisher: publisher(),
+            signer: publisher(),
+            manifest_id: ManifestId([2; 32]),
+            title: Some("Episode 1".to_owned()),
+            issued_at: "2027-01-15T08:00:00Z".to_owned(),
+            not_before: "2027-01-15T08:00:00Z".to_owned(),
+            not_after: None,
+            regions: Vec::new(),
+            refused: None,
         }
     }
 
@@ -538,6 +585,7 @@ pub(crate) mod fake {
             entries: 12,
             revoked_manifests: 2,
             revoked_delegates: 1,
+            revoked_licences: 0,
         }
     }
 
@@ -720,6 +768,42 @@ pub(crate) mod fake {
             let mut info = self.start_reply(ManifestId([2; 32]));
             info.dir = request.output_dir;
             Ok(info)
+        }
+
+        async fn content_open(
+            &self,
+            id: ManifestId,
+            request: OpenRequest,
+        ) -> Result<OpenReply, ApiError> {
+            self.record(Call::ContentOpen(id, request.clone()))?;
+            if let Some(error) = self.open_errors.lock().unwrap().pop_front() {
+                return Err(error);
+            }
+            Ok(OpenReply {
+                manifest_id: id,
+                output_dir: request.output_dir,
+                licence_id: "cd".repeat(32),
+                files_written: 2,
+                files_kept: 0,
+                bytes: 4000,
+            })
+        }
+
+        async fn licence_list(&self) -> Result<LicenceListReply, ApiError> {
+            self.record(Call::LicenceList)?;
+            Ok(LicenceListReply {
+                node_key: publisher(),
+                licences: vec![licence_entry()],
+            })
+        }
+
+        async fn licence_add(&self, licence: Vec<u8>) -> Result<LicenceEntry, ApiError> {
+            self.record(Call::LicenceAdd(licence))?;
+            Ok(licence_entry())
+        }
+
+        async fn licence_remove(&self, id: LicenceId) -> Result<(), ApiError> {
+            self.record(Call::LicenceRemove(id))
         }
 
         async fn catalog_publish(
@@ -1034,6 +1118,10 @@ mod tests {
             (Method::POST, format!("/v1/content/{id}/pause")),
             (Method::POST, format!("/v1/content/{id}/resume")),
             (Method::POST, "/v1/downloads".to_owned()),
+            (Method::POST, format!("/v1/content/{id}/open")),
+            (Method::GET, "/v1/licences".to_owned()),
+            (Method::POST, "/v1/licences".to_owned()),
+            (Method::DELETE, format!("/v1/licences/{}", "cd".repeat(32))),
             (Method::POST, "/v1/catalogs?head=00".to_owned()),
             (Method::GET, "/v1/catalogs".to_owned()),
             (Method::GET, "/v1/limits".to_owned()),

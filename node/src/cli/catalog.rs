@@ -76,7 +76,7 @@ async fn publish(
         return print_json(&info);
     }
     println!(
-        "published catalog {} of {}{}: {} listed, {} revoked manifest(s), {} revoked delegate(s), expires {}",
+        "published catalog {} of {}{}: {} listed, {} revoked manifest(s), {} revoked delegate(s), {} revoked licence(s), expires {}",
         info.sequence.map_or("-".to_owned(), |s| s.to_string()),
         info.publisher,
         info.name
@@ -86,6 +86,7 @@ async fn publish(
         info.entries,
         info.revoked_manifests,
         info.revoked_delegates,
+        info.revoked_licences,
         info.expires_at.as_deref().map_or("-".to_owned(), clean),
     );
     Ok(())
@@ -124,7 +125,10 @@ pub(super) fn format_catalogs(catalogs: &[CatalogInfo]) -> String {
                 c.sequence.map_or("none".to_owned(), |s| s.to_string()),
                 expires,
                 c.entries.to_string(),
-                format!("{}/{}", c.revoked_manifests, c.revoked_delegates),
+                format!(
+                    "{}/{}/{}",
+                    c.revoked_manifests, c.revoked_delegates, c.revoked_licences
+                ),
                 if c.mirror { "yes" } else { "-" }.to_owned(),
                 c.name.as_deref().map_or("-".to_owned(), clean),
             ]
@@ -136,7 +140,7 @@ pub(super) fn format_catalogs(catalogs: &[CatalogInfo]) -> String {
             "SEQUENCE",
             "EXPIRES",
             "LISTED",
-            "REVOKED (MANIFESTS/DELEGATES)",
+            "REVOKED (MANIFESTS/DELEGATES/LICENCES)",
             "MIRROR",
             "NAME",
         ],

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     api::client::ApiClient,
-    contract::{AddQuery, ContentInfo, ContentListReply, ContentState, GetRequest},
+    contract::{AddQuery, ContentInfo, ContentListReply, ContentState, GetRequest, OpenRequest},
 };
 
 /// How often `get` asks how the download is going.
@@ -280,6 +280,9 @@ pub(super) async fn get(
         }
     };
     match outcome {
+        Ok(info) if info.encryption.is_some() => {
+            open_paid_release(&client, &info, &output_dir, replace, json).await
+        }
         Ok(info) => {
             if json {
                 print_json(&info)
@@ -295,6 +298,61 @@ pub(super) async fn get(
             Err(failure)
         }
         Err(WatchEnd::Stopped(failure)) => Err(failure),
+    }
+}
+
+/// The end of `get` of a paid release, once its ciphertext is complete: the daemon writes the
+/// plaintext into `output_dir` with a licence it holds. Without one that opens the release
+/// here now the daemon says why (exit 1); the ciphertext stays held and seeded either way.
+async fn open_paid_release(
+    client: &ApiClient,
+    info: &ContentInfo,
+    output_dir: &Path,
+    replace: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let request = OpenRequest {
+        output_dir: output_dir.to_path_buf(),
+        replace,
+    };
+    let opened = client
+        .content_open(&info.manifest_id, &request)
+        .await
+        .map_err(|e| {
+            let failure = call_failure(e, client, Verdict::UsageError);
+            let seeding = format!(
+                "the release's ciphertext is complete and stays seeded (id {}); once this is \
+                 fixed, the same `licet-node get` writes the plaintext",
+                id_prefix(&info.manifest_id)
+            );
+            match failure {
+                Failure::Invalid(e) => Failure::Invalid(e.context(seeding)),
+                Failure::Other(e) => Failure::Other(e.context(seeding)),
+            }
+        })?;
+    if json {
+        return print_json(&opened);
+    }
+    let mut out = format_download_summary(info);
+    let _ = writeln!(
+        out,
+        "  paid     decrypted with licence {} into {}: {} written, {} already there ({})",
+        &opened.licence_id[..opened.licence_id.len().min(16)],
+        opened.output_dir.display(),
+        files_text(opened.files_written),
+        files_text(opened.files_kept),
+        human_bytes(opened.bytes),
+    );
+    print!("{out}");
+    Ok(())
+}
+
+/// "1 file", "3 files".
+fn files_text(count: usize) -> String {
+    if count == 1 {
+        "1 file".to_owned()
+    } else {
+        format!("{count} files")
     }
 }
 
@@ -596,7 +654,15 @@ fn format_download_summary(info: &ContentInfo) -> String {
         info.total_bytes,
         chunks_text(info.total_chunks)
     );
-    let _ = writeln!(out, "  files in {}", info.dir.display());
+    if info.encryption.is_some() {
+        let _ = writeln!(
+            out,
+            "  sealed   {} (the ciphertext, which this node seeds)",
+            info.dir.display()
+        );
+    } else {
+        let _ = writeln!(out, "  files in {}", info.dir.display());
+    }
     let fetched = if info.fetched_chunks == 0 {
         "none (all chunks were already here)".to_owned()
     } else if info.fetched_chunks < info.total_chunks {
@@ -901,6 +967,120 @@ mod tests {
             .filter(|c| matches!(c, Call::ContentGet(i) if *i == id))
             .count();
         assert_eq!(polls, 4, "{calls:?}");
+    }
+
+    /// A complete paid release, as the daemon shows it.
+    fn paid(id: ManifestId) -> ContentInfo {
+        let mut info = content(id, ContentState::Complete, 4096);
+        info.encryption = Some(crate::contract::EncryptionInfo {
+            algorithm: "chacha20-poly1305-stream".to_owned(),
+            key_id: "ef".repeat(32),
+            plaintext_bytes: 4000,
+        });
+        info
+    }
+
+    #[tokio::test]
+    async fn get_of_a_paid_release_asks_for_its_plaintext_in_the_output_folder() {
+        let (dir, server) = daemon_dir().await;
+        let id = ManifestId([2; 32]);
+        server
+            .node
+            .content_replies
+            .lock()
+            .unwrap()
+            .push_back(paid(id));
+        let out = tempfile::tempdir().unwrap();
+        let link = format!("licet:{id}");
+        exec(
+            &[
+                "get",
+                &link,
+                "-o",
+                out.path().to_str().unwrap(),
+                "--replace",
+            ],
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        let opened: Vec<_> = server
+            .node
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::ContentOpen(i, request) => Some((i, request)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(opened.len(), 1, "{opened:?}");
+        assert_eq!(opened[0].0, id);
+        assert_eq!(
+            opened[0].1.output_dir,
+            std::fs::canonicalize(out.path()).unwrap()
+        );
+        assert!(opened[0].1.replace);
+    }
+
+    #[tokio::test]
+    async fn get_of_a_paid_release_without_a_licence_exits_1_saying_why() {
+        let (dir, server) = daemon_dir().await;
+        let id = ManifestId([2; 32]);
+        server
+            .node
+            .content_replies
+            .lock()
+            .unwrap()
+            .push_back(paid(id));
+        server
+            .node
+            .open_errors
+            .lock()
+            .unwrap()
+            .push_back(ApiError::new(
+                ApiErrorKind::Refused,
+                "this node holds no licence for release 0202…",
+            ));
+        let out = tempfile::tempdir().unwrap();
+        let (code, text) = fails(
+            &[
+                "get",
+                &format!("licet:{id}"),
+                "-o",
+                out.path().to_str().unwrap(),
+            ],
+            dir.path(),
+        )
+        .await;
+        assert_eq!(code, 1, "{text}");
+        assert!(text.contains("holds no licence"), "{text}");
+        assert!(text.contains("stays seeded"), "{text}");
+        // A release in the clear is never opened.
+        let (dir, server) = daemon_dir().await;
+        server
+            .node
+            .content_replies
+            .lock()
+            .unwrap()
+            .push_back(content(id, ContentState::Complete, 4096));
+        exec(
+            &[
+                "get",
+                &format!("licet:{id}"),
+                "-o",
+                out.path().to_str().unwrap(),
+            ],
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            !server
+                .node
+                .calls()
+                .iter()
+                .any(|c| matches!(c, Call::ContentOpen(..)))
+        );
     }
 
     #[tokio::test]

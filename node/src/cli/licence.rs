@@ -1,17 +1,23 @@
-//! `licet-node licence key`: the key a publisher seals a paid release's content key to.
+//! `licet-node licence key|add|ls|rm`: the licences for paid releases this node holds.
 //!
 //! A licence (`licet-manifest licence issue --to NODE_KEY`) is sealed to the node's ed25519
 //! identity key (`node.key` in the data directory, the key its peer id names), mapped to X25519
-//! for HPKE. This reads that key from the data directory; the daemon need not run.
+//! for HPKE. `key` reads that key from the data directory (the daemon need not run); the others
+//! ask the daemon, which keeps the licences and opens paid releases with them (`get`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use clap::Subcommand;
 use libp2p::identity;
-use licet_proto::PublicKey;
+use licet_proto::{LicenceId, PublicKey, signed::SignedKind};
 
-use super::{Failure, output::print_json};
+use super::{
+    Failure, Verdict, call_failure, connect,
+    output::{clean, id_prefix, print_json, table},
+    read_signed_file,
+};
+use crate::contract::{LicenceEntry, LicenceListReply};
 
 /// Largest `node.key` read: a protobuf-encoded ed25519 keypair is under 100 bytes.
 const MAX_NODE_KEY_BYTES: u64 = 4096;
@@ -30,9 +36,42 @@ pub enum LicenceCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Add a licence for a paid release; `get` then writes the release's plaintext.
+    #[command(
+        after_help = "Example:\n  licet-node licence add episode-1.licence\n\n\
+        The licence must be for this node's key, of a trusted publisher, not ended, and\n\
+        not revoked by the publisher's catalog. Then `licet-node get LINK -o DIR`\n\
+        fetches the release (or finds it held) and writes its plaintext into DIR."
+    )]
+    Add {
+        /// The licence file, as `licet-manifest licence issue -o` wrote it.
+        #[arg(value_name = "LICENCE")]
+        file: PathBuf,
+        /// Print the licence as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the licences held, and whether each opens its release here now.
+    #[command(after_help = "Example:\n  licet-node licence ls")]
+    Ls {
+        /// Print the daemon's reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a licence.
+    #[command(after_help = "Example:\n  licet-node licence rm \\\n      \
+        5d1e0c4f2b7a99e3c0d6a1f8e2b4c7d9a0e5f3b1c8d2e6f4a7b9c0d1e2f3a4a0")]
+    Rm {
+        /// The licence id (64 hex characters; `licet-node licence ls` shows it).
+        #[arg(value_name = "ID")]
+        id: LicenceId,
+        /// Print `{"removed": "<id>"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-pub(super) fn run(command: LicenceCommand, data_dir: &Path) -> Result<(), Failure> {
+pub(super) async fn run(command: LicenceCommand, data_dir: &Path) -> Result<(), Failure> {
     match command {
         LicenceCommand::Key { json } => {
             let (node_key, peer_id) = node_public_key(data_dir).map_err(Failure::other)?;
@@ -46,7 +85,104 @@ pub(super) fn run(command: LicenceCommand, data_dir: &Path) -> Result<(), Failur
                 Ok(())
             }
         }
+        LicenceCommand::Add { file, json } => add(data_dir, &file, json).await,
+        LicenceCommand::Ls { json } => list(data_dir, json).await,
+        LicenceCommand::Rm { id, json } => remove(data_dir, id, json).await,
     }
+}
+
+/// `licence add`.
+async fn add(data_dir: &Path, file: &Path, json: bool) -> Result<(), Failure> {
+    let bytes = read_signed_file(file, SignedKind::Licence)?;
+    let client = connect(data_dir)?;
+    let entry: LicenceEntry = client
+        .licence_add(bytes)
+        .await
+        .map_err(|e| call_failure(e, &client, Verdict::BadRequestIsInvalid))?;
+    if json {
+        print_json(&entry)
+    } else {
+        let title = entry.title.as_deref().map_or_else(
+            || format!("release {}", entry.manifest_id),
+            |t| format!("\"{}\"", clean(t)),
+        );
+        println!(
+            "licence {} added: it opens {title}",
+            id_prefix_text(&entry.id)
+        );
+        if let Some(why) = &entry.refused {
+            println!("  not yet: {}", clean(why));
+        }
+        Ok(())
+    }
+}
+
+/// `licence ls`.
+async fn list(data_dir: &Path, json: bool) -> Result<(), Failure> {
+    let client = connect(data_dir)?;
+    let reply: LicenceListReply = client
+        .licence_list()
+        .await
+        .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
+    if json {
+        print_json(&reply)
+    } else {
+        print!("{}", format_licences(&reply));
+        Ok(())
+    }
+}
+
+/// `licence rm`.
+async fn remove(data_dir: &Path, id: LicenceId, json: bool) -> Result<(), Failure> {
+    let client = connect(data_dir)?;
+    client
+        .licence_remove(&id)
+        .await
+        .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
+    if json {
+        print_json(&serde_json::json!({ "removed": id.to_string() }))
+    } else {
+        println!("licence {id} forgotten");
+        Ok(())
+    }
+}
+
+/// The first 16 characters of a hex id, as `ls` shows ids.
+fn id_prefix_text(id: &str) -> &str {
+    id.get(..16).unwrap_or(id)
+}
+
+/// `licence ls`: this node's key, then a table of licences.
+fn format_licences(reply: &LicenceListReply) -> String {
+    let mut out = format!("node key {}\n", reply.node_key);
+    if reply.licences.is_empty() {
+        out.push_str(
+            "no licences (a publisher issues one for the key above; add it with \
+             `licet-node licence add FILE`)\n",
+        );
+        return out;
+    }
+    let rows: Vec<Vec<String>> = reply
+        .licences
+        .iter()
+        .map(|entry| {
+            vec![
+                id_prefix_text(&entry.id).to_owned(),
+                id_prefix(&entry.manifest_id),
+                entry.not_after.clone().unwrap_or_else(|| "-".to_owned()),
+                match &entry.refused {
+                    None => "opens".to_owned(),
+                    Some(why) => format!("refused: {}", clean(why)),
+                },
+                entry.title.as_deref().map_or("-".to_owned(), clean),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["LICENCE", "RELEASE", "UNTIL", "STATE", "TITLE"],
+        &rows,
+    ));
+    out
 }
 
 /// The ed25519 public key and peer id of the node whose data directory is `data_dir`.
@@ -82,7 +218,108 @@ pub(crate) fn node_public_key(data_dir: &Path) -> anyhow::Result<(PublicKey, lib
 
 #[cfg(test)]
 mod tests {
+    use licet_proto::{
+        ManifestId, SecretKey, Timestamp,
+        encryption::ContentKey,
+        licence::{ContentLicence, LICENCE_FORMAT_VERSION, seal_content_key},
+    };
+
     use super::*;
+    use crate::cli::test_support::*;
+
+    fn licence_file(dir: &Path) -> (PathBuf, Vec<u8>) {
+        let publisher = SecretKey::from_seed(&[1; 32]);
+        let key = ContentKey::from_bytes([2; 32]);
+        let manifest_id = ManifestId([3; 32]);
+        let recipient = SecretKey::from_seed(&[4; 32]).public_key();
+        let licence = ContentLicence {
+            version: LICENCE_FORMAT_VERSION,
+            publisher: publisher.public_key(),
+            manifest_id,
+            key_id: key.id(),
+            recipient,
+            issued_at: Timestamp(1_700_000_000),
+            not_before: Timestamp(1_700_000_000),
+            not_after: None,
+            regions: Vec::new(),
+            sealed_key: seal_content_key(&key, &manifest_id, &recipient).unwrap(),
+        }
+        .sign(&publisher, None)
+        .unwrap();
+        let bytes = licence.envelope().encode();
+        let path = dir.join("buyer.licence");
+        std::fs::write(&path, &bytes).unwrap();
+        (path, bytes)
+    }
+
+    #[tokio::test]
+    async fn licence_add_sends_the_file_and_refuses_what_is_not_a_licence_itself() {
+        let (dir, server) = daemon_dir().await;
+        let files = tempfile::tempdir().unwrap();
+        let (path, bytes) = licence_file(files.path());
+        exec(&["licence", "add", path.to_str().unwrap()], dir.path())
+            .await
+            .unwrap();
+        assert!(
+            matches!(&server.node.calls()[..], [Call::LicenceAdd(sent)] if *sent == bytes),
+            "{:?}",
+            server.node.calls()
+        );
+        let junk = files.path().join("junk.licence");
+        std::fs::write(&junk, b"not a licence").unwrap();
+        let (code, text) = fails(&["licence", "add", junk.to_str().unwrap()], dir.path()).await;
+        assert_eq!(code, 1, "{text}");
+        assert!(text.contains("junk.licence"), "{text}");
+        assert_eq!(server.node.calls().len(), 1, "the daemon never saw it");
+        server.node.fail(ApiError::new(
+            ApiErrorKind::Refused,
+            "the licence is refused: the licence is for node key 3b6a…",
+        ));
+        let (code, text) = fails(&["licence", "add", path.to_str().unwrap()], dir.path()).await;
+        assert_eq!(code, 1, "{text}");
+        assert!(text.contains("for node key"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn licence_ls_and_rm_speak_to_the_daemon() {
+        let (dir, server) = daemon_dir().await;
+        exec(&["licence", "ls"], dir.path()).await.unwrap();
+        let id = "cd".repeat(32);
+        exec(&["licence", "rm", &id], dir.path()).await.unwrap();
+        let calls = server.node.calls();
+        assert!(matches!(calls[0], Call::LicenceList), "{calls:?}");
+        assert!(
+            matches!(&calls[1], Call::LicenceRemove(removed) if removed.to_hex() == id),
+            "{calls:?}"
+        );
+    }
+
+    #[test]
+    fn the_licence_table_says_which_open_and_why_others_do_not() {
+        let mut refused = crate::api::server::fake::licence_entry();
+        refused.id = "ef".repeat(32);
+        refused.refused = Some("the licence ended at 2027-02-01T00:00:00Z".to_owned());
+        let reply = LicenceListReply {
+            node_key: crate::api::server::fake::publisher(),
+            licences: vec![crate::api::server::fake::licence_entry(), refused],
+        };
+        let text = format_licences(&reply);
+        assert!(
+            text.starts_with(&format!("node key {}\n", reply.node_key)),
+            "{text}"
+        );
+        assert!(text.contains("cdcdcdcdcdcdcdcd"), "{text}");
+        assert!(text.contains("opens"), "{text}");
+        assert!(
+            text.contains("refused: the licence ended at 2027-02-01"),
+            "{text}"
+        );
+        let empty = format_licences(&LicenceListReply {
+            node_key: reply.node_key,
+            licences: Vec::new(),
+        });
+        assert!(empty.contains("licet-node licence add FILE"), "{empty}");
+    }
 
     #[test]
     fn the_key_is_the_identity_s_and_a_missing_one_says_how_to_make_it() {

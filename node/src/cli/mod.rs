@@ -104,7 +104,11 @@ pub enum ClientCommand {
         folder or link at one of its paths refuses the download (exit 2) unless --replace.\n\n\
         While a file downloads it is NAME.part beside where it will be; once it is complete and\n\
         verified it is renamed to NAME, so a file at its final name is always whole. A NAME.part\n\
-        left by an earlier download (`rm` keeps files) is written over."
+        left by an earlier download (`rm` keeps files) is written over.\n\n\
+        A paid release is fetched and seeded as ciphertext, in the node's data directory;\n\
+        once it is complete, the plaintext is written into DIR with a licence this node\n\
+        holds (`licet-node licence add`). Without one that opens it here now, `get` says\n\
+        why and exits 1; the ciphertext stays seeded. --json then prints what was written."
     )]
     Get {
         /// The share link (`licet:<id>[?peer=<multiaddr>]`) or a bare manifest id.
@@ -249,8 +253,11 @@ pub enum ClientCommand {
         after_help = "Example:\n  licet-node catalog publish publisher.catalog\n  licet-node catalog ls"
     )]
     Catalog(CatalogCommand),
-    /// Licences for paid releases: print the key a publisher issues this node's licences to.
-    #[command(subcommand, after_help = "Example:\n  licet-node licence key")]
+    /// Licences for paid releases: this node's key, and the licences it holds.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  licet-node licence key\n  licet-node licence add episode-1.licence\n  licet-node licence ls"
+    )]
     Licence(LicenceCommand),
     /// Show the bandwidth limits in force, or change them while the daemon runs.
     #[command(
@@ -355,7 +362,7 @@ async fn execute(command: ClientCommand, data_dir: &Path, watch: &Watch) -> Resu
         ClientCommand::Pause { id, json } => steer::pause(data_dir, &id, json).await,
         ClientCommand::Resume { id, json } => steer::resume(data_dir, &id, json).await,
         ClientCommand::Catalog(command) => catalog::run(command, data_dir).await,
-        ClientCommand::Licence(command) => licence::run(command, data_dir),
+        ClientCommand::Licence(command) => licence::run(command, data_dir).await,
         ClientCommand::Limits(args) => limits::run(args, data_dir).await,
         ClientCommand::Ui { open, json } => dashboard::show(data_dir, open, json).await,
     }
@@ -547,9 +554,9 @@ mod tests {
             }
         }
         assert_eq!(
-            seen, 18,
+            seen, 21,
             "trust add/ls/rm, add, get, ls, status, peers, check, rm, pause, resume, catalog \
-             publish/ls, licence key, limits set/reset, ui"
+             publish/ls, licence key/add/ls/rm, limits set/reset, ui"
         );
     }
 

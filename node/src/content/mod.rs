@@ -31,6 +31,7 @@
 //! - a download holds at most [`MAX_OPEN_FILES`] files open, whatever its manifest lists.
 
 pub mod beneath;
+pub mod opening;
 pub mod output_folder;
 mod removal;
 

@@ -168,6 +168,8 @@ pub struct Metrics {
     pub catalog_revoked_manifests: Family<PublisherLabel, Gauge>,
     /// Delegates it withdraws (set when scraped).
     pub catalog_revoked_delegates: Family<PublisherLabel, Gauge>,
+    /// Licences it withdraws (set when scraped).
+    pub catalog_revoked_licences: Family<PublisherLabel, Gauge>,
     /// Inbound connections denied because their address or subnet had its share, or every
     /// inbound slot was taken, by bound.
     pub connections_refused: Family<LimitLabel, Counter>,
@@ -265,6 +267,7 @@ impl Metrics {
             catalog_expires_at: Family::default(),
             catalog_revoked_manifests: Family::default(),
             catalog_revoked_delegates: Family::default(),
+            catalog_revoked_licences: Family::default(),
             connections_refused: Family::default(),
             provider_records_refused: Family::default(),
             gossip_messages_refused: Family::default(),
@@ -398,6 +401,11 @@ impl Metrics {
             "catalog_revoked_delegates",
             "Delegate keys withdrawn by each trusted publisher's accepted catalog",
             metrics.catalog_revoked_delegates.clone(),
+        );
+        registry.register(
+            "catalog_revoked_licences",
+            "Licences of paid releases withdrawn by each trusted publisher's accepted catalog",
+            metrics.catalog_revoked_licences.clone(),
         );
         registry.register(
             "connections_refused",
@@ -607,6 +615,7 @@ impl Metrics {
             &self.catalog_expires_at,
             &self.catalog_revoked_manifests,
             &self.catalog_revoked_delegates,
+            &self.catalog_revoked_licences,
         ] {
             family.clear();
         }
@@ -630,6 +639,9 @@ impl Metrics {
             self.catalog_revoked_delegates
                 .get_or_create(&label)
                 .set(as_gauge(info.revoked_delegates));
+            self.catalog_revoked_licences
+                .get_or_create(&label)
+                .set(as_gauge(info.revoked_licences));
         }
     }
 

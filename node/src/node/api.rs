@@ -10,7 +10,7 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId};
 use licet_proto::{
-    ManifestId, PublicKey, Timestamp,
+    LicenceId, ManifestId, PublicKey, Timestamp,
     manifest::{ShareLink, VerifiedManifest},
     policy::{Territory, TrustedPublisher},
     wire::Bitfield,
@@ -25,9 +25,9 @@ use crate::{
     content::{self, output_folder},
     contract::{
         self, ApiError, ApiErrorKind, CatalogInfo, CatalogListReply, ContentCounts, ContentInfo,
-        ContentListReply, GetRequest, LimitsChange, LimitsReply, LogReply, NetworkInfo, NodeApi,
-        PeerInfo, PeersReply, RemoveQuery, RemoveReply, StatusReply, TrustAddRequest, TrustEntry,
-        TrustReply,
+        ContentListReply, GetRequest, LicenceEntry, LicenceListReply, LimitsChange, LimitsReply,
+        LogReply, NetworkInfo, NodeApi, OpenReply, OpenRequest, PeerInfo, PeersReply, RemoveQuery,
+        RemoveReply, StatusReply, TrustAddRequest, TrustEntry, TrustReply,
     },
     fetch,
     items::{Item, Live},
@@ -362,6 +362,26 @@ impl NodeApi for Node {
         self.check_item(id).await
     }
 
+    async fn content_open(
+        &self,
+        id: ManifestId,
+        request: OpenRequest,
+    ) -> Result<OpenReply, ApiError> {
+        self.open_release(id, request).await
+    }
+
+    async fn licence_list(&self) -> Result<LicenceListReply, ApiError> {
+        self.licences_held().await
+    }
+
+    async fn licence_add(&self, licence: Vec<u8>) -> Result<LicenceEntry, ApiError> {
+        self.licence_keep(licence).await
+    }
+
+    async fn licence_remove(&self, id: LicenceId) -> Result<(), ApiError> {
+        self.licence_forget(id).await
+    }
+
     async fn catalog_publish(
         &self,
         catalog: Vec<u8>,
@@ -384,7 +404,10 @@ impl NodeApi for Node {
         let (id, hints) = parse_link(&request.link)?;
         let output_dir = self.user_output_dir(&request.output_dir).await?;
         if let Some(item) = self.item(&id) {
-            if item.dir() != output_dir {
+            // A paid release's ciphertext is in a folder of the node's; `output_dir` is where
+            // its plaintext goes once it is complete (`open_release`).
+            let encrypted = item.manifest().manifest().encryption.is_some();
+            if !encrypted && item.dir() != output_dir {
                 return Err(ApiError::new(
                     ApiErrorKind::Conflict,
                     format!(
@@ -428,9 +451,15 @@ impl NodeApi for Node {
                 to_api_refusal(refusal),
             ));
         }
-        let item = self
-            .create_download(manifest, output_dir, request.replace)
-            .await?;
+        let item = if manifest.manifest().encryption.is_some() {
+            // The ciphertext goes to the node's own folder, where only Licet writes: whatever
+            // an earlier download left there is adopted if whole, else written over.
+            let sealed = self.sealed_dir(&id);
+            self.create_download(manifest, sealed, true).await?
+        } else {
+            self.create_download(manifest, output_dir, request.replace)
+                .await?
+        };
         let sources = std::iter::once(found.peer).chain(hint_peers).collect();
         self.start_download(item.clone(), sources, Some(found.lookup), requested);
         Ok(self.info(&item))
@@ -481,7 +510,7 @@ impl Node {
 
     /// A user's output folder, resolved (links and `..` of what exists), and refused if it is,
     /// holds or is inside the data directory.
-    async fn user_output_dir(&self, requested: &Path) -> Result<PathBuf, ApiError> {
+    pub(super) async fn user_output_dir(&self, requested: &Path) -> Result<PathBuf, ApiError> {
         let requested = requested.to_path_buf();
         let data_dir = self.inner.data_dir.clone();
         blocking(move || {
@@ -618,7 +647,7 @@ impl Node {
 
 /// A refusal as the end of a message that already says "refused": its reason and particulars
 /// (the `Refusal`'s own text starts with "refused: " too).
-fn refusal_text(refusal: &licet_proto::policy::Refusal) -> String {
+pub(super) fn refusal_text(refusal: &licet_proto::policy::Refusal) -> String {
     format!("{}: {}", refusal.reason.describe(), refusal.detail)
 }
 

@@ -24,6 +24,7 @@ mod chunk_map;
 pub mod data_dir;
 pub mod health;
 mod limits;
+mod paid;
 mod steer;
 
 use std::{
@@ -38,7 +39,7 @@ use std::{
 use futures::StreamExt as _;
 use libp2p::{Multiaddr, PeerId, identity};
 use licet_proto::{
-    ManifestId,
+    ManifestId, SecretKey,
     manifest::{Region, ShareLink, VerifiedManifest},
     merkle,
     policy::{self, Territory},
@@ -53,9 +54,10 @@ use api_errors::{store_error, to_api_refusal};
 use crate::{
     bandwidth::{Bandwidth, LimitsConfig, SCHEDULE_CHECK, lan},
     catalogs::CatalogWork,
-    contract::{ApiError, ContentInfo, ContentState, LicenceInfo},
+    contract::{ApiError, ContentInfo, ContentState, EncryptionInfo, LicenceInfo},
     fetch::{self, FetchContext, LiveNet, ProviderLookup},
     items::{Item, Items, Live},
+    licences::Licences,
     metrics::{Metrics, recent_log::RecentLog},
     net::{self, Network, NetworkConfig, TRANSFER_PROTOCOL},
     node::data_dir::DataDirError,
@@ -151,6 +153,7 @@ struct Inner {
     bandwidth: Bandwidth,
     recent_log: RecentLog,
     deliveries: crate::deliveries::Deliveries,
+    licences: Arc<Licences>,
 }
 
 /// The node. Cheap to clone; every clone is the same node.
@@ -181,6 +184,27 @@ fn load_identity(data_dir: &Path) -> Result<identity::Keypair, StartError> {
     }
 }
 
+/// The node's identity key as the ed25519 key licences are sealed to.
+fn node_secret_key(keypair: &identity::Keypair, path: &Path) -> Result<SecretKey, StartError> {
+    let ed25519 = keypair
+        .clone()
+        .try_into_ed25519()
+        .map_err(|_| StartError::Identity {
+            path: path.to_path_buf(),
+            reason: "not an ed25519 key".to_owned(),
+        })?;
+    let seed: [u8; 32] =
+        ed25519
+            .secret()
+            .as_ref()
+            .try_into()
+            .map_err(|_| StartError::Identity {
+                path: path.to_path_buf(),
+                reason: "the ed25519 secret is not 32 bytes".to_owned(),
+            })?;
+    Ok(SecretKey::from_seed(&seed))
+}
+
 impl Node {
     /// Opens the data directory, starts the swarm, and resumes serving and fetching.
     pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
@@ -207,6 +231,10 @@ impl Node {
             })?;
         let store = Arc::new(Store::open(&data_dir.join("state.redb"))?);
         let keypair = load_identity(&config.data_dir)?;
+        let licences = Arc::new(Licences::new(
+            store.clone(),
+            node_secret_key(&keypair, &config.data_dir.join("node.key"))?,
+        ));
 
         let policy = Arc::new(PolicyState::load(&store, config.region)?);
         let deliveries = crate::deliveries::Deliveries::open(&config.deliveries, &data_dir)?;
@@ -246,6 +274,7 @@ impl Node {
                 metrics,
                 recent_log: config.recent_log,
                 deliveries,
+                licences,
             }),
         };
         node.load_items().await?;
@@ -638,6 +667,11 @@ impl Node {
                     .iter()
                     .map(|r| r.to_string())
                     .collect(),
+            }),
+            encryption: manifest.encryption.as_ref().map(|e| EncryptionInfo {
+                algorithm: e.algorithm.to_string(),
+                key_id: e.key_id.to_string(),
+                plaintext_bytes: e.plaintext_sizes.iter().sum(),
             }),
         }
     }

@@ -392,6 +392,7 @@ impl PolicyState {
             entries: catalog.map_or(0, |c| c.entries.len() as u64),
             revoked_manifests: catalog.map_or(0, |c| c.revoked_manifests.len() as u64),
             revoked_delegates: catalog.map_or(0, |c| c.revoked_delegates.len() as u64),
+            revoked_licences: catalog.map_or(0, |c| c.revoked_licences.len() as u64),
         })
     }
 

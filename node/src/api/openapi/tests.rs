@@ -16,7 +16,8 @@ use crate::{
         fake::{FakeNode, TestServer, publisher, within},
     },
     contract::{
-        ApiError, ApiErrorKind, GetRequest, LimitsChange, Refusal, TrustAddRequest, routes,
+        ApiError, ApiErrorKind, GetRequest, LimitsChange, OpenRequest, Refusal, TrustAddRequest,
+        routes,
     },
 };
 
@@ -314,6 +315,33 @@ fn calls() -> Vec<Call> {
             Method::POST,
             routes::CONTENT_CHECK,
             format!("/v1/content/{id}/check"),
+            Body::Empty,
+        ),
+        call(
+            Method::POST,
+            routes::CONTENT_OPEN,
+            format!("/v1/content/{id}/open"),
+            json(OpenRequest {
+                output_dir: "/srv/downloads".into(),
+                replace: false,
+            }),
+        ),
+        call(
+            Method::GET,
+            routes::LICENCES,
+            routes::LICENCES.into(),
+            Body::Empty,
+        ),
+        call(
+            Method::POST,
+            routes::LICENCES,
+            routes::LICENCES.into(),
+            Body::Bytes(vec![1, 2, 3]),
+        ),
+        call(
+            Method::DELETE,
+            routes::LICENCE_ITEM,
+            routes::licence_item(&licet_proto::LicenceId([5; 32])),
             Body::Empty,
         ),
         call(
