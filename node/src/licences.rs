@@ -7,15 +7,17 @@
 //!
 //! Invariants:
 //! - a licence is kept only if it verifies, is for this node, is of a trusted publisher, has
-//!   not ended, and neither it nor its signer is revoked by the publisher's catalog in force
-//!   ([`Licences::add`]); each refusal names its reason;
+//!   not ended, neither it nor its signer is revoked by the publisher's catalog in force, and
+//!   its sealed key opens with this node's key ([`Licences::add`]); each refusal names its
+//!   reason;
 //! - a content key is given out ([`Licences::content_key`]) only from a licence that, at the
 //!   time the policy judges by, opens exactly that release on this node (release, publisher,
 //!   key id, windows, region, delegation scope: [`VerifiedLicence::check_for`]) and that the
 //!   publisher's catalog in force revokes neither by id nor by signer, asked again on every
 //!   call: a revocation or the end of a licence bites on the next `get`.
 //!
-//! Every method blocks (the store); callers run them on blocking threads.
+//! The methods that read or write the licences held block (the store); callers run them on
+//! blocking threads.
 
 use std::sync::Arc;
 
@@ -108,18 +110,15 @@ impl Licences {
         self.node_key.public_key()
     }
 
-    /// Verifies the licence file `bytes` and keeps it; returns it and whether it was new.
+    /// Keeps `licence` if it stands here ([`Licences::standing`]; one not yet valid is kept
+    /// too) and its sealed key opens with this node's key; returns it and whether it was new.
     /// `manifest`, if the release is held here, is checked too (its key id, region, scope).
     pub fn add(
         &self,
-        bytes: &[u8],
+        licence: VerifiedLicence,
         policy: &PolicyState,
         manifest: Option<&VerifiedManifest>,
     ) -> Result<Result<(VerifiedLicence, bool), LicenceRefusal>, StoreError> {
-        let licence = match VerifiedLicence::from_bytes(bytes) {
-            Ok(licence) => licence,
-            Err(e) => return Ok(Err(e.into())),
-        };
         if let Err(refusal) = self.standing(&licence, policy, manifest) {
             // A licence not yet valid is kept: it opens its release once its window does.
             if !matches!(
@@ -128,6 +127,9 @@ impl Licences {
             ) {
                 return Ok(Err(refusal));
             }
+        }
+        if let Err(e) = licence.unseal(&self.node_key) {
+            return Ok(Err(e.into()));
         }
         let new = self.store.licence_put(&licence)?;
         Ok(Ok((licence, new)))
@@ -283,7 +285,7 @@ mod tests {
         recipient: PublicKey,
         not_before: i64,
         not_after: Option<i64>,
-    ) -> Vec<u8> {
+    ) -> VerifiedLicence {
         let manifest_id = f.manifest.id();
         ContentLicence {
             version: LICENCE_FORMAT_VERSION,
@@ -299,8 +301,6 @@ mod tests {
         }
         .sign(&publisher(), None)
         .unwrap()
-        .envelope()
-        .encode()
     }
 
     fn now() -> i64 {
@@ -319,7 +319,7 @@ mod tests {
         let bytes = licence(&f, f.node.public_key(), now() - 60, Some(now() + 3600));
         let (kept, new) = f
             .licences
-            .add(&bytes, &f.policy, Some(&f.manifest))
+            .add(bytes, &f.policy, Some(&f.manifest))
             .unwrap()
             .unwrap();
         assert!(new);
@@ -338,12 +338,11 @@ mod tests {
                 licence(&f, f.node.public_key(), now() - 7200, Some(now() - 3600)),
                 "expired at",
             ),
-            (b"not a licence".to_vec(), "licence"),
         ];
         for (bytes, reason) in cases {
             let refusal = f
                 .licences
-                .add(&bytes, &f.policy, Some(&f.manifest))
+                .add(bytes, &f.policy, Some(&f.manifest))
                 .unwrap()
                 .unwrap_err()
                 .to_string();
@@ -355,7 +354,7 @@ mod tests {
         let bytes = licence(&untrusted, untrusted.node.public_key(), now() - 60, None);
         let refusal = untrusted
             .licences
-            .add(&bytes, &untrusted.policy, None)
+            .add(bytes, &untrusted.policy, None)
             .unwrap()
             .unwrap_err()
             .to_string();
@@ -366,7 +365,7 @@ mod tests {
     async fn a_licence_not_yet_valid_is_kept_but_opens_nothing_yet_saying_when() {
         let f = fixture(true).await;
         let bytes = licence(&f, f.node.public_key(), now() + 86_400, None);
-        f.licences.add(&bytes, &f.policy, None).unwrap().unwrap();
+        f.licences.add(bytes, &f.policy, None).unwrap().unwrap();
         let refused = f
             .licences
             .content_key(&f.manifest, &f.policy)

@@ -753,7 +753,14 @@ fn a_buyer_with_a_licence_gets_the_plaintext_and_others_only_ciphertext() {
     assert_eq!(added["id"], licence_id.as_str());
     assert_eq!(added["refused"], serde_json::Value::Null, "{added}");
 
-    let opened = buyer.client_json(&["get", &link, "-o", "bought"]);
+    // A file of the user's at one of the release's paths refuses it, and stays as it was.
+    w.write("bought/one.bin", b"mine");
+    let out = buyer.client(&["get", &link, "-o", "bought"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("already exists"), "{}", out.stderr);
+    assert_eq!(std::fs::read(w.join("bought/one.bin")).unwrap(), b"mine");
+    assert!(!w.join("bought/many.bin").exists());
+    let opened = buyer.client_json(&["get", &link, "-o", "bought", "--replace"]);
     serde_json::from_value::<licet_node::contract::OpenReply>(opened.clone()).unwrap();
     assert_eq!(opened["licence_id"], licence_id.as_str());
     assert_eq!(opened["files_written"], files.len());

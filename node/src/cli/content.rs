@@ -263,6 +263,9 @@ pub(super) async fn get(
         .download_start(&request)
         .await
         .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
+    if started.encryption.is_some() {
+        warn_without_licence(&client, &started).await;
+    }
     let continuing = continues_in_the_daemon(&started, &output_dir);
     if follow == Follow::Detach {
         return if json {
@@ -319,15 +322,18 @@ async fn open_paid_release(
         .content_open(&info.manifest_id, &request)
         .await
         .map_err(|e| {
-            let failure = call_failure(e, client, Verdict::UsageError);
-            let seeding = format!(
-                "the release's ciphertext is complete and stays seeded (id {}); once this is \
-                 fixed, the same `licet-node get` writes the plaintext",
-                id_prefix(&info.manifest_id)
-            );
-            match failure {
-                Failure::Invalid(e) => Failure::Invalid(e.context(seeding)),
-                Failure::Other(e) => Failure::Other(e.context(seeding)),
+            // The reason first, then what stays and how to go on.
+            let seeding = |e: anyhow::Error| {
+                anyhow!(
+                    "{e:#}\n(the release's ciphertext is complete here and stays seeded, id {}; \
+                     once this is fixed, the same `licet-node get` writes the plaintext)",
+                    id_prefix(&info.manifest_id)
+                )
+            };
+            // A refusal, or ciphertext that does not decrypt, exits 1.
+            match call_failure(e, client, Verdict::BadRequestIsInvalid) {
+                Failure::Invalid(e) => Failure::Invalid(seeding(e)),
+                Failure::Other(e) => Failure::Other(seeding(e)),
             }
         })?;
     if json {
@@ -337,7 +343,7 @@ async fn open_paid_release(
     let _ = writeln!(
         out,
         "  paid     decrypted with licence {} into {}: {} written, {} already there ({})",
-        &opened.licence_id[..opened.licence_id.len().min(16)],
+        id_prefix(&opened.licence_id),
         opened.output_dir.display(),
         files_text(opened.files_written),
         files_text(opened.files_kept),
@@ -345,6 +351,31 @@ async fn open_paid_release(
     );
     print!("{out}");
     Ok(())
+}
+
+/// Says at the start of a paid release's download, not after it, when no licence held opens
+/// it: the ciphertext is fetched and seeded all the same.
+async fn warn_without_licence(client: &ApiClient, info: &ContentInfo) {
+    let Ok(held) = client.licence_list().await else {
+        return;
+    };
+    let mine: Vec<_> = held
+        .licences
+        .iter()
+        .filter(|l| l.manifest_id == info.manifest_id)
+        .collect();
+    if mine.iter().any(|l| l.refused.is_none()) {
+        return;
+    }
+    let why = match mine.first().and_then(|l| l.refused.as_deref()) {
+        Some(why) => format!("the licence held does not open it: {}", clean(why)),
+        None => "this node holds no licence for it".to_owned(),
+    };
+    eprintln!(
+        "note: \"{}\" is a paid release and {why}; it is fetched and seeded as ciphertext, and \
+         its plaintext is written once a licence is added (`licet-node licence add FILE`)",
+        clean(&info.title)
+    );
 }
 
 /// "1 file", "3 files".
@@ -369,9 +400,15 @@ pub(super) enum Follow {
 /// follow, pause or cancel it.
 fn continues_in_the_daemon(info: &ContentInfo, output_dir: &Path) -> String {
     let id = id_prefix(&info.manifest_id);
+    // A paid release's plaintext is written by a `get` that sees it complete, not by the daemon.
+    let follow = if info.encryption.is_some() {
+        "follow it and write its plaintext once complete"
+    } else {
+        "follow it"
+    };
     format!(
         "the download of \"{}\" continues in the daemon (id {id}, into {})\n  \
-         follow it:  licet-node get {} -o {}\n  \
+         {follow}:  licet-node get {} -o {}\n  \
          see it:     licet-node ls\n  \
          pause it:   licet-node pause {id}   (then: licet-node resume {id})\n  \
          cancel it:  licet-node cancel {id}   (add --delete to delete its files too)\n",

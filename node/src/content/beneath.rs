@@ -188,6 +188,21 @@ impl Folder {
     /// holding both is synced). Neither is followed if it is a link: a link or anything but a
     /// regular file at `from` is an error, and so is a directory at `to`.
     pub fn rename_beside(&self, from: &SafePath, to: &SafePath) -> Result<(), BeneathError> {
+        self.rename_in_folder(from, to, false)
+    }
+
+    /// [`Folder::rename_beside`], but failing if anything is at `to` (on Linux the check and
+    /// the rename are one step, so a file made there meanwhile is never replaced).
+    pub fn rename_beside_new(&self, from: &SafePath, to: &SafePath) -> Result<(), BeneathError> {
+        self.rename_in_folder(from, to, true)
+    }
+
+    fn rename_in_folder(
+        &self,
+        from: &SafePath,
+        to: &SafePath,
+        no_replace: bool,
+    ) -> Result<(), BeneathError> {
         let folders = |p: &SafePath| p.as_str().rsplit_once('/').map(|(f, _)| f.to_owned());
         if folders(from) != folders(to) {
             return Err(BeneathError::Io {
@@ -213,8 +228,12 @@ impl Folder {
                 });
             }
         }
-        rustix::fs::renameat(&parent, from_name, &parent, to_name)
-            .map_err(|e| io_error(self.child(to), e))?;
+        if no_replace {
+            rename_no_replace(&parent, from_name, to_name)
+        } else {
+            rustix::fs::renameat(&parent, from_name, &parent, to_name)
+        }
+        .map_err(|e| io_error(self.child(to), e))?;
         rustix::fs::fsync(&parent).map_err(|e| io_error(self.child(to), e))
     }
 
@@ -404,6 +423,23 @@ fn open_direct(_parent: &OwnedFd, _name: &str) -> io::Result<File> {
         io::ErrorKind::Unsupported,
         "direct writes are only used on Linux",
     ))
+}
+
+/// Renames `from` to `to` in `parent` unless something is at `to`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn rename_no_replace(parent: &OwnedFd, from: &str, to: &str) -> rustix::io::Result<()> {
+    rustix::fs::renameat_with(parent, from, parent, to, rustix::fs::RenameFlags::NOREPLACE)
+}
+
+/// Renames `from` to `to` in `parent` unless something is at `to` (checked just before: this
+/// platform has no renaming that refuses to replace).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn rename_no_replace(parent: &OwnedFd, from: &str, to: &str) -> rustix::io::Result<()> {
+    match rustix::fs::statat(parent, to, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(_) => Err(rustix::io::Errno::EXIST),
+        Err(rustix::io::Errno::NOENT) => rustix::fs::renameat(parent, from, parent, to),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -10,12 +10,18 @@
 //!   the plaintext is kept and not written; any other file there refuses the whole operation
 //!   unless `replace`; something that is not a regular file, or a link beneath the folder,
 //!   always refuses it. A refusal leaves the folder as it was;
-//! - a file is written at `NAME.part` (a leftover regular file there is written over), made
-//!   durable, and only then renamed to `NAME`; if a write fails, the partial files this call
-//!   made are removed;
+//! - every file to write is first written whole at `NAME.part` (a leftover regular file there
+//!   is written over) and made durable; only once all are is each renamed to `NAME`. A failure
+//!   before that removes every partial file this call wrote, so the folder holds either the
+//!   whole plaintext or what it held before (and the partial files it already had). A file
+//!   that was missing at `NAME` when checked is renamed there only if nothing is there yet, so
+//!   a file the user makes meanwhile is never replaced;
 //! - every chunk is authenticated as it is decrypted (ChaCha20-Poly1305, its index and
 //!   whether it is the last in the nonce), so a ciphertext altered on disk since it was
-//!   verified is an error naming the file, never wrong plaintext.
+//!   verified is an error naming the file, never wrong plaintext;
+//! - nothing is reached through a link beneath the folder ([`crate::content::beneath`]).
+//!
+//! The caller makes sure one release is not opened into one folder twice at once.
 //!
 //! These functions block (they read and write whole files); callers run them on blocking threads.
 
@@ -27,7 +33,7 @@ use std::{
 
 use licet_proto::{
     encryption::{self, ContentKey, FileCipher},
-    manifest::{FileEntry, Manifest},
+    manifest::{FileEntry, Manifest, VerifiedManifest},
 };
 
 use crate::content::{
@@ -55,7 +61,10 @@ pub enum OpeningError {
         source: io::Error,
     },
     /// A chunk of the ciphertext does not decrypt.
-    #[error("{path}: {source}; `licet-node check` re-verifies the release's files")]
+    #[error(
+        "{path}: {source}: the file changed here since it was verified (`licet-node check` \
+         re-verifies it), or the publisher encrypted it with another key than the manifest names"
+    )]
     Decrypt {
         /// The ciphertext file.
         path: PathBuf,
@@ -78,6 +87,11 @@ impl OpeningError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, OpeningError::Output(e) if e.is_conflict())
     }
+
+    /// Whether the ciphertext failed to decrypt (a verification failure, not the system's).
+    pub fn is_not_authentic(&self) -> bool {
+        matches!(self, OpeningError::Decrypt { .. })
+    }
 }
 
 /// What [`write_plaintext`] did.
@@ -92,9 +106,12 @@ pub struct Opened {
 }
 
 /// What to do with one file.
+#[derive(Clone, Copy)]
 enum Action {
-    /// Nothing is at `NAME`: write it.
-    Write,
+    /// Nothing is at `NAME`: write it there, never over what may come meanwhile.
+    Create,
+    /// `NAME` is a file that is not the plaintext, and the caller said to replace it.
+    Replace,
     /// `NAME` already holds the plaintext.
     Keep,
 }
@@ -103,11 +120,12 @@ enum Action {
 /// `sealed`, with `key`, into `out` (see the module docs).
 pub fn write_plaintext(
     sealed: &Path,
-    manifest: &Manifest,
+    manifest: &VerifiedManifest,
     key: &ContentKey,
     out: &Path,
     replace: bool,
 ) -> Result<Opened, OpeningError> {
+    let manifest = manifest.manifest();
     let Some(encryption) = &manifest.encryption else {
         return Err(OpeningError::NotEncrypted(sealed.to_path_buf()));
     };
@@ -115,100 +133,83 @@ pub fn write_plaintext(
     let ciphers: Vec<FileCipher> = (0..manifest.files.len())
         .map(|i| key.file_cipher(i as u64, manifest.chunk_size))
         .collect();
+    // A verified manifest has one plaintext size per file.
     let plaintext_size = |i: usize| encryption.plaintext_sizes[i];
 
     // 1. Check every file; nothing is written until all pass.
-    let folder = match Folder::open(out) {
+    let existing = match Folder::open(out) {
         Ok(folder) => Some(folder),
         Err(e) if e.is_not_found() => None,
         Err(e) => return Err(OutputError::from(e).into()),
     };
     let mut actions = Vec::with_capacity(manifest.files.len());
     for (index, entry) in manifest.files.iter().enumerate() {
-        let path = crate::content::file_path(out, manifest, index, true);
-        let found = match &folder {
-            Some(folder) => folder.probe(&entry.path).map_err(OutputError::from)?,
-            None => Found::Missing,
+        let Some(folder) = &existing else {
+            actions.push(Action::Create);
+            continue;
         };
-        let action = match found {
-            Found::Missing => Action::Write,
+        let path = crate::content::file_path(out, manifest, index, true);
+        let action = match folder.probe(&entry.path).map_err(OutputError::from)? {
+            Found::Missing => Action::Create,
             Found::Other(what) => return Err(OutputError::NotAFile { path, what }.into()),
-            Found::File { size } => {
-                let why = if size != plaintext_size(index) {
-                    format!("{size} bytes, the release's is {}", plaintext_size(index))
-                } else {
-                    let existing = folder
-                        .as_ref()
-                        .map(|f| f.open_existing(&entry.path, false))
-                        .transpose()
-                        .map_err(OutputError::from)?
-                        .ok_or_else(|| OutputError::NotAFile {
-                            path: path.clone(),
-                            what: "gone",
-                        })?;
-                    if holds_plaintext(sealed, manifest, index, &ciphers[index], existing)? {
-                        actions.push(Action::Keep);
-                        continue;
-                    }
-                    "its bytes differ from the release's".to_owned()
-                };
+            Found::File { size } if size != plaintext_size(index) => {
                 if !replace {
+                    let why = format!("{size} bytes, the release's is {}", plaintext_size(index));
                     return Err(OutputError::Exists { path, why }.into());
                 }
-                Action::Write
+                Action::Replace
+            }
+            Found::File { .. } => {
+                let file = folder
+                    .open_existing(&entry.path, false)
+                    .map_err(OutputError::from)?;
+                if holds_plaintext(sealed, manifest, index, &ciphers[index], file)? {
+                    Action::Keep
+                } else if replace {
+                    Action::Replace
+                } else {
+                    let why = "its bytes differ from the release's".to_owned();
+                    return Err(OutputError::Exists { path, why }.into());
+                }
             }
         };
-        if let Action::Write = action
-            && let Some(folder) = &folder
+        if !matches!(action, Action::Keep)
+            && let Found::Other(what) = folder
+                .probe(&part_name(entry)?)
+                .map_err(OutputError::from)?
         {
-            let part = part_name(entry)?;
-            if let Found::Other(what) = folder.probe(&part).map_err(OutputError::from)? {
-                let path = crate::content::file_path(out, manifest, index, false);
-                return Err(OutputError::NotAFile { path, what }.into());
-            }
+            let path = crate::content::file_path(out, manifest, index, false);
+            return Err(OutputError::NotAFile { path, what }.into());
         }
         actions.push(action);
     }
 
-    // 2. Write what is to be written: `NAME.part`, durable, renamed to `NAME`.
+    // 2. Write every file to be written at `NAME.part`, whole and durable.
     std::fs::create_dir_all(out).map_err(|source| OpeningError::Write {
         path: out.to_path_buf(),
         source,
     })?;
     let folder = Folder::open(out).map_err(OutputError::from)?;
-    let mut opened = Opened::default();
-    let mut made: Vec<PathBuf> = Vec::new();
+    let mut written: Vec<licet_proto::path::SafePath> = Vec::new();
     let result = (|| {
-        for (index, action) in actions.into_iter().enumerate() {
-            opened.bytes += plaintext_size(index);
+        for (index, action) in actions.iter().enumerate() {
             if let Action::Keep = action {
-                opened.kept += 1;
                 continue;
             }
-            let entry = &manifest.files[index];
-            let part = part_name(entry)?;
+            let part = part_name(&manifest.files[index])?;
             let part_path = crate::content::file_path(out, manifest, index, false);
-            let file = match folder.probe(&part).map_err(OutputError::from)? {
-                Found::File { .. } => {
-                    let file = folder
-                        .open_existing(&part, true)
-                        .map_err(OutputError::from)?;
-                    file.set_len(0).map_err(|source| OpeningError::Write {
-                        path: part_path.clone(),
-                        source,
-                    })?;
-                    file
-                }
-                _ => {
-                    let file = folder.create_new(&part).map_err(OutputError::from)?;
-                    made.push(part_path.clone());
-                    file
-                }
-            };
             let write_error = |source| OpeningError::Write {
                 path: part_path.clone(),
                 source,
             };
+            let file = match folder.probe(&part).map_err(OutputError::from)? {
+                Found::File { .. } => folder
+                    .open_existing(&part, true)
+                    .map_err(OutputError::from)?,
+                _ => folder.create_new(&part).map_err(OutputError::from)?,
+            };
+            written.push(part);
+            file.set_len(0).map_err(write_error)?;
             let mut writer = io::BufWriter::with_capacity(1 << 20, file);
             decrypt_file(sealed, manifest, index, &ciphers[index], |segment| {
                 writer.write_all(segment)
@@ -218,22 +219,39 @@ pub fn write_plaintext(
                 .into_inner()
                 .map_err(|e| write_error(e.into_error()))?;
             file.sync_all().map_err(write_error)?;
-            crate::content::rename_to_final(out, manifest, index).map_err(|e| {
-                OpeningError::Write {
-                    path: part_path.clone(),
-                    source: io::Error::other(e.to_string()),
-                }
-            })?;
-            made.retain(|p| *p != part_path);
-            opened.written += 1;
         }
         Ok::<_, OpeningError>(())
     })();
     if let Err(e) = result {
-        for path in made {
-            let _ = std::fs::remove_file(path);
+        for part in &written {
+            if let Err(removal) = folder.remove_file(part) {
+                tracing::warn!(
+                    "cannot remove the partial file {}: {removal}",
+                    part.as_str()
+                );
+            }
         }
         return Err(e);
+    }
+
+    // 3. Every file is whole: each takes its name.
+    let mut opened = Opened::default();
+    for (index, action) in actions.into_iter().enumerate() {
+        opened.bytes += plaintext_size(index);
+        let entry = &manifest.files[index];
+        let renamed = match action {
+            Action::Keep => {
+                opened.kept += 1;
+                continue;
+            }
+            Action::Create => folder.rename_beside_new(&part_name(entry)?, &entry.path),
+            Action::Replace => folder.rename_beside(&part_name(entry)?, &entry.path),
+        };
+        renamed.map_err(|source| OpeningError::Write {
+            path: crate::content::file_path(out, manifest, index, true),
+            source: io::Error::other(source.to_string()),
+        })?;
+        opened.written += 1;
     }
     Ok(opened)
 }
@@ -333,7 +351,7 @@ fn holds_plaintext(
 mod tests {
     use licet_proto::{
         encryption::ciphertext_size,
-        manifest::{MIN_CHUNK_SIZE, ReleaseEncryption},
+        manifest::{ENCRYPTED_MANIFEST_FORMAT_VERSION, MIN_CHUNK_SIZE, ReleaseEncryption},
     };
 
     use super::*;
@@ -344,7 +362,7 @@ mod tests {
         _dir: tempfile::TempDir,
         sealed: PathBuf,
         out: PathBuf,
-        manifest: Manifest,
+        manifest: VerifiedManifest,
         key: ContentKey,
         plaintexts: Vec<Vec<u8>>,
     }
@@ -370,11 +388,15 @@ mod tests {
             )
             .unwrap();
         }
+        manifest.version = ENCRYPTED_MANIFEST_FORMAT_VERSION;
         manifest.encryption = Some(ReleaseEncryption {
             algorithm: licet_proto::encryption::EncryptionAlgorithm::ChaCha20Poly1305Stream,
             key_id: key.id(),
             plaintext_sizes: plaintexts.iter().map(|p| p.len() as u64).collect(),
         });
+        let manifest = manifest
+            .sign(&crate::test_support::publisher(), None)
+            .unwrap();
         Release {
             _dir: dir,
             sealed,
@@ -395,7 +417,13 @@ mod tests {
     }
 
     fn read_out(r: &Release, index: usize) -> Vec<u8> {
-        std::fs::read(crate::content::file_path(&r.out, &r.manifest, index, true)).unwrap()
+        std::fs::read(crate::content::file_path(
+            &r.out,
+            r.manifest.manifest(),
+            index,
+            true,
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -405,7 +433,7 @@ mod tests {
         assert_eq!((opened.written, opened.kept), (3, 0));
         for (i, plaintext) in r.plaintexts.iter().enumerate() {
             assert_eq!(&read_out(&r, i), plaintext, "file {i}");
-            assert!(!crate::content::file_path(&r.out, &r.manifest, i, false).exists());
+            assert!(!crate::content::file_path(&r.out, r.manifest.manifest(), i, false).exists());
         }
         let again = write_plaintext(&r.sealed, &r.manifest, &r.key, &r.out, false).unwrap();
         assert_eq!((again.written, again.kept), (0, 3));
@@ -415,7 +443,7 @@ mod tests {
     fn a_user_file_in_the_way_refuses_all_and_changes_nothing_unless_replace() {
         let r = sample();
         std::fs::create_dir_all(&r.out).unwrap();
-        let mine = crate::content::file_path(&r.out, &r.manifest, 2, true);
+        let mine = crate::content::file_path(&r.out, r.manifest.manifest(), 2, true);
         std::fs::write(&mine, b"MINE!").unwrap();
         let error = write_plaintext(&r.sealed, &r.manifest, &r.key, &r.out, false)
             .unwrap_err()
@@ -431,6 +459,22 @@ mod tests {
     }
 
     #[test]
+    fn a_file_that_fails_to_decrypt_leaves_no_file_of_the_release_behind() {
+        let r = sample();
+        // The last file is altered: the first two decrypt, but nothing may take its name.
+        let cipher_path = crate::content::file_path(&r.sealed, r.manifest.manifest(), 2, true);
+        let mut bytes = std::fs::read(&cipher_path).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(&cipher_path, bytes).unwrap();
+        let error = write_plaintext(&r.sealed, &r.manifest, &r.key, &r.out, false)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("does not decrypt"), "{error}");
+        let left: Vec<_> = std::fs::read_dir(&r.out).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
     fn altered_ciphertext_or_another_key_is_an_error_naming_the_file() {
         let r = sample();
         let other = ContentKey::from_bytes([8; 32]);
@@ -438,7 +482,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("does not decrypt"), "{error}");
-        let cipher_path = crate::content::file_path(&r.sealed, &r.manifest, 0, true);
+        let cipher_path = crate::content::file_path(&r.sealed, r.manifest.manifest(), 0, true);
         let mut bytes = std::fs::read(&cipher_path).unwrap();
         bytes[MIN_CHUNK_SIZE as usize + 3] ^= 1;
         std::fs::write(&cipher_path, bytes).unwrap();

@@ -154,6 +154,8 @@ struct Inner {
     recent_log: RecentLog,
     deliveries: crate::deliveries::Deliveries,
     licences: Arc<Licences>,
+    /// Held while a paid release's plaintext is written (`paid.rs`): one at a time.
+    opening: tokio::sync::Mutex<()>,
 }
 
 /// The node. Cheap to clone; every clone is the same node.
@@ -275,6 +277,7 @@ impl Node {
                 recent_log: config.recent_log,
                 deliveries,
                 licences,
+                opening: tokio::sync::Mutex::new(()),
             }),
         };
         node.load_items().await?;

@@ -91,19 +91,23 @@ impl Node {
                 NoKey::Store(e) => store_error(e),
                 e => ApiError::new(
                     ApiErrorKind::Refused,
-                    format!("release {id} ({:?}): {e}", manifest.manifest().title),
+                    format!("{:?}: {e}", manifest.manifest().title),
                 ),
             })?;
         let sealed = item.dir().to_path_buf();
         let out = output_dir.clone();
         let replace = request.replace;
+        // One opening at a time: two into one folder would write the same partial files.
+        let _one_at_a_time = self.inner.opening.lock().await;
         let opened = blocking(move || {
-            opening::write_plaintext(&sealed, manifest.manifest(), &opening.key, &out, replace)
+            opening::write_plaintext(&sealed, &manifest, &opening.key, &out, replace)
         })
         .await?
         .map_err(|e| {
             let kind = if e.is_conflict() {
                 ApiErrorKind::Conflict
+            } else if e.is_not_authentic() {
+                ApiErrorKind::BadRequest
             } else {
                 ApiErrorKind::Internal
             };
@@ -139,11 +143,14 @@ impl Node {
         let policy = self.inner.policy.clone();
         let items = self.inner.items.clone();
         let added = blocking(move || {
-            let manifest = licet_proto::licence::VerifiedLicence::from_bytes(&bytes)
-                .ok()
-                .and_then(|l| items.get(&l.licence().manifest_id))
+            let licence = match VerifiedLicence::from_bytes(&bytes) {
+                Ok(licence) => licence,
+                Err(e) => return Ok(Err(LicenceRefusal::Invalid(e))),
+            };
+            let manifest = items
+                .get(&licence.licence().manifest_id)
                 .map(|item| item.manifest().clone());
-            licences.add(&bytes, &policy, manifest.as_ref())
+            licences.add(licence, &policy, manifest.as_ref())
         })
         .await?
         .map_err(store_error)?;
