@@ -133,6 +133,9 @@ pub struct Metrics {
     /// Chunk reads that failed without proving the content changed (too many open files, no
     /// memory, an I/O error): each answered `Busy`.
     pub serve_io_errors: Counter,
+    /// Chunk requests answered `Busy` because this seed's upload slots for the release were
+    /// held by other peers (choked).
+    pub chunks_choked: Counter,
     /// The rate limits in force, bytes per second (0: none).
     rate_limits: Family<RateLimitLabel, Gauge>,
     /// Time chunks waited on the rate limits, summed over chunks, by direction.
@@ -251,6 +254,7 @@ impl Metrics {
             peers_banned: Counter::default(),
             files_changed: Counter::default(),
             serve_io_errors: Counter::default(),
+            chunks_choked: Counter::default(),
             rate_limits: Family::default(),
             rate_limit_waits: Family::default(),
             rate_limit_busy: Counter::default(),
@@ -316,6 +320,12 @@ impl Metrics {
             "serve_io_errors",
             "Chunk reads that failed without proving the content changed, answered busy",
             metrics.serve_io_errors.clone(),
+        );
+        registry.register(
+            "chunks_choked",
+            "Chunk requests answered busy because the release's upload slots were held by \
+             other peers",
+            metrics.chunks_choked.clone(),
         );
         registry.register(
             "rate_limit_bytes_per_second",

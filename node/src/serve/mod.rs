@@ -4,7 +4,9 @@
 //! metrics, the network, and the catalogs held) and is the node's [`Responder`]; `catalogs.rs`
 //! answers catalog requests; `swarms.rs`
 //! remembers who asked about what, for peer exchange, and `spread.rs` which chunks a seed sent
-//! least often, to offer those first while several peers fetch (super-seeding); `stamps.rs`
+//! least often, to offer those first while several peers fetch (super-seeding); `slots.rs` to
+//! which few of them a seed sends at a time (choking: the others are answered `Busy` and fetch
+//! from their peers until their turn); `stamps.rs`
 //! compares complete files with their stamps for a listing too.
 //!
 //! Invariants:
@@ -53,12 +55,14 @@ use licet_proto::{
 use tracing::{debug, warn};
 
 mod catalogs;
+mod slots;
 mod spread;
 mod stamps;
 mod swarms;
 
 pub use stamps::MAX_STAMP_CHECKS_PER_LISTING;
 
+use slots::UploadSlots;
 use spread::Spread;
 use swarms::Swarms;
 
@@ -93,6 +97,7 @@ pub struct Server {
     network: Network,
     swarms: Mutex<Swarms>,
     spread: Mutex<Spread>,
+    slots: Mutex<UploadSlots>,
     /// The upload limits chunks and catalog parts are paced under.
     bandwidth: Bandwidth,
     /// The count of deliveries this seed reports.
@@ -119,6 +124,7 @@ impl Server {
             network,
             swarms: Mutex::new(Swarms::default()),
             spread: Mutex::new(Spread::default()),
+            slots: Mutex::new(UploadSlots::default()),
             bandwidth,
             deliveries: None,
         }
@@ -136,6 +142,21 @@ impl Server {
 
     fn spread(&self) -> std::sync::MutexGuard<'_, Spread> {
         self.spread.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `peer` may be sent a chunk of `item` now: always, unless this node holds it
+    /// whole while other peers fetch it too; then only in one of its upload slots (`slots.rs`).
+    fn has_upload_slot(&self, item: &Item, peer: PeerId) -> bool {
+        let now = Instant::now();
+        if item.live().state != RecordState::Complete
+            || !self.swarms().others_fetching(&item.id(), &peer, now)
+        {
+            return true;
+        }
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(item.id(), peer, now)
     }
 }
 
@@ -348,6 +369,13 @@ impl Server {
             }
             ContentRequest::Peers => self.fetching_peers(id, peer).await,
             ContentRequest::Chunk { file, index, .. } => {
+                // A seed among more downloaders than it has slots sends to a few at a time.
+                if !self.has_upload_slot(&item, peer) {
+                    self.metrics.chunks_choked.inc();
+                    return Response::Busy {
+                        retry_after_ms: slots::CHOKED_RETRY_MS,
+                    };
+                }
                 // Paced before it is read: one the limit cannot send in time is answered busy.
                 let len = chunk_len(item.manifest().manifest(), file, index);
                 if let Err(late) = self.bandwidth.pace_upload(peer, len, received).await {
