@@ -27,7 +27,7 @@ use libp2p::PeerId;
 use licet_proto::ManifestId;
 
 /// Peers a seed sends chunks of one release to at once.
-pub const UPLOAD_SLOTS: usize = 3;
+pub const UPLOAD_SLOTS: usize = 2;
 /// How long a peer keeps a slot while others wait for one.
 pub const SLOT_TURN: Duration = Duration::from_secs(5);
 /// A slot whose peer has not asked for this long is free.
