@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     api::client::ApiClient,
-    contract::{AddQuery, ContentInfo, ContentListReply, ContentState, GetRequest, OpenRequest},
+    contract::{AddQuery, ContentInfo, ContentListReply, ContentState, GetRequest},
 };
 
 /// How often `get` asks how the download is going.
@@ -264,7 +264,7 @@ pub(super) async fn get(
         .await
         .map_err(|e| call_failure(e, &client, Verdict::UsageError))?;
     if started.encryption.is_some() {
-        warn_without_licence(&client, &started).await;
+        super::licence::warn_without_licence(&client, &started).await;
     }
     let continuing = continues_in_the_daemon(&started, &output_dir);
     if follow == Follow::Detach {
@@ -284,7 +284,7 @@ pub(super) async fn get(
     };
     match outcome {
         Ok(info) if info.encryption.is_some() => {
-            open_paid_release(&client, &info, &output_dir, replace, json).await
+            super::licence::open_paid_release(&client, &info, &output_dir, replace, json).await
         }
         Ok(info) => {
             if json {
@@ -301,89 +301,6 @@ pub(super) async fn get(
             Err(failure)
         }
         Err(WatchEnd::Stopped(failure)) => Err(failure),
-    }
-}
-
-/// The end of `get` of a paid release, once its ciphertext is complete: the daemon writes the
-/// plaintext into `output_dir` with a licence it holds. Without one that opens the release
-/// here now the daemon says why (exit 1); the ciphertext stays held and seeded either way.
-async fn open_paid_release(
-    client: &ApiClient,
-    info: &ContentInfo,
-    output_dir: &Path,
-    replace: bool,
-    json: bool,
-) -> Result<(), Failure> {
-    let request = OpenRequest {
-        output_dir: output_dir.to_path_buf(),
-        replace,
-    };
-    let opened = client
-        .content_open(&info.manifest_id, &request)
-        .await
-        .map_err(|e| {
-            // The reason first, then what stays and how to go on.
-            let seeding = |e: anyhow::Error| {
-                anyhow!(
-                    "{e:#}\n(the release's ciphertext is complete here and stays seeded, id {}; \
-                     once this is fixed, the same `licet-node get` writes the plaintext)",
-                    id_prefix(&info.manifest_id)
-                )
-            };
-            // A refusal, or ciphertext that does not decrypt, exits 1.
-            match call_failure(e, client, Verdict::BadRequestIsInvalid) {
-                Failure::Invalid(e) => Failure::Invalid(seeding(e)),
-                Failure::Other(e) => Failure::Other(seeding(e)),
-            }
-        })?;
-    if json {
-        return print_json(&opened);
-    }
-    let mut out = format_download_summary(info);
-    let _ = writeln!(
-        out,
-        "  paid     decrypted with licence {} into {}: {} written, {} already there ({})",
-        id_prefix(&opened.licence_id),
-        opened.output_dir.display(),
-        files_text(opened.files_written),
-        files_text(opened.files_kept),
-        human_bytes(opened.bytes),
-    );
-    print!("{out}");
-    Ok(())
-}
-
-/// Says at the start of a paid release's download, not after it, when no licence held opens
-/// it: the ciphertext is fetched and seeded all the same.
-async fn warn_without_licence(client: &ApiClient, info: &ContentInfo) {
-    let Ok(held) = client.licence_list().await else {
-        return;
-    };
-    let mine: Vec<_> = held
-        .licences
-        .iter()
-        .filter(|l| l.manifest_id == info.manifest_id)
-        .collect();
-    if mine.iter().any(|l| l.refused.is_none()) {
-        return;
-    }
-    let why = match mine.first().and_then(|l| l.refused.as_deref()) {
-        Some(why) => format!("the licence held does not open it: {}", clean(why)),
-        None => "this node holds no licence for it".to_owned(),
-    };
-    eprintln!(
-        "note: \"{}\" is a paid release and {why}; it is fetched and seeded as ciphertext, and \
-         its plaintext is written once a licence is added (`licet-node licence add FILE`)",
-        clean(&info.title)
-    );
-}
-
-/// "1 file", "3 files".
-fn files_text(count: usize) -> String {
-    if count == 1 {
-        "1 file".to_owned()
-    } else {
-        format!("{count} files")
     }
 }
 
@@ -680,7 +597,7 @@ fn state_text(item: &ContentInfo) -> &'static str {
 }
 
 /// `get`'s summary of complete content.
-fn format_download_summary(info: &ContentInfo) -> String {
+pub(super) fn format_download_summary(info: &ContentInfo) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "complete: \"{}\"", clean(&info.title));
     let _ = writeln!(out, "  id       {}", info.manifest_id);

@@ -1,11 +1,15 @@
-//! `licet-node licence key|add|ls|rm`: the licences for paid releases this node holds.
+//! `licet-node licence key|add|ls|rm`: the licences for paid releases this node holds, and the
+//! end of `get` of a paid release (its plaintext written with one of them).
 //!
 //! A licence (`licet-manifest licence issue --to NODE_KEY`) is sealed to the node's ed25519
 //! identity key (`node.key` in the data directory, the key its peer id names), mapped to X25519
 //! for HPKE. `key` reads that key from the data directory (the daemon need not run); the others
 //! ask the daemon, which keeps the licences and opens paid releases with them (`get`).
 
-use std::path::{Path, PathBuf};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, anyhow};
 use clap::Subcommand;
@@ -14,10 +18,13 @@ use licet_proto::{LicenceId, PublicKey, signed::SignedKind};
 
 use super::{
     Failure, Verdict, call_failure, connect,
-    output::{clean, id_prefix, print_json, table},
+    output::{clean, human_bytes, id_prefix, print_json, table},
     read_signed_file,
 };
-use crate::contract::{LicenceEntry, LicenceListReply};
+use crate::{
+    api::client::ApiClient,
+    contract::{ContentInfo, LicenceEntry, LicenceListReply, OpenRequest},
+};
 
 /// Largest `node.key` read: a protobuf-encoded ed25519 keypair is under 100 bytes.
 const MAX_NODE_KEY_BYTES: u64 = 4096;
@@ -183,6 +190,89 @@ fn format_licences(reply: &LicenceListReply) -> String {
         &rows,
     ));
     out
+}
+
+/// The end of `get` of a paid release, once its ciphertext is complete: the daemon writes the
+/// plaintext into `output_dir` with a licence it holds. Without one that opens the release
+/// here now the daemon says why (exit 1); the ciphertext stays held and seeded either way.
+pub(super) async fn open_paid_release(
+    client: &ApiClient,
+    info: &ContentInfo,
+    output_dir: &Path,
+    replace: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let request = OpenRequest {
+        output_dir: output_dir.to_path_buf(),
+        replace,
+    };
+    let opened = client
+        .content_open(&info.manifest_id, &request)
+        .await
+        .map_err(|e| {
+            // The reason first, then what stays and how to go on.
+            let seeding = |e: anyhow::Error| {
+                anyhow!(
+                    "{e:#}\n(the release's ciphertext is complete here and stays seeded, id {}; \
+                     once this is fixed, the same `licet-node get` writes the plaintext)",
+                    id_prefix(&info.manifest_id)
+                )
+            };
+            // A refusal, or ciphertext that does not decrypt, exits 1.
+            match call_failure(e, client, Verdict::BadRequestIsInvalid) {
+                Failure::Invalid(e) => Failure::Invalid(seeding(e)),
+                Failure::Other(e) => Failure::Other(seeding(e)),
+            }
+        })?;
+    if json {
+        return print_json(&opened);
+    }
+    let mut out = super::content::format_download_summary(info);
+    let _ = writeln!(
+        out,
+        "  paid     decrypted with licence {} into {}: {} written, {} already there ({})",
+        id_prefix(&opened.licence_id),
+        opened.output_dir.display(),
+        files_text(opened.files_written),
+        files_text(opened.files_kept),
+        human_bytes(opened.bytes),
+    );
+    print!("{out}");
+    Ok(())
+}
+
+/// Says at the start of a paid release's download, not after it, when no licence held opens
+/// it: the ciphertext is fetched and seeded all the same.
+pub(super) async fn warn_without_licence(client: &ApiClient, info: &ContentInfo) {
+    let Ok(held) = client.licence_list().await else {
+        return;
+    };
+    let mine: Vec<_> = held
+        .licences
+        .iter()
+        .filter(|l| l.manifest_id == info.manifest_id)
+        .collect();
+    if mine.iter().any(|l| l.refused.is_none()) {
+        return;
+    }
+    let why = match mine.first().and_then(|l| l.refused.as_deref()) {
+        Some(why) => format!("the licence held does not open it: {}", clean(why)),
+        None => "this node holds no licence for it".to_owned(),
+    };
+    eprintln!(
+        "note: \"{}\" is a paid release and {why}; it is fetched and seeded as ciphertext, and \
+         its plaintext is written once a licence is added (`licet-node licence add FILE`)",
+        clean(&info.title)
+    );
+}
+
+/// "1 file", "3 files".
+fn files_text(count: usize) -> String {
+    if count == 1 {
+        "1 file".to_owned()
+    } else {
+        format!("{count} files")
+    }
 }
 
 /// The ed25519 public key and peer id of the node whose data directory is `data_dir`.
