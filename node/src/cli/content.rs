@@ -934,16 +934,22 @@ mod tests {
         info
     }
 
-    #[tokio::test]
-    async fn get_of_a_paid_release_asks_for_its_plaintext_in_the_output_folder() {
+    /// A fake daemon whose `content_get` answers that `id` is a complete paid release.
+    async fn daemon_with_paid_release(id: ManifestId) -> (tempfile::TempDir, TestServer) {
         let (dir, server) = daemon_dir().await;
-        let id = ManifestId([2; 32]);
         server
             .node
             .content_replies
             .lock()
             .unwrap()
             .push_back(paid(id));
+        (dir, server)
+    }
+
+    #[tokio::test]
+    async fn get_of_a_paid_release_asks_for_its_plaintext_in_the_output_folder() {
+        let id = ManifestId([2; 32]);
+        let (dir, server) = daemon_with_paid_release(id).await;
         let out = tempfile::tempdir().unwrap();
         let link = format!("licet:{id}");
         exec(
@@ -978,14 +984,8 @@ mod tests {
 
     #[tokio::test]
     async fn get_of_a_paid_release_without_a_licence_exits_1_saying_why() {
-        let (dir, server) = daemon_dir().await;
         let id = ManifestId([2; 32]);
-        server
-            .node
-            .content_replies
-            .lock()
-            .unwrap()
-            .push_back(paid(id));
+        let (dir, server) = daemon_with_paid_release(id).await;
         server
             .node
             .open_errors
