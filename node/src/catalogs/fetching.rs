@@ -126,38 +126,34 @@ impl<H: CatalogHost> Catalogs<H> {
     ) -> Result<CatalogOffer, CatalogError> {
         let h = head.head();
         let local = self.network.local_peer_id();
-        let providers = self
-            .network
-            .providers(catalog_head_key(&h.publisher).0)
-            .await
-            .unwrap_or_default();
+        let mut asked = HashSet::new();
+        let mut problems = Vec::new();
+        // The peer the head came from and the connected peers first: one of them holds the
+        // catalog nearly always (gossip forwards a head only once its catalog is held), and
+        // asking them costs no DHT lookup, which on a busy swarm takes seconds per hop.
         let connected = self.network.connected().await.unwrap_or_default();
-        let mut seen = HashSet::new();
-        // The peer the head came from, then connected peers, then providers (which anyone can
-        // announce, so they come last).
-        let candidates: Vec<PeerId> = hint
+        let nearby: Vec<PeerId> = hint
             .into_iter()
             .chain(connected.into_iter().map(|(peer, _)| peer))
-            .chain(providers)
-            .filter(|peer| *peer != local && !self.host.is_banned(peer) && seen.insert(*peer))
-            .take(MAX_CATALOG_SOURCES)
             .collect();
-        let mut problems = Vec::new();
-        for peer in candidates {
-            let fetched =
-                tokio::time::timeout(CATALOG_FETCH_TIMEOUT, self.fetch_catalog_from(peer, head))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(format!(
-                            "did not send the catalog within {CATALOG_FETCH_TIMEOUT:?}"
-                        ))
-                    });
-            match fetched {
-                Ok(catalog) => return Ok(catalog),
-                Err(problem) => {
-                    debug!(%peer, "catalog {} of {} not fetched: {problem}", h.sequence, h.publisher);
-                    problems.push(format!("{peer}: {problem}"));
-                }
+        if let Some(catalog) = self
+            .fetch_catalog_from_any(head, nearby, local, &mut asked, &mut problems)
+            .await
+        {
+            return Ok(catalog);
+        }
+        // Then the providers of the head's key, which anyone can announce, so they come last.
+        if asked.len() < MAX_CATALOG_SOURCES {
+            let providers = self
+                .network
+                .providers(catalog_head_key(&h.publisher).0)
+                .await
+                .unwrap_or_default();
+            if let Some(catalog) = self
+                .fetch_catalog_from_any(head, providers, local, &mut asked, &mut problems)
+                .await
+            {
+                return Ok(catalog);
             }
         }
         Err(CatalogError::Unavailable(format!(
@@ -170,6 +166,44 @@ impl<H: CatalogHost> Catalogs<H> {
                 format!(" ({})", problems.join("; "))
             }
         )))
+    }
+
+    /// Tries `candidates` in order (skipping this node, banned peers and those in `asked`, and
+    /// stopping once [`MAX_CATALOG_SOURCES`] were asked in all) until one sends the catalog;
+    /// each failure is added to `problems`.
+    async fn fetch_catalog_from_any(
+        &self,
+        head: &VerifiedCatalogHead,
+        candidates: impl IntoIterator<Item = PeerId>,
+        local: PeerId,
+        asked: &mut HashSet<PeerId>,
+        problems: &mut Vec<String>,
+    ) -> Option<CatalogOffer> {
+        let h = head.head();
+        for peer in candidates {
+            if asked.len() >= MAX_CATALOG_SOURCES {
+                break;
+            }
+            if peer == local || self.host.is_banned(&peer) || !asked.insert(peer) {
+                continue;
+            }
+            let fetched =
+                tokio::time::timeout(CATALOG_FETCH_TIMEOUT, self.fetch_catalog_from(peer, head))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "did not send the catalog within {CATALOG_FETCH_TIMEOUT:?}"
+                        ))
+                    });
+            match fetched {
+                Ok(catalog) => return Some(catalog),
+                Err(problem) => {
+                    debug!(%peer, "catalog {} of {} not fetched: {problem}", h.sequence, h.publisher);
+                    problems.push(format!("{peer}: {problem}"));
+                }
+            }
+        }
+        None
     }
 
     /// Fetches the catalog `head` names from `peer`: its root, then the parts the node lacks

@@ -22,13 +22,21 @@ use licet_proto::{
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use super::{CatalogHost, Catalogs, HeadOrigin};
+use super::{CatalogError, CatalogHost, Catalogs, HeadOrigin};
 use crate::net::{self, NetworkEvent};
 
 /// Most peers asked for their head of one publisher in a poll.
 const MAX_POLL_PEERS: usize = 8;
 /// The first poll runs this long after start (time to connect to bootstrap peers).
 const FIRST_POLL_DELAY: Duration = Duration::from_secs(2);
+/// Waits before fetching a gossiped head's catalog again when no peer could send it: short
+/// first (a neighbour is usually still fetching it), 7 s in all, well inside the 30 s a
+/// message waits in gossipsub's cache for its report.
+const GOSSIP_RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
 
 impl<H: CatalogHost> Catalogs<H> {
     /// Takes gossip messages from the network until it stops.
@@ -65,11 +73,8 @@ impl<H: CatalogHost> Catalogs<H> {
             };
             let catalogs = self.clone();
             tokio::spawn(async move {
-                let acceptance = match catalogs
-                    .consider_head(head, Some(source), HeadOrigin::Gossip)
-                    .await
-                {
-                    Ok(_) => MessageAcceptance::Accept,
+                let acceptance = match catalogs.follow_gossiped_head(head, source).await {
+                    Ok(()) => MessageAcceptance::Accept,
                     Err(failure) => {
                         catalogs.metrics.refused(failure.label());
                         debug!(%source, "gossiped catalog head not taken: {failure}");
@@ -82,6 +87,31 @@ impl<H: CatalogHost> Catalogs<H> {
                     .await;
             });
         }
+    }
+
+    /// Fetches and accepts the catalog of a gossiped head, from `source` first. A head that
+    /// verified but whose catalog no peer could send yet (the source trimmed away, its
+    /// neighbours still fetching it) is tried again after [`GOSSIP_RETRY_DELAYS`]: gossipsub
+    /// delivers each message once, so without these tries the node would wait for its next
+    /// poll. The message waits in gossipsub's cache meanwhile and is forwarded once accepted.
+    async fn follow_gossiped_head(
+        &self,
+        head: VerifiedCatalogHead,
+        source: PeerId,
+    ) -> Result<(), CatalogError> {
+        let mut outcome = self
+            .consider_head(head.clone(), Some(source), HeadOrigin::Gossip)
+            .await;
+        for delay in GOSSIP_RETRY_DELAYS {
+            if !matches!(outcome, Err(CatalogError::Unavailable(_))) || self.host.stopping() {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+            outcome = self
+                .consider_head(head.clone(), Some(source), HeadOrigin::Gossip)
+                .await;
+        }
+        outcome.map(|_| ())
     }
 
     /// What gossipsub should do with a message, and the head to follow if it is newer.
