@@ -516,7 +516,6 @@ impl Node {
         };
         let server = Arc::new(self.server());
         let peers = self.inner.peers.clone();
-        let network = self.inner.network.clone();
         let slots = transfer::StreamSlots::new(MAX_INBOUND_STREAMS, MAX_INBOUND_STREAMS_PER_PEER);
         tokio::spawn(async move {
             let mut incoming = incoming;
@@ -530,7 +529,6 @@ impl Node {
                     warn!(%peer, "too many busy inbound transfer streams; one refused");
                     continue;
                 };
-                network.mark_in_use(peer);
                 let server = server.clone();
                 tokio::spawn(async move {
                     transfer::serve_stream(server, peer, stream, slot).await;

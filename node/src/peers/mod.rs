@@ -200,8 +200,10 @@ impl Peers {
             sessions.remove(&peer);
         }
         drop(sessions);
+        // Not marked in use here: a session also carries the catalog poll's small requests,
+        // and a poll every 20 s would keep the peers it asks protected from trimming for good.
+        // The chunks it carries mark the peer (`received`, `served`).
         let network = &self.0.network;
-        network.mark_in_use(peer);
         match network.dial_peer(peer).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(SessionError::Open(e)),
