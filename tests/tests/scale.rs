@@ -2,7 +2,8 @@
 //! 127.0.0.1 started in waves, each allowed few connections, and only what a user sees
 //! (`/metrics`, `catalog ls --json`, `ls --json`, a `get`).
 //!
-//! What is claimed: every node's connections come back within the high mark however many peers
+//! What is claimed: a node whose bootstrap peer is gone rejoins through the peers it
+//! remembers; every node's connections come back within the high mark however many peers
 //! its DHT queries touch; a catalog and then a takedown published on one node reach every node,
 //! at least [`MIN_BY_GOSSIP`] of the 29 others by gossip (each node says so in `/metrics`), the
 //! rest by the poll (not yet 100% by gossip: the target); after churn, restarted nodes catch up
@@ -219,6 +220,7 @@ fn a_thirty_node_swarm_stays_within_its_connection_bound_and_gossip_reaches_ever
         .map(|n| accepted_by(n, "gossip"))
         .collect();
     let by_gossip = gossiped.iter().filter(|g| **g == 1.0).count();
+    eprintln!("catalog 1 came by gossip to {by_gossip} of 29 nodes");
     assert!(
         by_gossip >= MIN_BY_GOSSIP,
         "catalog 1 came by gossip to only {by_gossip} of 29 nodes"
@@ -239,6 +241,7 @@ fn a_thirty_node_swarm_stays_within_its_connection_bound_and_gossip_reaches_ever
         .zip(&gossiped)
         .filter(|(n, before)| accepted_by(n, "gossip") == **before + 1.0)
         .count();
+    eprintln!("the takedown came by gossip to {by_gossip} of 29 nodes");
     assert!(
         by_gossip >= MIN_BY_GOSSIP,
         "the takedown came by gossip to only {by_gossip} of 29 nodes"
@@ -288,6 +291,58 @@ fn a_thirty_node_swarm_stays_within_its_connection_bound_and_gossip_reaches_ever
         .client(&["get", text(&ep2["link"]), "-o", "fetched"])
         .ok();
     wait_within_high_mark(&nodes, "after the churn");
+}
+
+/// Churn where the bootstrap peer is gone: a node restarted with only the address of a peer
+/// that has left (or, as here, restarted on another port) finds the swarm again through the
+/// peers it was connected to before (the file `peers` in its data directory), and takes a
+/// catalog published while it was down.
+#[test]
+fn a_node_whose_bootstrap_peer_is_gone_rejoins_through_the_peers_it_remembers() {
+    let net = TestNet::new();
+    let w = net.work();
+    let publisher = w.keygen("publisher.pem");
+    release(&net, "ep1", "Episode 1", "ep1.manifest");
+    w.catalog_new("publisher.pem", "draft.json");
+    w.manifest(&["catalog", "add", "draft.json", "ep1.manifest"])
+        .ok();
+    sign(&net, "catalog.1");
+    // A short poll: b asks its peers for catalogs soon after it is back (nothing is gossiped
+    // while it is down).
+    let poll = ["--catalog-poll", "5"];
+    let mut a = net.start("a", &poll).trusting(&publisher);
+    let with_a = ["--catalog-poll", "5", "--bootstrap", a.addr()];
+    let mut b = net.start("b", &with_a).trusting(&publisher);
+    let c = net.start("c", &with_a).trusting(&publisher);
+    // b writes down the peers it is connected to, c among them (the DHT bootstrap connects
+    // the three).
+    let remembered = b.data_dir().join("peers");
+    wait_for(
+        "b to remember c",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            std::fs::read_to_string(&remembered)
+                .ok()
+                .filter(|text| text.contains(c.peer_id()))
+        },
+    );
+    b.kill9();
+    a.kill9();
+    c.client_json(&["catalog", "publish", "catalog.1"]);
+    // b comes back with only a's address, which no longer answers.
+    b.restart();
+    wait_for(
+        "b to take the catalog published while it was down",
+        SPREAD_TIMEOUT,
+        Duration::from_millis(200),
+        || (sequence_of(&b, &publisher) == 1).then_some(()),
+    );
+    let peers = b.client_json(&["peers"]);
+    assert!(
+        peers.to_string().contains(c.peer_id()),
+        "b is not connected to c: {peers}"
+    );
 }
 
 /// `CHURNED` distinct node indexes from 2 to `NODES - 1`, different on each run.

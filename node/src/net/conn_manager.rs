@@ -133,6 +133,18 @@ impl ConnManager {
         self.open.len()
     }
 
+    /// The connected peers, each once, the one with the oldest connection first.
+    pub fn peers_oldest_first(&self) -> Vec<PeerId> {
+        let mut oldest: HashMap<PeerId, Instant> = HashMap::new();
+        for open in self.open.values() {
+            let since = oldest.entry(open.peer).or_insert(open.since);
+            *since = (*since).min(open.since);
+        }
+        let mut peers: Vec<(PeerId, Instant)> = oldest.into_iter().collect();
+        peers.sort_by_key(|(_, since)| *since);
+        peers.into_iter().map(|(peer, _)| peer).collect()
+    }
+
     /// Whether more connections than the high mark are open.
     pub fn over_high(&self) -> bool {
         self.open.len() > self.marks.high as usize
@@ -273,6 +285,22 @@ mod tests {
         manager.closed(ConnectionId::new_unchecked(51));
         assert_eq!(manager.connections(), 3);
         assert!(!manager.over_high());
+    }
+
+    #[test]
+    fn peers_are_listed_once_by_their_oldest_connection() {
+        let now = Instant::now();
+        let (mut manager, peers) = with_peers(marks(2, 4), 3, now, Duration::from_secs(60));
+        // peers[2] also holds a connection older than every other.
+        manager.established(
+            ConnectionId::new_unchecked(50),
+            peers[2],
+            now - Duration::from_secs(120),
+        );
+        assert_eq!(
+            manager.peers_oldest_first(),
+            vec![peers[2], peers[0], peers[1]]
+        );
     }
 
     #[test]

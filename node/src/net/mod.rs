@@ -68,6 +68,7 @@ mod dht;
 mod handle;
 mod nat;
 pub mod reachability;
+mod remembered;
 mod topic_mesh;
 mod topics;
 
@@ -77,7 +78,8 @@ use handle::Command;
 pub use handle::{Network, NetworkStopped};
 pub use topic_mesh::{ConnectionMetrics, GossipMesh, InUse, TopicLabel};
 pub use topics::{
-    DELIVERIES_TOPIC_PREFIX, catalog_topic, deliveries_topic, deliveries_topic_publisher,
+    DELIVERIES_TOPIC_PREFIX, NetworkEvent, catalog_topic, deliveries_topic,
+    deliveries_topic_publisher,
 };
 
 use reachability::{PublicRanges, Reachability, ReachabilityState, is_relayed};
@@ -154,34 +156,6 @@ struct Behaviour {
     upnp: Toggle<upnp::tokio::Behaviour>,
 }
 
-/// What the event loop tells the node.
-pub enum NetworkEvent {
-    /// A gossip message on a catalog topic, not forwarded until the node reports on it with
-    /// [`Network::report_gossip`].
-    CatalogHead {
-        /// The topic's name (see [`catalog_topic`]).
-        topic: String,
-        /// The message's bytes (at most [`MAX_GOSSIP_BYTES`]).
-        data: Vec<u8>,
-        /// The peer that passed it on.
-        source: PeerId,
-        /// Its gossipsub id.
-        message_id: gossipsub::MessageId,
-    },
-    /// A gossip message on a delivery report topic ([`deliveries_topic`]), not forwarded until
-    /// the node reports on it.
-    DeliveryReport {
-        /// The topic's name.
-        topic: String,
-        /// The message's bytes (at most [`MAX_GOSSIP_BYTES`]).
-        data: Vec<u8>,
-        /// The peer that passed it on.
-        source: PeerId,
-        /// Its gossipsub id.
-        message_id: gossipsub::MessageId,
-    },
-}
-
 /// What the node knows of its place in the network, for `status`.
 #[derive(Debug, Clone, Default)]
 pub struct NetworkReport {
@@ -242,6 +216,9 @@ pub struct NetworkConfig {
     /// The time catalog heads are judged at (expiry): the node's clock raised to its time
     /// floor (`licet_proto::policy::judged_now`).
     pub judged_now: JudgedNow,
+    /// The data directory, where the peers connected to are remembered for the next start
+    /// (see [`remembered`]); `None`: nothing remembered.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// The time a node judges windows and expiries at (see [`NetworkConfig::judged_now`]).
@@ -403,18 +380,26 @@ pub fn spawn(
         }
     }
 
+    let remembered_peers = config
+        .data_dir
+        .map(|dir| dir.join(remembered::FILE_NAME));
+    let remembered = remembered_peers
+        .as_deref()
+        .map(remembered::load)
+        .unwrap_or_default();
+
     let control = swarm.behaviour().stream.new_control();
     let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
     let (events_tx, events) = mpsc::channel(GOSSIP_QUEUE);
     let in_use = InUse::default();
-    let event_loop = EventLoop {
+    let mut event_loop = EventLoop {
         swarm,
         commands: receiver,
         events: events_tx,
         pending_dials: HashMap::new(),
         pending_providers: HashMap::new(),
         pending_records: HashMap::new(),
-        has_bootstrap: !config.bootstrap.is_empty(),
+        has_bootstrap: !config.bootstrap.is_empty() || !remembered.is_empty(),
         bootstrap_dials: bootstrap::BootstrapDials::new(config.bootstrap.clone()),
         reannounce_at: 1,
         gossip_refused: config.counters.gossip_messages_refused.clone(),
@@ -432,7 +417,9 @@ pub fn spawn(
         gossip_mesh,
         counters: config.counters,
         judged_now: config.judged_now,
+        remembered_peers,
     };
+    event_loop.add_remembered_peers(remembered);
     tokio::spawn(event_loop.run());
     Ok((
         Network {
@@ -468,6 +455,7 @@ struct EventLoop {
     pending_dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
     pending_providers: HashMap<kad::QueryId, PendingProviders>,
     pending_records: HashMap<kad::QueryId, PendingRecords>,
+    /// Whether the DHT has peers to bootstrap from: bootstrap addresses or remembered peers.
     has_bootstrap: bool,
     /// Bootstrap addresses given without a peer id, until a dial of each connects.
     bootstrap_dials: bootstrap::BootstrapDials,
@@ -502,6 +490,8 @@ struct EventLoop {
     counters: NetworkCounters,
     /// The time catalog heads are judged at.
     judged_now: JudgedNow,
+    /// Where the connected peers are written down for the next start (`remembered.rs`).
+    remembered_peers: Option<std::path::PathBuf>,
 }
 
 impl EventLoop {
@@ -509,6 +499,10 @@ impl EventLoop {
         let mut bootstrap_timer = tokio::time::interval(bootstrap::BOOTSTRAP_ROUND);
         let mut trim_timer = tokio::time::interval(conn_manager::TRIM_CHECK_INTERVAL);
         let mut discovery_timer = tokio::time::interval(topic_mesh::TOPIC_DISCOVERY_INTERVAL);
+        let mut remember_timer = tokio::time::interval_at(
+            tokio::time::Instant::now() + remembered::FIRST_SAVE,
+            remembered::SAVE_INTERVAL,
+        );
         self.dial_bootstrap_addrs();
         loop {
             tokio::select! {
@@ -525,6 +519,7 @@ impl EventLoop {
                 }
                 _ = trim_timer.tick() => self.trim_connections(),
                 _ = discovery_timer.tick() => self.discover_topic_peers(),
+                _ = remember_timer.tick() => self.save_remembered_peers(),
                 _ = bootstrap_timer.tick() => {
                     self.dial_bootstrap_addrs();
                     if self.has_bootstrap {

@@ -1,7 +1,8 @@
 //! The data directory is private to the user the daemon runs as.
 //!
 //! It holds the trust store and every content path (`state.redb`), the node's identity
-//! (`node.key`) and the control API's bearer token and address (`api-token`, `api-addr`). The
+//! (`node.key`), the control API's bearer token and address (`api-token`, `api-addr`) and the
+//! peers it was last connected to (`peers`, `net/remembered.rs`). The
 //! daemon creates it (and any missing parent) with mode 0700 whatever the umask, and tightens an
 //! existing one that other users can enter or list to 0700 with a warning. The files in it are
 //! created with mode 0600 by their owners (`store.rs`, `node.rs`, `api.rs`), so they stay private

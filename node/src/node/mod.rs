@@ -256,6 +256,7 @@ impl Node {
                 let policy = policy.clone();
                 Arc::new(move || policy.judged_now())
             },
+            data_dir: Some(data_dir.clone()),
         })?;
         let node = Node {
             inner: Arc::new(Inner {
