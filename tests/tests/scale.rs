@@ -327,6 +327,11 @@ fn a_node_whose_bootstrap_peer_is_gone_rejoins_through_the_peers_it_remembers() 
                 .filter(|text| text.contains(c.peer_id()))
         },
     );
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&remembered).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the peers file is private");
+    }
     b.kill9();
     a.kill9();
     c.client_json(&["catalog", "publish", "catalog.1"]);

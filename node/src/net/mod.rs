@@ -76,6 +76,7 @@ pub use counters::{NetworkCounters, ReachabilityMetrics, ResultLabel};
 use dht::{PendingProviders, PendingRecords};
 use handle::Command;
 pub use handle::{Network, NetworkStopped};
+pub use remembered::{FILE_NAME as PEERS_FILE_NAME, PeersFile};
 pub use topic_mesh::{ConnectionMetrics, GossipMesh, InUse, TopicLabel};
 pub use topics::{
     DELIVERIES_TOPIC_PREFIX, NetworkEvent, catalog_topic, deliveries_topic,
@@ -216,9 +217,9 @@ pub struct NetworkConfig {
     /// The time catalog heads are judged at (expiry): the node's clock raised to its time
     /// floor (`licet_proto::policy::judged_now`).
     pub judged_now: JudgedNow,
-    /// The data directory, where the peers connected to are remembered for the next start
-    /// (see [`remembered`]); `None`: nothing remembered.
-    pub data_dir: Option<std::path::PathBuf>,
+    /// Where the peers connected to are remembered for the next start (see [`remembered`]);
+    /// `None`: nothing remembered.
+    pub peers_file: Option<PeersFile>,
 }
 
 /// The time a node judges windows and expiries at (see [`NetworkConfig::judged_now`]).
@@ -380,12 +381,10 @@ pub fn spawn(
         }
     }
 
-    let remembered_peers = config
-        .data_dir
-        .map(|dir| dir.join(remembered::FILE_NAME));
+    let remembered_peers = config.peers_file;
     let remembered = remembered_peers
-        .as_deref()
-        .map(remembered::load)
+        .as_ref()
+        .map(|file| remembered::load(&file.path))
         .unwrap_or_default();
 
     let control = swarm.behaviour().stream.new_control();
@@ -491,7 +490,7 @@ struct EventLoop {
     /// The time catalog heads are judged at.
     judged_now: JudgedNow,
     /// Where the connected peers are written down for the next start (`remembered.rs`).
-    remembered_peers: Option<std::path::PathBuf>,
+    remembered_peers: Option<PeersFile>,
 }
 
 impl EventLoop {

@@ -10,8 +10,9 @@
 //! not answer.
 //!
 //! The file is text, one multiaddr with `/p2p/<peer id>` per line, so a user can read it or
-//! delete it (the node then starts from its bootstrap peers alone). It is written atomically
-//! (`store/atomic_file.rs`), mode 0600, off the event loop's thread.
+//! delete it (the node then starts from its bootstrap peers alone). It is written off the event
+//! loop's thread by the writer the node gives ([`PeersFile`]: atomically, mode 0600, with
+//! `store/atomic_file.rs`, which this layer does not import).
 //!
 //! Invariants: at most [`MAX_REMEMBERED_PEERS`] lines are written, and at most that many peers
 //! and [`MAX_FILE_BYTES`] bytes are read, whatever the file holds; a line that is not such a
@@ -42,6 +43,15 @@ pub const SAVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const MAX_REMEMBERED_PEERS: usize = 32;
 /// Most bytes read from the file (32 lines of long relayed addresses fit many times).
 pub const MAX_FILE_BYTES: u64 = 64 * 1024;
+
+/// Where the peers are remembered, and how the file is written (atomically, privately).
+#[derive(Clone)]
+pub struct PeersFile {
+    /// The file (`DATA_DIR/peers`).
+    pub path: PathBuf,
+    /// Writes the whole file so that readers see the old one or the new one.
+    pub write: fn(&Path, &[u8]) -> io::Result<()>,
+}
 
 /// The peers in the file at `path`, each with the address to dial it at (see the module docs).
 /// A missing file is no peer; one that cannot be read is a warning and no peer.
@@ -133,7 +143,7 @@ impl EventLoop {
 
     /// Writes the connected peers to the file, off this thread (see the module docs).
     pub(super) fn save_remembered_peers(&self) {
-        let Some(path) = self.remembered_peers.clone() else {
+        let Some(file) = self.remembered_peers.clone() else {
             return;
         };
         let peers = self.conn_manager.peers_oldest_first();
@@ -145,15 +155,16 @@ impl EventLoop {
         if text.is_empty() {
             return;
         }
-        tokio::task::spawn_blocking(move || save(&path, &text));
+        tokio::task::spawn_blocking(move || save(&file, &text));
     }
 }
 
-/// Writes `text` to `path` atomically, mode 0600; a failure is a warning (the file is a hint).
-fn save(path: &PathBuf, text: &str) {
-    match crate::store::atomic_file::write_atomic(path, text.as_bytes(), 0o600) {
-        Ok(()) => debug!(path = %path.display(), "remembered peers saved"),
-        Err(e) => warn!(path = %path.display(), "cannot save the remembered peers: {e}"),
+/// Writes `text` to the file; a failure is a warning (the file is a hint).
+fn save(file: &PeersFile, text: &str) {
+    let path = file.path.display();
+    match (file.write)(&file.path, text.as_bytes()) {
+        Ok(()) => debug!(%path, "remembered peers saved"),
+        Err(e) => warn!(%path, "cannot save the remembered peers: {e}"),
     }
 }
 
@@ -219,16 +230,14 @@ mod tests {
         let path = dir.path().join(FILE_NAME);
         assert!(load(&path).is_empty());
         let peer = PeerId::random();
+        let file = PeersFile {
+            path: path.clone(),
+            write: |path, bytes| std::fs::write(path, bytes),
+        };
         save(
-            &path,
+            &file,
             &render([(peer, vec![addr("/ip4/192.0.2.9/tcp/4610")])]),
         );
         assert_eq!(load(&path)[0].0, peer);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
     }
 }

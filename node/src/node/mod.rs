@@ -256,7 +256,10 @@ impl Node {
                 let policy = policy.clone();
                 Arc::new(move || policy.judged_now())
             },
-            data_dir: Some(data_dir.clone()),
+            peers_file: Some(net::PeersFile {
+                path: data_dir.join(net::PEERS_FILE_NAME),
+                write: |path, bytes| crate::store::atomic_file::write_atomic(path, bytes, 0o600),
+            }),
         })?;
         let node = Node {
             inner: Arc::new(Inner {
