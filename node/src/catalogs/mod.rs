@@ -11,8 +11,10 @@
 //! - `catalog publish` on this node (the API), with the catalog itself;
 //! - gossip on the publisher's topic (`net::catalog_topic`), pushed the moment it is
 //!   published (`watch.rs`);
-//! - the DHT record under the publisher's catalog head key, polled every `catalog_poll`;
-//! - a direct `CatalogHead` request to connected peers, in the same poll.
+//! - a direct `CatalogHead` request to connected peers, every `catalog_poll`;
+//! - the DHT record under the publisher's catalog head key, in the same poll when no connected
+//!   peer offered a head, when the node holds no catalog of the publisher, and otherwise at
+//!   most every 10 minutes (`watch.rs`).
 //!
 //! What happens to a head, in order:
 //! 1. its signature is checked: it must be signed by its publisher's own key;
@@ -160,6 +162,8 @@ pub struct CatalogWork {
     mirror_cursors: tokio::sync::Mutex<HashMap<PublicKey, usize>>,
     /// How often catalogs are polled.
     poll: Duration,
+    /// When the DHT was last asked for each publisher's head by a poll (`watch.rs`).
+    dht_polled: Mutex<HashMap<PublicKey, std::time::Instant>>,
 }
 
 impl CatalogWork {
@@ -169,7 +173,23 @@ impl CatalogWork {
             fetching: Mutex::new(HashSet::new()),
             mirror_cursors: tokio::sync::Mutex::new(HashMap::new()),
             poll,
+            dht_polled: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether a poll should ask the DHT for `publisher`'s head although connected peers
+    /// answered: [`watch::DHT_POLL_INTERVAL`] since it last did (or never). Says yes at most once
+    /// per interval: the caller asks the DHT now.
+    fn dht_poll_due(&self, publisher: PublicKey) -> bool {
+        let now = std::time::Instant::now();
+        let mut polled = self.dht_polled.lock().unwrap_or_else(|p| p.into_inner());
+        let due = polled
+            .get(&publisher)
+            .is_none_or(|at| now.saturating_duration_since(*at) >= watch::DHT_POLL_INTERVAL);
+        if due {
+            polled.insert(publisher, now);
+        }
+        due
     }
 }
 

@@ -1,6 +1,6 @@
 //! Heads from the network (steps 1 and 2 of `mod.rs`): gossip on each trusted publisher's
-//! topic, and the poll of the DHT and connected peers every `catalog_poll`, which also keeps
-//! mirrors in step and sweeps content whose window ended.
+//! topic, and the poll of connected peers (and, when needed, the DHT) every `catalog_poll`,
+//! which also keeps mirrors in step and sweeps content whose window ended.
 //!
 //! Invariants: a gossip message is reported to gossipsub as accepted only if it is a valid,
 //! newer head of its topic's publisher whose catalog this node has then fetched and accepted:
@@ -27,6 +27,9 @@ use crate::net::{self, NetworkEvent};
 
 /// Most peers asked for their head of one publisher in a poll.
 const MAX_POLL_PEERS: usize = 8;
+/// Longest time between two polls of the DHT for a publisher's head while connected peers
+/// answer (see [`Catalogs::poll_publisher`]).
+pub const DHT_POLL_INTERVAL: Duration = Duration::from_secs(600);
 /// The first poll runs this long after start (time to connect to bootstrap peers).
 const FIRST_POLL_DELAY: Duration = Duration::from_secs(2);
 /// Waits before fetching a gossiped head's catalog again when no peer could send it: short
@@ -205,18 +208,17 @@ impl<H: CatalogHost> Catalogs<H> {
         }
     }
 
-    /// Looks for a newer head of `publisher` in the DHT and at connected peers, and follows the
-    /// highest one.
+    /// Looks for a newer head of `publisher` at connected peers and, when needed, in the DHT,
+    /// and follows the highest one.
+    ///
+    /// The DHT is asked when no connected peer offered a head of the publisher (none trusts it,
+    /// or none is connected), when this node holds no catalog of it, and otherwise at most
+    /// every [`DHT_POLL_INTERVAL`]: every node asking it at every poll made the head key's K
+    /// closest nodes answer all of them (`docs/SCALE.md`, "The hot key"), and each lookup
+    /// opened connections to about 20 peers that the connection manager then trimmed (in a
+    /// 300-node swarm, about half of the connections opened while idle).
     pub async fn poll_publisher(&self, publisher: PublicKey) {
         let mut offered: Vec<(VerifiedCatalogHead, Option<PeerId>)> = Vec::new();
-        let key = catalog_head_key(&publisher).0;
-        for value in self.network.get_records(key).await.unwrap_or_default() {
-            if let Ok(head) = VerifiedCatalogHead::from_bytes(&value)
-                && head.head().publisher == publisher
-            {
-                offered.push((head, None));
-            }
-        }
         let connected = self.network.connected().await.unwrap_or_default();
         let askable = connected
             .into_iter()
@@ -239,6 +241,17 @@ impl<H: CatalogHost> Catalogs<H> {
                 Err(e) => {
                     debug!(%peer, "catalog head request failed: {e}");
                     self.host.request_failed(peer, &e).await;
+                }
+            }
+        }
+        let holds_one = self.policy.newest_catalog(&publisher).is_some();
+        if offered.is_empty() || !holds_one || self.work.dht_poll_due(publisher) {
+            let key = catalog_head_key(&publisher).0;
+            for value in self.network.get_records(key).await.unwrap_or_default() {
+                if let Ok(head) = VerifiedCatalogHead::from_bytes(&value)
+                    && head.head().publisher == publisher
+                {
+                    offered.push((head, None));
                 }
             }
         }
