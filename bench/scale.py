@@ -167,6 +167,9 @@ def self_test():
     assert address_of(100) == "127.0.2.1" and address_of(299) == "127.0.3.100"
     stat = "123 (licet node (x)) S 1 2 3 4 5 6 7 8 9 10 40 2 0 0 20 0 3"
     assert cpu_seconds(stat) == 42, cpu_seconds(stat)
+    rollup = smaps_rollup("55b4-7ffd ---p 00000000 00:00 0    [rollup]\nRss:  20876 kB\n"
+                          "Pss:   19369 kB\nPrivate_Dirty:  3088 kB\nTHPeligible: 0\n")
+    assert rollup == {"Rss": 20876, "Pss": 19369, "Private_Dirty": 3088}, rollup
     print("self-test passed")
 
 
@@ -407,21 +410,34 @@ def idle_figures(swarm, window):
     cores = os.cpu_count()
     ours_cores = (after_ours - before_ours) / ticks / elapsed
     machine_cores = (after_busy - before_busy) / max(1, after_all - before_all) * cores
-    rss, threads, fds = [], [], []
+    rss, pss, private, threads, fds = [], [], [], [], []
     for n in online:
         for line in open(f"/proc/{n.proc.pid}/status"):
             if line.startswith("VmRSS:"):
                 rss.append(int(line.split()[1]) / 1024.0)
             elif line.startswith("Threads:"):
                 threads.append(int(line.split()[1]))
+        rollup = smaps_rollup(open(f"/proc/{n.proc.pid}/smaps_rollup").read())
+        pss.append(rollup.get("Pss", 0) / 1024.0)
+        private.append((rollup.get("Private_Clean", 0) + rollup.get("Private_Dirty", 0)) / 1024.0)
         fds.append(len(os.listdir(f"/proc/{n.proc.pid}/fd")))
     sample = random.sample(online, min(20, len(online)))
     peers = [n.metrics().get("licet_peers_connected", float("nan")) for n in sample]
     return {
-        "rss": rss, "threads": threads, "fds": fds, "peers": peers,
+        "rss": rss, "pss": pss, "private": private, "threads": threads, "fds": fds, "peers": peers,
         "cpu_cores": ours_cores, "machine_cores": machine_cores, "window": elapsed,
         "load": open("/proc/loadavg").read().split()[:3],
     }
+
+
+def smaps_rollup(text):
+    """The kB figures of a /proc/PID/smaps_rollup, by name ("Rss", "Pss", "Private_Dirty", ...)."""
+    figures = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].endswith(":") and parts[2] == "kB":
+            figures[parts[0][:-1]] = int(parts[1])
+    return figures
 
 
 def report_idle(label, figures, n):
@@ -431,6 +447,10 @@ def report_idle(label, figures, n):
           f"(target <= {TARGET_RSS_MIB:.0f} MiB per node: "
           f"{'met' if statistics.median(rss) <= TARGET_RSS_MIB else 'NOT met'} at the median, "
           f"{'met' if max(rss) <= TARGET_RSS_MIB else 'NOT met'} at the max)")
+    print(f"  PSS per node (shared pages, the binary's among them, split between the processes "
+          f"mapping them): {summary(figures['pss'], ' MiB', digits=1)}; total "
+          f"{sum(figures['pss']) / 1024:.2f} GiB; private memory per node (what one more node "
+          f"adds): {summary(figures['private'], ' MiB', digits=1)}")
     print(f"  threads per node: {summary(figures['threads'], digits=0)}; descriptors per node: "
           f"{summary(figures['fds'], digits=0)}")
     print(f"  connected peers per node (20 sampled): {summary(figures['peers'], digits=0)}")
