@@ -417,6 +417,7 @@ pub fn spawn(
         counters: config.counters,
         judged_now: config.judged_now,
         remembered_peers,
+        remembered_last: String::new(),
     };
     event_loop.add_remembered_peers(remembered);
     tokio::spawn(event_loop.run());
@@ -489,8 +490,10 @@ struct EventLoop {
     counters: NetworkCounters,
     /// The time catalog heads are judged at.
     judged_now: JudgedNow,
-    /// Where the connected peers are written down for the next start (`remembered.rs`).
+    /// Where the connected peers are written down for the next start (`remembered.rs`), and
+    /// what was written last.
     remembered_peers: Option<PeersFile>,
+    remembered_last: String,
 }
 
 impl EventLoop {

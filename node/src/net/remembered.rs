@@ -141,8 +141,9 @@ impl EventLoop {
         }
     }
 
-    /// Writes the connected peers to the file, off this thread (see the module docs).
-    pub(super) fn save_remembered_peers(&self) {
+    /// Writes the connected peers to the file, off this thread, unless they are the ones
+    /// written last (no write, no `fsync`, while the set is stable; see the module docs).
+    pub(super) fn save_remembered_peers(&mut self) {
         let Some(file) = self.remembered_peers.clone() else {
             return;
         };
@@ -152,9 +153,10 @@ impl EventLoop {
                 .into_iter()
                 .map(|peer| (peer, self.contacts.listening(&peer))),
         );
-        if text.is_empty() {
+        if text.is_empty() || text == self.remembered_last {
             return;
         }
+        self.remembered_last.clone_from(&text);
         tokio::task::spawn_blocking(move || save(&file, &text));
     }
 }
@@ -212,7 +214,10 @@ mod tests {
         );
         let (parsed, skipped) = parse(&text);
         assert_eq!(parsed.len(), 1, "{parsed:?}");
-        assert_eq!(parsed[0].1, addr(&format!("/ip4/192.0.2.1/tcp/4610/p2p/{peer}")));
+        assert_eq!(
+            parsed[0].1,
+            addr(&format!("/ip4/192.0.2.1/tcp/4610/p2p/{peer}"))
+        );
         // Not a multiaddr, no peer id, and a line cut short.
         assert_eq!(skipped, 3);
     }
