@@ -5,9 +5,12 @@
 use std::collections::HashSet;
 
 use libp2p::{
-    PeerId, kad,
+    Multiaddr, PeerId, kad,
     kad::store::RecordStore as _,
-    swarm::dial_opts::{DialOpts, PeerCondition},
+    swarm::{
+        DialError,
+        dial_opts::{DialOpts, PeerCondition},
+    },
 };
 use tokio::sync::oneshot;
 use tracing::debug;
@@ -30,6 +33,48 @@ pub(super) struct PendingRecords {
 const MAX_VALUES_PER_LOOKUP: usize = 32;
 
 impl EventLoop {
+    /// Adds `peer`'s `addrs` to the routing table if the peer is in it already or its bucket
+    /// has room (the table's inserts are manual: `BucketInserts::Manual` in `net/mod.rs`).
+    ///
+    /// Kademlia, asked to add a peer to a full bucket, dials the bucket's oldest disconnected
+    /// peer to see whether it is still there. With the connection manager keeping most of the
+    /// table disconnected, every new connection then led to another dial, and that one to
+    /// another at the far end: in a 300-node swarm allowed 24 connections each, about 1,500
+    /// connections a second were opened and trimmed while the nodes were idle, and the
+    /// handshakes took both cores. A full bucket keeps the peers it has (Kademlia prefers
+    /// long-lived peers); one that a dial no longer reaches leaves it
+    /// ([`EventLoop::forget_unreachable`]), and the next peer identified takes its place.
+    pub(super) fn add_to_routing_table(
+        &mut self,
+        peer: PeerId,
+        addrs: impl IntoIterator<Item = Multiaddr>,
+    ) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let room = kad.kbucket(peer).is_some_and(|bucket| {
+            bucket.num_entries() < kad::K_VALUE.get()
+                || bucket.iter().any(|entry| *entry.node.key.preimage() == peer)
+        });
+        if room {
+            for addr in addrs {
+                kad.add_address(&peer, addr);
+            }
+        }
+    }
+
+    /// A dial of `peer` failed with `error`: if the peer could not be reached (not a dial this
+    /// node stopped or refused itself), it leaves the routing table, making room for a peer
+    /// that answers (see [`EventLoop::add_to_routing_table`]). It comes back when it connects
+    /// again and says where it listens.
+    pub(super) fn forget_unreachable(&mut self, peer: PeerId, error: &DialError) {
+        if matches!(
+            error,
+            DialError::Transport(_) | DialError::WrongPeerId { .. } | DialError::NoAddresses
+        ) && !self.swarm.is_connected(&peer)
+        {
+            self.swarm.behaviour_mut().kad.remove_peer(&peer);
+        }
+    }
+
     /// The check every value record passes before this node stores it (see the module docs).
     pub(super) fn check_record(&mut self, record: &kad::Record) -> Result<(), String> {
         let store = self.swarm.behaviour_mut().kad.store_mut();

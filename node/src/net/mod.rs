@@ -285,6 +285,9 @@ pub fn spawn(
             // The event loop bootstraps on its own timer when it has bootstrap peers; kad's
             // automatic one only warns on a lone node.
             kad_config.set_periodic_bootstrap_interval(None);
+            // Peers join the routing table when they say where they listen, and only if their
+            // bucket has room (`dht.rs`, `add_to_routing_table`), never on connection alone.
+            kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
             let store = ProviderStore::new(
                 peer_id,
                 crate::net::provider_store::ProviderLimits::default(),
@@ -581,6 +584,9 @@ impl EventLoop {
             } => {
                 debug!(?peer_id, "outgoing connection failed: {error}");
                 self.on_bootstrap_failed(connection_id, &error);
+                if let Some(peer) = peer_id {
+                    self.forget_unreachable(peer, &error);
+                }
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(error.to_string()));
                 }
@@ -596,9 +602,8 @@ impl EventLoop {
                 self.contacts
                     .identified(peer_id, info.listen_addrs.clone(), &self.public_ranges);
                 if info.protocols.contains(&KAD_PROTOCOL) {
-                    for addr in info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER) {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                    }
+                    let addrs = info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER);
+                    self.add_to_routing_table(peer_id, addrs);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::v1::Event::StatusChanged {
