@@ -216,7 +216,7 @@ impl<H: CatalogHost> Catalogs<H> {
     /// every [`DHT_POLL_INTERVAL`]: every node asking it at every poll made the head key's K
     /// closest nodes answer all of them (`docs/SCALE.md`, "The hot key"), and each lookup
     /// opened connections to about 20 peers that the connection manager then trimmed (in a
-    /// 300-node swarm, about half of the connections opened while idle).
+    /// 300-node swarm on one machine, idle nodes spent both cores, handshakes high among it).
     pub async fn poll_publisher(&self, publisher: PublicKey) {
         let mut offered: Vec<(VerifiedCatalogHead, Option<PeerId>)> = Vec::new();
         let connected = self.network.connected().await.unwrap_or_default();
