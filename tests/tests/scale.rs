@@ -4,10 +4,10 @@
 //!
 //! What is claimed: a node whose bootstrap peer is gone rejoins through the peers it
 //! remembers; every node's connections come back within the high mark however many peers
-//! its DHT queries touch; a catalog and then a takedown published on one node reach every node,
-//! at least [`MIN_BY_GOSSIP`] of the 29 others by gossip (each node says so in `/metrics`), the
-//! rest by the poll (not yet 100% by gossip: the issue's target); after churn, restarted nodes catch up
-//! with the newest catalog, none goes back, and content is still found through the DHT.
+//! its DHT queries touch; a catalog and then a takedown published on one node reach every one
+//! of the 29 others by gossip (each node says so in `/metrics`; the poll, every 20 s, would
+//! otherwise catch them); after churn, restarted nodes catch up with the newest catalog, none
+//! goes back, and content is still found through the DHT.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -34,9 +34,6 @@ const SPREAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// The catalog poll: the fallback for a node gossip missed, slow enough that what gossip
 /// brings comes first (each node counts how its catalogs came).
 const POLL_SECS: &str = "20";
-/// Of the 29 nodes that did not publish, how many must get each catalog by gossip. One CI run
-/// on a loaded machine had 27; with the topic meshes cut apart, 23 did.
-const MIN_BY_GOSSIP: usize = 25;
 
 /// The daemon's flags in this swarm.
 fn bounded(bootstrap: Option<&str>) -> Vec<String> {
@@ -105,6 +102,26 @@ fn accepted_by(node: &TestNode, via: &str) -> f64 {
     node.metric(&format!("licet_catalogs_accepted_total{{via=\"{via}\"}}"))
 }
 
+/// Waits until each node counted `catalogs` accepted catalogs in `/metrics`, however they came
+/// (`catalog ls` shows a catalog a moment before the counter moves).
+#[track_caller]
+fn wait_counted(nodes: &[TestNode], catalogs: f64) {
+    for node in nodes {
+        wait_for(
+            &format!("{} to count {catalogs} accepted catalogs", node.name()),
+            SPREAD_TIMEOUT,
+            Duration::from_millis(100),
+            || {
+                let counted: f64 = ["publish", "gossip", "poll"]
+                    .iter()
+                    .map(|via| accepted_by(node, via))
+                    .sum();
+                (counted >= catalogs).then_some(())
+            },
+        );
+    }
+}
+
 /// Open connections of `node`.
 fn connections(node: &TestNode) -> f64 {
     node.metric("licet_connections_open")
@@ -165,10 +182,12 @@ fn wait_for_everyone(nodes: &[&TestNode], publisher: &str, sequence: u64) {
     }
 }
 
+/// Regression: a node everyone bootstrapped from stayed above its high mark for good (every
+/// catalog poll re-opened a session and kept the peers it asked protected), nodes got a
+/// catalog only from the poll (27 of 29 by gossip in one run: a first fetch that failed was not
+/// tried again, and gossip delivers a message once), and a restarted node whose bootstrap peer
+/// had moved stayed alone.
 #[test]
-#[ignore = "30 daemons on a shared 2-core machine do not reliably settle within the test's \
-            bounds (one CI run: a node not back within 8 connections in 90 s); run by hand: \
-            cargo test -p licet-tests --test scale -- --ignored"]
 fn a_thirty_node_swarm_stays_within_its_connection_bound_and_gossip_reaches_every_node() {
     let net = TestNet::new().with_log_filter("info,licet_node::catalogs=debug");
     let w = net.work();
@@ -215,14 +234,16 @@ fn a_thirty_node_swarm_stays_within_its_connection_bound_and_gossip_reaches_ever
     nodes[0].client_json(&["catalog", "publish", "catalog.1"]);
     let all: Vec<&TestNode> = nodes.iter().collect();
     wait_for_everyone(&all, &publisher, 1);
+    wait_counted(&nodes, 1.0);
     let gossiped: Vec<f64> = nodes[1..]
         .iter()
         .map(|n| accepted_by(n, "gossip"))
         .collect();
     let by_gossip = gossiped.iter().filter(|g| **g == 1.0).count();
     eprintln!("catalog 1 came by gossip to {by_gossip} of 29 nodes");
-    assert!(
-        by_gossip >= MIN_BY_GOSSIP,
+    assert_eq!(
+        by_gossip,
+        NODES - 1,
         "catalog 1 came by gossip to only {by_gossip} of 29 nodes"
     );
 
@@ -236,14 +257,16 @@ fn a_thirty_node_swarm_stays_within_its_connection_bound_and_gossip_reaches_ever
             item["refused"]["reason"] == "Revoked"
         });
     }
+    wait_counted(&nodes, 2.0);
     let by_gossip = nodes[1..]
         .iter()
         .zip(&gossiped)
         .filter(|(n, before)| accepted_by(n, "gossip") == **before + 1.0)
         .count();
     eprintln!("the takedown came by gossip to {by_gossip} of 29 nodes");
-    assert!(
-        by_gossip >= MIN_BY_GOSSIP,
+    assert_eq!(
+        by_gossip,
+        NODES - 1,
         "the takedown came by gossip to only {by_gossip} of 29 nodes"
     );
     wait_within_high_mark(&nodes, "after the takedown");
