@@ -402,10 +402,17 @@ def idle_figures(swarm, window):
                 pass
         return total
 
+    sample = random.sample(online, min(20, len(online)))
+
+    def trimmed():
+        return sum(n.metrics().get("licet_connections_trimmed_total", 0.0) for n in sample)
+
+    trimmed_before = trimmed()
     before_ours, (before_busy, before_all) = our_ticks(), machine_busy_ticks()
     start = time.monotonic()
     time.sleep(window)
     after_ours, (after_busy, after_all) = our_ticks(), machine_busy_ticks()
+    trims_per_node_s = (trimmed() - trimmed_before) / len(sample) / (time.monotonic() - start)
     elapsed = time.monotonic() - start
     cores = os.cpu_count()
     ours_cores = (after_ours - before_ours) / ticks / elapsed
@@ -421,10 +428,10 @@ def idle_figures(swarm, window):
         pss.append(rollup.get("Pss", 0) / 1024.0)
         private.append((rollup.get("Private_Clean", 0) + rollup.get("Private_Dirty", 0)) / 1024.0)
         fds.append(len(os.listdir(f"/proc/{n.proc.pid}/fd")))
-    sample = random.sample(online, min(20, len(online)))
     peers = [n.metrics().get("licet_peers_connected", float("nan")) for n in sample]
     return {
-        "rss": rss, "pss": pss, "private": private, "threads": threads, "fds": fds, "peers": peers,
+        "rss": rss, "pss": pss, "private": private, "threads": threads,
+        "trims_per_node_s": trims_per_node_s, "fds": fds, "peers": peers,
         "cpu_cores": ours_cores, "machine_cores": machine_cores, "window": elapsed,
         "load": open("/proc/loadavg").read().split()[:3],
     }
@@ -453,7 +460,9 @@ def report_idle(label, figures, n):
           f"adds): {summary(figures['private'], ' MiB', digits=1)}")
     print(f"  threads per node: {summary(figures['threads'], digits=0)}; descriptors per node: "
           f"{summary(figures['fds'], digits=0)}")
-    print(f"  connected peers per node (20 sampled): {summary(figures['peers'], digits=0)}")
+    print(f"  connected peers per node (20 sampled): {summary(figures['peers'], digits=0)}; "
+          f"peers disconnected by the connection manager: {figures['trims_per_node_s']:.2f} "
+          "per node per second (connections opened and trimmed)")
     print(f"  CPU of the {len(rss)} nodes: {figures['cpu_cores'] * 100:.1f}% of one core in all "
           f"({figures['cpu_cores'] * 100 / len(rss):.3f}% per node); the whole machine "
           f"{figures['machine_cores'] * 100:.0f}% of one core (others: "

@@ -52,7 +52,9 @@ impl EventLoop {
         let kad = &mut self.swarm.behaviour_mut().kad;
         let room = kad.kbucket(peer).is_some_and(|bucket| {
             bucket.num_entries() < kad::K_VALUE.get()
-                || bucket.iter().any(|entry| *entry.node.key.preimage() == peer)
+                || bucket
+                    .iter()
+                    .any(|entry| *entry.node.key.preimage() == peer)
         });
         if room {
             for addr in addrs {
